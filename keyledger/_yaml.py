@@ -1,0 +1,100 @@
+"""YAML that remembers where each value came from, so errors can say ``file:line:col``.
+
+Used by the config loader and the policy loader; a plain ``yaml.safe_load`` loses the
+positions a user needs to find the mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Located", "YamlError", "load_located", "where"]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class LocatedDict(dict[str, Any]):
+    """A mapping that also knows the position of itself and of each key."""
+
+    position: Position
+    key_positions: dict[str, Position]
+
+
+class LocatedList(list[Any]):
+    position: Position
+    item_positions: list[Position]
+
+
+Located = LocatedDict | LocatedList
+
+
+class YamlError(ValueError):
+    """A YAML file that cannot be read; the message starts with ``file:line:col``."""
+
+
+def _pos(file: str, node: yaml.Node) -> Position:
+    return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _construct(file: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out = LocatedDict()
+        out.position = _pos(file, node)
+        out.key_positions = {}
+        for key_node, value_node in node.value:
+            key = _construct(file, key_node)
+            if not isinstance(key, str):
+                raise YamlError(f"{_pos(file, key_node)}: keys must be strings, not {key!r}")
+            if key in out:
+                raise YamlError(f"{_pos(file, key_node)}: duplicate key {key!r}")
+            out[key] = _construct(file, value_node)
+            out.key_positions[key] = _pos(file, value_node)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        seq = LocatedList(_construct(file, n) for n in node.value)
+        seq.position = _pos(file, node)
+        seq.item_positions = [_pos(file, n) for n in node.value]
+        return seq
+    # Scalars: let the safe constructor resolve ints, bools, nulls, timestamps.
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def load_located(path: Path, text: str | None = None) -> Any:
+    """Parse one YAML document, keeping positions; raise YamlError with file:line:col."""
+    file = str(path)
+    if text is None:
+        text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where_ = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        raise YamlError(f"{where_}: {exc.problem}") from None
+    if node is None:
+        return None
+    return _construct(file, node)
+
+
+def where(container: Any, key: str | int | None = None) -> str:
+    """The ``file:line:col`` of ``container[key]`` (or of the container), best effort."""
+    if isinstance(container, LocatedDict):
+        if isinstance(key, str) and key in container.key_positions:
+            return str(container.key_positions[key])
+        return str(container.position)
+    if isinstance(container, LocatedList):
+        if isinstance(key, int) and 0 <= key < len(container.item_positions):
+            return str(container.item_positions[key])
+        return str(container.position)
+    return "<unknown>"

@@ -1,0 +1,19 @@
+"""Secret stores behind one small async Protocol. Never imports ``keyledger.proxy``."""
+
+from keyledger.backends._base import Backend
+from keyledger.backends.errors import (
+    BackendConflict,
+    BackendError,
+    BackendUnavailable,
+    InvalidBackendRequest,
+    SecretNotFound,
+)
+
+__all__ = [
+    "Backend",
+    "BackendConflict",
+    "BackendError",
+    "BackendUnavailable",
+    "InvalidBackendRequest",
+    "SecretNotFound",
+]
