@@ -14,7 +14,7 @@ import base64
 import binascii
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +32,7 @@ from keyledger.backends.errors import (
 )
 from keyledger.model import SecretItem, SecretRef, SecretRequest, SecretResult
 
-__all__ = ["AwsBackend", "AwsSettings", "secret_name_from_id"]
+__all__ = ["AwsBackend", "AwsSettings"]
 
 SERVICE = "secretsmanager"
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -59,6 +59,8 @@ class AwsSettings:
     profile: str | None = None
     timeout_s: float = 10.0
     max_connections: int = 256
+    # (access key id, secret) instead of the boto3 chain; for embedded test stores only.
+    static_credentials: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,23 +69,6 @@ class _Credentials:
     secret_key: str
     token: str | None
     fetched_at: float
-
-
-def secret_name_from_id(secret_id: str) -> str:
-    """The secret name in a SecretId that may be a name, a full ARN or a partial ARN.
-
-    A full ARN ends in ``-`` and six random characters that are not part of the name.
-    """
-    if not secret_id.startswith("arn:"):
-        return secret_id
-    parts = secret_id.split(":", 6)
-    if len(parts) < 7 or parts[5] != "secret":
-        return secret_id
-    name = parts[6]
-    head, dash, suffix = name.rpartition("-")
-    if dash and len(suffix) == 6 and suffix.isalnum():
-        return head
-    return name
 
 
 class AwsBackend:
@@ -143,6 +128,9 @@ class AwsBackend:
         return creds
 
     def _fetch_credentials(self) -> _Credentials:
+        if self._settings.static_credentials is not None:
+            key, secret = self._settings.static_credentials
+            return _Credentials(key, secret, None, time.monotonic())
         found = self._botocore.get_credentials()
         if found is None:
             raise BackendUnavailable(

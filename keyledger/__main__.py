@@ -1,0 +1,3 @@
+from keyledger.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""The ``keyledger`` command line.
+
+    keyledger serve --config FILE | --dev [--listen HOST:PORT]
+    keyledger audit verify PATH
+    keyledger identity create|list|revoke|rotate ...
+    keyledger policy check [PATH...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from keyledger.policies import (
+    PolicyError,
+    example_policy_dir,
+    load_policy_files,
+    resolve_policy_paths,
+)
+from keyledger.proxy.config import Config, ConfigError, load_config, parse_listen
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A user error: printed as ``keyledger: <message>``, exit status 2."""
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    listen = config.listen
+    if listen.tls_cert is None or listen.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(listen.tls_cert, listen.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"tls: cannot load {listen.tls_cert} / {listen.tls_key}: {exc}") from exc
+    return context
+
+
+async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
+    from aiohttp import web
+
+    from keyledger.proxy.app import make_app
+
+    log = _logger()
+    context = _ssl_context(config)
+    listen = config.listen
+    if context is None and not listen.is_loopback:
+        if not listen.allow_plaintext:
+            raise CliError(
+                f"refusing plain HTTP on {listen.host}: secrets travel in responses. Configure "
+                "tls.cert and tls.key, or set allow_plaintext: true behind a TLS-terminating "
+                "proxy"
+            )
+        log.warning("plaintext_listener", host=listen.host, port=listen.port)
+
+    app = await make_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, listen.host, listen.port, ssl_context=context, backlog=1024
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CliError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from exc
+        log.info(
+            "listening",
+            url=f"{'https' if context else 'http'}://{listen.host}:{listen.port}",
+            config=config.source,
+        )
+        if on_ready is not None:
+            on_ready()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+def _logger():  # type: ignore[no-untyped-def]
+    import structlog
+
+    return structlog.get_logger("keyledger")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from keyledger.proxy.app import StartupError
+    from keyledger.proxy.logging import configure_logging
+
+    listen = parse_listen(args.listen) if args.listen else None
+    if args.dev:
+        from keyledger.proxy import dev
+
+        var = Path(args.var)
+        env = dev.start_dev(var=var, listen=listen or ("127.0.0.1", 8080))
+        config = env.config
+        configure_logging(format=config.logging.format, level=config.logging.level)
+        text = dev.banner(env, var_display=str(args.var).rstrip("/"))
+        try:
+            asyncio.run(_serve(config, on_ready=lambda: print(text, flush=True)))
+        except StartupError as exc:
+            raise CliError(str(exc)) from exc
+        finally:
+            env.server.stop()
+        return 0
+    if not args.config:
+        raise CliError("serve needs --config FILE, or --dev for the self-contained demo")
+    config = load_config(Path(args.config))
+    if listen is not None:
+        from dataclasses import replace
+
+        config = replace(config, listen=replace(config.listen, host=listen[0], port=listen[1]))
+    configure_logging(format=config.logging.format, level=config.logging.level)
+    try:
+        asyncio.run(_serve(config))
+    except StartupError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from keyledger.proxy.audit.verify import verify_path
+
+    path = Path(args.path)
+    if not path.exists():
+        raise CliError(f"{path}: no such file or folder")
+    report = verify_path(path)
+    if not report.files:
+        raise CliError(f"{path}: no journal files (*.jsonl) found")
+    for chain in sorted(report.chains.values(), key=lambda c: c.id):
+        state = "BROKEN" if chain.problem else "ok"
+        print(f"chain {chain.id}: {chain.events} events, last seq {chain.last_seq}: {state}")
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    if report.ok:
+        print(f"intact: {sum(c.events for c in report.chains.values())} events verified")
+        return 0
+    if not report.chains and not report.problems:
+        print(f"no events found in {path}")
+    return 1
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def _identity_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from keyledger.proxy.auth.identities import IdentityStore, load_store_key
+
+    if args.dev:
+        var = Path(args.var)
+        return IdentityStore(var / "identities.json", (var / "keys" / "identity.key").read_bytes())
+    config_path = args.config or os.environ.get("KEYLEDGER_CONFIG")
+    if not config_path:
+        raise CliError("pass --config FILE (or set KEYLEDGER_CONFIG), or --dev for ./var")
+    config = load_config(Path(config_path))
+    key = load_store_key(env=config.identities.key_env, file=config.identities.key_file)
+    return IdentityStore(config.identities.path, key)
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    store = _identity_store(args)
+    if args.identity_command == "create":
+        issued = store.create(args.name, groups=tuple(args.group or ()))
+        _print_issued(issued)
+    elif args.identity_command == "rotate":
+        issued = store.rotate(args.name)
+        _print_issued(issued)
+        print("the previous key is revoked", file=sys.stderr)
+    elif args.identity_command == "revoke":
+        for identity in store.revoke(args.name):
+            print(f"revoked {identity.access_key_id} ({identity.name})")
+    else:
+        print(f"{'NAME':24} {'ACCESS KEY ID':22} {'STATUS':8} {'GROUPS':20} CREATED")
+        for identity in store:
+            status = "revoked" if identity.revoked else "active"
+            groups = ",".join(identity.groups) or "-"
+            print(
+                f"{identity.name:24} {identity.access_key_id:22} {status:8} {groups:20} "
+                f"{identity.created}"
+            )
+    return 0
+
+
+def _print_issued(issued) -> None:  # type: ignore[no-untyped-def]
+    print(f"identity           {issued.name}")
+    print(f"access key id      {issued.access_key_id}")
+    print(f"secret access key  {issued.secret_access_key}")
+    print("the secret is shown only now; store it in the service's secret configuration",
+          file=sys.stderr)  # fmt: skip
+
+
+# -- policy ------------------------------------------------------------------------------
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    patterns: Sequence[str | Path] = args.paths or [example_policy_dir()]
+    paths = resolve_policy_paths(patterns)
+    try:
+        policy = load_policy_files(paths)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    rules = sum(len(r.rules) for r in policy.roles.values())
+    print(
+        f"ok: {len(paths)} file(s), {len(policy.roles)} role(s), {rules} rule(s), "
+        f"{len(policy.bindings)} binding(s); policy hash {policy.hash}"
+    )
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keyledger",
+        description="An audit-logging proxy for cloud secret stores.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Run the proxy. --dev runs a self-contained demo: an embedded AWS-"
+        "compatible store with demo secrets, a demo identity and policy, and a journal under "
+        "./var; it prints how to call it and writes var/dev.env.",
+    )
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--config", metavar="FILE", help="config file (see config.example.yaml)")
+    mode.add_argument("--dev", action="store_true", help="run the self-contained demo")
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="data-plane address (default 127.0.0.1:8080)"
+    )
+    serve.add_argument("--var", default="var", metavar="DIR", help="--dev state folder (./var)")
+    serve.set_defaults(func=cmd_serve)
+
+    audit = sub.add_parser("audit", help="work with the audit journal")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check that a journal was not edited",
+        description="Recompute the hash chain of a journal file or of every *.jsonl file in a "
+        "folder. Exit 0 when intact; exit 1 when any event was modified, removed, inserted or "
+        "reordered, printing the first broken seq of each chain and why.",
+    )
+    verify.add_argument("path", metavar="PATH", help="a journal file or folder")
+    verify.set_defaults(func=cmd_audit_verify)
+
+    identity = sub.add_parser("identity", help="issue and revoke the keys services sign with")
+    identity_sub = identity.add_subparsers(
+        dest="identity_command", required=True, metavar="COMMAND"
+    )
+    for name, text in (
+        ("create", "issue an access key for a new identity (the secret is printed once)"),
+        ("list", "list identities and their keys"),
+        ("revoke", "revoke an identity's keys (by name or access key id)"),
+        ("rotate", "issue a new key for an identity and revoke the old one"),
+    ):
+        cmd = identity_sub.add_parser(name, help=text, description=text)
+        if name != "list":
+            cmd.add_argument("name", metavar="NAME")
+        if name == "create":
+            cmd.add_argument("--group", action="append", help="a group to put it in (repeatable)")
+        where = cmd.add_mutually_exclusive_group()
+        where.add_argument("--config", metavar="FILE", help="config file naming the store")
+        where.add_argument("--dev", action="store_true", help="the --dev store under ./var")
+        cmd.add_argument("--var", default="var", metavar="DIR", help=argparse.SUPPRESS)
+        cmd.set_defaults(func=cmd_identity)
+
+    policy = sub.add_parser("policy", help="check policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    check = policy_sub.add_parser(
+        "check",
+        help="validate policy files",
+        description="Load policy files and report every problem as file:line:col. "
+        "Exit 1 on any problem, so it can run in CI. Without PATH, checks the shipped example.",
+    )
+    check.add_argument("paths", nargs="*", metavar="PATH", help="files, folders or globs")
+    check.set_defaults(func=cmd_policy_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (CliError, ConfigError, ValueError) as exc:
+        print(f"keyledger: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,193 @@
+"""Build the aiohttp Application: every dependency hangs off it under a typed key.
+
+Resources (backend connections, the journal) live in ``cleanup_ctx`` generators: created
+at start-up, closed at shutdown, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from keyledger.backends import Backend
+from keyledger.backends.aws import AwsBackend, AwsSettings
+from keyledger.policies import PolicyEngine, load_policy_files, resolve_policy_paths
+from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
+from keyledger.proxy.audit.journal import Journal
+from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
+from keyledger.proxy.auth.identities import load_store_key
+from keyledger.proxy.config import Config
+from keyledger.proxy.errors import ErrorKind, RequestError
+from keyledger.proxy.frontends import AwsFrontend
+from keyledger.proxy.pipeline import Gateway, PolicyHolder
+from keyledger.proxy.wire import WireRequest, WireResponse
+
+__all__ = ["CONFIG", "GATEWAY", "JOURNAL", "POLICIES", "load_fingerprint_key", "make_app"]
+
+log = structlog.get_logger("keyledger")
+
+CONFIG = web.AppKey("config", Config)
+POLICIES = web.AppKey("policies", PolicyHolder)
+JOURNAL = web.AppKey("journal", Journal)
+BACKEND = web.AppKey("backend", Backend)  # type: ignore[type-abstract]
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+class StartupError(RuntimeError):
+    """keyledger cannot start; the message says what to fix."""
+
+
+def load_fingerprint_key(config: Config) -> bytes:
+    audit = config.audit
+    if audit.fingerprint_key_file is not None:
+        try:
+            return audit.fingerprint_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read audit.fingerprint_key_file {audit.fingerprint_key_file}: "
+                f"{exc.strerror}"
+            ) from exc
+    if audit.fingerprint_key_env and os.environ.get(audit.fingerprint_key_env):
+        return os.environ[audit.fingerprint_key_env].encode()
+    raise StartupError(
+        f"no audit fingerprint key: set {audit.fingerprint_key_env} or "
+        "audit.fingerprint_key_file (any 32+ random bytes, e.g. `openssl rand -hex 32`)"
+    )
+
+
+def _make_backend(config: Config, name: str) -> Backend:
+    settings = config.backends[name]
+    return AwsBackend(
+        AwsSettings(
+            name=name,
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            profile=settings.profile,
+            timeout_s=settings.timeout_s,
+            static_credentials=settings.static_credentials,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Handler:
+    gateway: Gateway
+    max_body: int
+    read_timeout: float
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        body = b""
+        too_large = False
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                if request.content_length is not None and request.content_length > self.max_body:
+                    too_large = True
+                else:
+                    body = await request.content.read(self.max_body + 1)
+                    too_large = len(body) > self.max_body
+        except TimeoutError:
+            raise web.HTTPRequestTimeout() from None
+        wire = WireRequest(
+            method=request.method,
+            path=request.path,
+            query=tuple(request.query.items()),
+            headers=headers,
+            body=b"" if too_large else body,
+            source_ip=request.remote,
+            user_agent=headers.get("user-agent"),
+            request_id=request_id,
+        )
+        if too_large:
+            response = await self.gateway.refuse(
+                wire, RequestError(f"request body exceeds {self.max_body} bytes", kind=ErrorKind.TOO_LARGE)
+            )
+        else:
+            response = await self.gateway.handle(wire)
+        return _to_aiohttp(response)
+
+
+def _to_aiohttp(response: WireResponse) -> web.Response:
+    return web.Response(status=response.status, body=response.body, headers=response.headers)
+
+
+async def make_app(config: Config) -> web.Application:
+    """The data-plane application for ``config``; resources open when it starts."""
+    try:
+        paths = resolve_policy_paths(config.policies)
+        policies = PolicyHolder(PolicyEngine(load_policy_files(paths)))
+        store = IdentityStore(
+            config.identities.path,
+            load_store_key(env=config.identities.key_env, file=config.identities.key_file),
+        )
+    except ValueError as exc:  # PolicyError, IdentityError
+        raise StartupError(str(exc)) from exc
+    fingerprint = Fingerprinter(load_fingerprint_key(config))
+    backend = _make_backend(config, config.aws_backend)
+    journal = Journal(
+        directory=config.audit.journal, chain_id=config.audit.chain_id, fsync=config.audit.fsync
+    )
+    gateway = Gateway(
+        frontend=AwsFrontend(backend=config.aws_backend),
+        authenticator=SigV4Authenticator(
+            store=store, max_skew=timedelta(seconds=config.limits.max_clock_skew_s)
+        ),
+        policies=policies,
+        backend=backend,
+        journal=journal,
+        fingerprint=fingerprint,
+    )
+
+    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    app[CONFIG] = config
+    app[POLICIES] = policies
+    app[JOURNAL] = journal
+    app[BACKEND] = backend
+    app[GATEWAY] = gateway
+    app.cleanup_ctx.append(_journal_ctx)
+    app.cleanup_ctx.append(_backend_ctx)
+    handler = _Handler(
+        gateway=gateway,
+        max_body=config.limits.max_body_bytes,
+        read_timeout=config.limits.request_timeout_s,
+    )
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
+    journal = app[JOURNAL]
+    await journal.start()
+    policy = app[POLICIES].engine
+    await journal.append(
+        AuditEvent(
+            type=EventType.LIFECYCLE,
+            detail={
+                "event": "start",
+                "policy_hash": policy.hash,
+                "policy_files": [Path(f).name for f in policy.policy.files],
+            },
+        )
+    )
+    log.info("journal_open", path=str(journal.path), seq=journal.state.seq)
+    yield
+    with contextlib.suppress(Exception):
+        await journal.append(AuditEvent(type=EventType.LIFECYCLE, detail={"event": "stop"}))
+    await journal.close()
+
+
+async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
+    backend = app[BACKEND]
+    await backend.start()
+    yield
+    await backend.close()

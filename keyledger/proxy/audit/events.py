@@ -1,0 +1,182 @@
+"""The audit event, schema ``keyledger.audit/v1`` (see DESIGN.md).
+
+Events carry references and fingerprints, never secret values. The chain fields are added
+by the journal's single writer, which alone knows the previous hash.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ulid import ULID
+
+__all__ = [
+    "SCHEMA",
+    "AuditEvent",
+    "DecisionInfo",
+    "EventType",
+    "Fingerprinter",
+    "Outcome",
+    "PrincipalInfo",
+    "RequestInfo",
+    "ResourceInfo",
+    "Status",
+    "format_time",
+]
+
+SCHEMA = "keyledger.audit/v1"
+
+
+class EventType(enum.StrEnum):
+    ACCESS = "access"
+    AUTH_FAILURE = "auth_failure"
+    POLICY_RELOAD = "policy_reload"
+    CHECKPOINT = "checkpoint"
+    ALERT = "alert"
+    LIFECYCLE = "lifecycle"
+
+
+class Status(enum.StrEnum):
+    SUCCESS = "success"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339, UTC, microseconds: ``2026-11-23T21:55:01.123456Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInfo:
+    id: str
+    protocol: str
+    operation: str
+    source_ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrincipalInfo:
+    id: str | None
+    auth_method: str
+    groups: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceInfo:
+    backend: str
+    secret: str | None
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionInfo:
+    effect: str
+    rule: str | None
+    policy_hash: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    status: Status
+    code: str | None = None
+    latency_ms: float | None = None
+    version_id: str | None = None
+    value_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    type: EventType
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    id: str = field(default_factory=lambda: str(ULID()))
+    request: RequestInfo | None = None
+    principal: PrincipalInfo | None = None
+    action: str | None = None
+    resource: ResourceInfo | None = None
+    decision: DecisionInfo | None = None
+    outcome: Outcome | None = None
+    # Free-form facts for lifecycle / policy_reload events; never secret material.
+    detail: Mapping[str, Any] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON object for the journal, without the ``chain`` field."""
+        record: dict[str, Any] = {
+            "schema": SCHEMA,
+            "id": self.id,
+            "time": format_time(self.time),
+            "type": self.type.value,
+        }
+        if self.request is not None:
+            r = self.request
+            record["request"] = {
+                "id": r.id,
+                "protocol": r.protocol,
+                "operation": r.operation,
+                "source_ip": r.source_ip,
+                "user_agent": r.user_agent,
+            }
+        if self.principal is not None:
+            p = self.principal
+            record["principal"] = {
+                "id": p.id,
+                "auth_method": p.auth_method,
+                "groups": list(p.groups),
+                "attributes": dict(p.attributes),
+            }
+        if self.action is not None:
+            record["action"] = self.action
+        if self.resource is not None:
+            res = self.resource
+            record["resource"] = {
+                "backend": res.backend,
+                "secret": res.secret,
+                "version": res.version,
+            }
+        if self.decision is not None:
+            d = self.decision
+            record["decision"] = {
+                "effect": d.effect,
+                "rule": d.rule,
+                "policy_hash": d.policy_hash,
+                "reason": d.reason,
+            }
+        if self.outcome is not None:
+            o = self.outcome
+            record["outcome"] = {
+                "status": o.status.value,
+                "code": o.code,
+                "latency_ms": o.latency_ms,
+                "version_id": o.version_id,
+                "value_fingerprint": o.value_fingerprint,
+            }
+        if self.detail is not None:
+            record["detail"] = dict(self.detail)
+        return record
+
+
+class Fingerprinter:
+    """HMAC-SHA256 of a served value under a key only the proxy holds.
+
+    Two events with the same fingerprint served the same value; the value itself cannot be
+    recovered or brute-forced without the key.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the fingerprint key must be at least 16 bytes")
+        self._key = key
+
+    def __call__(self, value: bytes | None) -> str | None:
+        if value is None:
+            return None
+        return "hmac-sha256:" + hmac.new(self._key, value, hashlib.sha256).hexdigest()

@@ -1,0 +1,216 @@
+"""The local journal: append-only JSON lines, hash-chained, fsynced with group commit.
+
+One writer task owns the file and the chain. Callers hand it events and wait until their
+line is on disk; while one fsync runs in a worker thread, the next batch collects, so under
+load many events share one fsync. A write failure fails every waiting caller (fail closed),
+rolls the file back to its last good length and leaves the chain where it was, so the next
+batch can try again once the disk recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from keyledger.proxy.audit.chain import ChainState, seal
+from keyledger.proxy.audit.events import AuditEvent, EventType
+
+__all__ = ["Journal", "JournalStats", "JournalUnavailable", "journal_file"]
+
+log = structlog.get_logger("keyledger.journal")
+
+_CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_BATCH = 4096
+
+
+class JournalUnavailable(RuntimeError):
+    """The event could not be made durable; the request must be refused."""
+
+
+@dataclass(slots=True)
+class JournalStats:
+    events: int = 0
+    fsyncs: int = 0
+    failures: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def events_per_fsync(self) -> float:
+        return self.events / self.fsyncs if self.fsyncs else 0.0
+
+
+def journal_file(directory: Path, chain_id: str) -> Path:
+    return directory / f"{chain_id}.jsonl"
+
+
+class Journal:
+    """Durable, chained audit journal for one chain (one replica / worker)."""
+
+    def __init__(self, *, directory: Path, chain_id: str, fsync: bool = True) -> None:
+        if not _CHAIN_ID.match(chain_id):
+            raise ValueError(
+                f"chain id {chain_id!r} must be 1-128 letters, digits, '.', '_' or '-'"
+            )
+        self.path = journal_file(directory, chain_id)
+        self.chain_id = chain_id
+        self.stats = JournalStats()
+        self._fsync = fsync
+        self._fd = -1
+        self._size = 0
+        self._state = ChainState(chain_id)
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._recovered: dict[str, Any] | None = None
+        self.healthy = True
+
+    @property
+    def state(self) -> ChainState:
+        return self._state
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+        self._writer = asyncio.create_task(self._write_loop(), name="keyledger-journal-writer")
+        if self._recovered is not None:
+            await self.append(
+                AuditEvent(type=EventType.LIFECYCLE, detail={"event": "journal_recovered", **self._recovered})
+            )
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    async def append(self, event: AuditEvent) -> None:
+        """Return once ``event`` is durable; raise :class:`JournalUnavailable` if it is not."""
+        await self.append_many((event,))
+
+    async def append_many(self, events: Sequence[AuditEvent]) -> None:
+        if self._writer is None or self._writer.done():
+            raise JournalUnavailable("the audit journal is not running")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for event in events:
+            future: asyncio.Future[None] = loop.create_future()
+            self._queue.put_nowait((event.to_record(), future))
+            futures.append(future)
+        await asyncio.gather(*futures)
+
+    # -- the single writer -------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            state = self._state
+            lines = []
+            for record, _ in batch:
+                line, state = seal(record, state)
+                lines.append(line)
+            data = b"".join(lines)
+            try:
+                await asyncio.to_thread(self._write, data)
+            except OSError as exc:
+                self.healthy = False
+                self.stats.failures += 1
+                log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
+                error = JournalUnavailable(f"the audit journal could not be written: {exc.strerror}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                self.healthy = True
+                self._state = state
+                self.stats.events += len(batch)
+                self.stats.fsyncs += 1
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError:
+            # Leave no partial line behind: the chain continues from the last good event.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+
+    # -- start-up ----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            state, good_size, torn = _read_tail(fd, size, self.chain_id)
+            if torn:
+                # A crash mid-write left a partial last line: keep it aside for inspection
+                # and continue the chain from the last complete event.
+                aside = self.path.with_name(self.path.name + f".torn-{good_size}")
+                aside.write_bytes(torn)
+                os.ftruncate(fd, good_size)
+                os.fsync(fd)
+                self._recovered = {"torn_bytes": len(torn), "moved_to": aside.name}
+                log.warning("journal_torn_tail", path=str(self.path), bytes=len(torn))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self._size, self._state = fd, good_size, state
+
+
+def _read_tail(fd: int, size: int, chain_id: str) -> tuple[ChainState, int, bytes]:
+    """The chain state after the last complete line, that line's end, and any torn tail."""
+    if size == 0:
+        return ChainState(chain_id), 0, b""
+    window = 1 << 16
+    while True:
+        start = max(0, size - window)
+        data = os.pread(fd, size - start, start)
+        end = data.rfind(b"\n")  # end of the last complete line
+        torn = data[end + 1 :]
+        body = data[: end + 1]
+        prev_end = body.rfind(b"\n", 0, len(body) - 1)
+        if end >= 0 and (prev_end >= 0 or start == 0):
+            last = body[prev_end + 1 :]
+            break
+        if start == 0:
+            # No complete line at all: everything is torn.
+            return ChainState(chain_id), 0, data
+        window *= 4
+    try:
+        record = orjson.loads(last)
+        chain = record["chain"]
+        state = ChainState(chain_id, int(chain["seq"]), str(chain["hash"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise JournalUnavailable(
+            f"the last line of {chain_id}.jsonl is not a keyledger event; run "
+            "`keyledger audit verify` on it and move the file aside"
+        ) from exc
+    if chain.get("id") != chain_id:
+        raise JournalUnavailable(f"the journal for chain {chain_id} holds chain {chain.get('id')!r}")
+    return state, start + end + 1, torn

@@ -1,0 +1,190 @@
+"""Access keys keyledger issues to services, stored encrypted at rest.
+
+SigV4 verification needs each key's secret itself (the client signs with it; we recompute),
+so a hash will not do: secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
+a key that lives outside the store (an env var or a file), and the store file is 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+__all__ = ["Identity", "IdentityError", "IdentityStore", "IssuedKey", "load_store_key"]
+
+_KEY_ALPHABET = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+KEY_PREFIX = "AKKL"
+
+
+class IdentityError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    name: str
+    access_key_id: str
+    groups: tuple[str, ...] = ()
+    created: str = ""
+    revoked: bool = False
+    encrypted_secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """Returned once, when a key is created or rotated; the secret is shown only then."""
+
+    name: str
+    access_key_id: str
+    secret_access_key: str
+
+
+def load_store_key(*, env: str | None, file: Path | None) -> bytes:
+    """The Fernet key that encrypts the identity store, from a file or an env var."""
+    if file is not None:
+        try:
+            return file.read_bytes().strip()
+        except OSError as exc:
+            raise IdentityError(f"cannot read identity key file {file}: {exc.strerror}") from exc
+    if env and os.environ.get(env):
+        return os.environ[env].encode()
+    raise IdentityError(
+        f"no identity store key: set {env or 'an env var'} or identities.key_file "
+        "(make one with: python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())')"
+    )
+
+
+class IdentityStore:
+    """A JSON file of identities; every write replaces the file atomically, mode 0600."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except ValueError as exc:
+            raise IdentityError(
+                "the identity store key must be a Fernet key (32 url-safe base64 bytes)"
+            ) from exc
+        self.path = path
+        self._identities: dict[str, Identity] = {}
+        if path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            items = doc["identities"]
+            loaded = [
+                Identity(
+                    name=i["name"],
+                    access_key_id=i["access_key_id"],
+                    groups=tuple(i.get("groups", ())),
+                    created=i.get("created", ""),
+                    revoked=bool(i.get("revoked", False)),
+                    encrypted_secret=i["secret"],
+                )
+                for i in items
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IdentityError(f"{self.path}: not a keyledger identity store ({exc})") from exc
+        self._identities = {i.access_key_id: i for i in loaded}
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "version": 1,
+            "identities": [
+                {
+                    "name": i.name,
+                    "access_key_id": i.access_key_id,
+                    "groups": list(i.groups),
+                    "created": i.created,
+                    "revoked": i.revoked,
+                    "secret": i.encrypted_secret,
+                }
+                for i in self._identities.values()
+            ],
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".identities-")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(doc, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __iter__(self) -> Iterator[Identity]:
+        return iter(sorted(self._identities.values(), key=lambda i: (i.name, i.created)))
+
+    def by_key(self, access_key_id: str) -> Identity | None:
+        return self._identities.get(access_key_id)
+
+    def secret_of(self, identity: Identity) -> str:
+        try:
+            return self._fernet.decrypt(identity.encrypted_secret.encode()).decode()
+        except InvalidToken as exc:
+            raise IdentityError(
+                f"cannot decrypt the key of {identity.name}: wrong identity store key?"
+            ) from exc
+
+    def create(
+        self,
+        name: str,
+        *,
+        groups: tuple[str, ...] = (),
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> IssuedKey:
+        if not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise IdentityError(f"identity name {name!r} must be printable with no spaces")
+        if any(i.name == name and not i.revoked for i in self._identities.values()):
+            raise IdentityError(f"identity {name!r} already has an active key; use rotate")
+        key_id = access_key_id or KEY_PREFIX + "".join(
+            secrets.choice(_KEY_ALPHABET) for _ in range(16)
+        )
+        secret = secret_access_key or "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+        self._identities[key_id] = Identity(
+            name=name,
+            access_key_id=key_id,
+            groups=groups,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            encrypted_secret=self._fernet.encrypt(secret.encode()).decode(),
+        )
+        self._save()
+        return IssuedKey(name, key_id, secret)
+
+    def revoke(self, name_or_key: str) -> list[Identity]:
+        hits = [
+            i
+            for i in self._identities.values()
+            if not i.revoked and name_or_key in (i.name, i.access_key_id)
+        ]
+        if not hits:
+            raise IdentityError(f"no active identity or key named {name_or_key!r}")
+        for identity in hits:
+            self._identities[identity.access_key_id] = replace(identity, revoked=True)
+        self._save()
+        return hits
+
+    def rotate(self, name: str) -> IssuedKey:
+        """Issue a new key for ``name`` and revoke its old ones."""
+        old = [i for i in self._identities.values() if i.name == name and not i.revoked]
+        if not old:
+            raise IdentityError(f"no active identity named {name!r}")
+        for identity in old:
+            self._identities[identity.access_key_id] = replace(identity, revoked=True)
+        return self.create(name, groups=old[0].groups)

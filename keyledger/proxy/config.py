@@ -1,0 +1,295 @@
+"""keyledger's configuration: one frozen model, parsed once from YAML.
+
+Every error names the key and where it is: ``config.yaml:12:3: audit.journal: expected a
+string``. Relative paths are resolved against the config file's folder, so a config works
+the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keyledger._yaml import YamlError, load_located, where
+
+__all__ = [
+    "AuditConfig",
+    "BackendConfig",
+    "Config",
+    "ConfigError",
+    "IdentitiesConfig",
+    "LimitsConfig",
+    "ListenConfig",
+    "LoggingConfig",
+    "load_config",
+    "parse_listen",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message starts with ``file:line:col: key:``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Secrets travel in responses: plain HTTP is refused off loopback unless this is set.
+    allow_plaintext: bool = False
+
+    @property
+    def is_loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentitiesConfig:
+    path: Path
+    key_env: str | None = "KEYLEDGER_IDENTITY_KEY"
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendConfig:
+    name: str
+    type: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    timeout_s: float = 10.0
+    # Only `serve --dev` sets these (for its embedded store); real deployments use the
+    # boto3 credential chain and never put keys in a config file.
+    static_credentials: tuple[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditConfig:
+    journal: Path
+    chain_id: str
+    fsync: bool = True
+    fingerprint_key_env: str | None = "KEYLEDGER_FINGERPRINT_KEY"
+    fingerprint_key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 30.0
+    max_clock_skew_s: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    format: str = "json"  # json | console
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    listen: ListenConfig
+    identities: IdentitiesConfig
+    policies: tuple[Path | str, ...]
+    backends: Mapping[str, BackendConfig]
+    aws_backend: str  # the backend the AWS wire protocol is served from
+    audit: AuditConfig
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = "<built-in>"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def default_chain_id() -> str:
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return host.strip("-._")[:128] or "keyledger"
+
+
+class _Section:
+    """Typed access to one mapping of the YAML, with positions for errors."""
+
+    def __init__(self, data: Any, path: str, base: Path) -> None:
+        self.data = data if isinstance(data, dict) else {}
+        self.path = path
+        self.base = base
+
+    def _fail(self, key: str, reason: str) -> ConfigError:
+        name = f"{self.path}.{key}" if self.path else key
+        return ConfigError(f"{where(self.data, key)}: {name}: {reason}")
+
+    def allow_only(self, *keys: str) -> None:
+        for key in self.data:
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self._fail(key, f"unknown key{hint}")
+
+    def get(self, key: str, kind: type[T], default: T) -> T:
+        value = self.data.get(key, default)
+        if value is None:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self._fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def optional_str(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._fail(key, f"expected a string, got {type(value).__name__}")
+        return value
+
+    def optional_path(self, key: str) -> Path | None:
+        value = self.optional_str(key)
+        return None if value is None else self.base / Path(value).expanduser()
+
+    def section(self, key: str) -> _Section:
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise self._fail(key, "expected a mapping")
+        return _Section(value, f"{self.path}.{key}" if self.path else key, self.base)
+
+    def required(self, key: str) -> None:
+        if key not in self.data:
+            raise ConfigError(f"{where(self.data)}: {self.path or 'config'}: {key} is required")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` naming file:line."""
+    try:
+        doc = load_located(path)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping")
+    return parse_config(doc, base=path.resolve().parent, source=str(path))
+
+
+def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
+    root = _Section(doc, "", base)
+    root.allow_only(
+        "listen", "tls", "allow_plaintext", "identities", "policies", "backends",
+        "frontends", "audit", "limits", "logging",
+    )  # fmt: skip
+
+    try:
+        host, port = parse_listen(root.get("listen", str, "127.0.0.1:8080"))
+    except ValueError as exc:
+        raise root._fail("listen", str(exc)) from None
+    tls = root.section("tls")
+    tls.allow_only("cert", "key")
+    listen = ListenConfig(
+        host=host,
+        port=port,
+        tls_cert=tls.optional_path("cert"),
+        tls_key=tls.optional_path("key"),
+        allow_plaintext=root.get("allow_plaintext", bool, False),
+    )
+    if (listen.tls_cert is None) != (listen.tls_key is None):
+        raise tls._fail("cert", "tls needs both cert and key")
+
+    ident = root.section("identities")
+    ident.allow_only("path", "key_env", "key_file")
+    identities = IdentitiesConfig(
+        path=ident.optional_path("path") or base / "identities.json",
+        key_env=ident.get("key_env", str, "KEYLEDGER_IDENTITY_KEY"),
+        key_file=ident.optional_path("key_file"),
+    )
+
+    policies_raw = doc.get("policies", [])
+    if isinstance(policies_raw, str):
+        policies_raw = [policies_raw]
+    if not isinstance(policies_raw, list) or not all(isinstance(p, str) for p in policies_raw):
+        raise root._fail("policies", "expected a list of files, folders or globs")
+    if not policies_raw:
+        raise ConfigError(f"{source}: policies: at least one policy path is required")
+    policies = tuple(base / Path(p).expanduser() for p in policies_raw)
+
+    backends_section = root.section("backends")
+    backends: dict[str, BackendConfig] = {}
+    for name in backends_section.data:
+        b = backends_section.section(name)
+        b.allow_only("type", "region", "endpoint_url", "profile", "timeout_s")
+        kind = b.get("type", str, name)
+        if kind != "aws":
+            raise b._fail("type", f"unknown backend type {kind!r} (available: aws)")
+        backends[name] = BackendConfig(
+            name=name,
+            type=kind,
+            region=b.optional_str("region"),
+            endpoint_url=b.optional_str("endpoint_url"),
+            profile=b.optional_str("profile"),
+            timeout_s=b.get("timeout_s", float, 10.0),
+        )
+    if not backends:
+        raise ConfigError(f"{source}: backends: configure at least one (e.g. aws: {{region: ...}})")
+
+    frontends = root.section("frontends")
+    frontends.allow_only("aws")
+    aws_frontend = frontends.section("aws")
+    aws_frontend.allow_only("backend")
+    aws_backend = aws_frontend.get("backend", str, next(iter(backends)))
+    if aws_backend not in backends:
+        raise aws_frontend._fail("backend", f"no backend named {aws_backend!r}")
+
+    audit_section = root.section("audit")
+    audit_section.allow_only(
+        "journal", "chain_id", "fsync", "fingerprint_key_env", "fingerprint_key_file"
+    )
+    audit = AuditConfig(
+        journal=audit_section.optional_path("journal") or base / "var" / "audit",
+        chain_id=audit_section.get("chain_id", str, default_chain_id()),
+        fsync=audit_section.get("fsync", bool, True),
+        fingerprint_key_env=audit_section.get(
+            "fingerprint_key_env", str, "KEYLEDGER_FINGERPRINT_KEY"
+        ),
+        fingerprint_key_file=audit_section.optional_path("fingerprint_key_file"),
+    )
+
+    limits_section = root.section("limits")
+    limits_section.allow_only("max_body_bytes", "request_timeout_s", "max_clock_skew_s")
+    limits = LimitsConfig(
+        max_body_bytes=limits_section.get("max_body_bytes", int, 1 << 20),
+        request_timeout_s=limits_section.get("request_timeout_s", float, 30.0),
+        max_clock_skew_s=limits_section.get("max_clock_skew_s", int, 300),
+    )
+
+    logging_section = root.section("logging")
+    logging_section.allow_only("format", "level")
+    log_format = logging_section.get("format", str, "json")
+    if log_format not in ("json", "console"):
+        raise logging_section._fail("format", "expected json or console")
+    logging = LoggingConfig(format=log_format, level=logging_section.get("level", str, "info"))
+
+    return Config(
+        listen=listen,
+        identities=identities,
+        policies=policies,
+        backends=backends,
+        aws_backend=aws_backend,
+        audit=audit,
+        limits=limits,
+        logging=logging,
+        source=source,
+    )

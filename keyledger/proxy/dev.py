@@ -1,0 +1,188 @@
+"""``keyledger serve --dev``: a complete, self-contained demo.
+
+An embedded moto server plays AWS Secrets Manager, seeded with demo secrets; a demo
+identity, the example policy shipped in the package, and a journal under ``./var/`` make
+keyledger answer a real ``aws`` command within seconds, from any directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from keyledger.policies import example_policy_dir
+from keyledger.proxy.auth.identities import IdentityStore
+from keyledger.proxy.config import (
+    AuditConfig,
+    BackendConfig,
+    Config,
+    IdentitiesConfig,
+    ListenConfig,
+    LoggingConfig,
+)
+
+__all__ = ["DEMO_IDENTITY", "DEMO_SECRETS", "DevEnvironment", "start_dev"]
+
+DEMO_IDENTITY = "demo-app"
+REGION = "us-east-1"
+# Credentials keyledger itself uses towards the embedded store (moto accepts any).
+_STORE_CREDENTIALS = ("keyledger-dev-store", "keyledger-dev-store-secret")
+
+DEMO_SECRETS: dict[str, str] = {
+    "prod/db/password": "demo-prod-db-password",
+    "prod/payments/api-key": "demo-payments-api-key",
+    "staging/db/password": "demo-staging-db-password",
+    "staging/api/token": json.dumps({"token": "demo-staging-token"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DevEnvironment:
+    config: Config
+    access_key_id: str
+    secret_access_key: str
+    store_url: str
+    env_file: Path
+    server: Any  # moto's ThreadedMotoServer; stopped by the caller
+
+
+def _key_file(path: Path, make: Any) -> bytes:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(make())
+    return path.read_bytes().strip()
+
+
+def _start_store() -> tuple[Any, str]:
+    # The embedded store's per-request access log would drown keyledger's own output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise SystemExit(
+            "keyledger serve --dev embeds moto as its demo store: pip install 'keyledger[dev]'"
+        ) from exc
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def _seed(store_url: str) -> None:
+    import boto3
+
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=store_url,
+        region_name=REGION,
+        aws_access_key_id=_STORE_CREDENTIALS[0],
+        aws_secret_access_key=_STORE_CREDENTIALS[1],
+    )
+    for name, value in DEMO_SECRETS.items():
+        client.create_secret(Name=name, SecretString=value, Description="keyledger demo secret")
+
+
+def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
+    """Prepare ``var/`` and the embedded store; return the config to serve."""
+    var.mkdir(parents=True, exist_ok=True)
+    keys = var / "keys"
+    identity_key = _key_file(keys / "identity.key", Fernet.generate_key)
+    _key_file(keys / "fingerprint.key", lambda: secrets.token_hex(32).encode())
+
+    store = IdentityStore(var / "identities.json", identity_key)
+    demo = next((i for i in store if i.name == DEMO_IDENTITY and not i.revoked), None)
+    if demo is None:
+        issued = store.create(DEMO_IDENTITY)
+        key_id, secret = issued.access_key_id, issued.secret_access_key
+    else:
+        key_id, secret = demo.access_key_id, store.secret_of(demo)
+
+    server, store_url = _start_store()
+    try:
+        _seed(store_url)
+    except Exception:
+        server.stop()
+        raise
+
+    host, port = listen
+    config = Config(
+        listen=ListenConfig(host=host, port=port),
+        identities=IdentitiesConfig(path=var / "identities.json", key_file=keys / "identity.key"),
+        policies=(example_policy_dir(),),
+        backends={
+            "aws": BackendConfig(
+                name="aws",
+                type="aws",
+                region=REGION,
+                endpoint_url=store_url,
+                static_credentials=_STORE_CREDENTIALS,
+            )
+        },
+        aws_backend="aws",
+        audit=AuditConfig(
+            journal=var / "audit", chain_id="dev", fingerprint_key_file=keys / "fingerprint.key"
+        ),
+        logging=LoggingConfig(format="console"),
+        source="--dev",
+    )
+    endpoint = f"http://{host}:{port}"
+    env_file = var / "dev.env"
+    env_file.write_text(
+        f"AWS_ENDPOINT_URL={endpoint}\n"
+        f"AWS_ACCESS_KEY_ID={key_id}\n"
+        f"AWS_SECRET_ACCESS_KEY={secret}\n"
+        f"AWS_DEFAULT_REGION={REGION}\n",
+        encoding="utf-8",
+    )
+    env_file.chmod(0o600)
+    return DevEnvironment(config, key_id, secret, store_url, env_file, server)
+
+
+def banner(env: DevEnvironment, *, var_display: str) -> str:
+    """What a newcomer needs to call the dev proxy, ready to paste."""
+    listen = env.config.listen
+    endpoint = f"http://{listen.host}:{listen.port}"
+    q = shlex.quote
+    return f"""
+keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
+
+  endpoint URL       {endpoint}
+  access key id      {env.access_key_id}
+  secret access key  {env.secret_access_key}
+  region             {REGION}
+  identity           {DEMO_IDENTITY}   (policy: {example_policy_dir() / 'demo.yaml'})
+  audit journal      {var_display}/audit/dev.jsonl
+
+Try it from another terminal:
+
+  set -a; . {var_display}/dev.env; set +a
+  aws secretsmanager get-secret-value --secret-id staging/db/password
+  aws secretsmanager get-secret-value --secret-id prod/payments/api-key   # denied by policy
+  keyledger audit verify {var_display}/audit
+
+Or in one line, without the env file:
+
+  AWS_ACCESS_KEY_ID={q(env.access_key_id)} AWS_SECRET_ACCESS_KEY={q(env.secret_access_key)} \\
+    aws --endpoint-url {endpoint} --region {REGION} \\
+    secretsmanager get-secret-value --secret-id staging/db/password
+
+boto3:
+
+  import boto3
+  sm = boto3.client("secretsmanager", endpoint_url="{endpoint}", region_name="{REGION}",
+                    aws_access_key_id="{env.access_key_id}",
+                    aws_secret_access_key="{env.secret_access_key}")
+  print(sm.get_secret_value(SecretId="staging/db/password")["SecretString"])
+
+Demo secrets: {", ".join(DEMO_SECRETS)}.  Ctrl-C stops.
+"""

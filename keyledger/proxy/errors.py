@@ -1,0 +1,86 @@
+"""Errors the proxy raises on the request path; each frontend renders them in its protocol.
+
+::
+
+    ProxyError                    ``kind`` names what went wrong, protocol-neutrally
+    ├── AuthError                 authentication failed (audited as ``auth_failure``)
+    ├── RequestError              the request cannot be understood or is too large
+    ├── AccessDenied              the policy said no
+    └── AuditUnavailable          the audit event could not be made durable: fail closed
+
+Backend failures arrive as :class:`keyledger.backends.BackendError` and are rendered by the
+same frontend function.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from keyledger.model import SecretRef
+
+__all__ = [
+    "AccessDenied",
+    "AuditUnavailable",
+    "AuthError",
+    "ErrorKind",
+    "ProxyError",
+    "RequestError",
+]
+
+
+class ErrorKind(enum.StrEnum):
+    MISSING_AUTH = "missing_authentication"
+    MALFORMED_AUTH = "malformed_authentication"
+    UNKNOWN_KEY = "unknown_access_key"
+    BAD_SIGNATURE = "signature_mismatch"
+    EXPIRED = "request_expired"
+    BAD_SCOPE = "credential_scope"
+    UNKNOWN_OPERATION = "unknown_operation"
+    BAD_REQUEST = "bad_request"
+    MALFORMED_BODY = "malformed_body"
+    TOO_LARGE = "request_too_large"
+    ACCESS_DENIED = "access_denied"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    INTERNAL = "internal"
+
+
+class ProxyError(Exception):
+    kind: ErrorKind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+
+
+class AuthError(ProxyError):
+    """``principal_hint`` is the claimed identity (an access key id), for the audit event."""
+
+    def __init__(self, message: str, *, kind: ErrorKind, principal_hint: str | None = None) -> None:
+        super().__init__(message, kind=kind)
+        self.principal_hint = principal_hint
+
+
+class RequestError(ProxyError):
+    kind = ErrorKind.BAD_REQUEST
+
+
+class AccessDenied(ProxyError):
+    """The policy said no; the frontend words it the way its cloud would."""
+
+    kind = ErrorKind.ACCESS_DENIED
+
+    def __init__(
+        self, *, principal: str, operation: str, ref: SecretRef | None, explicit: bool
+    ) -> None:
+        why = "an explicit deny in a keyledger policy" if explicit else "no keyledger policy allows it"
+        super().__init__(f"{principal} may not {operation} {ref or '*'}: {why}")
+        self.principal = principal
+        self.operation = operation
+        self.ref = ref
+        self.explicit = explicit
+
+
+class AuditUnavailable(ProxyError):
+    kind = ErrorKind.AUDIT_UNAVAILABLE

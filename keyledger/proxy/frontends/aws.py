@@ -1,0 +1,291 @@
+"""AWS Secrets Manager's wire protocol: JSON 1.1 on ``POST /``.
+
+The operation comes from ``X-Amz-Target: secretsmanager.<Operation>``, the input is the
+JSON body, and errors are ``{"__type": code, "message": text}`` with the code also in
+``x-amzn-ErrorType`` -- what botocore parses into ``ClientError`` codes. Inputs are passed
+to the store untouched, so the store keeps validating them exactly as AWS does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from keyledger.backends import BackendError
+from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
+from keyledger.proxy.errors import AccessDenied, ErrorKind, ProxyError, RequestError
+from keyledger.proxy.wire import Call, WireRequest, WireResponse
+
+__all__ = ["OPERATIONS", "AwsFrontend", "secret_name_from_id"]
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "secretsmanager."
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    action: Action
+    id_field: str | None = "SecretId"  # the input field naming the secret
+
+
+OPERATIONS: Mapping[str, _Op] = {
+    "GetSecretValue": _Op(Action.READ),
+    "BatchGetSecretValue": _Op(Action.READ, None),
+    "DescribeSecret": _Op(Action.DESCRIBE),
+    "ListSecretVersionIds": _Op(Action.DESCRIBE),
+    "GetResourcePolicy": _Op(Action.DESCRIBE),
+    "ListSecrets": _Op(Action.LIST, None),
+    "CreateSecret": _Op(Action.WRITE, "Name"),
+    "PutSecretValue": _Op(Action.WRITE),
+    "UpdateSecret": _Op(Action.WRITE),
+    "UpdateSecretVersionStage": _Op(Action.WRITE),
+    "RestoreSecret": _Op(Action.WRITE),
+    "TagResource": _Op(Action.WRITE),
+    "UntagResource": _Op(Action.WRITE),
+    "PutResourcePolicy": _Op(Action.WRITE),
+    "DeleteResourcePolicy": _Op(Action.WRITE),
+    "ReplicateSecretToRegions": _Op(Action.WRITE),
+    "RemoveRegionsFromReplication": _Op(Action.WRITE),
+    "StopReplicationToReplica": _Op(Action.WRITE),
+    "RotateSecret": _Op(Action.ROTATE),
+    "CancelRotateSecret": _Op(Action.ROTATE),
+    "DeleteSecret": _Op(Action.DELETE),
+}
+
+# ErrorKind -> (HTTP status, AWS error code). Codes are the ones AWS itself returns, so
+# SDKs raise (and retry, or not) exactly as they would against AWS.
+_ERRORS: Mapping[ErrorKind, tuple[int, str]] = {
+    ErrorKind.MISSING_AUTH: (400, "MissingAuthenticationTokenException"),
+    ErrorKind.MALFORMED_AUTH: (400, "IncompleteSignatureException"),
+    ErrorKind.UNKNOWN_KEY: (400, "UnrecognizedClientException"),
+    ErrorKind.BAD_SIGNATURE: (400, "InvalidSignatureException"),
+    ErrorKind.EXPIRED: (400, "InvalidSignatureException"),
+    ErrorKind.BAD_SCOPE: (400, "InvalidSignatureException"),
+    ErrorKind.UNKNOWN_OPERATION: (400, "UnknownOperationException"),
+    ErrorKind.BAD_REQUEST: (400, "InvalidParameterException"),
+    ErrorKind.MALFORMED_BODY: (400, "SerializationException"),
+    ErrorKind.TOO_LARGE: (413, "RequestEntityTooLargeException"),
+    ErrorKind.ACCESS_DENIED: (400, "AccessDeniedException"),
+    ErrorKind.AUDIT_UNAVAILABLE: (503, "ServiceUnavailable"),
+    ErrorKind.INTERNAL: (500, "InternalServiceError"),
+}
+
+_BACKEND_CODES: Mapping[str, str] = {
+    "not_found": "ResourceNotFoundException",
+    "invalid_request": "InvalidRequestException",
+    "conflict": "ResourceExistsException",
+    "unavailable": "InternalServiceError",
+}
+
+
+def secret_name_from_id(secret_id: str) -> str:
+    """The secret name in a SecretId that may be a name, a full ARN or a partial ARN.
+
+    A full ARN ends in ``-`` and six random characters that are not part of the name.
+    """
+    if not secret_id.startswith("arn:"):
+        return secret_id
+    parts = secret_id.split(":", 6)
+    if len(parts) < 7 or parts[5] != "secret":
+        return secret_id
+    name = parts[6]
+    head, dash, suffix = name.rpartition("-")
+    if dash and len(suffix) == 6 and suffix.isalnum():
+        return head
+    return name
+
+
+class AwsFrontend:
+    protocol = "aws-json"
+
+    def __init__(self, *, backend: str) -> None:
+        self.backend = backend
+
+    def operation_name(self, wire: WireRequest) -> str:
+        target = wire.headers.get("x-amz-target", "")
+        return target.removeprefix(TARGET_PREFIX)[:128] or "(none)"
+
+    def parse(self, wire: WireRequest) -> Call:
+        target = wire.headers.get("x-amz-target", "")
+        operation = target.removeprefix(TARGET_PREFIX)
+        op = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
+        if op is None:
+            raise RequestError("", kind=ErrorKind.UNKNOWN_OPERATION)
+        try:
+            params = orjson.loads(wire.body or b"{}")
+        except orjson.JSONDecodeError:
+            raise RequestError(
+                "Start of structure or map found where not expected: the body is not JSON",
+                kind=ErrorKind.MALFORMED_BODY,
+            ) from None
+        if not isinstance(params, dict):
+            raise RequestError("the request body must be a JSON object", kind=ErrorKind.MALFORMED_BODY)
+
+        if operation == "ListSecrets":
+            return Call(
+                operation=operation,
+                action=op.action,
+                backend=self.backend,
+                targets=(),
+                request=self._request(op, operation, None, params),
+                filter_results=True,
+            )
+        if operation == "BatchGetSecretValue":
+            return self._parse_batch(op, params)
+
+        assert op.id_field is not None
+        secret_id = params.get(op.id_field)
+        if not isinstance(secret_id, str) or not secret_id:
+            raise RequestError(f"{op.id_field} is required and must be a non-empty string")
+        ref = SecretRef(self.backend, secret_name_from_id(secret_id))
+        return Call(
+            operation=operation,
+            action=op.action,
+            backend=self.backend,
+            targets=(ref,),
+            request=self._request(op, operation, ref, params),
+        )
+
+    def _parse_batch(self, op: _Op, params: dict[str, Any]) -> Call:
+        ids = params.get("SecretIdList")
+        if ids is None:
+            # Selected by Filters: the results are filtered one by one.
+            return Call(
+                operation="BatchGetSecretValue",
+                action=op.action,
+                backend=self.backend,
+                targets=(),
+                request=self._request(op, "BatchGetSecretValue", None, params),
+                filter_results=True,
+            )
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise RequestError("SecretIdList must be a list of secret names or ARNs")
+        refs = tuple(dict.fromkeys(SecretRef(self.backend, secret_name_from_id(i)) for i in ids))
+        return Call(
+            operation="BatchGetSecretValue",
+            action=op.action,
+            backend=self.backend,
+            targets=refs,
+            request=self._request(op, "BatchGetSecretValue", None, params),
+            filter_results=True,
+            partial=True,
+        )
+
+    @staticmethod
+    def _request(op: _Op, operation: str, ref: SecretRef | None, params: dict[str, Any]) -> SecretRequest:
+        version = params.get("VersionId") or params.get("VersionStage")
+        return SecretRequest(
+            action=op.action,
+            ref=ref,
+            operation=operation,
+            params=params,
+            version=version if isinstance(version, str) else None,
+        )
+
+    def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
+        ids = call.request.params.get("SecretIdList") or []
+        keep = [i for i in ids if SecretRef(self.backend, secret_name_from_id(i)) in allowed]
+        params = {**call.request.params, "SecretIdList": keep}
+        return SecretRequest(
+            action=call.action, ref=None, operation=call.operation, params=params
+        )
+
+    def empty_result(self, call: Call) -> SecretResult:
+        return SecretResult(data={"SecretValues": [], "Errors": []})
+
+    def item_errors(self, call: Call, result: SecretResult) -> list[tuple[SecretRef, str]]:
+        if call.operation != "BatchGetSecretValue":
+            return []
+        return [
+            (SecretRef(self.backend, secret_name_from_id(e["SecretId"])), str(e.get("ErrorCode")))
+            for e in result.data.get("Errors") or []
+            if isinstance(e, Mapping) and isinstance(e.get("SecretId"), str)
+        ]
+
+    def render(
+        self,
+        call: Call,
+        result: SecretResult,
+        *,
+        hidden: Set[SecretRef],
+        denied: Set[SecretRef],
+        request_id: str,
+    ) -> WireResponse:
+        data: Mapping[str, Any] = result.data
+        if hidden or denied:
+            data = self._filtered(call, data, hidden, denied)
+        return WireResponse(
+            status=200,
+            body=orjson.dumps(data),
+            headers={"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id},
+        )
+
+    def _filtered(
+        self,
+        call: Call,
+        data: Mapping[str, Any],
+        hidden: Set[SecretRef],
+        denied: Set[SecretRef],
+    ) -> dict[str, Any]:
+        def visible(entry: Any) -> bool:
+            name = entry.get("Name") if isinstance(entry, Mapping) else None
+            return not isinstance(name, str) or SecretRef(self.backend, name) not in hidden
+
+        out = dict(data)
+        list_key = "SecretList" if call.operation == "ListSecrets" else "SecretValues"
+        if list_key in out:
+            out[list_key] = [e for e in out[list_key] if visible(e)]
+        if call.operation == "BatchGetSecretValue" and denied:
+            ids = call.request.params.get("SecretIdList") or []
+            errors = list(out.get("Errors") or [])
+            for secret_id in ids:
+                if SecretRef(self.backend, secret_name_from_id(secret_id)) in denied:
+                    errors.append(
+                        {
+                            "SecretId": secret_id,
+                            "ErrorCode": "AccessDeniedException",
+                            "Message": "keyledger policy does not allow reading this secret",
+                        }
+                    )
+            out["Errors"] = errors
+        return out
+
+    def render_error(self, error: ProxyError | BackendError, *, request_id: str) -> WireResponse:
+        if isinstance(error, BackendError):
+            code = error.code or _BACKEND_CODES.get(error.kind, "InternalServiceError")
+            status, message = error.status, error.message
+        elif isinstance(error, AccessDenied):
+            status, code = _ERRORS[error.kind]
+            why = (
+                "with an explicit deny in a keyledger policy"
+                if error.explicit
+                else "because no keyledger policy allows it"
+            )
+            resource = error.ref.name if error.ref is not None else "*"
+            message = (
+                f"User: keyledger:{error.principal} is not authorized to perform: "
+                f"secretsmanager:{error.operation} on resource: {resource} {why}"
+            )
+        else:
+            status, code = _ERRORS[error.kind]
+            message = error.message
+        if error_kind_is_unknown_op(error):
+            body: dict[str, str] = {"__type": "com.amazon.coral.service#UnknownOperationException"}
+        else:
+            body = {"__type": code, "message": message}
+        return WireResponse(
+            status=status,
+            body=orjson.dumps(body),
+            headers={
+                "Content-Type": CONTENT_TYPE,
+                "x-amzn-RequestId": request_id,
+                "x-amzn-ErrorType": code,
+            },
+        )
+
+
+def error_kind_is_unknown_op(error: ProxyError | BackendError) -> bool:
+    return isinstance(error, ProxyError) and error.kind is ErrorKind.UNKNOWN_OPERATION

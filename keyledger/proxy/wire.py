@@ -1,0 +1,103 @@
+"""The seams between the HTTP server, frontends, authenticators and the request path.
+
+Frontends and authenticators see a :class:`WireRequest` (already read, size-bounded) and
+produce plain values, so they are testable without a server and free of aiohttp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from keyledger.backends import BackendError
+from keyledger.model import Action, Principal, SecretRef, SecretRequest, SecretResult
+from keyledger.proxy.errors import ProxyError
+
+__all__ = ["Authenticator", "Call", "Frontend", "WireRequest", "WireResponse"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WireRequest:
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes = field(repr=False)
+    source_ip: str | None
+    user_agent: str | None
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WireResponse:
+    status: int
+    body: bytes = field(repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """A parsed request, in canonical terms.
+
+    ``targets`` are the secrets the caller named (each authorised on its own). A listing
+    names none; its results are filtered one by one when ``filter_results`` is set.
+    """
+
+    operation: str
+    action: Action
+    backend: str
+    targets: tuple[SecretRef, ...]
+    request: SecretRequest
+    filter_results: bool = False
+    # True when the call can execute with only some targets allowed (batch reads).
+    partial: bool = False
+
+
+class Frontend(Protocol):
+    """Translate one cloud's wire protocol; do no I/O."""
+
+    protocol: str
+
+    def parse(self, wire: WireRequest) -> Call:
+        """Raise :class:`~keyledger.proxy.errors.RequestError` on anything unusable."""
+        ...
+
+    def operation_name(self, wire: WireRequest) -> str:
+        """The operation named on the wire, best effort, for audit of failed calls."""
+        ...
+
+    def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
+        """The backend request for only the ``allowed`` targets (batch reads)."""
+        ...
+
+    def empty_result(self, call: Call) -> SecretResult:
+        """A successful answer with no secrets in it (a batch where all were denied)."""
+        ...
+
+    def item_errors(self, call: Call, result: SecretResult) -> Sequence[tuple[SecretRef, str]]:
+        """Secrets the store reported as failed inside a successful batch answer."""
+        ...
+
+    def render(
+        self,
+        call: Call,
+        result: SecretResult,
+        *,
+        hidden: Set[SecretRef],
+        denied: Set[SecretRef],
+        request_id: str,
+    ) -> WireResponse:
+        """The success response, without ``hidden`` items and reporting ``denied`` targets."""
+        ...
+
+    def render_error(self, error: ProxyError | BackendError, *, request_id: str) -> WireResponse:
+        ...
+
+
+class Authenticator(Protocol):
+    method: str
+
+    def authenticate(self, wire: WireRequest) -> Principal:
+        """Return the caller or raise :class:`~keyledger.proxy.errors.AuthError`."""
+        ...
