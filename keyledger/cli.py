@@ -1,9 +1,9 @@
 """The ``keyledger`` command line.
 
-    keyledger serve --config FILE | --dev [--listen HOST:PORT]
-    keyledger audit verify PATH
-    keyledger identity create|list|revoke|rotate ...
-    keyledger policy check [PATH...]
+keyledger serve --config FILE | --dev [--listen HOST:PORT]
+keyledger audit verify PATH
+keyledger identity create|list|revoke|rotate ...
+keyledger policy check [PATH...]
 """
 
 from __future__ import annotations
@@ -49,11 +49,12 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
+    import structlog
     from aiohttp import web
 
     from keyledger.proxy.app import make_app
 
-    log = _logger()
+    log = structlog.get_logger("keyledger")
     context = _ssl_context(config)
     listen = config.listen
     if context is None and not listen.is_loopback:
@@ -69,9 +70,7 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(
-            runner, listen.host, listen.port, ssl_context=context, backlog=1024
-        )
+        site = web.TCPSite(runner, listen.host, listen.port, ssl_context=context, backlog=1024)
         try:
             await site.start()
         except OSError as exc:
@@ -91,12 +90,6 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
         log.info("stopping")
     finally:
         await runner.cleanup()
-
-
-def _logger():  # type: ignore[no-untyped-def]
-    import structlog
-
-    return structlog.get_logger("keyledger")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -204,8 +197,10 @@ def _print_issued(issued) -> None:  # type: ignore[no-untyped-def]
     print(f"identity           {issued.name}")
     print(f"access key id      {issued.access_key_id}")
     print(f"secret access key  {issued.secret_access_key}")
-    print("the secret is shown only now; store it in the service's secret configuration",
-          file=sys.stderr)  # fmt: skip
+    print(
+        "the secret is shown only now; store it in the service's secret configuration",
+        file=sys.stderr,
+    )
 
 
 # -- policy ------------------------------------------------------------------------------

@@ -92,15 +92,15 @@ class PolicyEngine:
         Individual results are still filtered one by one with :meth:`decide`.
         """
         for rule in self.rules_for(principal, groups):
-            if rule.effect is Effect.ALLOW and action in rule.actions:
-                if any(r.backend in ("*", backend) for r in rule.resources):
-                    return Decision(
-                        effect=Effect.ALLOW,
-                        rule=rule.id,
-                        policy_hash=self.policy.hash,
-                        reason=f"rule {rule.id} allows {action} on some of {backend}; "
-                        "results are filtered per secret",
-                    )
+            on_backend = any(r.backend in ("*", backend) for r in rule.resources)
+            if rule.effect is Effect.ALLOW and action in rule.actions and on_backend:
+                return Decision(
+                    effect=Effect.ALLOW,
+                    rule=rule.id,
+                    policy_hash=self.policy.hash,
+                    reason=f"rule {rule.id} allows {action} on some of {backend}; "
+                    "results are filtered per secret",
+                )
         return Decision(
             effect=Effect.DENY,
             rule=None,

@@ -147,7 +147,9 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
                 bindings.append((binding, item))
     for binding, item in bindings:
         if binding.role not in roles:
-            reader.fail(item, "role", f"unknown role {binding.role!r}{_suggest(binding.role, roles)}")
+            reader.fail(
+                item, "role", f"unknown role {binding.role!r}{_suggest(binding.role, roles)}"
+            )
         # A binding may name a group no policy file declares: groups also come from
         # identities (and later from OIDC claims).
     if reader.problems:
@@ -189,7 +191,9 @@ def _read_roles(
             reader.fail(item, "id", "a role needs id: <name>")
             continue
         if role_id in roles:
-            reader.fail(item, "id", f"duplicate role id {role_id!r} (first at {role_where[role_id]})")
+            reader.fail(
+                item, "id", f"duplicate role id {role_id!r} (first at {role_where[role_id]})"
+            )
             continue
         role_where[role_id] = where(item, "id")
         rules_raw = item.get("rules") or []

@@ -38,7 +38,7 @@ log = structlog.get_logger("keyledger")
 CONFIG = web.AppKey("config", Config)
 POLICIES = web.AppKey("policies", PolicyHolder)
 JOURNAL = web.AppKey("journal", Journal)
-BACKEND = web.AppKey("backend", Backend)  # type: ignore[type-abstract]
+BACKEND = web.AppKey("backend", Backend)
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
@@ -110,7 +110,10 @@ class _Handler:
         )
         if too_large:
             response = await self.gateway.refuse(
-                wire, RequestError(f"request body exceeds {self.max_body} bytes", kind=ErrorKind.TOO_LARGE)
+                wire,
+                RequestError(
+                    f"request body exceeds {self.max_body} bytes", kind=ErrorKind.TOO_LARGE
+                ),
             )
         else:
             response = await self.gateway.handle(wire)

@@ -189,9 +189,17 @@ def load_config(path: Path) -> Config:
 def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     root = _Section(doc, "", base)
     root.allow_only(
-        "listen", "tls", "allow_plaintext", "identities", "policies", "backends",
-        "frontends", "audit", "limits", "logging",
-    )  # fmt: skip
+        "listen",
+        "tls",
+        "allow_plaintext",
+        "identities",
+        "policies",
+        "backends",
+        "frontends",
+        "audit",
+        "limits",
+        "logging",
+    )
 
     try:
         host, port = parse_listen(root.get("listen", str, "127.0.0.1:8080"))

@@ -160,7 +160,7 @@ keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
   access key id      {env.access_key_id}
   secret access key  {env.secret_access_key}
   region             {REGION}
-  identity           {DEMO_IDENTITY}   (policy: {example_policy_dir() / 'demo.yaml'})
+  identity           {DEMO_IDENTITY}   (policy: {example_policy_dir() / "demo.yaml"})
   audit journal      {var_display}/audit/dev.jsonl
 
 Try it from another terminal:

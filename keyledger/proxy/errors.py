@@ -74,7 +74,11 @@ class AccessDenied(ProxyError):
     def __init__(
         self, *, principal: str, operation: str, ref: SecretRef | None, explicit: bool
     ) -> None:
-        why = "an explicit deny in a keyledger policy" if explicit else "no keyledger policy allows it"
+        why = (
+            "an explicit deny in a keyledger policy"
+            if explicit
+            else "no keyledger policy allows it"
+        )
         super().__init__(f"{principal} may not {operation} {ref or '*'}: {why}")
         self.principal = principal
         self.operation = operation

@@ -127,124 +127,101 @@ class Gateway:
         return self._frontend.render_error(error, request_id=wire.request_id)
 
     async def _handle(self, ctx: _Ctx, wire: WireRequest) -> WireResponse:
+        rid = wire.request_id
+
         # 1. Authenticate.
         try:
             principal = self._auth.authenticate(wire)
         except AuthError as exc:
             await self._record_auth_failure(ctx, exc)
-            return self._frontend.render_error(exc, request_id=wire.request_id)
+            return self._frontend.render_error(exc, request_id=rid)
         who = _principal_info(principal)
 
         # 2. Parse the operation.
         try:
             call = self._frontend.parse(wire)
         except ProxyError as exc:
-            await self._record(
-                [self._event(ctx, who, None, None, None, Status.ERROR, code=exc.kind.value)]
-            )
-            return self._frontend.render_error(exc, request_id=wire.request_id)
+            await self._record([self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)])
+            return self._frontend.render_error(exc, request_id=rid)
 
-        # 3. Authorise: every named secret on its own; listings need some permission first.
+        # 3. Authorise, with the policy in force when the request arrived.
         engine = self._policies.engine
-        decisions = {
-            ref: engine.decide(principal.id, principal.groups, call.action, ref)
-            for ref in call.targets
-        }
-        denied = {ref for ref, d in decisions.items() if not d.allowed}
-        gate = None
-        if not call.targets:
-            gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
-        refused = (
-            (None, gate) if gate is not None and not gate.allowed
-            else next(((r, decisions[r]) for r in call.targets if r in denied), None)
-            if not call.partial
-            else None
-        )  # fmt: skip
-        if refused is not None:
-            ref, decision = refused
+        authz = _authorize(engine, principal, call)
+        if authz.refusal is not None:
+            ref = authz.refusal.ref
+            decision = authz.denied[ref] if ref is not None else authz.gate
             await self._record(
-                [self._event(ctx, who, call, ref, decision, Status.DENIED, code="AccessDenied")]
+                [self._event(ctx, who, call, ref, decision, Status.DENIED, "AccessDenied")]
             )
-            error = AccessDenied(
-                principal=principal.id, operation=call.operation, ref=ref,
-                explicit=decision.rule is not None,
-            )  # fmt: skip
-            return self._frontend.render_error(error, request_id=wire.request_id)
-        events: list[AuditEvent] = [
-            self._event(ctx, who, call, ref, decisions[ref], Status.DENIED, code="AccessDenied")
-            for ref in call.targets
-            if ref in denied
+            return self._frontend.render_error(authz.refusal, request_id=rid)
+        events = [
+            self._event(ctx, who, call, ref, decision, Status.DENIED, "AccessDenied")
+            for ref, decision in authz.denied.items()
         ]
-        if call.targets and len(denied) == len(call.targets):
+        if call.targets and not authz.allowed:
             # A batch of which nothing may be read: answer with only the per-secret errors.
             await self._record(events)
+            empty = self._frontend.empty_result(call)
             return self._frontend.render(
-                call, self._frontend.empty_result(call), hidden=set(), denied=denied,
-                request_id=wire.request_id,
-            )  # fmt: skip
-
-        # Fail closed before touching the store if the journal is known to be failing.
+                call, empty, hidden=set(), denied=set(authz.denied), request_id=rid
+            )
         if not self._journal.healthy:
+            # Fail closed before touching the store: nothing could be recorded anyway.
             raise AuditUnavailable("keyledger cannot write its audit journal; request refused")
 
-        # 4. Call the backend.
-        request = self._frontend.narrow(call, set(decisions) - denied) if denied else call.request
+        # 4. Call the backend (for a partly denied batch, only for the allowed secrets).
+        request = self._frontend.narrow(call, authz.allowed) if authz.denied else call.request
         try:
             result = await self._backend.call(request)
         except BackendError as exc:
             ref = call.targets[0] if len(call.targets) == 1 else None
-            decision = decisions.get(ref) if ref is not None else gate
-            code = exc.code or exc.kind
-            await self._record(
-                [*events, self._event(ctx, who, call, ref, decision, Status.ERROR, code=code)]
-            )
-            return self._frontend.render_error(exc, request_id=wire.request_id)
+            decision = authz.decisions.get(ref) if ref is not None else authz.gate
+            failed = self._event(ctx, who, call, ref, decision, Status.ERROR, exc.code or exc.kind)
+            await self._record([*events, failed])
+            return self._frontend.render_error(exc, request_id=rid)
 
-        # 5. Filter what came back and record one event per secret served.
+        # 5. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
         if call.filter_results:
             for item in result.items:
-                item_decision = decisions.get(item.ref) or engine.decide(
+                decision = authz.decisions.get(item.ref) or engine.decide(
                     principal.id, principal.groups, call.action, item.ref
                 )
-                if not item_decision.allowed:
+                if not decision.allowed:
                     hidden.add(item.ref)
-                    if item.value is not None:  # fetched, withheld: worth an event
-                        events.append(
-                            self._event(ctx, who, call, item.ref, item_decision, Status.DENIED,
-                                        code="AccessDenied")  # fmt: skip
-                        )
-                elif item.value is not None:
-                    events.append(self._served(ctx, who, call, item, item_decision))
+                if item.value is not None:
+                    status = Status.SUCCESS if decision.allowed else Status.DENIED
+                    code = None if decision.allowed else "AccessDenied"
+                    events.append(
+                        self._event(ctx, who, call, item.ref, decision, status, code, item)
+                    )
             for ref, code in self._frontend.item_errors(call, result):
-                events.append(
-                    self._event(ctx, who, call, ref, decisions.get(ref), Status.ERROR, code=code)
-                )
-            if gate is not None and not any(i.value is not None for i in result.items):
+                decision = authz.decisions.get(ref)
+                events.append(self._event(ctx, who, call, ref, decision, Status.ERROR, code))
+            if authz.gate is not None and not any(i.value is not None for i in result.items):
                 # A listing serves no values: one event for the call.
-                events.append(self._event(ctx, who, call, None, gate, Status.SUCCESS))
+                events.append(self._event(ctx, who, call, None, authz.gate, Status.SUCCESS))
         else:
             ref = call.targets[0]
-            item = _matching_item(result.items, ref)
-            if result.items and item is None:
+            found = next((i for i in result.items if i.ref == ref), None)
+            if result.items and found is None:
                 # The store resolved the id to another secret than the one authorised
-                # (e.g. a crafted ARN): never serve it.
-                await self._record(
-                    [self._event(ctx, who, call, ref, decisions[ref], Status.ERROR,
-                                 code="ResolvedNameMismatch")]  # fmt: skip
-                )
-                error = AccessDenied(
+                # (a crafted ARN, say): never serve it.
+                decision = authz.decisions[ref]
+                mismatch = self._event(ctx, who, call, ref, decision, Status.ERROR, "NameMismatch")
+                await self._record([mismatch])
+                refusal = AccessDenied(
                     principal=principal.id, operation=call.operation, ref=ref, explicit=False
                 )
-                return self._frontend.render_error(error, request_id=wire.request_id)
-            events.append(
-                self._served(ctx, who, call, item or SecretItem(ref=ref), decisions[ref])
-            )
+                return self._frontend.render_error(refusal, request_id=rid)
+            served = found or SecretItem(ref=ref)
+            decision = authz.decisions[ref]
+            events.append(self._event(ctx, who, call, ref, decision, Status.SUCCESS, None, served))
 
         # 6. Durable first, then respond.
         await self._record(events)
         return self._frontend.render(
-            call, result, hidden=hidden, denied=denied, request_id=wire.request_id
+            call, result, hidden=hidden, denied=set(authz.denied), request_id=rid
         )
 
     # -- events -----------------------------------------------------------------------
@@ -292,7 +269,6 @@ class Gateway:
         ref: SecretRef | None,
         decision: Decision | None,
         status: Status,
-        *,
         code: str | None = None,
         item: SecretItem | None = None,
     ) -> AuditEvent:
@@ -317,11 +293,42 @@ class Gateway:
             ),
         )
 
-    def _served(
-        self, ctx: _Ctx, who: PrincipalInfo, call: Call, item: SecretItem, decision: Decision
-    ) -> AuditEvent:
-        return self._event(ctx, who, call, item.ref, decision, Status.SUCCESS, item=item)
+
+@dataclass(frozen=True, slots=True)
+class _Authorization:
+    decisions: dict[SecretRef, Decision]  # one per named secret
+    denied: dict[SecretRef, Decision]
+    allowed: frozenset[SecretRef]
+    gate: Decision | None  # for listings: may the principal list anything at all?
+    refusal: AccessDenied | None  # set when the whole call is refused
 
 
-def _matching_item(items: Sequence[SecretItem], ref: SecretRef) -> SecretItem | None:
-    return next((i for i in items if i.ref == ref), None)
+def _authorize(engine: PolicyEngine, principal: Principal, call: Call) -> _Authorization:
+    """Every named secret is decided on its own; a listing first needs some permission.
+
+    A call that names secrets is refused if any is denied, except a batch read
+    (``call.partial``), which goes ahead with the allowed ones.
+    """
+    decisions = {
+        ref: engine.decide(principal.id, principal.groups, call.action, ref) for ref in call.targets
+    }
+    denied = {ref: d for ref, d in decisions.items() if not d.allowed}
+    allowed = frozenset(ref for ref, d in decisions.items() if d.allowed)
+    gate = None
+    refused: tuple[SecretRef | None, Decision] | None = None
+    if not call.targets:
+        gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
+        if not gate.allowed:
+            refused = (None, gate)
+    elif denied and not call.partial:
+        refused = next(iter(denied.items()))
+    if refused is None:
+        return _Authorization(decisions, denied, allowed, gate, None)
+    ref, decision = refused
+    refusal = AccessDenied(
+        principal=principal.id,
+        operation=call.operation,
+        ref=ref,
+        explicit=decision.rule is not None,
+    )
+    return _Authorization(decisions, denied, allowed, gate, refusal)

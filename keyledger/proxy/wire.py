@@ -91,8 +91,9 @@ class Frontend(Protocol):
         """The success response, without ``hidden`` items and reporting ``denied`` targets."""
         ...
 
-    def render_error(self, error: ProxyError | BackendError, *, request_id: str) -> WireResponse:
-        ...
+    def render_error(
+        self, error: ProxyError | BackendError, *, request_id: str
+    ) -> WireResponse: ...
 
 
 class Authenticator(Protocol):

@@ -81,7 +81,10 @@ class Journal:
         self._writer = asyncio.create_task(self._write_loop(), name="keyledger-journal-writer")
         if self._recovered is not None:
             await self.append(
-                AuditEvent(type=EventType.LIFECYCLE, detail={"event": "journal_recovered", **self._recovered})
+                AuditEvent(
+                    type=EventType.LIFECYCLE,
+                    detail={"event": "journal_recovered", **self._recovered},
+                )
             )
 
     async def close(self) -> None:
@@ -129,7 +132,9 @@ class Journal:
                 self.healthy = False
                 self.stats.failures += 1
                 log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
-                error = JournalUnavailable(f"the audit journal could not be written: {exc.strerror}")
+                error = JournalUnavailable(
+                    f"the audit journal could not be written: {exc.strerror}"
+                )
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
@@ -212,5 +217,7 @@ def _read_tail(fd: int, size: int, chain_id: str) -> tuple[ChainState, int, byte
             "`keyledger audit verify` on it and move the file aside"
         ) from exc
     if chain.get("id") != chain_id:
-        raise JournalUnavailable(f"the journal for chain {chain_id} holds chain {chain.get('id')!r}")
+        raise JournalUnavailable(
+            f"the journal for chain {chain_id} holds chain {chain.get('id')!r}"
+        )
     return state, start + end + 1, torn

@@ -60,8 +60,7 @@ def journal_files(path: Path) -> list[Path]:
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            yield number, line
+        yield from enumerate(handle, start=1)
 
 
 def verify_path(path: Path) -> VerifyReport:
@@ -105,8 +104,10 @@ def _check_line(report: VerifyReport, file: str, number: int, raw: bytes) -> Non
         if seq <= chain.last_seq:
             fail(chain, seq, f"out of order or repeated: expected seq {chain.last_seq + 1}")
         else:
-            missing = f"{chain.last_seq + 1}" if seq == chain.last_seq + 2 else (
-                f"{chain.last_seq + 1}-{seq - 1}"
+            missing = (
+                f"{chain.last_seq + 1}"
+                if seq == chain.last_seq + 2
+                else (f"{chain.last_seq + 1}-{seq - 1}")
             )
             fail(chain, seq, f"gap: seq {missing} missing (deleted events)")
     elif prev != chain.last_hash:

@@ -122,7 +122,9 @@ class AwsFrontend:
                 kind=ErrorKind.MALFORMED_BODY,
             ) from None
         if not isinstance(params, dict):
-            raise RequestError("the request body must be a JSON object", kind=ErrorKind.MALFORMED_BODY)
+            raise RequestError(
+                "the request body must be a JSON object", kind=ErrorKind.MALFORMED_BODY
+            )
 
         if operation == "ListSecrets":
             return Call(
@@ -175,7 +177,9 @@ class AwsFrontend:
         )
 
     @staticmethod
-    def _request(op: _Op, operation: str, ref: SecretRef | None, params: dict[str, Any]) -> SecretRequest:
+    def _request(
+        op: _Op, operation: str, ref: SecretRef | None, params: dict[str, Any]
+    ) -> SecretRequest:
         version = params.get("VersionId") or params.get("VersionStage")
         return SecretRequest(
             action=op.action,
@@ -189,9 +193,7 @@ class AwsFrontend:
         ids = call.request.params.get("SecretIdList") or []
         keep = [i for i in ids if SecretRef(self.backend, secret_name_from_id(i)) in allowed]
         params = {**call.request.params, "SecretIdList": keep}
-        return SecretRequest(
-            action=call.action, ref=None, operation=call.operation, params=params
-        )
+        return SecretRequest(action=call.action, ref=None, operation=call.operation, params=params)
 
     def empty_result(self, call: Call) -> SecretResult:
         return SecretResult(data={"SecretValues": [], "Errors": []})
