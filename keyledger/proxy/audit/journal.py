@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class JournalStats:
     events: int = 0
     fsyncs: int = 0
     failures: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
     @property
     def events_per_fsync(self) -> float:
@@ -97,6 +96,14 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            log.info(
+                "journal_closed",
+                path=str(self.path),
+                seq=self._state.seq,
+                events=self.stats.events,
+                fsyncs=self.stats.fsyncs,
+                events_per_fsync=round(self.stats.events_per_fsync, 2),
+            )
 
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise :class:`JournalUnavailable` if it is not."""
