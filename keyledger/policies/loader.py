@@ -54,20 +54,25 @@ def example_policy_dir() -> Path:
 
 
 def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = None) -> list[Path]:
-    """Expand files, folders (``*.yaml``/``*.yml`` inside) and globs, in a stable order."""
+    """Expand files, folders (``*.yaml``/``*.yml`` inside) and globs, in a stable order.
+
+    Folders and globs skip policy test files (``*test*.yaml``); a file named explicitly
+    is always taken.
+    """
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if base is not None and not path.is_absolute():
             path = base / path
         if path.is_dir():
-            found.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+            expanded = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
         elif any(c in str(path) for c in "*?["):
-            found.extend(sorted(Path(p) for p in glob.glob(str(path))))
+            expanded = sorted(Path(p) for p in glob.glob(str(path)))
         else:
             found.append(path)
-    unique = list(dict.fromkeys(p for p in found if "test" not in p.name))
-    return unique
+            continue
+        found.extend(p for p in expanded if "test" not in p.name)
+    return list(dict.fromkeys(found))
 
 
 def _suggest(word: str, options: Iterable[str]) -> str:

@@ -84,7 +84,7 @@ class _Handler:
     max_body: int
     read_timeout: float
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         headers = {k.lower(): v for k, v in request.headers.items()}
         body = b""
@@ -164,7 +164,7 @@ async def make_app(config: Config) -> web.Application:
         max_body=config.limits.max_body_bytes,
         read_timeout=config.limits.request_timeout_s,
     )
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app
 
 

@@ -1,0 +1,212 @@
+"""Fixtures shared by the suite: a real moto server and a real running keyledger.
+
+The proxy runs on its own event loop in a background thread and listens on a real socket,
+so the tests drive it with the real, synchronous boto3 and AWS CLI, exactly as a service
+would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import orjson
+import pytest
+from aiohttp import web
+from cryptography.fernet import Fernet
+
+from keyledger.proxy.app import make_app
+from keyledger.proxy.auth import IdentityStore, IssuedKey
+from keyledger.proxy.config import Config, parse_config
+
+REGION = "us-east-1"
+
+TEST_POLICY = """\
+version: 1
+groups:
+  auditors: [auditor]
+roles:
+  - id: app
+    rules:
+      - id: app-read
+        actions: [read, describe, list]
+        resources: ["aws:app/*"]
+      - id: app-manage
+        actions: [write, rotate, delete]
+        resources: ["aws:app/*"]
+      - id: app-no-forbidden
+        effect: deny
+        actions: ["*"]
+        resources: ["aws:app/forbidden*"]
+  - id: auditor
+    rules:
+      - id: auditor-describe
+        actions: [describe, list]
+        resources: ["aws:*"]
+bindings:
+  - role: app
+    principals: [app]
+  - role: auditor
+    groups: [auditors]
+"""
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A real moto server (AWS Secrets Manager) on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def store(moto_url: str) -> Iterator[Any]:
+    """A boto3 client straight to the store (not through keyledger), reset per test."""
+    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    yield boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id="store-admin",
+        aws_secret_access_key="store-admin",
+    )
+
+
+@dataclass
+class RunningProxy:
+    """keyledger serving on a real socket from a background thread."""
+
+    config: Config
+    keys: dict[str, IssuedKey]
+    url: str = ""
+    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def setup() -> None:
+            app = await make_app(self.config)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.url = f"http://127.0.0.1:{port}"
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(setup())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(30)
+        self._loop.close()
+
+    @property
+    def journal(self) -> Path:
+        return self.config.audit.journal / f"{self.config.audit.chain_id}.jsonl"
+
+    def events(self, *types: str) -> list[dict[str, Any]]:
+        """Every event in the journal, optionally only of the given types."""
+        lines = self.journal.read_bytes().splitlines()
+        events = [orjson.loads(line) for line in lines]
+        return [e for e in events if not types or e["type"] in types]
+
+    def client(self, identity: str = "app", **overrides: Any) -> Any:
+        """A boto3 Secrets Manager client signing as ``identity``, pointed at keyledger."""
+        key = self.keys[identity]
+        options: dict[str, Any] = {
+            "endpoint_url": self.url,
+            "region_name": REGION,
+            "aws_access_key_id": key.access_key_id,
+            "aws_secret_access_key": key.secret_access_key,
+            "config": botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+        }
+        options.update(overrides)
+        return boto3.client("secretsmanager", **options)
+
+
+def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str, Any]:
+    """Keys, identity store and policy under ``tmp_path``; returns the config document."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "identity.key").write_bytes(Fernet.generate_key())
+    (keys / "fingerprint.key").write_text(secrets.token_hex(32))
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "app.yaml").write_text(policy)
+    return {
+        "listen": "127.0.0.1:0",
+        "identities": {"path": "identities.json", "key_file": "keys/identity.key"},
+        "policies": ["policies/"],
+        "backends": {"aws": {"type": "aws", "region": REGION}},
+        "audit": {
+            "journal": "audit",
+            "chain_id": "test",
+            "fingerprint_key_file": "keys/fingerprint.key",
+        },
+        "logging": {"format": "json"},
+    }
+
+
+def issue_keys(config: Config, *names_and_groups: tuple[str, tuple[str, ...]]) -> dict[str, IssuedKey]:
+    store = IdentityStore(config.identities.path, config.identities.key_file.read_bytes())  # type: ignore[union-attr]
+    return {name: store.create(name, groups=groups) for name, groups in names_and_groups}
+
+
+@pytest.fixture
+def store_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keyledger's own AWS credentials for the store, found through the boto3 chain."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "keyledger-proxy")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "keyledger-proxy-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, moto_url: str, store: Any, store_credentials: None) -> Iterator[RunningProxy]:
+    """keyledger in front of the moto server, with identities app, auditor and stranger."""
+    doc = write_proxy_files(tmp_path)
+    doc["backends"]["aws"]["endpoint_url"] = moto_url
+    config = parse_config(doc, base=tmp_path, source="test")
+    keys = issue_keys(config, ("app", ()), ("auditor", ("auditors",)), ("stranger", ()))
+    running = RunningProxy(config, keys)
+    running.start()
+    yield running
+    running.stop()

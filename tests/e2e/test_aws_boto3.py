@@ -1,0 +1,308 @@
+"""boto3, unmodified, talking to a running keyledger in front of a real moto server."""
+
+from __future__ import annotations
+
+import http.client
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+
+from keyledger import sigv4
+from tests.conftest import REGION, RunningProxy
+
+
+def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(exc.value.response["Error"]["Code"])
+
+
+def raw_call(
+    proxy: RunningProxy,
+    operation: str,
+    body: dict[str, Any] | bytes,
+    *,
+    identity: str = "app",
+    secret: str | None = None,
+    now: datetime | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A hand-signed JSON 1.1 call, for requests no SDK would send."""
+    key = proxy.keys[identity]
+    url = urlsplit(proxy.url)
+    payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    headers = sigv4.sign_headers(
+        keys=sigv4.SigningKeyCache(),
+        access_key_id=key.access_key_id,
+        secret_key=secret or key.secret_access_key,
+        session_token=None,
+        region=REGION,
+        service="secretsmanager",
+        method="POST",
+        host=url.netloc,
+        path="/",
+        headers={
+            "content-type": "application/x-amz-json-1.1",
+            "x-amz-target": f"secretsmanager.{operation}",
+        },
+        body=payload,
+        now=now or datetime.now(UTC),
+    )
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        conn.request("POST", "/", body=payload, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, orjson.loads(data) if data else {}, dict(response.headers)
+    finally:
+        conn.close()
+
+
+class TestReads:
+    def test_allowed_read_returns_the_value_and_records_it(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """An allowed GetSecretValue returns the store's value and leaves a success event."""
+        created = store.create_secret(Name="app/db/password", SecretString="s3cr3t-value")
+        response = proxy.client().get_secret_value(SecretId="app/db/password")
+
+        assert response["SecretString"] == "s3cr3t-value"
+        assert response["VersionId"] == created["VersionId"]
+        (event,) = [e for e in proxy.events("access") if e["request"]["operation"] == "GetSecretValue"]
+        assert event["request"]["id"] == response["ResponseMetadata"]["RequestId"]
+        assert event["principal"]["id"] == "app"
+        assert event["principal"]["auth_method"] == "sigv4"
+        assert event["action"] == "read"
+        assert event["resource"] == {"backend": "aws", "secret": "app/db/password", "version": None}
+        assert event["decision"]["effect"] == "allow"
+        assert event["decision"]["rule"] == "app-read"
+        assert event["decision"]["policy_hash"].startswith("sha256:")
+        assert event["outcome"]["status"] == "success"
+        assert event["outcome"]["version_id"] == created["VersionId"]
+        assert event["outcome"]["value_fingerprint"].startswith("hmac-sha256:")
+        assert event["request"]["source_ip"] == "127.0.0.1"
+        assert "Boto3" in event["request"]["user_agent"]
+
+    def test_same_value_same_fingerprint_new_value_new_fingerprint(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """Fingerprints tell an auditor whether two reads served the same value."""
+        store.create_secret(Name="app/token", SecretString="one")
+        client = proxy.client()
+        client.get_secret_value(SecretId="app/token")
+        client.get_secret_value(SecretId="app/token")
+        store.put_secret_value(SecretId="app/token", SecretString="two")
+        client.get_secret_value(SecretId="app/token")
+
+        prints = [
+            e["outcome"]["value_fingerprint"]
+            for e in proxy.events("access")
+            if e["request"]["operation"] == "GetSecretValue"
+        ]
+        assert prints[0] == prints[1] != prints[2]
+
+    def test_read_by_arn_is_authorised_by_name(self, proxy: RunningProxy, store: Any) -> None:
+        """A SecretId given as a full ARN is authorised by the secret's name."""
+        arn = store.create_secret(Name="app/by-arn", SecretString="v")["ARN"]
+        assert proxy.client().get_secret_value(SecretId=arn)["SecretString"] == "v"
+        denied_arn = store.create_secret(Name="app/forbidden-x", SecretString="v")["ARN"]
+        with pytest.raises(ClientError) as exc:
+            proxy.client().get_secret_value(SecretId=denied_arn)
+        assert error_code(exc) == "AccessDeniedException"
+
+    def test_binary_secret_round_trips(self, proxy: RunningProxy, store: Any) -> None:
+        """SecretBinary values come back byte for byte."""
+        store.create_secret(Name="app/blob", SecretBinary=b"\x00\x01\xffbinary")
+        assert proxy.client().get_secret_value(SecretId="app/blob")["SecretBinary"] == (
+            b"\x00\x01\xffbinary"
+        )
+
+    def test_missing_secret_is_resource_not_found(self, proxy: RunningProxy) -> None:
+        """A secret the store does not have raises the usual ResourceNotFoundException."""
+        with pytest.raises(ClientError) as exc:
+            proxy.client().get_secret_value(SecretId="app/nope")
+        assert error_code(exc) == "ResourceNotFoundException"
+        (event,) = proxy.events("access")[-1:]
+        assert event["outcome"]["status"] == "error"
+        assert event["outcome"]["code"] == "ResourceNotFoundException"
+
+
+class TestPolicy:
+    def test_explicit_deny_raises_access_denied_and_is_recorded(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """A denied read raises AccessDeniedException and leaves a deny event naming the rule."""
+        store.create_secret(Name="app/forbidden", SecretString="never-served")
+        with pytest.raises(ClientError) as exc:
+            proxy.client().get_secret_value(SecretId="app/forbidden")
+
+        assert error_code(exc) == "AccessDeniedException"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        event = proxy.events("access")[-1]
+        assert event["decision"] == {
+            "effect": "deny",
+            "rule": "app-no-forbidden",
+            "policy_hash": event["decision"]["policy_hash"],
+            "reason": "rule app-no-forbidden denies read on aws:app/forbidden",
+        }
+        assert event["outcome"]["status"] == "denied"
+        assert event["outcome"]["value_fingerprint"] is None
+
+    def test_unbound_identity_is_denied_by_default(self, proxy: RunningProxy, store: Any) -> None:
+        """An authenticated identity with no role gets nothing (default deny)."""
+        store.create_secret(Name="app/db/password", SecretString="x")
+        with pytest.raises(ClientError) as exc:
+            proxy.client("stranger").get_secret_value(SecretId="app/db/password")
+        assert error_code(exc) == "AccessDeniedException"
+        event = proxy.events("access")[-1]
+        assert event["principal"]["id"] == "stranger"
+        assert event["decision"]["rule"] is None
+        assert "default deny" in event["decision"]["reason"]
+
+    def test_group_membership_grants_its_role(self, proxy: RunningProxy, store: Any) -> None:
+        """An identity in a group gets the group's role: describe yes, read no."""
+        store.create_secret(Name="other/thing", SecretString="x")
+        client = proxy.client("auditor")
+        assert client.describe_secret(SecretId="other/thing")["Name"] == "other/thing"
+        with pytest.raises(ClientError) as exc:
+            client.get_secret_value(SecretId="other/thing")
+        assert error_code(exc) == "AccessDeniedException"
+
+    def test_list_secrets_returns_only_what_the_caller_may_see(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """ListSecrets is filtered per secret by the caller's list permission."""
+        for name in ("app/a", "app/b", "app/forbidden-c", "other/d"):
+            store.create_secret(Name=name, SecretString="x")
+        names = {s["Name"] for s in proxy.client().list_secrets()["SecretList"]}
+        assert names == {"app/a", "app/b"}
+        paginated = proxy.client().get_paginator("list_secrets").paginate(MaxResults=1)
+        assert {s["Name"] for page in paginated for s in page["SecretList"]} == {"app/a", "app/b"}
+        with pytest.raises(ClientError) as exc:
+            proxy.client("stranger").list_secrets()
+        assert error_code(exc) == "AccessDeniedException"
+
+    def test_batch_get_serves_allowed_and_reports_denied(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """BatchGetSecretValue returns allowed values and an AccessDenied error for the rest."""
+        for name in ("app/x", "app/y", "app/forbidden-z", "other/w"):
+            store.create_secret(Name=name, SecretString=f"value-of-{name}")
+        response = proxy.client().batch_get_secret_value(
+            SecretIdList=["app/x", "app/y", "app/forbidden-z", "other/w"]
+        )
+        assert {v["Name"]: v["SecretString"] for v in response["SecretValues"]} == {
+            "app/x": "value-of-app/x",
+            "app/y": "value-of-app/y",
+        }
+        errors = {e["SecretId"]: e["ErrorCode"] for e in response["Errors"]}
+        assert errors == {
+            "app/forbidden-z": "AccessDeniedException",
+            "other/w": "AccessDeniedException",
+        }
+        batch = [e for e in proxy.events("access") if e["request"]["operation"] == "BatchGetSecretValue"]
+        outcome = {e["resource"]["secret"]: e["outcome"]["status"] for e in batch}
+        assert outcome == {
+            "app/x": "success",
+            "app/y": "success",
+            "app/forbidden-z": "denied",
+            "other/w": "denied",
+        }
+        assert len({e["request"]["id"] for e in batch}) == 1
+
+    def test_batch_get_by_filter_drops_what_may_not_be_read(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """A filtered batch read never returns a value the policy denies."""
+        for name in ("app/f1", "app/forbidden-f2"):
+            store.create_secret(Name=name, SecretString="x")
+        response = proxy.client().batch_get_secret_value(
+            Filters=[{"Key": "name", "Values": ["app/"]}]
+        )
+        assert [v["Name"] for v in response["SecretValues"]] == ["app/f1"]
+
+
+class TestAuthentication:
+    def test_wrong_secret_is_invalid_signature(self, proxy: RunningProxy) -> None:
+        """A request signed with the wrong secret raises InvalidSignatureException."""
+        client = proxy.client(aws_secret_access_key="not-the-secret")
+        with pytest.raises(ClientError) as exc:
+            client.get_secret_value(SecretId="app/db/password")
+        assert error_code(exc) == "InvalidSignatureException"
+        event = proxy.events("auth_failure")[-1]
+        assert event["principal"] == {
+            "id": "app",
+            "auth_method": "sigv4",
+            "groups": [],
+            "attributes": {},
+        }
+        assert event["outcome"]["code"] == "signature_mismatch"
+        assert event["request"]["operation"] == "GetSecretValue"
+
+    def test_unknown_key_is_unrecognized_client(self, proxy: RunningProxy) -> None:
+        """An access key keyledger never issued raises UnrecognizedClientException."""
+        client = proxy.client(aws_access_key_id="AKIAEXAMPLEEXAMPLE00")
+        with pytest.raises(ClientError) as exc:
+            client.get_secret_value(SecretId="app/db/password")
+        assert error_code(exc) == "UnrecognizedClientException"
+        event = proxy.events("auth_failure")[-1]
+        assert event["principal"]["id"] == "AKIAEXAMPLEEXAMPLE00"
+        assert event["outcome"]["code"] == "unknown_access_key"
+
+    @pytest.mark.parametrize("skew", [timedelta(minutes=-6), timedelta(minutes=6)])
+    def test_stale_or_future_date_is_rejected(self, proxy: RunningProxy, skew: timedelta) -> None:
+        """A correctly signed request outside the 5-minute window is refused (no replays)."""
+        status, body, _ = raw_call(
+            proxy, "GetSecretValue", {"SecretId": "app/x"}, now=datetime.now(UTC) + skew
+        )
+        assert status == 400
+        assert body["__type"] == "InvalidSignatureException"
+        assert body["message"].startswith("Signature expired")
+        assert proxy.events("auth_failure")[-1]["outcome"]["code"] == "request_expired"
+
+    def test_unsigned_request_is_missing_authentication_token(self, proxy: RunningProxy) -> None:
+        """A request without Authorization gets MissingAuthenticationTokenException."""
+        url = urlsplit(proxy.url)
+        conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+        conn.request(
+            "POST", "/", body=b"{}", headers={"X-Amz-Target": "secretsmanager.ListSecrets"}
+        )
+        response = conn.getresponse()
+        body = orjson.loads(response.read())
+        conn.close()
+        assert response.status == 400
+        assert body["__type"] == "MissingAuthenticationTokenException"
+        assert proxy.events("auth_failure")[-1]["principal"]["id"] is None
+
+
+class TestProtocol:
+    def test_unknown_operation_gets_aws_unknown_operation_error(self, proxy: RunningProxy) -> None:
+        """An operation Secrets Manager does not have gets AWS's UnknownOperationException."""
+        status, body, headers = raw_call(proxy, "StealEverything", {})
+        assert status == 400
+        assert body == {"__type": "com.amazon.coral.service#UnknownOperationException"}
+        assert headers["x-amzn-RequestId"] == proxy.events("access")[-1]["request"]["id"]
+        assert proxy.events("access")[-1]["outcome"]["code"] == "unknown_operation"
+
+    def test_body_that_is_not_json_is_a_serialization_error(self, proxy: RunningProxy) -> None:
+        """A malformed body is refused in the protocol's own shape, and audited."""
+        status, body, _ = raw_call(proxy, "GetSecretValue", b"{not json")
+        assert status == 400
+        assert body["__type"] == "SerializationException"
+        assert proxy.events("access")[-1]["outcome"]["status"] == "error"
+
+    def test_missing_secret_id_is_invalid_parameter(self, proxy: RunningProxy) -> None:
+        """A call without SecretId is refused before reaching the store."""
+        status, body, _ = raw_call(proxy, "GetSecretValue", {})
+        assert status == 400
+        assert body["__type"] == "InvalidParameterException"
+
+    def test_oversized_body_is_refused(self, proxy: RunningProxy) -> None:
+        """Bodies above the configured limit are refused with 413, and audited."""
+        status, body, _ = raw_call(
+            proxy, "PutSecretValue", {"SecretId": "app/x", "SecretString": "x" * (2 << 20)}
+        )
+        assert status == 413
+        assert body["__type"] == "RequestEntityTooLargeException"
+        assert proxy.events("access")[-1]["outcome"]["code"] == "request_too_large"
