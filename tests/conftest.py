@@ -182,7 +182,9 @@ def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str,
     }
 
 
-def issue_keys(config: Config, *names_and_groups: tuple[str, tuple[str, ...]]) -> dict[str, IssuedKey]:
+def issue_keys(
+    config: Config, *names_and_groups: tuple[str, tuple[str, ...]]
+) -> dict[str, IssuedKey]:
     store = IdentityStore(config.identities.path, config.identities.key_file.read_bytes())  # type: ignore[union-attr]
     return {name: store.create(name, groups=groups) for name, groups in names_and_groups}
 
@@ -200,7 +202,9 @@ def store_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, moto_url: str, store: Any, store_credentials: None) -> Iterator[RunningProxy]:
+def proxy(
+    tmp_path: Path, moto_url: str, store: Any, store_credentials: None
+) -> Iterator[RunningProxy]:
     """keyledger in front of the moto server, with identities app, auditor and stranger."""
     doc = write_proxy_files(tmp_path)
     doc["backends"]["aws"]["endpoint_url"] = moto_url

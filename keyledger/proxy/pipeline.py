@@ -165,9 +165,13 @@ class Gateway:
             return self._frontend.render(
                 call, empty, hidden=set(), denied=set(authz.denied), request_id=rid
             )
-        if not self._journal.healthy:
-            # Fail closed before touching the store: nothing could be recorded anyway.
-            raise AuditUnavailable("keyledger cannot write its audit journal; request refused")
+        try:
+            # Fail closed before touching the store: its effect could not be recorded.
+            await self._journal.ensure_writable()
+        except JournalUnavailable as exc:
+            raise AuditUnavailable(
+                "keyledger cannot write its audit journal, so it refused the request"
+            ) from exc
 
         # 4. Call the backend (for a partly denied batch, only for the allowed secrets).
         request = self._frontend.narrow(call, authz.allowed) if authz.denied else call.request

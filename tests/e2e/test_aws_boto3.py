@@ -69,7 +69,9 @@ class TestReads:
 
         assert response["SecretString"] == "s3cr3t-value"
         assert response["VersionId"] == created["VersionId"]
-        (event,) = [e for e in proxy.events("access") if e["request"]["operation"] == "GetSecretValue"]
+        (event,) = [
+            e for e in proxy.events("access") if e["request"]["operation"] == "GetSecretValue"
+        ]
         assert event["request"]["id"] == response["ResponseMetadata"]["RequestId"]
         assert event["principal"]["id"] == "app"
         assert event["principal"]["auth_method"] == "sigv4"
@@ -201,7 +203,9 @@ class TestPolicy:
             "app/forbidden-z": "AccessDeniedException",
             "other/w": "AccessDeniedException",
         }
-        batch = [e for e in proxy.events("access") if e["request"]["operation"] == "BatchGetSecretValue"]
+        batch = [
+            e for e in proxy.events("access") if e["request"]["operation"] == "BatchGetSecretValue"
+        ]
         outcome = {e["resource"]["secret"]: e["outcome"]["status"] for e in batch}
         assert outcome == {
             "app/x": "success",

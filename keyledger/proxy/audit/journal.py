@@ -105,6 +105,22 @@ class Journal:
                 events_per_fsync=round(self.stats.events_per_fsync, 2),
             )
 
+    async def ensure_writable(self) -> None:
+        """Return if the journal is writing; after a failure, probe it with a lifecycle event.
+
+        Raises :class:`JournalUnavailable` while it still cannot be written, so callers can
+        refuse a request before it has any effect on the store.
+        """
+        if self.healthy:
+            return
+        await self.append(
+            AuditEvent(
+                type=EventType.LIFECYCLE,
+                detail={"event": "journal_writable", "failed_writes": self.stats.failures},
+            )
+        )
+        log.warning("journal_writable_again", path=str(self.path))
+
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise :class:`JournalUnavailable` if it is not."""
         await self.append_many((event,))

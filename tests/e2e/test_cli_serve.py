@@ -1,0 +1,305 @@
+"""`keyledger serve --config` as a real process, driven by the AWS CLI and boto3.
+
+These tests see keyledger exactly as an operator does: a config file, a command, its logs
+on stderr, and a journal on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import orjson
+import pytest
+import yaml
+from botocore.exceptions import ClientError
+from cryptography.fernet import Fernet
+
+from tests.conftest import REGION, TEST_POLICY
+
+KEYLEDGER = [sys.executable, "-m", "keyledger"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("REQUESTS_CA_BUNDLE", None)
+    env.pop("CURL_CA_BUNDLE", None)
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ServedProxy:
+    url: str
+    journal_dir: Path
+    env: dict[str, str]  # keyledger's own environment (keys, store credentials)
+    config: Path
+    process: subprocess.Popen[bytes]
+    key_id: str
+    secret: str
+
+    def client(self, **overrides: Any) -> Any:
+        options: dict[str, Any] = {
+            "endpoint_url": self.url,
+            "region_name": REGION,
+            "aws_access_key_id": self.key_id,
+            "aws_secret_access_key": self.secret,
+            "config": botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+        }
+        options.update(overrides)
+        return boto3.client("secretsmanager", **options)
+
+    def aws(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The AWS CLI, configured only through the environment, as `dev.env` does it."""
+        env = clean_env(
+            AWS_ENDPOINT_URL=self.url,
+            AWS_ACCESS_KEY_ID=self.key_id,
+            AWS_SECRET_ACCESS_KEY=self.secret,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_MAX_ATTEMPTS="1",
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "awscli", *args, "--output", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=30)
+        return self.process.returncode, err.decode()
+
+
+def start_proxy(tmp_path: Path, moto_url: str) -> ServedProxy:
+    port = free_port()
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "app.yaml").write_text(TEST_POLICY)
+    config = tmp_path / "keyledger.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "listen": f"127.0.0.1:{port}",
+                "identities": {"path": "identities.json"},
+                "policies": ["policies/"],
+                "backends": {"aws": {"type": "aws", "region": REGION, "endpoint_url": moto_url}},
+                "audit": {"journal": "audit", "chain_id": "cli"},
+                "logging": {"format": "json", "level": "info"},
+            }
+        )
+    )
+    env = clean_env(
+        KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
+        KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
+        AWS_ACCESS_KEY_ID="keyledger-proxy",
+        AWS_SECRET_ACCESS_KEY="keyledger-proxy-secret",
+    )
+    created = subprocess.run(
+        [*KEYLEDGER, "identity", "create", "app", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    fields = {line[:18].strip(): line[18:].strip() for line in created.stdout.splitlines() if line}
+    process = subprocess.Popen(
+        [*KEYLEDGER, "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                _, err = process.communicate(timeout=5)
+                raise RuntimeError(f"keyledger did not start:\n{err.decode()}") from None
+            time.sleep(0.05)
+    return ServedProxy(
+        url=f"http://127.0.0.1:{port}",
+        journal_dir=tmp_path / "audit",
+        env=env,
+        config=config,
+        process=process,
+        key_id=fields["access key id"],
+        secret=fields["secret access key"],
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path, moto_url: str, store: Any) -> Iterator[ServedProxy]:
+    proxy = start_proxy(tmp_path, moto_url)
+    yield proxy
+    proxy.stop()
+
+
+def verify(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KEYLEDGER, "audit", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestServe:
+    def test_aws_cli_reads_and_is_denied_through_keyledger(
+        self, served: ServedProxy, store: Any
+    ) -> None:
+        """The AWS CLI, pointed at keyledger by env vars only, reads and gets denied."""
+        store.create_secret(Name="app/db/password", SecretString="cli-visible")
+        store.create_secret(Name="app/forbidden", SecretString="cli-hidden")
+
+        ok = served.aws("secretsmanager", "get-secret-value", "--secret-id", "app/db/password")
+        assert ok.returncode == 0, ok.stderr
+        assert orjson.loads(ok.stdout)["SecretString"] == "cli-visible"
+
+        denied = served.aws("secretsmanager", "get-secret-value", "--secret-id", "app/forbidden")
+        assert denied.returncode != 0
+        assert "AccessDeniedException" in denied.stderr
+        assert "cli-hidden" not in denied.stdout + denied.stderr
+
+        listed = served.aws("secretsmanager", "list-secrets")
+        assert {s["Name"] for s in orjson.loads(listed.stdout)["SecretList"]} == {"app/db/password"}
+        code, _ = served.stop()
+        assert code == 0
+
+    def test_canary_value_never_leaves_the_response_body(
+        self, served: ServedProxy, store: Any
+    ) -> None:
+        """A canary secret appears in no journal line, log line or error body."""
+        canary = f"CANARY-{secrets.token_hex(12)}"
+        written = f"WRITTEN-CANARY-{secrets.token_hex(12)}"
+        store.create_secret(Name="app/canary", SecretString=canary)
+        store.create_secret(Name="app/forbidden-canary", SecretString=canary)
+        client = served.client()
+        bodies: list[str] = []
+
+        assert client.get_secret_value(SecretId="app/canary")["SecretString"] == canary
+        batch = client.batch_get_secret_value(SecretIdList=["app/canary", "app/forbidden-canary"])
+        assert [v["SecretString"] for v in batch["SecretValues"]] == [canary]
+        bodies.append(repr(batch["Errors"]))
+        client.put_secret_value(SecretId="app/canary", SecretString=written)
+        for call in (
+            lambda: client.get_secret_value(SecretId="app/forbidden-canary"),
+            lambda: client.put_secret_value(SecretId="app/forbidden-canary", SecretString=written),
+            lambda: client.create_secret(Name="app/canary", SecretString=written),
+            lambda: client.get_secret_value(SecretId="app/canary", VersionId="0" * 32),
+            lambda: served.client(aws_secret_access_key="wrong").put_secret_value(
+                SecretId="app/canary", SecretString=written
+            ),
+        ):
+            with pytest.raises(ClientError) as exc:
+                call()
+            bodies.append(repr(exc.value.response))
+        cli = served.aws("secretsmanager", "get-secret-value", "--secret-id", "app/canary")
+        assert orjson.loads(cli.stdout)["SecretString"] == written
+
+        code, logs = served.stop()
+        assert code == 0
+        journal = b"".join(p.read_bytes() for p in served.journal_dir.glob("*.jsonl"))
+        assert journal.count(b'"type":"access"') >= 8
+        for text in (journal.decode(), logs, *bodies):
+            assert canary not in text
+            assert written not in text
+        assert '"event": "request"' in logs or '"event":"request"' in logs
+
+    def test_journal_verifies_and_every_tampering_is_caught(
+        self, served: ServedProxy, store: Any
+    ) -> None:
+        """`keyledger audit verify` passes on the real journal and fails on any edit."""
+        store.create_secret(Name="app/a", SecretString="x")
+        client = served.client()
+        for _ in range(5):
+            client.get_secret_value(SecretId="app/a")
+        served.stop()
+        journal = served.journal_dir / "cli.jsonl"
+        intact = verify(served.journal_dir)
+        assert intact.returncode == 0, intact.stdout
+        assert "intact" in intact.stdout
+        lines = journal.read_bytes().splitlines(keepends=True)
+        assert len(lines) == 7  # start, five reads, stop
+
+        cases = {
+            "edited": lines[:3] + [lines[3].replace(b'"app"', b'"eve"')] + lines[4:],
+            "deleted": lines[:3] + lines[4:],
+            "reordered": lines[:3] + [lines[4], lines[3]] + lines[5:],
+            "inserted": lines[:3] + [lines[2]] + lines[3:],
+        }
+        expected = {
+            "edited": "seq 4: hash mismatch",
+            "deleted": "seq 5: gap: seq 4 missing",
+            "reordered": "seq 5: gap: seq 4 missing",
+            "inserted": "seq 3: out of order or repeated",
+        }
+        for name, content in cases.items():
+            journal.write_bytes(b"".join(content))
+            result = verify(journal)
+            assert result.returncode == 1, name
+            assert expected[name] in result.stdout, (name, result.stdout)
+            assert f"{journal}:4:" in result.stdout, (name, result.stdout)
+
+
+class TestFailClosed:
+    def test_no_secret_is_served_while_the_journal_cannot_be_written(
+        self, tmp_path: Path, moto_url: str, store: Any
+    ) -> None:
+        """When the journal write fails, reads are refused; when it recovers, they resume."""
+        store.create_secret(Name="app/db/password", SecretString="guarded")
+        served = start_proxy(tmp_path, moto_url)
+        try:
+            client = served.client()
+            assert client.get_secret_value(SecretId="app/db/password")["SecretString"] == "guarded"
+            journal = served.journal_dir / "cli.jsonl"
+            size = journal.stat().st_size
+            # The kernel refuses writes past this size: a full disk, as the proxy sees it.
+            _, hard = resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE, (size, hard))
+            for _ in range(3):
+                with pytest.raises(ClientError) as exc:
+                    client.get_secret_value(SecretId="app/db/password")
+                assert exc.value.response["Error"]["Code"] == "ServiceUnavailable"
+                assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+                assert "guarded" not in repr(exc.value.response)
+            assert journal.stat().st_size == size
+
+            resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
+            assert client.get_secret_value(SecretId="app/db/password")["SecretString"] == "guarded"
+        finally:
+            code, logs = served.stop()
+        assert code == 0
+        assert "journal_write_failed" in logs
+        assert verify(served.journal_dir).returncode == 0
+        reads = [
+            orjson.loads(line)
+            for line in (served.journal_dir / "cli.jsonl").read_bytes().splitlines()
+            if b'"GetSecretValue"' in line
+        ]
+        assert [r["outcome"]["status"] for r in reads] == ["success", "success"]
