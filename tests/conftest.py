@@ -73,11 +73,11 @@ def moto_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def store(moto_url: str) -> Iterator[Any]:
+def store(moto_url: str) -> Any:
     """A boto3 client straight to the store (not through keyledger), reset per test."""
-    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
-    yield boto3.client(
+    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")  # noqa: S310
+    urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 (loopback http)
+    return boto3.client(
         "secretsmanager",
         endpoint_url=moto_url,
         region_name=REGION,

@@ -248,10 +248,10 @@ class TestServe:
         assert len(lines) == 7  # start, five reads, stop
 
         cases = {
-            "edited": lines[:3] + [lines[3].replace(b'"app"', b'"eve"')] + lines[4:],
-            "deleted": lines[:3] + lines[4:],
-            "reordered": lines[:3] + [lines[4], lines[3]] + lines[5:],
-            "inserted": lines[:3] + [lines[2]] + lines[3:],
+            "edited": [*lines[:3], lines[3].replace(b'"app"', b'"eve"'), *lines[4:]],
+            "deleted": [*lines[:3], *lines[4:]],
+            "reordered": [*lines[:3], lines[4], lines[3], *lines[5:]],
+            "inserted": [*lines[:3], lines[2], *lines[3:]],
         }
         expected = {
             "edited": "seq 4: hash mismatch",
