@@ -1,0 +1,98 @@
+"""`keyledger serve --dev`, tried the way a newcomer tries it: paste what it prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from tests.e2e.test_cli_serve import KEYLEDGER, clean_env, free_port
+
+
+def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 60) -> str:
+    """Read stdout until ``text`` appears; return everything read."""
+    assert process.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"never printed {text!r}; got:\n{seen}")
+            continue
+        seen += line
+    return seen
+
+
+def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
+    """From an empty folder, the printed env file + aws commands read and get denied."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    process = subprocess.Popen(
+        [*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = wait_for(process, "Ctrl-C stops")
+        assert f"http://127.0.0.1:{port}" in banner
+        # The exact lines the banner tells a newcomer to paste.
+        env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
+        allowed = re.search(r"^\s*(aws secretsmanager get-secret-value .*staging.*)$", banner, re.M)
+        denied = re.search(r"^\s*(aws secretsmanager get-secret-value .*payments\S*)", banner, re.M)
+        assert allowed is not None and denied is not None
+
+        def paste(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["bash", "-c", f"{env_line}\n{command}"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        ok = paste(allowed.group(1))
+        assert ok.returncode == 0, ok.stderr
+        assert orjson.loads(ok.stdout)["SecretString"] == "demo-staging-db-password"
+        no = paste(denied.group(1))
+        assert no.returncode != 0
+        assert "AccessDeniedException" in no.stderr
+
+        dev_env = (tmp_path / "var" / "dev.env").read_text()
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert f"{name}=" in dev_env
+        assert "AWS_DEFAULT_REGION=us-east-1" in dev_env
+        assert (tmp_path / "var" / "dev.env").stat().st_mode & 0o077 == 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+    events = [
+        orjson.loads(line)
+        for line in (tmp_path / "var" / "audit" / "dev.jsonl").read_bytes().splitlines()
+    ]
+    access = [
+        (e["resource"]["secret"], e["decision"]["effect"]) for e in events if e["type"] == "access"
+    ]
+    assert access == [("staging/db/password", "allow"), ("prod/payments/api-key", "deny")]
+    verified = subprocess.run(
+        [*KEYLEDGER, "audit", "verify", "var/audit"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout
