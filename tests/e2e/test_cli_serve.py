@@ -191,6 +191,46 @@ class TestServe:
         code, _ = served.stop()
         assert code == 0
 
+    def test_identity_changes_apply_to_the_running_proxy(
+        self, served: ServedProxy, store: Any
+    ) -> None:
+        """A key revoked with `keyledger identity revoke` stops working without a restart."""
+        store.create_secret(Name="app/db/password", SecretString="x")
+        assert served.client().get_secret_value(SecretId="app/db/password")["Name"]
+
+        def identity(*args: str) -> str:
+            return subprocess.run(
+                [*KEYLEDGER, "identity", *args, "--config", str(served.config)],
+                env=served.env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+
+        rotated = {
+            line[:18].strip(): line[18:].strip() for line in identity("rotate", "app").splitlines()
+        }
+
+        def old_key_error() -> str | None:
+            try:
+                served.client().get_secret_value(SecretId="app/db/password")
+            except ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+            return None
+
+        deadline = time.monotonic() + 10
+        while (code := old_key_error()) is None:
+            assert time.monotonic() < deadline, "the old key still works"
+            time.sleep(0.2)
+        assert code == "UnrecognizedClientException"
+        new_client = served.client(
+            aws_access_key_id=rotated["access key id"],
+            aws_secret_access_key=rotated["secret access key"],
+        )
+        assert new_client.get_secret_value(SecretId="app/db/password")["SecretString"] == "x"
+        assert "revoked" in identity("list")
+
     def test_canary_value_never_leaves_the_response_body(
         self, served: ServedProxy, store: Any
     ) -> None:

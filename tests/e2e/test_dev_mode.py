@@ -50,7 +50,8 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
         allowed = re.search(r"^\s*(aws secretsmanager get-secret-value .*staging.*)$", banner, re.M)
         denied = re.search(r"^\s*(aws secretsmanager get-secret-value .*payments\S*)", banner, re.M)
-        assert allowed is not None and denied is not None
+        assert allowed is not None
+        assert denied is not None
 
         def paste(command: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

@@ -77,10 +77,30 @@ class IdentityStore:
             ) from exc
         self.path = path
         self._identities: dict[str, Identity] = {}
+        self._version: tuple[int, int] | None = None
         if path.exists():
             self._load()
 
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_ino
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if another process replaced it; True when it did."""
+        version = self._stat()
+        if version == self._version:
+            return False
+        if version is None:
+            self._identities, self._version = {}, None
+        else:
+            self._load()
+        return True
+
     def _load(self) -> None:
+        version = self._stat()
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             items = doc["identities"]
@@ -98,6 +118,7 @@ class IdentityStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IdentityError(f"{self.path}: not a keyledger identity store ({exc})") from exc
         self._identities = {i.access_key_id: i for i in loaded}
+        self._version = version
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +144,7 @@ class IdentityStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            self._version = self._stat()
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

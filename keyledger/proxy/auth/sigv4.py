@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import structlog
+
 from keyledger import sigv4
 from keyledger.model import Principal
-from keyledger.proxy.auth.identities import IdentityStore
+from keyledger.proxy.auth.identities import IdentityError, IdentityStore
 from keyledger.proxy.errors import AuthError, ErrorKind
 from keyledger.proxy.wire import WireRequest
 
 __all__ = ["SigV4Authenticator"]
+
+log = structlog.get_logger("keyledger.auth")
+
+RELOAD_INTERVAL_S = 1.0
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -43,17 +50,37 @@ class SigV4Authenticator:
         self._max_skew = max_skew
         self._clock = clock
         self._keys = sigv4.SigningKeyCache()
-        # Decrypt once: verification needs the plaintext secrets on every request.
-        self._secrets: dict[str, tuple[Principal, str]] = {
+        self._store = store
+        self._checked = time.monotonic()
+        self._secrets = self._decrypt_all()
+
+    def _decrypt_all(self) -> dict[str, tuple[Principal, str]]:
+        # Decrypt once per store version: verification needs the plaintext on every request.
+        return {
             i.access_key_id: (
                 Principal(id=i.name, auth_method=self.method, groups=i.groups),
-                store.secret_of(i),
+                self._store.secret_of(i),
             )
-            for i in store
+            for i in self._store
             if not i.revoked
         }
 
+    def _refresh(self) -> None:
+        """Pick up keys created, rotated or revoked by `keyledger identity` (at most 1/s)."""
+        now = time.monotonic()
+        if now - self._checked < RELOAD_INTERVAL_S:
+            return
+        self._checked = now
+        try:
+            if self._store.reload_if_changed():
+                self._secrets = self._decrypt_all()
+                log.info("identities_reloaded", active=len(self._secrets))
+        except IdentityError as exc:
+            # Keep the last good set: a half-written or corrupt file must not lock everyone out.
+            log.error("identities_reload_failed", error=str(exc))
+
     def authenticate(self, wire: WireRequest) -> Principal:
+        self._refresh()
         header = wire.headers.get("authorization")
         if not header:
             raise AuthError("Missing Authentication Token", kind=ErrorKind.MISSING_AUTH)
