@@ -93,7 +93,9 @@ class ServedProxy:
         return self.process.returncode, err.decode()
 
 
-def start_proxy(tmp_path: Path, moto_url: str) -> ServedProxy:
+def start_proxy(
+    tmp_path: Path, moto_url: str, *, tls: tuple[Path, Path] | None = None
+) -> ServedProxy:
     port = free_port()
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "app.yaml").write_text(TEST_POLICY)
@@ -107,6 +109,7 @@ def start_proxy(tmp_path: Path, moto_url: str) -> ServedProxy:
                 "backends": {"aws": {"type": "aws", "region": REGION, "endpoint_url": moto_url}},
                 "audit": {"journal": "audit", "chain_id": "cli"},
                 "logging": {"format": "json", "level": "info"},
+                **({"tls": {"cert": str(tls[0]), "key": str(tls[1])}} if tls else {}),
             }
         )
     )
@@ -142,7 +145,7 @@ def start_proxy(tmp_path: Path, moto_url: str) -> ServedProxy:
                 raise RuntimeError(f"keyledger did not start:\n{err.decode()}") from None
             time.sleep(0.05)
     return ServedProxy(
-        url=f"http://127.0.0.1:{port}",
+        url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
         journal_dir=tmp_path / "audit",
         env=env,
         config=config,
