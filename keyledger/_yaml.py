@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Located", "YamlError", "load_located", "where"]
+__all__ = ["Located", "YamlError", "load_located", "where", "where_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +26,11 @@ class Position:
 
 
 class LocatedDict(dict[str, Any]):
-    """A mapping that also knows the position of itself and of each key."""
+    """A mapping that also knows the position of itself, of each key and of each value."""
 
     position: Position
     key_positions: dict[str, Position]
+    value_positions: dict[str, Position]
 
 
 class LocatedList(list[Any]):
@@ -53,6 +54,7 @@ def _construct(file: str, node: yaml.Node) -> Any:
         out = LocatedDict()
         out.position = _pos(file, node)
         out.key_positions = {}
+        out.value_positions = {}
         for key_node, value_node in node.value:
             key = _construct(file, key_node)
             if not isinstance(key, str):
@@ -60,7 +62,8 @@ def _construct(file: str, node: yaml.Node) -> Any:
             if key in out:
                 raise YamlError(f"{_pos(file, key_node)}: duplicate key {key!r}")
             out[key] = _construct(file, value_node)
-            out.key_positions[key] = _pos(file, value_node)
+            out.key_positions[key] = _pos(file, key_node)
+            out.value_positions[key] = _pos(file, value_node)
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = LocatedList(_construct(file, n) for n in node.value)
@@ -88,13 +91,20 @@ def load_located(path: Path, text: str | None = None) -> Any:
 
 
 def where(container: Any, key: str | int | None = None) -> str:
-    """The ``file:line:col`` of ``container[key]`` (or of the container), best effort."""
+    """The ``file:line:col`` of the value ``container[key]`` (or of the container)."""
     if isinstance(container, LocatedDict):
-        if isinstance(key, str) and key in container.key_positions:
-            return str(container.key_positions[key])
+        if isinstance(key, str) and key in container.value_positions:
+            return str(container.value_positions[key])
         return str(container.position)
     if isinstance(container, LocatedList):
         if isinstance(key, int) and 0 <= key < len(container.item_positions):
             return str(container.item_positions[key])
         return str(container.position)
     return "<unknown>"
+
+
+def where_key(container: Any, key: str) -> str:
+    """The ``file:line:col`` of the key itself (for "unknown key" errors)."""
+    if isinstance(container, LocatedDict) and key in container.key_positions:
+        return str(container.key_positions[key])
+    return where(container, key)

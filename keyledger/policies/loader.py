@@ -23,15 +23,22 @@ from __future__ import annotations
 import difflib
 import glob
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from keyledger._yaml import YamlError, load_located, where
+from keyledger._yaml import YamlError, load_located, where, where_key
 from keyledger.model import Action
 from keyledger.policies.model import Binding, Effect, PolicySet, ResourcePattern, Role, Rule
 
-__all__ = ["PolicyError", "example_policy_dir", "load_policy_files", "resolve_policy_paths"]
+__all__ = [
+    "PolicyError",
+    "example_policy_dir",
+    "is_policy_test_file",
+    "load_policy_files",
+    "resolve_policy_paths",
+]
 
 _TOP_KEYS = ("version", "groups", "roles", "bindings")
 _ROLE_KEYS = ("id", "description", "rules")
@@ -56,8 +63,8 @@ def example_policy_dir() -> Path:
 def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = None) -> list[Path]:
     """Expand files, folders (``*.yaml``/``*.yml`` inside) and globs, in a stable order.
 
-    Folders and globs skip policy test files (``*test*.yaml``); a file named explicitly
-    is always taken.
+    Folders and globs skip policy test files (``test`` as a word in the name, see
+    :func:`is_policy_test_file`); a file named explicitly is always taken.
     """
     found: list[Path] = []
     for pattern in patterns:
@@ -71,8 +78,16 @@ def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = 
         else:
             found.append(path)
             continue
-        found.extend(p for p in expanded if "test" not in p.name)
+        found.extend(p for p in expanded if not is_policy_test_file(p))
     return list(dict.fromkeys(found))
+
+
+_TEST_WORD = re.compile(r"(^|[._-])tests?([._-]|$)")
+
+
+def is_policy_test_file(path: Path) -> bool:
+    """``test_prod.yaml``, ``prod.test.yaml``, ``prod-tests.yaml``: yes; ``latest.yaml``: no."""
+    return _TEST_WORD.search(path.stem) is not None
 
 
 def _suggest(word: str, options: Iterable[str]) -> str:
@@ -95,7 +110,10 @@ class _Reader:
             return False
         for key in mapping:
             if key not in allowed:
-                self.fail(mapping, key, f"unknown key {key!r} in {what}{_suggest(key, allowed)}")
+                self.problems.append(
+                    f"{where_key(mapping, key)}: unknown key {key!r} in {what}"
+                    f"{_suggest(key, allowed)}"
+                )
         return True
 
     def str_list(self, mapping: dict[str, Any], key: str, what: str) -> list[str]:

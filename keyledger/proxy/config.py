@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyledger._yaml import YamlError, load_located, where
+from keyledger._yaml import YamlError, load_located, where, where_key
 
 __all__ = [
     "AuditConfig",
@@ -124,21 +124,27 @@ def default_chain_id() -> str:
 class _Section:
     """Typed access to one mapping of the YAML, with positions for errors."""
 
-    def __init__(self, data: Any, path: str, base: Path) -> None:
+    def __init__(self, data: Any, path: str, base: Path, source: str) -> None:
         self.data = data if isinstance(data, dict) else {}
         self.path = path
         self.base = base
+        self.source = source
+
+    def _where(self, position: str) -> str:
+        return self.source if position == "<unknown>" else position
 
     def _fail(self, key: str, reason: str) -> ConfigError:
         name = f"{self.path}.{key}" if self.path else key
-        return ConfigError(f"{where(self.data, key)}: {name}: {reason}")
+        return ConfigError(f"{self._where(where(self.data, key))}: {name}: {reason}")
 
     def allow_only(self, *keys: str) -> None:
         for key in self.data:
             if key not in keys:
                 close = difflib.get_close_matches(key, keys, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self._fail(key, f"unknown key{hint}")
+                name = f"{self.path}.{key}" if self.path else key
+                position = self._where(where_key(self.data, key))
+                raise ConfigError(f"{position}: {name}: unknown key{hint}")
 
     def get(self, key: str, kind: type[T], default: T) -> T:
         value = self.data.get(key, default)
@@ -166,11 +172,7 @@ class _Section:
         value = self.data.get(key)
         if value is not None and not isinstance(value, dict):
             raise self._fail(key, "expected a mapping")
-        return _Section(value, f"{self.path}.{key}" if self.path else key, self.base)
-
-    def required(self, key: str) -> None:
-        if key not in self.data:
-            raise ConfigError(f"{where(self.data)}: {self.path or 'config'}: {key} is required")
+        return _Section(value, f"{self.path}.{key}" if self.path else key, self.base, self.source)
 
 
 def load_config(path: Path) -> Config:
@@ -187,7 +189,7 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
-    root = _Section(doc, "", base)
+    root = _Section(doc, "", base, source)
     root.allow_only(
         "listen",
         "tls",
@@ -201,8 +203,9 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "logging",
     )
 
+    listen_text = root.get("listen", str, "127.0.0.1:8080")
     try:
-        host, port = parse_listen(root.get("listen", str, "127.0.0.1:8080"))
+        host, port = parse_listen(listen_text)
     except ValueError as exc:
         raise root._fail("listen", str(exc)) from None
     tls = root.section("tls")
@@ -231,7 +234,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     if not isinstance(policies_raw, list) or not all(isinstance(p, str) for p in policies_raw):
         raise root._fail("policies", "expected a list of files, folders or globs")
     if not policies_raw:
-        raise ConfigError(f"{source}: policies: at least one policy path is required")
+        raise root._fail("policies", "at least one policy path is required")
     policies = tuple(base / Path(p).expanduser() for p in policies_raw)
 
     backends_section = root.section("backends")
@@ -251,7 +254,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
             timeout_s=b.get("timeout_s", float, 10.0),
         )
     if not backends:
-        raise ConfigError(f"{source}: backends: configure at least one (e.g. aws: {{region: ...}})")
+        raise root._fail("backends", "configure at least one (e.g. aws: {region: ...})")
 
     frontends = root.section("frontends")
     frontends.allow_only("aws")

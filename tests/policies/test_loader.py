@@ -1,0 +1,372 @@
+"""Policy files: loading, merging, and errors that say exactly what is wrong where."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from keyledger.model import Action
+from keyledger.policies import (
+    Effect,
+    PolicyError,
+    example_policy_dir,
+    load_policy_files,
+    resolve_policy_paths,
+)
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def problems_of(*paths: Path) -> tuple[str, ...]:
+    with pytest.raises(PolicyError) as caught:
+        load_policy_files(list(paths))
+    return caught.value.problems
+
+
+READER = """
+    version: 1
+    roles:
+      - id: reader
+        rules:
+          - id: read-staging
+            actions: [read]
+            resources: ["aws:staging/*"]
+"""
+
+
+class TestExamplePolicy:
+    def test_shipped_example_loads(self) -> None:
+        """The policy `serve --dev` ships with is valid and has the documented rules."""
+        paths = resolve_policy_paths([example_policy_dir()])
+        policy = load_policy_files(paths)
+
+        assert [p.name for p in paths] == ["demo.yaml"]
+        rules = {r.id: r for r in policy.roles["demo-app"].rules}
+        assert set(rules) == {"demo-read-staging", "demo-read-prod-db", "demo-deny-payments"}
+        assert rules["demo-deny-payments"].effect is Effect.DENY
+        assert rules["demo-deny-payments"].actions == frozenset(Action)
+        assert [(b.role, set(b.principals)) for b in policy.bindings] == [
+            ("demo-app", {"demo-app"})
+        ]
+        assert policy.hash.startswith("sha256:")
+        assert len(policy.hash) == len("sha256:") + 64
+
+
+class TestLoadPolicyFiles:
+    def test_two_files_merge(self, tmp_path: Path) -> None:
+        """Roles, bindings and groups from several files form one policy set."""
+        first = write(
+            tmp_path,
+            "roles.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - id: read-staging
+                    actions: [read]
+                    resources: ["aws:staging/*"]
+            groups:
+              payments: [svc-checkout]
+            """,
+        )
+        second = write(
+            tmp_path,
+            "bindings.yaml",
+            """
+            roles:
+              - id: writer
+                rules:
+                  - id: write-staging
+                    actions: [write]
+                    resources: ["aws:staging/*"]
+            groups:
+              payments: [svc-refunds]
+            bindings:
+              - role: reader
+                groups: [payments]
+              - role: writer
+                principals: [svc-admin]
+            """,
+        )
+
+        policy = load_policy_files([first, second])
+
+        assert set(policy.roles) == {"reader", "writer"}
+        assert policy.groups == {"payments": frozenset({"svc-checkout", "svc-refunds"})}
+        assert [(b.role, b.principals, b.groups) for b in policy.bindings] == [
+            ("reader", frozenset(), frozenset({"payments"})),
+            ("writer", frozenset({"svc-admin"}), frozenset()),
+        ]
+        assert policy.files == (str(first), str(second))
+
+    def test_defaults_and_wildcard_actions(self, tmp_path: Path) -> None:
+        """A rule without id or effect gets a derived id and allows; `*` means every action."""
+        path = write(
+            tmp_path,
+            "team.yaml",
+            """
+            roles:
+              - id: admin
+                rules:
+                  - actions: "*"
+                    resources: "aws:*"
+            """,
+        )
+
+        (rule,) = load_policy_files([path]).roles["admin"].rules
+
+        assert rule.id == "team/admin/0"
+        assert rule.effect is Effect.ALLOW
+        assert rule.actions == frozenset(Action)
+        assert rule.source == f"{path}:4:9"
+
+    def test_unknown_top_level_key_suggests_the_closest(self, tmp_path: Path) -> None:
+        """A misspelt top-level key is named, on its line, with the likely intended key."""
+        path = write(tmp_path, "p.yaml", "version: 1\nrolez: []\n")
+
+        (problem,) = problems_of(path)
+
+        assert problem.startswith(f"{path}:2:")
+        assert problem.endswith(": unknown key 'rolez' in a policy file (did you mean 'roles'?)")
+
+    def test_unknown_key_is_reported_at_the_key_position(self, tmp_path: Path) -> None:
+        """An unknown key is reported where the key is written, not where its value starts."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            version: 1
+            roles:
+              - id: reader
+                rulez:
+                  - actions: [read]
+                    resources: ["aws:a"]
+            """,
+        )
+
+        assert problems_of(path) == (
+            f"{path}:4:5: unknown key 'rulez' in a role (did you mean 'rules'?)",
+        )
+
+    def test_unknown_action_suggests_the_closest(self, tmp_path: Path) -> None:
+        """`reed` is reported at its rule's actions list with 'did you mean read'."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - id: r
+                    actions: [reed]
+                    resources: ["aws:a"]
+            """,
+        )
+
+        assert problems_of(path) == (f"{path}:5:18: unknown action 'reed' (did you mean 'read'?)",)
+
+    def test_bad_effect(self, tmp_path: Path) -> None:
+        """An effect other than allow or deny is reported at the effect's value."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - effect: permit
+                    actions: [read]
+                    resources: ["aws:a"]
+            """,
+        )
+
+        assert problems_of(path) == (f"{path}:4:17: effect must be allow or deny, not 'permit'",)
+
+    def test_resource_without_backend(self, tmp_path: Path) -> None:
+        """A resource written without `backend:` is rejected with the expected form."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - actions: [read]
+                    resources: ["staging/*"]
+            """,
+        )
+
+        assert problems_of(path) == (
+            f"{path}:5:20: resource 'staging/*' must be written backend:name (aws:prod/*)",
+        )
+
+    def test_duplicate_role_across_files_names_the_first(self, tmp_path: Path) -> None:
+        """A role id defined twice is reported at the second and names the first position."""
+        first = write(tmp_path, "a.yaml", READER)
+        second = write(tmp_path, "b.yaml", READER)
+
+        assert problems_of(first, second) == (
+            f"{second}:3:9: duplicate role id 'reader' (first at {first}:3:9)",
+        )
+
+    def test_duplicate_rule_ids(self, tmp_path: Path) -> None:
+        """Two rules of one role with the same id are rejected, naming the id and the role."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - id: same
+                    actions: [read]
+                    resources: ["aws:a"]
+                  - id: same
+                    actions: [describe]
+                    resources: ["aws:b"]
+            """,
+        )
+
+        assert problems_of(path) == (f"{path}:4:7: duplicate rule id 'same' in role 'reader'",)
+
+    def test_binding_to_unknown_role(self, tmp_path: Path) -> None:
+        """A binding naming a role no file defines is rejected with a suggestion."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - actions: [read]
+                    resources: ["aws:a"]
+            bindings:
+              - role: raeder
+                principals: [svc]
+            """,
+        )
+
+        assert problems_of(path) == (
+            f"{path}:7:11: unknown role 'raeder' (did you mean 'reader'?)",
+        )
+
+    def test_yaml_syntax_error_position(self, tmp_path: Path) -> None:
+        """Broken YAML is reported at the line and column the parser stopped at."""
+        path = write(tmp_path, "p.yaml", "version: 1\nroles:\n  - id: r\n   rules: []\n")
+
+        assert problems_of(path) == (
+            f"{path}:4:4: expected <block end>, but found '<block mapping start>'",
+        )
+
+    def test_duplicate_yaml_key(self, tmp_path: Path) -> None:
+        """A key written twice in one mapping is an error, not a silent override."""
+        path = write(tmp_path, "p.yaml", "roles: []\nroles: []\n")
+
+        assert problems_of(path) == (f"{path}:2:1: duplicate key 'roles'",)
+
+    def test_every_problem_is_reported_at_once(self, tmp_path: Path) -> None:
+        """Problems in several files are all listed, so one run finds every mistake."""
+        first = write(tmp_path, "a.yaml", "rolez: []\n")
+        second = write(tmp_path, "b.yaml", "bindings:\n  - role: nobody\n")
+
+        found = problems_of(first, second)
+
+        assert [p.split(":")[0] for p in found] == [str(first), str(second)]
+
+    def test_empty_paths_list(self) -> None:
+        """No policy files at all is an error that points at the config's policies paths."""
+        assert problems_of() == (
+            "no policy files found (check the policies: paths in your config)",
+        )
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A policy path that does not exist is reported, not skipped."""
+        missing = tmp_path / "absent.yaml"
+
+        (problem,) = problems_of(missing)
+
+        assert problem.startswith(f"{missing}: cannot read policy file:")
+
+
+class TestPolicyHash:
+    def test_stable_for_the_same_content(self, tmp_path: Path) -> None:
+        """Loading the same files twice, even from another folder, gives the same hash."""
+        first = write(tmp_path / "one", "p.yaml", READER)
+        copy = write(tmp_path / "two", "p.yaml", READER)
+
+        assert load_policy_files([first]).hash == load_policy_files([first]).hash
+        assert load_policy_files([first]).hash == load_policy_files([copy]).hash
+
+    def test_changes_when_a_file_changes(self, tmp_path: Path) -> None:
+        """Any edit to a policy file, even a comment, gives a new hash."""
+        path = write(tmp_path, "p.yaml", READER)
+        before = load_policy_files([path]).hash
+
+        path.write_text(path.read_text() + "# reviewed\n")
+
+        assert load_policy_files([path]).hash != before
+
+
+class TestResolvePolicyPaths:
+    def test_folder_expands_to_yaml_files(self, tmp_path: Path) -> None:
+        """A folder means its .yaml and .yml files, sorted; other files are ignored."""
+        for name in ("b.yaml", "a.yml", "c.yaml", "notes.txt"):
+            write(tmp_path, name, "")
+
+        found = resolve_policy_paths([tmp_path])
+
+        assert [p.name for p in found] == ["a.yml", "b.yaml", "c.yaml"]
+
+    def test_glob_expands(self, tmp_path: Path) -> None:
+        """A glob pattern expands to the files it matches."""
+        for name in ("prod-a.yaml", "prod-b.yaml", "staging.yaml"):
+            write(tmp_path, name, "")
+
+        found = resolve_policy_paths([str(tmp_path / "prod-*.yaml")])
+
+        assert [p.name for p in found] == ["prod-a.yaml", "prod-b.yaml"]
+
+    def test_relative_patterns_use_the_base(self, tmp_path: Path) -> None:
+        """Relative paths are resolved against `base`, not the working directory."""
+        write(tmp_path / "policies", "p.yaml", "")
+
+        found = resolve_policy_paths(["policies"], base=tmp_path)
+
+        assert found == [tmp_path / "policies" / "p.yaml"]
+
+    def test_skips_test_files(self, tmp_path: Path) -> None:
+        """Folders and globs skip policy test files (policy tests, not policy)."""
+        for name in ("prod.yaml", "prod_test.yaml", "test-roles.yaml", "prod.tests.yaml"):
+            write(tmp_path, name, "")
+
+        found = resolve_policy_paths([tmp_path, str(tmp_path / "*.yaml")])
+
+        assert found == [tmp_path / "prod.yaml"]
+
+    def test_words_merely_containing_test_are_policy(self, tmp_path: Path) -> None:
+        """latest.yaml and attestation.yaml are policy: skipping them could drop deny rules."""
+        for name in ("latest.yaml", "attestation.yaml", "contests-deny.yaml"):
+            write(tmp_path, name, "")
+
+        found = resolve_policy_paths([tmp_path])
+
+        assert [p.name for p in found] == ["attestation.yaml", "contests-deny.yaml", "latest.yaml"]
+
+    def test_explicit_file_is_always_taken(self, tmp_path: Path) -> None:
+        """A file named explicitly is loaded even if its name contains 'test'."""
+        path = write(tmp_path, "staging-test.yaml", "")
+
+        assert resolve_policy_paths([path]) == [path]
+
+    def test_duplicates_are_listed_once(self, tmp_path: Path) -> None:
+        """A file reached through both a folder and its own name is loaded once."""
+        path = write(tmp_path, "p.yaml", "")
+
+        assert resolve_policy_paths([tmp_path, path]) == [path]

@@ -1,0 +1,306 @@
+"""The config file: one validated model, and errors that name the key and its position."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from keyledger.proxy.config import ConfigError, load_config, parse_listen
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf" / "keyledger.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value)
+
+
+MINIMAL = """
+    policies: [policies/]
+    backends:
+      aws: {region: eu-west-1}
+"""
+
+
+class TestLoadConfig:
+    def test_full_config(self, tmp_path: Path) -> None:
+        """Every setting is read, and relative paths are taken from the config's folder."""
+        path = write(
+            tmp_path,
+            """
+            listen: "0.0.0.0:8443"
+            tls:
+              cert: certs/proxy.pem
+              key: certs/proxy.key
+            allow_plaintext: false
+            identities:
+              path: state/identities.json
+              key_env: MY_IDENTITY_KEY
+              key_file: keys/identity.key
+            policies:
+              - policies/
+              - /etc/keyledger/extra/*.yaml
+            backends:
+              prod:
+                type: aws
+                region: eu-west-1
+                endpoint_url: http://127.0.0.1:4566
+                profile: keyledger
+                timeout_s: 5
+              aws:
+                region: us-east-1
+            frontends:
+              aws:
+                backend: prod
+            audit:
+              journal: var/audit
+              chain_id: node-1
+              fsync: false
+              fingerprint_key_env: MY_FP_KEY
+              fingerprint_key_file: keys/fp.key
+            limits:
+              max_body_bytes: 65536
+              request_timeout_s: 10
+              max_clock_skew_s: 120
+            logging:
+              format: console
+              level: debug
+            """,
+        )
+        base = path.parent
+
+        config = load_config(path)
+
+        assert (config.listen.host, config.listen.port) == ("0.0.0.0", 8443)
+        assert not config.listen.is_loopback
+        assert config.listen.tls_cert == base / "certs/proxy.pem"
+        assert config.listen.tls_key == base / "certs/proxy.key"
+        assert config.listen.allow_plaintext is False
+        assert config.identities.path == base / "state/identities.json"
+        assert config.identities.key_env == "MY_IDENTITY_KEY"
+        assert config.identities.key_file == base / "keys/identity.key"
+        assert config.policies == (base / "policies", Path("/etc/keyledger/extra/*.yaml"))
+        assert set(config.backends) == {"prod", "aws"}
+        prod = config.backends["prod"]
+        assert (prod.name, prod.type, prod.region) == ("prod", "aws", "eu-west-1")
+        assert (prod.endpoint_url, prod.profile) == ("http://127.0.0.1:4566", "keyledger")
+        assert prod.timeout_s == 5.0
+        assert isinstance(prod.timeout_s, float)
+        assert config.backends["aws"].type == "aws"
+        assert config.aws_backend == "prod"
+        assert config.audit.journal == base / "var/audit"
+        assert config.audit.chain_id == "node-1"
+        assert config.audit.fsync is False
+        assert config.audit.fingerprint_key_env == "MY_FP_KEY"
+        assert config.audit.fingerprint_key_file == base / "keys/fp.key"
+        assert config.limits.max_body_bytes == 65536
+        assert config.limits.request_timeout_s == 10.0
+        assert config.limits.max_clock_skew_s == 120
+        assert (config.logging.format, config.logging.level) == ("console", "debug")
+        assert config.source == str(path)
+
+    def test_minimal_config_defaults(self, tmp_path: Path) -> None:
+        """With only policies and a backend, the defaults are safe: loopback, fsync on."""
+        path = write(tmp_path, MINIMAL)
+        base = path.parent
+
+        config = load_config(path)
+
+        assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8080)
+        assert config.listen.is_loopback
+        assert config.listen.tls_cert is None
+        assert config.identities.path == base / "identities.json"
+        assert config.audit.journal == base / "var" / "audit"
+        assert config.audit.fsync is True
+        assert config.aws_backend == "aws"
+        assert config.limits.max_clock_skew_s == 300
+        assert config.logging.format == "json"
+
+    def test_single_policy_path_as_a_string(self, tmp_path: Path) -> None:
+        """`policies:` may be one path instead of a list."""
+        path = write(tmp_path, "policies: p.yaml\nbackends: {aws: {}}\n")
+
+        assert load_config(path).policies == (path.parent / "p.yaml",)
+
+    def test_unknown_key_suggests_the_closest(self, tmp_path: Path) -> None:
+        """A misspelt key is named, on its line, with the likely intended key."""
+        path = write(tmp_path, MINIMAL + "    listne: 127.0.0.1:9000\n")
+
+        message = error(path)
+
+        assert message.startswith(f"{path}:4:")
+        assert message.endswith(": listne: unknown key (did you mean 'listen'?)")
+
+    def test_unknown_nested_key_suggests_the_closest(self, tmp_path: Path) -> None:
+        """A misspelt key inside a section is named with its full dotted path."""
+        path = write(tmp_path, MINIMAL + "    audit: {jornal: var/audit}\n")
+
+        message = error(path)
+
+        assert message.startswith(f"{path}:4:")
+        assert message.endswith(": audit.jornal: unknown key (did you mean 'journal'?)")
+
+    def test_unknown_key_is_reported_at_the_key_position(self, tmp_path: Path) -> None:
+        """An unknown key is reported where the key is written, not where its value starts."""
+        path = write(
+            tmp_path,
+            """
+            policies: [p.yaml]
+            backend:
+              aws: {region: eu-west-1}
+            """,
+        )
+
+        assert error(path) == f"{path}:2:1: backend: unknown key (did you mean 'backends'?)"
+
+    @pytest.mark.parametrize(
+        ("extra", "expected"),
+        [
+            pytest.param(
+                "    audit: {fsync: 'yes'}\n",
+                "4:16: audit.fsync: expected bool, got str",
+                id="bool",
+            ),
+            pytest.param(
+                "    limits: {max_body_bytes: true}\n",
+                "4:26: limits.max_body_bytes: expected int, got bool",
+                id="int",
+            ),
+            pytest.param(
+                "    limits: {request_timeout_s: '5'}\n",
+                "4:29: limits.request_timeout_s: expected float, got str",
+                id="float",
+            ),
+            pytest.param("    audit: [journal]\n", "4:8: audit: expected a mapping", id="mapping"),
+        ],
+    )
+    def test_wrong_type(self, tmp_path: Path, extra: str, expected: str) -> None:
+        """A value of the wrong type is reported at the value, naming the key and both types."""
+        path = write(tmp_path, MINIMAL + extra)
+
+        assert error(path) == f"{path}:{expected}"
+
+    @pytest.mark.parametrize("listen", ["localhost", "127.0.0.1:65536", "127.0.0.1:-1", "h:http"])
+    def test_bad_listen(self, tmp_path: Path, listen: str) -> None:
+        """A listen address that is not HOST:PORT is refused with an example."""
+        path = write(tmp_path, f"listen: '{listen}'\n" + textwrap.dedent(MINIMAL))
+
+        assert error(path) == (
+            f"{path}:1:9: listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8080)"
+        )
+
+    def test_listen_of_wrong_type_is_reported_once(self, tmp_path: Path) -> None:
+        """A listen value that is not a string gets one plain `file:line:col: listen:` error."""
+        path = write(tmp_path, MINIMAL + "    listen: 8080\n")
+
+        assert error(path) == f"{path}:4:9: listen: expected str, got int"
+
+    def test_tls_needs_both_cert_and_key(self, tmp_path: Path) -> None:
+        """TLS with a certificate but no key is refused."""
+        path = write(tmp_path, MINIMAL + "    tls:\n      cert: proxy.pem\n")
+
+        assert error(path) == f"{path}:5:9: tls.cert: tls needs both cert and key"
+
+    def test_unknown_backend_type(self, tmp_path: Path) -> None:
+        """A backend type keyledger does not support is refused, listing those it does."""
+        path = write(tmp_path, "policies: [p.yaml]\nbackends:\n  vault: {type: hashicorp}\n")
+
+        assert error(path) == (
+            f"{path}:3:17: backends.vault.type: unknown backend type 'hashicorp' (available: aws)"
+        )
+
+    def test_frontend_backend_must_exist(self, tmp_path: Path) -> None:
+        """The AWS frontend must serve from a configured backend."""
+        path = write(tmp_path, MINIMAL + "    frontends:\n      aws: {backend: prod}\n")
+
+        assert error(path) == f"{path}:5:18: frontends.aws.backend: no backend named 'prod'"
+
+    def test_policies_required(self, tmp_path: Path) -> None:
+        """A config without policy paths is refused: it would deny everything."""
+        path = write(tmp_path, "policies: []\nbackends: {aws: {}}\n")
+
+        message = error(path)
+
+        assert message.startswith(str(path))
+        assert message.endswith("policies: at least one policy path is required")
+
+    def test_backends_required(self, tmp_path: Path) -> None:
+        """A config without backends is refused with an example."""
+        path = write(tmp_path, "policies: [p.yaml]\nbackends: {}\n")
+
+        message = error(path)
+
+        assert message.startswith(str(path))
+        assert "backends: configure at least one" in message
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            pytest.param(
+                "policies: []\nbackends: {aws: {}}\n",
+                ":1:11: policies: at least one policy path is required",
+                id="policies",
+            ),
+            pytest.param(
+                "policies: [p.yaml]\nbackends: {}\n",
+                ":2:11: backends: configure at least one (e.g. aws: {region: ...})",
+                id="backends",
+            ),
+        ],
+    )
+    def test_empty_required_section_gives_its_position(
+        self, tmp_path: Path, text: str, expected: str
+    ) -> None:
+        """An empty required section is reported as `file:line:col: key:` like other errors."""
+        path = write(tmp_path, text)
+
+        assert error(path) == f"{path}{expected}"
+
+    def test_policies_must_be_strings(self, tmp_path: Path) -> None:
+        """Policy entries that are not paths are refused at their position."""
+        path = write(tmp_path, "policies: [1, 2]\nbackends: {aws: {}}\n")
+
+        assert error(path) == f"{path}:1:11: policies: expected a list of files, folders or globs"
+
+    def test_yaml_syntax_error(self, tmp_path: Path) -> None:
+        """Broken YAML is reported at the position the parser stopped."""
+        path = write(tmp_path, "listen: a: b\n")
+
+        assert error(path) == f"{path}:1:10: mapping values are not allowed here"
+
+    def test_not_a_mapping(self, tmp_path: Path) -> None:
+        """A config that is not a mapping is refused."""
+        path = write(tmp_path, "- listen\n")
+
+        assert error(path) == f"{path}: the config must be a YAML mapping"
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A config path that does not exist is named in the error."""
+        missing = tmp_path / "absent.yaml"
+
+        assert re.fullmatch(rf"{re.escape(str(missing))}: cannot read config: .+", error(missing))
+
+
+class TestParseListen:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+            (":9000", ("127.0.0.1", 9000)),
+            ("[::1]:8443", ("::1", 8443)),
+            ("proxy.internal:443", ("proxy.internal", 443)),
+            ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ],
+    )
+    def test_accepts_host_port(self, text: str, expected: tuple[str, int]) -> None:
+        """HOST:PORT, an empty host (loopback), bracketed IPv6 and port 0 (any free port) work."""
+        assert parse_listen(text) == expected
