@@ -9,6 +9,7 @@ the result (fail closed).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,11 +109,22 @@ class Gateway:
 
     async def handle(self, wire: WireRequest) -> WireResponse:
         """Serve one request; always returns a response in the frontend's protocol."""
+        ctx = self._context(wire)
         try:
-            return await self._handle(self._context(wire), wire)
+            return await self._handle(ctx, wire)
         except AuditUnavailable as exc:
             log.error("audit_unavailable", request_id=wire.request_id, error=exc.message)
             return self._frontend.render_error(exc, request_id=wire.request_id)
+        except Exception:
+            # A bug of ours: answer in the caller's protocol, record it, keep serving.
+            log.exception("request_failed", request_id=wire.request_id)
+            error = ProxyError("keyledger failed to process the request")
+            with contextlib.suppress(AuditUnavailable):
+                nobody = PrincipalInfo(id=None, auth_method=self._auth.method)
+                await self._record(
+                    [self._event(ctx, nobody, None, None, None, Status.ERROR, error.kind.value)]
+                )
+            return self._frontend.render_error(error, request_id=wire.request_id)
 
     async def refuse(self, wire: WireRequest, error: ProxyError) -> WireResponse:
         """Record and reject a request that was refused before it could be read."""
