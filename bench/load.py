@@ -78,21 +78,29 @@ class Signer:
 @dataclass(slots=True)
 class LoadResult:
     duration_s: float
+    warmup_s: float
     ok: int = 0  # HTTP 200 answers completed inside the measured window
     ok_total: int = 0  # ... and during warm-up and the drain, for the journal check
     sent: int = 0
+    cpu_s: float = 0.0  # this process's CPU time over the whole run, warm-up included
+    cpu_process_s: float = 0.0  # ... and start-up (imports) too
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
 
-    def summary(self) -> dict[str, object]:
+    def summary(self, *, raw: bool = False) -> dict[str, object]:
         lat = sorted(self.latencies_ms)
+        extra = {"latencies_ms": [round(v, 3) for v in self.latencies_ms]} if raw else {}
         return {
+            **extra,
             "rps": self.ok / self.duration_s if self.duration_s else 0.0,
             "ok": self.ok,
             "ok_total": self.ok_total,
             "sent": self.sent,
+            "cpu_s": self.cpu_s,
+            "cpu_process_s": self.cpu_process_s,
             "errors": dict(self.errors),
             "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
             "p50_ms": _quantile(lat, 0.50),
             "p99_ms": _quantile(lat, 0.99),
         }
@@ -121,7 +129,8 @@ async def run_load(
     signer = Signer(
         host=urlsplit(url).netloc, access_key_id=access_key_id, secret_key=secret_key, body=body
     )
-    result = LoadResult(duration_s=duration_s)
+    result = LoadResult(duration_s=duration_s, warmup_s=warmup_s)
+    cpu_start = time.process_time()
     start = time.perf_counter()
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
@@ -154,6 +163,8 @@ async def run_load(
     ) as session:
         async with asyncio.timeout(warmup_s + duration_s + 30):
             await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    result.cpu_s = time.process_time() - cpu_start
+    result.cpu_process_s = time.process_time()
     return result
 
 
@@ -164,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--raw", action="store_true", help="include every latency sample")
     args = parser.parse_args(argv)
     key_id = os.environ.get("BENCH_ACCESS_KEY_ID")
     secret = os.environ.get("BENCH_SECRET_ACCESS_KEY")
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             duration_s=args.duration,
         )
     )
-    sys.stdout.write(orjson.dumps(result.summary()).decode() + "\n")
+    sys.stdout.write(orjson.dumps(result.summary(raw=args.raw)).decode() + "\n")
     return 0
 
 

@@ -13,12 +13,9 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from upstream import REGION, SECRETS  # noqa: E402
+from upstream import REGION, SECRETS  # bench/ is on sys.path: this script runs from it
 
 __all__ = ["main"]
 

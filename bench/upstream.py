@@ -67,7 +67,8 @@ def _value_body(name: str) -> bytes:
     )
 
 
-def _describe(name: str) -> dict[str, Any]:
+def _describe(name: str, *, listing: bool) -> dict[str, Any]:
+    """A DescribeSecret answer, or a ListSecrets entry (the model names one field apart)."""
     suffix, version, _ = SECRETS[name]
     return {
         "ARN": _arn(name, suffix),
@@ -76,7 +77,7 @@ def _describe(name: str) -> dict[str, Any]:
         "LastChangedDate": CREATED,
         "LastAccessedDate": CREATED,
         "CreatedDate": CREATED,
-        "SecretVersionsToStages": {version: ["AWSCURRENT"]},
+        "SecretVersionsToStages" if listing else "VersionIdsToStages": {version: ["AWSCURRENT"]},
     }
 
 
@@ -89,7 +90,7 @@ class _Store:
             self.by_id[name] = name
             self.by_id[_arn(name, suffix)] = name
         self.values = {name: _value_body(name) for name in SECRETS}
-        self.describes = {name: orjson.dumps(_describe(name)) for name in SECRETS}
+        self.describes = {name: orjson.dumps(_describe(name, listing=False)) for name in SECRETS}
         self.ids = (f"{i:08x}-0000-4000-8000-{i:012x}" for i in itertools.count(1))
 
     def lookup(self, params: dict[str, Any]) -> str | None:
@@ -135,7 +136,8 @@ def make_app() -> web.Application:
         if operation == "ListSecrets":
             limit = params.get("MaxResults")
             names = list(SECRETS)[: limit if isinstance(limit, int) and limit > 0 else None]
-            return _reply(store, orjson.dumps({"SecretList": [_describe(n) for n in names]}))
+            entries = [_describe(n, listing=True) for n in names]
+            return _reply(store, orjson.dumps({"SecretList": entries}))
         return _error(store, 400, "UnknownOperationException", f"unknown operation {target!r}")
 
     app = web.Application()
