@@ -29,7 +29,7 @@ from keyledger.proxy.config import Config
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
-from keyledger.proxy.wire import WireRequest, WireResponse
+from keyledger.proxy.wire import WireRequest
 
 __all__ = ["CONFIG", "GATEWAY", "JOURNAL", "POLICIES", "load_fingerprint_key", "make_app"]
 
@@ -86,42 +86,44 @@ class _Handler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        body = b""
-        too_large = False
         try:
-            async with asyncio.timeout(self.read_timeout):
-                if request.content_length is not None and request.content_length > self.max_body:
-                    too_large = True
-                else:
-                    body = await request.content.read(self.max_body + 1)
-                    too_large = len(body) > self.max_body
-        except TimeoutError:
-            raise web.HTTPRequestTimeout() from None
+            body = await self._read_body(request)
+            too_large = False
+        except web.HTTPRequestEntityTooLarge:
+            body, too_large = b"", True
         wire = WireRequest(
             method=request.method,
             path=request.path,
             query=tuple(request.query.items()),
-            headers=headers,
-            body=b"" if too_large else body,
+            headers=request.headers,  # case-insensitive: lower-case lookups work
+            body=body,
             source_ip=request.remote,
-            user_agent=headers.get("user-agent"),
+            user_agent=request.headers.get("User-Agent"),
             request_id=request_id,
         )
         if too_large:
-            response = await self.gateway.refuse(
-                wire,
-                RequestError(
-                    f"request body exceeds {self.max_body} bytes", kind=ErrorKind.TOO_LARGE
-                ),
+            error = RequestError(
+                f"request body exceeds {self.max_body} bytes", kind=ErrorKind.TOO_LARGE
             )
+            response = await self.gateway.refuse(wire, error)
         else:
             response = await self.gateway.handle(wire)
-        return _to_aiohttp(response)
+        return web.Response(status=response.status, body=response.body, headers=response.headers)
 
-
-def _to_aiohttp(response: WireResponse) -> web.Response:
-    return web.Response(status=response.status, body=response.body, headers=response.headers)
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body, bounded by the app's ``client_max_size`` and by time."""
+        if (request.content_length or 0) > self.max_body:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.max_body, actual_size=request.content_length or 0
+            )
+        if request.content.is_eof():
+            # The whole body has already arrived (the usual small JSON call): no timer.
+            return await request.read()
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout() from None
 
 
 async def make_app(config: Config) -> web.Application:

@@ -250,7 +250,8 @@ class Gateway:
                 "keyledger could not record the audit event for this request, so it was refused"
             ) from exc
         for event in events:
-            log.info(
+            # The journal is the record; this line is for debugging only.
+            log.debug(
                 "request",
                 request_id=event.request.id if event.request else None,
                 type=event.type.value,

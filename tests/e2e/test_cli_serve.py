@@ -108,7 +108,7 @@ def start_proxy(
                 "policies": ["policies/"],
                 "backends": {"aws": {"type": "aws", "region": REGION, "endpoint_url": moto_url}},
                 "audit": {"journal": "audit", "chain_id": "cli"},
-                "logging": {"format": "json", "level": "info"},
+                "logging": {"format": "json", "level": "debug"},
                 **({"tls": {"cert": str(tls[0]), "key": str(tls[1])}} if tls else {}),
             }
         )

@@ -66,7 +66,10 @@ class Journal:
         self._fd = -1
         self._size = 0
         self._state = ChainState(chain_id)
-        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
+        # Each item: one request's records and the future its handler waits on.
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
         self._writer: asyncio.Task[None] | None = None
         self._recovered: dict[str, Any] | None = None
         self.healthy = True
@@ -126,15 +129,12 @@ class Journal:
         await self.append_many((event,))
 
     async def append_many(self, events: Sequence[AuditEvent]) -> None:
+        """Return once all ``events`` are durable (they are written in one batch, in order)."""
         if self._writer is None or self._writer.done():
             raise JournalUnavailable("the audit journal is not running")
-        loop = asyncio.get_running_loop()
-        futures = []
-        for event in events:
-            future: asyncio.Future[None] = loop.create_future()
-            self._queue.put_nowait((event.to_record(), future))
-            futures.append(future)
-        await asyncio.gather(*futures)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(([e.to_record() for e in events], future))
+        await future
 
     # -- the single writer -------------------------------------------------------------
 
@@ -145,9 +145,10 @@ class Journal:
                 batch.append(self._queue.get_nowait())
             state = self._state
             lines = []
-            for record, _ in batch:
-                line, state = seal(record, state)
-                lines.append(line)
+            for records, _ in batch:
+                for record in records:
+                    line, state = seal(record, state)
+                    lines.append(line)
             data = b"".join(lines)
             try:
                 await asyncio.to_thread(self._write, data)
@@ -164,7 +165,7 @@ class Journal:
             else:
                 self.healthy = True
                 self._state = state
-                self.stats.events += len(batch)
+                self.stats.events += len(lines)
                 self.stats.fsyncs += 1
                 for _, future in batch:
                     if not future.done():
