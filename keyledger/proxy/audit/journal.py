@@ -1,10 +1,11 @@
 """The local journal: append-only JSON lines, hash-chained, fsynced with group commit.
 
-One writer task owns the file and the chain. Callers hand it events and wait until their
-line is on disk; while one fsync runs in a worker thread, the next batch collects, so under
-load many events share one fsync. A write failure fails every waiting caller (fail closed),
-rolls the file back to its last good length and leaves the chain where it was, so the next
-batch can try again once the disk recovers.
+One writer thread owns the file and the chain. Request handlers hand it their events and
+await one future; while the thread writes and fsyncs one batch, the next collects, so under
+load many events share one fsync, and the event loop never waits on the disk. The thread
+settles a whole batch's futures with one call back into the loop. A write failure fails
+every waiting caller (fail closed), rolls the file back to its last good length and leaves
+the chain where it was, so the next batch can try again once the disk recovers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +69,11 @@ class Journal:
         self._size = 0
         self._state = ChainState(chain_id)
         # Each item: one request's records and the future its handler waits on.
-        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[None]]] = (
-            asyncio.Queue()
-        )
-        self._writer: asyncio.Task[None] | None = None
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._recovered: dict[str, Any] | None = None
         self.healthy = True
 
@@ -80,7 +83,12 @@ class Journal:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        self._writer = asyncio.create_task(self._write_loop(), name="keyledger-journal-writer")
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._write_loop, name=f"keyledger-journal-{self.chain_id}", daemon=True
+        )
+        self._thread.start()
         if self._recovered is not None:
             await self.append(
                 AuditEvent(
@@ -90,12 +98,14 @@ class Journal:
             )
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._queue.join()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        """Write everything already handed in, then stop the writer and close the file."""
+        if self._thread is not None:
+            with self._wakeup:
+                self._closing = True
+                self._wakeup.notify()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+            await asyncio.sleep(0)  # let the last batch's futures settle
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -130,49 +140,52 @@ class Journal:
 
     async def append_many(self, events: Sequence[AuditEvent]) -> None:
         """Return once all ``events`` are durable (they are written in one batch, in order)."""
-        if self._writer is None or self._writer.done():
+        if self._thread is None or self._closing or self._loop is None:
             raise JournalUnavailable("the audit journal is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(([e.to_record() for e in events], future))
+        records = [e.to_record() for e in events]
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._wakeup:
+            self._pending.append((records, future))
+            self._wakeup.notify()
         await future
 
-    # -- the single writer -------------------------------------------------------------
+    # -- the single writer (its own thread) --------------------------------------------
 
-    async def _write_loop(self) -> None:
+    def _write_loop(self) -> None:
+        assert self._loop is not None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < _MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            with self._wakeup:
+                while not self._pending and not self._closing:
+                    self._wakeup.wait()
+                if not self._pending:
+                    return  # closing, and nothing left to write
+                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
             state = self._state
             lines = []
             for records, _ in batch:
                 for record in records:
                     line, state = seal(record, state)
                     lines.append(line)
-            data = b"".join(lines)
             try:
-                await asyncio.to_thread(self._write, data)
+                self._write(b"".join(lines))
             except OSError as exc:
                 self.healthy = False
                 self.stats.failures += 1
-                log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
-                error = JournalUnavailable(
+                error: JournalUnavailable | None = JournalUnavailable(
                     f"the audit journal could not be written: {exc.strerror}"
                 )
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+                log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
             else:
+                error = None
                 self.healthy = True
                 self._state = state
                 self.stats.events += len(lines)
                 self.stats.fsyncs += 1
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            futures = [future for _, future in batch]
+            try:
+                self._loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:
+                return  # the loop is gone: nobody is waiting any more
 
     def _write(self, data: bytes) -> None:
         try:
@@ -210,6 +223,17 @@ class Journal:
             os.close(fd)
             raise
         self._fd, self._size, self._state = fd, good_size, state
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Runs on the event loop: wake every handler of one written (or failed) batch."""
+    for future in futures:
+        if future.done():
+            continue  # its handler was cancelled (client went away)
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _read_tail(fd: int, size: int, chain_id: str) -> tuple[ChainState, int, bytes]:
