@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import uvloop
 
 from keyledger.sigv4 import SigningKeyCache, sign_headers
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     secret = os.environ.get("BENCH_SECRET_ACCESS_KEY")
     if not key_id or not secret:
         parser.error("set BENCH_ACCESS_KEY_ID and BENCH_SECRET_ACCESS_KEY")
-    result = asyncio.run(
+    result = uvloop.run(
         run_load(
             url=args.url,
             secret_id=args.secret_id,

@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 __all__ = ["make_app"]
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:8101")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, args.upstream))
+        # The same event loop as keyledger serve, so the baseline is like for like.
+        uvloop.run(_serve(args.host, args.port, args.upstream))
     return 0
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import uvloop
 from aiohttp import web
 
 __all__ = ["ACCOUNT", "REGION", "SECRETS", "make_app"]
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port))
+        uvloop.run(_serve(args.host, args.port))
     return 0
 
 
