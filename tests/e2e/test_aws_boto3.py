@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,7 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from keyledger import sigv4
-from tests.conftest import REGION, RunningProxy
+from keyledger.proxy.config import parse_config
+from tests.conftest import REGION, RunningProxy, issue_keys, write_proxy_files
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -310,3 +314,31 @@ class TestProtocol:
         assert status == 413
         assert body["__type"] == "RequestEntityTooLargeException"
         assert proxy.events("access")[-1]["outcome"]["code"] == "request_too_large"
+
+
+class TestUnreachableStore:
+    @pytest.fixture
+    def cut_off(self, tmp_path: Path, store_credentials: None) -> Iterator[RunningProxy]:
+        """keyledger whose store endpoint refuses connections."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        doc = write_proxy_files(tmp_path)
+        doc["backends"]["aws"]["endpoint_url"] = f"http://127.0.0.1:{port}"
+        doc["backends"]["aws"]["timeout_s"] = 2
+        config = parse_config(doc, base=tmp_path, source="test")
+        running = RunningProxy(config, issue_keys(config, ("app", ())))
+        running.start()
+        yield running
+        running.stop()
+
+    def test_store_down_is_a_server_error_and_is_recorded(self, cut_off: RunningProxy) -> None:
+        """When the store cannot be reached, the SDK gets a 5xx it retries, and it is audited."""
+        with pytest.raises(ClientError) as exc:
+            cut_off.client().get_secret_value(SecretId="app/db/password")
+        assert error_code(exc) == "InternalServiceError"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        event = cut_off.events("access")[-1]
+        assert event["decision"]["effect"] == "allow"
+        assert event["outcome"]["status"] == "error"
+        assert event["outcome"]["code"] == "InternalServiceError"
