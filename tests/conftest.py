@@ -47,6 +47,10 @@ roles:
         effect: deny
         actions: ["*"]
         resources: ["aws:app/forbidden*"]
+      - id: app-no-backups
+        effect: deny
+        actions: ["*"]
+        resources: ["aws:app/*-backup"]
   - id: auditor
     rules:
       - id: auditor-describe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from keyledger.model import SecretRequest, SecretResult
+from keyledger.model import SecretRef, SecretRequest, SecretResult
 
 __all__ = ["Backend"]
 
@@ -20,6 +20,14 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release connections; called once at shutdown."""
+
+    async def resolve(self, ref: SecretRef) -> SecretRef:
+        """The store's own name for a secret given by an alias (an ARN, a resource path).
+
+        Policies are written against names, so an alias is resolved before authorisation;
+        plain names come back unchanged without any I/O.
+        """
+        ...
 
     async def call(self, request: SecretRequest) -> SecretResult:
         """Execute one authorised request."""

@@ -145,6 +145,16 @@ class AwsBackend:
     async def check(self) -> None:
         await self._send("ListSecrets", {"MaxResults": 1})
 
+    async def resolve(self, ref: SecretRef) -> SecretRef:
+        if not ref.name.startswith("arn:"):
+            return ref
+        # The store decides what an ARN (full or partial) names; we do not parse it.
+        data = await self._send("DescribeSecret", {"SecretId": ref.name})
+        name = data.get("Name")
+        if not isinstance(name, str):
+            raise BackendUnavailable("DescribeSecret returned no Name", status=502)
+        return SecretRef(self.name, name)
+
     async def call(self, request: SecretRequest) -> SecretResult:
         data = await self._send(request.operation, request.params)
         return SecretResult(data=data, items=_items(self.name, request.operation, data))

@@ -156,18 +156,28 @@ class Gateway:
             await self._record([self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)])
             return self._frontend.render_error(exc, request_id=rid)
 
-        # 3. Authorise, with the policy in force when the request arrived.
+        # 3. Resolve aliases (ARNs) to the store's own names: policies speak in names.
+        try:
+            names = {ref: await self._backend.resolve(ref) for ref in call.targets}
+        except BackendError as exc:
+            ref = call.targets[0] if len(call.targets) == 1 else None
+            failed = self._event(ctx, who, call, ref, None, Status.ERROR, exc.code or exc.kind)
+            await self._record([failed])
+            return self._frontend.render_error(exc, request_id=rid)
+
+        # 4. Authorise, with the policy in force when the request arrived.
         engine = self._policies.engine
-        authz = _authorize(engine, principal, call)
+        authz = _authorize(engine, principal, call, names)
         if authz.refusal is not None:
             ref = authz.refusal.ref
             decision = authz.denied[ref] if ref is not None else authz.gate
+            name = names[ref] if ref is not None else None
             await self._record(
-                [self._event(ctx, who, call, ref, decision, Status.DENIED, "AccessDenied")]
+                [self._event(ctx, who, call, name, decision, Status.DENIED, "AccessDenied")]
             )
             return self._frontend.render_error(authz.refusal, request_id=rid)
         events = [
-            self._event(ctx, who, call, ref, decision, Status.DENIED, "AccessDenied")
+            self._event(ctx, who, call, names[ref], decision, Status.DENIED, "AccessDenied")
             for ref, decision in authz.denied.items()
         ]
         if call.targets and not authz.allowed:
@@ -185,18 +195,19 @@ class Gateway:
                 "keyledger cannot write its audit journal, so it refused the request"
             ) from exc
 
-        # 4. Call the backend (for a partly denied batch, only for the allowed secrets).
+        # 5. Call the backend (for a partly denied batch, only for the allowed secrets).
         request = self._frontend.narrow(call, authz.allowed) if authz.denied else call.request
         try:
             result = await self._backend.call(request)
         except BackendError as exc:
             ref = call.targets[0] if len(call.targets) == 1 else None
             decision = authz.decisions.get(ref) if ref is not None else authz.gate
-            failed = self._event(ctx, who, call, ref, decision, Status.ERROR, exc.code or exc.kind)
+            name = names[ref] if ref is not None else None
+            failed = self._event(ctx, who, call, name, decision, Status.ERROR, exc.code or exc.kind)
             await self._record([*events, failed])
             return self._frontend.render_error(exc, request_id=rid)
 
-        # 5. Check and filter what came back; one event per secret served.
+        # 6. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
         if call.filter_results:
             for item in result.items:
@@ -213,28 +224,28 @@ class Gateway:
                     )
             for ref, code in self._frontend.item_errors(call, result):
                 decision = authz.decisions.get(ref)
-                events.append(self._event(ctx, who, call, ref, decision, Status.ERROR, code))
+                name = names.get(ref, ref)
+                events.append(self._event(ctx, who, call, name, decision, Status.ERROR, code))
             if authz.gate is not None and not any(i.value is not None for i in result.items):
                 # A listing serves no values: one event for the call.
                 events.append(self._event(ctx, who, call, None, authz.gate, Status.SUCCESS))
         else:
             ref = call.targets[0]
-            found = next((i for i in result.items if i.ref == ref), None)
+            name, decision = names[ref], authz.decisions[ref]
+            found = next((i for i in result.items if i.ref == name), None)
             if result.items and found is None:
-                # The store resolved the id to another secret than the one authorised
-                # (a crafted ARN, say): never serve it.
-                decision = authz.decisions[ref]
-                mismatch = self._event(ctx, who, call, ref, decision, Status.ERROR, "NameMismatch")
+                # The store answered for another secret than the one authorised: never
+                # serve it.
+                mismatch = self._event(ctx, who, call, name, decision, Status.ERROR, "NameMismatch")
                 await self._record([mismatch])
                 refusal = AccessDenied(
                     principal=principal.id, operation=call.operation, ref=ref, explicit=False
                 )
                 return self._frontend.render_error(refusal, request_id=rid)
-            served = found or SecretItem(ref=ref)
-            decision = authz.decisions[ref]
-            events.append(self._event(ctx, who, call, ref, decision, Status.SUCCESS, None, served))
+            served = found or SecretItem(ref=name)
+            events.append(self._event(ctx, who, call, name, decision, Status.SUCCESS, None, served))
 
-        # 6. Durable first, then respond.
+        # 7. Durable first, then respond.
         await self._record(events)
         return self._frontend.render(
             call, result, hidden=hidden, denied=set(authz.denied), request_id=rid
@@ -313,21 +324,27 @@ class Gateway:
 
 @dataclass(frozen=True, slots=True)
 class _Authorization:
-    decisions: dict[SecretRef, Decision]  # one per named secret
+    decisions: dict[SecretRef, Decision]  # one per secret as the caller named it
     denied: dict[SecretRef, Decision]
     allowed: frozenset[SecretRef]
     gate: Decision | None  # for listings: may the principal list anything at all?
     refusal: AccessDenied | None  # set when the whole call is refused
 
 
-def _authorize(engine: PolicyEngine, principal: Principal, call: Call) -> _Authorization:
+def _authorize(
+    engine: PolicyEngine,
+    principal: Principal,
+    call: Call,
+    names: dict[SecretRef, SecretRef],
+) -> _Authorization:
     """Every named secret is decided on its own; a listing first needs some permission.
 
     A call that names secrets is refused if any is denied, except a batch read
     (``call.partial``), which goes ahead with the allowed ones.
     """
     decisions = {
-        ref: engine.decide(principal.id, principal.groups, call.action, ref) for ref in call.targets
+        ref: engine.decide(principal.id, principal.groups, call.action, names[ref])
+        for ref in call.targets
     }
     denied = {ref: d for ref, d in decisions.items() if not d.allowed}
     allowed = frozenset(ref for ref, d in decisions.items() if d.allowed)

@@ -112,10 +112,32 @@ class TestReads:
         """A SecretId given as a full ARN is authorised by the secret's name."""
         arn = store.create_secret(Name="app/by-arn", SecretString="v")["ARN"]
         assert proxy.client().get_secret_value(SecretId=arn)["SecretString"] == "v"
+        assert proxy.events("access")[-1]["resource"]["secret"] == "app/by-arn"
         denied_arn = store.create_secret(Name="app/forbidden-x", SecretString="v")["ARN"]
         with pytest.raises(ClientError) as exc:
             proxy.client().get_secret_value(SecretId=denied_arn)
         assert error_code(exc) == "AccessDeniedException"
+
+    def test_partial_arn_is_resolved_by_the_store_not_guessed(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """A partial ARN of `app/db-backup` is authorised as that secret, not as `app/db`."""
+        arn = store.create_secret(Name="app/db-backup", SecretString="v")["ARN"]
+        partial = arn.rsplit("-", 1)[0]  # ...:secret:app/db-backup
+        assert partial.endswith(":secret:app/db-backup")
+        for call in (
+            lambda: proxy.client().get_secret_value(SecretId=partial),
+            lambda: proxy.client().tag_resource(
+                SecretId=partial, Tags=[{"Key": "k", "Value": "v"}]
+            ),
+        ):
+            with pytest.raises(ClientError) as exc:
+                call()
+            assert error_code(exc) == "AccessDeniedException"
+        assert "Tags" not in store.describe_secret(SecretId="app/db-backup")
+        denied = proxy.events("access")[-2:]
+        assert [e["resource"]["secret"] for e in denied] == ["app/db-backup"] * 2
+        assert {e["decision"]["rule"] for e in denied} == {"app-no-backups"}
 
     def test_binary_secret_round_trips(self, proxy: RunningProxy, store: Any) -> None:
         """SecretBinary values come back byte for byte."""

@@ -3,7 +3,9 @@
 The operation comes from ``X-Amz-Target: secretsmanager.<Operation>``, the input is the
 JSON body, and errors are ``{"__type": code, "message": text}`` with the code also in
 ``x-amzn-ErrorType`` -- what botocore parses into ``ClientError`` codes. Inputs are passed
-to the store untouched, so the store keeps validating them exactly as AWS does.
+to the store untouched, so the store keeps validating them exactly as AWS does. A SecretId
+may be an ARN; the frontend does not guess the name inside it (a partial ARN is ambiguous
+when a name ends in "-" and six characters): the backend resolves it before authorisation.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, ErrorKind, ProxyError, RequestError
 from keyledger.proxy.wire import Call, WireRequest, WireResponse
 
-__all__ = ["OPERATIONS", "AwsFrontend", "secret_name_from_id"]
+__all__ = ["OPERATIONS", "AwsFrontend"]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "secretsmanager."
@@ -81,23 +83,6 @@ _BACKEND_CODES: Mapping[str, str] = {
 }
 
 
-def secret_name_from_id(secret_id: str) -> str:
-    """The secret name in a SecretId that may be a name, a full ARN or a partial ARN.
-
-    A full ARN ends in ``-`` and six random characters that are not part of the name.
-    """
-    if not secret_id.startswith("arn:"):
-        return secret_id
-    parts = secret_id.split(":", 6)
-    if len(parts) < 7 or parts[5] != "secret":
-        return secret_id
-    name = parts[6]
-    head, dash, suffix = name.rpartition("-")
-    if dash and len(suffix) == 6 and suffix.isalnum():
-        return head
-    return name
-
-
 class AwsFrontend:
     protocol = "aws-json"
 
@@ -142,7 +127,7 @@ class AwsFrontend:
         secret_id = params.get(op.id_field)
         if not isinstance(secret_id, str) or not secret_id:
             raise RequestError(f"{op.id_field} is required and must be a non-empty string")
-        ref = SecretRef(self.backend, secret_name_from_id(secret_id))
+        ref = SecretRef(self.backend, secret_id)
         return Call(
             operation=operation,
             action=op.action,
@@ -165,7 +150,7 @@ class AwsFrontend:
             )
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise RequestError("SecretIdList must be a list of secret names or ARNs")
-        refs = tuple(dict.fromkeys(SecretRef(self.backend, secret_name_from_id(i)) for i in ids))
+        refs = tuple(dict.fromkeys(SecretRef(self.backend, i) for i in ids))
         return Call(
             operation="BatchGetSecretValue",
             action=op.action,
@@ -191,7 +176,7 @@ class AwsFrontend:
 
     def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
         ids = call.request.params.get("SecretIdList") or []
-        keep = [i for i in ids if SecretRef(self.backend, secret_name_from_id(i)) in allowed]
+        keep = [i for i in ids if SecretRef(self.backend, i) in allowed]
         params = {**call.request.params, "SecretIdList": keep}
         return SecretRequest(action=call.action, ref=None, operation=call.operation, params=params)
 
@@ -202,7 +187,7 @@ class AwsFrontend:
         if call.operation != "BatchGetSecretValue":
             return []
         return [
-            (SecretRef(self.backend, secret_name_from_id(e["SecretId"])), str(e.get("ErrorCode")))
+            (SecretRef(self.backend, e["SecretId"]), str(e.get("ErrorCode")))
             for e in result.data.get("Errors") or []
             if isinstance(e, Mapping) and isinstance(e.get("SecretId"), str)
         ]
@@ -244,7 +229,7 @@ class AwsFrontend:
             ids = call.request.params.get("SecretIdList") or []
             errors = list(out.get("Errors") or [])
             for secret_id in ids:
-                if SecretRef(self.backend, secret_name_from_id(secret_id)) in denied:
+                if SecretRef(self.backend, secret_id) in denied:
                     errors.append(
                         {
                             "SecretId": secret_id,
