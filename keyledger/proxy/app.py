@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from keyledger.backends import Backend
+from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.policies import PolicyEngine, load_policy_files, resolve_policy_paths
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
@@ -194,5 +194,12 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = app[BACKEND]
     await backend.start()
+    try:
+        await backend.check()
+    except BackendError as exc:
+        # Not fatal: the store may come up after us. Requests fail (audited) until it does.
+        log.warning("backend_unreachable", backend=backend.name, error=exc.message)
+    else:
+        log.info("backend_ready", backend=backend.name)
     yield
     await backend.close()
