@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -125,12 +125,13 @@ class TestReads:
         arn = store.create_secret(Name="app/db-backup", SecretString="v")["ARN"]
         partial = arn.rsplit("-", 1)[0]  # ...:secret:app/db-backup
         assert partial.endswith(":secret:app/db-backup")
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: proxy.client().get_secret_value(SecretId=partial),
             lambda: proxy.client().tag_resource(
                 SecretId=partial, Tags=[{"Key": "k", "Value": "v"}]
             ),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(ClientError) as exc:
                 call()
             assert error_code(exc) == "AccessDeniedException"

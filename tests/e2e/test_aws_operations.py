@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,7 +86,7 @@ class TestOperations:
         """An identity allowed only to describe cannot create, put, tag or delete."""
         store.create_secret(Name="other/x", SecretString="v")
         auditor = proxy.client("auditor")
-        calls = [
+        calls: list[Callable[[], object]] = [
             lambda: auditor.create_secret(Name="other/new", SecretString="v"),
             lambda: auditor.put_secret_value(SecretId="other/x", SecretString="v2"),
             lambda: auditor.tag_resource(SecretId="other/x", Tags=[{"Key": "k", "Value": "v"}]),

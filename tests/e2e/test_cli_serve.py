@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,7 +250,7 @@ class TestServe:
         assert [v["SecretString"] for v in batch["SecretValues"]] == [canary]
         bodies.append(repr(batch["Errors"]))
         client.put_secret_value(SecretId="app/canary", SecretString=written)
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: client.get_secret_value(SecretId="app/forbidden-canary"),
             lambda: client.put_secret_value(SecretId="app/forbidden-canary", SecretString=written),
             lambda: client.create_secret(Name="app/canary", SecretString=written),
@@ -258,7 +258,8 @@ class TestServe:
             lambda: served.client(aws_secret_access_key="wrong").put_secret_value(
                 SecretId="app/canary", SecretString=written
             ),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(ClientError) as exc:
                 call()
             bodies.append(repr(exc.value.response))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,7 @@ EDITABLE = (
 GENERATED = chain_lines("node-1", 8)
 
 
-def tampered(draw: st.DrawFn, lines: list[bytes]) -> list[bytes]:
+def tampered(draw: Callable[[st.SearchStrategy[Any]], Any], lines: list[bytes]) -> list[bytes]:
     out = list(lines)
     n = len(out)
     kind = draw(st.sampled_from(("edit", "delete", "swap", "duplicate")))
