@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,14 @@ class TestServe:
             assert f"{journal}:4:" in result.stdout, (name, result.stdout)
 
 
+def read_or_error(served: ServedProxy) -> str:
+    """The value of app/db/password, or the error code (one client per call: thread-safe)."""
+    try:
+        return str(served.client().get_secret_value(SecretId="app/db/password")["SecretString"])
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+
+
 class TestFailClosed:
     def test_no_secret_is_served_while_the_journal_cannot_be_written(
         self, tmp_path: Path, moto_url: str, store: Any
@@ -333,9 +342,16 @@ class TestFailClosed:
                 assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
                 assert "guarded" not in repr(exc.value.response)
             assert journal.stat().st_size == size
+            with ThreadPoolExecutor(16) as pool:
+                outcomes = list(pool.map(lambda _: read_or_error(served), range(32)))
+            assert outcomes == ["ServiceUnavailable"] * 32
+            assert journal.stat().st_size == size
 
             resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
             assert client.get_secret_value(SecretId="app/db/password")["SecretString"] == "guarded"
+            with ThreadPoolExecutor(16) as pool:
+                outcomes = list(pool.map(lambda _: read_or_error(served), range(32)))
+            assert outcomes == ["guarded"] * 32
         finally:
             code, logs = served.stop()
         assert code == 0
@@ -346,4 +362,4 @@ class TestFailClosed:
             for line in (served.journal_dir / "cli.jsonl").read_bytes().splitlines()
             if b'"GetSecretValue"' in line
         ]
-        assert [r["outcome"]["status"] for r in reads] == ["success", "success"]
+        assert [r["outcome"]["status"] for r in reads] == ["success"] * 34

@@ -1,11 +1,14 @@
 """The local journal: append-only JSON lines, hash-chained, fsynced with group commit.
 
-One writer thread owns the file and the chain. Request handlers hand it their events and
-await one future; while the thread writes and fsyncs one batch, the next collects, so under
-load many events share one fsync, and the event loop never waits on the disk. The thread
-settles a whole batch's futures with one call back into the loop. A write failure fails
-every waiting caller (fail closed), rolls the file back to its last good length and leaves
-the chain where it was, so the next batch can try again once the disk recovers.
+The event loop is the single writer: it seals each request's events onto the chain and
+appends them with one ``write(2)``, which only copies into the page cache. Durability is
+the slow part, so ``fsync`` runs in a worker thread, and every request written while one
+fsync is in flight waits on the *next* one: under load many requests share one fsync and
+one future, and the loop never waits on the disk.
+
+Fail closed: a failed write or fsync fails every request not yet durable, cuts the file
+back to its last durable length and rewinds the chain to match, so the next request starts
+cleanly once the disk recovers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,6 @@ __all__ = ["Journal", "JournalStats", "JournalUnavailable", "journal_file"]
 log = structlog.get_logger("keyledger.journal")
 
 _CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_MAX_BATCH = 4096
 
 
 class JournalUnavailable(RuntimeError):
@@ -64,31 +65,30 @@ class Journal:
         self.path = journal_file(directory, chain_id)
         self.chain_id = chain_id
         self.stats = JournalStats()
+        self.healthy = True
         self._fsync = fsync
         self._fd = -1
-        self._size = 0
+        self._running = False
+        # Written (in the page cache) vs durable (fsynced): where the chain and file stand.
         self._state = ChainState(chain_id)
-        # Each item: one request's records and the future its handler waits on.
-        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
-        self._wakeup = threading.Condition()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._size = 0
+        self._durable_state = self._state
+        self._durable_size = 0
+        # Requests written since the fsync in flight started wait on this future.
+        self._next_sync: asyncio.Future[None] | None = None
+        self._next_sync_events = 0
+        self._syncer: asyncio.Task[None] | None = None
+        self._rewinds = 0  # bumped by every rewind: an fsync in flight across one proves nothing
         self._recovered: dict[str, Any] | None = None
-        self.healthy = True
 
     @property
     def state(self) -> ChainState:
+        """The last event written (durable once its append returned)."""
         return self._state
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        self._loop = asyncio.get_running_loop()
-        self._closing = False
-        self._thread = threading.Thread(
-            target=self._write_loop, name=f"keyledger-journal-{self.chain_id}", daemon=True
-        )
-        self._thread.start()
+        self._running = True
         if self._recovered is not None:
             await self.append(
                 AuditEvent(
@@ -98,14 +98,11 @@ class Journal:
             )
 
     async def close(self) -> None:
-        """Write everything already handed in, then stop the writer and close the file."""
-        if self._thread is not None:
-            with self._wakeup:
-                self._closing = True
-                self._wakeup.notify()
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-            await asyncio.sleep(0)  # let the last batch's futures settle
+        """Wait until everything written is durable, then close the file."""
+        self._running = False
+        if self._syncer is not None:
+            with contextlib.suppress(Exception):
+                await self._syncer
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -139,68 +136,77 @@ class Journal:
         await self.append_many((event,))
 
     async def append_many(self, events: Sequence[AuditEvent]) -> None:
-        """Return once all ``events`` are durable (they are written in one batch, in order)."""
-        if self._thread is None or self._closing or self._loop is None:
+        """Return once all ``events`` are durable, consecutive and in order."""
+        if not self._running:
             raise JournalUnavailable("the audit journal is not running")
-        records = [e.to_record() for e in events]
-        future: asyncio.Future[None] = self._loop.create_future()
-        with self._wakeup:
-            self._pending.append((records, future))
-            self._wakeup.notify()
-        await future
-
-    # -- the single writer (its own thread) --------------------------------------------
-
-    def _write_loop(self) -> None:
-        assert self._loop is not None
-        while True:
-            with self._wakeup:
-                while not self._pending and not self._closing:
-                    self._wakeup.wait()
-                if not self._pending:
-                    return  # closing, and nothing left to write
-                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            state = self._state
-            lines = []
-            for records, _ in batch:
-                for record in records:
-                    line, state = seal(record, state)
-                    lines.append(line)
-            try:
-                self._write(b"".join(lines))
-            except OSError as exc:
-                self.healthy = False
-                self.stats.failures += 1
-                error: JournalUnavailable | None = JournalUnavailable(
-                    f"the audit journal could not be written: {exc.strerror}"
-                )
-                log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
-            else:
-                error = None
-                self.healthy = True
-                self._state = state
-                self.stats.events += len(lines)
-                self.stats.fsyncs += 1
-            futures = [future for _, future in batch]
-            try:
-                self._loop.call_soon_threadsafe(_settle, futures, error)
-            except RuntimeError:
-                return  # the loop is gone: nobody is waiting any more
-
-    def _write(self, data: bytes) -> None:
+        state = self._state
+        lines = []
+        for event in events:
+            line, state = seal(event.to_record(), state)
+            lines.append(line)
+        data = b"".join(lines)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-            if self._fsync:
-                os.fsync(self._fd)
-        except OSError:
-            # Leave no partial line behind: the chain continues from the last good event.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
-            raise
-        self._size += len(data)
+            _write_all(self._fd, data)
+        except OSError as exc:
+            self._fail(exc)
+            raise JournalUnavailable(
+                f"the audit journal could not be written: {exc.strerror}"
+            ) from exc
+        self._state, self._size = state, self._size + len(data)
+        if not self._fsync:
+            self._mark_durable(len(lines))
+            return
+        if self._next_sync is None:
+            self._next_sync = asyncio.get_running_loop().create_future()
+        self._next_sync_events += len(lines)
+        if self._syncer is None or self._syncer.done():
+            self._syncer = asyncio.create_task(self._sync_loop(), name="keyledger-journal-fsync")
+        # Shielded: one caller going away must not cancel the fsync everyone shares.
+        await asyncio.shield(self._next_sync)
+
+    def _mark_durable(self, events: int) -> None:
+        self.healthy = True
+        self.stats.events += events
+        self.stats.fsyncs += self._fsync
+
+    async def _sync_loop(self) -> None:
+        """fsync until nobody is waiting; each round covers everything written before it."""
+        while self._next_sync is not None:
+            waiting, events = self._next_sync, self._next_sync_events
+            self._next_sync, self._next_sync_events = None, 0
+            state, size, rewinds = self._state, self._size, self._rewinds
+            try:
+                await asyncio.to_thread(os.fsync, self._fd)
+            except OSError as exc:
+                failed = JournalUnavailable(
+                    f"the audit journal could not be synced: {exc.strerror}"
+                )
+                waiting.set_exception(failed)
+                self._fail(exc)
+                continue
+            if rewinds != self._rewinds:
+                # A failed write rewound the file under this fsync: its lines are gone.
+                waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
+                continue
+            self._durable_state, self._durable_size = state, size
+            self._mark_durable(events)
+            waiting.set_result(None)
+
+    def _fail(self, exc: OSError) -> None:
+        """Rewind file and chain to the last durable event; fail whoever waits beyond it."""
+        self.healthy = False
+        self.stats.failures += 1
+        self._rewinds += 1
+        log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._durable_size)
+        self._state, self._size = self._durable_state, self._durable_size
+        if self._next_sync is not None:
+            # Written on top of what was just lost: not durable, and now not even written.
+            self._next_sync.set_exception(
+                JournalUnavailable("the audit journal could not be written")
+            )
+            self._next_sync, self._next_sync_events = None, 0
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -223,17 +229,14 @@ class Journal:
             os.close(fd)
             raise
         self._fd, self._size, self._state = fd, good_size, state
+        self._durable_size, self._durable_state = good_size, state
 
 
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    """Runs on the event loop: wake every handler of one written (or failed) batch."""
-    for future in futures:
-        if future.done():
-            continue  # its handler was cancelled (client went away)
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+def _write_all(fd: int, data: bytes) -> None:
+    """One append into the page cache: microseconds, so it runs on the loop."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_tail(fd: int, size: int, chain_id: str) -> tuple[ChainState, int, bytes]:
