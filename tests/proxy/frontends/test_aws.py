@@ -1,0 +1,152 @@
+"""The AWS JSON 1.1 frontend: wire bytes in, canonical calls out, AWS-shaped errors back."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyledger.backends import SecretNotFound
+from keyledger.model import Action, SecretRef, SecretResult
+from keyledger.proxy.errors import AccessDenied, ErrorKind, RequestError
+from keyledger.proxy.frontends.aws import OPERATIONS, AwsFrontend
+from keyledger.proxy.wire import WireRequest
+
+FRONTEND = AwsFrontend(backend="aws")
+
+
+def wire(target: str, body: bytes) -> WireRequest:
+    return WireRequest(
+        method="POST",
+        path="/",
+        query=(),
+        headers={"x-amz-target": target},
+        body=body,
+        source_ip="127.0.0.1",
+        user_agent=None,
+        request_id="rid-1",
+    )
+
+
+class TestParse:
+    def test_get_secret_value_names_its_secret_and_version(self) -> None:
+        """GetSecretValue becomes a read of aws:<SecretId>, with its version stage."""
+        call = FRONTEND.parse(
+            wire(
+                "secretsmanager.GetSecretValue",
+                b'{"SecretId": "prod/db", "VersionStage": "AWSPREVIOUS"}',
+            )
+        )
+        assert call.action is Action.READ
+        assert call.targets == (SecretRef("aws", "prod/db"),)
+        assert call.request.version == "AWSPREVIOUS"
+        assert call.request.params == {"SecretId": "prod/db", "VersionStage": "AWSPREVIOUS"}
+
+    def test_batch_by_ids_is_partial_and_deduplicated(self) -> None:
+        """A batch read authorises each named secret once and may go ahead partly."""
+        call = FRONTEND.parse(
+            wire("secretsmanager.BatchGetSecretValue", b'{"SecretIdList": ["a", "b", "a"]}')
+        )
+        assert call.targets == (SecretRef("aws", "a"), SecretRef("aws", "b"))
+        assert call.partial
+        assert call.filter_results
+        narrowed = FRONTEND.narrow(call, {SecretRef("aws", "b")})
+        assert narrowed.params["SecretIdList"] == ["b"]
+
+    def test_every_operation_maps_to_an_action(self) -> None:
+        """Every supported operation parses with a secret id into its documented action."""
+        for operation, op in OPERATIONS.items():
+            field = op.id_field or "SecretIdList"
+            value: object = ["x"] if field == "SecretIdList" else "x"
+            call = FRONTEND.parse(wire(f"secretsmanager.{operation}", orjson.dumps({field: value})))
+            assert call.action is op.action
+            assert call.operation == operation
+
+    @pytest.mark.parametrize(
+        ("target", "body", "kind"),
+        [
+            ("secretsmanager.Nope", b"{}", ErrorKind.UNKNOWN_OPERATION),
+            ("kms.Decrypt", b"{}", ErrorKind.UNKNOWN_OPERATION),
+            ("", b"{}", ErrorKind.UNKNOWN_OPERATION),
+            ("secretsmanager.GetSecretValue", b"{", ErrorKind.MALFORMED_BODY),
+            ("secretsmanager.GetSecretValue", b"[1]", ErrorKind.MALFORMED_BODY),
+            ("secretsmanager.GetSecretValue", b"{}", ErrorKind.BAD_REQUEST),
+            ("secretsmanager.GetSecretValue", b'{"SecretId": 7}', ErrorKind.BAD_REQUEST),
+            ("secretsmanager.BatchGetSecretValue", b'{"SecretIdList": "a"}', ErrorKind.BAD_REQUEST),
+        ],
+    )
+    def test_unusable_requests_are_request_errors(
+        self, target: str, body: bytes, kind: ErrorKind
+    ) -> None:
+        """Unknown operations and bad bodies raise RequestError of the right kind."""
+        with pytest.raises(RequestError) as exc:
+            FRONTEND.parse(wire(target, body))
+        assert exc.value.kind is kind
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        operation=st.sampled_from([*OPERATIONS, "Bogus"]),
+        body=st.one_of(
+            st.binary(max_size=200),
+            st.recursive(
+                st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+                lambda inner: (
+                    st.lists(inner, max_size=4)
+                    | st.dictionaries(
+                        st.sampled_from(["SecretId", "Name", "SecretIdList", "Filters", "x"]),
+                        inner,
+                        max_size=4,
+                    )
+                ),
+                max_leaves=10,
+            ).map(orjson.dumps),
+        ),
+    )
+    def test_no_input_crashes_the_parser(self, operation: str, body: bytes) -> None:
+        """Whatever arrives, parse returns a call or raises RequestError, nothing else."""
+        try:
+            call = FRONTEND.parse(wire(f"secretsmanager.{operation}", body))
+        except RequestError:
+            return
+        assert all(isinstance(t.name, str) and t.name for t in call.targets)
+
+
+class TestRender:
+    def test_errors_have_the_shape_botocore_parses(self) -> None:
+        """Errors carry __type, message, x-amzn-ErrorType and the request id."""
+        response = FRONTEND.render_error(
+            SecretNotFound("Secrets Manager can't find the specified secret.",
+                           code="ResourceNotFoundException"),
+            request_id="rid-9",
+        )  # fmt: skip
+        assert response.status == 400
+        assert orjson.loads(response.body) == {
+            "__type": "ResourceNotFoundException",
+            "message": "Secrets Manager can't find the specified secret.",
+        }
+        assert response.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+        assert response.headers["x-amzn-RequestId"] == "rid-9"
+
+    def test_access_denied_reads_like_aws(self) -> None:
+        """A policy refusal names the caller, operation and resource the way IAM does."""
+        error = AccessDenied(
+            principal="svc", operation="GetSecretValue", ref=SecretRef("aws", "p/x"), explicit=True
+        )
+        body = orjson.loads(FRONTEND.render_error(error, request_id="r").body)
+        assert body["__type"] == "AccessDeniedException"
+        assert body["message"] == (
+            "User: keyledger:svc is not authorized to perform: secretsmanager:GetSecretValue "
+            "on resource: p/x with an explicit deny in a keyledger policy"
+        )
+
+    def test_listing_drops_hidden_secrets(self) -> None:
+        """Hidden secrets vanish from ListSecrets; the rest of the answer is untouched."""
+        call = FRONTEND.parse(wire("secretsmanager.ListSecrets", b"{}"))
+        result = SecretResult(data={"SecretList": [{"Name": "a"}, {"Name": "b"}], "NextToken": "t"})
+        body = orjson.loads(
+            FRONTEND.render(
+                call, result, hidden={SecretRef("aws", "b")}, denied=set(), request_id="r"
+            ).body
+        )
+        assert body == {"SecretList": [{"Name": "a"}], "NextToken": "t"}
