@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ __all__ = [
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")
+_DATE = re.compile(r"[0-9]{8}")
+_NAME = re.compile(r"[a-z0-9-]{1,64}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_HEADER = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]{1,128}")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -72,6 +78,18 @@ def parse_authorization(value: str) -> AuthorizationHeader:
         raise MalformedAuthorization(f"Authorization header lacks {exc.args[0]}") from None
     if len(credential) != 5 or credential[4] != "aws4_request":
         raise MalformedAuthorization("Credential must be KEY/DATE/REGION/SERVICE/aws4_request")
+    key, date, region, service = credential[:4]
+    if not (
+        _KEY_ID.fullmatch(key)
+        and _DATE.fullmatch(date)
+        and _NAME.fullmatch(region)
+        and _NAME.fullmatch(service)
+    ):
+        raise MalformedAuthorization("Credential has an invalid key id, date, region or service")
+    if not _SIGNATURE.fullmatch(sig):
+        raise MalformedAuthorization("Signature must be 64 lower-case hex digits")
+    if not all(_HEADER.fullmatch(h) for h in signed.split(";")):
+        raise MalformedAuthorization("SignedHeaders must be lower-case header names joined by ;")
     return AuthorizationHeader(
         access_key_id=credential[0],
         date=credential[1],

@@ -78,6 +78,9 @@ def recompute(request: AWSRequest, keys: SigningKeyCache) -> tuple[str, str]:
     return canonical, signature(keys.key(SECRET, auth.date, auth.region, auth.service), to_sign)
 
 
+SIG = "0123456789abcdef" * 4
+
+
 class TestCanonicalRequest:
     @pytest.mark.parametrize(
         ("params", "token"),
@@ -192,7 +195,7 @@ class TestParseAuthorization:
         """The credential scope, signed headers and signature come out of the header."""
         auth = parse_authorization(
             "AWS4-HMAC-SHA256 Credential=AKID/20260301/eu-west-1/secretsmanager/aws4_request,"
-            " SignedHeaders=host;x-amz-date, Signature=abc123"
+            f" SignedHeaders=host;x-amz-date, Signature={SIG}"
         )
 
         assert auth.access_key_id == "AKID"
@@ -200,7 +203,7 @@ class TestParseAuthorization:
         assert auth.region == "eu-west-1"
         assert auth.service == "secretsmanager"
         assert auth.signed_headers == ("host", "x-amz-date")
-        assert auth.signature == "abc123"
+        assert auth.signature == SIG
         assert auth.scope == "20260301/eu-west-1/secretsmanager/aws4_request"
 
     @pytest.mark.parametrize(
@@ -228,6 +231,26 @@ class TestParseAuthorization:
                 "AWS4-HMAC-SHA256 Credential=AKID/20260301/eu-west-1/secretsmanager/aws5_request,"
                 " SignedHeaders=host, Signature=abc",
                 id="wrong-terminator",
+            ),
+            pytest.param(
+                "AWS4-HMAC-SHA256 Credential=AKID/20260301/eu-west-1/secretsmanager/aws4_request,"
+                " SignedHeaders=host, Signature=" + "é" * 64,
+                id="non-hex-signature",
+            ),
+            pytest.param(
+                "AWS4-HMAC-SHA256 Credential=AK\u00ffID/20260301/eu-west-1/secretsmanager/"
+                "aws4_request, SignedHeaders=host, Signature=" + "a" * 64,
+                id="non-ascii-key-id",
+            ),
+            pytest.param(
+                "AWS4-HMAC-SHA256 Credential=AKID/2026-03-01/eu-west-1/secretsmanager/"
+                "aws4_request, SignedHeaders=host, Signature=" + "a" * 64,
+                id="bad-date",
+            ),
+            pytest.param(
+                "AWS4-HMAC-SHA256 Credential=AKID/20260301/eu-west-1/secretsmanager/aws4_request,"
+                " SignedHeaders=Host;X-Amz-Date, Signature=" + "a" * 64,
+                id="upper-case-signed-headers",
             ),
         ],
     )

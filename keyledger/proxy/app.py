@@ -29,7 +29,7 @@ from keyledger.proxy.config import Config
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
-from keyledger.proxy.wire import WireRequest
+from keyledger.proxy.wire import WireRequest, caller_text
 
 __all__ = ["CONFIG", "GATEWAY", "JOURNAL", "POLICIES", "load_fingerprint_key", "make_app"]
 
@@ -98,7 +98,7 @@ class _Handler:
             headers=request.headers,  # case-insensitive: lower-case lookups work
             body=body,
             source_ip=request.remote,
-            user_agent=request.headers.get("User-Agent"),
+            user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
             request_id=request_id,
         )
         if too_large:

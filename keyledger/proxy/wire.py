@@ -14,7 +14,20 @@ from keyledger.backends import BackendError
 from keyledger.model import Action, Principal, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import ProxyError
 
-__all__ = ["Authenticator", "Call", "Frontend", "WireRequest", "WireResponse"]
+__all__ = ["Authenticator", "Call", "Frontend", "WireRequest", "WireResponse", "caller_text"]
+
+
+def caller_text(value: str | None, *, limit: int) -> str | None:
+    """Text a caller sent (a header), made safe to record: valid UTF-8, bounded length.
+
+    HTTP headers may carry bytes that are not UTF-8; copied raw into an event they would
+    make it unserialisable, and so unrecordable.
+    """
+    if value is None:
+        return None
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:limit]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

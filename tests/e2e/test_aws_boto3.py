@@ -31,6 +31,8 @@ def raw_call(
     identity: str = "app",
     secret: str | None = None,
     now: datetime | None = None,
+    sign_target: bool = True,
+    extra_headers: dict[str, bytes] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """A hand-signed JSON 1.1 call, for requests no SDK would send."""
     key = proxy.keys[identity]
@@ -48,14 +50,22 @@ def raw_call(
         path="/",
         headers={
             "content-type": "application/x-amz-json-1.1",
-            "x-amz-target": f"secretsmanager.{operation}",
+            **({"x-amz-target": f"secretsmanager.{operation}"} if sign_target else {}),
         },
         body=payload,
         now=now or datetime.now(UTC),
     )
+    if not sign_target:
+        headers["x-amz-target"] = f"secretsmanager.{operation}"
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
     try:
-        conn.request("POST", "/", body=payload, headers=headers)
+        conn.putrequest("POST", "/", skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        for name, raw in (extra_headers or {}).items():
+            conn.putheader(name, raw)
+        conn.putheader("Content-Length", str(len(payload)))
+        conn.endheaders(payload)
         response = conn.getresponse()
         data = response.read()
         return response.status, orjson.loads(data) if data else {}, dict(response.headers)
@@ -291,6 +301,35 @@ class TestAuthentication:
         assert body["__type"] == "InvalidSignatureException"
         assert body["message"].startswith("Signature expired")
         assert proxy.events("auth_failure")[-1]["outcome"]["code"] == "request_expired"
+
+    def test_operation_header_must_be_signed(self, proxy: RunningProxy, store: Any) -> None:
+        """An unsigned X-Amz-Target is refused: a replayed read cannot become a delete."""
+        store.create_secret(Name="app/keep", SecretString="v")
+        status, body, _ = raw_call(
+            proxy, "DeleteSecret", {"SecretId": "app/keep"}, sign_target=False
+        )
+        assert status == 400
+        assert body["__type"] == "IncompleteSignatureException"
+        assert "x-amz-target" in body["message"]
+        assert store.describe_secret(SecretId="app/keep")["Name"] == "app/keep"
+        assert proxy.events("auth_failure")[-1]["outcome"]["code"] == "malformed_authentication"
+
+    def test_undecodable_header_bytes_are_still_audited(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """A User-Agent that is not UTF-8 cannot make a call go unrecorded."""
+        store.create_secret(Name="app/gone", SecretString="v")
+        status, _, _ = raw_call(
+            proxy,
+            "DeleteSecret",
+            {"SecretId": "app/gone", "ForceDeleteWithoutRecovery": True},
+            extra_headers={"User-Agent": b"boto3 \xff\xfe"},
+        )
+        assert status == 200
+        event = proxy.events("access")[-1]
+        assert event["request"]["operation"] == "DeleteSecret"
+        assert event["resource"]["secret"] == "app/gone"
+        assert event["request"]["user_agent"].startswith("boto3 ")
 
     def test_unsigned_request_is_missing_authentication_token(self, proxy: RunningProxy) -> None:
         """A request without Authorization gets MissingAuthenticationTokenException."""

@@ -78,7 +78,11 @@ class Journal:
         self._next_sync: asyncio.Future[None] | None = None
         self._next_sync_events = 0
         self._syncer: asyncio.Task[None] | None = None
-        self._rewinds = 0  # bumped by every rewind: an fsync in flight across one proves nothing
+        self._rewinds = 0
+        self._broken = False
+        self._probe = (
+            asyncio.Lock()
+        )  # bumped by every rewind: an fsync in flight across one proves nothing
         self._recovered: dict[str, Any] | None = None
 
     @property
@@ -89,6 +93,10 @@ class Journal:
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
         self._running = True
+        if not self._fsync:
+            log.warning(
+                "journal_fsync_off", path=str(self.path), note="events can be lost on power failure"
+            )
         if self._recovered is not None:
             await self.append(
                 AuditEvent(
@@ -123,13 +131,16 @@ class Journal:
         """
         if self.healthy:
             return
-        await self.append(
-            AuditEvent(
-                type=EventType.LIFECYCLE,
-                detail={"event": "journal_writable", "failed_writes": self.stats.failures},
+        async with self._probe:  # one probe at a time; the others wait for its verdict
+            if self.healthy:
+                return
+            await self.append(
+                AuditEvent(
+                    type=EventType.LIFECYCLE,
+                    detail={"event": "journal_writable", "failed_writes": self.stats.failures},
+                )
             )
-        )
-        log.warning("journal_writable_again", path=str(self.path))
+            log.warning("journal_writable_again", path=str(self.path))
 
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise :class:`JournalUnavailable` if it is not."""
@@ -139,11 +150,20 @@ class Journal:
         """Return once all ``events`` are durable, consecutive and in order."""
         if not self._running:
             raise JournalUnavailable("the audit journal is not running")
+        if self._broken:
+            raise JournalUnavailable(
+                "the audit journal could not be rewound after a failed write; restart "
+                "keyledger (start-up sets a torn tail aside)"
+            )
         state = self._state
         lines = []
-        for event in events:
-            line, state = seal(event.to_record(), state)
-            lines.append(line)
+        try:
+            for event in events:
+                line, state = seal(event.to_record(), state)
+                lines.append(line)
+        except (TypeError, ValueError) as exc:  # orjson: not serialisable
+            log.error("audit_event_unserialisable", error=str(exc))
+            raise JournalUnavailable("an audit event could not be serialised") from exc
         data = b"".join(lines)
         try:
             _write_all(self._fd, data)
@@ -154,6 +174,8 @@ class Journal:
             ) from exc
         self._state, self._size = state, self._size + len(data)
         if not self._fsync:
+            # Without fsync, "durable" means handed to the kernel.
+            self._durable_state, self._durable_size = self._state, self._size
             self._mark_durable(len(lines))
             return
         if self._next_sync is None:
@@ -198,8 +220,13 @@ class Journal:
         self.stats.failures += 1
         self._rewinds += 1
         log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
-        with contextlib.suppress(OSError):
+        try:
             os.ftruncate(self._fd, self._durable_size)
+        except OSError:
+            # Torn bytes stay behind: writing more would bury them mid-file. Refuse until a
+            # restart sets them aside.
+            self._broken = True
+            log.critical("journal_rewind_failed", path=str(self.path))
         self._state, self._size = self._durable_state, self._durable_size
         if self._next_sync is not None:
             # Written on top of what was just lost: not durable, and now not even written.

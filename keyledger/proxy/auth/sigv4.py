@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -101,9 +101,12 @@ class SigV4Authenticator:
             )
         principal, secret = known
         timestamp = wire.headers.get("x-amz-date", "")
-        if "x-amz-date" not in auth.signed_headers or "host" not in auth.signed_headers:
+        unsigned = _must_sign(wire.headers) - set(auth.signed_headers)
+        if unsigned:
+            # X-Amz-Target chooses the operation: an unsigned one could turn a captured
+            # read into a delete within the replay window.
             raise AuthError(
-                "SignedHeaders must include host and x-amz-date",
+                f"SignedHeaders must include {', '.join(sorted(unsigned))}",
                 kind=ErrorKind.MALFORMED_AUTH,
                 principal_hint=principal.id,
             )
@@ -157,6 +160,14 @@ class SigV4Authenticator:
                 SIGNATURE_MISMATCH, kind=ErrorKind.BAD_SIGNATURE, principal_hint=principal.id
             )
         return principal
+
+
+def _must_sign(headers: Mapping[str, str]) -> set[str]:
+    """Headers that change what a request means: host, date, content type, every x-amz-*."""
+    names = {name.lower() for name in headers}
+    return {"host", "x-amz-date"} | {
+        name for name in names if name.startswith("x-amz-") or name == "content-type"
+    }
 
 
 def _parse_amz_date(text: str) -> datetime | None:

@@ -19,7 +19,7 @@ import orjson
 from keyledger.backends import BackendError
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, ErrorKind, ProxyError, RequestError
-from keyledger.proxy.wire import Call, WireRequest, WireResponse
+from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
 
 __all__ = ["OPERATIONS", "AwsFrontend"]
 
@@ -91,7 +91,7 @@ class AwsFrontend:
 
     def operation_name(self, wire: WireRequest) -> str:
         target = wire.headers.get("x-amz-target", "")
-        return target.removeprefix(TARGET_PREFIX)[:128] or "(none)"
+        return caller_text(target.removeprefix(TARGET_PREFIX), limit=128) or "(none)"
 
     def parse(self, wire: WireRequest) -> Call:
         target = wire.headers.get("x-amz-target", "")
