@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from keyledger.backends import Backend, BackendError
-from keyledger.model import Principal, SecretItem, SecretRef
+from keyledger.model import Action, Principal, SecretItem, SecretRef
 from keyledger.policies import Decision, PolicyEngine
 from keyledger.proxy.audit.events import (
     AuditEvent,
@@ -187,13 +187,21 @@ class Gateway:
             return self._frontend.render(
                 call, empty, hidden=set(), denied=set(authz.denied), request_id=rid
             )
-        try:
-            # Fail closed before touching the store: its effect could not be recorded.
-            await self._journal.ensure_writable()
-        except JournalUnavailable as exc:
-            raise AuditUnavailable(
-                "keyledger cannot write its audit journal, so it refused the request"
-            ) from exc
+        if call.action in _CHANGES:
+            # Write-ahead: the intent is durable before the store changes anything, so a
+            # change can never go unrecorded, even if its outcome cannot be written.
+            ref = call.targets[0] if len(call.targets) == 1 else None
+            decision = authz.decisions.get(ref) if ref is not None else authz.gate
+            name = names[ref] if ref is not None else None
+            await self._record([self._event(ctx, who, call, name, decision, Status.PENDING)])
+        else:
+            try:
+                # Fail closed before touching the store: its answer could not be recorded.
+                await self._journal.ensure_writable()
+            except JournalUnavailable as exc:
+                raise AuditUnavailable(
+                    "keyledger cannot write its audit journal, so it refused the request"
+                ) from exc
 
         # 5. Call the backend (for a partly denied batch, only for the allowed secrets).
         request = self._frontend.narrow(call, authz.allowed) if authz.denied else call.request
@@ -320,6 +328,9 @@ class Gateway:
                 value_fingerprint=self._fingerprint(item.value) if item is not None else None,
             ),
         )
+
+
+_CHANGES = frozenset({Action.WRITE, Action.ROTATE, Action.DELETE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +49,9 @@ class TestOperations:
         # The store itself saw every change.
         assert store.get_secret_value(SecretId="app/lifecycle")["SecretString"] == "v2"
 
-        ops = [e["request"]["operation"] for e in proxy.events("access")]
+        events = proxy.events("access")
+        outcomes = [e for e in events if e["outcome"]["status"] != "pending"]
+        ops = [e["request"]["operation"] for e in outcomes]
         assert ops == [
             "CreateSecret",
             "PutSecretValue",
@@ -64,11 +67,20 @@ class TestOperations:
             "RestoreSecret",
             "GetSecretValue",
         ]
-        actions = {e["request"]["operation"]: e["action"] for e in proxy.events("access")}
+        # Every change was recorded durably *before* it reached the store, then its outcome.
+        for before, after in itertools.pairwise(events):
+            if after["action"] in {"write", "rotate", "delete"}:
+                if after["outcome"]["status"] == "pending":
+                    continue
+                assert before["outcome"]["status"] == "pending"
+                assert before["request"]["id"] == after["request"]["id"]
+                assert before["chain"]["seq"] + 1 == after["chain"]["seq"]
+        assert sum(e["outcome"]["status"] == "pending" for e in events) == 7
+        actions = {e["request"]["operation"]: e["action"] for e in outcomes}
         assert actions["CreateSecret"] == "write"
         assert actions["DeleteSecret"] == "delete"
         assert actions["DescribeSecret"] == "describe"
-        versioned = [e for e in proxy.events("access") if e["resource"]["version"]]
+        versioned = [e for e in outcomes if e["resource"]["version"]]
         assert versioned[0]["resource"]["version"] == "AWSPREVIOUS"
 
     def test_rotate_secret_is_the_rotate_action(self, proxy: RunningProxy, store: Any) -> None:

@@ -46,6 +46,9 @@ class Status(enum.StrEnum):
     SUCCESS = "success"
     DENIED = "denied"
     ERROR = "error"
+    # Written before a change (write, rotate, delete) is sent to the store; its outcome
+    # follows. A pending event with no outcome means the change may have happened.
+    PENDING = "pending"
 
 
 def format_time(moment: datetime) -> str:
