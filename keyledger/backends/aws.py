@@ -148,11 +148,19 @@ class AwsBackend:
     async def resolve(self, ref: SecretRef) -> SecretRef:
         if not ref.name.startswith("arn:"):
             return ref
-        # The store decides what an ARN (full or partial) names; we do not parse it.
-        data = await self._send("DescribeSecret", {"SecretId": ref.name})
-        name = data.get("Name")
-        if not isinstance(name, str):
-            raise BackendUnavailable("DescribeSecret returned no Name", status=502)
+        # The store decides what an ARN (full or partial) names; we do not parse it. Then
+        # the name must lead back to the same secret: an ARN of another account or region
+        # would otherwise be authorised as the local secret of the same name.
+        found = await self._send("DescribeSecret", {"SecretId": ref.name})
+        name, arn = found.get("Name"), found.get("ARN")
+        if not isinstance(name, str) or not isinstance(arn, str):
+            raise BackendUnavailable("DescribeSecret returned no Name or ARN", status=502)
+        local = await self._send("DescribeSecret", {"SecretId": name})
+        if not arn.startswith(ref.name) or local.get("ARN") != arn:
+            raise InvalidBackendRequest(
+                "keyledger serves the secrets of its own account and region only",
+                code="AccessDeniedException",
+            )
         return SecretRef(self.name, name)
 
     async def call(self, request: SecretRequest) -> SecretResult:

@@ -157,6 +157,23 @@ class Gateway:
             return self._frontend.render_error(exc, request_id=rid)
 
         # 3. Resolve aliases (ARNs) to the store's own names: policies speak in names.
+        #    Nobody learns from the store what they could not touch anyway.
+        engine = self._policies.engine
+        if call.targets:
+            gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
+            if not gate.allowed:
+                # Recorded as the caller named them (an ARN stays an ARN): never resolved.
+                await self._record(
+                    [
+                        self._event(ctx, who, call, ref, gate, Status.DENIED, "AccessDenied")
+                        for ref in call.targets
+                    ]
+                )
+                first = call.targets[0] if len(call.targets) == 1 else None
+                refusal = AccessDenied(
+                    principal=principal.id, operation=call.operation, ref=first, explicit=False
+                )
+                return self._frontend.render_error(refusal, request_id=rid)
         try:
             names = {ref: await self._backend.resolve(ref) for ref in call.targets}
         except BackendError as exc:
@@ -166,7 +183,6 @@ class Gateway:
             return self._frontend.render_error(exc, request_id=rid)
 
         # 4. Authorise, with the policy in force when the request arrived.
-        engine = self._policies.engine
         authz = _authorize(engine, principal, call, names)
         if authz.refusal is not None:
             ref = authz.refusal.ref

@@ -150,6 +150,36 @@ class TestReads:
         assert [e["resource"]["secret"] for e in denied] == ["app/db-backup"] * 2
         assert {e["decision"]["rule"] for e in denied} == {"app-no-backups"}
 
+    def test_arn_of_another_account_is_refused(self, proxy: RunningProxy, store: Any) -> None:
+        """An ARN naming another account or region is not authorised as the local name."""
+        store.create_secret(Name="app/local", SecretString="v")
+        # A partial ARN: moto (like a lenient store) resolves it to the local secret.
+        foreign = "arn:aws:secretsmanager:eu-west-3:999999999999:secret:app/local"
+        with pytest.raises(ClientError) as exc:
+            proxy.client().get_secret_value(SecretId=foreign)
+        assert error_code(exc) == "AccessDeniedException"
+        assert proxy.events("access")[-1]["outcome"]["status"] == "error"
+
+    def test_nobody_learns_whether_an_arn_exists_without_any_permission(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """An identity with no rules gets AccessDenied for real and made-up ARNs alike."""
+        arn = store.create_secret(Name="app/exists", SecretString="v")["ARN"]
+        made_up = arn.replace("app/exists", "app/nothing")
+        for secret_id in (arn, made_up):
+            with pytest.raises(ClientError) as exc:
+                proxy.client("stranger").get_secret_value(SecretId=secret_id)
+            assert error_code(exc) == "AccessDeniedException"
+        assert [e["resource"]["secret"] for e in proxy.events("access")[-2:]] == [arn, made_up]
+
+    def test_batch_of_more_than_twenty_is_invalid(self, proxy: RunningProxy) -> None:
+        """The service's limit of 20 ids per batch holds, before any lookup."""
+        status, body, _ = raw_call(
+            proxy, "BatchGetSecretValue", {"SecretIdList": [f"app/{i}" for i in range(21)]}
+        )
+        assert status == 400
+        assert body["__type"] == "InvalidParameterException"
+
     def test_binary_secret_round_trips(self, proxy: RunningProxy, store: Any) -> None:
         """SecretBinary values come back byte for byte."""
         store.create_secret(Name="app/blob", SecretBinary=b"\x00\x01\xffbinary")
@@ -196,6 +226,7 @@ class TestPolicy:
         assert error_code(exc) == "AccessDeniedException"
         event = proxy.events("access")[-1]
         assert event["principal"]["id"] == "stranger"
+        assert event["resource"]["secret"] == "app/db/password"
         assert event["decision"]["rule"] is None
         assert "default deny" in event["decision"]["reason"]
 

@@ -24,6 +24,7 @@ from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
 __all__ = ["OPERATIONS", "AwsFrontend"]
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
+BATCH_LIMIT = 20  # SecretIdListType max in the service model
 TARGET_PREFIX = "secretsmanager."
 
 
@@ -150,6 +151,11 @@ class AwsFrontend:
             )
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise RequestError("SecretIdList must be a list of secret names or ARNs")
+        if not 1 <= len(ids) <= BATCH_LIMIT:
+            # The service's own limit; it also bounds the ARN lookups done before authorising.
+            raise RequestError(f"SecretIdList must name 1 to {BATCH_LIMIT} secrets")
+        if params.get("Filters") is not None:
+            raise RequestError("Either SecretIdList or Filters must be given, not both")
         refs = tuple(dict.fromkeys(SecretRef(self.backend, i) for i in ids))
         return Call(
             operation="BatchGetSecretValue",
