@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
@@ -86,11 +88,11 @@ class _Handler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
+        unreadable: RequestError | None = None
         try:
             body = await self._read_body(request)
-            too_large = False
-        except web.HTTPRequestEntityTooLarge:
-            body, too_large = b"", True
+        except RequestError as exc:
+            body, unreadable = b"", exc
         wire = WireRequest(
             method=request.method,
             path=request.path,
@@ -101,29 +103,39 @@ class _Handler:
             user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
             request_id=request_id,
         )
-        if too_large:
-            error = RequestError(
-                f"request body exceeds {self.max_body} bytes", kind=ErrorKind.TOO_LARGE
-            )
-            response = await self.gateway.refuse(wire, error)
+        if unreadable is not None:
+            # Audited like any other call, though the caller may be gone already.
+            response = await self.gateway.refuse(wire, unreadable)
         else:
             response = await self.gateway.handle(wire)
         return web.Response(status=response.status, body=response.body, headers=response.headers)
 
     async def _read_body(self, request: web.Request) -> bytes:
-        """The whole body, bounded by the app's ``client_max_size`` and by time."""
+        """The whole body, bounded in size and in time; RequestError if it cannot be had."""
         if (request.content_length or 0) > self.max_body:
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=self.max_body, actual_size=request.content_length or 0
-            )
-        if request.content.is_eof():
-            # The whole body has already arrived (the usual small JSON call): no timer.
-            return await request.read()
+            raise _too_large(self.max_body)
         try:
+            if request.content.is_eof():
+                # The whole body has already arrived (the usual small JSON call): no timer.
+                return await request.read()
             async with asyncio.timeout(self.read_timeout):
                 return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(self.max_body) from None
         except TimeoutError:
-            raise web.HTTPRequestTimeout() from None
+            raise RequestError(
+                f"the request body did not arrive within {self.read_timeout:g} s",
+                kind=ErrorKind.TIMEOUT,
+            ) from None
+        except (OSError, aiohttp.ClientError, HttpProcessingError) as exc:
+            raise RequestError(
+                f"the request body could not be read ({type(exc).__name__})",
+                kind=ErrorKind.MALFORMED_BODY,
+            ) from None
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(f"request body exceeds {limit} bytes", kind=ErrorKind.TOO_LARGE)
 
 
 async def make_app(config: Config) -> web.Application:

@@ -39,6 +39,7 @@ class ErrorKind(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     MALFORMED_BODY = "malformed_body"
     TOO_LARGE = "request_too_large"
+    TIMEOUT = "request_timeout"
     ACCESS_DENIED = "access_denied"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL = "internal"

@@ -435,3 +435,34 @@ class TestUnreachableStore:
         assert event["decision"]["effect"] == "allow"
         assert event["outcome"]["status"] == "error"
         assert event["outcome"]["code"] == "InternalServiceError"
+
+
+class TestSlowClients:
+    @pytest.fixture
+    def impatient(
+        self, tmp_path: Path, moto_url: str, store: Any, store_credentials: None
+    ) -> Iterator[RunningProxy]:
+        """keyledger that waits at most half a second for a request body."""
+        doc = write_proxy_files(tmp_path)
+        doc["backends"]["aws"]["endpoint_url"] = moto_url
+        doc["limits"] = {"request_timeout_s": 0.5}
+        config = parse_config(doc, base=tmp_path, source="test")
+        running = RunningProxy(config, issue_keys(config, ("app", ())))
+        running.start()
+        yield running
+        running.stop()
+
+    def test_body_that_never_arrives_is_refused_and_audited(self, impatient: RunningProxy) -> None:
+        """A client that stalls mid-body gets RequestTimeoutException, and the call is recorded."""
+        url = urlsplit(impatient.url)
+        with socket.create_connection((url.hostname or "", url.port or 0), timeout=10) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: secretsmanager.GetSecretValue\r\n"
+                b'Content-Length: 100\r\n\r\n{"SecretId": '
+            )
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert b"RequestTimeoutException" in reply
+        event = impatient.events("access")[-1]
+        assert event["outcome"]["code"] == "request_timeout"
+        assert event["request"]["operation"] == "GetSecretValue"

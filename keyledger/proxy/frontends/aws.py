@@ -71,6 +71,7 @@ _ERRORS: Mapping[ErrorKind, tuple[int, str]] = {
     ErrorKind.BAD_REQUEST: (400, "InvalidParameterException"),
     ErrorKind.MALFORMED_BODY: (400, "SerializationException"),
     ErrorKind.TOO_LARGE: (413, "RequestEntityTooLargeException"),
+    ErrorKind.TIMEOUT: (408, "RequestTimeoutException"),
     ErrorKind.ACCESS_DENIED: (400, "AccessDeniedException"),
     ErrorKind.AUDIT_UNAVAILABLE: (503, "ServiceUnavailable"),
     ErrorKind.INTERNAL: (500, "InternalServiceError"),
