@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import structlog
 
 from keyledger import sigv4
 from keyledger.backends.errors import (
@@ -33,6 +34,8 @@ from keyledger.backends.errors import (
 from keyledger.model import SecretItem, SecretRef, SecretRequest, SecretResult
 
 __all__ = ["AwsBackend", "AwsSettings"]
+
+log = structlog.get_logger("keyledger.backends.aws")
 
 SERVICE = "secretsmanager"
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -47,7 +50,10 @@ _UPSTREAM_AUTH = {
     "InvalidSignatureException",
     "ExpiredTokenException",
     "MissingAuthenticationTokenException",
-    "IncompleteSignature",
+    "IncompleteSignatureException",
+    # keyledger's own role lacks a permission (IAM or a KMS key policy): the caller did
+    # nothing wrong, and the message would name keyledger's role.
+    "AccessDeniedException",
 }
 
 
@@ -223,8 +229,11 @@ def _error(status: int, raw: bytes, error_type: str) -> BackendError:
     code = code.rsplit("#", 1)[-1].split(":", 1)[0]
     message = str(body.get("message") or body.get("Message") or code)
     if code in _UPSTREAM_AUTH:
+        # The operator needs the store's words; the caller gets no detail of our IAM setup.
+        log.warning("store_refused_keyledger", code=code, message=message[:500])
         return BackendUnavailable(
-            f"the secrets backend refused keyledger's own AWS credentials ({code})",
+            f"the secrets store refused keyledger's own credentials or permissions ({code}); "
+            "see keyledger's log",
             code="InternalServiceError",
             status=500,
         )

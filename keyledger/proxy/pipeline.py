@@ -238,21 +238,35 @@ class Gateway:
                 decision = authz.decisions.get(item.ref) or engine.decide(
                     principal.id, principal.groups, call.action, item.ref
                 )
-                if not decision.allowed:
-                    hidden.add(item.ref)
-                if item.value is not None:
-                    status = Status.SUCCESS if decision.allowed else Status.DENIED
-                    code = None if decision.allowed else "AccessDenied"
+                if item.value is None:
+                    if not decision.allowed:
+                        hidden.add(item.ref)
+                elif decision.allowed:
                     events.append(
-                        self._event(ctx, who, call, item.ref, decision, status, code, item)
+                        self._event(ctx, who, call, item.ref, decision, Status.SUCCESS, None, item)
+                    )
+                else:
+                    # Fetched (a filtered batch read) but withheld: recorded, no fingerprint.
+                    hidden.add(item.ref)
+                    events.append(
+                        self._event(
+                            ctx, who, call, item.ref, decision, Status.DENIED, "AccessDenied"
+                        )
                     )
             for ref, code in self._frontend.item_errors(call, result):
-                decision = authz.decisions.get(ref)
+                decision = authz.decisions.get(ref) or engine.decide(
+                    principal.id, principal.groups, call.action, names.get(ref, ref)
+                )
+                if not decision.allowed:
+                    hidden.add(ref)  # its name is not the caller's to learn
+                    continue
                 name = names.get(ref, ref)
                 events.append(self._event(ctx, who, call, name, decision, Status.ERROR, code))
-            if authz.gate is not None and not any(i.value is not None for i in result.items):
-                # A listing serves no values: one event for the call.
-                events.append(self._event(ctx, who, call, None, authz.gate, Status.SUCCESS))
+            if not events:
+                # A listing serves no values (or a batch came back empty): one event for
+                # the call.
+                decision = authz.gate or next(iter(authz.decisions.values()), None)
+                events.append(self._event(ctx, who, call, None, decision, Status.SUCCESS))
         else:
             ref = call.targets[0]
             name, decision = names[ref], authz.decisions[ref]

@@ -293,6 +293,13 @@ class TestPolicy:
             Filters=[{"Key": "name", "Values": ["app/"]}]
         )
         assert [v["Name"] for v in response["SecretValues"]] == ["app/f1"]
+        assert response["Errors"] == []
+        events = {e["resource"]["secret"]: e for e in proxy.events("access")}
+        assert events["app/f1"]["outcome"]["value_fingerprint"].startswith("hmac-sha256:")
+        withheld = events["app/forbidden-f2"]
+        assert withheld["outcome"]["status"] == "denied"
+        # Fetched but never served: nothing about its value is recorded.
+        assert withheld["outcome"]["value_fingerprint"] is None
 
 
 class TestAuthentication:

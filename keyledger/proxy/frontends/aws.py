@@ -3,7 +3,8 @@
 The operation comes from ``X-Amz-Target: secretsmanager.<Operation>``, the input is the
 JSON body, and errors are ``{"__type": code, "message": text}`` with the code also in
 ``x-amzn-ErrorType`` -- what botocore parses into ``ClientError`` codes. Inputs are passed
-to the store untouched, so the store keeps validating them exactly as AWS does. A SecretId
+to the store as parsed (re-encoded, so duplicate keys cannot mean one thing to keyledger and
+another to the store), and the store keeps validating them exactly as AWS does. A SecretId
 may be an ARN; the frontend does not guess the name inside it (a partial ARN is ambiguous
 when a name ends in "-" and six characters): the backend resolves it before authorisation.
 """
@@ -209,7 +210,7 @@ class AwsFrontend:
         request_id: str,
     ) -> WireResponse:
         data: Mapping[str, Any] = result.data
-        if hidden or denied:
+        if call.filter_results:
             data = self._filtered(call, data, hidden, denied)
         return WireResponse(
             status=200,
@@ -224,17 +225,18 @@ class AwsFrontend:
         hidden: Set[SecretRef],
         denied: Set[SecretRef],
     ) -> dict[str, Any]:
-        def visible(entry: Any) -> bool:
-            name = entry.get("Name") if isinstance(entry, Mapping) else None
-            return not isinstance(name, str) or SecretRef(self.backend, name) not in hidden
+        def visible(entry: Any, key: str) -> bool:
+            # Fail closed: an entry we cannot name is an entry we cannot authorise.
+            name = entry.get(key) if isinstance(entry, Mapping) else None
+            return isinstance(name, str) and SecretRef(self.backend, name) not in hidden
 
         out = dict(data)
         list_key = "SecretList" if call.operation == "ListSecrets" else "SecretValues"
         if list_key in out:
-            out[list_key] = [e for e in out[list_key] if visible(e)]
-        if call.operation == "BatchGetSecretValue" and denied:
+            out[list_key] = [e for e in out[list_key] if visible(e, "Name")]
+        if call.operation == "BatchGetSecretValue":
             ids = call.request.params.get("SecretIdList") or []
-            errors = list(out.get("Errors") or [])
+            errors = [e for e in out.get("Errors") or [] if visible(e, "SecretId")]
             for secret_id in ids:
                 if SecretRef(self.backend, secret_id) in denied:
                     errors.append(
