@@ -61,7 +61,8 @@ class SecretRequest:
     action: Action
     ref: SecretRef | None
     operation: str
-    params: Mapping[str, Any]
+    # May carry a value being written (SecretString): never in a repr, so never in a log.
+    params: Mapping[str, Any] = field(repr=False)
     version: str | None = None
 
 

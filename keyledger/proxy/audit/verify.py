@@ -1,9 +1,10 @@
 """Recompute hash chains and report the first place each one breaks.
 
-Checks, per chain found in the input: every line parses; its hash matches its content; seq
-runs 1, 2, 3, ... with no gap, repeat or reordering; and every ``prev`` names the hash of
-the event before it. Cutting events off the *end* of a chain leaves no trace in the chain
-itself: signed checkpoints (a later feature) close that gap.
+Checks, per chain found in the input: every line parses, is byte-for-byte as keyledger
+writes it and belongs to its file's chain; its hash matches its content; seq runs 1, 2,
+3, ... with no gap, repeat or reordering; and every ``prev`` names the hash of the event
+before it. An unkeyed chain cannot show events cut off its *end*, nor a line rewritten
+together with every hash after it: signed checkpoints (a later feature) close that gap.
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ def verify_path(path: Path) -> VerifyReport:
     report = VerifyReport()
     for file in journal_files(path):
         report.files.append(str(file))
+        owner: list[str] = []  # the chain this file belongs to: its first line's
         for number, raw in _lines(file):
-            _check_line(report, str(file), number, raw)
+            _check_line(report, str(file), number, raw, owner)
     return report
 
 
-def _check_line(report: VerifyReport, file: str, number: int, raw: bytes) -> None:
+def _check_line(report: VerifyReport, file: str, number: int, raw: bytes, owner: list[str]) -> None:
     def fail(chain: ChainReport | None, seq: int | None, reason: str) -> None:
         problem = Problem(file, number, seq, reason)
         if chain is not None:
@@ -95,10 +97,25 @@ def _check_line(report: VerifyReport, file: str, number: int, raw: bytes) -> Non
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         fail(None, None, "not a keyledger audit event (unreadable JSON or no chain field)")
         return
+    if not owner:
+        owner.append(chain_id)
+    elif chain_id != owner[0]:
+        # A forged line claiming another chain would otherwise be checked against that
+        # (empty) chain and pass.
+        fail(
+            report.chains.get(owner[0]),
+            seq,
+            f"belongs to chain {chain_id!r}, but this file holds chain {owner[0]!r}",
+        )
+        return
     chain = report.chains.setdefault(chain_id, ChainReport(chain_id))
     if chain.problem is not None:
         return
-    if event_hash(record) != claimed:
+    if orjson.dumps(record) + b"\n" != raw:
+        # The hash covers the parsed event; bytes that parse to it in another way
+        # (duplicate keys, spacing) could show one thing to a reader and another to us.
+        fail(chain, seq, "not as keyledger wrote it (re-encoded, or duplicate keys)")
+    elif event_hash(record) != claimed:
         fail(chain, seq, "hash mismatch: the event was modified after it was written")
     elif seq != chain.last_seq + 1:
         if seq <= chain.last_seq:

@@ -70,6 +70,28 @@ class TestVerifyPath:
         assert (chain.events, chain.last_seq) == (5, 5)
         assert chain.last_hash == orjson.loads(lines[-1])["chain"]["hash"]
 
+    def test_forged_line_of_another_chain_is_found(self, tmp_path: Path) -> None:
+        """A self-consistent line claiming its own chain cannot hide inside this file."""
+        lines = chain_lines("node-1", 4)
+        forged = chain_lines("node-1 ", 1)[0]  # a chain id that differs by a space
+        path = write(tmp_path / "node-1.jsonl", [*lines[:2], forged, *lines[2:]])
+
+        problem = only_problem(path)
+
+        assert problem.line == 3
+        assert "belongs to chain 'node-1 '" in problem.reason
+
+    def test_duplicate_key_that_parses_the_same_is_found(self, tmp_path: Path) -> None:
+        """A prepended duplicate key shows readers another principal: not accepted."""
+        lines = chain_lines("node-1", 3)
+        lines[1] = b'{"principal":{"id":"mallory"},' + lines[1][1:]
+        path = write(tmp_path / "node-1.jsonl", lines)
+
+        problem = only_problem(path)
+
+        assert (problem.line, problem.seq) == (2, 2)
+        assert "not as keyledger wrote it" in problem.reason
+
     def test_nothing_to_verify_is_not_ok(self, tmp_path: Path) -> None:
         """A folder with no journal in it does not pass as verified."""
         assert not verify_path(tmp_path).ok
