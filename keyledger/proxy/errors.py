@@ -15,6 +15,7 @@ same frontend function.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 from keyledger.model import SecretRef
 
@@ -56,11 +57,21 @@ class ProxyError(Exception):
 
 
 class AuthError(ProxyError):
-    """``principal_hint`` is the claimed identity (an access key id), for the audit event."""
+    """For the audit event: ``principal_hint`` names the identity the credential belongs to
+    (None when nobody recognised it) and ``claimed`` what the caller presented (a key id).
+    """
 
-    def __init__(self, message: str, *, kind: ErrorKind, principal_hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        principal_hint: str | None = None,
+        claimed: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message, kind=kind)
         self.principal_hint = principal_hint
+        self.claimed: Mapping[str, str] = claimed or {}
 
 
 class RequestError(ProxyError):

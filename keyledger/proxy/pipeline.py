@@ -318,7 +318,11 @@ class Gateway:
                 AuditEvent(
                     type=EventType.AUTH_FAILURE,
                     request=ctx.request,
-                    principal=PrincipalInfo(id=exc.principal_hint, auth_method=self._auth.method),
+                    principal=PrincipalInfo(
+                        id=exc.principal_hint,
+                        auth_method=self._auth.method,
+                        attributes=exc.claimed,
+                    ),
                     outcome=Outcome(
                         status=Status.DENIED, code=exc.kind.value, latency_ms=ctx.elapsed_ms()
                     ),

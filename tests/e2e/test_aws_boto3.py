@@ -314,7 +314,7 @@ class TestAuthentication:
             "id": "app",
             "auth_method": "sigv4",
             "groups": [],
-            "attributes": {},
+            "attributes": {"access_key_id": proxy.keys["app"].access_key_id},
         }
         assert event["outcome"]["code"] == "signature_mismatch"
         assert event["request"]["operation"] == "GetSecretValue"
@@ -326,7 +326,8 @@ class TestAuthentication:
             client.get_secret_value(SecretId="app/db/password")
         assert error_code(exc) == "UnrecognizedClientException"
         event = proxy.events("auth_failure")[-1]
-        assert event["principal"]["id"] == "AKIAEXAMPLEEXAMPLE00"
+        assert event["principal"]["id"] is None
+        assert event["principal"]["attributes"] == {"access_key_id": "AKIAEXAMPLEEXAMPLE00"}
         assert event["outcome"]["code"] == "unknown_access_key"
 
     @pytest.mark.parametrize("skew", [timedelta(minutes=-6), timedelta(minutes=6)])

@@ -97,7 +97,7 @@ class SigV4Authenticator:
             raise AuthError(
                 "The security token included in the request is invalid.",
                 kind=ErrorKind.UNKNOWN_KEY,
-                principal_hint=key_id,
+                claimed={"access_key_id": key_id},
             )
         principal, secret = known
         timestamp = wire.headers.get("x-amz-date", "")
@@ -109,6 +109,7 @@ class SigV4Authenticator:
                 f"SignedHeaders must include {', '.join(sorted(unsigned))}",
                 kind=ErrorKind.MALFORMED_AUTH,
                 principal_hint=principal.id,
+                claimed={"access_key_id": key_id},
             )
         sent = _parse_amz_date(timestamp)
         if sent is None:
@@ -116,6 +117,7 @@ class SigV4Authenticator:
                 f"X-Amz-Date {timestamp[:32]!r} is not a valid ISO 8601 basic timestamp",
                 kind=ErrorKind.MALFORMED_AUTH,
                 principal_hint=principal.id,
+                claimed={"access_key_id": key_id},
             )
         if auth.service != self._service or auth.date != timestamp[:8]:
             raise AuthError(
@@ -123,6 +125,7 @@ class SigV4Authenticator:
                 f"'{self._service}' on date {timestamp[:8]}",
                 kind=ErrorKind.BAD_SCOPE,
                 principal_hint=principal.id,
+                claimed={"access_key_id": key_id},
             )
         now = self._clock()
         if abs(now - sent) > self._max_skew:
@@ -135,6 +138,7 @@ class SigV4Authenticator:
                 f"{int(self._max_skew.total_seconds() // 60)} min.)",
                 kind=ErrorKind.EXPIRED,
                 principal_hint=principal.id,
+                claimed={"access_key_id": key_id},
             )
         try:
             canonical = sigv4.canonical_request(
@@ -150,6 +154,7 @@ class SigV4Authenticator:
                 f"SignedHeaders names {exc.args[0]!r}, which the request does not carry",
                 kind=ErrorKind.MALFORMED_AUTH,
                 principal_hint=principal.id,
+                claimed={"access_key_id": key_id},
             ) from None
         expected = sigv4.signature(
             self._keys.key(secret, auth.date, auth.region, auth.service),
@@ -157,7 +162,10 @@ class SigV4Authenticator:
         )
         if not hmac.compare_digest(expected, auth.signature):
             raise AuthError(
-                SIGNATURE_MISMATCH, kind=ErrorKind.BAD_SIGNATURE, principal_hint=principal.id
+                SIGNATURE_MISMATCH,
+                kind=ErrorKind.BAD_SIGNATURE,
+                principal_hint=principal.id,
+                claimed={"access_key_id": key_id},
             )
         return principal
 

@@ -158,7 +158,8 @@ class TestSigV4Authenticator:
         error = auth_error(identities, wire)
 
         assert error.kind is ErrorKind.UNKNOWN_KEY
-        assert error.principal_hint == "AKKLNOTISSUED000000"
+        assert error.principal_hint is None
+        assert error.claimed == {"access_key_id": "AKKLNOTISSUED000000"}
 
     def test_wrong_secret(self, identities: IdentityStore, issued: IssuedKey) -> None:
         """A signature made with another secret is refused, attributed to the claimed identity."""
@@ -246,7 +247,8 @@ class TestSigV4Authenticator:
         error = auth_error(identities, wire)
 
         assert error.kind is ErrorKind.UNKNOWN_KEY
-        assert error.principal_hint == issued.access_key_id
+        assert error.principal_hint is None
+        assert error.claimed == {"access_key_id": issued.access_key_id}
 
     def test_rotated_key(self, identities: IdentityStore, issued: IssuedKey) -> None:
         """After rotation the new key authenticates as the same identity and the old one fails."""
