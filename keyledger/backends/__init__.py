@@ -1,6 +1,7 @@
 """Secret stores behind one small async Protocol. Never imports ``keyledger.proxy``."""
 
 from keyledger.backends._base import Backend
+from keyledger.backends._http import HttpReply, HttpTransport, HttpTransportError
 from keyledger.backends.errors import (
     BackendConflict,
     BackendError,
@@ -14,6 +15,9 @@ __all__ = [
     "BackendConflict",
     "BackendError",
     "BackendUnavailable",
+    "HttpReply",
+    "HttpTransport",
+    "HttpTransportError",
     "InvalidBackendRequest",
     "SecretNotFound",
 ]

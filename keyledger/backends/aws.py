@@ -2,9 +2,10 @@
 
 Credentials and the endpoint come from botocore, exactly as boto3 would find them (env,
 shared config, SSO, IMDS/ECS roles, ``AWS_ENDPOINT_URL_SECRETS_MANAGER``); both are resolved
-in a worker thread so the event loop never blocks on them. Requests go out over one pooled
-aiohttp session, signed with a cached SigV4 key: a boto3 client call costs ~1 ms of CPU
-under the GIL, which would cap the proxy far below the store's own throughput.
+in a worker thread so the event loop never blocks on them. Requests go out over the
+injected :class:`~keyledger.backends.HttpTransport`, signed with a cached SigV4 key: a boto3
+client call costs ~1 ms of CPU under the GIL, which would cap the proxy far below the
+store's own throughput.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 import structlog
 
 from keyledger import sigv4
+from keyledger.backends._http import HttpTransport, HttpTransportError
 from keyledger.backends.errors import (
     BackendConflict,
     BackendError,
@@ -63,8 +64,6 @@ class AwsSettings:
     region: str | None = None
     endpoint_url: str | None = None
     profile: str | None = None
-    timeout_s: float = 10.0
-    max_connections: int = 256
     # (access key id, secret) instead of the boto3 chain; for embedded test stores only.
     static_credentials: tuple[str, str] | None = field(default=None, repr=False)
 
@@ -80,11 +79,11 @@ class _Credentials:
 class AwsBackend:
     """The :class:`~keyledger.backends.Backend` for AWS Secrets Manager."""
 
-    def __init__(self, settings: AwsSettings) -> None:
+    def __init__(self, settings: AwsSettings, *, transport: HttpTransport) -> None:
         self.name = settings.name
         self._settings = settings
+        self._transport = transport
         self._keys = sigv4.SigningKeyCache()
-        self._session: aiohttp.ClientSession | None = None
         self._botocore: Any = None
         self._credentials: _Credentials | None = None
         self._credentials_lock = asyncio.Lock()
@@ -98,17 +97,10 @@ class AwsBackend:
         url = urlsplit(self._endpoint)
         self._host = url.netloc
         self._path = url.path or "/"
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
-            timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
-            skip_auto_headers=("User-Agent", "Content-Type"),
-        )
         await self._current_credentials()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing to release: the transport belongs to whoever injected it."""
 
     def _resolve_endpoint(self) -> tuple[str, str]:
         import botocore.session  # imported lazily: it takes ~100 ms
@@ -174,8 +166,6 @@ class AwsBackend:
         return SecretResult(data=data, items=_items(self.name, request.operation, data))
 
     async def _send(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        if self._session is None:
-            raise BackendUnavailable("the AWS backend is not started", status=500)
         creds = await self._current_credentials()
         body = orjson.dumps(params)
         headers = sigv4.sign_headers(
@@ -193,18 +183,16 @@ class AwsBackend:
             now=datetime.now(UTC),
         )
         try:
-            async with self._session.post(self._endpoint, data=body, headers=headers) as resp:
-                raw = await resp.read()
-                status = resp.status
-                error_type = resp.headers.get("x-amzn-ErrorType", "")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            reply = await self._transport.post(self._endpoint, headers=headers, body=body)
+        except HttpTransportError as exc:
             raise BackendUnavailable(
-                f"AWS Secrets Manager at {self._host} did not answer: {type(exc).__name__}",
+                f"AWS Secrets Manager at {self._host} did not answer: {exc}",
                 code="InternalServiceError",
                 status=503,
             ) from exc
+        raw, status = reply.body, reply.status
         if status >= 300:
-            raise _error(status, raw, error_type)
+            raise _error(status, raw, reply.headers.get("x-amzn-errortype", ""))
         try:
             parsed = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError as exc:

@@ -30,6 +30,7 @@ from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.config import Config
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
+from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.wire import WireRequest, caller_text
 
@@ -42,6 +43,7 @@ POLICIES = web.AppKey("policies", PolicyHolder)
 JOURNAL = web.AppKey("journal", Journal)
 BACKEND = web.AppKey("backend", Backend)
 GATEWAY = web.AppKey("gateway", Gateway)
+TRANSPORT = web.AppKey("transport", AiohttpTransport)
 
 
 class StartupError(RuntimeError):
@@ -66,7 +68,7 @@ def load_fingerprint_key(config: Config) -> bytes:
     )
 
 
-def _make_backend(config: Config, name: str) -> Backend:
+def _make_backend(config: Config, name: str, transport: AiohttpTransport) -> Backend:
     settings = config.backends[name]
     return AwsBackend(
         AwsSettings(
@@ -74,9 +76,9 @@ def _make_backend(config: Config, name: str) -> Backend:
             region=settings.region,
             endpoint_url=settings.endpoint_url,
             profile=settings.profile,
-            timeout_s=settings.timeout_s,
             static_credentials=settings.static_credentials,
-        )
+        ),
+        transport=transport,
     )
 
 
@@ -150,7 +152,8 @@ async def make_app(config: Config) -> web.Application:
     except ValueError as exc:  # PolicyError, IdentityError
         raise StartupError(str(exc)) from exc
     fingerprint = Fingerprinter(load_fingerprint_key(config))
-    backend = _make_backend(config, config.aws_backend)
+    transport = AiohttpTransport(timeout_s=config.backends[config.aws_backend].timeout_s)
+    backend = _make_backend(config, config.aws_backend, transport)
     journal = Journal(
         directory=config.audit.journal, chain_id=config.audit.chain_id, fsync=config.audit.fsync
     )
@@ -170,6 +173,7 @@ async def make_app(config: Config) -> web.Application:
     app[POLICIES] = policies
     app[JOURNAL] = journal
     app[BACKEND] = backend
+    app[TRANSPORT] = transport
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_journal_ctx)
     app.cleanup_ctx.append(_backend_ctx)
@@ -204,7 +208,8 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
-    backend = app[BACKEND]
+    backend, transport = app[BACKEND], app[TRANSPORT]
+    await transport.start()
     await backend.start()
     try:
         await backend.check()
@@ -215,3 +220,4 @@ async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("backend_ready", backend=backend.name)
     yield
     await backend.close()
+    await transport.close()

@@ -1,0 +1,40 @@
+"""Data flows one way: the policy engine and the backends never reach back into the proxy."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "keyledger"
+
+
+def imports_of(folder: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(PACKAGE.parent))] = names
+    return found
+
+
+@pytest.mark.parametrize("package", ["policies", "backends"])
+def test_lower_layers_do_not_import_the_proxy_or_the_web_stack(package: str) -> None:
+    """policies/ and backends/ import neither keyledger.proxy nor aiohttp."""
+    offenders = {
+        file: sorted(n for n in names if n.startswith(("keyledger.proxy", "aiohttp")))
+        for file, names in imports_of(PACKAGE / package).items()
+    }
+    assert {f: n for f, n in offenders.items() if n} == {}
+
+
+def test_policy_engine_is_synchronous() -> None:
+    """The policy engine has no coroutines: it is pure and synchronous."""
+    for path in (PACKAGE / "policies").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert not any(isinstance(n, ast.AsyncFunctionDef) for n in ast.walk(tree)), path
