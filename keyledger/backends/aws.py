@@ -71,8 +71,8 @@ class AwsSettings:
 @dataclass(frozen=True, slots=True)
 class _Credentials:
     access_key: str
-    secret_key: str
-    token: str | None
+    secret_key: str = field(repr=False)
+    token: str | None = field(repr=False)
     fetched_at: float
 
 
@@ -149,7 +149,22 @@ class AwsBackend:
         # The store decides what an ARN (full or partial) names; we do not parse it. Then
         # the name must lead back to the same secret: an ARN of another account or region
         # would otherwise be authorised as the local secret of the same name.
-        found = await self._send("DescribeSecret", {"SecretId": ref.name})
+        parts = ref.name.split(":", 6)
+        if len(parts) < 7 or parts[2] != SERVICE or parts[5] != "secret":
+            raise InvalidBackendRequest(f"{ref.name[:200]!r} is not a Secrets Manager ARN")
+        if parts[3] and parts[3] != self._region:
+            raise InvalidBackendRequest(
+                "keyledger serves the secrets of its own account and region only",
+                code="AccessDeniedException",
+            )
+        try:
+            found = await self._send("DescribeSecret", {"SecretId": ref.name})
+        except SecretNotFound as exc:
+            # What the ARN may name: as written, or without a 6-character suffix.
+            named = parts[6]
+            head, dash, suffix = named.rpartition("-")
+            candidates = (named, head) if dash and len(suffix) == 6 else (named,)
+            raise SecretNotFound(exc.message, code=exc.code, names=candidates) from exc
         name, arn = found.get("Name"), found.get("ARN")
         if not isinstance(name, str) or not isinstance(arn, str):
             raise BackendUnavailable("DescribeSecret returned no Name or ARN", status=502)

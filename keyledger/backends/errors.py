@@ -27,11 +27,21 @@ __all__ = [
 class BackendError(Exception):
     kind = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int = 400,
+        names: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        # For an alias that could not be resolved: the names it may stand for. The proxy
+        # shows this error only to a caller allowed on one of them.
+        self.names = names
 
 
 class SecretNotFound(BackendError):

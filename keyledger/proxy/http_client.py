@@ -36,7 +36,11 @@ class AiohttpTransport:
         if self._session is None:
             raise HttpTransportError("the HTTP client is not started")
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
+            # Never follow a redirect: it would re-send a signed body (maybe a secret
+            # value being written) to wherever the redirect points.
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 data = await response.read()
                 reply_headers = {k.lower(): v for k, v in response.headers.items()}
                 return HttpReply(response.status, reply_headers, data)

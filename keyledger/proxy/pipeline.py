@@ -9,6 +9,7 @@ the result (fail closed).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from keyledger.backends import Backend, BackendError
+from keyledger.backends import Backend, BackendError, BackendUnavailable
 from keyledger.model import Action, Principal, SecretItem, SecretRef
 from keyledger.policies import Decision, PolicyEngine
 from keyledger.proxy.audit.events import (
@@ -175,12 +176,21 @@ class Gateway:
                 )
                 return self._frontend.render_error(refusal, request_id=rid)
         try:
-            names = {ref: await self._backend.resolve(ref) for ref in call.targets}
+            names = await self._resolve(call)
         except BackendError as exc:
-            ref = call.targets[0] if len(call.targets) == 1 else None
-            failed = self._event(ctx, who, call, ref, None, Status.ERROR, exc.code or exc.kind)
+            target = call.targets[0]
+            failed = self._event(ctx, who, call, target, None, Status.ERROR, exc.code or exc.kind)
             await self._record([failed])
-            return self._frontend.render_error(exc, request_id=rid)
+            if isinstance(exc, BackendUnavailable) or any(
+                engine.decide(principal.id, principal.groups, call.action, n).allowed
+                for n in (SecretRef(call.backend, name) for name in exc.names)
+            ):
+                return self._frontend.render_error(exc, request_id=rid)
+            # "Not found" would tell the caller whether a secret it may not see exists.
+            hide = AccessDenied(
+                principal=principal.id, operation=call.operation, ref=target, explicit=False
+            )
+            return self._frontend.render_error(hide, request_id=rid)
 
         # 4. Authorise, with the policy in force when the request arrived.
         authz = _authorize(engine, principal, call, names)
@@ -276,10 +286,13 @@ class Gateway:
                 # serve it.
                 mismatch = self._event(ctx, who, call, name, decision, Status.ERROR, "NameMismatch")
                 await self._record([mismatch])
-                refusal = AccessDenied(
+                answer: ProxyError = AccessDenied(
                     principal=principal.id, operation=call.operation, ref=ref, explicit=False
                 )
-                return self._frontend.render_error(refusal, request_id=rid)
+                if call.action in _CHANGES:
+                    # The change reached the store already: do not pretend it was refused.
+                    answer = ProxyError("the store answered for a different secret")
+                return self._frontend.render_error(answer, request_id=rid)
             served = found or SecretItem(ref=name)
             events.append(self._event(ctx, who, call, name, decision, Status.SUCCESS, None, served))
 
@@ -288,6 +301,25 @@ class Gateway:
         return self._frontend.render(
             call, result, hidden=hidden, denied=set(authz.denied), request_id=rid
         )
+
+    async def _resolve(self, call: Call) -> dict[SecretRef, SecretRef]:
+        """Each target's name in the store, looked up concurrently.
+
+        In a batch, a target that cannot be resolved stays as written: policy then decides
+        on the alias itself, and the store reports it per secret.
+        """
+        found = await asyncio.gather(
+            *(self._backend.resolve(ref) for ref in call.targets), return_exceptions=True
+        )
+        names: dict[SecretRef, SecretRef] = {}
+        for ref, result in zip(call.targets, found, strict=True):
+            if isinstance(result, SecretRef):
+                names[ref] = result
+            elif isinstance(result, BackendError) and call.partial:
+                names[ref] = ref
+            else:
+                raise result
+        return names
 
     # -- events -----------------------------------------------------------------------
 

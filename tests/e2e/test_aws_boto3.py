@@ -32,6 +32,7 @@ def raw_call(
     secret: str | None = None,
     now: datetime | None = None,
     sign_target: bool = True,
+    sign_content_type: bool = True,
     extra_headers: dict[str, bytes] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """A hand-signed JSON 1.1 call, for requests no SDK would send."""
@@ -49,7 +50,7 @@ def raw_call(
         host=url.netloc,
         path="/",
         headers={
-            "content-type": "application/x-amz-json-1.1",
+            **({"content-type": "application/x-amz-json-1.1"} if sign_content_type else {}),
             **({"x-amz-target": f"secretsmanager.{operation}"} if sign_target else {}),
         },
         body=payload,
@@ -171,6 +172,34 @@ class TestReads:
                 proxy.client("stranger").get_secret_value(SecretId=secret_id)
             assert error_code(exc) == "AccessDeniedException"
         assert [e["resource"]["secret"] for e in proxy.events("access")[-2:]] == [arn, made_up]
+
+    def test_arns_do_not_reveal_secrets_outside_the_callers_reach(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """Real and made-up ARNs outside app/* look the same; inside, not-found is honest."""
+        arn = store.create_secret(Name="other/exists", SecretString="v")["ARN"]
+        prefix = arn.split(":secret:")[0] + ":secret:"
+        codes = []
+        for secret_id in (prefix + "other/exists", prefix + "other/nothing"):
+            with pytest.raises(ClientError) as exc:
+                proxy.client().get_secret_value(SecretId=secret_id)
+            codes.append(error_code(exc))
+        assert codes == ["AccessDeniedException", "AccessDeniedException"]
+        # The event still says what really happened.
+        assert proxy.events("access")[-1]["outcome"]["code"] == "ResourceNotFoundException"
+        with pytest.raises(ClientError) as exc:
+            proxy.client().get_secret_value(SecretId=prefix + "app/nothing")
+        assert error_code(exc) == "ResourceNotFoundException"
+
+    def test_batch_with_an_unknown_arn_still_serves_the_rest(
+        self, proxy: RunningProxy, store: Any
+    ) -> None:
+        """One unresolvable ARN in a batch is reported for itself, not for the whole batch."""
+        arn = store.create_secret(Name="app/ok", SecretString="fine")["ARN"]
+        missing = arn.split(":secret:")[0] + ":secret:app/missing"
+        response = proxy.client().batch_get_secret_value(SecretIdList=["app/ok", missing])
+        assert [v["SecretString"] for v in response["SecretValues"]] == ["fine"]
+        assert [e["SecretId"] for e in response["Errors"]] == [missing]
 
     def test_batch_of_more_than_twenty_is_invalid(self, proxy: RunningProxy) -> None:
         """The service's limit of 20 ids per batch holds, before any lookup."""
@@ -352,6 +381,19 @@ class TestAuthentication:
         assert "x-amz-target" in body["message"]
         assert store.describe_secret(SecretId="app/keep")["Name"] == "app/keep"
         assert proxy.events("auth_failure")[-1]["outcome"]["code"] == "malformed_authentication"
+
+    def test_unsigned_content_type_is_accepted(self, proxy: RunningProxy, store: Any) -> None:
+        """SDKs that leave Content-Type unsigned (JavaScript v2, PHP) work, as with AWS."""
+        store.create_secret(Name="app/js", SecretString="v")
+        status, body, _ = raw_call(
+            proxy,
+            "GetSecretValue",
+            {"SecretId": "app/js"},
+            extra_headers={"Content-Type": b"application/x-amz-json-1.1"},
+            sign_content_type=False,
+        )
+        assert status == 200, body
+        assert body["SecretString"] == "v"
 
     def test_undecodable_header_bytes_are_still_audited(
         self, proxy: RunningProxy, store: Any

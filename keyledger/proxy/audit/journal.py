@@ -78,11 +78,10 @@ class Journal:
         self._next_sync: asyncio.Future[None] | None = None
         self._next_sync_events = 0
         self._syncer: asyncio.Task[None] | None = None
+        # Bumped by every rewind: an fsync in flight across one proves nothing.
         self._rewinds = 0
-        self._broken = False
-        self._probe = (
-            asyncio.Lock()
-        )  # bumped by every rewind: an fsync in flight across one proves nothing
+        self._broken = False  # a rewind failed: refuse everything until a restart
+        self._probe: asyncio.Task[None] | None = None
         self._recovered: dict[str, Any] | None = None
 
     @property
@@ -131,16 +130,19 @@ class Journal:
         """
         if self.healthy:
             return
-        async with self._probe:  # one probe at a time; the others wait for its verdict
-            if self.healthy:
-                return
-            await self.append(
-                AuditEvent(
-                    type=EventType.LIFECYCLE,
-                    detail={"event": "journal_writable", "failed_writes": self.stats.failures},
-                )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._write_probe(), name="keyledger-journal-probe")
+        # One probe at a time; everyone who asks meanwhile shares its verdict.
+        await asyncio.shield(self._probe)
+
+    async def _write_probe(self) -> None:
+        await self.append(
+            AuditEvent(
+                type=EventType.LIFECYCLE,
+                detail={"event": "journal_writable", "failed_writes": self.stats.failures},
             )
-            log.warning("journal_writable_again", path=str(self.path))
+        )
+        log.warning("journal_writable_again", path=str(self.path))
 
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise :class:`JournalUnavailable` if it is not."""

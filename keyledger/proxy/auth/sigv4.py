@@ -171,11 +171,13 @@ class SigV4Authenticator:
 
 
 def _must_sign(headers: Mapping[str, str]) -> set[str]:
-    """Headers that change what a request means: host, date, content type, every x-amz-*."""
+    """Headers that change what a request means: host, date and every x-amz-* header.
+
+    Not content-type: the JavaScript v2 and PHP SDKs leave it unsigned (AWS accepts that),
+    and keyledger does not read it.
+    """
     names = {name.lower() for name in headers}
-    return {"host", "x-amz-date"} | {
-        name for name in names if name.startswith("x-amz-") or name == "content-type"
-    }
+    return {"host", "x-amz-date"} | {name for name in names if name.startswith("x-amz-")}
 
 
 def _parse_amz_date(text: str) -> datetime | None:
