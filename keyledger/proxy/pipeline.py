@@ -308,6 +308,10 @@ class Gateway:
         In a batch, a target that cannot be resolved stays as written: policy then decides
         on the alias itself, and the store reports it per secret.
         """
+        if len(call.targets) == 1 and not call.partial:
+            # The common case: no tasks for what is, for a plain name, no I/O at all.
+            (ref,) = call.targets
+            return {ref: await self._backend.resolve(ref)}
         found = await asyncio.gather(
             *(self._backend.resolve(ref) for ref in call.targets), return_exceptions=True
         )
