@@ -109,6 +109,14 @@ def _canonical_query(query: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of a header, in order: a repeated header is signed as "a,b"."""
+    getall = getattr(headers, "getall", None)  # multidicts (aiohttp) keep repeats
+    if getall is not None:
+        return list(getall(name))
+    return [headers[name]]
+
+
 def _canonical_header_value(value: str) -> str:
     return " ".join(value.strip().split())
 
@@ -124,7 +132,9 @@ def canonical_request(
 ) -> str:
     """The canonical request string; ``headers`` keys must be lower-case."""
     names = list(signed_headers)
-    canonical_headers = "".join(f"{n}:{_canonical_header_value(headers[n])}\n" for n in names)
+    canonical_headers = "".join(
+        f"{n}:{','.join(_canonical_header_value(v) for v in _values(headers, n))}\n" for n in names
+    )
     return "\n".join(
         (
             method,

@@ -12,6 +12,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from cryptography.fernet import Fernet
+from multidict import CIMultiDict
 
 from keyledger.model import Principal
 from keyledger.proxy.auth import IdentityStore, IssuedKey, SigV4Authenticator
@@ -53,6 +54,42 @@ def signed_wire(
         user_agent="botocore",
         request_id="req-1",
     )
+
+
+class TestRepeatedHeaders:
+    def test_repeated_signed_header_verifies_as_aws_signs_it(
+        self, identities: IdentityStore, issued: IssuedKey
+    ) -> None:
+        """A header sent twice is signed as its values joined by commas, as botocore does."""
+        request = AWSRequest(
+            method="POST",
+            url=ENDPOINT,
+            data=BODY,
+            headers={"X-Amz-Target": "secretsmanager.GetSecretValue"},
+        )
+        request.headers.add_header("X-Amz-Meta-Tag", "one")
+        request.headers.add_header("X-Amz-Meta-Tag", "two")
+        SigV4Auth(
+            Credentials(issued.access_key_id, issued.secret_access_key),
+            "secretsmanager",
+            "eu-west-1",
+        ).add_auth(request)
+        headers = CIMultiDict((k.lower(), v) for k, v in request.headers.items())
+        headers["host"] = urlsplit(ENDPOINT).netloc
+        wire = WireRequest(
+            method="POST",
+            path="/",
+            query=(),
+            headers=headers,
+            body=BODY,
+            source_ip="127.0.0.1",
+            user_agent=None,
+            request_id="req-2",
+        )
+
+        principal = SigV4Authenticator(store=identities).authenticate(wire)
+
+        assert principal.id == issued.name
 
 
 def sent_at(wire: WireRequest) -> datetime:
