@@ -36,7 +36,7 @@ _KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")
 _DATE = re.compile(r"[0-9]{8}")
 _NAME = re.compile(r"[a-z0-9-]{1,64}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
-_HEADER = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]{1,128}")
+_SIGNED_HEADERS = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]{1,128}(;[a-z0-9!#$%&'*+.^_`|~-]{1,128})*")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -88,7 +88,7 @@ def parse_authorization(value: str) -> AuthorizationHeader:
         raise MalformedAuthorization("Credential has an invalid key id, date, region or service")
     if not _SIGNATURE.fullmatch(sig):
         raise MalformedAuthorization("Signature must be 64 lower-case hex digits")
-    if not all(_HEADER.fullmatch(h) for h in signed.split(";")):
+    if not _SIGNED_HEADERS.fullmatch(signed):
         raise MalformedAuthorization("SignedHeaders must be lower-case header names joined by ;")
     return AuthorizationHeader(
         access_key_id=credential[0],
