@@ -44,10 +44,11 @@ def seal(record: dict[str, Any], state: ChainState) -> tuple[bytes, ChainState]:
     """Link ``record`` after ``state``; return its journal line and the new state."""
     seq = state.seq + 1
     chain: dict[str, Any] = {"id": state.id, "seq": seq, "prev": state.hash}
-    ordered = _with_chain(record, chain)
-    digest = event_hash(ordered)
+    sealed = _with_chain(record, chain)
+    # The chain has no hash yet, so these are already the bytes event_hash would rebuild.
+    digest = hashlib.sha256(orjson.dumps(sealed, option=orjson.OPT_SORT_KEYS)).hexdigest()
     chain["hash"] = digest
-    return orjson.dumps(ordered) + b"\n", ChainState(state.id, seq, digest)
+    return orjson.dumps(sealed) + b"\n", ChainState(state.id, seq, digest)
 
 
 def _with_chain(record: dict[str, Any], chain: dict[str, Any]) -> dict[str, Any]:
