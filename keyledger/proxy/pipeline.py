@@ -1,6 +1,7 @@
 """The request path, top to bottom in one function: :meth:`Gateway.handle`.
 
-    authenticate -> parse -> authorise -> call the backend -> filter -> record -> respond
+    authenticate -> parse -> gate -> resolve aliases -> authorise -> (write ahead)
+        -> call the backend -> filter -> record -> respond
 
 Every call ends in at least one audit event, and a response is only returned once its
 events are durable. If they cannot be made durable, the caller gets an error instead of
@@ -157,24 +158,21 @@ class Gateway:
             await self._record([self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)])
             return self._frontend.render_error(exc, request_id=rid)
 
-        # 3. Resolve aliases (ARNs) to the store's own names: policies speak in names.
-        #    Nobody learns from the store what they could not touch anyway.
+        # 3. May the caller do this action on anything at all? Asked before any lookup
+        #    in the store, so nobody learns from it what they could not touch anyway.
         engine = self._policies.engine
-        if call.targets:
-            gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
-            if not gate.allowed:
-                # Recorded as the caller named them (an ARN stays an ARN): never resolved.
-                await self._record(
-                    [
-                        self._event(ctx, who, call, ref, gate, Status.DENIED, "AccessDenied")
-                        for ref in call.targets
-                    ]
-                )
-                first = call.targets[0] if len(call.targets) == 1 else None
-                refusal = AccessDenied(
-                    principal=principal.id, operation=call.operation, ref=first, explicit=False
-                )
-                return self._frontend.render_error(refusal, request_id=rid)
+        gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
+        if not gate.allowed:
+            # Recorded as the caller named them (an ARN stays an ARN): never resolved.
+            await self._record(
+                [
+                    self._event(ctx, who, call, ref, gate, Status.DENIED, "AccessDenied")
+                    for ref in call.targets or (None,)
+                ]
+            )
+            return self._denied(principal, call, call.single, rid)
+
+        # 4. Resolve aliases (ARNs) to the store's own names: policies speak in names.
         try:
             names = await self._resolve(call)
         except BackendError as exc:
@@ -187,39 +185,40 @@ class Gateway:
             ):
                 return self._frontend.render_error(exc, request_id=rid)
             # "Not found" would tell the caller whether a secret it may not see exists.
-            hide = AccessDenied(
-                principal=principal.id, operation=call.operation, ref=target, explicit=False
-            )
-            return self._frontend.render_error(hide, request_id=rid)
+            return self._denied(principal, call, target, rid)
 
-        # 4. Authorise, with the policy in force when the request arrived.
-        authz = _authorize(engine, principal, call, names)
-        if authz.refusal is not None:
-            ref = authz.refusal.ref
-            decision = authz.denied[ref] if ref is not None else authz.gate
-            name = names[ref] if ref is not None else None
-            await self._record(
-                [self._event(ctx, who, call, name, decision, Status.DENIED, "AccessDenied")]
-            )
-            return self._frontend.render_error(authz.refusal, request_id=rid)
+        # 5. Authorise every named secret, with the policy in force when the request arrived.
+        def decide(ref: SecretRef) -> Decision:
+            return engine.decide(principal.id, principal.groups, call.action, ref)
+
+        decisions = {ref: decide(names[ref]) for ref in call.targets}
+        denied = {ref: d for ref, d in decisions.items() if not d.allowed}
         events = [
             self._event(ctx, who, call, names[ref], decision, Status.DENIED, "AccessDenied")
-            for ref, decision in authz.denied.items()
+            for ref, decision in denied.items()
         ]
-        if call.targets and not authz.allowed:
+        if denied and not call.partial:
+            # Only a batch read goes ahead with part of its secrets.
+            ref, decision = next(iter(denied.items()))
+            await self._record(events[:1])
+            return self._denied(principal, call, ref, rid, explicit=decision.rule is not None)
+        if call.targets and len(denied) == len(call.targets):
             # A batch of which nothing may be read: answer with only the per-secret errors.
             await self._record(events)
             empty = self._frontend.empty_result(call)
             return self._frontend.render(
-                call, empty, hidden=set(), denied=set(authz.denied), request_id=rid
+                call, empty, hidden=set(), denied=set(denied), request_id=rid
             )
+        # The secret a single-target call is about, and what decided it.
+        subject = call.single
+        subject_name = names[subject] if subject is not None else None
+        subject_decision = decisions[subject] if subject is not None else gate
+
         if call.action in _CHANGES:
             # Write-ahead: the intent is durable before the store changes anything, so a
             # change can never go unrecorded, even if its outcome cannot be written.
-            ref = call.targets[0] if len(call.targets) == 1 else None
-            decision = authz.decisions.get(ref) if ref is not None else authz.gate
-            name = names[ref] if ref is not None else None
-            await self._record([self._event(ctx, who, call, name, decision, Status.PENDING)])
+            pending = self._event(ctx, who, call, subject_name, subject_decision, Status.PENDING)
+            await self._record([pending])
         else:
             try:
                 # Fail closed before touching the store: its answer could not be recorded.
@@ -229,25 +228,24 @@ class Gateway:
                     "keyledger cannot write its audit journal, so it refused the request"
                 ) from exc
 
-        # 5. Call the backend (for a partly denied batch, only for the allowed secrets).
-        request = self._frontend.narrow(call, authz.allowed) if authz.denied else call.request
+        # 6. Call the backend (for a partly denied batch, only for the allowed secrets).
+        if denied:
+            request = self._frontend.narrow(call, set(decisions) - set(denied))
+        else:
+            request = call.request
         try:
             result = await self._backend.call(request)
         except BackendError as exc:
-            ref = call.targets[0] if len(call.targets) == 1 else None
-            decision = authz.decisions.get(ref) if ref is not None else authz.gate
-            name = names[ref] if ref is not None else None
-            failed = self._event(ctx, who, call, name, decision, Status.ERROR, exc.code or exc.kind)
+            code = exc.code or exc.kind
+            failed = self._event(ctx, who, call, subject_name, subject_decision, Status.ERROR, code)
             await self._record([*events, failed])
             return self._frontend.render_error(exc, request_id=rid)
 
-        # 6. Check and filter what came back; one event per secret served.
+        # 7. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
         if call.filter_results:
             for item in result.items:
-                decision = authz.decisions.get(item.ref) or engine.decide(
-                    principal.id, principal.groups, call.action, item.ref
-                )
+                decision = decisions.get(item.ref) or decide(item.ref)
                 if item.value is None:
                     if not decision.allowed:
                         hidden.add(item.ref)
@@ -264,43 +262,56 @@ class Gateway:
                         )
                     )
             for ref, code in self._frontend.item_errors(call, result):
-                decision = authz.decisions.get(ref) or engine.decide(
-                    principal.id, principal.groups, call.action, names.get(ref, ref)
-                )
+                name = names.get(ref, ref)
+                decision = decisions.get(ref) or decide(name)
                 if not decision.allowed:
                     hidden.add(ref)  # its name is not the caller's to learn
                     continue
-                name = names.get(ref, ref)
                 events.append(self._event(ctx, who, call, name, decision, Status.ERROR, code))
             if not events:
                 # A listing serves no values (or a batch came back empty): one event for
                 # the call.
-                decision = authz.gate or next(iter(authz.decisions.values()), None)
-                events.append(self._event(ctx, who, call, None, decision, Status.SUCCESS))
+                events.append(self._event(ctx, who, call, None, gate, Status.SUCCESS))
         else:
-            ref = call.targets[0]
-            name, decision = names[ref], authz.decisions[ref]
+            (target,) = call.targets  # a call that filters nothing names one secret
+            name = names[target]
             found = next((i for i in result.items if i.ref == name), None)
             if result.items and found is None:
                 # The store answered for another secret than the one authorised: never
                 # serve it.
-                mismatch = self._event(ctx, who, call, name, decision, Status.ERROR, "NameMismatch")
-                await self._record([mismatch])
-                answer: ProxyError = AccessDenied(
-                    principal=principal.id, operation=call.operation, ref=ref, explicit=False
+                mismatch = self._event(
+                    ctx, who, call, name, subject_decision, Status.ERROR, "NameMismatch"
                 )
+                await self._record([mismatch])
                 if call.action in _CHANGES:
                     # The change reached the store already: do not pretend it was refused.
-                    answer = ProxyError("the store answered for a different secret")
-                return self._frontend.render_error(answer, request_id=rid)
+                    error = ProxyError("the store answered for a different secret")
+                    return self._frontend.render_error(error, request_id=rid)
+                return self._denied(principal, call, target, rid)
             served = found or SecretItem(ref=name)
-            events.append(self._event(ctx, who, call, name, decision, Status.SUCCESS, None, served))
+            events.append(
+                self._event(ctx, who, call, name, subject_decision, Status.SUCCESS, None, served)
+            )
 
-        # 7. Durable first, then respond.
+        # 8. Durable first, then respond.
         await self._record(events)
         return self._frontend.render(
-            call, result, hidden=hidden, denied=set(authz.denied), request_id=rid
+            call, result, hidden=hidden, denied=set(denied), request_id=rid
         )
+
+    def _denied(
+        self,
+        principal: Principal,
+        call: Call,
+        ref: SecretRef | None,
+        request_id: str,
+        *,
+        explicit: bool = False,
+    ) -> WireResponse:
+        error = AccessDenied(
+            principal=principal.id, operation=call.operation, ref=ref, explicit=explicit
+        )
+        return self._frontend.render_error(error, request_id=request_id)
 
     async def _resolve(self, call: Call) -> dict[SecretRef, SecretRef]:
         """Each target's name in the store, looked up concurrently.
@@ -401,49 +412,3 @@ class Gateway:
 
 
 _CHANGES = frozenset({Action.WRITE, Action.ROTATE, Action.DELETE})
-
-
-@dataclass(frozen=True, slots=True)
-class _Authorization:
-    decisions: dict[SecretRef, Decision]  # one per secret as the caller named it
-    denied: dict[SecretRef, Decision]
-    allowed: frozenset[SecretRef]
-    gate: Decision | None  # for listings: may the principal list anything at all?
-    refusal: AccessDenied | None  # set when the whole call is refused
-
-
-def _authorize(
-    engine: PolicyEngine,
-    principal: Principal,
-    call: Call,
-    names: dict[SecretRef, SecretRef],
-) -> _Authorization:
-    """Every named secret is decided on its own; a listing first needs some permission.
-
-    A call that names secrets is refused if any is denied, except a batch read
-    (``call.partial``), which goes ahead with the allowed ones.
-    """
-    decisions = {
-        ref: engine.decide(principal.id, principal.groups, call.action, names[ref])
-        for ref in call.targets
-    }
-    denied = {ref: d for ref, d in decisions.items() if not d.allowed}
-    allowed = frozenset(ref for ref, d in decisions.items() if d.allowed)
-    gate = None
-    refused: tuple[SecretRef | None, Decision] | None = None
-    if not call.targets:
-        gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
-        if not gate.allowed:
-            refused = (None, gate)
-    elif denied and not call.partial:
-        refused = next(iter(denied.items()))
-    if refused is None:
-        return _Authorization(decisions, denied, allowed, gate, None)
-    ref, decision = refused
-    refusal = AccessDenied(
-        principal=principal.id,
-        operation=call.operation,
-        ref=ref,
-        explicit=decision.rule is not None,
-    )
-    return _Authorization(decisions, denied, allowed, gate, refusal)

@@ -66,6 +66,11 @@ class Call:
     # True when the call can execute with only some targets allowed (batch reads).
     partial: bool = False
 
+    @property
+    def single(self) -> SecretRef | None:
+        """The one secret this call names, if it names exactly one."""
+        return self.targets[0] if len(self.targets) == 1 else None
+
 
 class Frontend(Protocol):
     """Translate one cloud's wire protocol; do no I/O."""
