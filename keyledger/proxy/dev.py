@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ DEMO_SECRETS: dict[str, str] = {
 class DevEnvironment:
     config: Config
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)
     store_url: str
     env_file: Path
     server: Any  # moto's ThreadedMotoServer; stopped by the caller

@@ -13,7 +13,7 @@ import secrets
 import string
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +37,7 @@ class Identity:
     groups: tuple[str, ...] = ()
     created: str = ""
     revoked: bool = False
-    encrypted_secret: str = ""
+    encrypted_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class IssuedKey:
 
     name: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)
 
 
 def load_store_key(*, env: str | None, file: Path | None) -> bytes:

@@ -45,6 +45,16 @@ class TestIdentityStore:
         assert issued.secret_access_key not in text
         assert issued.access_key_id in text
 
+    def test_secrets_stay_out_of_reprs(self, path: Path, key: bytes) -> None:
+        """An issued key or stored identity that ends up in a log line shows no secret."""
+        store = IdentityStore(path, key)
+        issued = store.create("svc-a")
+        (identity,) = store
+
+        assert issued.secret_access_key not in repr(issued)
+        assert identity.encrypted_secret not in repr(identity)
+        assert issued.access_key_id in repr(issued)
+
     def test_reopen_with_the_same_key_decrypts(self, path: Path, key: bytes) -> None:
         """A restarted proxy reads back every identity and its secret."""
         issued = IdentityStore(path, key).create("svc-a", groups=("payments",))
