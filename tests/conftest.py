@@ -8,6 +8,7 @@ would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import threading
@@ -193,28 +194,58 @@ def issue_keys(
     return {name: store.create(name, groups=groups) for name, groups in names_and_groups}
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the machine's AWS settings or CA overrides, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("REQUESTS_CA_BUNDLE", None)
+    env.pop("CURL_CA_BUNDLE", None)
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    env.update(extra)
+    return env
+
+
 @pytest.fixture
 def store_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """keyledger's own AWS credentials for the store, found through the boto3 chain."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "keyledger-proxy")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "keyledger-proxy-secret")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    wanted = clean_env(
+        AWS_ACCESS_KEY_ID="keyledger-proxy", AWS_SECRET_ACCESS_KEY="keyledger-proxy-secret"
+    )
+    for name in set(os.environ) - set(wanted):
+        monkeypatch.delenv(name)
+    for name, value in wanted.items():
+        monkeypatch.setenv(name, value)
+
+
+@contextlib.contextmanager
+def running_proxy(
+    tmp_path: Path,
+    endpoint_url: str,
+    *,
+    backend: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+) -> Iterator[RunningProxy]:
+    """keyledger in front of ``endpoint_url``, with identities app, auditor and stranger.
+
+    ``backend`` and ``limits`` add to those sections of the config document.
+    """
+    doc = write_proxy_files(tmp_path)
+    doc["backends"]["aws"].update(endpoint_url=endpoint_url, **(backend or {}))
+    if limits:
+        doc["limits"] = limits
+    config = parse_config(doc, base=tmp_path, source="test")
+    keys = issue_keys(config, ("app", ()), ("auditor", ("auditors",)), ("stranger", ()))
+    running = RunningProxy(config, keys)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture
 def proxy(
     tmp_path: Path, moto_url: str, store: Any, store_credentials: None
 ) -> Iterator[RunningProxy]:
-    """keyledger in front of the moto server, with identities app, auditor and stranger."""
-    doc = write_proxy_files(tmp_path)
-    doc["backends"]["aws"]["endpoint_url"] = moto_url
-    config = parse_config(doc, base=tmp_path, source="test")
-    keys = issue_keys(config, ("app", ()), ("auditor", ("auditors",)), ("stranger", ()))
-    running = RunningProxy(config, keys)
-    running.start()
-    yield running
-    running.stop()
+    """keyledger in front of the moto server."""
+    with running_proxy(tmp_path, moto_url) as running:
+        yield running

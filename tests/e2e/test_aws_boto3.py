@@ -15,8 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from keyledger import sigv4
-from keyledger.proxy.config import parse_config
-from tests.conftest import REGION, RunningProxy, issue_keys, write_proxy_files
+from tests.conftest import REGION, RunningProxy, running_proxy
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -466,14 +465,10 @@ class TestUnreachableStore:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        doc = write_proxy_files(tmp_path)
-        doc["backends"]["aws"]["endpoint_url"] = f"http://127.0.0.1:{port}"
-        doc["backends"]["aws"]["timeout_s"] = 2
-        config = parse_config(doc, base=tmp_path, source="test")
-        running = RunningProxy(config, issue_keys(config, ("app", ())))
-        running.start()
-        yield running
-        running.stop()
+        with running_proxy(
+            tmp_path, f"http://127.0.0.1:{port}", backend={"timeout_s": 2}
+        ) as running:
+            yield running
 
     def test_store_down_is_a_server_error_and_is_recorded(self, cut_off: RunningProxy) -> None:
         """When the store cannot be reached, the SDK gets a 5xx it retries, and it is audited."""
@@ -493,14 +488,8 @@ class TestSlowClients:
         self, tmp_path: Path, moto_url: str, store: Any, store_credentials: None
     ) -> Iterator[RunningProxy]:
         """keyledger that waits at most half a second for a request body."""
-        doc = write_proxy_files(tmp_path)
-        doc["backends"]["aws"]["endpoint_url"] = moto_url
-        doc["limits"] = {"request_timeout_s": 0.5}
-        config = parse_config(doc, base=tmp_path, source="test")
-        running = RunningProxy(config, issue_keys(config, ("app", ())))
-        running.start()
-        yield running
-        running.stop()
+        with running_proxy(tmp_path, moto_url, limits={"request_timeout_s": 0.5}) as running:
+            yield running
 
     def test_body_that_never_arrives_is_refused_and_audited(self, impatient: RunningProxy) -> None:
         """A client that stalls mid-body gets RequestTimeoutException, and the call is recorded."""

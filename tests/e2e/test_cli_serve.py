@@ -6,7 +6,6 @@ on stderr, and a journal on disk.
 
 from __future__ import annotations
 
-import os
 import resource
 import secrets
 import signal
@@ -28,7 +27,7 @@ import yaml
 from botocore.exceptions import ClientError
 from cryptography.fernet import Fernet
 
-from tests.conftest import REGION, TEST_POLICY
+from tests.conftest import REGION, TEST_POLICY, clean_env
 
 KEYLEDGER = [sys.executable, "-m", "keyledger"]
 
@@ -37,15 +36,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.pop("REQUESTS_CA_BUNDLE", None)
-    env.pop("CURL_CA_BUNDLE", None)
-    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
-    env.update(extra)
-    return env
 
 
 @dataclass

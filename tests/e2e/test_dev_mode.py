@@ -12,7 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.test_cli_serve import KEYLEDGER, clean_env, free_port
+from tests.conftest import clean_env
+from tests.e2e.test_cli_serve import KEYLEDGER, free_port
 
 
 def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 60) -> str:

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.test_cli_serve import KEYLEDGER, clean_env, start_proxy
+from tests.conftest import clean_env
+from tests.e2e.test_cli_serve import KEYLEDGER, start_proxy
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
