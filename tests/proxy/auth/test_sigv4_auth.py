@@ -30,8 +30,12 @@ def signed_wire(
     service: str = "secretsmanager",
     body: bytes = BODY,
     token: str | None = None,
+    repeated: tuple[tuple[str, str], ...] = (),
 ) -> WireRequest:
-    """A WireRequest as the proxy would see it, signed by botocore (not by our signer)."""
+    """A WireRequest as the proxy would see it, signed by botocore (not by our signer).
+
+    ``repeated`` headers are added once per pair, so a name may occur several times.
+    """
     request = AWSRequest(
         method="POST",
         url=ENDPOINT,
@@ -41,8 +45,10 @@ def signed_wire(
             "X-Amz-Target": "secretsmanager.GetSecretValue",
         },
     )
+    for name, value in repeated:
+        request.headers.add_header(name, value)
     SigV4Auth(Credentials(key_id, secret, token), service, "eu-west-1").add_auth(request)
-    headers = {name.lower(): value for name, value in request.headers.items()}
+    headers = CIMultiDict((name.lower(), value) for name, value in request.headers.items())
     headers["host"] = urlsplit(ENDPOINT).netloc
     return WireRequest(
         method="POST",
@@ -61,31 +67,12 @@ class TestRepeatedHeaders:
         self, identities: IdentityStore, issued: IssuedKey
     ) -> None:
         """A header sent twice is signed as its values joined by commas, as botocore does."""
-        request = AWSRequest(
-            method="POST",
-            url=ENDPOINT,
-            data=BODY,
-            headers={"X-Amz-Target": "secretsmanager.GetSecretValue"},
+        wire = signed_wire(
+            issued.access_key_id,
+            issued.secret_access_key,
+            repeated=(("X-Amz-Meta-Tag", "one"), ("X-Amz-Meta-Tag", "two")),
         )
-        request.headers.add_header("X-Amz-Meta-Tag", "one")
-        request.headers.add_header("X-Amz-Meta-Tag", "two")
-        SigV4Auth(
-            Credentials(issued.access_key_id, issued.secret_access_key),
-            "secretsmanager",
-            "eu-west-1",
-        ).add_auth(request)
-        headers = CIMultiDict((k.lower(), v) for k, v in request.headers.items())
-        headers["host"] = urlsplit(ENDPOINT).netloc
-        wire = WireRequest(
-            method="POST",
-            path="/",
-            query=(),
-            headers=headers,
-            body=BODY,
-            source_ip="127.0.0.1",
-            user_agent=None,
-            request_id="req-2",
-        )
+        assert wire.headers.getall("x-amz-meta-tag") == ["one", "two"]  # type: ignore[attr-defined]
 
         principal = SigV4Authenticator(store=identities).authenticate(wire)
 
