@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ class Gateway:
         self._backend = backend
         self._journal = journal
         self._fingerprint = fingerprint
+        # Decided once: building the debug line for every event is not free.
+        self._debug = log.is_enabled_for(logging.DEBUG)
 
     def _context(self, wire: WireRequest) -> _Ctx:
         return _Ctx(
@@ -345,6 +348,8 @@ class Gateway:
             raise AuditUnavailable(
                 "keyledger could not record the audit event for this request, so it was refused"
             ) from exc
+        if not self._debug:
+            return
         for event in events:
             # The journal is the record; this line is for debugging only.
             log.debug(
