@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
-from keyledger.proxy.config import Config
+from keyledger.proxy.config import Config, read_key
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
 from keyledger.proxy.http_client import AiohttpTransport
@@ -52,16 +51,14 @@ class StartupError(RuntimeError):
 
 def load_fingerprint_key(config: Config) -> bytes:
     audit = config.audit
-    if audit.fingerprint_key_file is not None:
-        try:
-            return audit.fingerprint_key_file.read_bytes().strip()
-        except OSError as exc:
-            raise StartupError(
-                f"cannot read audit.fingerprint_key_file {audit.fingerprint_key_file}: "
-                f"{exc.strerror}"
-            ) from exc
-    if audit.fingerprint_key_env and os.environ.get(audit.fingerprint_key_env):
-        return os.environ[audit.fingerprint_key_env].encode()
+    try:
+        key = read_key(env=audit.fingerprint_key_env, file=audit.fingerprint_key_file)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read audit.fingerprint_key_file {audit.fingerprint_key_file}: {exc.strerror}"
+        ) from exc
+    if key is not None:
+        return key
     raise StartupError(
         f"no audit fingerprint key: set {audit.fingerprint_key_env} or "
         "audit.fingerprint_key_file (any 32+ random bytes, e.g. `openssl rand -hex 32`)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "LoggingConfig",
     "load_config",
     "parse_listen",
+    "read_key",
 ]
 
 T = TypeVar("T")
@@ -107,6 +109,17 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<built-in>"
+
+
+def read_key(*, env: str | None, file: Path | None) -> bytes | None:
+    """Key material the config points at: the named file's content, else the env var's.
+
+    None when neither holds one; OSError when the file cannot be read.
+    """
+    if file is not None:
+        return file.read_bytes().strip()  # editors and `echo` leave a newline
+    value = os.environ.get(env) if env else None
+    return value.encode() if value else None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

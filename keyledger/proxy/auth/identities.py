@@ -19,6 +19,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from keyledger.proxy.config import read_key
+
 __all__ = ["Identity", "IdentityError", "IdentityStore", "IssuedKey", "load_store_key"]
 
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
@@ -51,13 +53,12 @@ class IssuedKey:
 
 def load_store_key(*, env: str | None, file: Path | None) -> bytes:
     """The Fernet key that encrypts the identity store, from a file or an env var."""
-    if file is not None:
-        try:
-            return file.read_bytes().strip()
-        except OSError as exc:
-            raise IdentityError(f"cannot read identity key file {file}: {exc.strerror}") from exc
-    if env and os.environ.get(env):
-        return os.environ[env].encode()
+    try:
+        key = read_key(env=env, file=file)
+    except OSError as exc:
+        raise IdentityError(f"cannot read identity key file {file}: {exc.strerror}") from exc
+    if key is not None:
+        return key
     raise IdentityError(
         f"no identity store key: set {env or 'an env var'} or identities.key_file "
         "(make one with: python -c 'from cryptography.fernet import Fernet; "
