@@ -6,13 +6,15 @@ positions a user needs to find the mistake.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["Located", "YamlError", "load_located", "where", "where_key"]
+__all__ = ["Located", "YamlError", "did_you_mean", "load_located", "where", "where_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +110,9 @@ def where_key(container: Any, key: str) -> str:
     if isinstance(container, LocatedDict) and key in container.key_positions:
         return str(container.key_positions[key])
     return where(container, key)
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'read'?)`` for the closest option, or nothing."""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -20,7 +20,6 @@ File format (version 1)::
 
 from __future__ import annotations
 
-import difflib
 import glob
 import hashlib
 import re
@@ -28,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from keyledger._yaml import YamlError, load_located, where, where_key
+from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
 from keyledger.model import Action
 from keyledger.policies.model import Binding, Effect, PolicySet, ResourcePattern, Role, Rule
 
@@ -90,11 +89,6 @@ def is_policy_test_file(path: Path) -> bool:
     return _TEST_WORD.search(path.stem) is not None
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 class _Reader:
     """Collects every problem instead of stopping at the first."""
 
@@ -112,7 +106,7 @@ class _Reader:
             if key not in allowed:
                 self.problems.append(
                     f"{where_key(mapping, key)}: unknown key {key!r} in {what}"
-                    f"{_suggest(key, allowed)}"
+                    f"{did_you_mean(key, allowed)}"
                 )
         return True
 
@@ -171,7 +165,7 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     for binding, item in bindings:
         if binding.role not in roles:
             reader.fail(
-                item, "role", f"unknown role {binding.role!r}{_suggest(binding.role, roles)}"
+                item, "role", f"unknown role {binding.role!r}{did_you_mean(binding.role, roles)}"
             )
         # A binding may name a group no policy file declares: groups also come from
         # identities (and later from OIDC claims).
@@ -248,7 +242,9 @@ def _read_rule(reader: _Reader, path: Path, role: str, index: int, item: Any) ->
         elif action in _ACTIONS:
             actions.add(Action(action))
         else:
-            reader.fail(item, "actions", f"unknown action {action!r}{_suggest(action, _ACTIONS)}")
+            reader.fail(
+                item, "actions", f"unknown action {action!r}{did_you_mean(action, _ACTIONS)}"
+            )
             ok = False
     if not actions and ok:
         reader.fail(item, None, "a rule needs at least one action")

@@ -7,7 +7,6 @@ the same from any working directory.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import socket
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyledger._yaml import YamlError, load_located, where, where_key
+from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
 
 __all__ = [
     "AuditConfig",
@@ -153,11 +152,9 @@ class _Section:
     def allow_only(self, *keys: str) -> None:
         for key in self.data:
             if key not in keys:
-                close = difflib.get_close_matches(key, keys, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 name = f"{self.path}.{key}" if self.path else key
                 position = self._where(where_key(self.data, key))
-                raise ConfigError(f"{position}: {name}: unknown key{hint}")
+                raise ConfigError(f"{position}: {name}: unknown key{did_you_mean(key, keys)}")
 
     def get(self, key: str, kind: type[T], default: T) -> T:
         value = self.data.get(key, default)
