@@ -26,6 +26,7 @@ __all__ = [
     "SigningKeyCache",
     "amz_date",
     "canonical_request",
+    "parse_amz_date",
     "parse_authorization",
     "sign_headers",
     "signature",
@@ -102,6 +103,22 @@ def parse_authorization(value: str) -> AuthorizationHeader:
 
 def amz_date(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def parse_amz_date(text: str) -> datetime | None:
+    """``20261124T123456Z`` -> datetime; None if malformed (strptime is 4x slower)."""
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z":
+        return None
+    digits = text[:8] + text[9:15]
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    try:
+        return datetime(
+            int(text[0:4]), int(text[4:6]), int(text[6:8]),
+            int(text[9:11]), int(text[11:13]), int(text[13:15]), tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError:
+        return None
 
 
 def _canonical_query(query: Iterable[tuple[str, str]]) -> str:

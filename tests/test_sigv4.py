@@ -20,6 +20,7 @@ from keyledger.sigv4 import (
     SigningKeyCache,
     amz_date,
     canonical_request,
+    parse_amz_date,
     parse_authorization,
     sign_headers,
     signature,
@@ -290,3 +291,24 @@ class TestSigningKeyCache:
 
         assert cache.key("s0", "20260301", "eu-west-1", "secretsmanager") is not oldest
         assert len(cache._keys) <= 8
+
+
+class TestAmzDate:
+    def test_round_trips(self) -> None:
+        """A timestamp written by amz_date reads back to the same second, in UTC."""
+        moment = datetime(2026, 11, 24, 12, 34, 56, tzinfo=UTC)
+        assert parse_amz_date(amz_date(moment)) == moment
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "20261124T123456",
+            "2026-11-24T12:34:56Z",
+            "20261324T123456Z",
+            "\uff120261124T123456Z",
+        ],
+    )
+    def test_malformed_is_none(self, text: str) -> None:
+        """Anything but YYYYMMDDTHHMMSSZ with a real date is rejected, not guessed."""
+        assert parse_amz_date(text) is None

@@ -111,7 +111,7 @@ class SigV4Authenticator:
                 principal_hint=principal.id,
                 claimed={"access_key_id": key_id},
             )
-        sent = _parse_amz_date(timestamp)
+        sent = sigv4.parse_amz_date(timestamp)
         if sent is None:
             raise AuthError(
                 f"X-Amz-Date {timestamp[:32]!r} is not a valid ISO 8601 basic timestamp",
@@ -178,19 +178,3 @@ def _must_sign(headers: Mapping[str, str]) -> set[str]:
     """
     names = {name.lower() for name in headers}
     return {"host", "x-amz-date"} | {name for name in names if name.startswith("x-amz-")}
-
-
-def _parse_amz_date(text: str) -> datetime | None:
-    """``20261124T123456Z`` -> datetime; None if malformed (strptime is 4x slower)."""
-    if len(text) != 16 or text[8] != "T" or text[15] != "Z":
-        return None
-    digits = text[:8] + text[9:15]
-    if not digits.isascii() or not digits.isdigit():
-        return None
-    try:
-        return datetime(
-            int(text[0:4]), int(text[4:6]), int(text[6:8]),
-            int(text[9:11]), int(text[11:13]), int(text[13:15]), tzinfo=UTC,
-        )  # fmt: skip
-    except ValueError:
-        return None
