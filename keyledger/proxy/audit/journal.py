@@ -177,8 +177,7 @@ class Journal:
         self._state, self._size = state, self._size + len(data)
         if not self._fsync:
             # Without fsync, "durable" means handed to the kernel.
-            self._durable_state, self._durable_size = self._state, self._size
-            self._mark_durable(len(lines))
+            self._mark_durable(self._state, self._size, len(lines))
             return
         if self._next_sync is None:
             self._next_sync = asyncio.get_running_loop().create_future()
@@ -188,10 +187,13 @@ class Journal:
         # Shielded: one caller going away must not cancel the fsync everyone shares.
         await asyncio.shield(self._next_sync)
 
-    def _mark_durable(self, events: int) -> None:
+    def _mark_durable(self, state: ChainState, size: int, events: int) -> None:
+        """Everything up to ``state`` (the file up to ``size``) is now safe."""
+        self._durable_state, self._durable_size = state, size
         self.healthy = True
         self.stats.events += events
-        self.stats.fsyncs += self._fsync
+        if self._fsync:
+            self.stats.fsyncs += 1
 
     async def _sync_loop(self) -> None:
         """fsync until nobody is waiting; each round covers everything written before it."""
@@ -212,8 +214,7 @@ class Journal:
                 # A failed write rewound the file under this fsync: its lines are gone.
                 waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
                 continue
-            self._durable_state, self._durable_size = state, size
-            self._mark_durable(events)
+            self._mark_durable(state, size, events)
             waiting.set_result(None)
 
     def _fail(self, exc: OSError) -> None:
