@@ -7,6 +7,7 @@ positions a user needs to find the mistake.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ class LocatedList(list[Any]):
 Located = LocatedDict | LocatedList
 
 
+_CLOCK = re.compile(r"^\d{1,2}:\d{2}(:\d{2})?$")
+
+
 class YamlError(ValueError):
     """A YAML file that cannot be read; the message starts with ``file:line:col``."""
 
@@ -72,6 +76,10 @@ def _construct(file: str, node: yaml.Node) -> Any:
         seq.position = _pos(file, node)
         seq.item_positions = [_pos(file, n) for n in node.value]
         return seq
+    if isinstance(node, yaml.ScalarNode) and node.style is None and _CLOCK.match(node.value):
+        # YAML 1.1 reads an unquoted 22:00 as the base-60 integer 1320; YAML 1.2 dropped
+        # that, and in our files it is always a time of day.
+        return node.value
     # Scalars: let the safe constructor resolve ints, bools, nulls, timestamps.
     return yaml.SafeLoader("").construct_object(node)
 

@@ -1,6 +1,7 @@
 """The policy engine: pure and synchronous; never imports ``keyledger.proxy`` or aiohttp."""
 
-from keyledger.policies.engine import PolicyEngine
+from keyledger.policies.conditions import Context
+from keyledger.policies.engine import Explanation, PolicyEngine, RuleVerdict, principal_of
 from keyledger.policies.loader import (
     PolicyError,
     example_policy_dir,
@@ -10,13 +11,17 @@ from keyledger.policies.loader import (
 from keyledger.policies.model import Decision, Effect, PolicySet, Rule
 
 __all__ = [
+    "Context",
     "Decision",
     "Effect",
+    "Explanation",
     "PolicyEngine",
     "PolicyError",
     "PolicySet",
     "Rule",
+    "RuleVerdict",
     "example_policy_dir",
     "load_policy_files",
+    "principal_of",
     "resolve_policy_paths",
 ]

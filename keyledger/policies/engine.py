@@ -1,20 +1,57 @@
 """Evaluate a policy set: pure, synchronous, and cheap per request.
 
-The rules that can apply to a principal depend only on its id and groups, so they are
-gathered once per (principal, groups) and cached; a decision then scans only that
-principal's rules, never the whole set.
+:meth:`PolicyEngine.decide` never scans the whole set. Rules are filed once, at load, by
+action and backend, then under the exact name they name or under the fixed prefix of
+their glob up to a ``/`` (``prod/payments/*`` under ``prod/payments/``). A decision looks
+up the few buckets a secret's name can fall in (``""``, ``prod/``, ``prod/payments/``,
+the name itself) and keeps the rules of the roles the principal holds.
+
+:meth:`PolicyEngine.explain` answers the same question the slow way, rule by rule, and
+says why each rule did or did not apply. Both use the same predicates on :class:`Rule`,
+and a property test holds them to the same answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from keyledger.model import Action, SecretRef
+from keyledger.model import Action, Principal, SecretRef
+from keyledger.policies.conditions import Context
 from keyledger.policies.model import Decision, Effect, PolicySet, Rule
 
-__all__ = ["PolicyEngine"]
+__all__ = ["Explanation", "PolicyEngine", "RuleVerdict"]
 
 _CACHE_LIMIT = 10_000
+_NOW = Context()
+
+_Bucket = dict[str, list[Rule]]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """One rule considered for a decision, and what was found about each of its parts."""
+
+    rule: Rule
+    applies: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    decision: Decision
+    groups: tuple[str, ...]  # the principal's groups: its own and those policies give it
+    roles: tuple[tuple[str, str], ...]  # (role, how it is bound: "principal x", "group y")
+    verdicts: tuple[RuleVerdict, ...]  # every rule of those roles, in order
+
+
+@functools.lru_cache(maxsize=8192)
+def _bucket_keys(name: str) -> tuple[str, ...]:
+    """The keys a name can be filed under: ``=name`` and each prefix ending in ``/``."""
+    keys = ["=" + name, ""]
+    keys.extend(name[: i + 1] for i, c in enumerate(name) if c == "/")
+    return tuple(keys)
 
 
 class PolicyEngine:
@@ -22,78 +59,123 @@ class PolicyEngine:
 
     def __init__(self, policy: PolicySet) -> None:
         self.policy = policy
-        self._rules_cache: dict[tuple[str, frozenset[str]], tuple[Rule, ...]] = {}
+        self._rules = policy.rules
+        self._index: dict[tuple[Action, str], _Bucket] = {}
+        for rule in self._rules:
+            for action in rule.actions:
+                for res in rule.resources:
+                    bucket = self._index.setdefault((action, res.backend), {})
+                    key = "=" + res.glob if res.literal else res.prefix
+                    bucket.setdefault(key, []).append(rule)
+        self._roles_cache: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
 
     @property
     def hash(self) -> str:
         return self.policy.hash
 
-    def rules_for(self, principal: str, groups: Iterable[str] = ()) -> tuple[Rule, ...]:
-        """Every rule of every role bound to the principal or one of its groups."""
-        key = (principal, frozenset(groups))
-        found = self._rules_cache.get(key)
-        if found is not None:
-            return found
-        member_of = set(key[1])
-        member_of.update(g for g, members in self.policy.groups.items() if principal in members)
-        roles = [
-            b.role
-            for b in self.policy.bindings
-            if principal in b.principals or "*" in b.principals or b.groups & member_of
-        ]
-        seen: set[str] = set()
-        rules: list[Rule] = []
-        for role in roles:
-            if role not in seen:
-                seen.add(role)
-                rules.extend(self.policy.roles[role].rules)
-        result = tuple(rules)
-        if len(self._rules_cache) >= _CACHE_LIMIT:
-            self._rules_cache.clear()
-        self._rules_cache[key] = result
-        return result
+    # -- who holds which roles --------------------------------------------------------
+
+    def groups_of(self, principal: Principal) -> tuple[str, ...]:
+        """The principal's own groups and the policy groups that list it."""
+        extra = (g for g, members in self.policy.groups.items() if principal.id in members)
+        return tuple(dict.fromkeys((*principal.groups, *extra)))
+
+    def bindings_of(self, principal: Principal) -> list[tuple[str, str]]:
+        """(role, why): every role bound to the principal, in binding order."""
+        groups = set(self.groups_of(principal))
+        found: list[tuple[str, str]] = []
+        for b in self.policy.bindings:
+            if principal.id in b.principals:
+                found.append((b.role, f"principal {principal.id}"))
+            elif "*" in b.principals:
+                found.append((b.role, "every principal (*)"))
+            elif via := sorted(b.groups & groups):
+                found.append((b.role, f"group {via[0]}"))
+        return found
+
+    def roles_of(self, principal: Principal) -> frozenset[str]:
+        key = (principal.id, principal.groups)
+        roles = self._roles_cache.get(key)
+        if roles is None:
+            roles = frozenset(role for role, _ in self.bindings_of(principal))
+            if len(self._roles_cache) >= _CACHE_LIMIT:
+                self._roles_cache.clear()
+            self._roles_cache[key] = roles
+        return roles
+
+    # -- decisions --------------------------------------------------------------------
 
     def decide(
-        self, principal: str, groups: Iterable[str], action: Action, ref: SecretRef
+        self, principal: Principal, action: Action, ref: SecretRef, ctx: Context = _NOW
     ) -> Decision:
-        """Allow only if some rule allows and no rule denies; default deny."""
-        allowed_by: Rule | None = None
-        for rule in self.rules_for(principal, groups):
-            if not rule.applies(action, ref.backend, ref.name):
+        """Allow only if some rule allows and no rule denies; default deny.
+
+        Among the rules that apply, the first written deny decides, else the first allow.
+        """
+        roles = self.roles_of(principal)
+        deny: Rule | None = None
+        allow: Rule | None = None
+        keys = _bucket_keys(ref.name)
+        for backend in (ref.backend, "*"):
+            bucket = self._index.get((action, backend))
+            if bucket is None:
                 continue
-            if rule.effect is Effect.DENY:
-                return Decision(
-                    effect=Effect.DENY,
-                    rule=rule.id,
-                    policy_hash=self.policy.hash,
-                    reason=f"rule {rule.id} denies {action} on {ref}",
-                )
-            if allowed_by is None:
-                allowed_by = rule
-        if allowed_by is not None:
-            return Decision(
-                effect=Effect.ALLOW,
-                rule=allowed_by.id,
-                policy_hash=self.policy.hash,
-                reason=f"rule {allowed_by.id} allows {action} on {ref}",
-            )
-        return Decision(
-            effect=Effect.DENY,
-            rule=None,
-            policy_hash=self.policy.hash,
-            reason=f"no rule allows {action} on {ref} (default deny)",
+            for key in keys:
+                for rule in bucket.get(key, ()):
+                    best = deny if rule.effect is Effect.DENY else allow
+                    if (
+                        (best is None or rule.order < best.order)
+                        and rule.role in roles
+                        and rule.applies(principal, action, ref, ctx)
+                    ):
+                        if rule.effect is Effect.DENY:
+                            deny = rule
+                        else:
+                            allow = rule
+        return self._decision(action, ref, deny or allow)
+
+    def explain(
+        self, principal: Principal, action: Action, ref: SecretRef, ctx: Context = _NOW
+    ) -> Explanation:
+        """The decision :meth:`decide` makes, and every rule considered on the way."""
+        bindings = self.bindings_of(principal)
+        roles = {role for role, _ in bindings}
+        verdicts: list[RuleVerdict] = []
+        deny: Rule | None = None
+        allow: Rule | None = None
+        for rule in self._rules:
+            if rule.role not in roles:
+                continue
+            verdict = _verdict(rule, principal, action, ref, ctx)
+            verdicts.append(verdict)
+            if verdict.applies:
+                if rule.effect is Effect.DENY:
+                    deny = deny or rule
+                else:
+                    allow = allow or rule
+        return Explanation(
+            decision=self._decision(action, ref, deny or allow),
+            groups=self.groups_of(principal),
+            roles=tuple(dict.fromkeys(bindings)),
+            verdicts=tuple(verdicts),
         )
 
     def decide_any(
-        self, principal: str, groups: Iterable[str], action: Action, backend: str
+        self, principal: Principal, action: Action, backend: str, ctx: Context = _NOW
     ) -> Decision:
         """May the principal ``action`` anything at all on ``backend``? (for listings)
 
         Individual results are still filtered one by one with :meth:`decide`.
         """
-        for rule in self.rules_for(principal, groups):
-            on_backend = any(r.backend in ("*", backend) for r in rule.resources)
-            if rule.effect is Effect.ALLOW and action in rule.actions and on_backend:
+        roles = self.roles_of(principal)
+        for rule in self._rules:
+            if (
+                rule.effect is Effect.ALLOW
+                and rule.role in roles
+                and action in rule.actions
+                and any(r.backend in ("*", backend) for r in rule.resources)
+                and rule.conditions_hold(principal, ctx)
+            ):
                 return Decision(
                     effect=Effect.ALLOW,
                     rule=rule.id,
@@ -107,3 +189,57 @@ class PolicyEngine:
             policy_hash=self.policy.hash,
             reason=f"no rule allows {action} on anything in {backend} (default deny)",
         )
+
+    def _decision(self, action: Action, ref: SecretRef, rule: Rule | None) -> Decision:
+        if rule is None:
+            return Decision(
+                effect=Effect.DENY,
+                rule=None,
+                policy_hash=self.policy.hash,
+                reason=f"no rule allows {action} on {ref} (default deny)",
+            )
+        verb = "denies" if rule.effect is Effect.DENY else "allows"
+        return Decision(
+            effect=rule.effect,
+            rule=rule.id,
+            policy_hash=self.policy.hash,
+            reason=f"rule {rule.id} {verb} {action} on {ref}",
+        )
+
+
+def _verdict(
+    rule: Rule, principal: Principal, action: Action, ref: SecretRef, ctx: Context
+) -> RuleVerdict:
+    """Check every part of a rule (not just up to the first miss), saying what each saw."""
+    reasons: list[str] = []
+    applies = True
+    if action not in rule.actions:
+        applies = False
+        reasons.append(f"action {action} is not in [{', '.join(sorted(rule.actions))}]")
+    if not any(r.matches(ref.backend, ref.name) for r in rule.resources):
+        applies = False
+        patterns = ", ".join(r.text for r in rule.resources)
+        reasons.append(f"{ref} matches none of [{patterns}]")
+    for cond in rule.when:
+        if not cond.holds(principal, ctx):
+            applies = False
+        reasons.append("when: " + cond.explain(principal, ctx))
+    for cond in rule.unless:
+        if cond.holds(principal, ctx):
+            applies = False
+        reasons.append("unless: " + cond.explain(principal, ctx))
+    if applies and not (rule.when or rule.unless):
+        reasons.append(f"{action} on {ref} is covered")
+    return RuleVerdict(rule, applies, tuple(reasons))
+
+
+def principal_of(
+    principal_id: str, groups: Iterable[str] = (), attributes: Mapping[str, str] | None = None
+) -> Principal:
+    """A principal as the CLI and tests describe one (auth method ``policy``)."""
+    return Principal(
+        id=principal_id,
+        auth_method="policy",
+        groups=tuple(groups),
+        attributes=dict(attributes or {}),
+    )

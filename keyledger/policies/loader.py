@@ -22,13 +22,25 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import ipaddress
 import re
+import zoneinfo
 from collections.abc import Iterable, Sequence
+from datetime import time
 from pathlib import Path
 from typing import Any
 
 from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
 from keyledger.model import Action
+from keyledger.policies.conditions import (
+    DAY_NAMES,
+    REQUEST_ATTRIBUTES,
+    AttributeMatch,
+    Condition,
+    SourceNetworks,
+    TimeWindow,
+    TimeWindows,
+)
 from keyledger.policies.model import Binding, Effect, PolicySet, ResourcePattern, Role, Rule
 
 __all__ = [
@@ -41,9 +53,12 @@ __all__ = [
 
 _TOP_KEYS = ("version", "groups", "roles", "bindings")
 _ROLE_KEYS = ("id", "description", "rules")
-_RULE_KEYS = ("id", "description", "effect", "actions", "resources")
+_RULE_KEYS = ("id", "description", "effect", "actions", "resources", "when", "unless")
 _BINDING_KEYS = ("role", "principals", "groups", "description")
+_CONDITION_KEYS = ("source_ip", "time", "principal", "request")
+_TIME_KEYS = ("days", "from", "to", "timezone")
 _ACTIONS = tuple(a.value for a in Action)
+_BACKEND_NAME = re.compile(r"^(\*|[a-z][a-z0-9_-]*)$")
 
 
 class PolicyError(ValueError):
@@ -125,10 +140,8 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     if not paths:
         raise PolicyError(["no policy files found (check the policies: paths in your config)"])
     reader = _Reader()
-    roles: dict[str, Role] = {}
-    role_where: dict[str, str] = {}
+    merged = _Merged()
     bindings: list[tuple[Binding, Any]] = []
-    groups: dict[str, set[str]] = {}
     digest = hashlib.sha256()
     for path in paths:
         try:
@@ -148,54 +161,85 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
             continue
         if doc.get("version", 1) != 1:
             reader.fail(doc, "version", f"unsupported policy version {doc['version']!r}; use 1")
-        _read_groups(reader, doc, groups)
-        _read_roles(reader, path, doc, roles, role_where)
-        for item in doc.get("bindings") or []:
-            if reader.keys(item, _BINDING_KEYS, "a binding"):
-                role = item.get("role")
-                if not isinstance(role, str):
-                    reader.fail(item, "role", "a binding needs role: <role id>")
-                    continue
-                binding = Binding(
-                    role=role,
-                    principals=frozenset(reader.str_list(item, "principals", "binding")),
-                    groups=frozenset(reader.str_list(item, "groups", "binding")),
-                )
-                bindings.append((binding, item))
+        _read_groups(reader, doc, merged)
+        _read_roles(reader, path, doc, merged)
+        bindings.extend(_read_bindings(reader, doc))
     for binding, item in bindings:
-        if binding.role not in roles:
+        if binding.role not in merged.roles:
+            hint = did_you_mean(binding.role, merged.roles)
+            reader.fail(item, "role", f"unknown role {binding.role!r}{hint}")
+        for group in sorted(binding.groups - merged.groups.keys()):
             reader.fail(
-                item, "role", f"unknown role {binding.role!r}{did_you_mean(binding.role, roles)}"
+                item,
+                "groups",
+                f"unknown group {group!r}{did_you_mean(group, merged.groups)} (declare it under "
+                "groups:, with no members if identities or OIDC claims supply them)",
             )
-        # A binding may name a group no policy file declares: groups also come from
-        # identities (and later from OIDC claims).
     if reader.problems:
         raise PolicyError(reader.problems)
     return PolicySet(
-        roles=roles,
+        roles=merged.roles,
         bindings=tuple(b for b, _ in bindings),
-        groups={g: frozenset(m) for g, m in groups.items()},
+        groups={g: frozenset(m) for g, m in merged.groups.items()},
         hash="sha256:" + digest.hexdigest(),
         files=tuple(str(p) for p in paths),
     )
 
 
-def _read_groups(reader: _Reader, doc: dict[str, Any], groups: dict[str, set[str]]) -> None:
+class _Merged:
+    """What the files declared so far, and where, for duplicate errors."""
+
+    def __init__(self) -> None:
+        self.roles: dict[str, Role] = {}
+        self.groups: dict[str, frozenset[str]] = {}
+        self.first_at: dict[tuple[str, str], str] = {}  # (kind, id) -> file:line:col
+        self.rules = 0
+
+    def claim(self, reader: _Reader, kind: str, ident: str, container: Any, key: str) -> bool:
+        """Record where ``ident`` is declared; False (and a problem) if it already was."""
+        first = self.first_at.get((kind, ident))
+        if first is not None:
+            reader.fail(container, key, f"duplicate {kind} {ident!r} (first at {first})")
+            return False
+        self.first_at[(kind, ident)] = where(container, key)
+        return True
+
+
+def _read_groups(reader: _Reader, doc: dict[str, Any], merged: _Merged) -> None:
     section = doc.get("groups") or {}
     if not isinstance(section, dict):
         reader.fail(doc, "groups", "groups must map a group name to a list of principals")
         return
     for name in section:
-        groups.setdefault(name, set()).update(reader.str_list(section, name, "groups"))
+        members = reader.str_list(section, name, "groups") if section[name] is not None else []
+        if merged.claim(reader, "group", name, section, name):
+            merged.groups[name] = frozenset(members)
 
 
-def _read_roles(
-    reader: _Reader,
-    path: Path,
-    doc: dict[str, Any],
-    roles: dict[str, Role],
-    role_where: dict[str, str],
-) -> None:
+def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, Any]]:
+    section = doc.get("bindings") or []
+    if not isinstance(section, list):
+        reader.fail(doc, "bindings", "bindings must be a list")
+        return []
+    found = []
+    for item in section:
+        if not reader.keys(item, _BINDING_KEYS, "a binding"):
+            continue
+        role = item.get("role")
+        if not isinstance(role, str):
+            reader.fail(item, "role", "a binding needs role: <role id>")
+            continue
+        principals = reader.str_list(item, "principals", "binding")
+        groups = reader.str_list(item, "groups", "binding")
+        if not principals and not groups:
+            reader.fail(item, None, "a binding needs principals: or groups:")
+            continue
+        binding = Binding(role=role, principals=frozenset(principals), groups=frozenset(groups))
+        found.append((binding, item))
+    return found
+
+
+def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merged) -> None:
     section = doc.get("roles") or []
     if not isinstance(section, list):
         reader.fail(doc, "roles", "roles must be a list")
@@ -207,33 +251,32 @@ def _read_roles(
         if not isinstance(role_id, str) or not role_id:
             reader.fail(item, "id", "a role needs id: <name>")
             continue
-        if role_id in roles:
-            reader.fail(
-                item, "id", f"duplicate role id {role_id!r} (first at {role_where[role_id]})"
-            )
+        if not merged.claim(reader, "role id", role_id, item, "id"):
             continue
-        role_where[role_id] = where(item, "id")
         rules_raw = item.get("rules") or []
         if not isinstance(rules_raw, list):
             reader.fail(item, "rules", "rules must be a list")
             continue
-        rules = [_read_rule(reader, path, role_id, i, r) for i, r in enumerate(rules_raw)]
-        ids = [r.id for r in rules if r is not None]
-        for rule_id in {i for i in ids if ids.count(i) > 1}:
-            reader.fail(item, "rules", f"duplicate rule id {rule_id!r} in role {role_id!r}")
-        roles[role_id] = Role(id=role_id, rules=tuple(r for r in rules if r is not None))
+        rules: list[Rule] = []
+        for index, raw in enumerate(rules_raw):
+            rule = _read_rule(reader, path, role_id, index, raw, merged.rules)
+            merged.rules += 1
+            if rule is not None and merged.claim(reader, "rule id", rule.id, raw, "id"):
+                rules.append(rule)
+        merged.roles[role_id] = Role(id=role_id, rules=tuple(rules))
 
 
-def _read_rule(reader: _Reader, path: Path, role: str, index: int, item: Any) -> Rule | None:
+def _read_rule(
+    reader: _Reader, path: Path, role: str, index: int, item: Any, order: int
+) -> Rule | None:
     if not reader.keys(item, _RULE_KEYS, "a rule"):
         return None
-    ok = True
+    before = len(reader.problems)
     effect_raw = item.get("effect", "allow")
     try:
         effect = Effect(effect_raw)
     except ValueError:
         reader.fail(item, "effect", f"effect must be allow or deny, not {effect_raw!r}")
-        ok = False
         effect = Effect.DENY
     actions: set[Action] = set()
     for action in reader.str_list(item, "actions", "rule"):
@@ -245,31 +288,169 @@ def _read_rule(reader: _Reader, path: Path, role: str, index: int, item: Any) ->
             reader.fail(
                 item, "actions", f"unknown action {action!r}{did_you_mean(action, _ACTIONS)}"
             )
-            ok = False
-    if not actions and ok:
-        reader.fail(item, None, "a rule needs at least one action")
-        ok = False
     resources: list[ResourcePattern] = []
     for text in reader.str_list(item, "resources", "rule"):
         try:
-            resources.append(ResourcePattern.parse(text))
+            pattern = ResourcePattern.parse(text)
         except ValueError as exc:
             reader.fail(item, "resources", str(exc))
-            ok = False
-    if not resources and ok:
-        reader.fail(item, None, "a rule needs at least one resource")
-        ok = False
-    rule_id = item.get("id") or f"{path.stem}/{role}/{index}"
-    if not isinstance(rule_id, str):
-        reader.fail(item, "id", "rule id must be a string")
-        ok = False
-    if not ok:
+            continue
+        if not _BACKEND_NAME.match(pattern.backend):
+            reader.fail(
+                item,
+                "resources",
+                f"resource {text!r}: {pattern.backend!r} is not a "
+                "backend name (aws, gcp, azure, or a name from your config)",
+            )
+            continue
+        resources.append(pattern)
+    if len(reader.problems) == before:
+        if not actions:
+            reader.fail(item, None, "a rule needs at least one action")
+        if not resources:
+            reader.fail(item, None, "a rule needs at least one resource")
+    when = _read_conditions(reader, item, "when")
+    unless = _read_conditions(reader, item, "unless")
+    rule_id = item.get("id", f"{path.stem}/{role}/{index}")
+    if not isinstance(rule_id, str) or not rule_id:
+        reader.fail(item, "id", "a rule id must be a non-empty string")
+    if len(reader.problems) > before:
         return None
     return Rule(
-        id=str(rule_id),
+        id=rule_id,
         role=role,
         effect=effect,
         actions=frozenset(actions),
         resources=tuple(resources),
+        when=when,
+        unless=unless,
+        order=order,
         source=where(item),
     )
+
+
+# -- conditions --------------------------------------------------------------------------
+
+
+def _read_conditions(reader: _Reader, rule: Any, key: str) -> tuple[Condition, ...]:
+    block = rule.get(key)
+    if block is None:
+        return ()
+    if not reader.keys(block, _CONDITION_KEYS, f"{key}:"):
+        return ()
+    found: list[Condition] = []
+    if "source_ip" in block:
+        found.extend(_read_networks(reader, block))
+    if "time" in block:
+        found.extend(_read_time(reader, block))
+    for scope in ("principal", "request"):
+        if scope in block:
+            found.extend(_read_attributes(reader, block, scope))
+    return tuple(found)
+
+
+def _read_networks(reader: _Reader, block: Any) -> list[Condition]:
+    texts = reader.str_list(block, "source_ip", "when")
+    networks = []
+    for text in texts:
+        try:
+            networks.append(ipaddress.ip_network(text))
+        except ValueError as exc:
+            reader.fail(block, "source_ip", f"bad network {text!r}: {exc}")
+    if not texts:
+        reader.fail(block, "source_ip", "source_ip needs at least one network (10.0.0.0/8)")
+    if len(networks) < len(texts) or not networks:
+        return []
+    return [SourceNetworks(tuple(networks))]
+
+
+def _read_time(reader: _Reader, block: Any) -> list[Condition]:
+    raw = block["time"]
+    items = raw if isinstance(raw, list) else [raw]
+    windows = []
+    for item in items:
+        window = _read_window(reader, item)
+        if window is None:
+            return []
+        windows.append(window)
+    if not windows:
+        reader.fail(block, "time", "time needs at least one window")
+        return []
+    return [TimeWindows(tuple(windows))]
+
+
+def _read_window(reader: _Reader, item: Any) -> TimeWindow | None:
+    if not reader.keys(item, _TIME_KEYS, "a time window"):
+        return None
+    before = len(reader.problems)
+    days = _read_days(reader, item)
+    start = _read_clock(reader, item, "from", "00:00")
+    end = _read_clock(reader, item, "to", "24:00")
+    zone_name = item.get("timezone", "UTC")
+    zone = None
+    try:
+        zone = zoneinfo.ZoneInfo(str(zone_name))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        reader.fail(item, "timezone", f"unknown time zone {zone_name!r} (e.g. Europe/Berlin)")
+    if start is not None and start == end:
+        reader.fail(item, "to", "an empty time window: from and to are the same")
+    if len(reader.problems) > before or zone is None or start is None or days is None:
+        return None
+    days_text = item.get("days", "every day")
+    if isinstance(days_text, list):
+        days_text = ",".join(str(d) for d in days_text)
+    text = f"{days_text} {start:%H:%M}-{item.get('to', '24:00')} {zone_name}"
+    return TimeWindow(days=days, start=start, end=end, zone=zone, text=text)
+
+
+def _read_days(reader: _Reader, item: Any) -> frozenset[int] | None:
+    raw = item.get("days", "mon-sun")
+    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    days: set[int] = set()
+    for part in (str(p).strip().lower() for p in parts):
+        first, _, last = part.partition("-")
+        if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+            bad = last if first in DAY_NAMES else first
+            reader.fail(
+                item,
+                "days",
+                f"unknown day {bad!r}{did_you_mean(bad, DAY_NAMES)}; use mon..sun or "
+                "ranges like mon-fri",
+            )
+            return None
+        lo, hi = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
+        days.update(range(lo, hi + 1) if lo <= hi else [*range(lo, 7), *range(hi + 1)])
+    return frozenset(days)
+
+
+def _read_clock(reader: _Reader, item: Any, key: str, default: str) -> time | None:
+    """``HH:MM``; ``to`` may be ``24:00`` (end of day), returned as None."""
+    text = str(item.get(key, default))
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if match and key == "to" and text == "24:00":
+        return None
+    if match and int(match[1]) < 24 and int(match[2]) < 60:
+        return time(int(match[1]), int(match[2]))
+    reader.fail(item, key, f"{key} must be a time of day HH:MM, not {text!r}")
+    return None
+
+
+def _read_attributes(reader: _Reader, block: Any, scope: str) -> list[Condition]:
+    section = block[scope]
+    if not isinstance(section, dict) or not section:
+        reader.fail(block, scope, f"{scope} must map attribute names to values")
+        return []
+    found: list[Condition] = []
+    for key in section:
+        if scope == "request" and key not in REQUEST_ATTRIBUTES:
+            reader.problems.append(
+                f"{where_key(section, key)}: unknown request attribute {key!r}"
+                f"{did_you_mean(key, REQUEST_ATTRIBUTES)}; one of {', '.join(REQUEST_ATTRIBUTES)}"
+            )
+            continue
+        values = reader.str_list(section, key, scope)
+        if not values:
+            reader.fail(section, key, f"{scope}.{key} needs at least one value")
+            continue
+        found.append(AttributeMatch.of(scope, key, tuple(values)))
+    return found

@@ -2,7 +2,8 @@
 
 A policy set is roles (lists of rules), bindings (who holds which role) and groups (named
 sets of principals). A rule allows or denies some actions on resources written
-``backend:name-glob``. Explicit deny beats allow; no matching allow means deny.
+``backend:name-glob``, optionally only under conditions. Explicit deny beats allow; no
+matching allow means deny.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from keyledger.model import Action
+from keyledger.model import Action, Principal, SecretRef
+from keyledger.policies.conditions import Condition, Context
 
 __all__ = ["Binding", "Decision", "Effect", "PolicySet", "ResourcePattern", "Role", "Rule"]
+
+_WILDCARDS = frozenset("*?[")
 
 
 class Effect(enum.StrEnum):
@@ -42,6 +46,20 @@ class ResourcePattern:
     def matches(self, backend: str, name: str) -> bool:
         return (self.backend in ("*", backend)) and self.regex.match(name) is not None
 
+    @property
+    def literal(self) -> bool:
+        """True when the glob names exactly one secret."""
+        return not any(c in _WILDCARDS for c in self.glob)
+
+    @property
+    def prefix(self) -> str:
+        """The fixed start of every name the glob can match, cut after a ``/``.
+
+        ``prod/pay*`` -> ``prod/``; ``*`` -> ``""``. The engine files rules under it.
+        """
+        cut = next((i for i, c in enumerate(self.glob) if c in _WILDCARDS), len(self.glob))
+        return self.glob[: self.glob.rfind("/", 0, cut) + 1]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
@@ -50,10 +68,24 @@ class Rule:
     effect: Effect
     actions: frozenset[Action]
     resources: tuple[ResourcePattern, ...]
-    source: str  # file:line:col, for explanations
+    when: tuple[Condition, ...] = ()  # all must hold
+    unless: tuple[Condition, ...] = ()  # none may hold
+    order: int = 0  # position in the whole set: among matching rules, the first decides
+    source: str = ""  # file:line:col, for explanations
 
-    def applies(self, action: Action, backend: str, name: str) -> bool:
-        return action in self.actions and any(r.matches(backend, name) for r in self.resources)
+    def covers(self, action: Action, ref: SecretRef) -> bool:
+        """The action and the secret are this rule's, conditions aside."""
+        return action in self.actions and any(
+            r.matches(ref.backend, ref.name) for r in self.resources
+        )
+
+    def conditions_hold(self, principal: Principal, ctx: Context) -> bool:
+        return all(c.holds(principal, ctx) for c in self.when) and not any(
+            c.holds(principal, ctx) for c in self.unless
+        )
+
+    def applies(self, principal: Principal, action: Action, ref: SecretRef, ctx: Context) -> bool:
+        return self.covers(action, ref) and self.conditions_hold(principal, ctx)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +109,11 @@ class PolicySet:
     hash: str  # "sha256:<hex>" over every file's name and bytes
     files: tuple[str, ...]
 
+    @property
+    def rules(self) -> list[Rule]:
+        """Every rule, in the order the set was written."""
+        return sorted((r for role in self.roles.values() for r in role.rules), key=_order)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
@@ -88,3 +125,12 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.effect is Effect.ALLOW
+
+    @property
+    def explicit(self) -> bool:
+        """Denied by a rule, not by default."""
+        return self.effect is Effect.DENY and self.rule is not None
+
+
+def _order(rule: Rule) -> int:
+    return rule.order

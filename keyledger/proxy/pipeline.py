@@ -16,12 +16,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
 from keyledger.backends import Backend, BackendError, BackendUnavailable
 from keyledger.model import Action, Principal, SecretItem, SecretRef
-from keyledger.policies import Decision, PolicyEngine
+from keyledger.policies import Context, Decision, PolicyEngine
 from keyledger.proxy.audit.events import (
     AuditEvent,
     DecisionInfo,
@@ -163,17 +164,34 @@ class Gateway:
 
         # 3. May the caller do this action on anything at all? Asked before any lookup
         #    in the store, so nobody learns from it what they could not touch anyway.
+        #    One engine and one moment decide the whole request, even across a reload.
         engine = self._policies.engine
-        gate = engine.decide_any(principal.id, principal.groups, call.action, call.backend)
+        facts = Context(
+            source_ip=wire.source_ip,
+            at=datetime.now(UTC),
+            request={
+                "protocol": self._frontend.protocol,
+                "operation": call.operation,
+                **({"version_stage": call.version_stage} if call.version_stage else {}),
+            },
+        )
+
+        def decide(ref: SecretRef) -> Decision:
+            return engine.decide(principal, call.action, ref, facts)
+
+        gate = engine.decide_any(principal, call.action, call.backend, facts)
         if not gate.allowed:
             # Recorded as the caller named them (an ARN stays an ARN): never resolved.
+            # Each is decided on its own only to name a deny rule that matched it.
+            decided = [(ref, decide(ref) if ref else gate) for ref in call.targets or (None,)]
             await self._record(
                 [
-                    self._event(ctx, who, call, ref, gate, Status.DENIED, "AccessDenied")
-                    for ref in call.targets or (None,)
+                    self._event(ctx, who, call, r, d, Status.DENIED, "AccessDenied")
+                    for r, d in decided
                 ]
             )
-            return self._denied(principal, call, call.single, rid)
+            explicit = decided[0][1].explicit
+            return self._denied(principal, call, call.single, rid, explicit=explicit)
 
         # 4. Resolve aliases (ARNs) to the store's own names: policies speak in names.
         try:
@@ -183,17 +201,13 @@ class Gateway:
             failed = self._event(ctx, who, call, target, None, Status.ERROR, exc.code or exc.kind)
             await self._record([failed])
             if isinstance(exc, BackendUnavailable) or any(
-                engine.decide(principal.id, principal.groups, call.action, n).allowed
-                for n in (SecretRef(call.backend, name) for name in exc.names)
+                decide(SecretRef(call.backend, name)).allowed for name in exc.names
             ):
                 return self._frontend.render_error(exc, request_id=rid)
             # "Not found" would tell the caller whether a secret it may not see exists.
             return self._denied(principal, call, target, rid)
 
         # 5. Authorise every named secret, with the policy in force when the request arrived.
-        def decide(ref: SecretRef) -> Decision:
-            return engine.decide(principal.id, principal.groups, call.action, ref)
-
         decisions = {ref: decide(names[ref]) for ref in call.targets}
         denied = {ref: d for ref, d in decisions.items() if not d.allowed}
         events = [
@@ -204,7 +218,7 @@ class Gateway:
             # Only a batch read goes ahead with part of its secrets.
             ref, decision = next(iter(denied.items()))
             await self._record(events[:1])
-            return self._denied(principal, call, ref, rid, explicit=decision.rule is not None)
+            return self._denied(principal, call, ref, rid, explicit=decision.explicit)
         if call.targets and len(denied) == len(call.targets):
             # A batch of which nothing may be read: answer with only the per-secret errors.
             await self._record(events)

@@ -65,6 +65,9 @@ class Call:
     filter_results: bool = False
     # True when the call can execute with only some targets allowed (batch reads).
     partial: bool = False
+    # The version stage the call reads or moves, when the protocol has stages (AWS); a
+    # policy can condition on it (request.version_stage).
+    version_stage: str | None = None
 
     @property
     def single(self) -> SecretRef | None:

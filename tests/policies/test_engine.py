@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from keyledger.model import Action, SecretRef
 from keyledger.policies import Effect, PolicyEngine, PolicySet, load_policy_files
+from keyledger.policies import principal_of as who
 from keyledger.policies.model import Binding, ResourcePattern, Role, Rule
 
 
@@ -29,6 +30,7 @@ def ref(text: str) -> SecretRef:
 LAYERED = """
     groups:
       everyone: [svc-app, svc-batch]
+      payments: []  # members come from identities
     roles:
       - id: reader
         rules:
@@ -61,7 +63,7 @@ class TestDecide:
         """A principal no rule speaks about is denied, and the reason says so."""
         engine = engine_for(tmp_path, LAYERED)
 
-        decision = engine.decide("svc-stranger", (), Action.READ, ref("aws:prod/db"))
+        decision = engine.decide(who("svc-stranger", ()), Action.READ, ref("aws:prod/db"))
 
         assert not decision.allowed
         assert decision.effect is Effect.DENY
@@ -72,7 +74,7 @@ class TestDecide:
         """An allowed request names the rule that allowed it and the policy version."""
         engine = engine_for(tmp_path, LAYERED)
 
-        decision = engine.decide("svc-app", (), Action.READ, ref("aws:prod/db/password"))
+        decision = engine.decide(who("svc-app", ()), Action.READ, ref("aws:prod/db/password"))
 
         assert decision.allowed
         assert decision.rule == "read-prod"
@@ -83,13 +85,13 @@ class TestDecide:
         """A rule allowing read does not allow write on the same secret."""
         engine = engine_for(tmp_path, LAYERED)
 
-        assert not engine.decide("svc-app", (), Action.WRITE, ref("aws:prod/db")).allowed
+        assert not engine.decide(who("svc-app", ()), Action.WRITE, ref("aws:prod/db")).allowed
 
     def test_explicit_deny_from_a_group_role_beats_allow(self, tmp_path: Path) -> None:
         """A deny from a role bound through a policy group overrides a direct allow."""
         engine = engine_for(tmp_path, LAYERED)
 
-        decision = engine.decide("svc-app", (), Action.READ, ref("aws:prod/payments/key"))
+        decision = engine.decide(who("svc-app", ()), Action.READ, ref("aws:prod/payments/key"))
 
         assert decision.effect is Effect.DENY
         assert decision.rule == "deny-payments"
@@ -100,7 +102,7 @@ class TestDecide:
         engine = engine_for(tmp_path, LAYERED)
 
         decision = engine.decide(
-            "svc-batch", ("payments",), Action.READ, ref("aws:prod/payments/key")
+            who("svc-batch", ("payments",)), Action.READ, ref("aws:prod/payments/key")
         )
 
         assert decision.rule == "deny-payments"
@@ -111,6 +113,8 @@ class TestDecide:
         engine = engine_for(
             tmp_path,
             """
+            groups:
+              payments: []
             roles:
               - id: payments-reader
                 rules:
@@ -124,9 +128,11 @@ class TestDecide:
         )
         secret = ref("aws:payments/stripe")
 
-        assert engine.decide("svc-x", ("payments",), Action.READ, secret).rule == "read-payments"
-        assert not engine.decide("svc-x", (), Action.READ, secret).allowed
-        assert not engine.decide("svc-x", ("ops",), Action.READ, secret).allowed
+        assert (
+            engine.decide(who("svc-x", ("payments",)), Action.READ, secret).rule == "read-payments"
+        )
+        assert not engine.decide(who("svc-x", ()), Action.READ, secret).allowed
+        assert not engine.decide(who("svc-x", ("ops",)), Action.READ, secret).allowed
 
     def test_policy_file_groups_bind_roles(self, tmp_path: Path) -> None:
         """Members listed under `groups:` in a policy file get the group's roles."""
@@ -147,8 +153,8 @@ class TestDecide:
         )
         secret = ref("aws:payments/stripe")
 
-        assert engine.decide("svc-checkout", (), Action.READ, secret).allowed
-        assert not engine.decide("svc-refunds", (), Action.READ, secret).allowed
+        assert engine.decide(who("svc-checkout", ()), Action.READ, secret).allowed
+        assert not engine.decide(who("svc-refunds", ()), Action.READ, secret).allowed
 
     def test_star_binding_applies_to_everyone(self, tmp_path: Path) -> None:
         """A binding to principal `*` applies to every authenticated caller."""
@@ -168,7 +174,7 @@ class TestDecide:
         )
 
         for principal in ("svc-a", "svc-b"):
-            decision = engine.decide(principal, (), Action.READ, ref("aws:shared/flag"))
+            decision = engine.decide(who(principal, ()), Action.READ, ref("aws:shared/flag"))
             assert decision.rule == "read-shared"
 
     def test_glob_semantics(self, tmp_path: Path) -> None:
@@ -188,7 +194,7 @@ class TestDecide:
         )
 
         def allowed(text: str) -> bool:
-            return engine.decide("svc", (), Action.READ, ref(text)).allowed
+            return engine.decide(who("svc", ()), Action.READ, ref(text)).allowed
 
         assert allowed("aws:staging/a")
         assert allowed("aws:staging/a/b")
@@ -204,9 +210,9 @@ class TestDecide:
         engine = engine_for(tmp_path, LAYERED)
         secret = ref("aws:prod/payments/key")
 
-        assert engine.decide("svc-x", ("payments",), Action.READ, secret).allowed
-        assert not engine.decide("svc-x", (), Action.READ, secret).allowed
-        assert engine.decide("svc-x", ["payments"], Action.READ, secret).allowed
+        assert engine.decide(who("svc-x", ("payments",)), Action.READ, secret).allowed
+        assert not engine.decide(who("svc-x", ()), Action.READ, secret).allowed
+        assert engine.decide(who("svc-x", ["payments"]), Action.READ, secret).allowed
 
 
 class TestDecideAny:
@@ -231,14 +237,14 @@ class TestDecideAny:
             """,
         )
 
-        decision = engine.decide_any("svc", (), Action.LIST, "aws")
+        decision = engine.decide_any(who("svc", ()), Action.LIST, "aws")
 
         assert decision.allowed
         assert decision.rule == "list-staging"
         assert decision.policy_hash == engine.hash
-        assert not engine.decide_any("svc", (), Action.LIST, "gcp").allowed
-        assert not engine.decide_any("svc", (), Action.READ, "aws").allowed
-        assert not engine.decide_any("other", (), Action.LIST, "aws").allowed
+        assert not engine.decide_any(who("svc", ()), Action.LIST, "gcp").allowed
+        assert not engine.decide_any(who("svc", ()), Action.READ, "aws").allowed
+        assert not engine.decide_any(who("other", ()), Action.LIST, "aws").allowed
 
 
 # -- property: decide agrees with an obviously-correct reference evaluator ----------------
@@ -383,7 +389,7 @@ class TestDecideProperty:
         """Every decision follows the language's definition and names a rule that applies."""
         engine = PolicyEngine(spec.policy())
         for principal, groups, action, backend, name in request:
-            decision = engine.decide(principal, groups, action, SecretRef(backend, name))
+            decision = engine.decide(who(principal, groups), action, SecretRef(backend, name))
             applying = spec.applying(principal, groups, action, backend, name)
             allows = {r.id for r in applying if r.allow}
             denies = {r.id for r in applying if not r.allow}
@@ -406,7 +412,7 @@ class TestDecideProperty:
         principal, groups, action, backend, _ = request
         engine = PolicyEngine(spec.policy())
 
-        decision = engine.decide_any(principal, groups, action, backend)
+        decision = engine.decide_any(who(principal, groups), action, backend)
 
         candidates = {
             r.id

@@ -87,10 +87,10 @@ class TestLoadPolicyFiles:
                     actions: [write]
                     resources: ["aws:staging/*"]
             groups:
-              payments: [svc-refunds]
+              refunds: [svc-refunds]
             bindings:
               - role: reader
-                groups: [payments]
+                groups: [payments, refunds]
               - role: writer
                 principals: [svc-admin]
             """,
@@ -99,9 +99,12 @@ class TestLoadPolicyFiles:
         policy = load_policy_files([first, second])
 
         assert set(policy.roles) == {"reader", "writer"}
-        assert policy.groups == {"payments": frozenset({"svc-checkout", "svc-refunds"})}
+        assert policy.groups == {
+            "payments": frozenset({"svc-checkout"}),
+            "refunds": frozenset({"svc-refunds"}),
+        }
         assert [(b.role, b.principals, b.groups) for b in policy.bindings] == [
-            ("reader", frozenset(), frozenset({"payments"})),
+            ("reader", frozenset(), frozenset({"payments", "refunds"})),
             ("writer", frozenset({"svc-admin"}), frozenset()),
         ]
         assert policy.files == (str(first), str(second))
@@ -216,8 +219,18 @@ class TestLoadPolicyFiles:
             f"{second}:3:9: duplicate role id 'reader' (first at {first}:3:9)",
         )
 
+    def test_group_declared_twice_is_rejected(self, tmp_path: Path) -> None:
+        """Membership lives in one place: a second declaration of a group is an error, not a
+        silent union a reviewer of one file would miss."""
+        first = write(tmp_path, "a.yaml", "groups:\n  payments: [svc-a]\n")
+        second = write(tmp_path, "b.yaml", "groups:\n  payments: [svc-b]\n")
+
+        assert problems_of(first, second) == (
+            f"{second}:2:13: duplicate group 'payments' (first at {first}:2:13)",
+        )
+
     def test_duplicate_rule_ids(self, tmp_path: Path) -> None:
-        """Two rules of one role with the same id are rejected, naming the id and the role."""
+        """Two rules with the same id are rejected, naming where the first one is."""
         path = write(
             tmp_path,
             "p.yaml",
@@ -234,7 +247,19 @@ class TestLoadPolicyFiles:
             """,
         )
 
-        assert problems_of(path) == (f"{path}:4:7: duplicate rule id 'same' in role 'reader'",)
+        assert problems_of(path) == (
+            f"{path}:7:13: duplicate rule id 'same' (first at {path}:4:13)",
+        )
+
+    def test_rule_ids_are_unique_across_roles_and_files(self, tmp_path: Path) -> None:
+        """Audit events name rules by id, so an id must mean one rule in the whole set."""
+        rule = "rules:\n      - id: shared\n        actions: [read]\n        resources: [aws:a]\n"
+        first = write(tmp_path, "a.yaml", "roles:\n  - id: one\n    " + rule)
+        second = write(tmp_path, "b.yaml", "roles:\n  - id: two\n    " + rule)
+
+        assert problems_of(first, second) == (
+            f"{second}:4:13: duplicate rule id 'shared' (first at {first}:4:13)",
+        )
 
     def test_binding_to_unknown_role(self, tmp_path: Path) -> None:
         """A binding naming a role no file defines is rejected with a suggestion."""

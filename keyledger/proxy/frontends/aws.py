@@ -137,6 +137,7 @@ class AwsFrontend:
             backend=self.backend,
             targets=(ref,),
             request=self._request(op, operation, ref, params),
+            version_stage=_version_stage(operation, params),
         )
 
     def _parse_batch(self, op: _Op, params: dict[str, Any]) -> Call:
@@ -167,6 +168,7 @@ class AwsFrontend:
             request=self._request(op, "BatchGetSecretValue", None, params),
             filter_results=True,
             partial=True,
+            version_stage="AWSCURRENT",  # a batch always reads the current versions
         )
 
     @staticmethod
@@ -285,3 +287,18 @@ class AwsFrontend:
 
 def error_kind_is_unknown_op(error: ProxyError | BackendError) -> bool:
     return isinstance(error, ProxyError) and error.kind is ErrorKind.UNKNOWN_OPERATION
+
+
+def _version_stage(operation: str, params: Mapping[str, Any]) -> str | None:
+    """The stage a call reads (GetSecretValue) or moves (UpdateSecretVersionStage).
+
+    A read naming neither a stage nor a version id reads AWSCURRENT; one naming only a
+    version id has no stage we can know without asking the store, so conditions on the
+    stage do not hold for it.
+    """
+    stage = params.get("VersionStage")
+    if isinstance(stage, str):
+        return stage
+    if operation == "GetSecretValue" and params.get("VersionId") is None:
+        return "AWSCURRENT"
+    return None
