@@ -69,9 +69,12 @@ class PolicyError(ValueError):
         self.problems = tuple(problems)
 
 
-def example_policy_dir() -> Path:
-    """The example policies shipped inside the package (used by ``serve --dev``)."""
-    return Path(__file__).with_name("examples")
+def example_policy_dir(name: str = "demo") -> Path:
+    """An example policy set shipped inside the package.
+
+    ``demo`` is what ``serve --dev`` loads; ``acme`` is a realistic company-sized set.
+    """
+    return Path(__file__).with_name("examples") / name
 
 
 def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = None) -> list[Path]:
