@@ -3,7 +3,7 @@
 keyledger serve --config FILE | --dev [--listen HOST:PORT]
 keyledger audit verify PATH
 keyledger identity create|list|revoke|rotate ...
-keyledger policy check [PATH...]
+keyledger policy check|explain|test|schema ...
 """
 
 from __future__ import annotations
@@ -19,12 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from keyledger.policies import (
-    PolicyError,
-    example_policy_dir,
-    load_policy_files,
-    resolve_policy_paths,
-)
+from keyledger.policy_cli import add_policy_parser
 from keyledger.proxy.config import Config, ConfigError, load_config, parse_listen
 
 __all__ = ["main"]
@@ -218,26 +213,6 @@ def _print_issued(issued) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-# -- policy ------------------------------------------------------------------------------
-
-
-def cmd_policy_check(args: argparse.Namespace) -> int:
-    patterns: Sequence[str | Path] = args.paths or [example_policy_dir()]
-    paths = resolve_policy_paths(patterns)
-    try:
-        policy = load_policy_files(paths)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem)
-        return 1
-    rules = sum(len(r.rules) for r in policy.roles.values())
-    print(
-        f"ok: {len(paths)} file(s), {len(policy.roles)} role(s), {rules} rule(s), "
-        f"{len(policy.bindings)} binding(s); policy hash {policy.hash}"
-    )
-    return 0
-
-
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -297,16 +272,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--var", default="var", metavar="DIR", help=argparse.SUPPRESS)
         cmd.set_defaults(func=cmd_identity)
 
-    policy = sub.add_parser("policy", help="check policy files")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
-    check = policy_sub.add_parser(
-        "check",
-        help="validate policy files",
-        description="Load policy files and report every problem as file:line:col. "
-        "Exit 1 on any problem, so it can run in CI. Without PATH, checks the shipped example.",
-    )
-    check.add_argument("paths", nargs="*", metavar="PATH", help="files, folders or globs")
-    check.set_defaults(func=cmd_policy_check)
+    add_policy_parser(sub)
     return parser
 
 

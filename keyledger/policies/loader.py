@@ -266,7 +266,7 @@ def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merge
             merged.rules += 1
             if rule is not None and merged.claim(reader, "rule id", rule.id, raw, "id"):
                 rules.append(rule)
-        merged.roles[role_id] = Role(id=role_id, rules=tuple(rules))
+        merged.roles[role_id] = Role(id=role_id, rules=tuple(rules), source=where(item, "id"))
 
 
 def _read_rule(
@@ -292,18 +292,18 @@ def _read_rule(
                 item, "actions", f"unknown action {action!r}{did_you_mean(action, _ACTIONS)}"
             )
     resources: list[ResourcePattern] = []
-    for text in reader.str_list(item, "resources", "rule"):
+    texts = reader.str_list(item, "resources", "rule")
+    resource_sources = _item_positions(item, "resources", len(texts))
+    for text, at in zip(texts, resource_sources, strict=True):
         try:
             pattern = ResourcePattern.parse(text)
         except ValueError as exc:
-            reader.fail(item, "resources", str(exc))
+            reader.problems.append(f"{at}: {exc}")
             continue
         if not _BACKEND_NAME.match(pattern.backend):
-            reader.fail(
-                item,
-                "resources",
-                f"resource {text!r}: {pattern.backend!r} is not a "
-                "backend name (aws, gcp, azure, or a name from your config)",
+            reader.problems.append(
+                f"{at}: resource {text!r}: {pattern.backend!r} is not a backend name "
+                "(aws, gcp, azure, or a name from your config)"
             )
             continue
         resources.append(pattern)
@@ -329,7 +329,16 @@ def _read_rule(
         unless=unless,
         order=order,
         source=where(item),
+        resource_sources=tuple(resource_sources),
     )
+
+
+def _item_positions(item: Any, key: str, count: int) -> list[str]:
+    """Where each element of ``item[key]`` is (a single string counts as one element)."""
+    value = item.get(key)
+    if isinstance(value, list):
+        return [where(value, i) for i in range(count)]
+    return [where(item, key)] * count
 
 
 # -- conditions --------------------------------------------------------------------------

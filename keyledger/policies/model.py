@@ -72,6 +72,8 @@ class Rule:
     unless: tuple[Condition, ...] = ()  # none may hold
     order: int = 0  # position in the whole set: among matching rules, the first decides
     source: str = ""  # file:line:col, for explanations
+    # file:line:col of each resource, for `policy check` findings about one of them.
+    resource_sources: tuple[str, ...] = field(default=(), compare=False)
 
     def covers(self, action: Action, ref: SecretRef) -> bool:
         """The action and the secret are this rule's, conditions aside."""
@@ -92,6 +94,7 @@ class Rule:
 class Role:
     id: str
     rules: tuple[Rule, ...]
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,136 @@
+"""What ``policy check`` finds beyond a load error: rules that can never matter.
+
+A policy set that loads can still be wrong in ways a reviewer misses: a role nobody holds,
+an allow that a broader deny always overrides, a resource on a backend this proxy does not
+serve, a glob that matches no secret the team has. The proxy logs these as warnings when
+it loads a set; ``policy check`` fails on them, so CI does.
+
+Every finding is sound: it is reported only when it is certainly true (glob coverage is
+decided for literal names and ``prefix*`` globs only, never guessed for the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from keyledger._yaml import did_you_mean
+from keyledger.model import SecretRef
+from keyledger.policies.model import Binding, Effect, PolicySet, ResourcePattern, Rule
+
+__all__ = ["Finding", "lint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    where: str  # file:line:col
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def lint(
+    policy: PolicySet,
+    *,
+    backends: Collection[str],
+    inventory: Collection[SecretRef] | None = None,
+) -> list[Finding]:
+    """Findings in file order. ``backends`` are the configured backend names;
+    ``inventory``, when given, the secrets that exist (to find globs matching none)."""
+    findings: list[Finding] = []
+    bound = {b.role for b in policy.bindings}
+    for role in policy.roles.values():
+        if role.id not in bound and role.rules:
+            findings.append(
+                Finding(
+                    role.source,
+                    f"unreachable: role {role.id!r} is bound to nobody, so its "
+                    f"{len(role.rules)} rule(s) never apply",
+                )
+            )
+    rules = policy.rules
+    denies = [r for r in rules if r.effect is Effect.DENY and not (r.when or r.unless)]
+    for rule in rules:
+        if rule.role in bound and rule.effect is Effect.ALLOW:
+            shadow = next((d for d in denies if _overrides(policy, d, rule)), None)
+            if shadow is not None:
+                findings.append(
+                    Finding(
+                        rule.source,
+                        f"unreachable: rule {rule.id!r} is always overridden by deny rule "
+                        f"{shadow.id!r} ({shadow.source})",
+                    )
+                )
+        for resource, where in zip(rule.resources, _sources(rule), strict=True):
+            problem = _resource_problem(resource, backends, inventory)
+            if problem:
+                findings.append(Finding(where, problem))
+    return sorted(findings, key=_file_order)
+
+
+def _sources(rule: Rule) -> Iterable[str]:
+    return rule.resource_sources or [rule.source] * len(rule.resources)
+
+
+def _resource_problem(
+    resource: ResourcePattern,
+    backends: Collection[str],
+    inventory: Collection[SecretRef] | None,
+) -> str | None:
+    if resource.backend != "*" and resource.backend not in backends:
+        configured = ", ".join(sorted(backends)) or "none"
+        return (
+            f"resource {resource.text!r} matches nothing configured: no backend "
+            f"{resource.backend!r}{did_you_mean(resource.backend, backends)} "
+            f"(configured: {configured})"
+        )
+    if inventory is not None and not any(
+        resource.matches(ref.backend, ref.name) for ref in inventory
+    ):
+        return f"resource {resource.text!r} matches no secret in the inventory"
+    return None
+
+
+def _overrides(policy: PolicySet, deny: Rule, allow: Rule) -> bool:
+    """The unconditional ``deny`` applies to every request ``allow`` could allow."""
+    return (
+        allow.actions <= deny.actions
+        and all(any(_covers(d, a) for d in deny.resources) for a in allow.resources)
+        and _holders_included(policy, allow.role, deny.role)
+    )
+
+
+def _covers(outer: ResourcePattern, inner: ResourcePattern) -> bool:
+    """Every name ``inner`` matches, ``outer`` matches (decided only where certain)."""
+    if outer.backend not in ("*", inner.backend):
+        return False
+    if outer.glob == inner.glob:
+        return True
+    stem = outer.glob[:-1]
+    if outer.glob.endswith("*") and not any(c in "*?[" for c in stem):
+        # `prefix*` matches every name that starts with prefix: `*` crosses `/`.
+        return inner.glob.startswith(stem)
+    return False
+
+
+def _holders_included(policy: PolicySet, role: str, other: str) -> bool:
+    """Everyone who holds ``role`` certainly holds ``other``."""
+    if role == other:
+        return True
+    held: list[Binding] = [b for b in policy.bindings if b.role == other]
+    if any("*" in b.principals for b in held):
+        return True
+    principals = set().union(*(b.principals for b in held))
+    groups = set().union(*(b.groups for b in held))
+    # A principal listed in a policy group holds the group's roles too.
+    principals |= {p for g in groups for p in policy.groups.get(g, ())}
+    return all(
+        b.principals <= principals and b.groups <= groups for b in policy.bindings if b.role == role
+    )
+
+
+def _file_order(finding: Finding) -> tuple[str, int, int]:
+    path, _, position = finding.where.partition(":")
+    line, _, column = position.partition(":")
+    return path, int(line or 0), int(column or 0)
