@@ -49,7 +49,7 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
     import structlog
     from aiohttp import web
 
-    from keyledger.proxy.app import make_app
+    from keyledger.proxy.app import RELOADER, make_app
 
     log = structlog.get_logger("keyledger")
     context = _ssl_context(config)
@@ -86,6 +86,7 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, app[RELOADER].request)
         await stop.wait()
         log.info("stopping")
     finally:

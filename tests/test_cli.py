@@ -27,8 +27,8 @@ class TestPolicyCheck:
         assert main(["policy", "check", str(tmp_path)]) == 1
         lines = capsys.readouterr().out.splitlines()
         assert lines == [
-            f"{path}:4:18: unknown action 'reed' (did you mean 'read'?)",
-            f"{path}:5:20: resource 'prod/*' must be written backend:name (aws:prod/*)",
+            f"{path}:4:19: unknown action 'reed' (did you mean 'read'?)",
+            f"{path}:5:21: resource 'prod/*' must be written backend:name (aws:prod/*)",
         ]
 
 

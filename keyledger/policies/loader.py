@@ -116,9 +116,10 @@ class _Reader:
     def fail(self, container: Any, key: str | int | None, reason: str) -> None:
         self.problems.append(f"{where(container, key)}: {reason}")
 
-    def keys(self, mapping: Any, allowed: Sequence[str], what: str) -> bool:
+    def keys(self, mapping: Any, allowed: Sequence[str], what: str, at: str | None = None) -> bool:
+        """Report unknown keys; False if ``mapping`` is not one (``at``: where it is)."""
         if not isinstance(mapping, dict):
-            self.fail(mapping, None, f"{what} must be a mapping")
+            self.problems.append(f"{at or where(mapping)}: {what} must be a mapping")
             return False
         for key in mapping:
             if key not in allowed:
@@ -225,8 +226,8 @@ def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, 
         reader.fail(doc, "bindings", "bindings must be a list")
         return []
     found = []
-    for item in section:
-        if not reader.keys(item, _BINDING_KEYS, "a binding"):
+    for i, item in enumerate(section):
+        if not reader.keys(item, _BINDING_KEYS, "a binding", where(section, i)):
             continue
         role = item.get("role")
         if not isinstance(role, str):
@@ -247,8 +248,8 @@ def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merge
     if not isinstance(section, list):
         reader.fail(doc, "roles", "roles must be a list")
         return
-    for item in section:
-        if not reader.keys(item, _ROLE_KEYS, "a role"):
+    for i, item in enumerate(section):
+        if not reader.keys(item, _ROLE_KEYS, "a role", where(section, i)):
             continue
         role_id = item.get("id")
         if not isinstance(role_id, str) or not role_id:
@@ -262,7 +263,9 @@ def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merge
             continue
         rules: list[Rule] = []
         for index, raw in enumerate(rules_raw):
-            rule = _read_rule(reader, path, role_id, index, raw, merged.rules)
+            rule = _read_rule(
+                reader, path, role_id, index, raw, merged.rules, where(rules_raw, index)
+            )
             merged.rules += 1
             if rule is not None and merged.claim(reader, "rule id", rule.id, raw, "id"):
                 rules.append(rule)
@@ -270,9 +273,9 @@ def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merge
 
 
 def _read_rule(
-    reader: _Reader, path: Path, role: str, index: int, item: Any, order: int
+    reader: _Reader, path: Path, role: str, index: int, item: Any, order: int, at: str
 ) -> Rule | None:
-    if not reader.keys(item, _RULE_KEYS, "a rule"):
+    if not reader.keys(item, _RULE_KEYS, "a rule", at):
         return None
     before = len(reader.problems)
     effect_raw = item.get("effect", "allow")
@@ -282,15 +285,16 @@ def _read_rule(
         reader.fail(item, "effect", f"effect must be allow or deny, not {effect_raw!r}")
         effect = Effect.DENY
     actions: set[Action] = set()
-    for action in reader.str_list(item, "actions", "rule"):
+    action_texts = reader.str_list(item, "actions", "rule")
+    action_sources = _item_positions(item, "actions", len(action_texts))
+    for action, action_at in zip(action_texts, action_sources, strict=True):
         if action == "*":
             actions.update(Action)
         elif action in _ACTIONS:
             actions.add(Action(action))
         else:
-            reader.fail(
-                item, "actions", f"unknown action {action!r}{did_you_mean(action, _ACTIONS)}"
-            )
+            hint = did_you_mean(action, _ACTIONS)
+            reader.problems.append(f"{action_at}: unknown action {action!r}{hint}")
     resources: list[ResourcePattern] = []
     texts = reader.str_list(item, "resources", "rule")
     resource_sources = _item_positions(item, "resources", len(texts))
@@ -348,7 +352,7 @@ def _read_conditions(reader: _Reader, rule: Any, key: str) -> tuple[Condition, .
     block = rule.get(key)
     if block is None:
         return ()
-    if not reader.keys(block, _CONDITION_KEYS, f"{key}:"):
+    if not reader.keys(block, _CONDITION_KEYS, f"{key}:", where(rule, key)):
         return ()
     found: list[Condition] = []
     if "source_ip" in block:
@@ -364,11 +368,11 @@ def _read_conditions(reader: _Reader, rule: Any, key: str) -> tuple[Condition, .
 def _read_networks(reader: _Reader, block: Any) -> list[Condition]:
     texts = reader.str_list(block, "source_ip", "when")
     networks = []
-    for text in texts:
+    for text, at in zip(texts, _item_positions(block, "source_ip", len(texts)), strict=True):
         try:
             networks.append(ipaddress.ip_network(text))
         except ValueError as exc:
-            reader.fail(block, "source_ip", f"bad network {text!r}: {exc}")
+            reader.problems.append(f"{at}: bad network {text!r}: {exc}")
     if not texts:
         reader.fail(block, "source_ip", "source_ip needs at least one network (10.0.0.0/8)")
     if len(networks) < len(texts) or not networks:
@@ -380,8 +384,8 @@ def _read_time(reader: _Reader, block: Any) -> list[Condition]:
     raw = block["time"]
     items = raw if isinstance(raw, list) else [raw]
     windows = []
-    for item in items:
-        window = _read_window(reader, item)
+    for i, item in enumerate(items):
+        window = _read_window(reader, item, where(raw, i) if raw is items else where(block, "time"))
         if window is None:
             return []
         windows.append(window)
@@ -391,8 +395,8 @@ def _read_time(reader: _Reader, block: Any) -> list[Condition]:
     return [TimeWindows(tuple(windows))]
 
 
-def _read_window(reader: _Reader, item: Any) -> TimeWindow | None:
-    if not reader.keys(item, _TIME_KEYS, "a time window"):
+def _read_window(reader: _Reader, item: Any, at: str) -> TimeWindow | None:
+    if not reader.keys(item, _TIME_KEYS, "a time window", at):
         return None
     before = len(reader.problems)
     days = _read_days(reader, item)

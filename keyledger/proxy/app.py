@@ -21,7 +21,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
-from keyledger.policies import PolicyEngine, load_policy_files, resolve_policy_paths
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
@@ -31,9 +30,18 @@ from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
 from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
+from keyledger.proxy.reload import PolicyReloader, load_policy
 from keyledger.proxy.wire import WireRequest, caller_text
 
-__all__ = ["CONFIG", "GATEWAY", "JOURNAL", "POLICIES", "load_fingerprint_key", "make_app"]
+__all__ = [
+    "CONFIG",
+    "GATEWAY",
+    "JOURNAL",
+    "POLICIES",
+    "RELOADER",
+    "load_fingerprint_key",
+    "make_app",
+]
 
 log = structlog.get_logger("keyledger")
 
@@ -43,6 +51,7 @@ JOURNAL = web.AppKey("journal", Journal)
 BACKEND = web.AppKey("backend", Backend)
 GATEWAY = web.AppKey("gateway", Gateway)
 TRANSPORT = web.AppKey("transport", AiohttpTransport)
+RELOADER = web.AppKey("reloader", PolicyReloader)
 
 
 class StartupError(RuntimeError):
@@ -140,8 +149,8 @@ def _too_large(limit: int) -> RequestError:
 async def make_app(config: Config) -> web.Application:
     """The data-plane application for ``config``; resources open when it starts."""
     try:
-        paths = resolve_policy_paths(config.policies)
-        policies = PolicyHolder(PolicyEngine(load_policy_files(paths)))
+        loaded = load_policy(config.policies, config.backends)
+        policies = PolicyHolder(loaded.engine)
         store = IdentityStore(
             config.identities.path,
             load_store_key(env=config.identities.key_env, file=config.identities.key_file),
@@ -172,7 +181,18 @@ async def make_app(config: Config) -> web.Application:
     app[BACKEND] = backend
     app[TRANSPORT] = transport
     app[GATEWAY] = gateway
+    app[RELOADER] = PolicyReloader(
+        patterns=config.policies,
+        backends=config.backends,
+        holder=policies,
+        journal=journal,
+        interval_s=config.policy_reload.interval_s,
+        watch=config.policy_reload.watch,
+    )
+    for warning in loaded.warnings:
+        log.warning("policy_warning", problem=str(warning))
     app.cleanup_ctx.append(_journal_ctx)
+    app.cleanup_ctx.append(_reloader_ctx)
     app.cleanup_ctx.append(_backend_ctx)
     handler = _Handler(
         gateway=gateway,
@@ -202,6 +222,14 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):
         await journal.append(AuditEvent(type=EventType.LIFECYCLE, detail={"event": "stop"}))
     await journal.close()
+
+
+async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[RELOADER].run(), name="policy-reloader")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:

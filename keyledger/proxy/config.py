@@ -92,6 +92,12 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyReloadConfig:
+    watch: bool = True  # poll the policy files; SIGHUP reloads either way
+    interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     format: str = "json"  # json | console
     level: str = "info"
@@ -102,6 +108,7 @@ class Config:
     listen: ListenConfig
     identities: IdentitiesConfig
     policies: tuple[Path | str, ...]
+    policy_reload: PolicyReloadConfig = field(default_factory=PolicyReloadConfig)
     backends: Mapping[str, BackendConfig]
     aws_backend: str  # the backend the AWS wire protocol is served from
     audit: AuditConfig
@@ -206,6 +213,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "allow_plaintext",
         "identities",
         "policies",
+        "policy_reload",
         "backends",
         "frontends",
         "audit",
@@ -246,6 +254,14 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     if not policies_raw:
         raise root._fail("policies", "at least one policy path is required")
     policies = tuple(base / Path(p).expanduser() for p in policies_raw)
+    reload_section = root.section("policy_reload")
+    reload_section.allow_only("watch", "interval_s")
+    policy_reload = PolicyReloadConfig(
+        watch=reload_section.get("watch", bool, True),
+        interval_s=reload_section.get("interval_s", float, 1.0),
+    )
+    if not 0.05 <= policy_reload.interval_s <= 3600:
+        raise reload_section._fail("interval_s", "expected 0.05 to 3600 seconds")
 
     backends_section = root.section("backends")
     backends: dict[str, BackendConfig] = {}
@@ -307,6 +323,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         listen=listen,
         identities=identities,
         policies=policies,
+        policy_reload=policy_reload,
         backends=backends,
         aws_backend=aws_backend,
         audit=audit,

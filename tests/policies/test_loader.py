@@ -173,7 +173,7 @@ class TestLoadPolicyFiles:
             """,
         )
 
-        assert problems_of(path) == (f"{path}:5:18: unknown action 'reed' (did you mean 'read'?)",)
+        assert problems_of(path) == (f"{path}:5:19: unknown action 'reed' (did you mean 'read'?)",)
 
     def test_bad_effect(self, tmp_path: Path) -> None:
         """An effect other than allow or deny is reported at the effect's value."""
@@ -193,7 +193,7 @@ class TestLoadPolicyFiles:
         assert problems_of(path) == (f"{path}:4:17: effect must be allow or deny, not 'permit'",)
 
     def test_resource_without_backend(self, tmp_path: Path) -> None:
-        """A resource written without `backend:` is rejected with the expected form."""
+        """A resource written without `backend:` is rejected at the resource, with the form."""
         path = write(
             tmp_path,
             "p.yaml",
@@ -207,7 +207,7 @@ class TestLoadPolicyFiles:
         )
 
         assert problems_of(path) == (
-            f"{path}:5:20: resource 'staging/*' must be written backend:name (aws:prod/*)",
+            f"{path}:5:21: resource 'staging/*' must be written backend:name (aws:prod/*)",
         )
 
     def test_duplicate_role_across_files_names_the_first(self, tmp_path: Path) -> None:
