@@ -98,6 +98,7 @@ class RunningProxy:
     config: Config
     keys: dict[str, IssuedKey]
     url: str = ""
+    app: web.Application | None = None
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -107,7 +108,7 @@ class RunningProxy:
         failure: list[BaseException] = []
 
         async def setup() -> None:
-            app = await make_app(self.config)
+            self.app = app = await make_app(self.config)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -223,15 +224,18 @@ def running_proxy(
     *,
     backend: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[RunningProxy]:
     """keyledger in front of ``endpoint_url``, with identities app, auditor and stranger.
 
-    ``backend`` and ``limits`` add to those sections of the config document.
+    ``backend`` and ``limits`` add to those sections of the config document; ``extra``
+    adds top-level sections.
     """
     doc = write_proxy_files(tmp_path)
     doc["backends"]["aws"].update(endpoint_url=endpoint_url, **(backend or {}))
     if limits:
         doc["limits"] = limits
+    doc.update(extra or {})
     config = parse_config(doc, base=tmp_path, source="test")
     keys = issue_keys(config, ("app", ()), ("auditor", ("auditors",)), ("stranger", ()))
     running = RunningProxy(config, keys)
