@@ -85,7 +85,11 @@ class ServedProxy:
 
 
 def start_proxy(
-    tmp_path: Path, moto_url: str, *, tls: tuple[Path, Path] | None = None
+    tmp_path: Path,
+    moto_url: str,
+    *,
+    tls: tuple[Path, Path] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ServedProxy:
     port = free_port()
     (tmp_path / "policies").mkdir()
@@ -101,6 +105,7 @@ def start_proxy(
                 "audit": {"journal": "audit", "chain_id": "cli"},
                 "logging": {"format": "json", "level": "debug"},
                 **({"tls": {"cert": str(tls[0]), "key": str(tls[1])}} if tls else {}),
+                **(extra or {}),
             }
         )
     )
@@ -225,6 +230,42 @@ class TestServe:
         assert new_client.get_secret_value(SecretId="app/db/password")["SecretString"] == "x"
         assert "revoked" in identity("list")
 
+    def test_sighup_reloads_the_policy(self, tmp_path: Path, moto_url: str, store: Any) -> None:
+        """With file watching off, an edited policy applies on SIGHUP, and the journal
+        records the reload and still verifies."""
+        served = start_proxy(tmp_path, moto_url, extra={"policy_reload": {"watch": False}})
+        try:
+            name = f"app/hup-{time.monotonic_ns()}"
+            store.create_secret(Name=name, SecretString="x")
+            client = served.client()
+            assert client.get_secret_value(SecretId=name)["SecretString"] == "x"
+            policy = tmp_path / "policies" / "app.yaml"
+            policy.write_text(
+                TEST_POLICY.replace("actions: [read, describe, list]", "actions: [list]")
+            )
+            time.sleep(1.5)  # watching is off: nothing happens by itself
+            assert client.get_secret_value(SecretId=name)["SecretString"] == "x"
+
+            served.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while (code := read_error(client, name)) is None:
+                assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
+                time.sleep(0.1)
+            assert code == "AccessDeniedException"
+        finally:
+            code, err = served.stop()
+        assert code == 0, err
+        journal = served.journal_dir / "cli.jsonl"
+        reloads = [
+            e
+            for e in map(orjson.loads, journal.read_bytes().splitlines())
+            if e["type"] == "policy_reload"
+        ]
+        assert [(e["detail"]["cause"], e["outcome"]["status"]) for e in reloads] == [
+            ("signal", "success")
+        ]
+        assert verify(served.journal_dir).returncode == 0
+
     def test_canary_value_never_leaves_the_response_body(
         self, served: ServedProxy, store: Any
     ) -> None:
@@ -300,6 +341,15 @@ class TestServe:
             assert result.returncode == 1, name
             assert expected[name] in result.stdout, (name, result.stdout)
             assert f"{journal}:4:" in result.stdout, (name, result.stdout)
+
+
+def read_error(client: Any, name: str) -> str | None:
+    """The error code reading ``name`` gets, or None if it is served."""
+    try:
+        client.get_secret_value(SecretId=name)
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return None
 
 
 def read_or_error(served: ServedProxy) -> str:
