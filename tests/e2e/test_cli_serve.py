@@ -248,13 +248,13 @@ class TestServe:
 
             served.process.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10
-            while (code := read_error(client, name)) is None:
+            while (error := read_error(client, name)) is None:
                 assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
                 time.sleep(0.1)
-            assert code == "AccessDeniedException"
+            assert error == "AccessDeniedException"
         finally:
-            code, err = served.stop()
-        assert code == 0, err
+            exit_code, err = served.stop()
+        assert exit_code == 0, err
         journal = served.journal_dir / "cli.jsonl"
         reloads = [
             e
