@@ -183,7 +183,8 @@ def _identity_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_identity(args: argparse.Namespace) -> int:
     store = _identity_store(args)
     if args.identity_command == "create":
-        issued = store.create(args.name, groups=tuple(args.group or ()))
+        attributes = dict(_attribute(text) for text in args.attr or ())
+        issued = store.create(args.name, groups=tuple(args.group or ()), attributes=attributes)
         _print_issued(issued)
     elif args.identity_command == "rotate":
         issued = store.rotate(args.name)
@@ -202,6 +203,13 @@ def cmd_identity(args: argparse.Namespace) -> int:
                 f"{identity.created}"
             )
     return 0
+
+
+def _attribute(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CliError(f"--attr {text!r} must be written name=value")
+    return key, value
 
 
 def _print_issued(issued) -> None:  # type: ignore[no-untyped-def]
@@ -267,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("name", metavar="NAME")
         if name == "create":
             cmd.add_argument("--group", action="append", help="a group to put it in (repeatable)")
+            cmd.add_argument(
+                "--attr",
+                action="append",
+                metavar="K=V",
+                help="an attribute policies can match (principal: {K: V}); repeatable",
+            )
         where = cmd.add_mutually_exclusive_group()
         where.add_argument("--config", metavar="FILE", help="config file naming the store")
         where.add_argument("--dev", action="store_true", help="the --dev store under ./var")
@@ -287,3 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

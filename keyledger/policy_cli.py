@@ -105,8 +105,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _read_inventory(path: Path) -> set[SecretRef]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the inventory {path}: {exc.strerror}") from None
     refs = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if text:
             try:

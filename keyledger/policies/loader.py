@@ -406,7 +406,8 @@ def _read_window(reader: _Reader, item: Any, at: str) -> TimeWindow | None:
     zone = None
     try:
         zone = zoneinfo.ZoneInfo(str(zone_name))
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a region folder such as "Europe" names a directory, not a zone.
         reader.fail(item, "timezone", f"unknown time zone {zone_name!r} (e.g. Europe/Berlin)")
     if start is not None and start == end:
         reader.fail(item, "to", "an empty time window: from and to are the same")

@@ -12,7 +12,7 @@ import os
 import secrets
 import string
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,8 @@ class Identity:
     name: str
     access_key_id: str
     groups: tuple[str, ...] = ()
+    # Facts policies can condition on (principal: {team: payments}), like OIDC claims.
+    attributes: Mapping[str, str] = field(default_factory=dict)
     created: str = ""
     revoked: bool = False
     encrypted_secret: str = field(default="", repr=False)
@@ -110,6 +112,7 @@ class IdentityStore:
                     name=i["name"],
                     access_key_id=i["access_key_id"],
                     groups=tuple(i.get("groups", ())),
+                    attributes={str(k): str(v) for k, v in i.get("attributes", {}).items()},
                     created=i.get("created", ""),
                     revoked=bool(i.get("revoked", False)),
                     encrypted_secret=i["secret"],
@@ -130,6 +133,7 @@ class IdentityStore:
                     "name": i.name,
                     "access_key_id": i.access_key_id,
                     "groups": list(i.groups),
+                    "attributes": dict(i.attributes),
                     "created": i.created,
                     "revoked": i.revoked,
                     "secret": i.encrypted_secret,
@@ -169,6 +173,7 @@ class IdentityStore:
         name: str,
         *,
         groups: tuple[str, ...] = (),
+        attributes: Mapping[str, str] | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
     ) -> IssuedKey:
@@ -184,6 +189,7 @@ class IdentityStore:
             name=name,
             access_key_id=key_id,
             groups=groups,
+            attributes=dict(attributes or {}),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             encrypted_secret=self._fernet.encrypt(secret.encode()).decode(),
         )
@@ -210,4 +216,4 @@ class IdentityStore:
             raise IdentityError(f"no active identity named {name!r}")
         for identity in old:
             self._identities[identity.access_key_id] = replace(identity, revoked=True)
-        return self.create(name, groups=old[0].groups)
+        return self.create(name, groups=old[0].groups, attributes=old[0].attributes)

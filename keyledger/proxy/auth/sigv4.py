@@ -58,7 +58,9 @@ class SigV4Authenticator:
         # Decrypt once per store version: verification needs the plaintext on every request.
         return {
             i.access_key_id: (
-                Principal(id=i.name, auth_method=self.method, groups=i.groups),
+                Principal(
+                    id=i.name, auth_method=self.method, groups=i.groups, attributes=i.attributes
+                ),
                 self._store.secret_of(i),
             )
             for i in self._store

@@ -1,0 +1,1234 @@
+"""``keyledger policy check | explain | test | schema`` as a platform team and CI use them.
+
+Every test runs the real command line (``main(argv)``) on real policy files, and asserts the
+lines a user reads and the exit status a CI job acts on. Positions in expected problem lines
+are written out by hand from the YAML in the test and checked to point at the offending text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keyledger.cli import main
+from keyledger.model import Action
+from keyledger.policies import (
+    Context,
+    PolicyEngine,
+    example_policy_dir,
+    load_policy_files,
+    principal_of,
+    resolve_policy_paths,
+)
+from keyledger.policies.testing import parse_moment, parse_secret
+
+ACME = example_policy_dir("acme")
+DEMO = example_policy_dir("demo")
+
+Capsys = pytest.CaptureFixture[str]
+
+# Resource globs as written in the flow lists below (a position points at the opening quote).
+QUOTED_ASW = '"asw:prod/*"'
+QUOTED_GCP = '"gcp:prod/*"'
+QUOTED_PAYMENTS = '"aws:prod/payments/*"'
+
+
+def run(capsys: Capsys, *argv: str | Path) -> tuple[int, list[str], str]:
+    """Run ``keyledger policy ARGV`` in-process: (exit status, stdout lines, stderr)."""
+    code = main(["policy", *(str(a) for a in argv)])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def at(path: Path, line: int, column: int, text: str) -> str:
+    """``path:line:col``, after checking that ``text`` starts there (1-based) in the file."""
+    source = path.read_text(encoding="utf-8").splitlines()[line - 1]
+    assert source[column - 1 :].startswith(text), (source, column, text)
+    return f"{path}:{line}:{column}"
+
+
+def acme_hash() -> str:
+    return load_policy_files(resolve_policy_paths([ACME])).hash
+
+
+# -- check: sets that pass --------------------------------------------------------------
+
+
+class TestCheckPasses:
+    def test_demo_is_the_default_and_passes(self, capsys: Capsys) -> None:
+        """With no PATH, the shipped demo set is checked: exit 0 and one ok: summary line."""
+        code, out, err = run(capsys, "check")
+        assert code == 0
+        assert len(out) == 1
+        assert re.fullmatch(
+            r"ok: 1 file\(s\), 1 role\(s\), 3 rule\(s\), 1 binding\(s\); "
+            r"policy hash sha256:[0-9a-f]{64}",
+            out[0],
+        )
+        assert err == ""
+
+    def test_acme_passes_and_its_test_file_is_not_read_as_policy(self, capsys: Capsys) -> None:
+        """The acme folder (five policy files and acme_test.yaml) checks clean: exit 0, ok:."""
+        code, out, _ = run(capsys, "check", ACME)
+        assert code == 0
+        assert out == [
+            f"ok: 5 file(s), 7 role(s), 12 rule(s), 7 binding(s); policy hash {acme_hash()}"
+        ]
+
+
+# -- check: problems that stop the set from loading -------------------------------------
+
+
+class TestCheckLoadProblems:
+    def test_unknown_action_with_did_you_mean(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A misspelt action is reported at that list item, with the action it probably meant."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            version: 1
+            roles:
+              - id: reader
+                rules:
+                  - id: read-prod
+                    actions: [describe, raed]
+                    resources: ["aws:prod/*"]
+            bindings:
+              - role: reader
+                principals: [alice]
+            """,
+        )
+        code, out, err = run(capsys, "check", path)
+        assert code == 1
+        assert out == [f"{at(path, 6, 29, 'raed]')}: unknown action 'raed' (did you mean 'read'?)"]
+        assert err == "1 problem(s)\n"
+
+    def test_bad_cidr(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A source_ip entry that is not a network is reported at that entry, with the reason."""
+        path = write(
+            tmp_path / "office.yaml",
+            """
+            roles:
+              - id: office
+                rules:
+                  - id: office-read
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+                    when:
+                      source_ip: [10.0.0.0/8, 10.0.0.0/33]
+            bindings:
+              - role: office
+                principals: [alice]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 8, 35, '10.0.0.0/33]')}: bad network '10.0.0.0/33': "
+            "'10.0.0.0/33' does not appear to be an IPv4 or IPv6 network"
+        ]
+
+    def test_unknown_group_in_a_binding(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A binding naming an undeclared group is reported, with the declared one it resembles."""
+        path = write(
+            tmp_path / "payments.yaml",
+            """
+            groups:
+              payments: [svc-checkout]
+            roles:
+              - id: reader
+                rules:
+                  - id: read-payments
+                    actions: [read]
+                    resources: ["aws:prod/payments/*"]
+            bindings:
+              - role: reader
+                groups: [payment]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 11, 13, '[payment]')}: unknown group 'payment' (did you mean "
+            "'payments'?) (declare it under groups:, with no members if identities or OIDC "
+            "claims supply them)"
+        ]
+
+    def test_unknown_role_in_a_binding(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A binding naming a role that no file declares is reported at the role name."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - id: read-prod
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+            bindings:
+              - role: reader
+                principals: [alice]
+              - role: reeder
+                principals: [bob]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 10, 11, 'reeder')}: unknown role 'reeder' (did you mean 'reader'?)"
+        ]
+
+    def test_duplicate_rule_id_across_two_files(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A rule id used in two files is reported at the second, naming where the first is."""
+        first = write(
+            tmp_path / "a.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - id: prod-access
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+            bindings:
+              - role: reader
+                principals: [alice]
+            """,
+        )
+        second = write(
+            tmp_path / "b.yaml",
+            """
+            roles:
+              - id: writer
+                rules:
+                  - id: prod-access
+                    actions: [write]
+                    resources: ["aws:prod/*"]
+            bindings:
+              - role: writer
+                principals: [bob]
+            """,
+        )
+        code, out, _ = run(capsys, "check", tmp_path)
+        assert code == 1
+        assert out == [
+            f"{at(second, 4, 13, 'prod-access')}: duplicate rule id 'prod-access' "
+            f"(first at {at(first, 4, 13, 'prod-access')})"
+        ]
+
+    def test_unknown_time_zone(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A misspelt time zone is reported at its value, with an example of a valid one."""
+        path = write(
+            tmp_path / "night.yaml",
+            """
+            roles:
+              - id: night
+                rules:
+                  - id: night-read
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+                    when:
+                      time:
+                        from: "22:00"
+                        to: "05:00"
+                        timezone: Europe/Berln
+            bindings:
+              - role: night
+                principals: [job-nightly]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 11, 23, 'Europe/Berln')}: unknown time zone 'Europe/Berln' "
+            "(e.g. Europe/Berlin)"
+        ]
+
+    def test_time_zone_that_is_a_region_folder(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A region name that is not a zone (timezone: Europe) is a problem line, not a crash."""
+        path = write(
+            tmp_path / "night.yaml",
+            """
+            roles:
+              - id: night
+                rules:
+                  - id: night-read
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+                    when:
+                      time:
+                        timezone: Europe
+            bindings:
+              - role: night
+                principals: [job-nightly]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 9, 23, 'Europe')}: unknown time zone 'Europe' (e.g. Europe/Berlin)"
+        ]
+
+
+# -- check: sets that load but contain rules that can never matter ----------------------
+
+
+SHADOW_TEMPLATE = """
+roles:
+  - id: app
+    rules:
+      - id: allow-it
+        actions: {allow_actions}
+        resources: {allow_resources}
+      - id: deny-it
+        effect: deny
+        actions: {deny_actions}
+        resources: {deny_resources}
+{deny_extra}
+bindings:
+  - role: app
+    principals: [svc-app]
+"""
+
+
+def shadow_policy(
+    path: Path,
+    *,
+    allow_actions: str = "[read]",
+    allow_resources: str = '["aws:prod/*"]',
+    deny_actions: str = '["*"]',
+    deny_resources: str = '["aws:prod/*"]',
+    deny_extra: str = "",
+) -> Path:
+    return write(
+        path,
+        SHADOW_TEMPLATE.format(
+            allow_actions=allow_actions,
+            allow_resources=allow_resources,
+            deny_actions=deny_actions,
+            deny_resources=deny_resources,
+            deny_extra=textwrap.indent(deny_extra, " " * 8),
+        ),
+    )
+
+
+class TestCheckLintFindings:
+    def test_role_bound_to_nobody(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A role with rules that no binding names is reported at the role's id value."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            roles:
+              - id: reader
+                rules:
+                  - id: read-prod
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+              - id: orphan
+                rules:
+                  - id: orphan-read
+                    actions: [read]
+                    resources: ["aws:staging/*"]
+                  - id: orphan-list
+                    actions: [list]
+                    resources: ["aws:staging/*"]
+            bindings:
+              - role: reader
+                principals: [alice]
+            """,
+        )
+        code, out, err = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 7, 9, 'orphan')}: unreachable: role 'orphan' is bound to nobody, "
+            "so its 2 rule(s) never apply"
+        ]
+        assert err == "1 problem(s)\n"
+
+    def test_allow_overridden_by_a_deny_in_the_same_role(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """An allow whose every request an unconditional deny of its own role covers is reported."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            roles:
+              - id: app
+                rules:
+                  - id: app-read-payments
+                    actions: [read]
+                    resources: ["aws:prod/payments/*"]
+                  - id: app-no-prod
+                    effect: deny
+                    actions: ["*"]
+                    resources: ["aws:prod/*"]
+            bindings:
+              - role: app
+                principals: [svc-app]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 4, 9, 'id: app-read-payments')}: unreachable: rule 'app-read-payments' "
+            f"is always overridden by deny rule 'app-no-prod' "
+            f"({at(path, 7, 9, 'id: app-no-prod')})"
+        ]
+
+    def test_allow_overridden_by_a_deny_bound_to_everyone(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """A deny in a role bound to * overrides an allow in another role, and is reported."""
+        path = write(
+            tmp_path / "org.yaml",
+            """
+            groups:
+              sre: [alice]
+            roles:
+              - id: guardrails
+                rules:
+                  - id: no-break-glass
+                    effect: deny
+                    actions: ["*"]
+                    resources: ["aws:break-glass/*"]
+              - id: sre
+                rules:
+                  - id: sre-read-break-glass
+                    actions: [read]
+                    resources: ["aws:break-glass/db"]
+            bindings:
+              - role: guardrails
+                principals: ["*"]
+              - role: sre
+                groups: [sre]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 12, 9, 'id: sre-read-break-glass')}: unreachable: rule "
+            "'sre-read-break-glass' is always overridden by deny rule 'no-break-glass' "
+            f"({at(path, 6, 9, 'id: no-break-glass')})"
+        ]
+
+    def test_shadow_template_is_reported_when_the_deny_covers_everything(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """The template used below reports the allow when the deny is unconditional and wider."""
+        path = shadow_policy(tmp_path / "app.yaml")
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 4, 9, 'id: allow-it')}: unreachable: rule 'allow-it' is always "
+            f"overridden by deny rule 'deny-it' ({at(path, 7, 9, 'id: deny-it')})"
+        ]
+
+    @pytest.mark.parametrize(
+        "variant",
+        [
+            {"deny_extra": "when:\n  source_ip: [203.0.113.0/24]\n"},
+            {"deny_extra": "unless:\n  source_ip: [10.0.0.0/8]\n"},
+            {"allow_resources": '["aws:prod/*", "aws:staging/*"]'},
+            {"deny_resources": '["aws:prod/payments/*"]'},
+            {"allow_actions": "[read, write]", "deny_actions": "[write]"},
+            {"deny_resources": '["gcp:prod/*"]'},
+        ],
+        ids=[
+            "deny-has-when",
+            "deny-has-unless",
+            "deny-covers-some-resources",
+            "deny-glob-narrower",
+            "deny-covers-some-actions",
+            "deny-on-another-backend",
+        ],
+    )
+    def test_allow_that_a_deny_only_sometimes_overrides_is_not_reported(
+        self, tmp_path: Path, capsys: Capsys, variant: dict[str, str]
+    ) -> None:
+        """An allow a deny overrides only under a condition or only in part is not unreachable."""
+        path = shadow_policy(tmp_path / "app.yaml", **variant)
+        code, out, _ = run(capsys, "check", path)
+        assert (code, len(out)) == (0, 1), out
+        assert out[0].startswith("ok: 1 file(s), 1 role(s), 2 rule(s), 1 binding(s); ")
+
+    def test_deny_held_by_only_some_of_the_allows_holders_is_not_reported(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """A deny bound to alice does not make an allow bound to her whole group unreachable."""
+        path = write(
+            tmp_path / "org.yaml",
+            """
+            groups:
+              sre: [alice, bob]
+            roles:
+              - id: alice-fence
+                rules:
+                  - id: alice-no-prod
+                    effect: deny
+                    actions: ["*"]
+                    resources: ["aws:prod/*"]
+              - id: sre
+                rules:
+                  - id: sre-read-prod
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+            bindings:
+              - role: alice-fence
+                principals: [alice]
+              - role: sre
+                groups: [sre]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 0
+        assert out[0].startswith("ok: 1 file(s), 2 role(s), 2 rule(s), 2 binding(s); ")
+
+    def test_resource_on_a_misspelt_backend(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A resource on a backend that does not exist is reported at that resource, with 'aws'."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            roles:
+              - id: app
+                rules:
+                  - id: app-read
+                    actions: [read]
+                    resources: ["aws:staging/*", "asw:prod/*"]
+            bindings:
+              - role: app
+                principals: [svc-app]
+            """,
+        )
+        code, out, _ = run(capsys, "check", path)
+        assert code == 1
+        assert out == [
+            f"{at(path, 6, 38, QUOTED_ASW)}: resource 'asw:prod/*' matches nothing "
+            "configured: no backend 'asw' (did you mean 'aws'?) (configured: aws, azure, gcp)"
+        ]
+
+    def test_config_backends_decide_what_is_configured(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """With --config naming only backend aws a gcp: resource is reported; without, it is not."""
+        policy = write(
+            tmp_path / "policies" / "app.yaml",
+            """
+            roles:
+              - id: app
+                rules:
+                  - id: app-read
+                    actions: [read]
+                    resources: ["aws:prod/*", "gcp:prod/*"]
+            bindings:
+              - role: app
+                principals: [svc-app]
+            """,
+        )
+        config = write(
+            tmp_path / "keyledger.yaml",
+            """
+            policies: [policies]
+            backends:
+              aws: {region: eu-central-1}
+            """,
+        )
+        code, out, _ = run(capsys, "check", "--config", config)
+        assert code == 1
+        assert out == [
+            f"{at(policy, 6, 35, QUOTED_GCP)}: resource 'gcp:prod/*' matches nothing "
+            "configured: no backend 'gcp' (configured: aws)"
+        ]
+        code, out, _ = run(capsys, "check", policy)
+        assert code == 0
+        assert out[0].startswith("ok: 1 file(s)")
+
+    def test_inventory_glob_matching_no_secret(self, tmp_path: Path, capsys: Capsys) -> None:
+        """With --inventory, a glob matching no listed secret is reported; a matching one is not."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            roles:
+              - id: app
+                rules:
+                  - id: app-read
+                    actions: [read]
+                    resources: ["aws:prod/db/*", "aws:prod/payments/*"]
+            bindings:
+              - role: app
+                principals: [svc-app]
+            """,
+        )
+        inventory = write(
+            tmp_path / "inventory.txt",
+            """
+            # secrets in the prod account
+            aws:prod/db/password
+
+            aws:staging/api-key   # shared
+            """,
+        )
+        code, out, _ = run(capsys, "check", path, "--inventory", inventory)
+        assert code == 1
+        assert out == [
+            f"{at(path, 6, 38, QUOTED_PAYMENTS)}: resource 'aws:prod/payments/*' "
+            "matches no secret in the inventory"
+        ]
+
+        write(inventory, "aws:prod/db/password\naws:prod/payments/stripe-key\n")
+        code, out, _ = run(capsys, "check", path, "--inventory", inventory)
+        assert code == 0
+        assert out[0].startswith("ok: 1 file(s), 1 role(s), 1 rule(s), 1 binding(s); ")
+
+    def test_missing_inventory_file_is_a_usage_error(self, tmp_path: Path, capsys: Capsys) -> None:
+        """An --inventory file that does not exist exits 2 with a message, not a traceback."""
+        missing = tmp_path / "nope.txt"
+        code, out, err = run(capsys, "check", DEMO, "--inventory", missing)
+        assert code == 2
+        assert out == []
+        assert err.startswith("keyledger: ")
+        assert "nope.txt" in err
+
+    def test_malformed_inventory_line_is_a_usage_error(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """An inventory line that is not backend:name exits 2 naming the file and line."""
+        inventory = write(tmp_path / "inventory.txt", "aws:prod/db/password\nprod/api-key\n")
+        code, out, err = run(capsys, "check", DEMO, "--inventory", inventory)
+        assert code == 2
+        assert out == []
+        assert err == (
+            f"keyledger: {inventory}:2: secret 'prod/api-key' must be written backend:name "
+            "(aws:prod/db/password)\n"
+        )
+
+
+def test_check_exits_1_for_ci_as_a_process(tmp_path: Path) -> None:
+    """Run as a process (python -m keyledger), a failing check exits 1 and prints the problem."""
+    path = write(
+        tmp_path / "app.yaml",
+        """
+        roles:
+          - id: app
+            rules:
+              - id: app-read
+                actions: [read]
+                resources: ["asw:prod/*"]
+        bindings:
+          - role: app
+            principals: [svc-app]
+        """,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "keyledger", "policy", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{at(path, 6, 21, QUOTED_ASW)}: resource 'asw:prod/*' matches nothing configured: "
+        "no backend 'asw' (did you mean 'aws'?) (configured: aws, azure, gcp)"
+    ]
+    assert result.stderr == "1 problem(s)\n"
+
+
+# -- explain ----------------------------------------------------------------------------
+
+
+TUESDAY_10 = "2026-11-24T10:00:00+01:00"  # office hours in Berlin
+
+
+class TestExplain:
+    def test_default_deny_shows_each_rule_and_the_failing_source_ip(self, capsys: Capsys) -> None:
+        """A deny names the default deny, the roles and their bindings, and why each rule missed."""
+        guard, pay = ACME / "guardrails.yaml", ACME / "payments.yaml"
+        code, out, _ = run(
+            capsys,
+            "explain",
+            ACME,
+            "--principal=svc-checkout",
+            "--action=read",
+            "--secret=aws:prod/payments/stripe-key",
+            "--source-ip=192.0.2.10",
+            "--version-stage=AWSCURRENT",
+            f"--at={TUESDAY_10}",
+        )
+        assert code == 3
+        assert out == [
+            "DENY  read aws:prod/payments/stripe-key  for svc-checkout",
+            "  decided by  default deny: no rule allows it",
+            f"  policy      {acme_hash()}",
+            f"  at          {TUESDAY_10}  from 192.0.2.10",
+            "  groups      payments-services",
+            "  roles       guardrails (via every principal (*)), "
+            "payments-service (via group payments-services)",
+            "rules considered, in order (+ applies, - does not):",
+            f"  - deny  no-root-credentials                   {guard}:11:9",
+            "        aws:prod/payments/stripe-key matches none of "
+            "[aws:*/root-credentials, aws:break-glass/*]",
+            f"  - deny  prod-changes-from-the-office-network  {guard}:17:9",
+            "        action read is not in [delete, rotate, write]",
+            "        unless: source_ip 192.0.2.10 not in [10.0.0.0/8, fd12:3456:789a::/48]",
+            f"  - allow payments-read-current                 {pay}:10:9",
+            "        when: source_ip 192.0.2.10 not in [10.20.0.0/16]",
+            "        when: request.version_stage 'AWSCURRENT' matches [AWSCURRENT]",
+            f"  - allow payments-list                         {pay}:19:9",
+            "        action read is not in [list]",
+            f"  - deny  payments-no-signing-key               {pay}:23:9",
+            "        aws:prod/payments/stripe-key matches none of "
+            "[aws:prod/payments/card-signing-*]",
+        ]
+
+    def test_allow_names_the_deciding_rule_and_where_it_is(self, capsys: Capsys) -> None:
+        """An allow names the allowing rule with its file:line:col and marks it as applying."""
+        platform = ACME / "platform.yaml"
+        code, out, _ = run(
+            capsys,
+            "explain",
+            ACME,
+            "--principal=alice",
+            "--action=rotate",
+            "--secret=aws:prod/payments/stripe-key",
+            "--source-ip=10.1.2.3",
+            f"--at={TUESDAY_10}",
+        )
+        assert code == 0
+        assert out[0] == "ALLOW  rotate aws:prod/payments/stripe-key  for alice"
+        assert out[1] == (
+            f"  decided by  rule platform-manage-prod-in-office-hours ({platform}:14:9)"
+        )
+        assert out[4:6] == [
+            "  groups      platform-admins",
+            "  roles       guardrails (via every principal (*)), "
+            "platform-admin (via group platform-admins)",
+        ]
+        assert out[-2:] == [
+            f"  + allow platform-manage-prod-in-office-hours  {platform}:14:9",
+            "        when: time Tue 2026-11-24 10:00 CET within mon-fri 07:00-19:00 Europe/Berlin",
+        ]
+        assert "        unless: source_ip 10.1.2.3 in [10.0.0.0/8, fd12:3456:789a::/48]" in out
+
+    def test_explicit_deny_names_the_denying_rule(self, capsys: Capsys) -> None:
+        """A deny by a rule names that rule, applying over an allow that applies too."""
+        guard = ACME / "guardrails.yaml"
+        code, out, _ = run(
+            capsys,
+            "explain",
+            ACME,
+            "--principal=alice",
+            "--action=write",
+            "--secret=aws:prod/payments/stripe-key",
+            "--source-ip=203.0.113.9",
+            f"--at={TUESDAY_10}",
+        )
+        assert code == 3
+        assert out[0] == "DENY  write aws:prod/payments/stripe-key  for alice"
+        assert out[1] == f"  decided by  rule prod-changes-from-the-office-network ({guard}:17:9)"
+        index = out.index(f"  + deny  prod-changes-from-the-office-network  {guard}:17:9")
+        assert out[index + 1] == (
+            "        unless: source_ip 203.0.113.9 not in [10.0.0.0/8, fd12:3456:789a::/48]"
+        )
+        assert any(
+            line.startswith("  + allow platform-manage-prod-in-office-hours") for line in out
+        )
+
+    def test_json_output(self, capsys: Capsys) -> None:
+        """--json prints one JSON document: effect, rule, policy hash and every rule's verdict."""
+        code, out, _ = run(
+            capsys,
+            "explain",
+            ACME,
+            "--json",
+            "--principal=repo:acme/shop:ref:refs/heads/main",
+            "--group=ci-deployers",
+            "--attr=repository=acme/shop",
+            "--attr=ref=refs/heads/main",
+            "--action=read",
+            "--secret=aws:prod/apps/shop/deploy",
+            "--at=2026-11-24T10:00:00Z",
+        )
+        assert code == 0
+        data: dict[str, Any] = json.loads("\n".join(out))
+        assert data["effect"] == "allow"
+        assert data["rule"] == "deploy-read-app-config"
+        assert data["policy_hash"] == acme_hash()
+        assert data["request"]["at"] == "2026-11-24T10:00:00+00:00"
+        assert data["request"]["protocol"] == "aws-json"
+        assert data["roles"] == [
+            {"role": "deployer", "via": "group ci-deployers"},
+            {"role": "guardrails", "via": "every principal (*)"},
+        ]
+        assert {r["id"]: r["applies"] for r in data["rules"]} == {
+            "deploy-read-app-config": True,
+            "deploy-no-forks": False,
+            "no-root-credentials": False,
+            "prod-changes-from-the-office-network": False,
+        }
+        assert data["rules"][0]["source"] == f"{ACME / 'ci.yaml'}:10:9"
+
+    def test_json_deny_exits_3(self, capsys: Capsys) -> None:
+        """--json keeps the exit status: 3 with effect deny and rule null for a default deny."""
+        argv = "--json --principal=carol --action=read --secret=aws:prod/payments/stripe-key"
+        code, out, _ = run(capsys, "explain", ACME, *argv.split())
+        assert code == 3
+        data = json.loads("\n".join(out))
+        assert (data["effect"], data["rule"]) == ("deny", None)
+
+    @pytest.mark.parametrize(
+        ("request_", "effect", "rule"),
+        [
+            (
+                f"alice rotate aws:prod/payments/stripe-key --source-ip=10.1.2.3 --at={TUESDAY_10}",
+                "allow",
+                "platform-manage-prod-in-office-hours",
+            ),
+            (
+                "alice write aws:prod/payments/stripe-key --source-ip=203.0.113.9 "
+                f"--at={TUESDAY_10}",
+                "deny",
+                "prod-changes-from-the-office-network",
+            ),
+            (
+                "alice read aws:prod/db/password --source-ip=10.1.2.3 "
+                "--at=2026-11-28T10:00:00+01:00",
+                "deny",
+                None,
+            ),
+            (
+                f"alice read aws:prod/root-credentials --source-ip=10.1.2.3 --at={TUESDAY_10}",
+                "deny",
+                "no-root-credentials",
+            ),
+            (
+                "svc-checkout read aws:prod/payments/stripe-key --source-ip=10.20.4.17 "
+                f"--version-stage=AWSCURRENT --at={TUESDAY_10}",
+                "allow",
+                "payments-read-current",
+            ),
+            (
+                "svc-refunds read aws:prod/payments/card-signing-2026 --source-ip=10.20.4.17 "
+                f"--version-stage=AWSCURRENT --at={TUESDAY_10}",
+                "deny",
+                "payments-no-signing-key",
+            ),
+            (
+                "job-nightly-ledger read aws:prod/payments/ledger-export-key "
+                "--at=2026-11-28T03:00:00+01:00",
+                "allow",
+                "ledger-read-at-night",
+            ),
+            (
+                f"job-nightly-ledger read aws:prod/payments/ledger-export-key --at={TUESDAY_10}",
+                "deny",
+                None,
+            ),
+            (
+                "dave read aws:prod/db/password --group=on-call --at=2026-11-28T03:00:00+01:00",
+                "allow",
+                "on-call-read-prod",
+            ),
+            (
+                "repo:evil/shop:ref:refs/heads/main read aws:prod/apps/shop/deploy "
+                "--group=ci-deployers --attr=repository=evil/shop --attr=ref=refs/heads/main "
+                f"--at={TUESDAY_10}",
+                "deny",
+                "deploy-no-forks",
+            ),
+        ],
+    )
+    def test_explain_decides_as_the_engine_does(
+        self, capsys: Capsys, request_: str, effect: str, rule: str | None
+    ) -> None:
+        """explain's decision and exit status are those PolicyEngine.decide gives the proxy."""
+        principal, action, secret, *rest = request_.split()
+        argv = [f"--principal={principal}", f"--action={action}", f"--secret={secret}", *rest]
+        code, out, _ = run(capsys, "explain", ACME, "--json", *argv)
+        data = json.loads("\n".join(out))
+        assert (data["effect"], data["rule"]) == (effect, rule)
+        assert code == (0 if effect == "allow" else 3)
+
+        options: dict[str, list[str]] = {}
+        for arg in rest:
+            key, _, value = arg.partition("=")
+            options.setdefault(key, []).append(value)
+        attributes = dict(a.partition("=")[::2] for a in options.get("--attr", []))
+        request = {"protocol": "aws-json"}
+        if "--version-stage" in options:
+            request["version_stage"] = options["--version-stage"][0]
+        decision = PolicyEngine(load_policy_files(resolve_policy_paths([ACME]))).decide(
+            principal_of(principal, options.get("--group", []), attributes),
+            Action(action),
+            parse_secret(secret),
+            Context(
+                source_ip=next(iter(options.get("--source-ip", [])), None),
+                at=parse_moment(options["--at"][0]),
+                request=request,
+            ),
+        )
+        assert (decision.effect.value, decision.rule) == (data["effect"], data["rule"])
+        assert decision.policy_hash == data["policy_hash"]
+
+    def test_attr_and_group_take_effect(self, capsys: Capsys) -> None:
+        """A CI principal is allowed only with its group and both claims; any one missing denies."""
+        base = [
+            "explain",
+            str(ACME),
+            "--principal=repo:acme/shop:ref:refs/heads/main",
+            "--action=read",
+            "--secret=aws:prod/apps/shop/deploy",
+            f"--at={TUESDAY_10}",
+        ]
+        repo = "--attr=repository=acme/shop"
+        ref = "--attr=ref=refs/heads/main"
+        group = "--group=ci-deployers"
+
+        code, out, _ = run(capsys, *base, repo, ref, group)
+        assert code == 0
+        assert out[0] == (
+            "ALLOW  read aws:prod/apps/shop/deploy  for repo:acme/shop:ref:refs/heads/main"
+        )
+        assert out[1] == f"  decided by  rule deploy-read-app-config ({ACME / 'ci.yaml'}:10:9)"
+        assert "        when: principal.ref 'refs/heads/main' matches [refs/heads/main]" in out
+
+        code, out, _ = run(capsys, *base, repo, group)
+        assert code == 3
+        assert out[1] == "  decided by  default deny: no rule allows it"
+        assert "        when: principal.ref is not set (wanted refs/heads/main)" in out
+
+        code, out, _ = run(capsys, *base, repo, ref)
+        assert code == 3
+        assert out[4:6] == [
+            "  groups      (none)",
+            "  roles       guardrails (via every principal (*))",
+        ]
+
+    def test_bad_source_ip_is_a_usage_error(self, capsys: Capsys) -> None:
+        """A --source-ip that is not an address exits 2 with a message, not a silent 'not in'."""
+        argv = "--principal=svc-checkout --action=read --secret=aws:prod/payments/stripe-key"
+        code, out, err = run(capsys, "explain", ACME, *argv.split(), "--source-ip=10.20.4.300")
+        assert code == 2
+        assert out == []
+        assert err == "keyledger: '10.20.4.300' does not appear to be an IPv4 or IPv6 address\n"
+
+    def test_policy_that_does_not_load_exits_1(self, tmp_path: Path, capsys: Capsys) -> None:
+        """explain on a broken policy prints its problems and exits 1, not a decision."""
+        path = write(
+            tmp_path / "app.yaml",
+            """
+            roles:
+              - id: app
+                rules:
+                  - actions: [raed]
+                    resources: ["aws:prod/*"]
+            """,
+        )
+        code, out, _ = run(
+            capsys, "explain", path, "--principal=a", "--action=read", "--secret=aws:prod/x"
+        )
+        assert code == 1
+        assert out == [f"{at(path, 4, 19, 'raed]')}: unknown action 'raed' (did you mean 'read'?)"]
+
+    def test_demo_is_the_default(self, capsys: Capsys) -> None:
+        """With no PATH, explain decides against the shipped demo policy."""
+        code, out, _ = run(
+            capsys, "explain", "--principal=demo-app", "--action=read", "--secret=aws:staging/k"
+        )
+        assert code == 0
+        assert out[1] == (f"  decided by  rule demo-read-staging ({DEMO / 'demo.yaml'}:9:9)")
+
+    def test_principal_with_no_roles(self, capsys: Capsys) -> None:
+        """A principal no binding names is denied by default, and explain says it holds no role."""
+        code, out, _ = run(
+            capsys, "explain", "--principal=stranger", "--action=read", "--secret=aws:staging/k"
+        )
+        assert code == 3
+        assert out[0] == "DENY  read aws:staging/k  for stranger"
+        assert out[1] == "  decided by  default deny: no rule allows it"
+        assert out[4:] == [
+            "  groups      (none)",
+            "  roles       (none: no binding names this principal or its groups)",
+        ]
+
+    def test_request_attributes_reach_the_request(self, capsys: Capsys) -> None:
+        """--protocol, --operation and --version-stage are part of the request explain decides."""
+        code, out, _ = run(
+            capsys,
+            "explain",
+            "--json",
+            "--principal=demo-app",
+            "--action=read",
+            "--secret=aws:staging/k",
+            "--protocol=aws-query",
+            "--operation=GetSecretValue",
+            "--version-stage=AWSPREVIOUS",
+        )
+        assert code == 0
+        request = json.loads("\n".join(out))["request"]
+        assert (request["protocol"], request["operation"], request["version_stage"]) == (
+            "aws-query",
+            "GetSecretValue",
+            "AWSPREVIOUS",
+        )
+
+    def test_bad_attr_is_a_usage_error(self, capsys: Capsys) -> None:
+        """An --attr without '=' exits 2 and says how to write it."""
+        code, out, err = run(
+            capsys,
+            "explain",
+            "--principal=demo-app",
+            "--action=read",
+            "--secret=aws:staging/k",
+            "--attr=repository",
+        )
+        assert (code, out) == (2, [])
+        assert err == "keyledger: --attr 'repository' must be written name=value\n"
+
+
+# -- test -------------------------------------------------------------------------------
+
+
+APP_POLICY = """
+roles:
+  - id: app
+    rules:
+      - id: app-read-staging
+        actions: [read]
+        resources: ["aws:staging/*"]
+      - id: app-no-secrets
+        effect: deny
+        actions: ["*"]
+        resources: ["aws:staging/secret-*"]
+bindings:
+  - role: app
+    principals: [svc-app]
+"""
+
+PASSING_CASES = """
+tests:
+  - name: the app reads staging
+    principal: svc-app
+    action: read
+    secret: aws:staging/api-key
+    expect: allow
+    rule: app-read-staging
+
+  - name: the app never reads a secret-* name
+    principal: svc-app
+    action: read
+    secret: aws:staging/secret-token
+    expect: deny
+    rule: app-no-secrets
+"""
+
+
+class TestPolicyTest:
+    @pytest.mark.parametrize(
+        ("argv", "count"), [([str(ACME)], 21), ([], 5)], ids=["acme", "demo-default"]
+    )
+    def test_shipped_tests_pass(self, capsys: Capsys, argv: list[str], count: int) -> None:
+        """The shipped acme and demo tests pass: a PASS line per case, 'N passed, 0 failed'."""
+        code, out, _ = run(capsys, "test", *argv)
+        assert code == 0
+        assert out[-1] == f"{count} passed, 0 failed (1 file(s))"
+        assert len([line for line in out if line.startswith("PASS  ")]) == count
+        assert not [line for line in out if line.startswith("FAIL")]
+
+    def test_wrong_expectation_fails(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A case expecting the wrong effect prints FAIL, file:line:col, name and reason; exit 1."""
+        write(tmp_path / "app.yaml", APP_POLICY)
+        cases = write(
+            tmp_path / "app_test.yaml",
+            PASSING_CASES
+            + """
+  - name: the app writes staging
+    principal: svc-app
+    action: write
+    secret: aws:staging/api-key
+    expect: allow
+""",
+        )
+        code, out, _ = run(capsys, "test", tmp_path)
+        assert code == 1
+        assert out == [
+            f"PASS  {at(cases, 2, 5, 'name: the app reads')}  the app reads staging",
+            f"PASS  {at(cases, 9, 5, 'name: the app never')}  the app never reads a secret-* name",
+            f"FAIL  {at(cases, 16, 5, 'name: the app writes')}  the app writes staging",
+            "      expected allow, got deny (default deny)",
+            "2 passed, 1 failed (1 file(s))",
+        ]
+
+    def test_wrong_rule_fails_although_the_effect_is_right(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """A case pinning a rule fails when another rule, or the default, gives the same effect."""
+        write(tmp_path / "app.yaml", APP_POLICY)
+        cases = write(
+            tmp_path / "app_test.yaml",
+            """
+            tests:
+              - name: pinned to the wrong rule
+                principal: svc-app
+                action: read
+                secret: aws:staging/secret-token
+                expect: deny
+                rule: app-read-staging
+              - name: pinned to the default deny
+                principal: svc-app
+                action: read
+                secret: aws:staging/secret-token
+                expect: deny
+                rule: null
+            """,
+        )
+        code, out, _ = run(capsys, "test", tmp_path)
+        assert code == 1
+        assert out == [
+            f"FAIL  {at(cases, 2, 5, 'name: pinned to the wrong')}  pinned to the wrong rule",
+            "      expected deny by rule app-read-staging, got deny by rule app-no-secrets",
+            f"FAIL  {at(cases, 8, 5, 'name: pinned to the default')}  pinned to the default deny",
+            "      expected deny by default deny, got deny by rule app-no-secrets",
+            "0 passed, 2 failed (1 file(s))",
+        ]
+
+    def test_malformed_cases_are_reported_with_positions(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """An unknown key or action in a case is reported as file:line:col: reason; exit 1."""
+        write(tmp_path / "app.yaml", APP_POLICY)
+        cases = write(
+            tmp_path / "app_test.yaml",
+            """
+            tests:
+              - name: a typo in a key
+                principal: svc-app
+                action: read
+                secret: aws:staging/api-key
+                expcet: allow
+              - name: a typo in an action
+                principal: svc-app
+                action: raed
+                secret: aws:staging/api-key
+                expect: allow
+            """,
+        )
+        code, out, _ = run(capsys, "test", tmp_path)
+        assert code == 1
+        assert out == [
+            f"{at(cases, 6, 5, 'expcet')}: unknown key 'expcet' in a test case "
+            "(did you mean 'expect'?)",
+            f"{at(cases, 2, 5, 'name: a typo in a key')}: a test case needs expect: <text>",
+            f"{at(cases, 9, 13, 'raed')}: unknown action 'raed' (did you mean 'read'?)",
+        ]
+
+    def test_folder_without_test_files(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A folder with policies but no test files exits 1 and says what it looked for."""
+        write(tmp_path / "app.yaml", APP_POLICY)
+        code, out, _ = run(capsys, "test", tmp_path)
+        assert code == 1
+        assert out == ["no policy test files found (YAML files with 'test' in their name)"]
+
+    def test_quiet_prints_only_failures_and_the_summary(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """-q drops the PASS lines and keeps each FAIL with its reason, and the summary."""
+        write(tmp_path / "app.yaml", APP_POLICY)
+        cases = write(
+            tmp_path / "app_test.yaml",
+            PASSING_CASES
+            + """
+  - name: the app deletes staging
+    principal: svc-app
+    action: delete
+    secret: aws:staging/api-key
+    expect: allow
+""",
+        )
+        code, out, _ = run(capsys, "test", "-q", tmp_path)
+        assert code == 1
+        assert out == [
+            f"FAIL  {at(cases, 16, 5, 'name: the app deletes')}  the app deletes staging",
+            "      expected allow, got deny (default deny)",
+            "2 passed, 1 failed (1 file(s))",
+        ]
+
+        write(cases, PASSING_CASES)
+        code, out, _ = run(capsys, "test", "--quiet", tmp_path)
+        assert code == 0
+        assert out == ["2 passed, 0 failed (1 file(s))"]
+
+    def test_explicit_policy_and_test_files(self, tmp_path: Path, capsys: Capsys) -> None:
+        """policy test a.yaml a_test.yaml loads a.yaml as the policy and runs a_test.yaml."""
+        policy = write(tmp_path / "a.yaml", APP_POLICY)
+        cases = write(tmp_path / "a_test.yaml", PASSING_CASES)
+        write(tmp_path / "broken.yaml", "roles: [oops\n")  # not named, so not read
+        code, out, _ = run(capsys, "test", policy, cases)
+        assert code == 0
+        assert out == [
+            f"PASS  {cases}:2:5  the app reads staging",
+            f"PASS  {cases}:9:5  the app never reads a secret-* name",
+            "2 passed, 0 failed (1 file(s))",
+        ]
+
+    def test_glob_finds_policy_and_test_files(self, tmp_path: Path, capsys: Capsys) -> None:
+        """A glob PATH picks policies and test files alike, each from the files it matches."""
+        write(tmp_path / "app.yaml", APP_POLICY)
+        write(tmp_path / "app_test.yaml", PASSING_CASES)
+        code, out, _ = run(capsys, "test", "-q", tmp_path / "app*.yaml")
+        assert code == 0
+        assert out == ["2 passed, 0 failed (1 file(s))"]
+
+    def test_policy_that_does_not_load(self, tmp_path: Path, capsys: Capsys) -> None:
+        """When the policies do not load, no case runs: the problems print and the exit is 1."""
+        path = write(tmp_path / "app.yaml", APP_POLICY.replace("[read]", "[raed]"))
+        write(tmp_path / "app_test.yaml", PASSING_CASES)
+        code, out, _ = run(capsys, "test", tmp_path)
+        assert code == 1
+        assert out == [f"{at(path, 5, 19, 'raed]')}: unknown action 'raed' (did you mean 'read'?)"]
+
+
+# -- schema and help --------------------------------------------------------------------
+
+
+def test_schema_is_json_schema_2020_12(capsys: Capsys) -> None:
+    """policy schema prints a JSON document declaring JSON Schema draft 2020-12."""
+    code, out, _ = run(capsys, "schema")
+    assert code == 0
+    schema = json.loads("\n".join(out))
+    assert isinstance(schema, dict)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+@pytest.mark.parametrize(
+    ("verb", "options"),
+    [
+        ("check", "--config --inventory PATH file:line:col"),
+        (
+            "explain",
+            "--principal --action --secret --group --attr --source-ip --at --protocol "
+            "--operation --version-stage --json",
+        ),
+        ("test", "-q --quiet --config PATH"),
+        ("schema", "JSON Schema yaml-language-server"),
+    ],
+)
+def test_help(capsys: Capsys, verb: str, options: str) -> None:
+    """--help of each policy verb exits 0 and names its key options."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["policy", verb, "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert out.startswith(f"usage: keyledger policy {verb}")
+    for option in options.split():
+        assert option in out, option
