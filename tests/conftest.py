@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,10 +189,15 @@ def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str,
 
 
 def issue_keys(
-    config: Config, *names_and_groups: tuple[str, tuple[str, ...]]
+    config: Config,
+    *names_and_groups: tuple[str, tuple[str, ...]],
+    attributes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, IssuedKey]:
     store = IdentityStore(config.identities.path, config.identities.key_file.read_bytes())  # type: ignore[union-attr]
-    return {name: store.create(name, groups=groups) for name, groups in names_and_groups}
+    return {
+        name: store.create(name, groups=groups, attributes=(attributes or {}).get(name))
+        for name, groups in names_and_groups
+    }
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -225,19 +230,27 @@ def running_proxy(
     backend: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    policy: str = TEST_POLICY,
+    attributes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningProxy]:
     """keyledger in front of ``endpoint_url``, with identities app, auditor and stranger.
 
     ``backend`` and ``limits`` add to those sections of the config document; ``extra``
-    adds top-level sections.
+    adds top-level sections; ``attributes`` gives identities attributes.
     """
-    doc = write_proxy_files(tmp_path)
+    doc = write_proxy_files(tmp_path, policy=policy)
     doc["backends"]["aws"].update(endpoint_url=endpoint_url, **(backend or {}))
     if limits:
         doc["limits"] = limits
     doc.update(extra or {})
     config = parse_config(doc, base=tmp_path, source="test")
-    keys = issue_keys(config, ("app", ()), ("auditor", ("auditors",)), ("stranger", ()))
+    keys = issue_keys(
+        config,
+        ("app", ()),
+        ("auditor", ("auditors",)),
+        ("stranger", ()),
+        attributes=attributes,
+    )
     running = RunningProxy(config, keys)
     running.start()
     try:
