@@ -32,6 +32,9 @@ def test_config_example_is_a_valid_config() -> None:
         ["identity", "revoke"],
         ["identity", "rotate"],
         ["policy", "check"],
+        ["policy", "explain"],
+        ["policy", "test"],
+        ["policy", "schema"],
     ],
 )
 def test_every_verb_has_help(verb: list[str]) -> None:

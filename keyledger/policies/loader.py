@@ -163,7 +163,7 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
             continue
         if not reader.keys(doc, _TOP_KEYS, "a policy file"):
             continue
-        if doc.get("version", 1) != 1:
+        if type(doc.get("version", 1)) is not int or doc.get("version", 1) != 1:
             reader.fail(doc, "version", f"unsupported policy version {doc['version']!r}; use 1")
         _read_groups(reader, doc, merged)
         _read_roles(reader, path, doc, merged)
@@ -210,7 +210,7 @@ class _Merged:
 
 
 def _read_groups(reader: _Reader, doc: dict[str, Any], merged: _Merged) -> None:
-    section = doc.get("groups") or {}
+    section = {} if doc.get("groups") is None else doc["groups"]
     if not isinstance(section, dict):
         reader.fail(doc, "groups", "groups must map a group name to a list of principals")
         return
@@ -221,7 +221,7 @@ def _read_groups(reader: _Reader, doc: dict[str, Any], merged: _Merged) -> None:
 
 
 def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, Any]]:
-    section = doc.get("bindings") or []
+    section = [] if doc.get("bindings") is None else doc["bindings"]
     if not isinstance(section, list):
         reader.fail(doc, "bindings", "bindings must be a list")
         return []
@@ -244,7 +244,7 @@ def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, 
 
 
 def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merged) -> None:
-    section = doc.get("roles") or []
+    section = [] if doc.get("roles") is None else doc["roles"]
     if not isinstance(section, list):
         reader.fail(doc, "roles", "roles must be a list")
         return
@@ -257,7 +257,7 @@ def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merge
             continue
         if not merged.claim(reader, "role id", role_id, item, "id"):
             continue
-        rules_raw = item.get("rules") or []
+        rules_raw = [] if item.get("rules") is None else item["rules"]
         if not isinstance(rules_raw, list):
             reader.fail(item, "rules", "rules must be a list")
             continue
@@ -304,7 +304,7 @@ def _read_rule(
         except ValueError as exc:
             reader.problems.append(f"{at}: {exc}")
             continue
-        if not _BACKEND_NAME.match(pattern.backend):
+        if not _BACKEND_NAME.fullmatch(pattern.backend):
             reader.problems.append(
                 f"{at}: resource {text!r}: {pattern.backend!r} is not a backend name "
                 "(aws, gcp, azure, or a name from your config)"
@@ -425,8 +425,8 @@ def _read_days(reader: _Reader, item: Any) -> frozenset[int] | None:
     parts = raw if isinstance(raw, list) else str(raw).split(",")
     days: set[int] = set()
     for part in (str(p).strip().lower() for p in parts):
-        first, _, last = part.partition("-")
-        if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+        first, dash, last = part.partition("-")
+        if first not in DAY_NAMES or (dash and last not in DAY_NAMES):
             bad = last if first in DAY_NAMES else first
             reader.fail(
                 item,
@@ -437,13 +437,16 @@ def _read_days(reader: _Reader, item: Any) -> frozenset[int] | None:
             return None
         lo, hi = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
         days.update(range(lo, hi + 1) if lo <= hi else [*range(lo, 7), *range(hi + 1)])
+    if not days:
+        reader.fail(item, "days", "days needs at least one day (mon..sun, or a range mon-fri)")
+        return None
     return frozenset(days)
 
 
 def _read_clock(reader: _Reader, item: Any, key: str, default: str) -> time | None:
     """``HH:MM``; ``to`` may be ``24:00`` (end of day), returned as None."""
     text = str(item.get(key, default))
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text)
     if match and key == "to" and text == "24:00":
         return None
     if match and int(match[1]) < 24 and int(match[2]) < 60:
