@@ -31,7 +31,13 @@ from keyledger.policies import (
 )
 from keyledger.policies.lint import lint
 from keyledger.policies.loader import is_policy_test_file
-from keyledger.policies.testing import load_cases, parse_moment, parse_secret, run_cases
+from keyledger.policies.testing import (
+    load_cases,
+    parse_moment,
+    parse_secret,
+    request_attributes,
+    run_cases,
+)
 from keyledger.proxy.config import load_config
 
 __all__ = ["add_policy_parser"]
@@ -50,8 +56,13 @@ def _patterns(args: argparse.Namespace) -> Sequence[str | Path]:
 
 
 def _policy_paths(args: argparse.Namespace) -> list[Path]:
-    """The policy files to load; test files are never among them."""
-    return [p for p in resolve_policy_paths(_patterns(args)) if not is_policy_test_file(p)]
+    if not args.paths and not args.config:
+        # Said out loud: a CI job that forgot its paths must not pass on our example.
+        print(
+            f"no PATH or --config given: using the shipped demo set {example_policy_dir()}",
+            file=sys.stderr,
+        )
+    return resolve_policy_paths(_patterns(args))
 
 
 def _test_paths(args: argparse.Namespace) -> list[Path]:
@@ -130,11 +141,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     attributes = dict(_pair(text) for text in args.attr or ())
     if args.source_ip is not None:
         ipaddress.ip_address(args.source_ip)  # a typo must not read as "not in network"
-    request = {"protocol": args.protocol}
-    if args.operation:
-        request["operation"] = args.operation
-    if args.version_stage:
-        request["version_stage"] = args.version_stage
+    request = request_attributes(
+        Action(args.action),
+        protocol=args.protocol,
+        operation=args.operation,
+        version_stage=args.version_stage,
+    )
     ctx = Context(
         source_ip=args.source_ip,
         at=parse_moment(args.at) if args.at else datetime.now(UTC),
@@ -252,7 +264,7 @@ def schema_text() -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(schema_text())
+    sys.stdout.write(schema_text().rstrip("\n") + "\n")
     return 0
 
 
@@ -326,11 +338,14 @@ def add_policy_parser(sub: Any) -> None:
     )
     explain.add_argument("--source-ip", metavar="IP", help="the caller's address")
     explain.add_argument("--at", metavar="TIME", help="ISO 8601 moment (default: now)")
+    explain.add_argument("--protocol", help="request protocol (default: aws-json)")
     explain.add_argument(
-        "--protocol", default="aws-json", help="request protocol (default: aws-json)"
+        "--operation",
+        help="request operation (default: the action's usual one, e.g. GetSecretValue)",
     )
-    explain.add_argument("--operation", help="request operation, e.g. GetSecretValue")
-    explain.add_argument("--version-stage", help="e.g. AWSCURRENT")
+    explain.add_argument(
+        "--version-stage", help="e.g. AWSPREVIOUS (default: AWSCURRENT for a plain read)"
+    )
     explain.add_argument("--json", action="store_true", help="print JSON")
     explain.set_defaults(func=cmd_explain)
 

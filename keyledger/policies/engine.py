@@ -23,7 +23,7 @@ from keyledger.policies.model import Decision, Effect, PolicySet, Rule
 
 __all__ = ["Explanation", "PolicyEngine", "RuleVerdict"]
 
-_CACHE_LIMIT = 10_000
+_CACHE_LIMIT = 100_000
 _NOW = Context()
 
 _Bucket = dict[str, list[Rule]]
@@ -67,6 +67,19 @@ class PolicyEngine:
                     bucket = self._index.setdefault((action, res.backend), {})
                     key = "=" + res.glob if res.literal else res.prefix
                     bucket.setdefault(key, []).append(rule)
+        # Who holds what, inverted once, so a principal's roles cost a few lookups.
+        self._member_of: dict[str, list[str]] = {}
+        for group, members in policy.groups.items():
+            for member in members:
+                self._member_of.setdefault(member, []).append(group)
+        self._held_by_all: set[str] = set()
+        self._held_by: dict[tuple[str, str], set[str]] = {}  # ("principal"|"group", id)
+        for b in policy.bindings:
+            if "*" in b.principals:
+                self._held_by_all.add(b.role)
+            holders = [("principal", p) for p in b.principals] + [("group", g) for g in b.groups]
+            for holder in holders:
+                self._held_by.setdefault(holder, set()).add(b.role)
         self._roles_cache: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
 
     @property
@@ -77,7 +90,7 @@ class PolicyEngine:
 
     def groups_of(self, principal: Principal) -> tuple[str, ...]:
         """The principal's own groups and the policy groups that list it."""
-        extra = (g for g, members in self.policy.groups.items() if principal.id in members)
+        extra = self._member_of.get(principal.id, ())
         return tuple(dict.fromkeys((*principal.groups, *extra)))
 
     def bindings_of(self, principal: Principal) -> list[tuple[str, str]]:
@@ -94,12 +107,18 @@ class PolicyEngine:
         return found
 
     def roles_of(self, principal: Principal) -> frozenset[str]:
+        """The roles :meth:`bindings_of` lists, from the inverted maps (and cached)."""
         key = (principal.id, principal.groups)
         roles = self._roles_cache.get(key)
         if roles is None:
-            roles = frozenset(role for role, _ in self.bindings_of(principal))
+            found = set(self._held_by_all)
+            found.update(self._held_by.get(("principal", principal.id), ()))
+            for group in self.groups_of(principal):
+                found.update(self._held_by.get(("group", group), ()))
+            roles = frozenset(found)
             if len(self._roles_cache) >= _CACHE_LIMIT:
-                self._roles_cache.clear()
+                # Drop the oldest entry, not all: a busy proxy must not fall off a cliff.
+                del self._roles_cache[next(iter(self._roles_cache))]
             self._roles_cache[key] = roles
         return roles
 

@@ -49,6 +49,16 @@ def lint(
                     f"{len(role.rules)} rule(s) never apply",
                 )
             )
+    for binding in policy.bindings:
+        for principal in sorted(binding.principals):
+            if principal != "*" and any(c in principal for c in "*?["):
+                findings.append(
+                    Finding(
+                        binding.source,
+                        f"principal {principal!r} is matched exactly, not as a glob "
+                        "(bind a group instead, or '*' for everyone)",
+                    )
+                )
     rules = policy.rules
     denies = [r for r in rules if r.effect is Effect.DENY and not (r.when or r.unless)]
     for rule in rules:
@@ -62,8 +72,10 @@ def lint(
                         f"{shadow.id!r} ({shadow.source})",
                     )
                 )
+        # A deny may fence off secrets that do not exist yet: only allows must match some.
+        known = inventory if rule.effect is Effect.ALLOW else None
         for resource, where in zip(rule.resources, _sources(rule), strict=True):
-            problem = _resource_problem(resource, backends, inventory)
+            problem = _resource_problem(resource, backends, known)
             if problem:
                 findings.append(Finding(where, problem))
     return sorted(findings, key=_file_order)

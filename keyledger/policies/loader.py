@@ -80,8 +80,8 @@ def example_policy_dir(name: str = "demo") -> Path:
 def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = None) -> list[Path]:
     """Expand files, folders (``*.yaml``/``*.yml`` inside) and globs, in a stable order.
 
-    Folders and globs skip policy test files (``test`` as a word in the name, see
-    :func:`is_policy_test_file`); a file named explicitly is always taken.
+    Policy test files (``test`` as a word in the name, see :func:`is_policy_test_file`)
+    are never policies, however they are named: the proxy and ``policy check`` agree.
     """
     found: list[Path] = []
     for pattern in patterns:
@@ -89,14 +89,12 @@ def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = 
         if base is not None and not path.is_absolute():
             path = base / path
         if path.is_dir():
-            expanded = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            found.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
         elif any(c in str(path) for c in "*?["):
-            expanded = sorted(Path(p) for p in glob.glob(str(path)))
+            found.extend(sorted(Path(p) for p in glob.glob(str(path))))
         else:
             found.append(path)
-            continue
-        found.extend(p for p in expanded if not is_policy_test_file(p))
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(p for p in found if not is_policy_test_file(p)))
 
 
 _TEST_WORD = re.compile(r"(^|[._-])tests?([._-]|$)")
@@ -142,7 +140,7 @@ class _Reader:
 def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     """Load and merge policy files; raise :class:`PolicyError` listing every problem."""
     if not paths:
-        raise PolicyError(["no policy files found (check the policies: paths in your config)"])
+        raise PolicyError(["no policy files found (test files, *test*.yaml, are not policies)"])
     reader = _Reader()
     merged = _Merged()
     bindings: list[tuple[Binding, Any]] = []
@@ -238,7 +236,12 @@ def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, 
         if not principals and not groups:
             reader.fail(item, None, "a binding needs principals: or groups:")
             continue
-        binding = Binding(role=role, principals=frozenset(principals), groups=frozenset(groups))
+        binding = Binding(
+            role=role,
+            principals=frozenset(principals),
+            groups=frozenset(groups),
+            source=where(item, "principals") if principals else where(item),
+        )
         found.append((binding, item))
     return found
 

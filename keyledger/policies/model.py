@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,12 @@ from keyledger.policies.conditions import Condition, Context
 __all__ = ["Binding", "Decision", "Effect", "PolicySet", "ResourcePattern", "Role", "Rule"]
 
 _WILDCARDS = frozenset("*?[")
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    # Large sets repeat globs (aws:*, prod/*): compile each once.
+    return re.compile(fnmatch.translate(glob))
 
 
 class Effect(enum.StrEnum):
@@ -34,22 +41,26 @@ class ResourcePattern:
     text: str
     backend: str
     glob: str
-    regex: re.Pattern[str] = field(compare=False, repr=False)
+    # None for a glob without wildcards (most rules name one secret): compared as text.
+    regex: re.Pattern[str] | None = field(compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> ResourcePattern:
         backend, sep, glob = text.partition(":")
         if not sep or not backend or not glob:
             raise ValueError(f"resource {text!r} must be written backend:name (aws:prod/*)")
-        return cls(text, backend, glob, re.compile(fnmatch.translate(glob)))
+        wild = any(c in _WILDCARDS for c in glob)
+        return cls(text, backend, glob, _glob_regex(glob) if wild else None)
 
     def matches(self, backend: str, name: str) -> bool:
-        return (self.backend in ("*", backend)) and self.regex.match(name) is not None
+        if self.backend not in ("*", backend):
+            return False
+        return name == self.glob if self.regex is None else self.regex.match(name) is not None
 
     @property
     def literal(self) -> bool:
         """True when the glob names exactly one secret."""
-        return not any(c in _WILDCARDS for c in self.glob)
+        return self.regex is None
 
     @property
     def prefix(self) -> str:
@@ -102,6 +113,7 @@ class Binding:
     role: str
     principals: frozenset[str]
     groups: frozenset[str]
+    source: str = ""  # file:line:col
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

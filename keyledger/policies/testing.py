@@ -12,8 +12,8 @@ A test file is YAML with ``test`` as a word in its name (``payments_test.yaml``)
         context:                              # optional
           source_ip: 10.1.2.3
           at: "2026-11-24T10:00:00+01:00"     # the moment; default: now
-          protocol: aws-json
-          version_stage: AWSCURRENT
+          protocol: aws-json                  # default: aws-json, the action's usual
+          version_stage: AWSCURRENT           # operation, AWSCURRENT for a plain read
         expect: allow                         # allow | deny
         rule: payments-read                   # optional: the rule that must decide;
                                               # null for the default deny
@@ -24,7 +24,7 @@ Cases run through :meth:`PolicyEngine.decide`, the proxy's own path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,15 @@ from keyledger.policies.engine import PolicyEngine, principal_of
 from keyledger.policies.loader import PolicyError
 from keyledger.policies.model import Decision
 
-__all__ = ["CaseResult", "PolicyCase", "load_cases", "parse_moment", "parse_secret", "run_cases"]
+__all__ = [
+    "CaseResult",
+    "PolicyCase",
+    "load_cases",
+    "parse_moment",
+    "parse_secret",
+    "request_attributes",
+    "run_cases",
+]
 
 _CASE_KEYS = (
     "name",
@@ -51,6 +59,42 @@ _CASE_KEYS = (
 )
 _CONTEXT_KEYS = ("source_ip", "at", *REQUEST_ATTRIBUTES)
 _ACTIONS = tuple(a.value for a in Action)
+
+# The operation a plain AWS SDK call for each action makes (what the proxy would see).
+_AWS_OPERATIONS = {
+    Action.READ: "GetSecretValue",
+    Action.DESCRIBE: "DescribeSecret",
+    Action.LIST: "ListSecrets",
+    Action.WRITE: "PutSecretValue",
+    Action.ROTATE: "RotateSecret",
+    Action.DELETE: "DeleteSecret",
+}
+
+
+def request_attributes(
+    action: Action,
+    *,
+    protocol: str | None = None,
+    operation: str | None = None,
+    version_stage: str | None = None,
+) -> dict[str, str]:
+    """The request attributes the proxy would give a plain SDK call, unless stated.
+
+    ``policy explain`` and ``policy test`` both use this, so that a rule conditioned on
+    ``request:`` decides the same in both as through the proxy: protocol ``aws-json``, the
+    action's usual operation, and for a plain read the stage ``AWSCURRENT``.
+    """
+    protocol = protocol or "aws-json"
+    attributes = {"protocol": protocol}
+    if protocol == "aws-json":
+        operation = operation or _AWS_OPERATIONS[action]
+        if version_stage is None and operation in ("GetSecretValue", "BatchGetSecretValue"):
+            version_stage = "AWSCURRENT"
+    if operation:
+        attributes["operation"] = operation
+    if version_stage:
+        attributes["version_stage"] = version_stage
+    return attributes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +220,16 @@ def _read_case(item: Any, problems: list[str]) -> PolicyCase | None:
     if len(problems) > before or secret is None or context is None:
         return None
     name = item.get("name") or f"{item['principal']} {action} {secret}"
+    request = context.request
+    context = replace(
+        context,
+        request=request_attributes(
+            Action(str(action)),
+            protocol=request.get("protocol"),
+            operation=request.get("operation"),
+            version_stage=request.get("version_stage"),
+        ),
+    )
     return PolicyCase(
         name=str(name),
         where=where(item),

@@ -89,6 +89,7 @@ class PolicyReloader:
         self._cause = "signal"
         self._seen: Fingerprint | None = None  # what the policy in force was read from
         self._failed: Fingerprint | None = None  # a rejected set, recorded once
+        self._retry = False  # a change could not be recorded: look again after interval
         self.reloads = 0  # sets put in force since start
         self.failures = 0  # sets rejected since start
 
@@ -102,9 +103,9 @@ class PolicyReloader:
         self._seen = await asyncio.to_thread(fingerprint, self._patterns)
         while True:
             with contextlib.suppress(TimeoutError):
-                timeout = self._interval if self._watch else None
+                timeout = self._interval if self._watch or self._retry else None
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            forced = self._wake.is_set()
+            forced = self._wake.is_set() or self._retry
             self._wake.clear()
             try:
                 await self.reload_if_changed(force=forced)
@@ -123,7 +124,7 @@ class PolicyReloader:
         if current == self._failed and not force:
             return False  # already rejected and recorded; wait for the next edit
         cause = self._cause if force else "file change"
-        self._cause = "signal"
+        self._cause, self._retry = "signal", False
         try:
             loaded = await asyncio.to_thread(load_policy, self._patterns, self._backends)
         except PolicyError as exc:
@@ -131,7 +132,7 @@ class PolicyReloader:
             return False
         if await asyncio.to_thread(fingerprint, self._patterns) != current:
             # Edited again while we read it: this set may mix old and new files.
-            self._wake.set()
+            self.request(cause)
             return False
         return await self._put_in_force(loaded, current, cause)
 
@@ -174,6 +175,7 @@ class PolicyReloader:
         except JournalUnavailable as exc:
             # Unrecorded, a policy change must not happen: keep the old set, retry later.
             log.error("policy_reload_unaudited", error=str(exc), new_hash=new.hash)
+            self._cause, self._retry = cause, True
             return False
         self._holder.engine = new
         self._seen, self._failed = files, None
@@ -202,5 +204,6 @@ class PolicyReloader:
             await self._journal.append(event)
         except JournalUnavailable as err:
             log.error("policy_reload_unaudited", error=str(err))
-            return  # not recorded: try (and record) again at the next look
+            self._cause, self._retry = cause, True  # not recorded: try again after interval
+            return
         self._failed = files

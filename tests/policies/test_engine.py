@@ -214,6 +214,14 @@ class TestDecide:
         assert not engine.decide(who("svc-x", ()), Action.READ, secret).allowed
         assert engine.decide(who("svc-x", ["payments"]), Action.READ, secret).allowed
 
+    def test_a_principal_named_like_a_group_gets_no_group_roles(self, tmp_path: Path) -> None:
+        """Principal ids and group names live apart: 'group:payments' is not the group."""
+        engine = engine_for(tmp_path, LAYERED)
+        secret = ref("aws:prod/payments/key")
+
+        assert not engine.decide(who("group:payments", ()), Action.READ, secret).allowed
+        assert engine.decide(who("x", ("payments",)), Action.READ, secret).allowed
+
 
 class TestDecideAny:
     def test_listing_allowed_when_some_rule_allows_on_the_backend(self, tmp_path: Path) -> None:

@@ -286,7 +286,10 @@ class TestLoadPolicyFiles:
         """Broken YAML is reported at the line and column the parser stopped at."""
         path = write(tmp_path, "p.yaml", "version: 1\nroles:\n  - id: r\n   rules: []\n")
 
-        assert problems_of(path) == (
+        (problem,) = problems_of(path)
+        # The reason is the parser's own: libyaml's where PyYAML has it, else PyYAML's.
+        assert problem in (
+            f"{path}:4:4: did not find expected '-' indicator",
             f"{path}:4:4: expected <block end>, but found '<block mapping start>'",
         )
 
@@ -306,9 +309,9 @@ class TestLoadPolicyFiles:
         assert [p.split(":")[0] for p in found] == [str(first), str(second)]
 
     def test_empty_paths_list(self) -> None:
-        """No policy files at all is an error that points at the config's policies paths."""
+        """No policy files at all is an error, not an empty set that denies everything."""
         assert problems_of() == (
-            "no policy files found (check the policies: paths in your config)",
+            "no policy files found (test files, *test*.yaml, are not policies)",
         )
 
     def test_missing_file(self, tmp_path: Path) -> None:
@@ -384,11 +387,13 @@ class TestResolvePolicyPaths:
 
         assert [p.name for p in found] == ["attestation.yaml", "contests-deny.yaml", "latest.yaml"]
 
-    def test_explicit_file_is_always_taken(self, tmp_path: Path) -> None:
-        """A file named explicitly is loaded even if its name contains 'test'."""
-        path = write(tmp_path, "staging-test.yaml", "")
+    def test_a_test_file_is_never_a_policy_even_named(self, tmp_path: Path) -> None:
+        """Test cases are not policy, however a config names them, so the proxy and
+        `policy check` read the same set; 'latest' is not a test file."""
+        named = write(tmp_path, "staging-test.yaml", "")
+        latest = write(tmp_path, "latest.yaml", "")
 
-        assert resolve_policy_paths([path]) == [path]
+        assert resolve_policy_paths([named, latest]) == [latest]
 
     def test_duplicates_are_listed_once(self, tmp_path: Path) -> None:
         """A file reached through both a folder and its own name is loaded once."""

@@ -275,7 +275,11 @@ class TestLoadConfig:
         """Broken YAML is reported at the position the parser stopped."""
         path = write(tmp_path, "listen: a: b\n")
 
-        assert error(path) == f"{path}:1:10: mapping values are not allowed here"
+        # The reason is the parser's own: libyaml's where PyYAML has it, else PyYAML's.
+        assert error(path) in (
+            f"{path}:1:10: mapping values are not allowed in this context",
+            f"{path}:1:10: mapping values are not allowed here",
+        )
 
     def test_not_a_mapping(self, tmp_path: Path) -> None:
         """A config that is not a mapping is refused."""

@@ -249,6 +249,31 @@ class TestWatching:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def test_an_unrecorded_reload_is_retried_without_another_signal(
+        self, tmp_path: Path
+    ) -> None:
+        """With watch off, a SIGHUP reload that met a journal outage applies by itself once
+        the journal is back, still recorded as caused by the signal."""
+        async with rig(tmp_path, watch=False) as r:
+            task = asyncio.create_task(r.reloader.run())
+            try:
+                await asyncio.sleep(0.1)
+                await r.journal.close()
+                replace(r.file, policy("read-v2"))
+                r.reloader.request()
+                await asyncio.sleep(0.3)
+                assert r.holder.engine.decide(APP, Action.READ, DB).rule == "read-v1"
+
+                await r.journal.start()
+                await until(lambda: r.reloader.reloads == 1)
+
+                assert r.holder.engine.decide(APP, Action.READ, DB).rule == "read-v2"
+                assert [e["detail"]["cause"] for e in r.reloads()] == ["signal"]
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
 
 # -- through the running proxy -----------------------------------------------------------
 

@@ -151,6 +151,7 @@ class AwsFrontend:
                 targets=(),
                 request=self._request(op, "BatchGetSecretValue", None, params),
                 filter_results=True,
+                version_stage="AWSCURRENT",  # a batch always reads the current versions
             )
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise RequestError("SecretIdList must be a list of secret names or ARNs")

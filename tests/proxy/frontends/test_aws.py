@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 
 from keyledger.backends import SecretNotFound
 from keyledger.model import Action, SecretRef, SecretResult
+from keyledger.policies.testing import request_attributes
 from keyledger.proxy.errors import AccessDenied, ErrorKind, RequestError
-from keyledger.proxy.frontends.aws import OPERATIONS, AwsFrontend
+from keyledger.proxy.frontends.aws import OPERATIONS, TARGET_PREFIX, AwsFrontend
 from keyledger.proxy.wire import WireRequest
 
 FRONTEND = AwsFrontend(backend="aws")
+TARGET = TARGET_PREFIX
 
 
 def wire(target: str, body: bytes) -> WireRequest:
@@ -53,6 +55,49 @@ class TestParse:
         assert call.filter_results
         narrowed = FRONTEND.narrow(call, {SecretRef("aws", "b")})
         assert narrowed.params["SecretIdList"] == ["b"]
+
+    @pytest.mark.parametrize(
+        ("body", "stage"),
+        [
+            (b'{"SecretId": "a"}', "AWSCURRENT"),
+            (b'{"SecretId": "a", "VersionStage": "AWSPREVIOUS"}', "AWSPREVIOUS"),
+            (b'{"SecretId": "a", "VersionId": "v-1"}', None),
+        ],
+        ids=["plain", "by-stage", "by-version-id"],
+    )
+    def test_a_read_carries_the_stage_policies_see(self, body: bytes, stage: str | None) -> None:
+        """A plain read reads AWSCURRENT, a named stage is that stage, and a read by version
+        id alone has no stage a policy could know."""
+        call = FRONTEND.parse(wire(TARGET + "GetSecretValue", body))
+
+        assert call.version_stage == stage
+
+    @pytest.mark.parametrize(
+        "body",
+        [b'{"SecretIdList": ["a", "b"]}', b'{"Filters": [{"Key": "name", "Values": ["a"]}]}'],
+    )
+    def test_a_batch_read_reads_the_current_versions(self, body: bytes) -> None:
+        """BatchGetSecretValue, by ids or by filters, reads AWSCURRENT."""
+        call = FRONTEND.parse(wire(TARGET + "BatchGetSecretValue", body))
+
+        assert call.version_stage == "AWSCURRENT"
+
+    def test_policy_tools_assume_what_a_plain_sdk_call_carries(self) -> None:
+        """`policy explain` and `policy test` default the request attributes to what the
+        proxy gives a plain SDK call of each action, so they decide as the proxy does."""
+        frontend = FRONTEND
+        for action, operation in [
+            (Action.READ, "GetSecretValue"),
+            (Action.DESCRIBE, "DescribeSecret"),
+            (Action.WRITE, "PutSecretValue"),
+            (Action.ROTATE, "RotateSecret"),
+            (Action.DELETE, "DeleteSecret"),
+        ]:
+            call = frontend.parse(wire(TARGET + operation, b'{"SecretId": "a"}'))
+            proxy_sees = {"protocol": frontend.protocol, "operation": call.operation}
+            if call.version_stage:
+                proxy_sees["version_stage"] = call.version_stage
+            assert (call.action, request_attributes(action)) == (action, proxy_sees)
 
     def test_every_operation_maps_to_an_action(self) -> None:
         """Every supported operation parses with a secret id into its documented action."""
