@@ -7,7 +7,6 @@ passes here is what the proxy enforces.
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.resources
 import ipaddress
 import json
@@ -30,7 +29,7 @@ from keyledger.policies import (
     resolve_policy_paths,
 )
 from keyledger.policies.lint import lint
-from keyledger.policies.loader import is_policy_test_file
+from keyledger.policies.loader import resolve_test_paths
 from keyledger.policies.testing import (
     load_cases,
     parse_moment,
@@ -63,20 +62,6 @@ def _policy_paths(args: argparse.Namespace) -> list[Path]:
             file=sys.stderr,
         )
     return resolve_policy_paths(_patterns(args))
-
-
-def _test_paths(args: argparse.Namespace) -> list[Path]:
-    """The test files among, or next to, the policies: named ones, or found in folders."""
-    found: list[Path] = []
-    for pattern in _patterns(args):
-        path = Path(pattern)
-        if path.is_dir():
-            found.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
-        elif any(c in str(path) for c in "*?["):
-            found.extend(sorted(Path(p) for p in glob.glob(str(path))))
-        else:
-            found.append(path)
-    return list(dict.fromkeys(p for p in found if is_policy_test_file(p)))
 
 
 def _backends(args: argparse.Namespace) -> tuple[str, ...]:
@@ -231,7 +216,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     policy = _load(args)
     if policy is None:
         return 1
-    files = _test_paths(args)
+    files = resolve_test_paths(_patterns(args))
     if not files:
         print("no policy test files found (YAML files with 'test' in their name)")
         return 1

@@ -49,6 +49,7 @@ __all__ = [
     "is_policy_test_file",
     "load_policy_files",
     "resolve_policy_paths",
+    "resolve_test_paths",
 ]
 
 _TOP_KEYS = ("version", "groups", "roles", "bindings")
@@ -78,11 +79,21 @@ def example_policy_dir(name: str = "demo") -> Path:
 
 
 def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = None) -> list[Path]:
-    """Expand files, folders (``*.yaml``/``*.yml`` inside) and globs, in a stable order.
+    """The policy files among files, folders (``*.yaml``/``*.yml`` inside) and globs.
 
     Policy test files (``test`` as a word in the name, see :func:`is_policy_test_file`)
     are never policies, however they are named: the proxy and ``policy check`` agree.
     """
+    return [p for p in _expand(patterns, base) if not is_policy_test_file(p)]
+
+
+def resolve_test_paths(patterns: Iterable[str | Path]) -> list[Path]:
+    """The policy test files among (or in the folders of) the same patterns."""
+    return [p for p in _expand(patterns, None) if is_policy_test_file(p)]
+
+
+def _expand(patterns: Iterable[str | Path], base: Path | None) -> list[Path]:
+    """Every YAML file the patterns name, once each, in a stable order."""
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
@@ -94,7 +105,7 @@ def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = 
             found.extend(sorted(Path(p) for p in glob.glob(str(path))))
         else:
             found.append(path)
-    return list(dict.fromkeys(p for p in found if not is_policy_test_file(p)))
+    return list(dict.fromkeys(found))
 
 
 _TEST_WORD = re.compile(r"(^|[._-])tests?([._-]|$)")
