@@ -186,6 +186,7 @@ async def make_app(config: Config) -> web.Application:
         backends=config.backends,
         holder=policies,
         journal=journal,
+        loaded_from=loaded.files,
         interval_s=config.policy_reload.interval_s,
         watch=config.policy_reload.watch,
     )

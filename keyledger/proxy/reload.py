@@ -42,6 +42,7 @@ _MAX_LISTED = 20  # problems and warnings kept in an event; the log has them all
 class LoadedPolicy:
     engine: PolicyEngine
     warnings: tuple[Finding, ...]  # what `policy check` would fail on
+    files: Fingerprint  # taken before reading: a later edit shows as a change
 
 
 def load_policy(patterns: Sequence[Path | str], backends: Collection[str]) -> LoadedPolicy:
@@ -49,8 +50,9 @@ def load_policy(patterns: Sequence[Path | str], backends: Collection[str]) -> Lo
 
     Raises :class:`PolicyError`.
     """
+    files = fingerprint(patterns)
     policy = load_policy_files(resolve_policy_paths(patterns))
-    return LoadedPolicy(PolicyEngine(policy), tuple(lint(policy, backends=backends)))
+    return LoadedPolicy(PolicyEngine(policy), tuple(lint(policy, backends=backends)), files)
 
 
 def fingerprint(patterns: Sequence[Path | str]) -> Fingerprint:
@@ -75,6 +77,7 @@ class PolicyReloader:
         backends: Collection[str],
         holder: PolicyHolder,
         journal: Journal,
+        loaded_from: Fingerprint,
         interval_s: float = 1.0,
         watch: bool = True,
     ) -> None:
@@ -87,7 +90,7 @@ class PolicyReloader:
         self._settle = min(0.25, interval_s)
         self._wake = asyncio.Event()
         self._cause = "signal"
-        self._seen: Fingerprint | None = None  # what the policy in force was read from
+        self._seen = loaded_from  # what the policy in force was read from
         self._failed: Fingerprint | None = None  # a rejected set, recorded once
         self._retry = False  # a change could not be recorded: look again after interval
         self.reloads = 0  # sets put in force since start
@@ -100,7 +103,6 @@ class PolicyReloader:
 
     async def run(self) -> None:
         """Until cancelled: reload when asked, or when the files changed."""
-        self._seen = await asyncio.to_thread(fingerprint, self._patterns)
         while True:
             with contextlib.suppress(TimeoutError):
                 timeout = self._interval if self._watch or self._retry else None

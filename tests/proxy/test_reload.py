@@ -22,7 +22,7 @@ from keyledger.model import Action, SecretRef
 from keyledger.policies import PolicyEngine, load_policy_files, principal_of
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.pipeline import PolicyHolder
-from keyledger.proxy.reload import PolicyReloader
+from keyledger.proxy.reload import PolicyReloader, load_policy
 from tests.conftest import TEST_POLICY, RunningProxy, running_proxy
 
 APP = principal_of("app")
@@ -81,7 +81,8 @@ async def rig(tmp_path: Path, *, watch: bool = True) -> AsyncIterator[Rig]:
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "app.yaml").write_text(policy("read-v1"))
-    holder = PolicyHolder(PolicyEngine(load_policy_files([folder / "app.yaml"])))
+    loaded = load_policy([folder], ["aws"])
+    holder = PolicyHolder(loaded.engine)
     journal = Journal(directory=tmp_path / "audit", chain_id="reload", fsync=False)
     await journal.start()
     reloader = PolicyReloader(
@@ -89,6 +90,7 @@ async def rig(tmp_path: Path, *, watch: bool = True) -> AsyncIterator[Rig]:
         backends=["aws"],
         holder=holder,
         journal=journal,
+        loaded_from=loaded.files,
         interval_s=0.05,
         watch=watch,
     )
@@ -169,6 +171,21 @@ class TestReloadIfChanged:
 
             assert [e["outcome"]["status"] for e in r.reloads()] == ["error", "success"]
             assert r.holder.engine.decide(APP, Action.READ, DB).rule == "read-v4"
+
+    async def test_an_edit_made_while_starting_is_not_missed(self, tmp_path: Path) -> None:
+        """The files are fingerprinted before the first read, so an edit landing between
+        start-up's load and the watcher's first look still counts as a change."""
+        async with rig(tmp_path) as r:
+            replace(r.file, policy("read-v2"))  # after the load, before the watcher runs
+            task = asyncio.create_task(r.reloader.run())
+            try:
+                await until(lambda: r.reloader.reloads == 1)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            assert r.holder.engine.decide(APP, Action.READ, DB).rule == "read-v2"
 
     async def test_touching_a_file_is_not_a_reload(self, tmp_path: Path) -> None:
         """Same bytes, new mtime (a ConfigMap resync, a `touch`): no new set, no event."""
