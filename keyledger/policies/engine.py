@@ -186,11 +186,11 @@ class PolicyEngine:
 
         Individual results are still filtered one by one with :meth:`decide`.
         """
-        roles = self.roles_of(principal)
-        for rule in self._rules:
+        held = (self.policy.roles[role].rules for role in self.roles_of(principal))
+        # Only the principal's own rules, in written order (the first allow is named).
+        for rule in sorted((r for rules in held for r in rules), key=_order):
             if (
                 rule.effect is Effect.ALLOW
-                and rule.role in roles
                 and action in rule.actions
                 and any(r.backend in ("*", backend) for r in rule.resources)
                 and rule.conditions_hold(principal, ctx)
@@ -224,6 +224,10 @@ class PolicyEngine:
             policy_hash=self.policy.hash,
             reason=f"rule {rule.id} {verb} {action} on {ref}",
         )
+
+
+def _order(rule: Rule) -> int:
+    return rule.order
 
 
 def _verdict(
