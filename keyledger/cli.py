@@ -194,13 +194,14 @@ def cmd_identity(args: argparse.Namespace) -> int:
         for identity in store.revoke(args.name):
             print(f"revoked {identity.access_key_id} ({identity.name})")
     else:
-        print(f"{'NAME':24} {'ACCESS KEY ID':22} {'STATUS':8} {'GROUPS':20} CREATED")
+        print(f"{'NAME':24} {'ACCESS KEY ID':22} {'STATUS':8} {'CREATED':26} GROUPS; ATTRIBUTES")
         for identity in store:
             status = "revoked" if identity.revoked else "active"
             groups = ",".join(identity.groups) or "-"
+            attributes = ",".join(f"{k}={v}" for k, v in identity.attributes.items())
             print(
-                f"{identity.name:24} {identity.access_key_id:22} {status:8} {groups:20} "
-                f"{identity.created}"
+                f"{identity.name:24} {identity.access_key_id:22} {status:8} "
+                f"{identity.created:26} {groups}{'; ' + attributes if attributes else ''}"
             )
     return 0
 

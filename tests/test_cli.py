@@ -59,7 +59,19 @@ class TestIdentity:
         config = tmp_path / "keyledger.yaml"
         config.write_text("identities: {path: ids.json}\npolicies: [p.yaml]\nbackends: {aws: {}}\n")
         assert (
-            main(["identity", "create", "svc-a", "--group", "payments", "--config", str(config)])
+            main(
+                [
+                    "identity",
+                    "create",
+                    "svc-a",
+                    "--group",
+                    "payments",
+                    "--attr",
+                    "team=checkout",
+                    "--config",
+                    str(config),
+                ]
+            )
             == 0
         )
         created = capsys.readouterr().out
@@ -72,7 +84,7 @@ class TestIdentity:
         assert "svc-a" in listing
         assert key_id in listing
         assert "active" in listing
-        assert "payments" in listing
+        assert "payments; team=checkout" in listing
         assert "secret" not in listing.lower().replace("secret access", "")
 
         assert main(["identity", "revoke", key_id, "--config", str(config)]) == 0
