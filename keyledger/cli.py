@@ -198,10 +198,10 @@ def cmd_identity(args: argparse.Namespace) -> int:
         for identity in store:
             status = "revoked" if identity.revoked else "active"
             groups = ",".join(identity.groups) or "-"
-            attributes = ",".join(f"{k}={v}" for k, v in identity.attributes.items())
+            facts = ",".join(f"{k}={v}" for k, v in identity.attributes.items())
             print(
                 f"{identity.name:24} {identity.access_key_id:22} {status:8} "
-                f"{identity.created:26} {groups}{'; ' + attributes if attributes else ''}"
+                f"{identity.created:26} {groups}{'; ' + facts if facts else ''}"
             )
     return 0
 

@@ -3,8 +3,8 @@
 :meth:`PolicyEngine.decide` never scans the whole set. Rules are filed once, at load, by
 action and backend, then under the exact name they name or under the fixed prefix of
 their glob up to a ``/`` (``prod/payments/*`` under ``prod/payments/``). A decision looks
-up the few buckets a secret's name can fall in (``""``, ``prod/``, ``prod/payments/``,
-the name itself) and keeps the rules of the roles the principal holds.
+up the few buckets a secret's name can fall in (the name itself, and its prefixes that
+some rule was filed under) and keeps the rules of the roles the principal holds.
 
 :meth:`PolicyEngine.explain` answers the same question the slow way, rule by rule, and
 says why each rule did or did not apply. Both use the same predicates on :class:`Rule`,
@@ -13,20 +13,47 @@ and a property test holds them to the same answers.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from keyledger.model import Action, Principal, SecretRef
 from keyledger.policies.conditions import Context
-from keyledger.policies.model import Decision, Effect, PolicySet, Rule
+from keyledger.policies.model import Decision, Effect, PolicySet, ResourcePattern, Rule
 
 __all__ = ["Explanation", "PolicyEngine", "RuleVerdict"]
 
 _CACHE_LIMIT = 100_000
-_NOW = Context()
+_NOW = Context()  # at=None: the moment of the call, read once per decision
 
-_Bucket = dict[str, list[Rule]]
+
+class _Bucket:
+    """The rules of one (action, backend): by the exact name they name, or by the fixed
+    prefix of their glob; ``lengths`` are the prefix lengths in use, so a lookup slices a
+    name only where some rule could be filed (never once per ``/`` of a hostile name)."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[Rule]] = {}
+        self.prefixed: dict[str, list[Rule]] = {}
+        self.lengths: tuple[int, ...] = ()
+
+    def add(self, rule: Rule, resource: ResourcePattern) -> None:
+        if resource.literal:
+            self.exact.setdefault(resource.glob, []).append(rule)
+        else:
+            self.prefixed.setdefault(resource.prefix, []).append(rule)
+
+    def seal(self) -> None:
+        self.lengths = tuple(sorted({len(p) for p in self.prefixed}))
+
+    def candidates(self, name: str) -> Iterator[Rule]:
+        yield from self.exact.get(name, ())
+        for length in self.lengths:
+            if length > len(name):
+                break
+            # Prefixes end in "/" (or are empty): only a cut after a "/" can be one.
+            if length == 0 or name[length - 1] == "/":
+                yield from self.prefixed.get(name[:length], ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +73,6 @@ class Explanation:
     verdicts: tuple[RuleVerdict, ...]  # every rule of those roles, in order
 
 
-@functools.lru_cache(maxsize=8192)
-def _bucket_keys(name: str) -> tuple[str, ...]:
-    """The keys a name can be filed under: ``=name`` and each prefix ending in ``/``."""
-    keys = ["=" + name, ""]
-    keys.extend(name[: i + 1] for i, c in enumerate(name) if c == "/")
-    return tuple(keys)
-
-
 class PolicyEngine:
     """Decisions over one immutable :class:`PolicySet`."""
 
@@ -61,12 +80,17 @@ class PolicyEngine:
         self.policy = policy
         self._rules = policy.rules
         self._index: dict[tuple[Action, str], _Bucket] = {}
+        # For the listing gate: the allow rules of each action, in written order.
+        self._allows: dict[Action, list[Rule]] = {}
         for rule in self._rules:
             for action in rule.actions:
                 for res in rule.resources:
-                    bucket = self._index.setdefault((action, res.backend), {})
-                    key = "=" + res.glob if res.literal else res.prefix
-                    bucket.setdefault(key, []).append(rule)
+                    self._index.setdefault((action, res.backend), _Bucket()).add(rule, res)
+                if rule.effect is Effect.ALLOW:
+                    self._allows.setdefault(action, []).append(rule)
+        for bucket in self._index.values():
+            bucket.seal()
+        self._gate_cache: dict[tuple[frozenset[str], Action, str], tuple[Rule, ...]] = {}
         # Who holds what, inverted once, so a principal's roles cost a few lookups.
         self._member_of: dict[str, list[str]] = {}
         for group, members in policy.groups.items():
@@ -132,25 +156,24 @@ class PolicyEngine:
         Among the rules that apply, the first written deny decides, else the first allow.
         """
         roles = self.roles_of(principal)
+        ctx = _pinned(ctx)
         deny: Rule | None = None
         allow: Rule | None = None
-        keys = _bucket_keys(ref.name)
         for backend in (ref.backend, "*"):
             bucket = self._index.get((action, backend))
             if bucket is None:
                 continue
-            for key in keys:
-                for rule in bucket.get(key, ()):
-                    best = deny if rule.effect is Effect.DENY else allow
-                    if (
-                        (best is None or rule.order < best.order)
-                        and rule.role in roles
-                        and rule.applies(principal, action, ref, ctx)
-                    ):
-                        if rule.effect is Effect.DENY:
-                            deny = rule
-                        else:
-                            allow = rule
+            for rule in bucket.candidates(ref.name):
+                best = deny if rule.effect is Effect.DENY else allow
+                if (
+                    (best is None or rule.order < best.order)
+                    and rule.role in roles
+                    and rule.applies(principal, action, ref, ctx)
+                ):
+                    if rule.effect is Effect.DENY:
+                        deny = rule
+                    else:
+                        allow = rule
         return self._decision(action, ref, deny or allow)
 
     def explain(
@@ -159,6 +182,7 @@ class PolicyEngine:
         """The decision :meth:`decide` makes, and every rule considered on the way."""
         bindings = self.bindings_of(principal)
         roles = {role for role, _ in bindings}
+        ctx = _pinned(ctx)
         verdicts: list[RuleVerdict] = []
         deny: Rule | None = None
         allow: Rule | None = None
@@ -186,15 +210,9 @@ class PolicyEngine:
 
         Individual results are still filtered one by one with :meth:`decide`.
         """
-        held = (self.policy.roles[role].rules for role in self.roles_of(principal))
-        # Only the principal's own rules, in written order (the first allow is named).
-        for rule in sorted((r for rules in held for r in rules), key=_order):
-            if (
-                rule.effect is Effect.ALLOW
-                and action in rule.actions
-                and any(r.backend in ("*", backend) for r in rule.resources)
-                and rule.conditions_hold(principal, ctx)
-            ):
+        ctx = _pinned(ctx)
+        for rule in self._gate_candidates(self.roles_of(principal), action, backend):
+            if rule.conditions_hold(principal, ctx):
                 return Decision(
                     effect=Effect.ALLOW,
                     rule=rule.id,
@@ -208,6 +226,24 @@ class PolicyEngine:
             policy_hash=self.policy.hash,
             reason=f"no rule allows {action} on anything in {backend} (default deny)",
         )
+
+    def _gate_candidates(
+        self, roles: frozenset[str], action: Action, backend: str
+    ) -> tuple[Rule, ...]:
+        """The allow rules of these roles for the action on the backend, in written order;
+        the same few role sets come back on every request, so the list is kept."""
+        key = (roles, action, backend)
+        found = self._gate_cache.get(key)
+        if found is None:
+            found = tuple(
+                rule
+                for rule in self._allows.get(action, ())
+                if rule.role in roles and any(r.backend in ("*", backend) for r in rule.resources)
+            )
+            if len(self._gate_cache) >= _CACHE_LIMIT:
+                del self._gate_cache[next(iter(self._gate_cache))]
+            self._gate_cache[key] = found
+        return found
 
     def _decision(self, action: Action, ref: SecretRef, rule: Rule | None) -> Decision:
         if rule is None:
@@ -226,8 +262,9 @@ class PolicyEngine:
         )
 
 
-def _order(rule: Rule) -> int:
-    return rule.order
+def _pinned(ctx: Context) -> Context:
+    """One moment for a whole decision: every time condition sees the same clock."""
+    return ctx if ctx.at is not None else replace(ctx, at=datetime.now(UTC))
 
 
 def _verdict(

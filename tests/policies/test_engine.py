@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import tracemalloc
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,21 @@ class TestDecide:
 
         assert not engine.decide(who("group:payments", ()), Action.READ, secret).allowed
         assert engine.decide(who("x", ("payments",)), Action.READ, secret).allowed
+
+    def test_a_name_of_many_slashes_does_not_blow_up_memory(self, tmp_path: Path) -> None:
+        """A hostile name ('/' * 20,000) is decided without building a prefix per '/':
+        a lookup slices only at the prefix lengths some rule was filed under."""
+        engine = engine_for(tmp_path, LAYERED)
+        hostile = ref("aws:" + "/" * 20_000)
+
+        tracemalloc.start()
+        try:
+            assert not engine.decide(who("svc-app", ()), Action.READ, hostile).allowed
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # One prefix per '/' would hold ~200 MB; the name itself is 20 kB.
+        assert peak < 1_000_000
 
 
 class TestDecideAny:

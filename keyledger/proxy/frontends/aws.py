@@ -27,6 +27,8 @@ __all__ = ["OPERATIONS", "AwsFrontend"]
 CONTENT_TYPE = "application/x-amz-json-1.1"
 BATCH_LIMIT = 20  # SecretIdListType max in the service model
 TARGET_PREFIX = "secretsmanager."
+# The service's own bound on SecretId (names and ARNs), so nothing larger reaches policy.
+MAX_ID_LENGTH = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class AwsFrontend:
         secret_id = params.get(op.id_field)
         if not isinstance(secret_id, str) or not secret_id:
             raise RequestError(f"{op.id_field} is required and must be a non-empty string")
+        if len(secret_id) > MAX_ID_LENGTH:
+            raise RequestError(f"{op.id_field} must be at most {MAX_ID_LENGTH} characters")
         ref = SecretRef(self.backend, secret_id)
         return Call(
             operation=operation,
@@ -153,8 +157,13 @@ class AwsFrontend:
                 filter_results=True,
                 version_stage="AWSCURRENT",  # a batch always reads the current versions
             )
-        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
-            raise RequestError("SecretIdList must be a list of secret names or ARNs")
+        if not isinstance(ids, list) or not all(
+            isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids
+        ):
+            raise RequestError(
+                f"SecretIdList must be a list of secret names or ARNs (1 to {MAX_ID_LENGTH} "
+                "characters each)"
+            )
         if not 1 <= len(ids) <= BATCH_LIMIT:
             # The service's own limit; it also bounds the ARN lookups done before authorising.
             raise RequestError(f"SecretIdList must name 1 to {BATCH_LIMIT} secrets")

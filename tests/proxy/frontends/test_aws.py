@@ -119,6 +119,17 @@ class TestParse:
             ("secretsmanager.GetSecretValue", b"{}", ErrorKind.BAD_REQUEST),
             ("secretsmanager.GetSecretValue", b'{"SecretId": 7}', ErrorKind.BAD_REQUEST),
             ("secretsmanager.BatchGetSecretValue", b'{"SecretIdList": "a"}', ErrorKind.BAD_REQUEST),
+            # Longer than the service's own limit: refused before policy sees it.
+            (
+                "secretsmanager.GetSecretValue",
+                b'{"SecretId": "' + b"/" * 2049 + b'"}',
+                ErrorKind.BAD_REQUEST,
+            ),
+            (
+                "secretsmanager.BatchGetSecretValue",
+                b'{"SecretIdList": ["a", "' + b"x" * 2049 + b'"]}',
+                ErrorKind.BAD_REQUEST,
+            ),
         ],
     )
     def test_unusable_requests_are_request_errors(
