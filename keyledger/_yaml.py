@@ -67,9 +67,28 @@ class _Builder:
         self.file = file
         # One constructor for all scalars: building one per scalar dominated load time.
         self.scalars = yaml.constructor.SafeConstructor()
+        # An alias is the same node again: build it once (no exponential "billion laughs"),
+        # and refuse one that contains itself.
+        self.built: dict[int, Any] = {}
+        self.building: set[int] = set()
 
 
 def _construct(builder: _Builder, node: yaml.Node) -> Any:
+    key = id(node)
+    if key in builder.built:
+        return builder.built[key]
+    if key in builder.building:
+        raise YamlError(f"{_pos(builder.file, node)}: an alias that contains itself")
+    builder.building.add(key)
+    try:
+        value = _build(builder, node)
+    finally:
+        builder.building.discard(key)
+    builder.built[key] = value
+    return value
+
+
+def _build(builder: _Builder, node: yaml.Node) -> Any:
     file = builder.file
     if isinstance(node, yaml.MappingNode):
         out = LocatedDict()
@@ -97,7 +116,12 @@ def _construct(builder: _Builder, node: yaml.Node) -> Any:
         # that, and in our files it is always a time of day.
         return node.value
     # Scalars: let the safe constructor resolve ints, bools, nulls, timestamps.
-    return builder.scalars.construct_object(node)
+    try:
+        return builder.scalars.construct_object(node)
+    except (yaml.YAMLError, ValueError) as exc:
+        # `<<: *merge`, `!tag`, `!!int abc`: YAML we do not read, said where it is.
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise YamlError(f"{_pos(file, node)}: cannot read this value: {reason}") from None
 
 
 def load_located(path: Path, text: str | None = None) -> Any:
@@ -111,6 +135,8 @@ def load_located(path: Path, text: str | None = None) -> Any:
         mark = exc.problem_mark
         where_ = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
         raise YamlError(f"{where_}: {exc.problem}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character in the file
+        raise YamlError(f"{file}: {exc}") from None
     if node is None:
         return None
     return _construct(_Builder(file), node)

@@ -24,12 +24,11 @@ from keyledger.policies import (
     PolicyError,
     PolicySet,
     example_policy_dir,
-    load_policy_files,
+    load_policy_set,
     principal_of,
-    resolve_policy_paths,
 )
 from keyledger.policies.lint import lint
-from keyledger.policies.loader import resolve_test_paths
+from keyledger.policies.loader import is_policy_test_file, resolve_test_paths
 from keyledger.policies.testing import (
     load_cases,
     parse_moment,
@@ -54,14 +53,19 @@ def _patterns(args: argparse.Namespace) -> Sequence[str | Path]:
     return [example_policy_dir()]
 
 
-def _policy_paths(args: argparse.Namespace) -> list[Path]:
+def _policy_patterns(args: argparse.Namespace) -> list[str | Path]:
+    """Where the policies are; for `policy test`, the test files named among them are not
+    policies (in a config or for the other verbs, a file named is always one)."""
     if not args.paths and not args.config:
         # Said out loud: a CI job that forgot its paths must not pass on our example.
         print(
             f"no PATH or --config given: using the shipped demo set {example_policy_dir()}",
             file=sys.stderr,
         )
-    return resolve_policy_paths(_patterns(args))
+    patterns = list(_patterns(args))
+    if args.policy_command == "test":
+        patterns = [p for p in patterns if not (Path(p).is_file() and is_policy_test_file(Path(p)))]
+    return patterns
 
 
 def _backends(args: argparse.Namespace) -> tuple[str, ...]:
@@ -79,9 +83,8 @@ def _print_problems(problems: Sequence[object]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    paths = _policy_paths(args)
     try:
-        policy = load_policy_files(paths)
+        policy = load_policy_set(_policy_patterns(args))
     except PolicyError as exc:
         _print_problems(exc.problems)
         print(f"{len(exc.problems)} problem(s)", file=sys.stderr)
@@ -94,7 +97,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     rules = sum(len(r.rules) for r in policy.roles.values())
     print(
-        f"ok: {len(paths)} file(s), {len(policy.roles)} role(s), {rules} rule(s), "
+        f"ok: {len(policy.files)} file(s), {len(policy.roles)} role(s), {rules} rule(s), "
         f"{len(policy.bindings)} binding(s); policy hash {policy.hash}"
     )
     return 0
@@ -255,7 +258,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> PolicySet | None:
     try:
-        return load_policy_files(_policy_paths(args))
+        return load_policy_set(_policy_patterns(args))
     except PolicyError as exc:
         _print_problems(exc.problems)
         return None

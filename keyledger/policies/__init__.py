@@ -6,6 +6,7 @@ from keyledger.policies.loader import (
     PolicyError,
     example_policy_dir,
     load_policy_files,
+    load_policy_set,
     resolve_policy_paths,
 )
 from keyledger.policies.model import Decision, Effect, PolicySet, Rule
@@ -22,6 +23,7 @@ __all__ = [
     "RuleVerdict",
     "example_policy_dir",
     "load_policy_files",
+    "load_policy_set",
     "principal_of",
     "resolve_policy_paths",
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from keyledger._yaml import did_you_mean
 from keyledger.model import SecretRef
+from keyledger.policies.conditions import AttributeMatch
 from keyledger.policies.model import Binding, Effect, PolicySet, ResourcePattern, Rule
 
 __all__ = ["Finding", "lint"]
@@ -72,6 +73,7 @@ def lint(
                         f"{shadow.id!r} ({shadow.source})",
                     )
                 )
+        findings.extend(_fails_open(rule))
         # A deny may fence off secrets that do not exist yet: only allows must match some.
         known = inventory if rule.effect is Effect.ALLOW else None
         for resource, where in zip(rule.resources, _sources(rule), strict=True):
@@ -79,6 +81,23 @@ def lint(
             if problem:
                 findings.append(Finding(where, problem))
     return sorted(findings, key=_file_order)
+
+
+def _fails_open(rule: Rule) -> Iterable[Finding]:
+    """An attribute can be missing (a read by VersionId has no stage, a caller may lack a
+    claim), and then its condition does not hold: a deny's `when:` or an allow's `unless:`
+    on it then lets the call through."""
+    block, name = (rule.when, "when") if rule.effect is Effect.DENY else (rule.unless, "unless")
+    for cond in block:
+        if isinstance(cond, AttributeMatch):
+            verb = "deny" if rule.effect is Effect.DENY else "allow"
+            yield Finding(
+                rule.source,
+                f"fails open: {verb} rule {rule.id!r} has {name}: {cond.scope}.{cond.key}, "
+                f"which does not hold when the attribute is missing, so the {verb} then "
+                f"{'does not apply' if verb == 'deny' else 'applies'}; fence with deny + "
+                "unless:, grant with allow + when:",
+            )
 
 
 def _sources(rule: Rule) -> Iterable[str]:
@@ -143,6 +162,7 @@ def _holders_included(policy: PolicySet, role: str, other: str) -> bool:
 
 
 def _file_order(finding: Finding) -> tuple[str, int, int]:
-    path, _, position = finding.where.partition(":")
-    line, _, column = position.partition(":")
-    return path, int(line or 0), int(column or 0)
+    path, line, column = [*finding.where.rsplit(":", 2), "", ""][:3]  # paths may hold ":"
+    if line.isdigit() and column.isdigit():
+        return path, int(line), int(column)
+    return finding.where, 0, 0

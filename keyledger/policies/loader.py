@@ -25,10 +25,12 @@ import hashlib
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
 from keyledger.model import Action
@@ -48,6 +50,7 @@ __all__ = [
     "example_policy_dir",
     "is_policy_test_file",
     "load_policy_files",
+    "load_policy_set",
     "resolve_policy_paths",
     "resolve_test_paths",
 ]
@@ -78,33 +81,65 @@ def example_policy_dir(name: str = "demo") -> Path:
     return Path(__file__).with_name("examples") / name
 
 
-def resolve_policy_paths(patterns: Iterable[str | Path], *, base: Path | None = None) -> list[Path]:
+def resolve_policy_paths(patterns: Iterable[str | Path]) -> list[Path]:
     """The policy files among files, folders (``*.yaml``/``*.yml`` inside) and globs.
 
-    Policy test files (``test`` as a word in the name, see :func:`is_policy_test_file`)
-    are never policies, however they are named: the proxy and ``policy check`` agree.
+    Folders and globs skip policy test files (``test`` as a word in the name, see
+    :func:`is_policy_test_file`); a file named explicitly is always taken.
     """
-    return [p for p in _expand(patterns, base) if not is_policy_test_file(p)]
+    return _expand(patterns, keep=lambda path, named: named or not is_policy_test_file(path))
 
 
 def resolve_test_paths(patterns: Iterable[str | Path]) -> list[Path]:
     """The policy test files among (or in the folders of) the same patterns."""
-    return [p for p in _expand(patterns, None) if is_policy_test_file(p)]
+    return _expand(patterns, keep=lambda path, named: is_policy_test_file(path))
 
 
-def _expand(patterns: Iterable[str | Path], base: Path | None) -> list[Path]:
-    """Every YAML file the patterns name, once each, in a stable order."""
+def load_policy_set(patterns: Iterable[str | Path]) -> PolicySet:
+    """Load the policy files the patterns name, as the proxy and every CLI verb do.
+
+    A file a folder or glob skipped as a test file, but which holds policy, is an error:
+    skipping it silently would drop its rules (a deny among them) unnoticed.
+    """
+    patterns = list(patterns)
+    paths = resolve_policy_paths(patterns)
+    misnamed = [
+        f"{path}: named as a test file ('test' as a word), so it is not loaded as policy, "
+        "but it holds roles, bindings or groups: rename it"
+        for path in resolve_test_paths(patterns)
+        if path not in paths and _holds_policy(path)
+    ]
+    try:
+        policy = load_policy_files(paths)
+    except PolicyError as exc:
+        raise PolicyError([*misnamed, *exc.problems]) from None
+    if misnamed:
+        raise PolicyError(misnamed)
+    return policy
+
+
+def _holds_policy(path: Path) -> bool:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # its own problem, for `policy test` to report
+    return isinstance(doc, dict) and any(k in doc for k in ("roles", "bindings", "groups"))
+
+
+def _expand(patterns: Iterable[str | Path], *, keep: Callable[[Path, bool], bool]) -> list[Path]:
+    """The YAML files the patterns name that ``keep(path, named_explicitly)`` accepts,
+    once each, in a stable order."""
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
-        if base is not None and not path.is_absolute():
-            path = base / path
         if path.is_dir():
-            found.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+            expanded = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
         elif any(c in str(path) for c in "*?["):
-            found.extend(sorted(Path(p) for p in glob.glob(str(path))))
+            expanded = sorted(Path(p) for p in glob.glob(str(path)))
         else:
-            found.append(path)
+            found.extend([path] if keep(path, True) else [])
+            continue
+        found.extend(p for p in expanded if keep(p, False))
     return list(dict.fromkeys(found))
 
 
@@ -151,7 +186,7 @@ class _Reader:
 def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     """Load and merge policy files; raise :class:`PolicyError` listing every problem."""
     if not paths:
-        raise PolicyError(["no policy files found (test files, *test*.yaml, are not policies)"])
+        raise PolicyError(["no policy files found (folders and globs skip *test*.yaml files)"])
     reader = _Reader()
     merged = _Merged()
     bindings: list[tuple[Binding, Any]] = []
@@ -384,7 +419,7 @@ def _read_networks(reader: _Reader, block: Any) -> list[Condition]:
     networks = []
     for text, at in zip(texts, _item_positions(block, "source_ip", len(texts)), strict=True):
         try:
-            networks.append(ipaddress.ip_network(text))
+            networks.append(_as_client_sees(ipaddress.ip_network(text)))
         except ValueError as exc:
             reader.problems.append(f"{at}: bad network {text!r}: {exc}")
     if not texts:
@@ -392,6 +427,18 @@ def _read_networks(reader: _Reader, block: Any) -> list[Condition]:
     if len(networks) < len(texts) or not networks:
         return []
     return [SourceNetworks(tuple(networks))]
+
+
+def _as_client_sees(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``::ffff:10.0.0.0/104`` as ``10.0.0.0/8``: callers' IPv4-mapped addresses are read
+    as IPv4 (see conditions.parse_ip), so a mapped network must be too, or never match."""
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
+        mapped = net.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
 
 
 def _read_time(reader: _Reader, block: Any) -> list[Condition]:

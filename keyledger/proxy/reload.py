@@ -22,8 +22,9 @@ from pathlib import Path
 
 import structlog
 
-from keyledger.policies import PolicyEngine, PolicyError, load_policy_files, resolve_policy_paths
+from keyledger.policies import PolicyEngine, PolicyError, load_policy_set
 from keyledger.policies.lint import Finding, lint
+from keyledger.policies.loader import resolve_policy_paths, resolve_test_paths
 from keyledger.proxy.audit.events import AuditEvent, EventType, Outcome, Status
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
 from keyledger.proxy.pipeline import PolicyHolder
@@ -51,13 +52,14 @@ def load_policy(patterns: Sequence[Path | str], backends: Collection[str]) -> Lo
     Raises :class:`PolicyError`.
     """
     files = fingerprint(patterns)
-    policy = load_policy_files(resolve_policy_paths(patterns))
+    policy = load_policy_set(patterns)
     return LoadedPolicy(PolicyEngine(policy), tuple(lint(policy, backends=backends)), files)
 
 
 def fingerprint(patterns: Sequence[Path | str]) -> Fingerprint:
     found = []
-    for path in resolve_policy_paths(patterns):
+    # Test files too: one that starts holding policy must be noticed (and refused).
+    for path in [*resolve_policy_paths(patterns), *resolve_test_paths(patterns)]:
         try:
             st = os.stat(path)  # follows symlinks: a swapped ConfigMap shows as a change
         except OSError:
@@ -131,6 +133,11 @@ class PolicyReloader:
             loaded = await asyncio.to_thread(load_policy, self._patterns, self._backends)
         except PolicyError as exc:
             await self._rejected(current, cause, exc)
+            return False
+        except Exception as exc:
+            # A loader bug must reject the set like any bad file, not kill the watcher.
+            log.exception("policy_load_crashed")
+            await self._rejected(current, cause, PolicyError([f"cannot load: {exc!r}"]))
             return False
         if await asyncio.to_thread(fingerprint, self._patterns) != current:
             # Edited again while we read it: this set may mix old and new files.

@@ -916,3 +916,14 @@ class TestExplain:
             "when: principal.team 'search' does not match [payments]",
             "when: request.version_stage 'x' does not match [AWSCURRENT]",
         )
+
+
+class TestMappedNetworks:
+    def test_an_ipv4_mapped_network_matches_the_ipv4_callers_it_names(self, tmp_path: Path) -> None:
+        """`::ffff:203.0.113.0/120` is 203.0.113.0/24: callers' mapped addresses are read as
+        IPv4, so the network is too (else an `unless:` on it would never hold)."""
+        engine = guarded(tmp_path, 'source_ip: ["::ffff:203.0.113.0/120"]', key="unless")
+
+        assert outcome(engine, Context(source_ip="203.0.113.5")) == DEFAULT_DENY
+        assert outcome(engine, Context(source_ip="::ffff:203.0.113.5")) == DEFAULT_DENY
+        assert outcome(engine, Context(source_ip="198.51.100.5")) == ALLOWED

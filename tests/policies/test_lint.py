@@ -56,3 +56,59 @@ class TestInventory:
         assert findings(tmp_path, self.TEXT, inventory=inventory) == [
             "5:54: resource 'aws:ap/*' matches no secret in the inventory"
         ]
+
+
+class TestFailsOpen:
+    def test_conditions_on_missing_attributes_that_let_calls_through(self, tmp_path: Path) -> None:
+        """A deny's `when:` and an allow's `unless:` on an attribute that can be missing
+        are reported; the fail-closed forms (deny + unless, allow + when) are not."""
+        text = """
+            roles:
+              - id: r
+                rules:
+                  - id: deny-previous
+                    effect: deny
+                    actions: [read]
+                    resources: ["aws:app/*"]
+                    when: {request: {version_stage: AWSPREVIOUS}}
+                  - id: read-unless-fork
+                    actions: [read]
+                    resources: ["aws:app/*"]
+                    unless: {principal: {fork: "true"}}
+                  - id: fence
+                    effect: deny
+                    actions: [read]
+                    resources: ["aws:app/*"]
+                    unless: {principal: {repository: "acme/*"}}
+                  - id: grant
+                    actions: [read]
+                    resources: ["aws:app/*"]
+                    when: {request: {version_stage: AWSCURRENT}}
+            bindings:
+              - role: r
+                principals: [app]
+        """
+        assert findings(tmp_path, text) == [
+            "4:9: fails open: deny rule 'deny-previous' has when: request.version_stage, "
+            "which does not hold when the attribute is missing, so the deny then does not "
+            "apply; fence with deny + unless:, grant with allow + when:",
+            "9:9: fails open: allow rule 'read-unless-fork' has unless: principal.fork, "
+            "which does not hold when the attribute is missing, so the allow then applies; "
+            "fence with deny + unless:, grant with allow + when:",
+        ]
+
+
+class TestOrder:
+    def test_a_path_with_a_colon_is_fine(self, tmp_path: Path) -> None:
+        """Findings in a folder whose name holds ':' are listed, not a crash."""
+        folder = tmp_path / "team:a"
+        folder.mkdir()
+        assert findings(
+            folder,
+            """
+            roles:
+              - id: unbound
+                rules:
+                  - {id: x, actions: [read], resources: ["aws:x"]}
+            """,
+        ) == ["2:9: unreachable: role 'unbound' is bound to nobody, so its 1 rule(s) never apply"]

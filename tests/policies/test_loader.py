@@ -13,6 +13,7 @@ from keyledger.policies import (
     PolicyError,
     example_policy_dir,
     load_policy_files,
+    load_policy_set,
     resolve_policy_paths,
 )
 
@@ -293,6 +294,47 @@ class TestLoadPolicyFiles:
             f"{path}:4:4: expected <block end>, but found '<block mapping start>'",
         )
 
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            (
+                "a: &x {b: 1}\nroles:\n  <<: *x\n",
+                "3:3: cannot read this value: could not determine a constructor for the tag "
+                "'tag:yaml.org,2002:merge'",
+            ),
+            (
+                "version: !x 1\n",
+                "1:10: cannot read this value: could not determine a constructor for the tag '!x'",
+            ),
+            (
+                "version: !!int abc\n",
+                "1:10: cannot read this value: invalid literal for int() with base 10: 'abc'",
+            ),
+            ("groups: &a {g: *a}\n", "1:9: an alias that contains itself"),
+        ],
+        ids=["merge-key", "custom-tag", "bad-int", "recursive-alias"],
+    )
+    def test_yaml_we_do_not_read_is_a_located_problem(
+        self, tmp_path: Path, text: str, problem: str
+    ) -> None:
+        """Merge keys, tags and recursive aliases are reported at their position, never
+        a traceback (which would crash start-up or a reload)."""
+        path = write(tmp_path, "p.yaml", text)
+
+        assert problems_of(path) == (f"{path}:{problem}",)
+
+    def test_aliases_are_built_once(self, tmp_path: Path) -> None:
+        """A 'billion laughs' document (aliases of aliases) loads in linear time: each
+        alias is built once, so it is reported as the policy problem it is."""
+        levels = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+        for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+            levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 10) + "]")
+        path = write(tmp_path, "p.yaml", "groups:\n  " + "\n  ".join(levels) + "\n")
+
+        problems = problems_of(path)
+
+        assert problems[0] == f"{path}:3:6: groups.b must be a list of strings"
+
     def test_duplicate_yaml_key(self, tmp_path: Path) -> None:
         """A key written twice in one mapping is an error, not a silent override."""
         path = write(tmp_path, "p.yaml", "roles: []\nroles: []\n")
@@ -311,7 +353,7 @@ class TestLoadPolicyFiles:
     def test_empty_paths_list(self) -> None:
         """No policy files at all is an error, not an empty set that denies everything."""
         assert problems_of() == (
-            "no policy files found (test files, *test*.yaml, are not policies)",
+            "no policy files found (folders and globs skip *test*.yaml files)",
         )
 
     def test_missing_file(self, tmp_path: Path) -> None:
@@ -361,14 +403,6 @@ class TestResolvePolicyPaths:
 
         assert [p.name for p in found] == ["prod-a.yaml", "prod-b.yaml"]
 
-    def test_relative_patterns_use_the_base(self, tmp_path: Path) -> None:
-        """Relative paths are resolved against `base`, not the working directory."""
-        write(tmp_path / "policies", "p.yaml", "")
-
-        found = resolve_policy_paths(["policies"], base=tmp_path)
-
-        assert found == [tmp_path / "policies" / "p.yaml"]
-
     def test_skips_test_files(self, tmp_path: Path) -> None:
         """Folders and globs skip policy test files (policy tests, not policy)."""
         for name in ("prod.yaml", "prod_test.yaml", "test-roles.yaml", "prod.tests.yaml"):
@@ -387,13 +421,41 @@ class TestResolvePolicyPaths:
 
         assert [p.name for p in found] == ["attestation.yaml", "contests-deny.yaml", "latest.yaml"]
 
-    def test_a_test_file_is_never_a_policy_even_named(self, tmp_path: Path) -> None:
-        """Test cases are not policy, however a config names them, so the proxy and
-        `policy check` read the same set; 'latest' is not a test file."""
-        named = write(tmp_path, "staging-test.yaml", "")
-        latest = write(tmp_path, "latest.yaml", "")
+    def test_a_file_named_explicitly_is_always_taken(self, tmp_path: Path) -> None:
+        """A file named explicitly is loaded even if its name contains 'test'."""
+        path = write(tmp_path, "staging-test.yaml", "")
 
-        assert resolve_policy_paths([named, latest]) == [latest]
+        assert resolve_policy_paths([path]) == [path]
+
+    def test_a_skipped_test_file_holding_policy_is_an_error(self, tmp_path: Path) -> None:
+        """A policy file a folder skips for its name ('deny-test-env.yaml') would drop its
+        rules, a deny among them, unnoticed: loading the folder refuses instead."""
+        write(tmp_path, "base.yaml", READER)
+        misnamed = write(
+            tmp_path,
+            "deny-test-env.yaml",
+            """
+            roles:
+              - id: fence
+                rules:
+                  - {effect: deny, actions: ["*"], resources: ["aws:test/*"]}
+            bindings:
+              - {role: fence, principals: ["*"]}
+            """,
+        )
+        write(tmp_path, "base_test.yaml", "tests: []\n")  # a real test file: fine
+
+        with pytest.raises(PolicyError) as caught:
+            load_policy_set([tmp_path])
+
+        assert caught.value.problems == (
+            f"{misnamed}: named as a test file ('test' as a word), so it is not loaded as "
+            "policy, but it holds roles, bindings or groups: rename it",
+        )
+        assert load_policy_set([tmp_path / "base.yaml", misnamed]).roles.keys() == {
+            "reader",
+            "fence",
+        }
 
     def test_duplicates_are_listed_once(self, tmp_path: Path) -> None:
         """A file reached through both a folder and its own name is loaded once."""
