@@ -64,6 +64,9 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
         log.warning("plaintext_listener", host=listen.host, port=listen.port)
 
     app = await make_app(config)
+    loop = asyncio.get_running_loop()
+    # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
+    loop.add_signal_handler(signal.SIGHUP, app[RELOADER].request)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     # Everything loaded so far (botocore's service models above all) lives until exit:
@@ -83,10 +86,8 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
         if on_ready is not None:
             on_ready()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, app[RELOADER].request)
         await stop.wait()
         log.info("stopping")
     finally:

@@ -205,7 +205,7 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
             continue
         if doc is None:
             continue
-        if not reader.keys(doc, _TOP_KEYS, "a policy file"):
+        if not reader.keys(doc, _TOP_KEYS, "a policy file", f"{path}:1:1"):
             continue
         if type(doc.get("version", 1)) is not int or doc.get("version", 1) != 1:
             reader.fail(doc, "version", f"unsupported policy version {doc['version']!r}; use 1")
@@ -403,6 +403,9 @@ def _read_conditions(reader: _Reader, rule: Any, key: str) -> tuple[Condition, .
         return ()
     if not reader.keys(block, _CONDITION_KEYS, f"{key}:", where(rule, key)):
         return ()
+    if not block:
+        reader.fail(rule, key, f"an empty {key}: block; remove it or add a condition")
+        return ()
     found: list[Condition] = []
     if "source_ip" in block:
         found.extend(_read_networks(reader, block))
@@ -447,13 +450,13 @@ def _read_time(reader: _Reader, block: Any) -> list[Condition]:
     windows = []
     for i, item in enumerate(items):
         window = _read_window(reader, item, where(raw, i) if raw is items else where(block, "time"))
-        if window is None:
-            return []
-        windows.append(window)
+        windows.append(window)  # every window is read, so every problem is reported
+    if None in windows:
+        return []
     if not windows:
         reader.fail(block, "time", "time needs at least one window")
         return []
-    return [TimeWindows(tuple(windows))]
+    return [TimeWindows(tuple(w for w in windows if w is not None))]
 
 
 def _read_window(reader: _Reader, item: Any, at: str) -> TimeWindow | None:

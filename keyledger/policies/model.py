@@ -123,11 +123,12 @@ class PolicySet:
     groups: Mapping[str, frozenset[str]]
     hash: str  # "sha256:<hex>" over every file's name and bytes
     files: tuple[str, ...]
+    # Every rule, in the order the set was written (derived once, here).
+    rules: tuple[Rule, ...] = field(init=False)
 
-    @property
-    def rules(self) -> list[Rule]:
-        """Every rule, in the order the set was written."""
-        return sorted((r for role in self.roles.values() for r in role.rules), key=_order)
+    def __post_init__(self) -> None:
+        ordered = sorted((r for role in self.roles.values() for r in role.rules), key=_order)
+        object.__setattr__(self, "rules", tuple(ordered))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

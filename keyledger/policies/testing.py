@@ -168,7 +168,8 @@ def load_cases(paths: Sequence[Path]) -> list[PolicyCase]:
             continue
         items = doc.get("tests") if isinstance(doc, dict) else None
         if not isinstance(items, list):
-            problems.append(f"{where(doc)}: a policy test file needs tests: [list of cases]")
+            at = where(doc, "tests") if isinstance(doc, dict) else f"{path}:1:1"
+            problems.append(f"{at}: a policy test file needs tests: [list of cases]")
             continue
         for item in items:
             case = _read_case(item, problems)

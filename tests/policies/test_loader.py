@@ -323,6 +323,38 @@ class TestLoadPolicyFiles:
 
         assert problems_of(path) == (f"{path}:{problem}",)
 
+    def test_a_file_that_is_one_scalar_names_itself(self, tmp_path: Path) -> None:
+        """`hello` as a whole file is reported with the file's name, not `<unknown>`."""
+        path = write(tmp_path, "p.yaml", "hello\n")
+
+        assert problems_of(path) == (f"{path}:1:1: a policy file must be a mapping",)
+
+    def test_every_bad_window_and_an_empty_block_are_reported(self, tmp_path: Path) -> None:
+        """One run lists every problem: both bad windows of a list, and an empty `unless:`
+        (which would otherwise read as 'no condition' without a word)."""
+        path = write(
+            tmp_path,
+            "p.yaml",
+            """
+            roles:
+              - id: r
+                rules:
+                  - actions: [read]
+                    resources: ["aws:a"]
+                    when:
+                      time:
+                        - {timezone: Mars/Base}
+                        - {timezone: Venus/Base}
+                    unless: {}
+            """,
+        )
+
+        assert problems_of(path) == (
+            f"{path}:8:26: unknown time zone 'Mars/Base' (e.g. Europe/Berlin)",
+            f"{path}:9:26: unknown time zone 'Venus/Base' (e.g. Europe/Berlin)",
+            f"{path}:10:17: an empty unless: block; remove it or add a condition",
+        )
+
     def test_aliases_are_built_once(self, tmp_path: Path) -> None:
         """A 'billion laughs' document (aliases of aliases) loads in linear time: each
         alias is built once, so it is reported as the policy problem it is."""

@@ -196,7 +196,6 @@ roles:
       - actions: list                   # one action, no list; no id: derived
         resources: "aws:prod/payments/*"
         when:
-        unless: {}
       - id: payments-no-signing-key
         effect: deny
         actions: ["*"]
@@ -529,7 +528,7 @@ def conditions(draw: st.DrawFn) -> dict[str, Any] | None:
     if draw(st.booleans()):
         attributes = st.sampled_from(REQUEST_ATTRIBUTES)
         block["request"] = draw(st.dictionaries(attributes, values, min_size=1))
-    return block
+    return block or None  # an empty block is an error for both
 
 
 @st.composite
