@@ -102,45 +102,46 @@ class SigV4Authenticator:
                 claimed={"access_key_id": key_id},
             )
         principal, secret = known
+        # From here on the key is known: each failure names whose key was used.
         timestamp = wire.headers.get("x-amz-date", "")
         unsigned = _must_sign(wire.headers) - set(auth.signed_headers)
         if unsigned:
             # X-Amz-Target chooses the operation: an unsigned one could turn a captured
             # read into a delete within the replay window.
-            raise AuthError(
+            raise _refused(
+                principal,
+                key_id,
                 f"SignedHeaders must include {', '.join(sorted(unsigned))}",
-                kind=ErrorKind.MALFORMED_AUTH,
-                principal_hint=principal.id,
-                claimed={"access_key_id": key_id},
+                ErrorKind.MALFORMED_AUTH,
             )
         sent = sigv4.parse_amz_date(timestamp)
         if sent is None:
-            raise AuthError(
+            raise _refused(
+                principal,
+                key_id,
                 f"X-Amz-Date {timestamp[:32]!r} is not a valid ISO 8601 basic timestamp",
-                kind=ErrorKind.MALFORMED_AUTH,
-                principal_hint=principal.id,
-                claimed={"access_key_id": key_id},
+                ErrorKind.MALFORMED_AUTH,
             )
         if auth.service != self._service or auth.date != timestamp[:8]:
-            raise AuthError(
+            raise _refused(
+                principal,
+                key_id,
                 f"Credential should be scoped to a valid region and to service "
                 f"'{self._service}' on date {timestamp[:8]}",
-                kind=ErrorKind.BAD_SCOPE,
-                principal_hint=principal.id,
-                claimed={"access_key_id": key_id},
+                ErrorKind.BAD_SCOPE,
             )
         now = self._clock()
         if abs(now - sent) > self._max_skew:
             earlier = "earlier" if sent < now else "later"
             bound = now - self._max_skew if sent < now else now + self._max_skew
             sign = "-" if sent < now else "+"
-            raise AuthError(
+            raise _refused(
+                principal,
+                key_id,
                 f"Signature expired: {timestamp} is now {earlier} than "
                 f"{sigv4.amz_date(bound)} ({sigv4.amz_date(now)} {sign} "
                 f"{int(self._max_skew.total_seconds() // 60)} min.)",
-                kind=ErrorKind.EXPIRED,
-                principal_hint=principal.id,
-                claimed={"access_key_id": key_id},
+                ErrorKind.EXPIRED,
             )
         try:
             canonical = sigv4.canonical_request(
@@ -152,24 +153,25 @@ class SigV4Authenticator:
                 payload_sha256=hashlib.sha256(wire.body).hexdigest(),
             )
         except KeyError as exc:
-            raise AuthError(
+            raise _refused(
+                principal,
+                key_id,
                 f"SignedHeaders names {exc.args[0]!r}, which the request does not carry",
-                kind=ErrorKind.MALFORMED_AUTH,
-                principal_hint=principal.id,
-                claimed={"access_key_id": key_id},
+                ErrorKind.MALFORMED_AUTH,
             ) from None
         expected = sigv4.signature(
             self._keys.key(secret, auth.date, auth.region, auth.service),
             sigv4.string_to_sign(timestamp=timestamp, scope=auth.scope, canonical=canonical),
         )
         if not hmac.compare_digest(expected, auth.signature):
-            raise AuthError(
-                SIGNATURE_MISMATCH,
-                kind=ErrorKind.BAD_SIGNATURE,
-                principal_hint=principal.id,
-                claimed={"access_key_id": key_id},
-            )
+            raise _refused(principal, key_id, SIGNATURE_MISMATCH, ErrorKind.BAD_SIGNATURE)
         return principal
+
+
+def _refused(principal: Principal, key_id: str, message: str, kind: ErrorKind) -> AuthError:
+    return AuthError(
+        message, kind=kind, principal_hint=principal.id, claimed={"access_key_id": key_id}
+    )
 
 
 def _must_sign(headers: Mapping[str, str]) -> set[str]:
