@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from keyledger.policy_cli import add_policy_parser
+from keyledger.policy_cli import add_policy_parser, parse_attributes
 from keyledger.proxy.config import Config, ConfigError, load_config, parse_listen
 
 __all__ = ["main"]
@@ -184,7 +184,7 @@ def _identity_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_identity(args: argparse.Namespace) -> int:
     store = _identity_store(args)
     if args.identity_command == "create":
-        attributes = dict(_attribute(text) for text in args.attr or ())
+        attributes = parse_attributes(args.attr)
         issued = store.create(args.name, groups=tuple(args.group or ()), attributes=attributes)
         _print_issued(issued)
     elif args.identity_command == "rotate":
@@ -205,13 +205,6 @@ def cmd_identity(args: argparse.Namespace) -> int:
                 f"{identity.created:26} {groups}{'; ' + facts if facts else ''}"
             )
     return 0
-
-
-def _attribute(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise CliError(f"--attr {text!r} must be written name=value")
-    return key, value
 
 
 def _print_issued(issued) -> None:  # type: ignore[no-untyped-def]

@@ -38,7 +38,7 @@ from keyledger.policies.testing import (
 )
 from keyledger.proxy.config import load_config
 
-__all__ = ["add_policy_parser"]
+__all__ = ["add_policy_parser", "parse_attributes"]
 
 # Without a config, the backends keyledger can serve count as configured.
 _KNOWN_BACKENDS = ("aws", "gcp", "azure")
@@ -126,7 +126,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     policy = _load(args)
     if policy is None:
         return 1
-    attributes = dict(_pair(text) for text in args.attr or ())
+    attributes = parse_attributes(args.attr)
     if args.source_ip is not None:
         ipaddress.ip_address(args.source_ip)  # a typo must not read as "not in network"
     request = request_attributes(
@@ -150,11 +150,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if explanation.decision.allowed else 3
 
 
-def _pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--attr {text!r} must be written name=value")
-    return key, value
+def parse_attributes(texts: Sequence[str] | None) -> dict[str, str]:
+    """``--attr K=V`` options (identity create, policy explain) as a mapping."""
+    attributes = {}
+    for text in texts or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--attr {text!r} must be written name=value")
+        attributes[key] = value
+    return attributes
 
 
 def _print_explanation(ex: Explanation, args: argparse.Namespace, ctx: Context) -> None:
