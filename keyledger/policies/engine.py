@@ -91,19 +91,11 @@ class PolicyEngine:
         for bucket in self._index.values():
             bucket.seal()
         self._gate_cache: dict[tuple[frozenset[str], Action, str], tuple[Rule, ...]] = {}
-        # Who holds what, inverted once, so a principal's roles cost a few lookups.
+        # The policy groups each principal is listed in, inverted once.
         self._member_of: dict[str, list[str]] = {}
         for group, members in policy.groups.items():
             for member in members:
                 self._member_of.setdefault(member, []).append(group)
-        self._held_by_all: set[str] = set()
-        self._held_by: dict[tuple[str, str], set[str]] = {}  # ("principal"|"group", id)
-        for b in policy.bindings:
-            if "*" in b.principals:
-                self._held_by_all.add(b.role)
-            holders = [("principal", p) for p in b.principals] + [("group", g) for g in b.groups]
-            for holder in holders:
-                self._held_by.setdefault(holder, set()).add(b.role)
         self._roles_cache: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
 
     @property
@@ -131,15 +123,11 @@ class PolicyEngine:
         return found
 
     def roles_of(self, principal: Principal) -> frozenset[str]:
-        """The roles :meth:`bindings_of` lists, from the inverted maps (and cached)."""
+        """The roles :meth:`bindings_of` lists, cached per (principal, groups)."""
         key = (principal.id, principal.groups)
         roles = self._roles_cache.get(key)
         if roles is None:
-            found = set(self._held_by_all)
-            found.update(self._held_by.get(("principal", principal.id), ()))
-            for group in self.groups_of(principal):
-                found.update(self._held_by.get(("group", group), ()))
-            roles = frozenset(found)
+            roles = frozenset(role for role, _ in self.bindings_of(principal))
             if len(self._roles_cache) >= _CACHE_LIMIT:
                 # Drop the oldest entry, not all: a busy proxy must not fall off a cliff.
                 del self._roles_cache[next(iter(self._roles_cache))]
