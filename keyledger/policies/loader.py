@@ -51,6 +51,7 @@ __all__ = [
     "is_policy_test_file",
     "load_policy_files",
     "load_policy_set",
+    "resolve_all_paths",
     "resolve_policy_paths",
     "resolve_test_paths",
 ]
@@ -93,6 +94,11 @@ def resolve_policy_paths(patterns: Iterable[str | Path]) -> list[Path]:
 def resolve_test_paths(patterns: Iterable[str | Path]) -> list[Path]:
     """The policy test files among (or in the folders of) the same patterns."""
     return _expand(patterns, keep=lambda path, named: is_policy_test_file(path))
+
+
+def resolve_all_paths(patterns: Iterable[str | Path]) -> list[Path]:
+    """Every YAML file the patterns name, policies and tests (what a watcher watches)."""
+    return _expand(patterns, keep=lambda path, named: True)
 
 
 def load_policy_set(patterns: Iterable[str | Path]) -> PolicySet:

@@ -24,7 +24,7 @@ import structlog
 
 from keyledger.policies import PolicyEngine, PolicyError, load_policy_set
 from keyledger.policies.lint import Finding, lint
-from keyledger.policies.loader import resolve_policy_paths, resolve_test_paths
+from keyledger.policies.loader import resolve_all_paths
 from keyledger.proxy.audit.events import AuditEvent, EventType, Outcome, Status
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
 from keyledger.proxy.pipeline import PolicyHolder
@@ -59,7 +59,7 @@ def load_policy(patterns: Sequence[Path | str], backends: Collection[str]) -> Lo
 def fingerprint(patterns: Sequence[Path | str]) -> Fingerprint:
     found = []
     # Test files too: one that starts holding policy must be noticed (and refused).
-    for path in [*resolve_policy_paths(patterns), *resolve_test_paths(patterns)]:
+    for path in resolve_all_paths(patterns):
         try:
             st = os.stat(path)  # follows symlinks: a swapped ConfigMap shows as a change
         except OSError:
