@@ -155,15 +155,20 @@ class RunningProxy:
     def client(self, identity: str = "app", **overrides: Any) -> Any:
         """A boto3 Secrets Manager client signing as ``identity``, pointed at keyledger."""
         key = self.keys[identity]
-        options: dict[str, Any] = {
-            "endpoint_url": self.url,
-            "region_name": REGION,
-            "aws_access_key_id": key.access_key_id,
-            "aws_secret_access_key": key.secret_access_key,
-            "config": botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
-        }
-        options.update(overrides)
-        return boto3.client("secretsmanager", **options)
+        return sm_client(self.url, key.access_key_id, key.secret_access_key, **overrides)
+
+
+def sm_client(url: str, key_id: str, secret: str, **overrides: Any) -> Any:
+    """An unmodified boto3 Secrets Manager client for ``url``, one attempt per call."""
+    options: dict[str, Any] = {
+        "endpoint_url": url,
+        "region_name": REGION,
+        "aws_access_key_id": key_id,
+        "aws_secret_access_key": secret,
+        "config": botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+    }
+    options.update(overrides)
+    return boto3.client("secretsmanager", **options)
 
 
 def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str, Any]:

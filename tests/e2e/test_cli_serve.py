@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.config
 import orjson
 import pytest
 import yaml
 from botocore.exceptions import ClientError
 from cryptography.fernet import Fernet
 
-from tests.conftest import REGION, TEST_POLICY, clean_env
+from tests.conftest import REGION, TEST_POLICY, clean_env, sm_client
 
 KEYLEDGER = [sys.executable, "-m", "keyledger"]
 
@@ -49,15 +47,7 @@ class ServedProxy:
     secret: str
 
     def client(self, **overrides: Any) -> Any:
-        options: dict[str, Any] = {
-            "endpoint_url": self.url,
-            "region_name": REGION,
-            "aws_access_key_id": self.key_id,
-            "aws_secret_access_key": self.secret,
-            "config": botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
-        }
-        options.update(overrides)
-        return boto3.client("secretsmanager", **options)
+        return sm_client(self.url, self.key_id, self.secret, **overrides)
 
     def aws(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The AWS CLI, configured only through the environment, as `dev.env` does it."""

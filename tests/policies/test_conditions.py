@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from keyledger.model import Action, Principal, SecretRef
+from keyledger.model import Action, Principal
 from keyledger.policies import (
     Context,
     Decision,
@@ -19,6 +19,7 @@ from keyledger.policies import (
     load_policy_files,
 )
 from keyledger.policies import principal_of as who
+from keyledger.policies.testing import parse_secret as ref
 
 APP = who("svc-app")
 PROD_DB = "aws:prod/db"
@@ -64,11 +65,6 @@ def problems_of(path: Path) -> tuple[str, ...]:
     with pytest.raises(PolicyError) as caught:
         load_policy_files([path])
     return caught.value.problems
-
-
-def ref(text: str) -> SecretRef:
-    backend, _, name = text.partition(":")
-    return SecretRef(backend, name)
 
 
 def utc(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:

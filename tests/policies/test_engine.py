@@ -15,17 +15,13 @@ from keyledger.model import Action, SecretRef
 from keyledger.policies import Effect, PolicyEngine, PolicySet, load_policy_files
 from keyledger.policies import principal_of as who
 from keyledger.policies.model import Binding, ResourcePattern, Role, Rule
+from keyledger.policies.testing import parse_secret as ref
 
 
 def engine_for(tmp_path: Path, text: str) -> PolicyEngine:
     path = tmp_path / "policy.yaml"
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return PolicyEngine(load_policy_files([path]))
-
-
-def ref(text: str) -> SecretRef:
-    backend, _, name = text.partition(":")
-    return SecretRef(backend, name)
 
 
 LAYERED = """
