@@ -11,15 +11,14 @@ nothing else, which is the floor for any proxy written on the same stack.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
 import uvloop
 from aiohttp import web
+from upstream import serve_until_signalled  # bench/ is on sys.path: run from it
 
 __all__ = ["make_app"]
 
@@ -53,22 +52,6 @@ def make_app(upstream: str, *, max_connections: int = 256) -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int, upstream: str) -> None:
-    runner = web.AppRunner(make_app(upstream), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"ready {host}:{port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -77,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         # The same event loop as keyledger serve, so the baseline is like for like.
-        uvloop.run(_serve(args.host, args.port, args.upstream))
+        uvloop.run(serve_until_signalled(make_app(args.upstream), args.host, args.port))
     return 0
 
 

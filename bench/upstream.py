@@ -146,8 +146,9 @@ def make_app() -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int) -> None:
-    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
+async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM; print ``ready HOST:PORT`` once listening."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve(args.host, args.port))
+        uvloop.run(serve_until_signalled(make_app(), args.host, args.port))
     return 0
 
 
