@@ -1,7 +1,8 @@
 """The ``keyledger`` command line.
 
 keyledger serve --config FILE | --dev [--listen HOST:PORT]
-keyledger audit verify PATH
+keyledger audit verify|tail|export|report ...
+keyledger keys generate --out PREFIX
 keyledger identity create|list|revoke|rotate ...
 keyledger policy check|explain|test|schema ...
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
 from keyledger.proxy.config import Config, ConfigError, load_config, parse_listen
 
@@ -139,31 +141,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- audit -------------------------------------------------------------------------------
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from keyledger.proxy.audit.verify import verify_path
-
-    path = Path(args.path)
-    if not path.exists():
-        raise CliError(f"{path}: no such file or folder")
-    report = verify_path(path)
-    if not report.files:
-        raise CliError(f"{path}: no journal files (*.jsonl) found")
-    for chain in sorted(report.chains.values(), key=lambda c: c.id):
-        state = "BROKEN" if chain.problem else "ok"
-        print(f"chain {chain.id}: {chain.events} events, last seq {chain.last_seq}: {state}")
-    for problem in report.problems:
-        print(f"FAIL {problem}")
-    if report.ok:
-        print(f"intact: {sum(c.events for c in report.chains.values())} events verified")
-        return 0
-    if not report.chains and not report.problems:
-        print(f"no events found in {path}")
-    return 1
-
-
 # -- identity ----------------------------------------------------------------------------
 
 
@@ -243,17 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--var", default="var", metavar="DIR", help="--dev state folder (./var)")
     serve.set_defaults(func=cmd_serve)
 
-    audit = sub.add_parser("audit", help="work with the audit journal")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    verify = audit_sub.add_parser(
-        "verify",
-        help="check that a journal was not edited",
-        description="Recompute the hash chain of a journal file or of every *.jsonl file in a "
-        "folder. Exit 0 when intact; exit 1 when any event was modified, removed, inserted or "
-        "reordered, printing the first broken seq of each chain and why.",
-    )
-    verify.add_argument("path", metavar="PATH", help="a journal file or folder")
-    verify.set_defaults(func=cmd_audit_verify)
+    add_audit_parser(sub)
+    add_keys_parser(sub)
 
     identity = sub.add_parser("identity", help="issue and revoke the keys services sign with")
     identity_sub = identity.add_subparsers(
@@ -290,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result: int = args.func(args)
-    except (CliError, ConfigError, ValueError) as exc:
+    except (CliError, AuditCliError, ConfigError, ValueError) as exc:
         print(f"keyledger: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,6 +26,8 @@ from aiohttp import web
 from cryptography.fernet import Fernet
 
 from keyledger.proxy.app import make_app
+from keyledger.proxy.audit.checkpoints import generate_key_pair
+from keyledger.proxy.audit.segments import discover
 from keyledger.proxy.auth import IdentityStore, IssuedKey
 from keyledger.proxy.config import Config, parse_config
 
@@ -144,18 +146,27 @@ class RunningProxy:
 
     @property
     def journal(self) -> Path:
-        return self.config.audit.journal / f"{self.config.audit.chain_id}.jsonl"
+        """The journal folder."""
+        return self.config.audit.journal
 
     def events(self, *types: str) -> list[dict[str, Any]]:
-        """Every event in the journal, optionally only of the given types."""
-        lines = self.journal.read_bytes().splitlines()
-        events = [orjson.loads(line) for line in lines]
-        return [e for e in events if not types or e["type"] in types]
+        """Every event in the journal, in chain order, optionally only of the given types."""
+        return journal_events(self.journal, *types)
 
     def client(self, identity: str = "app", **overrides: Any) -> Any:
         """A boto3 Secrets Manager client signing as ``identity``, pointed at keyledger."""
         key = self.keys[identity]
         return sm_client(self.url, key.access_key_id, key.secret_access_key, **overrides)
+
+
+def journal_events(directory: Path, *types: str) -> list[dict[str, Any]]:
+    """Every event of every segment in ``directory``, in seq order, optionally by type."""
+    events = [
+        orjson.loads(line)
+        for segment in discover(directory).all_segments()
+        for line in segment.path.read_bytes().splitlines()
+    ]
+    return [e for e in events if not types or e["type"] in types]
 
 
 def sm_client(url: str, key_id: str, secret: str, **overrides: Any) -> Any:
@@ -177,6 +188,7 @@ def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str,
     keys.mkdir()
     (keys / "identity.key").write_bytes(Fernet.generate_key())
     (keys / "fingerprint.key").write_text(secrets.token_hex(32))
+    generate_key_pair(keys / "checkpoint")
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "app.yaml").write_text(policy)
     return {
@@ -188,6 +200,7 @@ def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str,
             "journal": "audit",
             "chain_id": "test",
             "fingerprint_key_file": "keys/fingerprint.key",
+            "checkpoints": {"key_file": "keys/checkpoint.key"},
         },
         "logging": {"format": "json"},
     }

@@ -21,8 +21,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
+from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
-from keyledger.proxy.audit.journal import Journal
+from keyledger.proxy.audit.journal import Checkpointing, Journal, Rotation
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.config import Config, read_key
@@ -39,6 +40,7 @@ __all__ = [
     "JOURNAL",
     "POLICIES",
     "RELOADER",
+    "load_checkpointing",
     "load_fingerprint_key",
     "make_app",
 ]
@@ -71,6 +73,32 @@ def load_fingerprint_key(config: Config) -> bytes:
     raise StartupError(
         f"no audit fingerprint key: set {audit.fingerprint_key_env} or "
         "audit.fingerprint_key_file (any 32+ random bytes, e.g. `openssl rand -hex 32`)"
+    )
+
+
+def load_checkpointing(config: Config) -> Checkpointing | None:
+    """The checkpoint signer the config names; None only when checkpoints are turned off."""
+    settings = config.audit.checkpoints
+    if not settings.enabled:
+        return None
+    try:
+        pem = read_key(env=settings.key_env, file=settings.key_file)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read audit.checkpoints.key_file {settings.key_file}: {exc.strerror}"
+        ) from exc
+    if pem is None:
+        raise StartupError(
+            f"no checkpoint signing key: run `keyledger keys generate --out PREFIX` and set "
+            f"audit.checkpoints.key_file: PREFIX.key (or put the PEM in {settings.key_env}); "
+            "audit.checkpoints.enabled: false turns signed checkpoints off"
+        )
+    try:
+        signer = CheckpointSigner(load_private_key(pem, source="audit.checkpoints key"))
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    return Checkpointing(
+        signer=signer, every_events=settings.every_events, every_s=settings.every_s
     )
 
 
@@ -160,8 +188,13 @@ async def make_app(config: Config) -> web.Application:
     fingerprint = Fingerprinter(load_fingerprint_key(config))
     transport = AiohttpTransport(timeout_s=config.backends[config.aws_backend].timeout_s)
     backend = _make_backend(config, config.aws_backend, transport)
+    audit = config.audit
     journal = Journal(
-        directory=config.audit.journal, chain_id=config.audit.chain_id, fsync=config.audit.fsync
+        directory=audit.journal,
+        chain_id=audit.chain_id,
+        fsync=audit.fsync,
+        rotation=Rotation(max_bytes=audit.rotate_max_bytes, max_age_s=audit.rotate_max_age_s),
+        checkpoints=load_checkpointing(config),
     )
     gateway = Gateway(
         frontend=AwsFrontend(backend=config.aws_backend),

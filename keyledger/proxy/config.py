@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_
 __all__ = [
     "AuditConfig",
     "BackendConfig",
+    "CheckpointConfig",
     "Config",
     "ConfigError",
     "IdentitiesConfig",
@@ -27,6 +29,7 @@ __all__ = [
     "ListenConfig",
     "LoggingConfig",
     "load_config",
+    "parse_duration",
     "parse_listen",
     "read_key",
 ]
@@ -76,12 +79,26 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointConfig:
+    """Signed checkpoints: on unless turned off; the key lives outside the journal."""
+
+    enabled: bool = True
+    key_env: str | None = "KEYLEDGER_CHECKPOINT_KEY"  # the PEM text itself
+    key_file: Path | None = None
+    every_events: int = 1000
+    every_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditConfig:
     journal: Path
     chain_id: str
     fsync: bool = True
     fingerprint_key_env: str | None = "KEYLEDGER_FINGERPRINT_KEY"
     fingerprint_key_file: Path | None = None
+    rotate_max_bytes: int | None = 64 << 20
+    rotate_max_age_s: float | None = 24 * 3600.0
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +143,17 @@ def read_key(*, env: str | None, file: Path | None) -> bytes | None:
         return file.read_bytes().strip()  # editors and `echo` leave a newline
     value = os.environ.get(env) if env else None
     return value.encode() if value else None
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``24h``, ``7d``, ``250ms`` or plain seconds, as seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (e.g. 60s, 15m, 24h, 7d)")
+    return float(match[1]) * _UNITS[match[2] or "s"]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -180,6 +208,18 @@ class _Section:
         if not isinstance(value, str):
             raise self._fail(key, f"expected a string, got {type(value).__name__}")
         return value
+
+    def duration(self, key: str, default: float) -> float:
+        """Seconds, written as a number or with a unit: 90s, 15m, 24h, 7d."""
+        value = self.data.get(key, default)
+        if isinstance(value, bool):
+            raise self._fail(key, "expected a duration such as 60s, 15m, 24h or 7d")
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            raise self._fail(key, str(exc)) from None
 
     def optional_path(self, key: str) -> Path | None:
         value = self.optional_str(key)
@@ -292,9 +332,39 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
 
     audit_section = root.section("audit")
     audit_section.allow_only(
-        "journal", "chain_id", "fsync", "fingerprint_key_env", "fingerprint_key_file"
+        "journal",
+        "chain_id",
+        "fsync",
+        "fingerprint_key_env",
+        "fingerprint_key_file",
+        "rotate",
+        "checkpoints",
     )
+    rotate = audit_section.section("rotate")
+    rotate.allow_only("max_bytes", "max_age")
+    max_bytes = rotate.get("max_bytes", int, 64 << 20)
+    if max_bytes and max_bytes < 4096:
+        raise rotate._fail("max_bytes", "expected at least 4096 (or 0 for no size limit)")
+    max_age = rotate.duration("max_age", 24 * 3600.0)
+    if max_age and max_age < 1:
+        raise rotate._fail("max_age", "expected at least 1s (or 0 for no age limit)")
+    cp = audit_section.section("checkpoints")
+    cp.allow_only("enabled", "key_env", "key_file", "every_events", "every")
+    checkpoints = CheckpointConfig(
+        enabled=cp.get("enabled", bool, True),
+        key_env=cp.get("key_env", str, "KEYLEDGER_CHECKPOINT_KEY"),
+        key_file=cp.optional_path("key_file"),
+        every_events=cp.get("every_events", int, 1000),
+        every_s=cp.duration("every", 60.0),
+    )
+    if checkpoints.every_events < 1:
+        raise cp._fail("every_events", "expected at least 1")
+    if not 0.01 <= checkpoints.every_s <= 86400:
+        raise cp._fail("every", "expected 10ms to 24h")
     audit = AuditConfig(
+        rotate_max_bytes=max_bytes or None,
+        rotate_max_age_s=max_age or None,
+        checkpoints=checkpoints,
         journal=audit_section.optional_path("journal") or base / "var" / "audit",
         chain_id=audit_section.get("chain_id", str, default_chain_id()),
         fsync=audit_section.get("fsync", bool, True),

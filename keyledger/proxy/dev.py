@@ -19,10 +19,12 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from keyledger.policies import example_policy_dir
+from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth.identities import IdentityStore
 from keyledger.proxy.config import (
     AuditConfig,
     BackendConfig,
+    CheckpointConfig,
     Config,
     IdentitiesConfig,
     ListenConfig,
@@ -98,6 +100,8 @@ def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
     keys = var / "keys"
     identity_key = _key_file(keys / "identity.key", Fernet.generate_key)
     _key_file(keys / "fingerprint.key", lambda: secrets.token_hex(32).encode())
+    if not (keys / "checkpoint.key").exists():
+        generate_key_pair(keys / "checkpoint")
 
     store = IdentityStore(var / "identities.json", identity_key)
     demo = next((i for i in store if i.name == DEMO_IDENTITY and not i.revoked), None)
@@ -130,7 +134,10 @@ def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
         },
         aws_backend="aws",
         audit=AuditConfig(
-            journal=var / "audit", chain_id="dev", fingerprint_key_file=keys / "fingerprint.key"
+            journal=var / "audit",
+            chain_id="dev",
+            fingerprint_key_file=keys / "fingerprint.key",
+            checkpoints=CheckpointConfig(key_file=keys / "checkpoint.key"),
         ),
         logging=LoggingConfig(format="console"),
         source="--dev",
@@ -161,14 +168,16 @@ keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
   secret access key  {env.secret_access_key}
   region             {REGION}
   identity           {DEMO_IDENTITY}   (policy: {example_policy_dir() / "demo.yaml"})
-  audit journal      {var_display}/audit/dev.jsonl
+  audit journal      {var_display}/audit/   (chain "dev", signed checkpoints)
+  checkpoint key     {var_display}/keys/checkpoint.pub   (public; verifies the journal)
 
 Try it from another terminal:
 
   set -a; . {var_display}/dev.env; set +a
   aws secretsmanager get-secret-value --secret-id staging/db/password
   aws secretsmanager get-secret-value --secret-id prod/payments/api-key   # denied by policy
-  keyledger audit verify {var_display}/audit
+  keyledger audit tail {var_display}/audit -f
+  keyledger audit verify {var_display}/audit --public-key {var_display}/keys/checkpoint.pub
 
 Or in one line, without the env file:
 

@@ -25,6 +25,7 @@ import yaml
 from botocore.exceptions import ClientError
 from cryptography.fernet import Fernet
 
+from keyledger.proxy.audit.segments import segment_path
 from tests.conftest import REGION, TEST_POLICY, clean_env, sm_client
 
 KEYLEDGER = [sys.executable, "-m", "keyledger"]
@@ -92,7 +93,11 @@ def start_proxy(
                 "identities": {"path": "identities.json"},
                 "policies": ["policies/"],
                 "backends": {"aws": {"type": "aws", "region": REGION, "endpoint_url": moto_url}},
-                "audit": {"journal": "audit", "chain_id": "cli"},
+                "audit": {
+                    "journal": "audit",
+                    "chain_id": "cli",
+                    "checkpoints": {"key_file": "keys/checkpoint.key"},
+                },
                 "logging": {"format": "json", "level": "debug"},
                 **({"tls": {"cert": str(tls[0]), "key": str(tls[1])}} if tls else {}),
                 **(extra or {}),
@@ -104,6 +109,13 @@ def start_proxy(
         KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
         AWS_ACCESS_KEY_ID="keyledger-proxy",
         AWS_SECRET_ACCESS_KEY="keyledger-proxy-secret",
+    )
+    subprocess.run(
+        [*KEYLEDGER, "keys", "generate", "--out", str(tmp_path / "keys" / "checkpoint")],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
     )
     created = subprocess.run(
         [*KEYLEDGER, "identity", "create", "app", "--config", str(config)],
@@ -148,9 +160,9 @@ def served(tmp_path: Path, moto_url: str, store: Any) -> Iterator[ServedProxy]:
     proxy.stop()
 
 
-def verify(path: Path) -> subprocess.CompletedProcess[str]:
+def verify(path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*KEYLEDGER, "audit", "verify", str(path)],
+        [*KEYLEDGER, "audit", "verify", str(path), *options],
         capture_output=True,
         text=True,
         timeout=60,
@@ -245,7 +257,7 @@ class TestServe:
         finally:
             exit_code, err = served.stop()
         assert exit_code == 0, err
-        journal = served.journal_dir / "cli.jsonl"
+        journal = segment_path(served.journal_dir, "cli", 1)
         reloads = [
             e
             for e in map(orjson.loads, journal.read_bytes().splitlines())
@@ -306,12 +318,14 @@ class TestServe:
         for _ in range(5):
             client.get_secret_value(SecretId="app/a")
         served.stop()
-        journal = served.journal_dir / "cli.jsonl"
-        intact = verify(served.journal_dir)
+        journal = segment_path(served.journal_dir, "cli", 1)
+        public_key = str(served.journal_dir.parent / "keys" / "checkpoint.pub")
+        intact = verify(served.journal_dir, "--public-key", public_key, "--strict")
         assert intact.returncode == 0, intact.stdout
         assert "intact" in intact.stdout
         lines = journal.read_bytes().splitlines(keepends=True)
-        assert len(lines) == 7  # start, five reads, stop
+        assert len(lines) == 8  # start, five reads, stop, and the closing checkpoint
+        assert orjson.loads(lines[-1])["type"] == "checkpoint"
 
         cases = {
             "edited": [*lines[:3], lines[3].replace(b'"app"', b'"eve"'), *lines[4:]],
@@ -331,6 +345,12 @@ class TestServe:
             assert result.returncode == 1, name
             assert expected[name] in result.stdout, (name, result.stdout)
             assert f"{journal}:4:" in result.stdout, (name, result.stdout)
+
+        # Cutting the end, checkpoint and all, leaves the checkpoint file reaching past it.
+        journal.write_bytes(b"".join(lines[:5]))
+        result = verify(served.journal_dir, "--public-key", public_key)
+        assert result.returncode == 1
+        assert "seals seq 7, but the journal ends at seq 5" in result.stdout, result.stdout
 
 
 def read_error(client: Any, name: str) -> str | None:
@@ -360,7 +380,7 @@ class TestFailClosed:
         try:
             client = served.client()
             assert client.get_secret_value(SecretId="app/db/password")["SecretString"] == "guarded"
-            journal = served.journal_dir / "cli.jsonl"
+            journal = segment_path(served.journal_dir, "cli", 1)
             size = journal.stat().st_size
             # The kernel refuses writes past this size: a full disk, as the proxy sees it.
             _, hard = resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE)
@@ -389,7 +409,7 @@ class TestFailClosed:
         assert verify(served.journal_dir).returncode == 0
         reads = [
             orjson.loads(line)
-            for line in (served.journal_dir / "cli.jsonl").read_bytes().splitlines()
+            for line in (segment_path(served.journal_dir, "cli", 1)).read_bytes().splitlines()
             if b'"GetSecretValue"' in line
         ]
         assert [r["outcome"]["status"] for r in reads] == ["success"] * 34

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import clean_env
+from tests.conftest import clean_env, journal_events
 from tests.e2e.test_cli_serve import KEYLEDGER, free_port
 
 
@@ -51,8 +51,10 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
         allowed = re.search(r"^\s*(aws secretsmanager get-secret-value .*staging.*)$", banner, re.M)
         denied = re.search(r"^\s*(aws secretsmanager get-secret-value .*payments\S*)", banner, re.M)
+        verify_line = re.search(r"^\s*keyledger (audit verify .*--public-key \S+)$", banner, re.M)
         assert allowed is not None
         assert denied is not None
+        assert verify_line is not None
 
         def paste(command: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -82,19 +84,21 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         process.communicate(timeout=30)
     assert process.returncode == 0
 
-    events = [
-        orjson.loads(line)
-        for line in (tmp_path / "var" / "audit" / "dev.jsonl").read_bytes().splitlines()
-    ]
+    assert (tmp_path / "var" / "keys" / "checkpoint.key").stat().st_mode & 0o077 == 0
+    events = journal_events(tmp_path / "var" / "audit")
     access = [
         (e["resource"]["secret"], e["decision"]["effect"]) for e in events if e["type"] == "access"
     ]
     assert access == [("staging/db/password", "allow"), ("prod/payments/api-key", "deny")]
+    # Checkpoints are on from the first request: the printed verify command passes even
+    # under --strict, which demands that every event is sealed by a verified signature.
+    assert [e["type"] for e in events][-1] == "checkpoint"
     verified = subprocess.run(
-        [*KEYLEDGER, "audit", "verify", "var/audit"],
+        [*KEYLEDGER, *verify_line.group(1).split(), "--strict"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=False,
     )
     assert verified.returncode == 0, verified.stdout
+    assert "signatures checked" in verified.stdout

@@ -6,6 +6,15 @@ the slow part, so ``fsync`` runs in a worker thread, and every request written w
 fsync is in flight waits on the *next* one: under load many requests share one fsync and
 one future, and the loop never waits on the disk.
 
+Signed checkpoints ride along: when enough events have passed, the checkpoint is sealed
+into the same write as the request that crossed the line, so it costs no extra fsync; a
+timer seals a quiet chain, and closing seals the end. Once durable, each checkpoint is also
+appended to the chain's checkpoint file.
+
+Segments rotate by size and age. Rotation waits until everything written is durable,
+writes a checkpoint at the end of the old file, and opens the new one with a
+``segment_start`` event that names the old file and its last hash.
+
 Fail closed: a failed write or fsync fails every request not yet durable, cuts the file
 back to its last durable length and rewinds the chain to match, so the next request starts
 cleanly once the disk recovers.
@@ -16,27 +25,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
 from keyledger.proxy.audit.chain import ChainState, seal
-from keyledger.proxy.audit.events import AuditEvent, EventType
+from keyledger.proxy.audit.checkpoints import Checkpoint, CheckpointFile, CheckpointSigner, Seal
+from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
+from keyledger.proxy.audit.recovery import (
+    CorruptJournal,
+    last_checkpoint_event,
+    read_tail,
+    set_torn_tail_aside,
+)
+from keyledger.proxy.audit.segments import (
+    Segment,
+    chain_segments,
+    checkpoint_file,
+    segment_path,
+    validate_chain_id,
+)
 
-__all__ = ["Journal", "JournalStats", "JournalUnavailable", "journal_file"]
+__all__ = ["Checkpointing", "Journal", "JournalStats", "JournalUnavailable", "Rotation"]
 
 log = structlog.get_logger("keyledger.journal")
-
-_CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class JournalUnavailable(RuntimeError):
     """The event could not be made durable; the request must be refused."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rotation:
+    """When to start a new segment; None turns a trigger off."""
+
+    max_bytes: int | None = 64 << 20
+    max_age_s: float | None = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpointing:
+    signer: CheckpointSigner = field(repr=False)
+    every_events: int = 1000
+    every_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -44,36 +80,49 @@ class JournalStats:
     events: int = 0
     fsyncs: int = 0
     failures: int = 0
+    checkpoints: int = 0
+    rotations: int = 0
 
     @property
     def events_per_fsync(self) -> float:
         return self.events / self.fsyncs if self.fsyncs else 0.0
 
 
-def journal_file(directory: Path, chain_id: str) -> Path:
-    return directory / f"{chain_id}.jsonl"
+@dataclass(slots=True)
+class _Mark:
+    """Where the chain stands: written (page cache) or durable (fsynced)."""
+
+    state: ChainState
+    size: int  # of the current segment
+    checkpoint: Checkpoint | None  # the newest checkpoint at or before ``state``
 
 
 class Journal:
-    """Durable, chained audit journal for one chain (one replica / worker)."""
+    """Durable, chained, checkpointed audit journal for one chain (one replica / worker)."""
 
-    def __init__(self, *, directory: Path, chain_id: str, fsync: bool = True) -> None:
-        if not _CHAIN_ID.match(chain_id):
-            raise ValueError(
-                f"chain id {chain_id!r} must be 1-128 letters, digits, '.', '_' or '-'"
-            )
-        self.path = journal_file(directory, chain_id)
-        self.chain_id = chain_id
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        chain_id: str,
+        fsync: bool = True,
+        rotation: Rotation | None = None,
+        checkpoints: Checkpointing | None = None,
+    ) -> None:
+        self.directory = directory
+        self.chain_id = validate_chain_id(chain_id)
         self.stats = JournalStats()
         self.healthy = True
         self._fsync = fsync
+        self._rotation = rotation or Rotation()
+        self._checkpointing = checkpoints
+        self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
         self._fd = -1
+        self._segment = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
+        self._segment_born = time.time()
         self._running = False
-        # Written (in the page cache) vs durable (fsynced): where the chain and file stand.
-        self._state = ChainState(chain_id)
-        self._size = 0
-        self._durable_state = self._state
-        self._durable_size = 0
+        self._written = _Mark(ChainState(chain_id), 0, None)
+        self._durable = _Mark(ChainState(chain_id), 0, None)
         # Requests written since the fsync in flight started wait on this future.
         self._next_sync: asyncio.Future[None] | None = None
         self._next_sync_events = 0
@@ -82,12 +131,27 @@ class Journal:
         self._rewinds = 0
         self._broken = False  # a rewind failed: refuse everything until a restart
         self._probe: asyncio.Task[None] | None = None
-        self._recovered: dict[str, Any] | None = None
+        self._rotating: asyncio.Task[None] | None = None
+        self._rotate_not_before = 0.0  # a failed rotation is retried after a pause
+        self._ticker: asyncio.Task[None] | None = None
+        self._unfiled: list[Checkpoint] = []  # durable in the journal, not yet in the file
+        self._recovered: dict[str, Any] = {}
 
     @property
     def state(self) -> ChainState:
         """The last event written (durable once its append returned)."""
-        return self._state
+        return self._written.state
+
+    @property
+    def path(self) -> Path:
+        """The segment being written."""
+        return self._segment.path
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self._durable.checkpoint
+
+    # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
@@ -96,7 +160,15 @@ class Journal:
             log.warning(
                 "journal_fsync_off", path=str(self.path), note="events can be lost on power failure"
             )
-        if self._recovered is not None:
+        if self._checkpointing is None:
+            log.warning(
+                "checkpoints_off",
+                note="without signed checkpoints, a rewritten or cut journal can go unnoticed",
+            )
+        else:
+            self._ticker = asyncio.create_task(self._tick(), name="keyledger-checkpoint-timer")
+        if self._recovered:
+            # What start-up found and mended, recorded on the chain it mended.
             await self.append(
                 AuditEvent(
                     type=EventType.LIFECYCLE,
@@ -105,18 +177,26 @@ class Journal:
             )
 
     async def close(self) -> None:
-        """Wait until everything written is durable, then close the file."""
+        """Seal the end with a checkpoint, wait until all is durable, close the files."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._running and self._unsealed():
+            try:
+                await self.checkpoint()
+            except JournalUnavailable as exc:
+                log.error("final_checkpoint_failed", error=str(exc))
         self._running = False
-        if self._syncer is not None:
-            with contextlib.suppress(Exception):
-                await self._syncer
+        await self._drain()
+        await self._file_checkpoints()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
             log.info(
                 "journal_closed",
                 path=str(self.path),
-                seq=self._state.seq,
+                seq=self.state.seq,
                 events=self.stats.events,
                 fsyncs=self.stats.fsyncs,
                 events_per_fsync=round(self.stats.events_per_fsync, 2),
@@ -144,12 +224,26 @@ class Journal:
         )
         log.warning("journal_writable_again", path=str(self.path))
 
+    # -- appending ---------------------------------------------------------------------
+
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise :class:`JournalUnavailable` if it is not."""
         await self.append_many((event,))
 
     async def append_many(self, events: Sequence[AuditEvent]) -> None:
         """Return once all ``events`` are durable, consecutive and in order."""
+        await self._ready_to_write()
+        await self._write(events, checkpoint=False)
+
+    async def checkpoint(self) -> None:
+        """Seal everything written so far with a signed checkpoint (if any is unsealed)."""
+        if self._checkpointing is None:
+            return
+        await self._ready_to_write()
+        if self._unsealed():
+            await self._write((), checkpoint=True)
+
+    async def _ready_to_write(self) -> None:
         if not self._running:
             raise JournalUnavailable("the audit journal is not running")
         if self._broken:
@@ -157,12 +251,34 @@ class Journal:
                 "the audit journal could not be rewound after a failed write; restart "
                 "keyledger (start-up sets a torn tail aside)"
             )
-        state = self._state
+        while True:
+            if self._rotating is not None:
+                await asyncio.shield(self._rotating)
+            elif self._rotation_reason() is not None:
+                self._rotating = asyncio.create_task(self._rotate(), name="keyledger-rotate")
+            else:
+                return
+
+    def _unsealed(self) -> int:
+        """Events written after the newest checkpoint."""
+        checkpoint = self._written.checkpoint
+        # A checkpoint event directly follows the event it seals.
+        return self.state.seq - (checkpoint.seq + 1 if checkpoint else 0)
+
+    async def _write(self, events: Sequence[AuditEvent], *, checkpoint: bool) -> None:
+        mark = self._written
+        state, newest = mark.state, mark.checkpoint
         lines = []
         try:
             for event in events:
                 line, state = seal(event.to_record(), state)
                 lines.append(line)
+            settings = self._checkpointing
+            if settings is not None:
+                since = state.seq - (newest.seq + 1 if newest else 0)
+                if since > 0 and (checkpoint or since >= settings.every_events):
+                    newest, line, state = self._seal_checkpoint(settings.signer, state, newest)
+                    lines.append(line)
         except (TypeError, ValueError) as exc:  # orjson: not serialisable
             log.error("audit_event_unserialisable", error=str(exc))
             raise JournalUnavailable("an audit event could not be serialised") from exc
@@ -174,10 +290,11 @@ class Journal:
             raise JournalUnavailable(
                 f"the audit journal could not be written: {exc.strerror}"
             ) from exc
-        self._state, self._size = state, self._size + len(data)
+        self._written = _Mark(state, mark.size + len(data), newest)
         if not self._fsync:
             # Without fsync, "durable" means handed to the kernel.
-            self._mark_durable(self._state, self._size, len(lines))
+            self._mark_durable(self._written, len(lines))
+            await self._file_checkpoints()
             return
         if self._next_sync is None:
             self._next_sync = asyncio.get_running_loop().create_future()
@@ -187,20 +304,40 @@ class Journal:
         # Shielded: one caller going away must not cancel the fsync everyone shares.
         await asyncio.shield(self._next_sync)
 
-    def _mark_durable(self, state: ChainState, size: int, events: int) -> None:
-        """Everything up to ``state`` (the file up to ``size``) is now safe."""
-        self._durable_state, self._durable_size = state, size
+    def _seal_checkpoint(
+        self, signer: CheckpointSigner, state: ChainState, previous: Checkpoint | None
+    ) -> tuple[Checkpoint, bytes, ChainState]:
+        now = datetime.now(UTC)
+        signed = signer.sign(
+            chain=self.chain_id,
+            seal=Seal(state.seq, state.hash),
+            time=format_time(now),
+            previous=previous.seal if previous else None,
+        )
+        event = AuditEvent(type=EventType.CHECKPOINT, time=now, detail=signed.to_detail())
+        line, state = seal(event.to_record(), state)
+        return signed, line, state
+
+    def _mark_durable(self, mark: _Mark, events: int) -> None:
+        """Everything up to ``mark`` is now safe."""
+        before = self._durable.checkpoint
+        self._durable = mark
         self.healthy = True
         self.stats.events += events
         if self._fsync:
             self.stats.fsyncs += 1
+        if mark.checkpoint is not None and mark.checkpoint is not before:
+            # Only the newest is kept per round: each names the one before it, and the
+            # file needs the newest to show a cut journal.
+            self._unfiled.append(mark.checkpoint)
+            self.stats.checkpoints += 1
 
     async def _sync_loop(self) -> None:
         """fsync until nobody is waiting; each round covers everything written before it."""
         while self._next_sync is not None:
             waiting, events = self._next_sync, self._next_sync_events
             self._next_sync, self._next_sync_events = None, 0
-            state, size, rewinds = self._state, self._size, self._rewinds
+            mark, rewinds = self._written, self._rewinds
             try:
                 await asyncio.to_thread(os.fsync, self._fd)
             except OSError as exc:
@@ -214,8 +351,30 @@ class Journal:
                 # A failed write rewound the file under this fsync: its lines are gone.
                 waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
                 continue
-            self._mark_durable(state, size, events)
+            self._mark_durable(mark, events)
             waiting.set_result(None)
+            await self._file_checkpoints()
+
+    async def _file_checkpoints(self) -> None:
+        """Copy durable checkpoints to the checkpoint file; on failure, retry next time."""
+        if not self._unfiled:
+            return
+        pending, self._unfiled = self._unfiled, []
+        try:
+            await asyncio.to_thread(self._checkpoint_file.append, pending)
+        except OSError as exc:
+            self._unfiled[:0] = pending
+            log.error(
+                "checkpoint_file_write_failed",
+                path=str(self._checkpoint_file.path),
+                error=exc.strerror,
+            )
+
+    async def _drain(self) -> None:
+        """Wait for the fsync loop to finish (nothing is written meanwhile)."""
+        if self._syncer is not None:
+            with contextlib.suppress(Exception):
+                await self._syncer
 
     def _fail(self, exc: OSError) -> None:
         """Rewind file and chain to the last durable event; fail whoever waits beyond it."""
@@ -224,13 +383,13 @@ class Journal:
         self._rewinds += 1
         log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
         try:
-            os.ftruncate(self._fd, self._durable_size)
+            os.ftruncate(self._fd, self._durable.size)
         except OSError:
             # Torn bytes stay behind: writing more would bury them mid-file. Refuse until a
             # restart sets them aside.
             self._broken = True
             log.critical("journal_rewind_failed", path=str(self.path))
-        self._state, self._size = self._durable_state, self._durable_size
+        self._written = self._durable
         if self._next_sync is not None:
             # Written on top of what was just lost: not durable, and now not even written.
             self._next_sync.set_exception(
@@ -238,28 +397,129 @@ class Journal:
             )
             self._next_sync, self._next_sync_events = None, 0
 
+    async def _tick(self) -> None:
+        """Seal a quiet chain: a checkpoint at least every ``every_s`` while events arrive."""
+        assert self._checkpointing is not None
+        while True:
+            await asyncio.sleep(self._checkpointing.every_s)
+            try:
+                await self.checkpoint()
+            except JournalUnavailable as exc:
+                log.error("checkpoint_failed", error=str(exc))
+
+    # -- rotation ----------------------------------------------------------------------
+
+    def _rotation_reason(self) -> str | None:
+        if not self.healthy or self.state.seq <= self._segment.first_seq:
+            return None  # never leave a segment holding only its first event
+        now = time.time()
+        if now < self._rotate_not_before:
+            return None
+        rotation = self._rotation
+        if rotation.max_bytes is not None and self._written.size >= rotation.max_bytes:
+            return "size"
+        if rotation.max_age_s is not None and now - self._segment_born >= rotation.max_age_s:
+            return "age"
+        return None
+
+    async def _rotate(self) -> None:
+        reason = self._rotation_reason()
+        try:
+            if self._checkpointing is not None and self._unsealed():
+                # Seal the end of the old file, so each segment verifies on its own.
+                await self._write((), checkpoint=True)
+            await self._drain()
+            old = self._segment
+            previous = self._durable.state
+            header = AuditEvent(
+                type=EventType.LIFECYCLE,
+                detail={
+                    "event": "segment_start",
+                    "reason": reason,
+                    "previous_segment": old.path.name,
+                    "previous_last_seq": previous.seq,
+                    "previous_last_hash": previous.hash,
+                },
+            )
+            line, state = seal(header.to_record(), previous)
+            new = Segment(
+                self.chain_id, state.seq, segment_path(self.directory, self.chain_id, state.seq)
+            )
+            fd = await asyncio.to_thread(_create_segment, new.path, line, self._fsync)
+        except (OSError, JournalUnavailable) as exc:
+            self._rotate_not_before = time.time() + 60
+            log.error("journal_rotation_failed", path=str(self.path), error=str(exc))
+            return
+        finally:
+            self._rotating = None
+        os.close(self._fd)
+        self._fd, self._segment, self._segment_born = fd, new, time.time()
+        mark = _Mark(state, len(line), self._durable.checkpoint)
+        self._written = self._durable = mark
+        self.stats.events += 1
+        self.stats.rotations += 1
+        log.info("journal_rotated", path=str(new.path), reason=reason, first_seq=new.first_seq)
+
     # -- start-up ----------------------------------------------------------------------
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        segments = chain_segments(self.directory, self.chain_id)
+        while len(segments) > 1 and segments[-1].path.stat().st_size == 0:
+            # Rotation creates segments whole (rename), so an empty one was made by hand.
+            log.warning("journal_empty_segment_removed", path=str(segments[-1].path))
+            segments.pop().path.unlink()
+        segment = segments[-1] if segments else self._segment
+        fd = os.open(segment.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            size = os.fstat(fd).st_size
-            state, good_size, torn = _read_tail(fd, size, self.chain_id)
-            if torn:
-                # A crash mid-write left a partial last line: keep it aside for inspection
-                # and continue the chain from the last complete event.
-                aside = self.path.with_name(self.path.name + f".torn-{good_size}")
-                aside.write_bytes(torn)
-                os.ftruncate(fd, good_size)
-                os.fsync(fd)
-                self._recovered = {"torn_bytes": len(torn), "moved_to": aside.name}
-                log.warning("journal_torn_tail", path=str(self.path), bytes=len(torn))
+            tail = read_tail(fd, os.fstat(fd).st_size, segment.path, self.chain_id)
+            if tail.torn:
+                moved_to = set_torn_tail_aside(segment.path, fd, tail.size, tail.torn)
+                self._recovered.update(torn_bytes=len(tail.torn), moved_to=moved_to)
+                log.warning("journal_torn_tail", path=str(segment.path), bytes=len(tail.torn))
+            checkpoint = self._open_checkpoints(segments, tail.state)
+        except CorruptJournal as exc:
+            os.close(fd)
+            raise JournalUnavailable(str(exc)) from exc
         except BaseException:
             os.close(fd)
             raise
-        self._fd, self._size, self._state = fd, good_size, state
-        self._durable_size, self._durable_state = good_size, state
+        self._fd, self._segment = fd, segment
+        if tail.first_time is not None:
+            born = datetime.fromisoformat(tail.first_time.replace("Z", "+00:00"))
+            self._segment_born = born.timestamp()
+        self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
+
+    def _open_checkpoints(self, segments: list[Segment], state: ChainState) -> Checkpoint | None:
+        """The newest checkpoint; the checkpoint file gets any the journal has and it lacks."""
+        if self._checkpointing is None:
+            return None
+        cp_file = self._checkpoint_file
+        cp_file.open()
+        if cp_file.torn_moved_to is not None:
+            self._recovered["checkpoint_file_torn_moved_to"] = cp_file.torn_moved_to
+        # The newest checkpoint event is in the last segment, or ends the one before it.
+        in_journal = None
+        for segment in reversed(segments[-2:]):
+            in_journal = last_checkpoint_event(segment.path)
+            if in_journal is not None:
+                break
+        filed = cp_file.last
+        if filed is not None and filed.seq >= state.seq:
+            # The file seals events the journal no longer holds: it was cut or replaced.
+            # Keep going (verify reports it) but say so loudly, in the journal too.
+            self._recovered["checkpoint_file_ahead"] = {
+                "sealed_seq": filed.seq,
+                "journal_seq": state.seq,
+            }
+            log.critical("journal_behind_checkpoints", sealed_seq=filed.seq, seq=state.seq)
+            return in_journal
+        if in_journal is not None and (filed is None or filed.seq < in_journal.seq):
+            # A crash came between the journal's fsync and the file's append.
+            cp_file.append([in_journal])
+            self._recovered["checkpoint_filed"] = in_journal.seq
+            return in_journal
+        return filed
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -269,36 +529,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_tail(fd: int, size: int, chain_id: str) -> tuple[ChainState, int, bytes]:
-    """The chain state after the last complete line, that line's end, and any torn tail."""
-    if size == 0:
-        return ChainState(chain_id), 0, b""
-    window = 1 << 16
-    while True:
-        start = max(0, size - window)
-        data = os.pread(fd, size - start, start)
-        end = data.rfind(b"\n")  # end of the last complete line
-        torn = data[end + 1 :]
-        body = data[: end + 1]
-        prev_end = body.rfind(b"\n", 0, len(body) - 1)
-        if end >= 0 and (prev_end >= 0 or start == 0):
-            last = body[prev_end + 1 :]
-            break
-        if start == 0:
-            # No complete line at all: everything is torn.
-            return ChainState(chain_id), 0, data
-        window *= 4
+def _create_segment(path: Path, first_line: bytes, fsync: bool) -> int:
+    """A new segment holding ``first_line``, appearing whole (write, fsync, rename)."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
     try:
-        record = orjson.loads(last)
-        chain = record["chain"]
-        state = ChainState(chain_id, int(chain["seq"]), str(chain["hash"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise JournalUnavailable(
-            f"the last line of {chain_id}.jsonl is not a keyledger event; run "
-            "`keyledger audit verify` on it and move the file aside"
-        ) from exc
-    if chain.get("id") != chain_id:
-        raise JournalUnavailable(
-            f"the journal for chain {chain_id} holds chain {chain.get('id')!r}"
-        )
-    return state, start + end + 1, torn
+        _write_all(fd, first_line)
+        if fsync:
+            os.fsync(fd)
+        os.rename(partial, path)
+        if fsync:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    return fd

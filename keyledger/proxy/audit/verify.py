@@ -1,24 +1,38 @@
-"""Recompute hash chains and report the first place each one breaks.
+"""Recompute hash chains, check signed checkpoints, report where each chain first breaks.
 
-Checks, per chain found in the input: every line parses, is byte-for-byte as keyledger
-writes it and belongs to its file's chain; its hash matches its content; seq runs 1, 2,
-3, ... with no gap, repeat or reordering; and every ``prev`` names the hash of the event
-before it. An unkeyed chain cannot show events cut off its *end*, nor a line rewritten
-together with every hash after it: signed checkpoints (a later feature) close that gap.
+Per chain found under SOURCE (its segments in seq order, whatever their names or folders):
+
+- every line parses, is byte-for-byte as keyledger writes it and belongs to its file's chain;
+- its hash matches its content; seq runs 1, 2, 3, ... across files with no gap, repeat or
+  reordering; every ``prev`` names the hash of the event before it;
+- every checkpoint event seals the event just before it, names the checkpoint before it,
+  and (given the public key) carries a good signature;
+- every record of the checkpoint file is signed, matches the journal's hash at the seq it
+  seals, and is followed by its checkpoint event: a journal cut below a checkpoint, or
+  rewritten with fresh hashes, no longer does so.
+
+Events after a chain's last checkpoint are *unsealed*: intact as far as the hashes go, but
+not yet signed, so a cut there could not be told from a chain that simply ended.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from keyledger.proxy.audit.chain import GENESIS, event_hash
+from keyledger.proxy.audit.chain import GENESIS
+from keyledger.proxy.audit.checkpoints import Checkpoint
+from keyledger.proxy.audit.segments import discover
 
-__all__ = ["ChainReport", "Problem", "VerifyReport", "journal_files", "verify_path"]
+__all__ = ["ChainReport", "Problem", "VerifyReport", "verify_path"]
+
+_PROGRESS_EVERY = 4096  # lines between progress reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +51,17 @@ class Problem:
 class ChainReport:
     id: str
     events: int = 0
+    files: int = 0
     last_seq: int = 0
     last_hash: str = GENESIS
+    checkpoints: int = 0
+    last_checkpoint_seq: int = 0  # the seq of the newest checkpoint *event*
     problem: Problem | None = None
+
+    @property
+    def unsealed(self) -> int:
+        """Events after the newest checkpoint: not covered by any signature."""
+        return self.last_seq - self.last_checkpoint_seq
 
 
 @dataclass(slots=True)
@@ -47,16 +69,39 @@ class VerifyReport:
     chains: dict[str, ChainReport] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    signatures_checked: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.problems and bool(self.chains)
 
+    @property
+    def events(self) -> int:
+        return sum(chain.events for chain in self.chains.values())
 
-def journal_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*.jsonl") if p.is_file())
-    return [path]
+
+def verify_path(
+    source: Path,
+    *,
+    public_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Verify every chain under a journal file or folder; ``progress`` gets bytes read."""
+    found = discover(source)
+    report = VerifyReport(signatures_checked=public_keys is not None)
+    for path, reason in found.unreadable:
+        report.files.append(str(path))
+        report.problems.append(Problem(str(path), 1, None, reason))
+    for chain_id in found.chains:
+        checker = _ChainChecker(report, chain_id, public_keys)
+        for path in found.checkpoints.get(chain_id, []):
+            report.files.append(str(path))
+            checker.load_checkpoint_file(path)
+        for segment in found.segments.get(chain_id, []):
+            report.files.append(str(segment.path))
+            checker.check_segment(segment.path, progress)
+        checker.finish()
+    return report
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -64,71 +109,196 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
         yield from enumerate(handle, start=1)
 
 
-def verify_path(path: Path) -> VerifyReport:
-    """Verify every chain in a journal file or a folder of journal files."""
-    report = VerifyReport()
-    for file in journal_files(path):
-        report.files.append(str(file))
-        owner: list[str] = []  # the chain this file belongs to: its first line's
-        for number, raw in _lines(file):
-            _check_line(report, str(file), number, raw, owner)
-    return report
+@dataclass(slots=True)
+class _Filed:
+    """A record of the checkpoint file, and where it is."""
+
+    checkpoint: Checkpoint
+    file: str
+    line: int
 
 
-def _check_line(report: VerifyReport, file: str, number: int, raw: bytes, owner: list[str]) -> None:
-    def fail(chain: ChainReport | None, seq: int | None, reason: str) -> None:
-        problem = Problem(file, number, seq, reason)
-        if chain is not None:
-            if chain.problem is not None:
-                return  # report only the first break of each chain
-            chain.problem = problem
-        report.problems.append(problem)
+class _ChainChecker:
+    """One chain, fed its checkpoint file(s) first, then its segments in order."""
 
-    if not raw.endswith(b"\n"):
-        fail(None, None, "last line is incomplete (torn write)")
-        return
-    try:
-        record: Any = orjson.loads(raw)
-        chain_field = record["chain"]
-        chain_id = str(chain_field["id"])
-        seq = int(chain_field["seq"])
-        prev = str(chain_field["prev"])
-        claimed = str(chain_field["hash"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        fail(None, None, "not a keyledger audit event (unreadable JSON or no chain field)")
-        return
-    if not owner:
-        owner.append(chain_id)
-    elif chain_id != owner[0]:
-        # A forged line claiming another chain would otherwise be checked against that
-        # (empty) chain and pass.
-        fail(
-            report.chains.get(owner[0]),
-            seq,
-            f"belongs to chain {chain_id!r}, but this file holds chain {owner[0]!r}",
-        )
-        return
-    chain = report.chains.setdefault(chain_id, ChainReport(chain_id))
-    if chain.problem is not None:
-        return
-    if orjson.dumps(record) + b"\n" != raw:
-        # The hash covers the parsed event; bytes that parse to it in another way
-        # (duplicate keys, spacing) could show one thing to a reader and another to us.
-        fail(chain, seq, "not as keyledger wrote it (re-encoded, or duplicate keys)")
-    elif event_hash(record) != claimed:
-        fail(chain, seq, "hash mismatch: the event was modified after it was written")
-    elif seq != chain.last_seq + 1:
-        if seq <= chain.last_seq:
-            fail(chain, seq, f"out of order or repeated: expected seq {chain.last_seq + 1}")
-        else:
-            missing = (
-                f"{chain.last_seq + 1}"
-                if seq == chain.last_seq + 2
-                else (f"{chain.last_seq + 1}-{seq - 1}")
+    def __init__(
+        self, report: VerifyReport, chain_id: str, keys: Mapping[str, Ed25519PublicKey] | None
+    ) -> None:
+        self.report = report
+        self.chain = report.chains.setdefault(chain_id, ChainReport(chain_id))
+        self.keys = keys
+        self.filed: dict[int, _Filed] = {}  # by the seq each seals
+        self.last_checkpoint: Checkpoint | None = None
+
+    def fail(self, file: str, line: int, seq: int | None, reason: str) -> None:
+        problem = Problem(file, line, seq, reason)
+        if self.chain.problem is None:
+            self.chain.problem = problem
+            self.report.problems.append(problem)
+
+    # -- the checkpoint file -------------------------------------------------------------
+
+    def load_checkpoint_file(self, path: Path) -> None:
+        file = str(path)
+        for number, raw in _lines(path):
+            if not raw.endswith(b"\n"):
+                self.fail(file, number, None, "last line is incomplete (torn write)")
+                return
+            try:
+                checkpoint = Checkpoint.from_line(raw)
+            except ValueError as exc:
+                self.fail(file, number, None, f"not a checkpoint record: {exc}")
+                return
+            if checkpoint.chain != self.chain.id:
+                self.fail(file, number, checkpoint.seq, f"names chain {checkpoint.chain!r}")
+                return
+            if self.keys is not None and (bad := checkpoint.verify(self.keys)):
+                self.fail(file, number, checkpoint.seq, f"checkpoint {bad}")
+                return
+            known = self.filed.get(checkpoint.seq)
+            if known is not None and known.checkpoint != checkpoint:
+                self.fail(file, number, checkpoint.seq, "two different checkpoints for one seq")
+                return
+            self.filed[checkpoint.seq] = _Filed(checkpoint, file, number)
+
+    # -- the journal ---------------------------------------------------------------------
+
+    def check_segment(self, path: Path, progress: Callable[[int], None] | None) -> None:
+        self.chain.files += 1
+        file = str(path)
+        pending = 0
+        for number, raw in _lines(path):
+            if self.chain.problem is not None:
+                break
+            self._check_line(file, number, raw)
+            if progress is not None:
+                pending += len(raw)
+                if number % _PROGRESS_EVERY == 0:
+                    progress(pending)
+                    pending = 0
+        if progress is not None:
+            progress(pending)
+
+    def _check_line(self, file: str, number: int, raw: bytes) -> None:
+        chain = self.chain
+        if not raw.endswith(b"\n"):
+            self.fail(file, number, None, "last line is incomplete (torn write)")
+            return
+        try:
+            record: Any = orjson.loads(raw)
+            chain_field = record["chain"]
+            chain_id = chain_field["id"]
+            seq = chain_field["seq"]
+            prev = chain_field["prev"]
+            claimed = chain_field["hash"]
+            if not isinstance(seq, int) or not isinstance(claimed, str):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.fail(file, number, None, "not a keyledger audit event (no readable chain field)")
+            return
+        if chain_id != chain.id:
+            # A forged line claiming another chain would otherwise be checked against that
+            # (empty) chain and pass.
+            self.fail(file, number, seq, f"belongs to chain {chain_id!r}, not {chain.id!r}")
+            return
+        if orjson.dumps(record) != raw[:-1]:
+            # The hash covers the parsed event; bytes that parse to it in another way
+            # (duplicate keys, spacing) could show one thing to a reader and another to us.
+            self.fail(
+                file, number, seq, "not as keyledger wrote it (re-encoded, or duplicate keys)"
             )
-            fail(chain, seq, f"gap: seq {missing} missing (deleted events)")
-    elif prev != chain.last_hash:
-        fail(chain, seq, "broken link: prev does not match the hash of the event before it")
-    chain.events += 1
-    chain.last_seq = seq
-    chain.last_hash = claimed
+            return
+        del chain_field["hash"]
+        if hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest() != claimed:
+            self.fail(
+                file, number, seq, "hash mismatch: the event was modified after it was written"
+            )
+            return
+        if seq != chain.last_seq + 1:
+            self.fail(file, number, seq, self._out_of_sequence(seq, number))
+            return
+        if prev != chain.last_hash:
+            self.fail(file, number, seq, "broken link: prev does not match the event before it")
+            return
+        filed = self.filed.get(seq)
+        if filed is not None and filed.checkpoint.hash != claimed:
+            self.fail(
+                file,
+                number,
+                seq,
+                f"differs from what checkpoint {filed.file}:{filed.line} sealed: the journal "
+                "was rewritten from here on",
+            )
+            return
+        if record.get("type") == "checkpoint":
+            self._check_checkpoint_event(file, number, seq, record)
+        elif (sealed := self.filed.get(seq - 1)) is not None:
+            self.fail(
+                file,
+                number,
+                seq,
+                f"checkpoint {sealed.file}:{sealed.line} should follow seq {seq - 1} here: "
+                "it was removed from the journal",
+            )
+            return
+        chain.events += 1
+        chain.last_seq = seq
+        chain.last_hash = claimed
+
+    def _out_of_sequence(self, seq: int, number: int) -> str:
+        expected = self.chain.last_seq + 1
+        if seq < expected:
+            return f"out of order or repeated: expected seq {expected}"
+        missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+        where = " (a whole segment file?)" if number == 1 and self.chain.last_seq else ""
+        return f"gap: seq {missing} missing{where} (deleted events)"
+
+    def _check_checkpoint_event(
+        self, file: str, number: int, seq: int, record: dict[str, Any]
+    ) -> None:
+        try:
+            checkpoint = Checkpoint.from_event(record)
+        except ValueError as exc:
+            self.fail(file, number, seq, str(exc))
+            return
+        chain = self.chain
+        if checkpoint.seq != seq - 1 or checkpoint.hash != chain.last_hash:
+            self.fail(file, number, seq, "checkpoint does not seal the event just before it")
+            return
+        expected = self.last_checkpoint.seal if self.last_checkpoint else None
+        if checkpoint.previous != expected:
+            named = checkpoint.previous.seq if checkpoint.previous else "none"
+            last = expected.seq if expected else "none"
+            self.fail(
+                file,
+                number,
+                seq,
+                f"checkpoint names seq {named} as the previous checkpoint, but the last one "
+                f"sealed seq {last} (checkpoints removed or reordered)",
+            )
+            return
+        if self.keys is not None and (bad := checkpoint.verify(self.keys)):
+            self.fail(file, number, seq, f"checkpoint {bad}")
+            return
+        filed = self.filed.get(checkpoint.seq)
+        if filed is not None and filed.checkpoint != checkpoint:
+            self.fail(file, number, seq, f"differs from checkpoint {filed.file}:{filed.line}")
+            return
+        self.last_checkpoint = checkpoint
+        chain.checkpoints += 1
+        chain.last_checkpoint_seq = seq
+
+    def finish(self) -> None:
+        """Checkpoints the journal never reached: events were cut off its end."""
+        if self.chain.problem is not None:
+            return
+        beyond = [f for seq, f in sorted(self.filed.items()) if seq >= self.chain.last_seq]
+        if beyond:
+            first = beyond[0]
+            self.fail(
+                first.file,
+                first.line,
+                first.checkpoint.seq,
+                f"the checkpoint file seals seq {first.checkpoint.seq}, but the journal ends "
+                f"at seq {self.chain.last_seq}: events were cut off its end",
+            )

@@ -14,7 +14,8 @@ import pytest
 
 from keyledger.proxy.audit.chain import GENESIS
 from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo, ResourceInfo
-from keyledger.proxy.audit.journal import Journal, JournalUnavailable, journal_file
+from keyledger.proxy.audit.journal import Journal, JournalUnavailable
+from keyledger.proxy.audit.segments import segment_path
 from keyledger.proxy.audit.verify import verify_path
 
 CHAIN = "node-1"
@@ -49,7 +50,7 @@ class TestJournal:
         async with running(tmp_path) as journal:
             await journal.append(event(1))
 
-            (line,) = records(journal_file(tmp_path, CHAIN))
+            (line,) = records(segment_path(tmp_path, CHAIN, 1))
 
         assert line["principal"]["id"] == "svc-1"
         assert line["chain"]["seq"] == 1
@@ -61,13 +62,13 @@ class TestJournal:
         async with running(tmp_path) as journal:
             for n in range(3):
                 await journal.append(event(n))
-        last_hash = records(journal_file(tmp_path, CHAIN))[-1]["chain"]["hash"]
+        last_hash = records(segment_path(tmp_path, CHAIN, 1))[-1]["chain"]["hash"]
 
         async with running(tmp_path) as journal:
             assert journal.state.seq == 3
             await journal.append(event(3))
 
-        lines = records(journal_file(tmp_path, CHAIN))
+        lines = records(segment_path(tmp_path, CHAIN, 1))
         assert [r["chain"]["seq"] for r in lines] == [1, 2, 3, 4]
         assert lines[3]["chain"]["prev"] == last_hash
         assert verify_path(tmp_path).ok
@@ -78,7 +79,7 @@ class TestJournal:
             await asyncio.gather(*(journal.append(event(n)) for n in range(500)))
             stats = journal.stats
 
-        lines = records(journal_file(tmp_path, CHAIN))
+        lines = records(segment_path(tmp_path, CHAIN, 1))
         assert [r["chain"]["seq"] for r in lines] == list(range(1, 501))
         assert sorted(r["principal"]["id"] for r in lines) == sorted(f"svc-{n}" for n in range(500))
         assert stats.events == 500
@@ -90,7 +91,7 @@ class TestJournal:
         async with running(tmp_path) as journal:
             await journal.append_many([event(n) for n in range(5)])
 
-        lines = records(journal_file(tmp_path, CHAIN))
+        lines = records(segment_path(tmp_path, CHAIN, 1))
         assert [r["principal"]["id"] for r in lines] == [f"svc-{n}" for n in range(5)]
 
     async def test_torn_tail_is_moved_aside_and_recorded(self, tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ class TestJournal:
         async with running(tmp_path) as journal:
             await journal.append(event(1))
             await journal.append(event(2))
-        path = journal_file(tmp_path, CHAIN)
+        path = segment_path(tmp_path, CHAIN, 1)
         good_size = path.stat().st_size
         torn = path.read_bytes().splitlines(keepends=True)[0][:40]
         with path.open("ab") as handle:
@@ -107,7 +108,7 @@ class TestJournal:
         async with running(tmp_path) as journal:
             await journal.append(event(3))
 
-        aside = tmp_path / f"{CHAIN}.jsonl.torn-{good_size}"
+        aside = path.with_name(f"{path.name}.torn-{good_size}")
         assert aside.read_bytes() == torn
         lines = records(path)
         assert [r["chain"]["seq"] for r in lines] == [1, 2, 3, 4]
@@ -127,7 +128,7 @@ class TestJournal:
         """When the disk refuses the write, append raises and the journal reports unhealthy."""
         directory = tmp_path / "journal"
         directory.mkdir()
-        journal_file(directory, CHAIN).symlink_to("/dev/full")
+        segment_path(directory, CHAIN, 1).symlink_to("/dev/full")
 
         async with running(directory) as journal:
             assert journal.healthy
@@ -168,14 +169,14 @@ class TestJournal:
         async with running(tmp_path) as journal:
             await journal.append(event(1))
         other = Journal(directory=tmp_path, chain_id="node-2")
-        os.replace(journal_file(tmp_path, CHAIN), journal_file(tmp_path, "node-2"))
+        os.replace(segment_path(tmp_path, CHAIN, 1), segment_path(tmp_path, "node-2", 1))
 
         with pytest.raises(JournalUnavailable, match="holds chain 'node-1'"):
             await other.start()
 
     async def test_refuses_a_foreign_last_line(self, tmp_path: Path) -> None:
         """A complete last line that is not a keyledger event stops start-up."""
-        journal_file(tmp_path, CHAIN).write_bytes(b'{"hello": "world"}\n')
+        segment_path(tmp_path, CHAIN, 1).write_bytes(b'{"hello": "world"}\n')
 
         with pytest.raises(JournalUnavailable, match="is not a keyledger event"):
             await Journal(directory=tmp_path, chain_id=CHAIN).start()

@@ -1,0 +1,128 @@
+"""What the journal reads back when it opens: where the chain stands, and what a crash left.
+
+All of it runs once, in a worker thread, before the first request. A crash (``kill -9``,
+power loss) can leave at most one partial line at the end of the current segment or of the
+checkpoint file: it is set aside in a ``.torn-<offset>`` file for inspection, and the chain
+continues from the last complete event, so everything before it still verifies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from keyledger.proxy.audit.chain import ChainState
+from keyledger.proxy.audit.checkpoints import Checkpoint
+
+__all__ = ["Tail", "last_checkpoint_event", "read_tail", "set_torn_tail_aside"]
+
+_BLOCK = 1 << 16
+# How orjson writes the type of a checkpoint event: found without parsing every line.
+_CHECKPOINT_MARK = b'"type":"checkpoint"'
+
+
+class CorruptJournal(RuntimeError):
+    """The journal's last complete line is not a keyledger event of this chain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    state: ChainState  # after the last complete event
+    size: int  # where that event's line ends
+    torn: bytes  # anything after it: a write cut short
+    first_time: str | None  # the time of the file's first event (segment age)
+
+
+def read_tail(fd: int, size: int, path: Path, chain_id: str) -> Tail:
+    """The chain state after the last complete line of an open segment, and any torn tail."""
+    first_time = _first_time(fd) if size else None
+    if size == 0:
+        return Tail(ChainState(chain_id), 0, b"", None)
+    window = _BLOCK
+    while True:
+        start = max(0, size - window)
+        data = os.pread(fd, size - start, start)
+        end = data.rfind(b"\n")  # end of the last complete line
+        body = data[: end + 1]
+        prev_end = body.rfind(b"\n", 0, len(body) - 1)
+        if end >= 0 and (prev_end >= 0 or start == 0):
+            last = body[prev_end + 1 :]
+            break
+        if start == 0:
+            # No complete line at all: everything is torn.
+            return Tail(ChainState(chain_id), 0, data, None)
+        window *= 4
+    try:
+        chain = orjson.loads(last)["chain"]
+        state = ChainState(chain_id, int(chain["seq"]), str(chain["hash"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptJournal(
+            f"the last line of {path.name} is not a keyledger event; run "
+            "`keyledger audit verify` on it and move the file aside"
+        ) from exc
+    if chain.get("id") != chain_id:
+        raise CorruptJournal(f"{path.name} holds chain {chain.get('id')!r}, not {chain_id!r}")
+    return Tail(state, start + end + 1, data[end + 1 :], first_time)
+
+
+def set_torn_tail_aside(path: Path, fd: int, good_size: int, torn: bytes) -> str:
+    """Copy a torn tail next to ``path``, cut it off the file; return the copy's name."""
+    aside = path.with_name(f"{path.name}.torn-{good_size}")
+    aside.write_bytes(torn)
+    os.ftruncate(fd, good_size)
+    os.fsync(fd)
+    return aside.name
+
+
+def last_checkpoint_event(path: Path) -> Checkpoint | None:
+    """The newest checkpoint event in a segment, read backwards block by block."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        end = os.fstat(fd).st_size
+        carry = b""  # the start of a line cut by the block boundary
+        while end > 0:
+            start = max(0, end - _BLOCK)
+            data = os.pread(fd, end - start, start) + carry
+            if start > 0:
+                # Only whole lines are searched; the partial first one waits for the rest
+                # of itself, in the block before.
+                cut = data.find(b"\n") + 1
+                carry, data = data[:cut] if cut else data, data[cut:] if cut else b""
+            mark = data.rfind(_CHECKPOINT_MARK)
+            while mark >= 0:
+                line_start = data.rfind(b"\n", 0, mark) + 1
+                line_end = data.find(b"\n", mark)
+                found = _checkpoint_of(data[line_start : line_end if line_end >= 0 else None])
+                if found is not None:
+                    return found
+                mark = data.rfind(_CHECKPOINT_MARK, 0, line_start)
+            end = start
+        return None
+    finally:
+        os.close(fd)
+
+
+def _checkpoint_of(line: bytes) -> Checkpoint | None:
+    try:
+        record = orjson.loads(line)
+        if record.get("type") != "checkpoint":
+            return None  # the mark sat inside a string of another event
+        return Checkpoint.from_event(record)
+    except (orjson.JSONDecodeError, ValueError, AttributeError):
+        return None
+
+
+def _first_time(fd: int) -> str | None:
+    head = os.pread(fd, 4096, 0)
+    line = head.split(b"\n", 1)[0]
+    try:
+        value = orjson.loads(line)["time"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
