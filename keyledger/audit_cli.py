@@ -1,13 +1,16 @@
 """``keyledger audit ...`` and ``keyledger keys ...``: the security team's tools.
 
 keyledger audit verify SOURCE [--public-key PUB] [--strict]
+keyledger audit tail [SOURCE | --url URL] [-n N] [-f] [--json] [filters]
 keyledger keys generate --out PREFIX
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,166 @@ def _verify_with_progress(source: Path, keys: Any, total: int) -> Any:
         return verify_path(source, public_keys=keys, progress=lambda n: progress.advance(task, n))
 
 
+# -- tail --------------------------------------------------------------------------------
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from keyledger.proxy.audit.filters import filter_from_args
+
+    if (args.source is None) == (args.url is None):
+        raise AuditCliError("give a journal file or folder, or --url of a running keyledger")
+    if args.lines < 0:
+        raise AuditCliError("-n: expected 0 or more")
+    try:
+        filt = filter_from_args(args, datetime.now(UTC))
+    except ValueError as exc:
+        raise AuditCliError(str(exc)) from exc
+    console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
+    printer = _Printer(console, as_json=args.json)
+    if args.url is not None:
+        return asyncio.run(_tail_url(args, filt, printer))
+    source = Path(args.source)
+    if not source.exists():
+        raise AuditCliError(f"{source}: no such file or folder")
+    return asyncio.run(_tail_files(source, filt, args, printer))
+
+
+class _Printer:
+    """One event per line: readable (coloured on a terminal) or JSON."""
+
+    def __init__(self, console: Any, *, as_json: bool) -> None:
+        self._console = console
+        self._json = as_json
+        # rich decides: a terminal, NO_COLOR and FORCE_COLOR are honoured.
+        self._color = console.is_terminal and not console.no_color
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        from keyledger.proxy.audit.render import render_json, render_line
+
+        if self._json:
+            print(render_json(record), flush=True)
+        else:
+            self._console.print(render_line(record, color=self._color))
+
+
+async def _tail_files(source: Path, filt: Any, args: argparse.Namespace, show: _Printer) -> int:
+    from keyledger.proxy.audit.reader import Follower, last_records
+
+    # Start following first: whatever is appended while the last lines are read is then
+    # caught by the follower, and shown once (``_Newer`` drops what was shown already).
+    follower = Follower(source, filt)
+    if args.follow:
+        await asyncio.to_thread(follower.start, at_end=True)
+    newer = _Newer()
+    for record in await asyncio.to_thread(last_records, source, args.lines, filt):
+        if newer(record):
+            show(record)
+    if not args.follow:
+        return 0
+    async for record in follower.records(poll_s=0.25):
+        if newer(record):
+            show(record)
+    return 0
+
+
+class _Newer:
+    """True for an event not yet shown: the newest seq shown per chain."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, record: Mapping[str, Any]) -> bool:
+        chain = record.get("chain") or {}
+        chain_id, seq = str(chain.get("id")), chain.get("seq")
+        if not isinstance(seq, int):
+            return True
+        if seq <= self._seen.get(chain_id, 0):
+            return False
+        self._seen[chain_id] = seq
+        return True
+
+
+async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
+    import ssl
+
+    import aiohttp
+    import orjson
+
+    token = _admin_token(args)
+    params: list[tuple[str, str]] = [("last", str(args.lines))]
+    for name in ("principal", "secret", "action", "effect", "protocol", "type"):
+        params += [(name, value) for value in getattr(args, name) or ()]
+    # Ages (--since 15m) are read here, against this clock, not the server's.
+    params += [
+        (name, getattr(filt, name).isoformat())
+        for name in ("since", "until")
+        if getattr(filt, name)
+    ]
+    url = args.url.rstrip("/") + "/v1/audit/stream"
+    context = ssl.create_default_context(cafile=args.cacert) if args.cacert else None
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=None)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(
+                url,
+                params=params,
+                headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+                ssl=context if context is not None else True,
+            ) as response,
+        ):
+            if response.status != 200:
+                body = await response.text()
+                raise AuditCliError(f"{url}: HTTP {response.status}: {body.strip()[:300]}")
+            async for event, data in _server_sent_events(response.content):
+                if event == "audit":
+                    show(orjson.loads(data))
+                elif event == "replayed" and not args.follow:
+                    return 0
+                elif event == "dropped":
+                    reason = orjson.loads(data).get("reason", "")
+                    print(f"keyledger: the server dropped this stream: {reason}", file=sys.stderr)
+                    return 1
+    except aiohttp.ClientError as exc:
+        raise AuditCliError(f"{url}: {exc}") from exc
+    return 0
+
+
+async def _server_sent_events(stream: Any) -> AsyncIterator[tuple[str, bytes]]:
+    """(event name, data) pairs of a text/event-stream body."""
+    event, data = "message", b""
+    async for raw in stream:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield event, data
+            event, data = "message", b""
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            data += line[5:].lstrip(b" ")
+
+
+def _admin_token(args: argparse.Namespace) -> str:
+    import os
+
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise AuditCliError(f"--token-file {args.token_file}: {exc.strerror}") from exc
+    token = os.environ.get("KEYLEDGER_ADMIN_TOKEN")
+    if not token:
+        raise AuditCliError(
+            "--url needs the admin token: --token-file FILE or KEYLEDGER_ADMIN_TOKEN"
+        )
+    return token
+
+
 # -- keys --------------------------------------------------------------------------------
 
 
@@ -167,6 +330,32 @@ def add_audit_parser(sub: Any) -> None:
         help="show a progress bar (default: on a terminal, for inputs over 16 MiB)",
     )
     verify.set_defaults(func=cmd_verify)
+    _add_tail_parser(audit_sub)
+
+
+def _add_tail_parser(audit_sub: Any) -> None:
+    from keyledger.proxy.audit.filters import add_filter_arguments
+
+    tail = audit_sub.add_parser(
+        "tail",
+        help="show the last events, and follow new ones",
+        description="Print the last N audit events (default 10), oldest first, one "
+        "readable line each (coloured on a terminal; NO_COLOR turns colour off), or JSON "
+        "lines with --json. -f keeps following: from the journal files (rotation "
+        "included), or from a running keyledger's admin stream with --url. Names and user "
+        "agents are shown with control characters escaped.",
+    )
+    tail.add_argument("source", nargs="?", metavar="SOURCE", help="a journal file or folder")
+    tail.add_argument("--url", help="a running keyledger's admin API (http://127.0.0.1:9090)")
+    tail.add_argument(
+        "--token-file", metavar="FILE", help="admin token for --url (else KEYLEDGER_ADMIN_TOKEN)"
+    )
+    tail.add_argument("--cacert", metavar="PEM", help="CA bundle to trust for an https --url")
+    tail.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="last N (10)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line (for jq)")
+    add_filter_arguments(tail)
+    tail.set_defaults(func=cmd_tail)
 
 
 def add_keys_parser(sub: Any) -> None:

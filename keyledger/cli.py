@@ -22,7 +22,13 @@ from typing import Any
 
 from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
-from keyledger.proxy.config import Config, ConfigError, load_config, parse_listen
+from keyledger.proxy.config import (
+    Config,
+    ConfigError,
+    is_loopback_host,
+    load_config,
+    parse_listen,
+)
 
 __all__ = ["main"]
 
@@ -74,6 +80,7 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
     # Everything loaded so far (botocore's service models above all) lives until exit:
     # keep it out of the collector's way, so collections scan only per-request garbage.
     gc.freeze()
+    cleanups: list[Callable[[], Coroutine[Any, Any, None]]] = []
     try:
         site = web.TCPSite(runner, listen.host, listen.port, ssl_context=context, backlog=1024)
         try:
@@ -85,6 +92,9 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
             url=f"{'https' if context else 'http'}://{listen.host}:{listen.port}",
             config=config.source,
         )
+        if config.admin is not None:
+            admin_runner = await _start_admin(config, app, context)
+            cleanups.append(admin_runner.cleanup)
         if on_ready is not None:
             on_ready()
         stop = asyncio.Event()
@@ -93,7 +103,48 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
         await stop.wait()
         log.info("stopping")
     finally:
+        # The admin API first: its streams end before the journal they read closes.
+        for cleanup in reversed(cleanups):
+            await cleanup()
         await runner.cleanup()
+
+
+async def _start_admin(config: Config, app: Any, context: ssl.SSLContext | None) -> Any:
+    import structlog
+    from aiohttp import web
+
+    from keyledger.proxy.admin import AdminError, load_admin_token, make_admin_app
+    from keyledger.proxy.app import BROADCASTER
+
+    admin = config.admin
+    assert admin is not None
+    try:
+        token = load_admin_token(admin)
+    except AdminError as exc:
+        raise CliError(str(exc)) from exc
+    if context is None and not is_loopback_host(admin.host) and not config.listen.allow_plaintext:
+        raise CliError(
+            f"refusing a plain-HTTP admin API on {admin.host}: the audit stream names who read "
+            "what. Configure tls, or set allow_plaintext: true behind a TLS-terminating proxy"
+        )
+    admin_app = make_admin_app(
+        token=token, broadcaster=app[BROADCASTER], journal_dir=config.audit.journal
+    )
+    runner = web.AppRunner(admin_app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, admin.host, admin.port, ssl_context=context)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CliError(
+            f"admin API: cannot listen on {admin.host}:{admin.port}: {exc.strerror}"
+        ) from exc
+    scheme = "https" if context else "http"
+    structlog.get_logger("keyledger").info(
+        "admin_listening", url=f"{scheme}://{admin.host}:{admin.port}"
+    )
+    return runner
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

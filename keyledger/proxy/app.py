@@ -24,6 +24,8 @@ from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Checkpointing, Journal, Rotation
+from keyledger.proxy.audit.minimise import Minimiser
+from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.config import Config, read_key
@@ -35,6 +37,7 @@ from keyledger.proxy.reload import PolicyReloader, load_policy
 from keyledger.proxy.wire import WireRequest, caller_text
 
 __all__ = [
+    "BROADCASTER",
     "CONFIG",
     "GATEWAY",
     "JOURNAL",
@@ -54,6 +57,7 @@ BACKEND = web.AppKey("backend", Backend)
 GATEWAY = web.AppKey("gateway", Gateway)
 TRANSPORT = web.AppKey("transport", AiohttpTransport)
 RELOADER = web.AppKey("reloader", PolicyReloader)
+BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
 
 
 class StartupError(RuntimeError):
@@ -185,16 +189,22 @@ async def make_app(config: Config) -> web.Application:
         )
     except ValueError as exc:  # PolicyError, IdentityError
         raise StartupError(str(exc)) from exc
-    fingerprint = Fingerprinter(load_fingerprint_key(config))
+    fingerprint_key = load_fingerprint_key(config)
+    fingerprint = Fingerprinter(fingerprint_key)
     transport = AiohttpTransport(timeout_s=config.backends[config.aws_backend].timeout_s)
     backend = _make_backend(config, config.aws_backend, transport)
     audit = config.audit
+    broadcaster = AuditBroadcaster(backlog=config.admin.stream_backlog if config.admin else 10_000)
     journal = Journal(
         directory=audit.journal,
         chain_id=audit.chain_id,
         fsync=audit.fsync,
         rotation=Rotation(max_bytes=audit.rotate_max_bytes, max_age_s=audit.rotate_max_age_s),
         checkpoints=load_checkpointing(config),
+        on_durable=broadcaster.publish,
+        minimise=None
+        if audit.minimise.keeps_everything
+        else Minimiser(audit.minimise, key=fingerprint_key),
     )
     gateway = Gateway(
         frontend=AwsFrontend(backend=config.aws_backend),
@@ -211,6 +221,7 @@ async def make_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[POLICIES] = policies
     app[JOURNAL] = journal
+    app[BROADCASTER] = broadcaster
     app[BACKEND] = backend
     app[TRANSPORT] = transport
     app[GATEWAY] = gateway

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
+from keyledger.proxy.audit.minimise import IpHandling, MinimiseConfig
 
 __all__ = [
+    "AdminConfig",
     "AuditConfig",
     "BackendConfig",
     "CheckpointConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "LimitsConfig",
     "ListenConfig",
     "LoggingConfig",
+    "is_loopback_host",
     "load_config",
     "parse_duration",
     "parse_listen",
@@ -52,10 +55,14 @@ class ListenConfig:
 
     @property
     def is_loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host == "localhost"
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +106,7 @@ class AuditConfig:
     rotate_max_bytes: int | None = 64 << 20
     rotate_max_age_s: float | None = 24 * 3600.0
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    minimise: MinimiseConfig = field(default_factory=MinimiseConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +120,18 @@ class LimitsConfig:
 class PolicyReloadConfig:
     watch: bool = True  # poll the policy files; SIGHUP reloads either way
     interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminConfig:
+    """The admin API: its own listener, never the data plane's, behind a bearer token."""
+
+    host: str = "127.0.0.1"
+    port: int = 9090
+    token_env: str | None = "KEYLEDGER_ADMIN_TOKEN"  # noqa: S105 (a variable's name)
+    token_file: Path | None = None
+    # Events a stream reader may fall behind before it is dropped.
+    stream_backlog: int = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +150,7 @@ class Config:
     aws_backend: str  # the backend the AWS wire protocol is served from
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    admin: AdminConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<built-in>"
 
@@ -258,6 +279,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "frontends",
         "audit",
         "limits",
+        "admin",
         "logging",
     )
 
@@ -339,6 +361,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "fingerprint_key_file",
         "rotate",
         "checkpoints",
+        "minimise",
     )
     rotate = audit_section.section("rotate")
     rotate.allow_only("max_bytes", "max_age")
@@ -362,6 +385,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     if not 0.01 <= checkpoints.every_s <= 86400:
         raise cp._fail("every", "expected 10ms to 24h")
     audit = AuditConfig(
+        minimise=_parse_minimise(audit_section.section("minimise")),
         rotate_max_bytes=max_bytes or None,
         rotate_max_age_s=max_age or None,
         checkpoints=checkpoints,
@@ -382,6 +406,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         max_clock_skew_s=limits_section.get("max_clock_skew_s", int, 300),
     )
 
+    admin = _parse_admin(root, listen) if doc.get("admin") is not None else None
+
     logging_section = root.section("logging")
     logging_section.allow_only("format", "level")
     log_format = logging_section.get("format", str, "json")
@@ -398,6 +424,49 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         aws_backend=aws_backend,
         audit=audit,
         limits=limits,
+        admin=admin,
         logging=logging,
         source=source,
+    )
+
+
+def _parse_minimise(section: _Section) -> MinimiseConfig:
+    section.allow_only("user_agent", "source_ip", "principal_attributes")
+    user_agent = section.get("user_agent", str, "keep")
+    if user_agent not in ("keep", "drop"):
+        raise section._fail("user_agent", "expected keep or drop")
+    choices = [h.value for h in IpHandling]
+    source_ip = section.get("source_ip", str, "keep")
+    if source_ip not in choices:
+        raise section._fail("source_ip", f"expected one of {', '.join(choices)}")
+    names = section.data.get("principal_attributes")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        raise section._fail("principal_attributes", "expected a list of attribute names")
+    return MinimiseConfig(
+        user_agent=user_agent == "keep",
+        source_ip=IpHandling(source_ip),
+        principal_attributes=None if names is None else frozenset(names),
+    )
+
+
+def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig:
+    section = root.section("admin")
+    section.allow_only("listen", "token_env", "token_file", "stream_backlog")
+    try:
+        host, port = parse_listen(section.get("listen", str, "127.0.0.1:9090"))
+    except ValueError as exc:
+        raise section._fail("listen", str(exc)) from None
+    if port == data_plane.port and port != 0:
+        raise section._fail("listen", "the admin API needs a port of its own, not the data plane's")
+    backlog = section.get("stream_backlog", int, 10_000)
+    if not 10 <= backlog <= 1_000_000:
+        raise section._fail("stream_backlog", "expected 10 to 1000000 events")
+    return AdminConfig(
+        host=host,
+        port=port,
+        token_env=section.get("token_env", str, "KEYLEDGER_ADMIN_TOKEN"),
+        token_file=section.optional_path("token_file"),
+        stream_backlog=backlog,
     )

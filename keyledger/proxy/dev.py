@@ -22,6 +22,7 @@ from keyledger.policies import example_policy_dir
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth.identities import IdentityStore
 from keyledger.proxy.config import (
+    AdminConfig,
     AuditConfig,
     BackendConfig,
     CheckpointConfig,
@@ -100,6 +101,7 @@ def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
     keys = var / "keys"
     identity_key = _key_file(keys / "identity.key", Fernet.generate_key)
     _key_file(keys / "fingerprint.key", lambda: secrets.token_hex(32).encode())
+    _key_file(keys / "admin.token", lambda: secrets.token_hex(24).encode())
     if not (keys / "checkpoint.key").exists():
         generate_key_pair(keys / "checkpoint")
 
@@ -139,6 +141,7 @@ def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
             fingerprint_key_file=keys / "fingerprint.key",
             checkpoints=CheckpointConfig(key_file=keys / "checkpoint.key"),
         ),
+        admin=AdminConfig(host=host, port=port + 1 if port else 0, token_file=keys / "admin.token"),
         logging=LoggingConfig(format="console"),
         source="--dev",
     )
@@ -159,6 +162,8 @@ def banner(env: DevEnvironment, *, var_display: str) -> str:
     """What a newcomer needs to call the dev proxy, ready to paste."""
     listen = env.config.listen
     endpoint = f"http://{listen.host}:{listen.port}"
+    admin = env.config.admin
+    admin_url = f"http://{admin.host}:{admin.port}" if admin else "-"
     q = shlex.quote
     return f"""
 keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
@@ -176,7 +181,8 @@ Try it from another terminal:
   set -a; . {var_display}/dev.env; set +a
   aws secretsmanager get-secret-value --secret-id staging/db/password
   aws secretsmanager get-secret-value --secret-id prod/payments/api-key   # denied by policy
-  keyledger audit tail {var_display}/audit -f
+  keyledger audit tail {var_display}/audit -f            # or, from the admin API:
+  keyledger audit tail --url {admin_url} --token-file {var_display}/keys/admin.token -f
   keyledger audit verify {var_display}/audit --public-key {var_display}/keys/checkpoint.pub
 
 Or in one line, without the env file:

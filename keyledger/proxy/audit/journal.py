@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +108,8 @@ class Journal:
         fsync: bool = True,
         rotation: Rotation | None = None,
         checkpoints: Checkpointing | None = None,
+        on_durable: Callable[[Sequence[bytes]], None] | None = None,
+        minimise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.directory = directory
         self.chain_id = validate_chain_id(chain_id)
@@ -116,6 +118,10 @@ class Journal:
         self._fsync = fsync
         self._rotation = rotation or Rotation()
         self._checkpointing = checkpoints
+        # Told each batch of lines once durable (the live audit stream); must not block.
+        self._on_durable = on_durable
+        # Drops or masks personal fields before an event is sealed (audit.minimise).
+        self._minimise = minimise
         self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
         self._fd = -1
         self._segment = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
@@ -126,6 +132,7 @@ class Journal:
         # Requests written since the fsync in flight started wait on this future.
         self._next_sync: asyncio.Future[None] | None = None
         self._next_sync_events = 0
+        self._next_sync_lines: list[bytes] = []
         self._syncer: asyncio.Task[None] | None = None
         # Bumped by every rewind: an fsync in flight across one proves nothing.
         self._rewinds = 0
@@ -271,7 +278,10 @@ class Journal:
         lines = []
         try:
             for event in events:
-                line, state = seal(event.to_record(), state)
+                record = event.to_record()
+                if self._minimise is not None:
+                    record = self._minimise(record)
+                line, state = seal(record, state)
                 lines.append(line)
             settings = self._checkpointing
             if settings is not None:
@@ -293,12 +303,14 @@ class Journal:
         self._written = _Mark(state, mark.size + len(data), newest)
         if not self._fsync:
             # Without fsync, "durable" means handed to the kernel.
-            self._mark_durable(self._written, len(lines))
+            self._mark_durable(self._written, lines)
             await self._file_checkpoints()
             return
         if self._next_sync is None:
             self._next_sync = asyncio.get_running_loop().create_future()
         self._next_sync_events += len(lines)
+        if self._on_durable is not None:
+            self._next_sync_lines += lines
         if self._syncer is None or self._syncer.done():
             self._syncer = asyncio.create_task(self._sync_loop(), name="keyledger-journal-fsync")
         # Shielded: one caller going away must not cancel the fsync everyone shares.
@@ -318,12 +330,18 @@ class Journal:
         line, state = seal(event.to_record(), state)
         return signed, line, state
 
-    def _mark_durable(self, mark: _Mark, events: int) -> None:
-        """Everything up to ``mark`` is now safe."""
+    def _mark_durable(self, mark: _Mark, lines: Sequence[bytes], events: int = 0) -> None:
+        """Everything up to ``mark`` is now safe; ``lines`` (or ``events``) just became so."""
         before = self._durable.checkpoint
         self._durable = mark
         self.healthy = True
-        self.stats.events += events
+        self.stats.events += events or len(lines)
+        if self._on_durable is not None and lines:
+            try:
+                self._on_durable(lines)
+            except Exception:
+                # A reader's problem never touches the journal.
+                log.exception("audit_stream_publish_failed")
         if self._fsync:
             self.stats.fsyncs += 1
         if mark.checkpoint is not None and mark.checkpoint is not before:
@@ -335,8 +353,8 @@ class Journal:
     async def _sync_loop(self) -> None:
         """fsync until nobody is waiting; each round covers everything written before it."""
         while self._next_sync is not None:
-            waiting, events = self._next_sync, self._next_sync_events
-            self._next_sync, self._next_sync_events = None, 0
+            waiting, events, lines = self._next_sync, self._next_sync_events, self._next_sync_lines
+            self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
             mark, rewinds = self._written, self._rewinds
             try:
                 await asyncio.to_thread(os.fsync, self._fd)
@@ -351,7 +369,7 @@ class Journal:
                 # A failed write rewound the file under this fsync: its lines are gone.
                 waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
                 continue
-            self._mark_durable(mark, events)
+            self._mark_durable(mark, lines, events)
             waiting.set_result(None)
             await self._file_checkpoints()
 
@@ -395,7 +413,7 @@ class Journal:
             self._next_sync.set_exception(
                 JournalUnavailable("the audit journal could not be written")
             )
-            self._next_sync, self._next_sync_events = None, 0
+            self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
 
     async def _tick(self) -> None:
         """Seal a quiet chain: a checkpoint at least every ``every_s`` while events arrive."""
@@ -454,9 +472,8 @@ class Journal:
             self._rotating = None
         os.close(self._fd)
         self._fd, self._segment, self._segment_born = fd, new, time.time()
-        mark = _Mark(state, len(line), self._durable.checkpoint)
-        self._written = self._durable = mark
-        self.stats.events += 1
+        self._written = _Mark(state, len(line), self._durable.checkpoint)
+        self._mark_durable(self._written, [line])
         self.stats.rotations += 1
         log.info("journal_rotated", path=str(new.path), reason=reason, first_seq=new.first_seq)
 

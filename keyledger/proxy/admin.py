@@ -1,0 +1,160 @@
+"""The admin API: its own aiohttp Application on its own listener, behind a bearer token.
+
+GET /v1/audit/stream   Server-Sent Events: the durable audit events, live, filtered by the
+                       query (principal, secret, action, effect, protocol, type, since,
+                       until); ``last=N`` first replays the last N matching events.
+
+Frames: ``event: audit`` with ``id: <chain>:<seq>`` and the journal line as ``data``;
+``event: replayed`` once the ``last=N`` replay is done; ``event: dropped`` before the
+server disconnects a reader that fell ``stream_backlog`` events behind. A comment line
+every 15 s keeps idle connections (and the proxies between) open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from keyledger.proxy.audit.filters import filter_from_query
+from keyledger.proxy.audit.reader import last_records
+from keyledger.proxy.audit.stream import AuditBroadcaster
+from keyledger.proxy.config import AdminConfig, read_key
+
+__all__ = ["AdminError", "load_admin_token", "make_admin_app"]
+
+log = structlog.get_logger("keyledger.admin")
+
+BROADCASTER = web.AppKey("admin_broadcaster", AuditBroadcaster)
+JOURNAL_DIR = web.AppKey("journal_dir", Path)
+
+_MAX_REPLAY = 10_000
+_KEEPALIVE_S = 15.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminError(RuntimeError):
+    """The admin API cannot start; the message says what to fix."""
+
+
+def load_admin_token(admin: AdminConfig) -> bytes:
+    try:
+        token = read_key(env=admin.token_env, file=admin.token_file)
+    except OSError as exc:
+        raise AdminError(
+            f"cannot read admin.token_file {admin.token_file}: {exc.strerror}"
+        ) from exc
+    if token is None:
+        raise AdminError(
+            f"the admin API needs a token: set {admin.token_env} or admin.token_file "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if len(token) < 16:
+        raise AdminError("the admin token must be at least 16 characters")
+    return token
+
+
+def _json_error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _require_token(token: bytes) -> Any:
+    expected = b"Bearer " + token
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode()
+        # Constant time: the comparison must not tell how much of a guess was right.
+        if not hmac.compare_digest(given, expected):
+            log.warning("admin_unauthorised", path=request.path, remote=request.remote)
+            return _json_error(
+                401,
+                "missing or wrong admin token",
+                **{"WWW-Authenticate": 'Bearer realm="keyledger-admin"'},
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def make_admin_app(
+    *, token: bytes, broadcaster: AuditBroadcaster, journal_dir: Path
+) -> web.Application:
+    app = web.Application(middlewares=[_require_token(token)])
+    app[BROADCASTER] = broadcaster
+    app[JOURNAL_DIR] = journal_dir
+    app.router.add_get("/v1/audit/stream", audit_stream)
+    app.on_shutdown.append(_close_streams)
+    return app
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[BROADCASTER].close()
+
+
+async def audit_stream(request: web.Request) -> web.StreamResponse:
+    broadcaster = request.app[BROADCASTER]
+    try:
+        filt = filter_from_query(request.query, datetime.now(UTC))
+        replay = int(request.query.get("last", "0"))
+        if not 0 <= replay <= _MAX_REPLAY:
+            raise ValueError(f"query parameter 'last': expected 0 to {_MAX_REPLAY}")
+    except ValueError as exc:
+        return _json_error(400, str(exc))
+
+    # Subscribe before reading the replay, so nothing written meanwhile falls in between.
+    subscription = broadcaster.subscribe(filt)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass events on as they come
+        }
+    )
+    try:
+        await response.prepare(request)
+        sent: dict[str, int] = {}  # newest seq sent per chain: the replay and live overlap
+        if replay:
+            journal_dir = request.app[JOURNAL_DIR]
+            records = await asyncio.to_thread(last_records, journal_dir, replay, filt)
+            for record in records:
+                await response.write(_frame(record, orjson.dumps(record), sent))
+            await response.write(b"event: replayed\ndata: {}\n\n")
+        while not subscription.closed:
+            batch = await subscription.next_batch(_KEEPALIVE_S)
+            if subscription.dropped:
+                reason = f"the reader fell more than {subscription.limit} events behind"
+                await response.write(
+                    b"event: dropped\ndata: " + orjson.dumps({"reason": reason}) + b"\n\n"
+                )
+                log.warning("audit_stream_reader_dropped", remote=request.remote)
+                break
+            if not batch:
+                await response.write(b": keep-alive\n\n")
+                continue
+            frames = b"".join(_frame(record, line.rstrip(b"\n"), sent) for record, line in batch)
+            await response.write(frames)
+    except ConnectionResetError:
+        pass  # the reader left
+    finally:
+        broadcaster.unsubscribe(subscription)
+    return response
+
+
+def _frame(record: dict[str, Any], data: bytes, sent: dict[str, int]) -> bytes:
+    chain = record.get("chain") or {}
+    chain_id, seq = str(chain.get("id")), chain.get("seq")
+    if isinstance(seq, int):
+        if seq <= sent.get(chain_id, 0):
+            return b""
+        sent[chain_id] = seq
+    # orjson escapes newlines inside strings: one event is always one data line.
+    return f"id: {chain_id}:{seq}\nevent: audit\ndata: ".encode() + data + b"\n\n"

@@ -1,0 +1,352 @@
+"""Reading a journal back: every event, the last few, or new ones as they are written.
+
+A SOURCE is a journal file or a folder of them (see :mod:`segments`). Each chain is read
+in seq order, segment after segment; chains are merged by event time, so the output of
+several replicas reads as one timeline. Readers never check hashes (``audit verify`` does)
+and never stop on a bad line: a line that is not a JSON object -- typically the torn last
+line of a journal whose writer crashed -- is skipped.
+
+- :func:`iter_records` streams everything that matches, oldest first.
+- :func:`last_records` reads only the end of each chain, backwards, for ``tail -n``.
+- :func:`follow` polls file sizes and yields events as they are appended, across
+  rotation into new segments and new chains appearing in a folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import os
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from keyledger.proxy.audit.filters import EventFilter
+from keyledger.proxy.audit.segments import CHECKPOINT_SUFFIX, chain_segments, discover
+
+__all__ = ["Follower", "follow", "iter_records", "last_records"]
+
+Record = dict[str, Any]
+
+_BLOCK = 1 << 16  # backwards reads, and the unit follow() reads in
+_FOLLOW_BUDGET = 1 << 22  # bytes one poll reads per file before yielding to the loop
+_EVERYTHING = EventFilter()
+
+
+def _require(source: Path) -> None:
+    if not source.exists():
+        raise FileNotFoundError(f"no journal file or folder at {source}")
+
+
+def _parse(line: bytes) -> Record | None:
+    """One journal line as a dict, or None for anything else (a torn line, garbage)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _time_key(record: Record) -> str:
+    time = record.get("time")
+    return time if isinstance(time, str) else ""
+
+
+def _merge(streams: list[Iterable[Record]]) -> Iterator[Record]:
+    """Chains merged by time; ties keep chain order, so every reader agrees on one order."""
+    if len(streams) == 1:
+        return iter(streams[0])
+    return heapq.merge(*streams, key=_time_key)
+
+
+# -- everything ---------------------------------------------------------------------------
+
+
+def iter_records(source: Path, filt: EventFilter = _EVERYTHING) -> Iterator[Record]:
+    """Every event under ``source`` that ``filt`` matches, oldest first.
+
+    Raises FileNotFoundError if ``source`` does not exist; files that are not journals
+    (and checkpoint files) are left out.
+    """
+    _require(source)
+    files = discover(source)
+    streams: list[Iterable[Record]] = [
+        _chain_records([s.path for s in segments], filt) for segments in files.segments.values()
+    ]
+    yield from _merge(streams)
+
+
+def _chain_records(paths: list[Path], filt: EventFilter) -> Iterator[Record]:
+    matches = filt.matches
+    for path in paths:
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            continue  # removed (e.g. expired) since it was found
+        with handle:
+            for line in handle:
+                record = _parse(line)
+                if record is not None and matches(record):
+                    yield record
+
+
+# -- the last few -------------------------------------------------------------------------
+
+
+def last_records(source: Path, n: int, filt: EventFilter = _EVERYTHING) -> list[Record]:
+    """The last ``n`` events that ``filt`` matches, oldest first.
+
+    Reads each chain from its end, backwards in 64 KiB blocks, and stops as soon as that
+    chain has given ``n`` matches, so the cost follows ``n`` rather than the journal size
+    (unless few events match). The result is the tail of :func:`iter_records`.
+    """
+    _require(source)
+    if n <= 0:
+        return []
+    files = discover(source)
+    streams: list[Iterable[Record]] = []
+    for segments in files.segments.values():
+        found: list[Record] = []
+        for segment in reversed(segments):
+            for line in _lines_backwards(segment.path):
+                record = _parse(line)
+                if record is not None and filt.matches(record):
+                    found.append(record)
+                    if len(found) == n:
+                        break
+            if len(found) == n:
+                break
+        found.reverse()
+        streams.append(found)
+    merged = list(_merge(streams))
+    return merged[-n:]
+
+
+def _lines_backwards(path: Path, block: int = _BLOCK) -> Iterator[bytes]:
+    """The lines of ``path``, last first, read in blocks from the end."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        rest = b""  # the start of a line whose beginning lies in an earlier block
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            data = handle.read(position - start) + rest
+            position = start
+            lines = data.split(b"\n")
+            rest = lines[0]
+            for line in reversed(lines[1:]):
+                if line:
+                    yield line
+        if rest:
+            yield rest
+
+
+# -- following ----------------------------------------------------------------------------
+
+
+async def follow(
+    source: Path,
+    filt: EventFilter = _EVERYTHING,
+    *,
+    poll_s: float = 0.25,
+    start_at_end: bool = True,
+) -> AsyncGenerator[Record, None]:
+    """Yield events matching ``filt`` as they are appended under ``source``, forever.
+
+    Polls file sizes every ``poll_s`` seconds (no inotify). With ``start_at_end`` only
+    events written from now on are yielded; otherwise everything already there comes
+    first. A line is yielded once its newline is written. When a chain rotates into a new
+    segment, the old one is read to its end first; a chain appearing in a folder is read
+    from its start; a file cut shorter (a torn tail set aside at start-up) is read on
+    from its new end. Events found in one poll are merged by time across chains.
+
+    If ``source`` is a file, its chain's later segments in the same folder are followed
+    too. Raises FileNotFoundError if ``source`` does not exist. Files are read in a worker
+    thread, at most a few MiB per file at a time.
+    """
+    _require(source)
+    follower = Follower(source, filt)
+    await asyncio.to_thread(follower.start, at_end=start_at_end)
+    async for record in follower.records(poll_s=poll_s):
+        yield record
+
+
+@dataclass(slots=True)
+class _Tail:
+    """Where one chain is being read: its segments by first seq, and the current one."""
+
+    paths: dict[int, Path] = field(default_factory=dict)
+    current: int = 0  # first seq of the segment being read
+    offset: int = 0  # just after the last complete line read from it
+    inode: int | None = None  # of the current segment, once read
+
+
+class Follower:
+    """What :func:`follow` knows between polls; used by one worker thread at a time.
+
+    For callers that must know where following starts before reading anything else
+    (``audit tail -n N -f``): call :meth:`start` (in a thread), then read the last events,
+    then iterate :meth:`records`; nothing appended in between is missed.
+    """
+
+    def __init__(self, source: Path, filt: EventFilter) -> None:
+        self._source = source
+        self._filt = filt
+        self._chains: dict[str, _Tail] = {}
+        self._known: set[Path] = set()  # files already classified as segments
+        # Files that were empty or did not start with an event, by their size then: looked
+        # at again only once they change (a first line still being written).
+        self._pending: dict[Path, int] = {}
+
+    def start(self, *, at_end: bool) -> None:
+        self._discover(at_end=at_end)
+
+    async def records(self, *, poll_s: float = 0.25) -> AsyncGenerator[Record, None]:
+        """New matching events as they are appended, forever (after :meth:`start`)."""
+        while True:
+            records, more = await asyncio.to_thread(self.poll)
+            for record in records:
+                yield record
+            if not more:
+                await asyncio.sleep(poll_s)
+
+    def poll(self) -> tuple[list[Record], bool]:
+        """New matching events (merged by time) and whether more is waiting to be read."""
+        # New files first: a segment appears only once the one before it is complete, so
+        # having seen it, the current one can be read to its end and left behind.
+        self._discover(at_end=False)
+        streams: list[Iterable[Record]] = []
+        more = False
+        for tail in self._chains.values():
+            records, unfinished = self._read_chain(tail)
+            streams.append(records)
+            more = more or unfinished
+        return list(_merge(streams)), more
+
+    # Finding files.
+
+    def _candidates(self) -> list[Path]:
+        source = self._source
+        if source.is_dir():
+            return sorted(
+                p for p in source.rglob("*.jsonl") if not p.name.endswith(CHECKPOINT_SUFFIX)
+            )
+        paths = [source]
+        for chain in self._chains:
+            # A file's chain goes on in the next segments beside it.
+            paths.extend(s.path for s in chain_segments(source.parent, chain))
+        return paths
+
+    def _discover(self, *, at_end: bool) -> None:
+        """Classify files not seen before; start chains not seen before."""
+        new: dict[str, dict[int, Path]] = {}
+        for path in self._candidates():
+            if path in self._known:
+                continue
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if self._pending.get(path) == size:
+                continue
+            found = discover(path)
+            if not found.segments:
+                self._pending[path] = size
+                continue
+            self._pending.pop(path, None)
+            self._known.add(path)
+            for chain, segments in found.segments.items():
+                for segment in segments:
+                    new.setdefault(chain, {}).setdefault(segment.first_seq, segment.path)
+        for chain, paths in new.items():
+            tail = self._chains.get(chain)
+            if tail is not None:
+                # More segments of a chain being read: later ones are read in turn, earlier
+                # ones (copies of history) never.
+                for first_seq, path in paths.items():
+                    tail.paths.setdefault(first_seq, path)
+            elif at_end:
+                # History: start after the last complete line of the newest segment.
+                last = max(paths)
+                self._chains[chain] = _Tail(
+                    paths, current=last, offset=_end_of_last_line(paths[last])
+                )
+            else:
+                self._chains[chain] = _Tail(paths, current=min(paths))
+
+    # Reading.
+
+    def _read_chain(self, tail: _Tail) -> tuple[list[Record], bool]:
+        out: list[Record] = []
+        matches = self._filt.matches
+        budget = _FOLLOW_BUDGET
+        while True:
+            later = [seq for seq in tail.paths if seq > tail.current]
+            data, budget = self._read_new(tail, budget)
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].split(b"\n"):
+                record = _parse(line) if line else None
+                if record is not None and matches(record):
+                    out.append(record)
+            tail.offset += end
+            if budget <= 0:
+                return out, True
+            if not later:
+                return out, False
+            # Read to its end (checked after the later one was seen): any bytes left
+            # without a newline are torn and will never be completed.
+            tail.current, tail.offset, tail.inode = min(later), 0, None
+
+    def _read_new(self, tail: _Tail, budget: int) -> tuple[bytes, int]:
+        """The bytes after ``tail.offset`` in the current segment, up to about ``budget``."""
+        path = tail.paths[tail.current]
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return b"", budget  # removed: nothing more will come from it
+        with handle:
+            stat = os.fstat(handle.fileno())
+            if tail.inode is None:
+                tail.inode = stat.st_ino
+            elif stat.st_ino != tail.inode:
+                tail.offset, tail.inode = 0, stat.st_ino  # replaced: a new file, read it all
+            if stat.st_size < tail.offset:
+                # Cut shorter (a torn tail set aside, a failed write rewound): what was read
+                # stands; go on after the last complete line that is still there.
+                tail.offset = _end_of_last_line(path, stat.st_size)
+            if stat.st_size == tail.offset:
+                return b"", budget
+            handle.seek(tail.offset)
+            data = handle.read(min(stat.st_size - tail.offset, budget))
+            if len(data) == budget and b"\n" not in data:
+                # One line longer than the budget: take it whole, once it is whole.
+                data += handle.readline()
+                if not data.endswith(b"\n"):
+                    return b"", budget
+        return data, budget - len(data)
+
+
+def _end_of_last_line(path: Path, size: int | None = None) -> int:
+    """The offset just after the last newline in ``path`` (within its first ``size`` bytes)."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return 0
+    with handle:
+        position = handle.seek(0, os.SEEK_END) if size is None else size
+        while position > 0:
+            start = max(0, position - _BLOCK)
+            handle.seek(start)
+            data = handle.read(position - start)
+            newline = data.rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            position = start
+    return 0
