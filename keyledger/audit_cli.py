@@ -2,6 +2,8 @@
 
 keyledger audit verify SOURCE [--public-key PUB] [--strict]
 keyledger audit tail [SOURCE | --url URL] [-n N] [-f] [--json] [filters]
+keyledger audit export SOURCE --format jsonl|csv|ecs|ocsf [--output FILE] [filters]
+keyledger audit report SOURCE [--format table|csv|html] [--output FILE] [filters]
 keyledger keys generate --out PREFIX
 """
 
@@ -9,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["add_audit_parser", "add_keys_parser"]
 
@@ -269,6 +272,73 @@ def _admin_token(args: argparse.Namespace) -> str:
     return token
 
 
+# -- export and report -------------------------------------------------------------------
+
+
+def _records(args: argparse.Namespace) -> Any:
+    """The events under SOURCE that the filter options ask for, oldest first."""
+    from datetime import UTC, datetime
+
+    from keyledger.proxy.audit.filters import filter_from_args
+    from keyledger.proxy.audit.reader import iter_records
+
+    source = Path(args.source)
+    if not source.exists():
+        raise AuditCliError(f"{source}: no such file or folder")
+    try:
+        filt = filter_from_args(args, datetime.now(UTC))
+    except ValueError as exc:
+        raise AuditCliError(str(exc)) from exc
+    return iter_records(source, filt)
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """``path`` written whole or not at all (a temporary file renamed), or stdout."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        # newline="": the csv module writes its own line endings.
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            yield handle
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from keyledger.proxy.audit.export import write_export
+
+    records = _records(args)
+    with _output(args.output) as out:
+        count = write_export(records, args.format, out)
+    if args.output:
+        print(f"exported {count:,} events to {args.output} ({args.format})", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from keyledger.proxy.audit.report import build_report, render_html, render_table, write_csv
+
+    report = build_report(_records(args))
+    with _output(args.output) as out:
+        if args.format == "html":
+            out.write(render_html(report, title=args.title))
+        elif args.format == "csv":
+            write_csv(report, out)
+        else:
+            # A file or a pipe has no width of its own: wide enough for whole names.
+            width = None if out.isatty() else 160
+            console = Console(file=out, width=width, highlight=False, markup=False, emoji=False)
+            render_table(report, console)
+    return 0
+
+
 # -- keys --------------------------------------------------------------------------------
 
 
@@ -331,6 +401,7 @@ def add_audit_parser(sub: Any) -> None:
     )
     verify.set_defaults(func=cmd_verify)
     _add_tail_parser(audit_sub)
+    _add_export_parsers(audit_sub)
 
 
 def _add_tail_parser(audit_sub: Any) -> None:
@@ -356,6 +427,41 @@ def _add_tail_parser(audit_sub: Any) -> None:
     tail.add_argument("--json", action="store_true", help="one JSON object per line (for jq)")
     add_filter_arguments(tail)
     tail.set_defaults(func=cmd_tail)
+
+
+def _add_export_parsers(audit_sub: Any) -> None:
+    from keyledger.proxy.audit.export import FORMATS
+    from keyledger.proxy.audit.filters import add_filter_arguments
+
+    export = audit_sub.add_parser(
+        "export",
+        help="write events for a SIEM or an auditor: jsonl, csv, ecs, ocsf",
+        description="Write the events under SOURCE (every chain, merged by time), filtered, "
+        "to stdout or --output. jsonl: the journal lines as written (still verifiable); "
+        "csv: one row per event, flattened columns, spreadsheet-safe; ecs: Elastic Common "
+        "Schema documents; ocsf: OCSF API Activity (class 6003) events.",
+    )
+    export.add_argument("source", metavar="SOURCE", help="a journal file or folder")
+    export.add_argument("--format", required=True, choices=FORMATS, help="output shape")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    add_filter_arguments(export)
+    export.set_defaults(func=cmd_export)
+
+    report = audit_sub.add_parser(
+        "report",
+        help="who accessed each secret, how often, first and last time, denies",
+        description="An access report per secret: each principal that accessed it, how "
+        "many times, first and last access, denies and errors. table (terminal), csv (one "
+        "row per secret and principal) or html (one self-contained page with a chart of "
+        "accesses over time). Filters narrow the events counted (e.g. --since 2026-10-01 "
+        "--until 2026-11-01 for one month).",
+    )
+    report.add_argument("source", metavar="SOURCE", help="a journal file or folder")
+    report.add_argument("--format", default="table", choices=("table", "csv", "html"))
+    report.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    report.add_argument("--title", default="keyledger access report", help="the HTML page's title")
+    add_filter_arguments(report)
+    report.set_defaults(func=cmd_report)
 
 
 def add_keys_parser(sub: Any) -> None:

@@ -60,6 +60,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from keyledger.proxy.audit.render import sanitize
+
 __all__ = [
     "CSV_COLUMNS",
     "ECS_VERSION",
@@ -153,7 +155,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_safe(text: str) -> str:
-    """``text`` as a spreadsheet will show it, never run it: formula starts get an apostrophe."""
+    """``text`` as a spreadsheet will show it, never run it: formula starts get an apostrophe.
+
+    Control characters are escaped too (:func:`sanitize`): a CSV is often read with ``cat``.
+    """
+    text = sanitize(text)
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 

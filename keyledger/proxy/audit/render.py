@@ -176,6 +176,8 @@ def render_line(record: Mapping[str, Any], *, color: bool) -> Text:
         _auth_failure(line, record)
     elif kind == "policy_reload":
         _policy_reload(line, record)
+    elif kind == "checkpoint":
+        _checkpoint(line, record)
     else:
         label = _text(kind.upper() if isinstance(kind, str) else kind, 24) or "EVENT"
         line.add(label, _LABEL_STYLE.get(label, _OTHER_LABEL))
@@ -272,6 +274,17 @@ def _policy_reload(line: _Line, record: Mapping[str, Any]) -> None:
             line.pair("warnings", str(len(warnings)), _STATUS_STYLE["error"])
     if detail.get("cause"):
         line.pair("cause", _text(detail.get("cause"), 40))
+
+
+def _checkpoint(line: _Line, record: Mapping[str, Any]) -> None:
+    """``CHECKPOINT  sealed seq 1200 (3fa2c1…)  key=1a2b…``: a signature, not checked here."""
+    detail = _part(record, "detail")
+    seals = detail.get("seals")
+    line.add("CHECKPOINT", _OTHER_LABEL)
+    if isinstance(seals, Mapping):
+        line.add(f"sealed seq {_text(seals.get('seq'), 20)}")
+        line.add(f"({_short(seals.get('hash'))})", _QUIET)
+    line.pair("key", _text(detail.get("key_id"), 40))
 
 
 def _detail(line: _Line, record: Mapping[str, Any]) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import html
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from rich.text import Text
 
 from keyledger.proxy.audit.events import format_time
 from keyledger.proxy.audit.export import csv_safe
+from keyledger.proxy.audit.render import sanitize
 
 __all__ = [
     "CSV_COLUMNS",
@@ -286,27 +286,6 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
 # -- showing names safely -----------------------------------------------------------------
 
 
-def _printable(name: str) -> str:
-    r"""``name`` with anything a terminal or a browser would act on shown as an escape.
-
-    Control, format and separator characters (ESC, bidi overrides, U+2028...) become
-    ``\x1b``-style escapes, and a backslash is doubled so that no escape can be forged.
-    """
-    return "".join(_escape(ch) if _unsafe(ch) else ch for ch in name)
-
-
-def _unsafe(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return ch == "\\" or category[0] == "C" or category in ("Zl", "Zp")
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if ch == "\\":
-        return "\\\\"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -320,7 +299,7 @@ def _label(moment: datetime, bucket: Bucket) -> str:
 
 
 def _actions(actions: Mapping[str, int]) -> str:
-    return ", ".join(f"{_printable(a)} {n}" for a, n in actions.items())
+    return ", ".join(f"{sanitize(a)} {n}" for a, n in actions.items())
 
 
 # -- terminal -----------------------------------------------------------------------------
@@ -371,7 +350,7 @@ def _justify(column: str) -> Literal["left", "right"]:
 
 def _cell(name: str | None, missing: str) -> Text:
     # Text, never a str: rich would read "[bold]" in a secret name as markup.
-    return Text(missing, style="italic dim") if name is None else Text(_printable(name))
+    return Text(missing, style="italic dim") if name is None else Text(sanitize(name))
 
 
 def _summary_line(report: AccessReport) -> str:
@@ -455,7 +434,7 @@ def render_html(report: AccessReport, title: str) -> str:
 
 
 def _e(text: str) -> str:
-    return html.escape(_printable(text), quote=True)
+    return html.escape(sanitize(text), quote=True)
 
 
 def _name(name: str | None, missing: str) -> str:

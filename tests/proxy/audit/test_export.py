@@ -204,8 +204,7 @@ class TestCsv:
         assert export([], "csv").splitlines() == [",".join(CSV_COLUMNS)]
 
     @pytest.mark.parametrize(
-        "name",
-        ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"],
+        "name", ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)"]
     )
     def test_formula_injection_is_neutralised(self, name: str) -> None:
         """A caller-chosen secret name or user agent cannot run as a spreadsheet formula."""
@@ -213,6 +212,16 @@ class TestCsv:
 
         assert row["resource.secret"] == "'" + name
         assert row["request.user_agent"] == "'" + name
+
+    @pytest.mark.parametrize(
+        ("name", "shown"), [("\tx", "\\tx"), ("\rx", "\\rx"), ("a\x1b[2Jb", "a\\x1b[2Jb")]
+    )
+    def test_control_characters_are_shown_escaped(self, name: str, shown: str) -> None:
+        """Tabs, carriage returns and ANSI escapes appear as visible escapes, never raw."""
+        (row,) = rows(export(sealed(access(secret=name, user_agent=name)), "csv"))
+
+        assert row["resource.secret"] == shown
+        assert row["request.user_agent"] == shown
 
     def test_ordinary_text_is_untouched(self) -> None:
         """Names that are not formulas, and numbers, are exported exactly."""

@@ -224,8 +224,13 @@ class TestRenderLine:
             ),
             (
                 EventType.CHECKPOINT,
-                {"seq": 1000, "hash": "d" * 64, "signature": "e" * 88},
-                "CHECKPOINT  seq=1000  hash=dddddddddddd  signature=eeeeeeeeeeee",
+                {
+                    "seals": {"seq": 1000, "hash": "d" * 64},
+                    "previous": None,
+                    "key_id": "1a2b3c4d5e6f7a8b",
+                    "signature": "e" * 88,
+                },
+                "CHECKPOINT  sealed seq 1000  (dddddddddddd)  key=1a2b3c4d5e6f7a8b",
             ),
             (
                 EventType.ALERT,
