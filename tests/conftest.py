@@ -248,16 +248,18 @@ def running_proxy(
     backend: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
     policy: str = TEST_POLICY,
     attributes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RunningProxy]:
     """keyledger in front of ``endpoint_url``, with identities app, auditor and stranger.
 
-    ``backend`` and ``limits`` add to those sections of the config document; ``extra``
-    adds top-level sections; ``attributes`` gives identities attributes.
+    ``backend``, ``limits`` and ``audit`` add to those sections of the config document;
+    ``extra`` adds top-level sections; ``attributes`` gives identities attributes.
     """
     doc = write_proxy_files(tmp_path, policy=policy)
     doc["backends"]["aws"].update(endpoint_url=endpoint_url, **(backend or {}))
+    doc["audit"].update(audit or {})
     if limits:
         doc["limits"] = limits
     doc.update(extra or {})
