@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from keyledger.proxy.app import StartupError, load_checkpointing
 from keyledger.proxy.config import ConfigError, load_config, parse_listen
 
 
@@ -308,3 +309,91 @@ class TestParseListen:
     def test_accepts_host_port(self, text: str, expected: tuple[str, int]) -> None:
         """HOST:PORT, an empty host (loopback), bracketed IPv6 and port 0 (any free port) work."""
         assert parse_listen(text) == expected
+
+
+class TestAuditTrailSettings:
+    def test_rotation_checkpoints_and_admin(self, tmp_path: Path) -> None:
+        """Rotation, checkpoint and admin settings parse, durations with units included."""
+        path = write(
+            tmp_path,
+            MINIMAL
+            + """
+    audit:
+      rotate: {max_bytes: 1048576, max_age: 6h}
+      checkpoints: {key_file: keys/checkpoint.key, every_events: 500, every: 30s}
+    admin:
+      listen: 127.0.0.1:9191
+      token_file: keys/admin.token
+      stream_backlog: 500
+""",
+        )
+        config = load_config(path)
+        base = path.parent
+
+        assert config.audit.rotate_max_bytes == 1 << 20
+        assert config.audit.rotate_max_age_s == 6 * 3600
+        checkpoints = config.audit.checkpoints
+        assert checkpoints.enabled
+        assert checkpoints.key_file == base / "keys" / "checkpoint.key"
+        assert (checkpoints.every_events, checkpoints.every_s) == (500, 30.0)
+        assert config.admin is not None
+        assert (config.admin.host, config.admin.port) == ("127.0.0.1", 9191)
+        assert config.admin.token_file == base / "keys" / "admin.token"
+        assert config.admin.stream_backlog == 500
+
+    def test_defaults_sign_and_rotate_and_keep_admin_off(self, tmp_path: Path) -> None:
+        """By default checkpoints are on (a key is required), files rotate daily or at 64 MiB."""
+        config = load_config(write(tmp_path, MINIMAL))
+
+        assert config.audit.checkpoints.enabled
+        assert config.audit.checkpoints.key_env == "KEYLEDGER_CHECKPOINT_KEY"
+        assert config.audit.rotate_max_bytes == 64 << 20
+        assert config.audit.rotate_max_age_s == 86400
+        assert config.admin is None
+
+    def test_zero_turns_a_rotation_trigger_off(self, tmp_path: Path) -> None:
+        """max_bytes: 0 and max_age: 0 mean no size or age limit."""
+        path = write(tmp_path, MINIMAL + "    audit: {rotate: {max_bytes: 0, max_age: 0}}\n")
+
+        config = load_config(path)
+
+        assert (config.audit.rotate_max_bytes, config.audit.rotate_max_age_s) == (None, None)
+
+    @pytest.mark.parametrize(
+        ("extra", "expected"),
+        [
+            (
+                "    audit: {rotate: {max_bytes: 100}}\n",
+                "audit.rotate.max_bytes: expected at least 4096",
+            ),
+            (
+                "    audit: {rotate: {max_age: soon}}\n",
+                "audit.rotate.max_age: 'soon' is not a duration",
+            ),
+            (
+                "    audit: {checkpoints: {every_events: 0}}\n",
+                "audit.checkpoints.every_events: expected at least 1",
+            ),
+            ("    admin: {listen: '127.0.0.1:8080'}\n", "admin.listen: the admin API needs a port"),
+            ("    admin: {stream_backlog: 1}\n", "admin.stream_backlog: expected 10 to"),
+        ],
+    )
+    def test_mistakes_are_named(self, tmp_path: Path, extra: str, expected: str) -> None:
+        """Each wrong audit or admin setting names its key and what would be right."""
+        assert expected in error(write(tmp_path, MINIMAL + extra))
+
+    def test_no_checkpoint_key_refuses_to_start(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without a signing key keyledger does not start, and says how to make one."""
+        monkeypatch.delenv("KEYLEDGER_CHECKPOINT_KEY", raising=False)
+        config = load_config(write(tmp_path, MINIMAL))
+
+        with pytest.raises(StartupError, match="keyledger keys generate --out PREFIX"):
+            load_checkpointing(config)
+
+    def test_checkpoints_can_be_turned_off(self, tmp_path: Path) -> None:
+        """enabled: false is the explicit way to run without signed checkpoints."""
+        path = write(tmp_path, MINIMAL + "    audit: {checkpoints: {enabled: false}}\n")
+
+        assert load_checkpointing(load_config(path)) is None
