@@ -20,6 +20,10 @@ def test_config_example_is_a_valid_config() -> None:
     assert config.listen.tls_cert == Path("/etc/keyledger/tls/server.crt")
     assert config.backends["aws"].region == "eu-central-1"
     assert config.audit.chain_id == "replica-a"
+    assert config.audit.checkpoints.key_file == Path("/etc/keyledger/checkpoint.key")
+    assert config.audit.rotate_max_age_s == 24 * 3600
+    assert config.admin is not None
+    assert config.admin.port == 9090
 
 
 @pytest.mark.parametrize(
@@ -27,6 +31,10 @@ def test_config_example_is_a_valid_config() -> None:
     [
         ["serve"],
         ["audit", "verify"],
+        ["audit", "tail"],
+        ["audit", "export"],
+        ["audit", "report"],
+        ["keys", "generate"],
         ["identity", "create"],
         ["identity", "list"],
         ["identity", "revoke"],
