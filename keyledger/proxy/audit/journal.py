@@ -464,9 +464,10 @@ class Journal:
                 self.chain_id, state.seq, segment_path(self.directory, self.chain_id, state.seq)
             )
             fd = await asyncio.to_thread(_create_segment, new.path, line, self._fsync)
-        except (OSError, JournalUnavailable) as exc:
+        except Exception as exc:
+            # Never a reason to refuse a request: keep writing the current file, retry later.
             self._rotate_not_before = time.time() + 60
-            log.error("journal_rotation_failed", path=str(self.path), error=str(exc))
+            log.error("journal_rotation_failed", path=str(self.path), error=repr(exc))
             return
         finally:
             self._rotating = None
