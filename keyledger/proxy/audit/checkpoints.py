@@ -113,7 +113,7 @@ class Checkpoint:
             detail = record["detail"]
             seals = Seal.from_json(detail["seals"])
             if seals is None:
-                raise ValueError("no seal")
+                raise TypeError("no seal")
             return cls(
                 chain=_str(record["chain"]["id"]),
                 seq=seals.seq,
@@ -288,17 +288,28 @@ class CheckpointFile:
     def open(self) -> None:
         """Read the newest record; set a torn last line aside (a crash mid-append)."""
         try:
-            data = self.path.read_bytes()
+            handle = self.path.open("r+b")
         except FileNotFoundError:
             return
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            aside = self.path.with_name(f"{self.path.name}.torn-{end}")
-            aside.write_bytes(data[end:])
-            with self.path.open("r+b") as handle:
-                handle.truncate(end)
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            # The file grows by a line per thousand events: read only its end, a record
+            # being well under 4 KiB; widen the window until two line ends are in it.
+            window = 1 << 16
+            while True:
+                start = max(0, size - window)
+                handle.seek(start)
+                data = handle.read()
+                if data.count(b"\n") >= 2 or start == 0:
+                    break
+                window *= 4
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                aside = self.path.with_name(f"{self.path.name}.torn-{start + end}")
+                aside.write_bytes(data[end:])
+                handle.truncate(start + end)
                 os.fsync(handle.fileno())
-            self.torn_moved_to = aside.name
+                self.torn_moved_to = aside.name
         last = data[data.rfind(b"\n", 0, end - 1) + 1 : end]
         if last:
             try:

@@ -189,12 +189,16 @@ class Journal:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        if self._running and self._unsealed():
+        was_running, self._running = self._running, False  # refuse appends from here on
+        if self._rotating is not None:
+            # It swaps the file under us: let it finish (it never raises). Appends that
+            # waited for it are refused once it is done (not running).
+            await asyncio.shield(self._rotating)
+        if was_running and self._checkpointing is not None and self._unsealed():
             try:
-                await self.checkpoint()
+                await self._write((), checkpoint=True)
             except JournalUnavailable as exc:
                 log.error("final_checkpoint_failed", error=str(exc))
-        self._running = False
         await self._drain()
         await self._file_checkpoints()
         if self._fd >= 0:
@@ -246,22 +250,25 @@ class Journal:
         """Seal everything written so far with a signed checkpoint (if any is unsealed)."""
         if self._checkpointing is None:
             return
-        await self._ready_to_write()
+        # Sealing never starts a rotation: a new file would hold only its header and the
+        # checkpoint sealing it.
+        await self._ready_to_write(rotate=False)
         if self._unsealed():
             await self._write((), checkpoint=True)
 
-    async def _ready_to_write(self) -> None:
-        if not self._running:
-            raise JournalUnavailable("the audit journal is not running")
-        if self._broken:
-            raise JournalUnavailable(
-                "the audit journal could not be rewound after a failed write; restart "
-                "keyledger (start-up sets a torn tail aside)"
-            )
+    async def _ready_to_write(self, *, rotate: bool = True) -> None:
         while True:
+            # Checked again after every wait: the journal may have closed meanwhile.
+            if not self._running:
+                raise JournalUnavailable("the audit journal is not running")
+            if self._broken:
+                raise JournalUnavailable(
+                    "the audit journal could not be rewound after a failed write; restart "
+                    "keyledger (start-up sets a torn tail aside)"
+                )
             if self._rotating is not None:
                 await asyncio.shield(self._rotating)
-            elif self._rotation_reason() is not None:
+            elif rotate and self._rotation_reason() is not None:
                 self._rotating = asyncio.create_task(self._rotate(), name="keyledger-rotate")
             else:
                 return
