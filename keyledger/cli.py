@@ -23,6 +23,7 @@ from typing import Any
 from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
 from keyledger.proxy.config import (
+    AdminConfig,
     Config,
     ConfigError,
     is_loopback_host,
@@ -138,7 +139,8 @@ async def _start_admin(config: Config, app: Any, context: ssl.SSLContext | None)
     except OSError as exc:
         await runner.cleanup()
         raise CliError(
-            f"admin API: cannot listen on {admin.host}:{admin.port}: {exc.strerror}"
+            f"admin API: cannot listen on {admin.host}:{admin.port}: {exc.strerror} (choose "
+            "another port with --admin-listen HOST:PORT)"
         ) from exc
     scheme = "https" if context else "http"
     structlog.get_logger("keyledger").info(
@@ -162,11 +164,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from keyledger.proxy.logging import configure_logging
 
     listen = parse_listen(args.listen) if args.listen else None
+    admin_listen = parse_listen(args.admin_listen) if args.admin_listen else None
     if args.dev:
         from keyledger.proxy import dev
 
         var = Path(args.var)
-        env = dev.start_dev(var=var, listen=listen or ("127.0.0.1", 8080))
+        env = dev.start_dev(
+            var=var, listen=listen or ("127.0.0.1", 8080), admin_listen=admin_listen
+        )
         config = env.config
         configure_logging(format=config.logging.format, level=config.logging.level)
         text = dev.banner(env, var_display=str(args.var).rstrip("/"))
@@ -180,10 +185,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.config:
         raise CliError("serve needs --config FILE, or --dev for the self-contained demo")
     config = load_config(Path(args.config))
-    if listen is not None:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if listen is not None:
         config = replace(config, listen=replace(config.listen, host=listen[0], port=listen[1]))
+    if admin_listen is not None:
+        admin = config.admin or AdminConfig()
+        config = replace(config, admin=replace(admin, host=admin_listen[0], port=admin_listen[1]))
     configure_logging(format=config.logging.format, level=config.logging.level)
     try:
         _run(_serve(config))
@@ -267,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--dev", action="store_true", help="run the self-contained demo")
     serve.add_argument(
         "--listen", metavar="HOST:PORT", help="data-plane address (default 127.0.0.1:8080)"
+    )
+    serve.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="admin API address (the audit stream); default: the config's admin.listen, or the "
+        "data-plane port + 1 with --dev",
     )
     serve.add_argument("--var", default="var", metavar="DIR", help="--dev state folder (./var)")
     serve.set_defaults(func=cmd_serve)

@@ -95,7 +95,9 @@ def _seed(store_url: str) -> None:
         client.create_secret(Name=name, SecretString=value, Description="keyledger demo secret")
 
 
-def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
+def start_dev(
+    *, var: Path, listen: tuple[str, int], admin_listen: tuple[str, int] | None = None
+) -> DevEnvironment:
     """Prepare ``var/`` and the embedded store; return the config to serve."""
     var.mkdir(parents=True, exist_ok=True)
     keys = var / "keys"
@@ -141,7 +143,11 @@ def start_dev(*, var: Path, listen: tuple[str, int]) -> DevEnvironment:
             fingerprint_key_file=keys / "fingerprint.key",
             checkpoints=CheckpointConfig(key_file=keys / "checkpoint.key"),
         ),
-        admin=AdminConfig(host=host, port=port + 1 if port else 0, token_file=keys / "admin.token"),
+        admin=AdminConfig(
+            host=admin_listen[0] if admin_listen else host,
+            port=admin_listen[1] if admin_listen else port + 1,
+            token_file=keys / "admin.token",
+        ),
         logging=LoggingConfig(format="console"),
         source="--dev",
     )

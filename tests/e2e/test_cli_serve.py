@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
@@ -37,6 +38,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def spawn_serve(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`keyledger serve --config`, its stderr copied to ``log`` by a thread of ours.
+
+    Not a pipe left unread (it fills after ~64 KiB of logs and then blocks keyledger's event
+    loop), nor the file itself (a test limiting keyledger's file sizes would cut its log).
+    """
+    process = subprocess.Popen(
+        [*KEYLEDGER, "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def copy(stream: IO[bytes]) -> None:
+        with stream, log.open("ab") as out:  # closed at EOF: read_log waits for that
+            for line in stream:
+                out.write(line)
+                out.flush()
+
+    assert process.stderr is not None
+    threading.Thread(target=copy, args=(process.stderr,), daemon=True).start()
+    return process
+
+
 @dataclass
 class ServedProxy:
     url: str
@@ -46,6 +71,9 @@ class ServedProxy:
     process: subprocess.Popen[bytes]
     key_id: str
     secret: str
+    # stderr goes to a file: a pipe nobody reads fills up (~64 KiB of debug logs, some 240
+    # requests) and then blocks keyledger's event loop on its next log line.
+    log: Path
 
     def client(self, **overrides: Any) -> Any:
         return sm_client(self.url, self.key_id, self.secret, **overrides)
@@ -69,10 +97,20 @@ class ServedProxy:
         )
 
     def stop(self) -> tuple[int, str]:
+        """SIGTERM, wait; the exit code and everything keyledger logged."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=30)
-        return self.process.returncode, err.decode()
+        self.process.wait(timeout=30)
+        return self.process.returncode, self.read_log()
+
+    def read_log(self) -> str:
+        """Everything keyledger logged, once it has exited (the copier then sees EOF)."""
+        deadline = time.monotonic() + 10
+        while self.process.stderr is not None and not self.process.stderr.closed:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return self.log.read_text()
 
 
 def start_proxy(
@@ -126,12 +164,8 @@ def start_proxy(
         timeout=60,
     )
     fields = {line[:18].strip(): line[18:].strip() for line in created.stdout.splitlines() if line}
-    process = subprocess.Popen(
-        [*KEYLEDGER, "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "keyledger.log"
+    process = spawn_serve(config, env, log)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -139,8 +173,9 @@ def start_proxy(
             break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                _, err = process.communicate(timeout=5)
-                raise RuntimeError(f"keyledger did not start:\n{err.decode()}") from None
+                process.kill()
+                process.wait(timeout=5)
+                raise RuntimeError(f"keyledger did not start:\n{log.read_text()}") from None
             time.sleep(0.05)
     return ServedProxy(
         url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
@@ -150,6 +185,7 @@ def start_proxy(
         process=process,
         key_id=fields["access key id"],
         secret=fields["secret access key"],
+        log=log,
     )
 
 

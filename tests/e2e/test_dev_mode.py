@@ -37,7 +37,10 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
     bin_dir = str(Path(sys.executable).parent)
     env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     process = subprocess.Popen(
-        [*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{port}"],
+        [
+            *(*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{port}"),
+            *("--admin-listen", f"127.0.0.1:{free_port()}"),
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -31,6 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from keyledger.proxy.audit.segments import keep_aside
+
 __all__ = [
     "SCHEMA",
     "Checkpoint",
@@ -305,11 +307,9 @@ class CheckpointFile:
                 window *= 4
             end = data.rfind(b"\n") + 1
             if end < len(data):
-                aside = self.path.with_name(f"{self.path.name}.torn-{start + end}")
-                aside.write_bytes(data[end:])
+                self.torn_moved_to = keep_aside(self.path, start + end, data[end:])
                 handle.truncate(start + end)
                 os.fsync(handle.fileno())
-                self.torn_moved_to = aside.name
         last = data[data.rfind(b"\n", 0, end - 1) + 1 : end]
         if last:
             try:

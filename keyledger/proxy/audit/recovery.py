@@ -16,6 +16,7 @@ import orjson
 
 from keyledger.proxy.audit.chain import ChainState
 from keyledger.proxy.audit.checkpoints import Checkpoint
+from keyledger.proxy.audit.segments import keep_aside
 
 __all__ = ["Tail", "last_checkpoint_event", "read_tail", "set_torn_tail_aside"]
 
@@ -69,12 +70,15 @@ def read_tail(fd: int, size: int, path: Path, chain_id: str) -> Tail:
 
 
 def set_torn_tail_aside(path: Path, fd: int, good_size: int, torn: bytes) -> str:
-    """Copy a torn tail next to ``path``, cut it off the file; return the copy's name."""
-    aside = path.with_name(f"{path.name}.torn-{good_size}")
-    aside.write_bytes(torn)
+    """Copy a torn tail next to ``path``, then cut it off the file; return the copy's name.
+
+    The copy is durable before the cut (a power cut between them must not lose the
+    evidence), and never overwrites an earlier copy from another crash at the same offset.
+    """
+    name = keep_aside(path, good_size, torn)
     os.ftruncate(fd, good_size)
     os.fsync(fd)
-    return aside.name
+    return name
 
 
 def last_checkpoint_event(path: Path) -> Checkpoint | None:

@@ -17,6 +17,7 @@ chain and first seq, so files can be renamed, copied from S3 or gathered in one 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ __all__ = [
     "chain_segments",
     "checkpoint_file",
     "discover",
+    "keep_aside",
     "segment_path",
     "validate_chain_id",
 ]
@@ -134,3 +136,27 @@ def discover(source: Path) -> JournalFiles:
     for run in found.segments.values():
         run.sort()
     return found
+
+
+def keep_aside(path: Path, offset: int, data: bytes) -> str:
+    """Write ``data`` to a new ``<name>.torn-<offset>[.N]`` beside ``path``, durably."""
+    for attempt in range(1000):
+        aside = path.with_name(f"{path.name}.torn-{offset}" + (f".{attempt}" if attempt else ""))
+        try:
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            continue
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return aside.name
+    raise OSError(f"no free name for the torn tail of {path.name}")
