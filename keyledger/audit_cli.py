@@ -302,7 +302,11 @@ def _output(path: str | None) -> Iterator[TextIO]:
     partial = target.with_name(f".{target.name}.partial")
     try:
         # newline="": the csv module writes its own line endings.
-        with partial.open("w", encoding="utf-8", newline="") as handle:
+        handle = partial.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise AuditCliError(f"--output {target}: {exc.strerror}") from None
+    try:
+        with handle:
             yield handle
         partial.replace(target)
     finally:
@@ -437,7 +441,8 @@ def _add_export_parsers(audit_sub: Any) -> None:
         "export",
         help="write events for a SIEM or an auditor: jsonl, csv, ecs, ocsf",
         description="Write the events under SOURCE (every chain, merged by time), filtered, "
-        "to stdout or --output. jsonl: the journal lines as written (still verifiable); "
+        "to stdout or --output. jsonl: the journal lines as written (an unfiltered export of "
+        "one chain still verifies); "
         "csv: one row per event, flattened columns, spreadsheet-safe; ecs: Elastic Common "
         "Schema documents; ocsf: OCSF API Activity (class 6003) events.",
     )

@@ -5,9 +5,9 @@ GET /v1/audit/stream   Server-Sent Events: the durable audit events, live, filte
                        until); ``last=N`` first replays the last N matching events.
 
 Frames: ``event: audit`` with ``id: <chain>:<seq>`` and the journal line as ``data``;
-``event: replayed`` once the ``last=N`` replay is done; ``event: dropped`` before the
-server disconnects a reader that fell ``stream_backlog`` events behind. A comment line
-every 15 s keeps idle connections (and the proxies between) open.
+``event: replayed`` once the ``last=N`` replay is done (at once for ``last=0``);
+``event: dropped`` before the server disconnects a reader that fell ``stream_backlog``
+events behind. A comment line every 15 s keeps idle connections (and proxies) open.
 """
 
 from __future__ import annotations
@@ -104,9 +104,10 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
     broadcaster = request.app[BROADCASTER]
     try:
         filt = filter_from_query(request.query, datetime.now(UTC))
-        replay = int(request.query.get("last", "0"))
+        last = request.query.get("last", "0")
+        replay = int(last) if last.isdigit() else -1
         if not 0 <= replay <= _MAX_REPLAY:
-            raise ValueError(f"query parameter 'last': expected 0 to {_MAX_REPLAY}")
+            raise ValueError(f"query parameter 'last': expected 0 to {_MAX_REPLAY}, not {last!r}")
     except ValueError as exc:
         return _json_error(400, str(exc))
 
@@ -122,11 +123,12 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         sent: dict[str, int] = {}  # newest seq sent per chain: the replay and live overlap
-        if replay:
+        if "last" in request.query:
             journal_dir = request.app[JOURNAL_DIR]
             records = await asyncio.to_thread(last_records, journal_dir, replay, filt)
             for record in records:
                 await response.write(_frame(record, orjson.dumps(record), sent))
+            # Even after nothing (last=0): a reader that wants only the replay stops here.
             await response.write(b"event: replayed\ndata: {}\n\n")
         while not subscription.closed:
             batch = await subscription.next_batch(_KEEPALIVE_S)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -124,6 +125,7 @@ class Journal:
         self._minimise = minimise
         self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
         self._fd = -1
+        self._lock_fd = -1
         self._segment = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
         self._segment_born = time.time()
         self._running = False
@@ -201,6 +203,7 @@ class Journal:
                 log.error("final_checkpoint_failed", error=str(exc))
         await self._drain()
         await self._file_checkpoints()
+        self._unlock()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -489,6 +492,7 @@ class Journal:
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._lock()
         segments = chain_segments(self.directory, self.chain_id)
         while len(segments) > 1 and segments[-1].path.stat().st_size == 0:
             # Rotation creates segments whole (rename), so an empty one was made by hand.
@@ -505,15 +509,36 @@ class Journal:
             checkpoint = self._open_checkpoints(segments, tail.state)
         except CorruptJournal as exc:
             os.close(fd)
+            self._unlock()
             raise JournalUnavailable(str(exc)) from exc
         except BaseException:
             os.close(fd)
+            self._unlock()
             raise
         self._fd, self._segment = fd, segment
         if tail.first_time is not None:
             born = datetime.fromisoformat(tail.first_time.replace("Z", "+00:00"))
             self._segment_born = born.timestamp()
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
+
+    def _lock(self) -> None:
+        """One writer per chain: a second would fork it (two events with the same seq)."""
+        path = self.directory / f".{self.chain_id}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise JournalUnavailable(
+                f"another keyledger is writing chain {self.chain_id!r} in {self.directory}; "
+                "give each replica (and each worker) its own audit.chain_id"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing releases the lock
+            self._lock_fd = -1
 
     def _open_checkpoints(self, segments: list[Segment], state: ChainState) -> Checkpoint | None:
         """The newest checkpoint; the checkpoint file gets any the journal has and it lacks."""

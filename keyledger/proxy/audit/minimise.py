@@ -67,7 +67,9 @@ class Minimiser:
                 request["source_ip"] = self.source_ip(ip)
         principal = record.get("principal")
         if principal is not None and config.principal_attributes is not None:
-            kept = config.principal_attributes
+            # The key a failed sign-in tried is no personal data, and what an
+            # investigation starts from.
+            kept = config.principal_attributes | {"access_key_id"}
             principal["attributes"] = {
                 k: v for k, v in principal.get("attributes", {}).items() if k in kept
             }

@@ -4,7 +4,7 @@ A chain's events are split into segments named by the seq of their first event::
 
     replica-a.000000000001.jsonl     seq 1 .. 48213
     replica-a.000000048214.jsonl     seq 48214 .. (the one being written)
-    replica-a.checkpoints.jsonl      a copy of every signed checkpoint
+    replica-a.checkpoints.jsonl      signed checkpoints again, once durable in the journal
 
 Segments are never renamed or rewritten once closed; the chain runs on from one file into
 the next (the first event of a segment names the previous file's last hash in

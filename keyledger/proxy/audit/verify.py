@@ -251,7 +251,7 @@ class _ChainChecker:
             return f"out of order or repeated: expected seq {expected}"
         missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
         where = " (a whole segment file?)" if number == 1 and self.chain.last_seq else ""
-        return f"gap: seq {missing} missing{where} (deleted events)"
+        return f"gap: seq {missing} missing{where} (deleted or moved events)"
 
     def _check_checkpoint_event(
         self, file: str, number: int, seq: int, record: dict[str, Any]

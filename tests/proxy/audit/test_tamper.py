@@ -59,7 +59,7 @@ class Pristine:
     @property
     def segment_names(self) -> list[str]:
         """Oldest first: the zero-padded names sort in seq order."""
-        return sorted(name for name in self.files if name != CHECKPOINTS)
+        return sorted(n for n in self.files if n.endswith(".jsonl") and n != CHECKPOINTS)
 
 
 async def _write_journal(directory: Path, signer: CheckpointSigner) -> None:
@@ -253,7 +253,7 @@ class TestTamper:
         problem = journal.only_problem()
 
         assert (problem.file, problem.line, problem.seq) == (str(path), 5, gone + 1)
-        assert problem.reason == f"gap: seq {gone} missing (deleted events)"
+        assert problem.reason == f"gap: seq {gone} missing (deleted or moved events)"
 
     def test_duplicated_line(self, journal: Copy) -> None:
         """A replayed (copied) event is found as a repeat right where it was inserted."""
@@ -279,7 +279,7 @@ class TestTamper:
         problem = journal.only_problem()
 
         assert (problem.file, problem.line, problem.seq) == (str(path), 4, later)
-        assert problem.reason == f"gap: seq {first}-{later - 1} missing (deleted events)"
+        assert problem.reason == f"gap: seq {first}-{later - 1} missing (deleted or moved events)"
 
     def test_removed_middle_segment(
         self, journal: Copy, capsys: pytest.CaptureFixture[str]
@@ -295,7 +295,7 @@ class TestTamper:
         assert resumes == last + 1
         assert (problem.file, problem.line, problem.seq) == (str(after), 1, resumes)
         assert problem.reason == (
-            f"gap: seq {first}-{last} missing (a whole segment file?) (deleted events)"
+            f"gap: seq {first}-{last} missing (a whole segment file?) (deleted or moved events)"
         )
         code, out = cli(journal, capsys)
         assert code == 1

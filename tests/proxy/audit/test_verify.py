@@ -132,7 +132,7 @@ class TestVerifyPath:
         problem = only_problem(path)
 
         assert (problem.line, problem.seq) == (3, 4)
-        assert problem.reason == "gap: seq 3 missing (deleted events)"
+        assert problem.reason == "gap: seq 3 missing (deleted or moved events)"
 
     def test_deleted_run_of_lines(self, tmp_path: Path) -> None:
         """Removing several events in a row names the whole missing range."""
@@ -140,7 +140,7 @@ class TestVerifyPath:
         del lines[1:4]
         path = write(tmp_path / "node-1.jsonl", lines)
 
-        assert only_problem(path).reason == "gap: seq 2-4 missing (deleted events)"
+        assert only_problem(path).reason == "gap: seq 2-4 missing (deleted or moved events)"
 
     def test_deleted_first_line(self, tmp_path: Path) -> None:
         """Removing the first event is a gap too: seq 1 is missing."""
@@ -150,7 +150,7 @@ class TestVerifyPath:
         problem = only_problem(path)
 
         assert (problem.line, problem.seq) == (1, 2)
-        assert problem.reason == "gap: seq 1 missing (deleted events)"
+        assert problem.reason == "gap: seq 1 missing (deleted or moved events)"
 
     def test_swapped_lines(self, tmp_path: Path) -> None:
         """Reordering two events is found at the first misplaced line."""
