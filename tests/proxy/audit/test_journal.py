@@ -186,3 +186,19 @@ class TestJournal:
         """Chain ids become file names, so only safe names are accepted."""
         with pytest.raises(ValueError, match="chain id"):
             Journal(directory=tmp_path, chain_id=chain_id)
+
+
+class TestOneWriter:
+    async def test_a_second_writer_of_a_chain_is_refused(self, tmp_path: Path) -> None:
+        """Two processes on one chain would fork it: the second refuses to start."""
+        async with running(tmp_path) as first:
+            await first.append(event(1))
+            second = Journal(directory=tmp_path, chain_id=CHAIN)
+            with pytest.raises(JournalUnavailable, match="another keyledger is writing chain"):
+                await second.start()
+            await first.append(event(2))
+
+        # Once the first has closed, the chain is free again, and intact.
+        async with running(tmp_path) as again:
+            await again.append(event(3))
+        assert verify_path(tmp_path).ok
