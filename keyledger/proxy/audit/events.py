@@ -28,6 +28,7 @@ __all__ = [
     "ResourceInfo",
     "Status",
     "format_time",
+    "parse_time",
 ]
 
 SCHEMA = "keyledger.audit/v1"
@@ -54,6 +55,17 @@ class Status(enum.StrEnum):
 def format_time(moment: datetime) -> str:
     """RFC 3339, UTC, microseconds: ``2026-11-23T21:55:01.123456Z``."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: object) -> datetime | None:
+    """An event's ``time`` as an aware UTC datetime; None if it is not a time at all."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

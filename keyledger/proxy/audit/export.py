@@ -60,6 +60,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from keyledger.proxy.audit.events import parse_time
 from keyledger.proxy.audit.render import sanitize
 
 __all__ = [
@@ -208,16 +209,6 @@ def _ip(value: Any) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         return None
     return value
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _put(document: dict[str, Any], dotted: str, value: Any) -> None:
@@ -441,5 +432,5 @@ def _ocsf_resources(record: Mapping[str, Any]) -> list[dict[str, Any]] | None:
 
 
 def _epoch_ms(value: Any) -> int | None:
-    moment = _time(value)
+    moment = parse_time(value)
     return None if moment is None else (moment - _EPOCH) // timedelta(milliseconds=1)

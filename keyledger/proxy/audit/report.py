@@ -27,14 +27,14 @@ import html
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from keyledger.proxy.audit.events import format_time
+from keyledger.proxy.audit.events import format_time, parse_time
 from keyledger.proxy.audit.export import csv_safe
 from keyledger.proxy.audit.render import sanitize
 
@@ -160,7 +160,7 @@ def _add(tally: _SecretTally, record: Mapping[str, Any]) -> None:
         return
     if request_id is not None and tally.pending[request_id] > 0:
         tally.pending[request_id] -= 1  # the outcome of a change logged before it was made
-    when = _time(record.get("time"))
+    when = parse_time(record.get("time"))
     principal = tally.principal.setdefault(
         _text(_part(record, "principal").get("id")), _PrincipalTally()
     )
@@ -263,16 +263,6 @@ def _part(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
