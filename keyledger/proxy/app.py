@@ -23,7 +23,7 @@ from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
-from keyledger.proxy.audit.journal import Checkpointing, Journal, Rotation
+from keyledger.proxy.audit.journal import Checkpointing, Journal, JournalUnavailable, Rotation
 from keyledger.proxy.audit.minimise import Minimiser
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
@@ -250,7 +250,10 @@ async def make_app(config: Config) -> web.Application:
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     journal = app[JOURNAL]
-    await journal.start()
+    try:
+        await journal.start()
+    except JournalUnavailable as exc:
+        raise StartupError(str(exc)) from exc
     policy = app[POLICIES].engine
     await journal.append(
         AuditEvent(

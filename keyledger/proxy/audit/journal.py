@@ -203,10 +203,10 @@ class Journal:
                 log.error("final_checkpoint_failed", error=str(exc))
         await self._drain()
         await self._file_checkpoints()
-        self._unlock()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            self._unlock()
             log.info(
                 "journal_closed",
                 path=str(self.path),
