@@ -26,7 +26,7 @@ from aiohttp import web
 from keyledger.proxy.audit.filters import filter_from_query
 from keyledger.proxy.audit.reader import last_records
 from keyledger.proxy.audit.stream import AuditBroadcaster
-from keyledger.proxy.config import AdminConfig, read_key
+from keyledger.proxy.config import AdminConfig, require_key
 
 __all__ = ["AdminError", "load_admin_token", "make_admin_app"]
 
@@ -46,17 +46,14 @@ class AdminError(RuntimeError):
 
 
 def load_admin_token(admin: AdminConfig) -> bytes:
-    try:
-        token = read_key(env=admin.token_env, file=admin.token_file)
-    except OSError as exc:
-        raise AdminError(
-            f"cannot read admin.token_file {admin.token_file}: {exc.strerror}"
-        ) from exc
-    if token is None:
-        raise AdminError(
-            f"the admin API needs a token: set {admin.token_env} or admin.token_file "
-            "(e.g. `openssl rand -hex 32`)"
-        )
+    token = require_key(
+        env=admin.token_env,
+        file=admin.token_file,
+        setting="admin.token_file",
+        missing=f"the admin API needs a token: set {admin.token_env} or admin.token_file "
+        "(e.g. `openssl rand -hex 32`)",
+        error=AdminError,
+    )
     if len(token) < 16:
         raise AdminError("the admin token must be at least 16 characters")
     return token

@@ -28,7 +28,7 @@ from keyledger.proxy.audit.minimise import Minimiser
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
-from keyledger.proxy.config import Config, read_key
+from keyledger.proxy.config import Config, require_key
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
 from keyledger.proxy.http_client import AiohttpTransport
@@ -66,17 +66,13 @@ class StartupError(RuntimeError):
 
 def load_fingerprint_key(config: Config) -> bytes:
     audit = config.audit
-    try:
-        key = read_key(env=audit.fingerprint_key_env, file=audit.fingerprint_key_file)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot read audit.fingerprint_key_file {audit.fingerprint_key_file}: {exc.strerror}"
-        ) from exc
-    if key is not None:
-        return key
-    raise StartupError(
-        f"no audit fingerprint key: set {audit.fingerprint_key_env} or "
-        "audit.fingerprint_key_file (any 32+ random bytes, e.g. `openssl rand -hex 32`)"
+    return require_key(
+        env=audit.fingerprint_key_env,
+        file=audit.fingerprint_key_file,
+        setting="audit.fingerprint_key_file",
+        missing=f"no audit fingerprint key: set {audit.fingerprint_key_env} or "
+        "audit.fingerprint_key_file (any 32+ random bytes, e.g. `openssl rand -hex 32`)",
+        error=StartupError,
     )
 
 
@@ -85,18 +81,15 @@ def load_checkpointing(config: Config) -> Checkpointing | None:
     settings = config.audit.checkpoints
     if not settings.enabled:
         return None
-    try:
-        pem = read_key(env=settings.key_env, file=settings.key_file)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot read audit.checkpoints.key_file {settings.key_file}: {exc.strerror}"
-        ) from exc
-    if pem is None:
-        raise StartupError(
-            f"no checkpoint signing key: run `keyledger keys generate --out PREFIX` and set "
-            f"audit.checkpoints.key_file: PREFIX.key (or put the PEM in {settings.key_env}); "
-            "audit.checkpoints.enabled: false turns signed checkpoints off"
-        )
+    pem = require_key(
+        env=settings.key_env,
+        file=settings.key_file,
+        setting="audit.checkpoints.key_file",
+        missing="no checkpoint signing key: run `keyledger keys generate --out PREFIX` and set "
+        f"audit.checkpoints.key_file: PREFIX.key (or put the PEM in {settings.key_env}); "
+        "audit.checkpoints.enabled: false turns signed checkpoints off",
+        error=StartupError,
+    )
     try:
         signer = CheckpointSigner(load_private_key(pem, source="audit.checkpoints key"))
     except ValueError as exc:

@@ -35,6 +35,7 @@ __all__ = [
     "parse_duration",
     "parse_listen",
     "read_key",
+    "require_key",
 ]
 
 T = TypeVar("T")
@@ -167,6 +168,25 @@ def read_key(*, env: str | None, file: Path | None) -> bytes | None:
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def require_key(
+    *,
+    env: str | None,
+    file: Path | None,
+    setting: str,
+    missing: str,
+    error: type[Exception] = ConfigError,
+) -> bytes:
+    """Key material the config points at, or ``error``: naming ``setting`` when the file
+    cannot be read, saying ``missing`` when neither the file nor the env var holds one."""
+    try:
+        key = read_key(env=env, file=file)
+    except OSError as exc:
+        raise error(f"cannot read {setting} {file}: {exc.strerror}") from exc
+    if key is None:
+        raise error(missing)
+    return key
 
 
 def parse_duration(text: str) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from keyledger.proxy.config import read_key
+from keyledger.proxy.config import require_key
 
 __all__ = ["Identity", "IdentityError", "IdentityStore", "IssuedKey", "load_store_key"]
 
@@ -55,16 +55,14 @@ class IssuedKey:
 
 def load_store_key(*, env: str | None, file: Path | None) -> bytes:
     """The Fernet key that encrypts the identity store, from a file or an env var."""
-    try:
-        key = read_key(env=env, file=file)
-    except OSError as exc:
-        raise IdentityError(f"cannot read identity key file {file}: {exc.strerror}") from exc
-    if key is not None:
-        return key
-    raise IdentityError(
-        f"no identity store key: set {env or 'an env var'} or identities.key_file "
+    return require_key(
+        env=env,
+        file=file,
+        setting="identity key file",
+        missing=f"no identity store key: set {env or 'an env var'} or identities.key_file "
         "(make one with: python -c 'from cryptography.fernet import Fernet; "
-        "print(Fernet.generate_key().decode())')"
+        "print(Fernet.generate_key().decode())')",
+        error=IdentityError,
     )
 
 
