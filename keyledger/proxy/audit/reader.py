@@ -25,13 +25,18 @@ from typing import Any
 import orjson
 
 from keyledger.proxy.audit.filters import EventFilter
-from keyledger.proxy.audit.segments import CHECKPOINT_SUFFIX, chain_segments, discover
+from keyledger.proxy.audit.segments import (
+    CHECKPOINT_SUFFIX,
+    chain_segments,
+    discover,
+    lines_backwards,
+)
 
 __all__ = ["Follower", "follow", "iter_records", "last_records"]
 
 Record = dict[str, Any]
 
-_BLOCK = 1 << 16  # backwards reads, and the unit follow() reads in
+_BLOCK = 1 << 16  # the unit follow() reads in
 _FOLLOW_BUDGET = 1 << 22  # bytes one poll reads per file before yielding to the loop
 _EVERYTHING = EventFilter()
 
@@ -111,7 +116,7 @@ def last_records(source: Path, n: int, filt: EventFilter = _EVERYTHING) -> list[
     for segments in files.segments.values():
         found: list[Record] = []
         for segment in reversed(segments):
-            for line in _lines_backwards(segment.path):
+            for line in lines_backwards(segment.path):
                 record = _parse(line)
                 if record is not None and filt.matches(record):
                     found.append(record)
@@ -123,29 +128,6 @@ def last_records(source: Path, n: int, filt: EventFilter = _EVERYTHING) -> list[
         streams.append(found)
     merged = list(_merge(streams))
     return merged[-n:]
-
-
-def _lines_backwards(path: Path, block: int = _BLOCK) -> Iterator[bytes]:
-    """The lines of ``path``, last first, read in blocks from the end."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return
-    with handle:
-        position = handle.seek(0, os.SEEK_END)
-        rest = b""  # the start of a line whose beginning lies in an earlier block
-        while position > 0:
-            start = max(0, position - block)
-            handle.seek(start)
-            data = handle.read(position - start) + rest
-            position = start
-            lines = data.split(b"\n")
-            rest = lines[0]
-            for line in reversed(lines[1:]):
-                if line:
-                    yield line
-        if rest:
-            yield rest
 
 
 # -- following ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import orjson
 
 from keyledger.proxy.audit.chain import ChainState
 from keyledger.proxy.audit.checkpoints import Checkpoint
-from keyledger.proxy.audit.segments import keep_aside
+from keyledger.proxy.audit.segments import keep_aside, lines_backwards
 
 __all__ = ["Tail", "last_checkpoint_event", "read_tail", "set_torn_tail_aside"]
 
@@ -82,34 +82,11 @@ def set_torn_tail_aside(path: Path, fd: int, good_size: int, torn: bytes) -> str
 
 
 def last_checkpoint_event(path: Path) -> Checkpoint | None:
-    """The newest checkpoint event in a segment, read backwards block by block."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        end = os.fstat(fd).st_size
-        carry = b""  # the start of a line cut by the block boundary
-        while end > 0:
-            start = max(0, end - _BLOCK)
-            data = os.pread(fd, end - start, start) + carry
-            if start > 0:
-                # Only whole lines are searched; the partial first one waits for the rest
-                # of itself, in the block before.
-                cut = data.find(b"\n") + 1
-                carry, data = data[:cut] if cut else data, data[cut:] if cut else b""
-            mark = data.rfind(_CHECKPOINT_MARK)
-            while mark >= 0:
-                line_start = data.rfind(b"\n", 0, mark) + 1
-                line_end = data.find(b"\n", mark)
-                found = _checkpoint_of(data[line_start : line_end if line_end >= 0 else None])
-                if found is not None:
-                    return found
-                mark = data.rfind(_CHECKPOINT_MARK, 0, line_start)
-            end = start
-        return None
-    finally:
-        os.close(fd)
+    """The newest checkpoint event in a segment, read backwards from its end."""
+    for line in lines_backwards(path):
+        if _CHECKPOINT_MARK in line and (found := _checkpoint_of(line)) is not None:
+            return found
+    return None
 
 
 def _checkpoint_of(line: bytes) -> Checkpoint | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ __all__ = [
     "checkpoint_file",
     "discover",
     "keep_aside",
+    "lines_backwards",
     "segment_path",
     "validate_chain_id",
 ]
@@ -160,3 +161,26 @@ def keep_aside(path: Path, offset: int, data: bytes) -> str:
             os.close(directory)
         return aside.name
     raise OSError(f"no free name for the torn tail of {path.name}")
+
+
+def lines_backwards(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
+    """The lines of ``path``, last first, read in blocks from the end."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        rest = b""  # the start of a line whose beginning lies in an earlier block
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            data = handle.read(position - start) + rest
+            position = start
+            lines = data.split(b"\n")
+            rest = lines[0]
+            for line in reversed(lines[1:]):
+                if line:
+                    yield line
+        if rest:
+            yield rest
