@@ -159,14 +159,14 @@ class _Printer:
 
 
 async def _tail_files(source: Path, filt: Any, args: argparse.Namespace, show: _Printer) -> int:
-    from keyledger.proxy.audit.reader import Follower, last_records
+    from keyledger.proxy.audit.reader import Follower, Unseen, last_records
 
     # Start following first: whatever is appended while the last lines are read is then
-    # caught by the follower, and shown once (``_Newer`` drops what was shown already).
+    # caught by the follower, and shown once (``Unseen`` drops what was shown already).
     follower = Follower(source, filt)
     if args.follow:
         await asyncio.to_thread(follower.start, at_end=True)
-    newer = _Newer()
+    newer = Unseen()
     for record in await asyncio.to_thread(last_records, source, args.lines, filt):
         if newer(record):
             show(record)
@@ -176,23 +176,6 @@ async def _tail_files(source: Path, filt: Any, args: argparse.Namespace, show: _
         if newer(record):
             show(record)
     return 0
-
-
-class _Newer:
-    """True for an event not yet shown: the newest seq shown per chain."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
-
-    def __call__(self, record: Mapping[str, Any]) -> bool:
-        chain = record.get("chain") or {}
-        chain_id, seq = str(chain.get("id")), chain.get("seq")
-        if not isinstance(seq, int):
-            return True
-        if seq <= self._seen.get(chain_id, 0):
-            return False
-        self._seen[chain_id] = seq
-        return True
 
 
 async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from keyledger.proxy.audit.filters import filter_from_query
-from keyledger.proxy.audit.reader import last_records
+from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import AdminConfig, require_key
 
@@ -119,12 +119,13 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
     )
     try:
         await response.prepare(request)
-        sent: dict[str, int] = {}  # newest seq sent per chain: the replay and live overlap
+        unseen = Unseen()  # the replay and the live events overlap
         if "last" in request.query:
             journal_dir = request.app[JOURNAL_DIR]
             records = await asyncio.to_thread(last_records, journal_dir, replay, filt)
             for record in records:
-                await response.write(_frame(record, orjson.dumps(record), sent))
+                if unseen(record):
+                    await response.write(_frame(record, orjson.dumps(record)))
             # Even after nothing (last=0): a reader that wants only the replay stops here.
             await response.write(b"event: replayed\ndata: {}\n\n")
         while not subscription.closed:
@@ -139,7 +140,9 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
             if not batch:
                 await response.write(b": keep-alive\n\n")
                 continue
-            frames = b"".join(_frame(record, line.rstrip(b"\n"), sent) for record, line in batch)
+            frames = b"".join(
+                _frame(record, line.rstrip(b"\n")) for record, line in batch if unseen(record)
+            )
             await response.write(frames)
     except ConnectionResetError:
         pass  # the reader left
@@ -148,12 +151,8 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _frame(record: dict[str, Any], data: bytes, sent: dict[str, int]) -> bytes:
+def _frame(record: dict[str, Any], data: bytes) -> bytes:
     chain = record.get("chain") or {}
-    chain_id, seq = str(chain.get("id")), chain.get("seq")
-    if isinstance(seq, int):
-        if seq <= sent.get(chain_id, 0):
-            return b""
-        sent[chain_id] = seq
+    chain_id, seq = chain.get("id"), chain.get("seq")
     # orjson escapes newlines inside strings: one event is always one data line.
     return f"id: {chain_id}:{seq}\nevent: audit\ndata: ".encode() + data + b"\n\n"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,27 @@ def last_records(source: Path, n: int, filt: EventFilter = _EVERYTHING) -> list[
         streams.append(found)
     merged = list(_merge(streams))
     return merged[-n:]
+
+
+class Unseen:
+    """True for an event past the newest seq already passed on in its chain.
+
+    Joins a replay of the last N events to the live ones that follow: an event in both
+    is passed on once.
+    """
+
+    def __init__(self) -> None:
+        self._newest: dict[str, int] = {}
+
+    def __call__(self, record: Mapping[str, Any]) -> bool:
+        chain = record.get("chain") or {}
+        chain_id, seq = str(chain.get("id")), chain.get("seq")
+        if not isinstance(seq, int):
+            return True
+        if seq <= self._newest.get(chain_id, 0):
+            return False
+        self._newest[chain_id] = seq
+        return True
 
 
 # -- following ----------------------------------------------------------------------------
