@@ -313,7 +313,7 @@ class Journal:
         self._written = _Mark(state, mark.size + len(data), newest)
         if not self._fsync:
             # Without fsync, "durable" means handed to the kernel.
-            self._mark_durable(self._written, lines)
+            self._mark_durable(self._written, len(lines), lines)
             await self._file_checkpoints()
             return
         if self._next_sync is None:
@@ -340,12 +340,13 @@ class Journal:
         line, state = seal(event.to_record(), state)
         return signed, line, state
 
-    def _mark_durable(self, mark: _Mark, lines: Sequence[bytes], events: int = 0) -> None:
-        """Everything up to ``mark`` is now safe; ``lines`` (or ``events``) just became so."""
+    def _mark_durable(self, mark: _Mark, events: int, lines: Sequence[bytes]) -> None:
+        """Everything up to ``mark`` is now safe: ``events`` more, whose ``lines`` are kept
+        only while someone listens (the live stream)."""
         before = self._durable.checkpoint
         self._durable = mark
         self.healthy = True
-        self.stats.events += events or len(lines)
+        self.stats.events += events
         if self._on_durable is not None and lines:
             try:
                 self._on_durable(lines)
@@ -379,7 +380,7 @@ class Journal:
                 # A failed write rewound the file under this fsync: its lines are gone.
                 waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
                 continue
-            self._mark_durable(mark, lines, events)
+            self._mark_durable(mark, events, lines)
             waiting.set_result(None)
             await self._file_checkpoints()
 
@@ -484,7 +485,7 @@ class Journal:
         os.close(self._fd)
         self._fd, self._segment, self._segment_born = fd, new, time.time()
         self._written = _Mark(state, len(line), self._durable.checkpoint)
-        self._mark_durable(self._written, [line])
+        self._mark_durable(self._written, 1, [line])
         self.stats.rotations += 1
         log.info("journal_rotated", path=str(new.path), reason=reason, first_seq=new.first_seq)
 
