@@ -25,6 +25,13 @@ from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Checkpointing, Journal, JournalUnavailable, Rotation
 from keyledger.proxy.audit.minimise import Minimiser
+from keyledger.proxy.audit.sinks import (
+    Shipper,
+    SinkMisconfigured,
+    make_sink,
+    shipping_settings,
+)
+from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
@@ -43,6 +50,7 @@ __all__ = [
     "JOURNAL",
     "POLICIES",
     "RELOADER",
+    "SHIPPERS",
     "load_checkpointing",
     "load_fingerprint_key",
     "make_app",
@@ -58,6 +66,10 @@ GATEWAY = web.AppKey("gateway", Gateway)
 TRANSPORT = web.AppKey("transport", AiohttpTransport)
 RELOADER = web.AppKey("reloader", PolicyReloader)
 BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
+SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
+
+# How long start-up waits for each sink's first check (Object Lock, log group).
+_SINK_CHECK_S = 15.0
 
 
 class StartupError(RuntimeError):
@@ -215,6 +227,15 @@ async def make_app(config: Config) -> web.Application:
     app[POLICIES] = policies
     app[JOURNAL] = journal
     app[BROADCASTER] = broadcaster
+    app[SHIPPERS] = tuple(
+        Shipper(
+            sink=make_sink(sink, chain=audit.chain_id),
+            journal=journal,
+            cursors=CursorStore(audit.journal),
+            settings=shipping_settings(audit.shipping, sink),
+        )
+        for sink in audit.sinks
+    )
     app[BACKEND] = backend
     app[TRANSPORT] = transport
     app[GATEWAY] = gateway
@@ -229,6 +250,8 @@ async def make_app(config: Config) -> web.Application:
     )
     for warning in loaded.warnings:
         log.warning("policy_warning", problem=str(warning))
+    # Shipping stops after the journal closes, so the closing events are shipped too.
+    app.cleanup_ctx.append(_shipping_ctx)
     app.cleanup_ctx.append(_journal_ctx)
     app.cleanup_ctx.append(_reloader_ctx)
     app.cleanup_ctx.append(_backend_ctx)
@@ -263,6 +286,18 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):
         await journal.append(AuditEvent(type=EventType.LIFECYCLE, detail={"event": "stop"}))
     await journal.close()
+
+
+async def _shipping_ctx(app: web.Application) -> AsyncIterator[None]:
+    shippers = app[SHIPPERS]
+    try:
+        await asyncio.gather(*(shipper.check(_SINK_CHECK_S) for shipper in shippers))
+    except SinkMisconfigured as exc:
+        raise StartupError(f"audit sink: {exc}") from exc
+    for shipper in shippers:
+        shipper.start()
+    yield
+    await asyncio.gather(*(shipper.stop() for shipper in shippers))
 
 
 async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -24,12 +24,18 @@ __all__ = [
     "AuditConfig",
     "BackendConfig",
     "CheckpointConfig",
+    "CloudWatchSinkConfig",
     "Config",
     "ConfigError",
     "IdentitiesConfig",
     "LimitsConfig",
     "ListenConfig",
     "LoggingConfig",
+    "S3SinkConfig",
+    "ShippingConfig",
+    "SinkBatch",
+    "SinkConfig",
+    "StdoutSinkConfig",
     "is_loopback_host",
     "load_config",
     "parse_duration",
@@ -98,6 +104,69 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SinkBatch:
+    """How big a batch may grow, and how long its oldest event may wait for more."""
+
+    max_events: int
+    max_bytes: int
+    max_wait_s: float
+
+
+# The defaults are also the most each sink takes: one object, one PutLogEvents call (at
+# most 10,000 events and 1 MiB), one write.
+S3_BATCH = SinkBatch(max_events=10_000, max_bytes=8 << 20, max_wait_s=10.0)
+CLOUDWATCH_BATCH = SinkBatch(max_events=10_000, max_bytes=1 << 20, max_wait_s=2.0)
+STDOUT_BATCH = SinkBatch(max_events=1000, max_bytes=1 << 20, max_wait_s=0.2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _AwsSink:
+    name: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    # Only `serve --dev` sets these (its embedded moto); see BackendConfig.
+    static_credentials: tuple[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class S3SinkConfig(_AwsSink):
+    bucket: str
+    prefix: str = ""  # empty, or ending in "/"
+    lock_mode: str | None = "COMPLIANCE"  # None: the bucket's default retention applies
+    retention_days: int = 365
+    require_object_lock: bool = True
+    batch: SinkBatch = S3_BATCH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudWatchSinkConfig(_AwsSink):
+    log_group: str
+    retention_days: int | None = None  # None: leave the group's retention alone
+    batch: SinkBatch = CLOUDWATCH_BATCH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StdoutSinkConfig:
+    name: str
+    batch: SinkBatch = STDOUT_BATCH
+
+
+SinkConfig = S3SinkConfig | CloudWatchSinkConfig | StdoutSinkConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShippingConfig:
+    """How every sink's shipper retries, when its lag raises the alarm, how it stops."""
+
+    retry_min_s: float = 0.5
+    retry_max_s: float = 60.0
+    lag_alarm_events: int = 100_000
+    lag_alarm_s: float = 300.0
+    drain_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditConfig:
     journal: Path
     chain_id: str
@@ -108,6 +177,8 @@ class AuditConfig:
     rotate_max_age_s: float | None = 24 * 3600.0
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     minimise: MinimiseConfig = field(default_factory=MinimiseConfig)
+    sinks: tuple[SinkConfig, ...] = ()
+    shipping: ShippingConfig = field(default_factory=ShippingConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,6 +453,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "rotate",
         "checkpoints",
         "minimise",
+        "sinks",
+        "shipping",
     )
     rotate = audit_section.section("rotate")
     rotate.allow_only("max_bytes", "max_age")
@@ -416,6 +489,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
             "fingerprint_key_env", str, "KEYLEDGER_FINGERPRINT_KEY"
         ),
         fingerprint_key_file=audit_section.optional_path("fingerprint_key_file"),
+        sinks=_parse_sinks(audit_section),
+        shipping=_parse_shipping(audit_section.section("shipping")),
     )
 
     limits_section = root.section("limits")
@@ -490,3 +565,145 @@ def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig:
         token_file=section.optional_path("token_file"),
         stream_backlog=backlog,
     )
+
+
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
+_LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+_SINK_TYPES = ("s3", "cloudwatch", "stdout")
+
+
+def _parse_sinks(audit: _Section) -> tuple[SinkConfig, ...]:
+    raw = audit.data.get("sinks")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise audit._fail("sinks", "expected a list of sinks (each with a type)")
+    sinks: list[SinkConfig] = []
+    for index, item in enumerate(raw):
+        section = _Section(item, f"audit.sinks[{index}]", audit.base, audit.source)
+        if not isinstance(item, dict):
+            raise audit._fail("sinks", f"item {index + 1}: expected a mapping with a type")
+        kind = section.get("type", str, "")
+        if kind not in _SINK_TYPES:
+            raise section._fail("type", f"expected one of {', '.join(_SINK_TYPES)}")
+        name = section.get("name", str, kind)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise section._fail("name", "expected 1-64 letters, digits, '_' or '-'")
+        if any(sink.name == name for sink in sinks):
+            raise section._fail("name", f"two sinks are named {name!r}; give each a name")
+        sinks.append(_parse_sink(section, kind, name))
+    return tuple(sinks)
+
+
+def _parse_sink(section: _Section, kind: str, name: str) -> SinkConfig:
+    common = ("type", "name", "batch")
+    aws = ("region", "endpoint_url", "profile")
+    if kind == "stdout":
+        section.allow_only(*common)
+        return StdoutSinkConfig(name=name, batch=_parse_batch(section, STDOUT_BATCH))
+    region = section.optional_str("region")
+    endpoint_url = section.optional_str("endpoint_url")
+    profile = section.optional_str("profile")
+    if kind == "cloudwatch":
+        section.allow_only(*common, *aws, "log_group", "retention_days")
+        log_group = section.get("log_group", str, "")
+        if not re.fullmatch(r"[\w\-./#]{1,512}", log_group):
+            raise section._fail("log_group", "expected a log group name (e.g. keyledger-audit)")
+        retention = section.data.get("retention_days")
+        if retention is not None and retention not in _LOG_RETENTION_DAYS:
+            raise section._fail(
+                "retention_days",
+                f"CloudWatch accepts only {', '.join(map(str, _LOG_RETENTION_DAYS))}",
+            )
+        return CloudWatchSinkConfig(
+            name=name,
+            region=region,
+            endpoint_url=endpoint_url,
+            profile=profile,
+            log_group=log_group,
+            retention_days=retention,
+            batch=_parse_batch(section, CLOUDWATCH_BATCH),
+        )
+    section.allow_only(*common, *aws, "bucket", "prefix", "object_lock", "require_object_lock")
+    bucket = section.get("bucket", str, "")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise section._fail("bucket", "expected an S3 bucket name")
+    prefix = section.get("prefix", str, "").strip("/")
+    lock = section.section("object_lock")
+    lock.allow_only("mode", "retention_days")
+    mode = lock.get("mode", str, "COMPLIANCE").upper()
+    if mode not in ("COMPLIANCE", "GOVERNANCE", "BUCKET_DEFAULT"):
+        raise lock._fail("mode", "expected COMPLIANCE, GOVERNANCE or bucket_default")
+    days = lock.get("retention_days", int, 365)
+    if not 1 <= days <= 36500:
+        raise lock._fail("retention_days", "expected 1 to 36500 days")
+    return S3SinkConfig(
+        name=name,
+        region=region,
+        endpoint_url=endpoint_url,
+        profile=profile,
+        bucket=bucket,
+        prefix=f"{prefix}/" if prefix else "",
+        lock_mode=None if mode == "BUCKET_DEFAULT" else mode,
+        retention_days=days,
+        require_object_lock=section.get("require_object_lock", bool, True),
+        batch=_parse_batch(section, S3_BATCH),
+    )
+
+
+def _parse_batch(sink: _Section, default: SinkBatch) -> SinkBatch:
+    section = sink.section("batch")
+    section.allow_only("max_events", "max_bytes", "max_wait")
+    batch = SinkBatch(
+        max_events=section.get("max_events", int, default.max_events),
+        max_bytes=section.get("max_bytes", int, default.max_bytes),
+        max_wait_s=section.duration("max_wait", default.max_wait_s),
+    )
+    if not 1 <= batch.max_events <= default.max_events:
+        raise section._fail("max_events", f"expected 1 to {default.max_events}")
+    if not 4096 <= batch.max_bytes <= default.max_bytes:
+        raise section._fail("max_bytes", f"expected 4096 to {default.max_bytes}")
+    if not 0 <= batch.max_wait_s <= 3600:
+        raise section._fail("max_wait", "expected 0s to 1h")
+    return batch
+
+
+def _parse_shipping(section: _Section) -> ShippingConfig:
+    section.allow_only("retry_min", "retry_max", "lag_alarm_events", "lag_alarm", "drain")
+    shipping = ShippingConfig(
+        retry_min_s=section.duration("retry_min", 0.5),
+        retry_max_s=section.duration("retry_max", 60.0),
+        lag_alarm_events=section.get("lag_alarm_events", int, 100_000),
+        lag_alarm_s=section.duration("lag_alarm", 300.0),
+        drain_s=section.duration("drain", 10.0),
+    )
+    if not 0.01 <= shipping.retry_min_s <= shipping.retry_max_s <= 3600:
+        raise section._fail("retry_max", "expected 10ms <= retry_min <= retry_max <= 1h")
+    if shipping.lag_alarm_events < 1:
+        raise section._fail("lag_alarm_events", "expected at least 1")
+    if not 0 <= shipping.drain_s <= 600:
+        raise section._fail("drain", "expected 0s to 10m")
+    return shipping

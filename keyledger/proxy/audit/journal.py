@@ -145,6 +145,8 @@ class Journal:
         self._ticker: asyncio.Task[None] | None = None
         self._unfiled: list[Checkpoint] = []  # durable in the journal, not yet in the file
         self._recovered: dict[str, Any] = {}
+        # Shippers waiting for more durable events (wait_durable).
+        self._durable_waiters: list[asyncio.Future[None]] = []
 
     @property
     def state(self) -> ChainState:
@@ -159,6 +161,23 @@ class Journal:
     @property
     def last_checkpoint(self) -> Checkpoint | None:
         return self._durable.checkpoint
+
+    @property
+    def durable_seq(self) -> int:
+        """The last event that is durable: what may leave the box (see sinks/shipper)."""
+        return self._durable.state.seq
+
+    async def wait_durable(self, beyond: int) -> None:
+        """Return once an event after seq ``beyond`` is durable (callers bound the wait)."""
+        loop = asyncio.get_running_loop()
+        while self._durable.state.seq <= beyond:
+            waiter = loop.create_future()
+            self._durable_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done():  # cancelled: nobody will resolve it
+                    self._durable_waiters.remove(waiter)
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -355,6 +374,10 @@ class Journal:
                 log.exception("audit_stream_publish_failed")
         if self._fsync:
             self.stats.fsyncs += 1
+        waiters, self._durable_waiters = self._durable_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if mark.checkpoint is not None and mark.checkpoint is not before:
             # Only the newest is kept per round: each names the one before it, and the
             # file needs the newest to show a cut journal.

@@ -13,12 +13,17 @@ Per chain found under SOURCE (its segments in seq order, whatever their names or
 
 Events after a chain's last checkpoint are *unsealed*: intact as far as the hashes go, but
 not yet signed, so a cut there could not be told from a chain that simply ended.
+
+Remote copies (S3, CloudWatch Logs) arrive as loose lines, each with where it was found:
+:func:`verify_copies` deduplicates them by (chain, seq) -- shipping is at-least-once -- and
+fails on two *different* copies of one event, then checks each chain exactly as above and
+lists every missing seq range.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,7 @@ from keyledger.proxy.audit.chain import GENESIS
 from keyledger.proxy.audit.checkpoints import Checkpoint
 from keyledger.proxy.audit.segments import discover
 
-__all__ = ["ChainReport", "Problem", "VerifyReport", "verify_path"]
+__all__ = ["ChainReport", "Copy", "Problem", "VerifyReport", "verify_copies", "verify_path"]
 
 _PROGRESS_EVERY = 4096  # lines between progress reports
 
@@ -57,6 +62,8 @@ class ChainReport:
     checkpoints: int = 0
     last_checkpoint_seq: int = 0  # the seq of the newest checkpoint *event*
     problem: Problem | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)  # remote copies: every gap
+    duplicates: int = 0  # remote copies: identical extra copies (at-least-once shipping)
 
     @property
     def unsealed(self) -> int:
@@ -96,17 +103,104 @@ def verify_path(
         checker = _ChainChecker(report, chain_id, public_keys)
         for path in found.checkpoints.get(chain_id, []):
             report.files.append(str(path))
-            checker.load_checkpoint_file(path)
+            checker.load_checkpoints(_lines(path))
         for segment in found.segments.get(chain_id, []):
             report.files.append(str(segment.path))
-            checker.check_segment(segment.path, progress)
+            checker.chain.files += 1
+            checker.check_lines(_lines(segment.path), progress)
         checker.finish()
     return report
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
+    file = str(path)
     with path.open("rb") as handle:
-        yield from enumerate(handle, start=1)
+        for number, raw in enumerate(handle, start=1):
+            yield file, number, raw
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One line of a remote copy, and where it was found."""
+
+    where: str  # s3://bucket/key, cloudwatch://group/stream
+    line: int
+    raw: bytes  # as stored, with its newline
+    kind: str = "event"  # or "checkpoint": a record like those of the checkpoint file
+
+
+def verify_copies(
+    copies: Iterable[Copy], *, public_keys: Mapping[str, Ed25519PublicKey] | None = None
+) -> VerifyReport:
+    """Verify every chain found in ``copies``, in any order and with duplicates."""
+    report = VerifyReport(signatures_checked=public_keys is not None)
+    events: dict[str, dict[int, Copy]] = {}
+    checkpoints: dict[str, list[Copy]] = {}
+    conflicts: dict[str, list[tuple[Copy, Copy, int]]] = {}
+    duplicates: dict[str, int] = {}
+    wheres: dict[str, None] = {}
+    for copy in copies:
+        wheres[copy.where] = None
+        raw = copy.raw if copy.raw.endswith(b"\n") else copy.raw + b"\n"
+        try:
+            record = orjson.loads(raw)
+            if copy.kind == "checkpoint":
+                chain_id, seq = str(record["chain"]), int(record["seq"])
+            else:
+                chain_id, seq = str(record["chain"]["id"]), int(record["chain"]["seq"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            what = "checkpoint record" if copy.kind == "checkpoint" else "audit event"
+            report.problems.append(Problem(copy.where, copy.line, None, f"not a keyledger {what}"))
+            continue
+        copy = Copy(copy.where, copy.line, raw, copy.kind)
+        if copy.kind == "checkpoint":
+            checkpoints.setdefault(chain_id, []).append(copy)
+            continue
+        known = events.setdefault(chain_id, {}).get(seq)
+        if known is None:
+            events[chain_id][seq] = copy
+        elif known.raw == raw:
+            duplicates[chain_id] = duplicates.get(chain_id, 0) + 1
+        else:
+            conflicts.setdefault(chain_id, []).append((known, copy, seq))
+    report.files = list(wheres)
+    for chain_id in sorted(events.keys() | checkpoints.keys()):
+        checker = _ChainChecker(report, chain_id, public_keys, unit="object")
+        chain = checker.chain
+        chain.duplicates = duplicates.get(chain_id, 0)
+        for first, second, seq in conflicts.get(chain_id, [])[:1]:
+            checker.fail(
+                second.where,
+                second.line,
+                seq,
+                f"differs from another copy of the same event ({first.where}:{first.line}): "
+                "one of them was altered",
+            )
+        found = events.get(chain_id, {})
+        chain.missing = _missing_ranges(sorted(found))
+        chain.files = len({c.where for c in found.values()})
+        checker.load_checkpoints(
+            (c.where, c.line, c.raw) for c in sorted(checkpoints.get(chain_id, []), key=_by_seq)
+        )
+        checker.check_lines((c.where, c.line, c.raw) for _, c in sorted(found.items()))
+        checker.finish()
+    return report
+
+
+def _by_seq(copy: Copy) -> int:
+    seq = orjson.loads(copy.raw).get("seq")
+    return seq if isinstance(seq, int) else 0
+
+
+def _missing_ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Every run of seqs absent from ``seqs`` (sorted), from seq 1 to the last present."""
+    gaps = []
+    expected = 1
+    for seq in seqs:
+        if seq > expected:
+            gaps.append((expected, seq - 1))
+        expected = seq + 1
+    return gaps
 
 
 @dataclass(slots=True)
@@ -122,8 +216,14 @@ class _ChainChecker:
     """One chain, fed its checkpoint file(s) first, then its segments in order."""
 
     def __init__(
-        self, report: VerifyReport, chain_id: str, keys: Mapping[str, Ed25519PublicKey] | None
+        self,
+        report: VerifyReport,
+        chain_id: str,
+        keys: Mapping[str, Ed25519PublicKey] | None,
+        *,
+        unit: str = "segment file",  # what a gap starting at line 1 may be
     ) -> None:
+        self.unit = unit
         self.report = report
         self.chain = report.chains.setdefault(chain_id, ChainReport(chain_id))
         self.keys = keys
@@ -138,9 +238,9 @@ class _ChainChecker:
 
     # -- the checkpoint file -------------------------------------------------------------
 
-    def load_checkpoint_file(self, path: Path) -> None:
-        file = str(path)
-        for number, raw in _lines(path):
+    def load_checkpoints(self, lines: Iterable[tuple[str, int, bytes]]) -> None:
+        """Checkpoint-file records (or S3 checkpoint objects), each signed."""
+        for file, number, raw in lines:
             if not raw.endswith(b"\n"):
                 self.fail(file, number, None, "last line is incomplete (torn write)")
                 return
@@ -163,11 +263,14 @@ class _ChainChecker:
 
     # -- the journal ---------------------------------------------------------------------
 
-    def check_segment(self, path: Path, progress: Callable[[int], None] | None) -> None:
-        self.chain.files += 1
-        file = str(path)
+    def check_lines(
+        self,
+        lines: Iterable[tuple[str, int, bytes]],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """The chain's events, in order: one segment file, or deduplicated copies."""
         pending = 0
-        for number, raw in _lines(path):
+        for file, number, raw in lines:
             if self.chain.problem is not None:
                 break
             self._check_line(file, number, raw)
@@ -250,8 +353,8 @@ class _ChainChecker:
         if seq < expected:
             return f"out of order or repeated: expected seq {expected}"
         missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
-        where = " (a whole segment file?)" if number == 1 and self.chain.last_seq else ""
-        return f"gap: seq {missing} missing{where} (deleted or moved events)"
+        whole = f" (a whole {self.unit}?)" if number == 1 and self.chain.last_seq else ""
+        return f"gap: seq {missing} missing{whole} (deleted or moved events)"
 
     def _check_checkpoint_event(
         self, file: str, number: int, seq: int, record: dict[str, Any]

@@ -1,0 +1,232 @@
+"""The CloudWatch Logs sink: one log stream per chain, each journal line one log event.
+
+The message is the journal line byte for byte, so ``audit verify cloudwatch://GROUP``
+recomputes the same hashes; the timestamp is the event's own time. A batch is cut into
+PutLogEvents calls within the service's limits: 10,000 events, 1,048,576 bytes counting 26
+per event, 1 MB per event, chronological order, 24 hours from first to last.
+
+Events CloudWatch will not take (older than 14 days or the group's retention, more than
+2 hours ahead) come back as "rejected" in a successful call: they cannot be shipped there
+ever, so they are logged and passed over rather than retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from keyledger.proxy.audit.sinks._aws import client_for, error_code, sink_error
+from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, Line, SinkError
+from keyledger.proxy.audit.verify import Copy
+from keyledger.proxy.config import CloudWatchSinkConfig
+
+__all__ = ["CloudWatchCopies", "CloudWatchSink", "put_calls", "read_cloudwatch"]
+
+log = structlog.get_logger("keyledger.sinks.cloudwatch")
+
+MAX_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+EVENT_OVERHEAD = 26
+MAX_EVENT_BYTES = 1_048_576 - EVENT_OVERHEAD
+MAX_SPAN_MS = 24 * 3600 * 1000
+# botocore reads AWS_ENDPOINT_URL_CLOUDWATCH_LOGS (the service id); the shorter name, after
+# the `aws logs` command, is honoured too when reading back.
+ENDPOINT_ALIAS = "AWS_ENDPOINT_URL_LOGS"
+
+
+def put_calls(lines: Sequence[Line]) -> Iterator[list[Line]]:
+    """``lines`` in time order, cut into groups PutLogEvents accepts.
+
+    A line over the per-event limit cannot be sent at all; it is logged and left out (an
+    audit event is far smaller: bodies and secret values are never part of it).
+    """
+    call: list[Line] = []
+    size = 0
+    for line in sorted(lines, key=lambda line: line.time_ms):  # stable: seq order on ties
+        cost = len(line.raw) + EVENT_OVERHEAD
+        if len(line.raw) > MAX_EVENT_BYTES:
+            log.error("cloudwatch_event_too_large", seq=line.seq, bytes=len(line.raw))
+            continue
+        if call and (
+            len(call) == MAX_EVENTS
+            or size + cost > MAX_BATCH_BYTES
+            or line.time_ms - call[0].time_ms > MAX_SPAN_MS
+        ):
+            yield call
+            call, size = [], 0
+        call.append(line)
+        size += cost
+    if call:
+        yield call
+
+
+class CloudWatchSink:
+    def __init__(self, config: CloudWatchSinkConfig, *, stream: str) -> None:
+        self.config = config
+        self.stream = stream  # the chain id: one stream per replica (and worker)
+        self._client: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def limits(self) -> BatchLimits:
+        batch = self.config.batch
+        return BatchLimits(max_events=batch.max_events, max_bytes=batch.max_bytes)
+
+    def _logs(self) -> Any:
+        if self._client is None:
+            c = self.config
+            self._client = client_for(
+                "logs",
+                region=c.region,
+                endpoint_url=c.endpoint_url,
+                profile=c.profile,
+                static_credentials=c.static_credentials,
+            )
+        return self._client
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self._create)
+
+    def _create(self) -> None:
+        """The group (with its retention) and this chain's stream, unless they exist."""
+        group = self.config.log_group
+        logs = self._logs()
+        try:
+            self._create_if_missing(logs.create_log_group, logGroupName=group)
+            if self.config.retention_days is not None:
+                logs.put_retention_policy(
+                    logGroupName=group, retentionInDays=self.config.retention_days
+                )
+            self._create_if_missing(
+                logs.create_log_stream, logGroupName=group, logStreamName=self.stream
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise sink_error(exc, f"preparing log group {group}") from None
+
+    @staticmethod
+    def _create_if_missing(create: Any, **names: str) -> None:
+        try:
+            create(**names)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceAlreadyExistsException":
+                raise
+
+    async def send(self, batch: Batch) -> None:
+        await asyncio.to_thread(self._put, batch)
+
+    def _put(self, batch: Batch) -> None:
+        group = self.config.log_group
+        for call in put_calls(batch.lines):
+            try:
+                response = self._logs().put_log_events(
+                    logGroupName=group,
+                    logStreamName=self.stream,
+                    logEvents=[
+                        {"timestamp": line.time_ms, "message": line.raw.decode()} for line in call
+                    ],
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    # Deleted under us: create it again, then the batch is retried whole.
+                    self._create()
+                    raise SinkError(
+                        f"log group {group} or stream {self.stream} was missing"
+                    ) from None
+                raise sink_error(exc, f"PutLogEvents {group}/{self.stream}") from None
+            except BotoCoreError as exc:
+                raise sink_error(exc, f"PutLogEvents {group}/{self.stream}") from None
+            rejected = response.get("rejectedLogEventsInfo")
+            if rejected:
+                log.error(
+                    "cloudwatch_events_rejected",
+                    sink=self.name,
+                    first_seq=call[0].seq,
+                    last_seq=call[-1].seq,
+                    **{k: v for k, v in rejected.items() if isinstance(v, int)},
+                    note="too old or too new for CloudWatch Logs; the journal and other "
+                    "sinks keep them",
+                )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+# -- reading back -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CloudWatchCopies:
+    copies: list[Copy] = field(default_factory=list)
+    streams: int = 0
+
+
+def read_cloudwatch(url: str, *, client: Any = None) -> CloudWatchCopies:
+    """Every event of every stream of ``cloudwatch://GROUP`` (or of ``GROUP/STREAM``)."""
+    target = url.removeprefix("cloudwatch://")
+    # Log group names may contain "/": the stream is whatever follows the last one, and only
+    # when that group exists with that stream.
+    logs = client or client_for(
+        "logs", region=None, endpoint_url=os.environ.get(ENDPOINT_ALIAS), profile=None
+    )
+    group, streams = _resolve(logs, target)
+    found = CloudWatchCopies()
+    for stream in streams:
+        found.streams += 1
+        where = f"cloudwatch://{group}/{stream}"
+        for number, message in enumerate(_messages(logs, group, stream), start=1):
+            found.copies.append(Copy(where, number, message.encode() + b"\n"))
+    return found
+
+
+def _resolve(logs: Any, target: str) -> tuple[str, list[str]]:
+    if not target:
+        raise ValueError("expected cloudwatch://LOG_GROUP[/STREAM]")
+    try:
+        return target, _streams(logs, target)
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException" or "/" not in target:
+            raise sink_error(exc, f"listing the streams of {target}") from None
+    group, _, stream = target.rpartition("/")
+    try:
+        if stream in _streams(logs, group, prefix=stream):
+            return group, [stream]
+    except ClientError as exc:
+        raise sink_error(exc, f"listing the streams of {group}") from None
+    raise ValueError(f"cloudwatch://{target}: no such log group, or group and stream")
+
+
+def _streams(logs: Any, group: str, prefix: str | None = None) -> list[str]:
+    extra = {"logStreamNamePrefix": prefix} if prefix else {}
+    names = []
+    for page in logs.get_paginator("describe_log_streams").paginate(logGroupName=group, **extra):
+        names += [s["logStreamName"] for s in page.get("logStreams", [])]
+    return sorted(names)
+
+
+def _messages(logs: Any, group: str, stream: str) -> Iterator[str]:
+    token: str | None = None
+    while True:
+        extra: dict[str, str] = {"nextToken": token} if token else {}
+        try:
+            page = logs.get_log_events(
+                logGroupName=group, logStreamName=stream, startFromHead=True, **extra
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise sink_error(exc, f"reading {group}/{stream}") from None
+        for event in page.get("events", []):
+            yield event["message"]
+        # The documented end: the same forward token comes back.
+        if page.get("nextForwardToken") in (None, token):
+            return
+        token = page["nextForwardToken"]

@@ -1,0 +1,49 @@
+"""The stdout sink: one journal line per line on standard output, for container log
+collectors (Fluent Bit, the CloudWatch agent, Vector). keyledger's own logs go to stderr,
+so stdout carries nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import BinaryIO
+
+from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, SinkError
+from keyledger.proxy.config import StdoutSinkConfig
+
+__all__ = ["StdoutSink"]
+
+
+class StdoutSink:
+    def __init__(self, config: StdoutSinkConfig, *, stream: BinaryIO | None = None) -> None:
+        self.config = config
+        self._stream = stream
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def limits(self) -> BatchLimits:
+        batch = self.config.batch
+        return BatchLimits(max_events=batch.max_events, max_bytes=batch.max_bytes)
+
+    async def prepare(self) -> None:
+        return None
+
+    async def send(self, batch: Batch) -> None:
+        # In a thread: a collector that stops reading fills the pipe, and must not stall
+        # the event loop (the shipper waits; requests do not).
+        await asyncio.to_thread(self._write, batch.jsonl())
+
+    def _write(self, data: bytes) -> None:
+        stream = self._stream or sys.stdout.buffer
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: stdout was closed
+            raise SinkError(f"writing to stdout: {exc}") from None
+
+    async def close(self) -> None:
+        return None
