@@ -1,6 +1,6 @@
 """``keyledger audit ...`` and ``keyledger keys ...``: the security team's tools.
 
-keyledger audit verify SOURCE [--public-key PUB] [--strict]
+keyledger audit verify SOURCE|s3://BUCKET/PREFIX|cloudwatch://GROUP [--public-key PUB] [--strict]
 keyledger audit tail [SOURCE | --url URL] [-n N] [-f] [--json] [filters]
 keyledger audit export SOURCE --format jsonl|csv|ecs|ocsf [--output FILE] [filters]
 keyledger audit report SOURCE [--format table|csv|html] [--output FILE] [filters]
@@ -32,28 +32,23 @@ class AuditCliError(Exception):
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from keyledger.proxy.audit.checkpoints import load_public_keys
-    from keyledger.proxy.audit.verify import verify_path
 
-    source = Path(args.source)
-    if not source.exists():
-        raise AuditCliError(f"{source}: no such file or folder")
     keys = load_public_keys(Path(p) for p in args.public_key) if args.public_key else None
-    total = _size_of(source)
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    if show and (args.progress or total >= _PROGRESS_FROM_BYTES):
-        report = _verify_with_progress(source, keys, total)
+    if args.source.startswith(("s3://", "cloudwatch://")):
+        report, notes = _verify_remote(args.source, keys)
     else:
-        report = verify_path(source, public_keys=keys)
-    if not report.files:
-        raise AuditCliError(f"{source}: no journal files (*.jsonl) found")
+        report, notes = _verify_files(args, keys), []
 
-    warnings = []
+    warnings = list(notes)
     for chain in sorted(report.chains.values(), key=lambda c: c.id):
         state = "BROKEN" if chain.problem else "ok"
+        copies = f", {chain.duplicates:,} duplicate(s) ignored" if chain.duplicates else ""
         print(
             f"chain {chain.id}: {chain.events:,} events in {chain.files} file(s), last seq "
-            f"{chain.last_seq}, {chain.checkpoints:,} checkpoint(s): {state}"
+            f"{chain.last_seq}, {chain.checkpoints:,} checkpoint(s){copies}: {state}"
         )
+        if chain.missing:
+            print(f"  missing seq: {_ranges(chain.missing)}")
         if chain.problem is None and chain.unsealed:
             if chain.checkpoints:
                 warnings.append(
@@ -69,7 +64,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"WARN {warning}")
     if not report.chains and not report.problems:
-        print(f"no events found in {source}")
+        print(f"no events found in {args.source}")
         return 1
     if not report.ok:
         return 1
@@ -79,6 +74,54 @@ def cmd_verify(args: argparse.Namespace) -> int:
     signed = f", signatures checked ({', '.join(sorted(keys))})" if keys else ""
     print(f"intact: {report.events:,} events verified{signed}")
     return 0
+
+
+def _verify_files(args: argparse.Namespace, keys: Any) -> Any:
+    from keyledger.proxy.audit.verify import verify_path
+
+    source = Path(args.source)
+    if not source.exists():
+        raise AuditCliError(f"{source}: no such file or folder")
+    total = _size_of(source)
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    if show and (args.progress or total >= _PROGRESS_FROM_BYTES):
+        report = _verify_with_progress(source, keys, total)
+    else:
+        report = verify_path(source, public_keys=keys)
+    if not report.files:
+        raise AuditCliError(f"{source}: no journal files (*.jsonl) found")
+    return report
+
+
+def _verify_remote(source: str, keys: Any) -> tuple[Any, list[str]]:
+    """Download a remote copy (every S3 object version, or every log stream) and verify."""
+    from keyledger.proxy.audit.sinks import SinkError
+    from keyledger.proxy.audit.verify import verify_copies
+
+    try:
+        if source.startswith("s3://"):
+            from keyledger.proxy.audit.sinks.s3 import read_s3
+
+            found = read_s3(source)
+            copies, notes = found.copies, found.notes
+            if not found.objects:
+                raise AuditCliError(f"{source}: no objects found")
+        else:
+            from keyledger.proxy.audit.sinks.cloudwatch import read_cloudwatch
+
+            streams = read_cloudwatch(source)
+            copies, notes = streams.copies, []
+            if not streams.streams:
+                raise AuditCliError(f"{source}: the log group has no streams")
+    except (SinkError, ValueError) as exc:
+        raise AuditCliError(str(exc)) from None
+    return verify_copies(copies, public_keys=keys), notes
+
+
+def _ranges(ranges: list[tuple[int, int]], limit: int = 20) -> str:
+    shown = [str(a) if a == b else f"{a}-{b}" for a, b in ranges[:limit]]
+    more = f" and {len(ranges) - limit} more range(s)" if len(ranges) > limit else ""
+    return ", ".join(shown) + more
 
 
 def _size_of(source: Path) -> int:
@@ -364,9 +407,17 @@ def add_audit_parser(sub: Any) -> None:
         "exit 1 when any event was modified, removed, inserted or reordered, a file is "
         "missing, the end was cut below a checkpoint, or a checkpoint does not verify; the "
         "first problem of each chain is printed with file, line and seq. Events after the "
-        "last checkpoint are reported as unsealed (a warning; a failure with --strict).",
+        "last checkpoint are reported as unsealed (a warning; a failure with --strict). "
+        "Remote copies are deduplicated by (chain, seq): shipping is at-least-once, but two "
+        "different copies of one event fail, and every missing seq range is listed.",
     )
-    verify.add_argument("source", metavar="SOURCE", help="a journal file or folder")
+    verify.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a journal file or folder; s3://BUCKET[/PREFIX] (every object version); or "
+        "cloudwatch://GROUP[/STREAM] (every stream: one per chain). AWS credentials, region "
+        "and endpoints come from the usual AWS settings (AWS_PROFILE, AWS_ENDPOINT_URL_S3, ...)",
+    )
     verify.add_argument(
         "--public-key",
         action="append",

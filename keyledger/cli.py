@@ -170,7 +170,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         var = Path(args.var)
         env = dev.start_dev(
-            var=var, listen=listen or ("127.0.0.1", 8080), admin_listen=admin_listen
+            var=var,
+            listen=listen or ("127.0.0.1", 8080),
+            admin_listen=admin_listen,
+            sinks=dev.parse_sinks(args.sinks),
         )
         config = env.config
         configure_logging(format=config.logging.format, level=config.logging.level)
@@ -184,6 +187,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise CliError("serve needs --config FILE, or --dev for the self-contained demo")
+    if args.sinks:
+        raise CliError("--sinks is for --dev; with --config, list them under audit.sinks")
     config = load_config(Path(args.config))
     from dataclasses import replace
 
@@ -283,6 +288,14 @@ def _parser() -> argparse.ArgumentParser:
         "data-plane port + 1 with --dev",
     )
     serve.add_argument("--var", default="var", metavar="DIR", help="--dev state folder (./var)")
+    serve.add_argument(
+        "--sinks",
+        metavar="LIST",
+        default="",
+        help="--dev: also ship the audit journal to the embedded AWS: s3 (an Object Lock "
+        "bucket keyledger-audit), cloudwatch (log group keyledger-audit), stdout; comma-"
+        "separated, e.g. --sinks s3,cloudwatch",
+    )
     serve.set_defaults(func=cmd_serve)
 
     add_audit_parser(sub)

@@ -26,18 +26,29 @@ from keyledger.proxy.config import (
     AuditConfig,
     BackendConfig,
     CheckpointConfig,
+    CloudWatchSinkConfig,
     Config,
     IdentitiesConfig,
     ListenConfig,
     LoggingConfig,
+    S3SinkConfig,
+    SinkBatch,
+    SinkConfig,
+    StdoutSinkConfig,
 )
 
-__all__ = ["DEMO_IDENTITY", "DEMO_SECRETS", "DevEnvironment", "start_dev"]
+__all__ = ["AUDIT_BUCKET", "DEMO_IDENTITY", "DEMO_SECRETS", "DevEnvironment", "start_dev"]
 
 DEMO_IDENTITY = "demo-app"
 REGION = "us-east-1"
 # Credentials keyledger itself uses towards the embedded store (moto accepts any).
 _STORE_CREDENTIALS = ("keyledger-dev-store", "keyledger-dev-store-secret")
+# Where `--sinks s3,cloudwatch` ships the journal, in the embedded store.
+AUDIT_BUCKET = "keyledger-audit"
+AUDIT_LOG_GROUP = "keyledger-audit"
+SINK_TYPES = ("s3", "cloudwatch", "stdout")
+# Small batches, sent within a second: the demo shows objects appearing as you call.
+_DEV_BATCH = SinkBatch(max_events=1000, max_bytes=1 << 20, max_wait_s=1.0)
 
 DEMO_SECRETS: dict[str, str] = {
     "prod/db/password": "demo-prod-db-password",
@@ -45,6 +56,17 @@ DEMO_SECRETS: dict[str, str] = {
     "staging/db/password": "demo-staging-db-password",
     "staging/api/token": json.dumps({"token": "demo-staging-token"}),
 }
+
+
+def parse_sinks(text: str) -> tuple[str, ...]:
+    """``s3,cloudwatch`` as ("s3", "cloudwatch"); ValueError naming an unknown one."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SINK_TYPES]
+    if unknown:
+        raise ValueError(
+            f"--sinks: unknown sink {unknown[0]!r} (available: {', '.join(SINK_TYPES)})"
+        )
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +103,60 @@ def _start_store() -> tuple[Any, str]:
     return server, f"http://{host}:{port}"
 
 
-def _seed(store_url: str) -> None:
+def _client(service: str, store_url: str) -> Any:
     import boto3
 
-    client = boto3.client(
-        "secretsmanager",
+    return boto3.client(
+        service,
         endpoint_url=store_url,
         region_name=REGION,
         aws_access_key_id=_STORE_CREDENTIALS[0],
         aws_secret_access_key=_STORE_CREDENTIALS[1],
     )
+
+
+def _seed(store_url: str, sinks: tuple[str, ...]) -> None:
+    client = _client("secretsmanager", store_url)
     for name, value in DEMO_SECRETS.items():
         client.create_secret(Name=name, SecretString=value, Description="keyledger demo secret")
+    if "s3" in sinks:
+        # As a security team would make it: Object Lock on from the start (it cannot be
+        # turned on later for a bucket's existing objects).
+        _client("s3", store_url).create_bucket(Bucket=AUDIT_BUCKET, ObjectLockEnabledForBucket=True)
+    # The log group is left to the sink, which creates it (and its stream) when missing.
+
+
+def _dev_sinks(names: tuple[str, ...], store_url: str) -> tuple[SinkConfig, ...]:
+    made: dict[str, SinkConfig] = {
+        "s3": S3SinkConfig(
+            name="s3",
+            bucket=AUDIT_BUCKET,
+            retention_days=1,
+            batch=_DEV_BATCH,
+            region=REGION,
+            endpoint_url=store_url,
+            static_credentials=_STORE_CREDENTIALS,
+        ),
+        "cloudwatch": CloudWatchSinkConfig(
+            name="cloudwatch",
+            log_group=AUDIT_LOG_GROUP,
+            retention_days=1,
+            batch=_DEV_BATCH,
+            region=REGION,
+            endpoint_url=store_url,
+            static_credentials=_STORE_CREDENTIALS,
+        ),
+        "stdout": StdoutSinkConfig(name="stdout"),
+    }
+    return tuple(made[name] for name in names)
 
 
 def start_dev(
-    *, var: Path, listen: tuple[str, int], admin_listen: tuple[str, int] | None = None
+    *,
+    var: Path,
+    listen: tuple[str, int],
+    admin_listen: tuple[str, int] | None = None,
+    sinks: tuple[str, ...] = (),
 ) -> DevEnvironment:
     """Prepare ``var/`` and the embedded store; return the config to serve."""
     var.mkdir(parents=True, exist_ok=True)
@@ -117,10 +177,14 @@ def start_dev(
 
     server, store_url = _start_store()
     try:
-        _seed(store_url)
+        _seed(store_url, sinks)
     except Exception:
         server.stop()
         raise
+    # The embedded store starts empty every time, while the journal in var/ lives on:
+    # ship it all again, or the new bucket would miss every earlier event.
+    for cursor in (var / "audit" / ".cursors").glob("*.json"):
+        cursor.unlink()
 
     host, port = listen
     config = Config(
@@ -142,6 +206,7 @@ def start_dev(
             chain_id="dev",
             fingerprint_key_file=keys / "fingerprint.key",
             checkpoints=CheckpointConfig(key_file=keys / "checkpoint.key"),
+            sinks=_dev_sinks(sinks, store_url),
         ),
         admin=AdminConfig(
             host=admin_listen[0] if admin_listen else host,
@@ -157,11 +222,47 @@ def start_dev(
         f"AWS_ENDPOINT_URL={endpoint}\n"
         f"AWS_ACCESS_KEY_ID={key_id}\n"
         f"AWS_SECRET_ACCESS_KEY={secret}\n"
-        f"AWS_DEFAULT_REGION={REGION}\n",
+        f"AWS_DEFAULT_REGION={REGION}\n" + _sink_endpoints(sinks, store_url),
         encoding="utf-8",
     )
     env_file.chmod(0o600)
     return DevEnvironment(config, key_id, secret, store_url, env_file, server)
+
+
+def _sink_endpoints(sinks: tuple[str, ...], store_url: str) -> str:
+    """The embedded store as the S3 and CloudWatch Logs endpoint, for aws and keyledger."""
+    lines = []
+    if "s3" in sinks:
+        lines.append(f"AWS_ENDPOINT_URL_S3={store_url}\n")
+    if "cloudwatch" in sinks:
+        # botocore and the aws CLI read the service id's name; keyledger also reads _LOGS.
+        lines.append(f"AWS_ENDPOINT_URL_LOGS={store_url}\n")
+        lines.append(f"AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={store_url}\n")
+    return "".join(lines)
+
+
+def _sink_lines(env: DevEnvironment, var: str) -> str:
+    names = [sink.name for sink in env.config.audit.sinks]
+    if not names:
+        return ""
+    pub = f"{var}/keys/checkpoint.pub"
+    lines = ["", "The journal is also shipped to:", ""]
+    if "s3" in names:
+        lines += [
+            f"  s3://{AUDIT_BUCKET}/     Object Lock (COMPLIANCE, 1 day) in the embedded store",
+            f"    aws s3 ls s3://{AUDIT_BUCKET} --recursive",
+            f"    keyledger audit verify s3://{AUDIT_BUCKET}/ --public-key {pub}",
+        ]
+    if "cloudwatch" in names:
+        lines += [
+            f"  cloudwatch://{AUDIT_LOG_GROUP}   log group, one stream per chain",
+            f"    aws logs get-log-events --log-group-name {AUDIT_LOG_GROUP} "
+            f"--log-stream-name {env.config.audit.chain_id} --query 'events[].message'",
+            f"    keyledger audit verify cloudwatch://{AUDIT_LOG_GROUP} --public-key {pub}",
+        ]
+    if "stdout" in names:
+        lines.append("  stdout                    one JSON event per line (logs go to stderr)")
+    return "\n".join(lines) + "\n"
 
 
 def banner(env: DevEnvironment, *, var_display: str) -> str:
@@ -190,7 +291,7 @@ Try it from another terminal:
   keyledger audit tail {var_display}/audit -f            # or, from the admin API:
   keyledger audit tail --url {admin_url} --token-file {var_display}/keys/admin.token -f
   keyledger audit verify {var_display}/audit --public-key {var_display}/keys/checkpoint.pub
-
+{_sink_lines(env, var_display)}
 Or in one line, without the env file:
 
   AWS_ACCESS_KEY_ID={q(env.access_key_id)} AWS_SECRET_ACCESS_KEY={q(env.secret_access_key)} \\
