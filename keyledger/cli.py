@@ -115,7 +115,7 @@ async def _start_admin(config: Config, app: Any, context: ssl.SSLContext | None)
     from aiohttp import web
 
     from keyledger.proxy.admin import AdminError, load_admin_token, make_admin_app
-    from keyledger.proxy.app import BROADCASTER
+    from keyledger.proxy.app import BROADCASTER, SHIPPERS
 
     admin = config.admin
     assert admin is not None
@@ -129,7 +129,10 @@ async def _start_admin(config: Config, app: Any, context: ssl.SSLContext | None)
             "what. Configure tls, or set allow_plaintext: true behind a TLS-terminating proxy"
         )
     admin_app = make_admin_app(
-        token=token, broadcaster=app[BROADCASTER], journal_dir=config.audit.journal
+        token=token,
+        broadcaster=app[BROADCASTER],
+        journal_dir=config.audit.journal,
+        shippers=app[SHIPPERS],
     )
     runner = web.AppRunner(admin_app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()

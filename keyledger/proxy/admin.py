@@ -8,6 +8,9 @@ Frames: ``event: audit`` with ``id: <chain>:<seq>`` and the journal line as ``da
 ``event: replayed`` once the ``last=N`` replay is done (at once for ``last=0``);
 ``event: dropped`` before the server disconnects a reader that fell ``stream_backlog``
 events behind. A comment line every 15 s keeps idle connections (and proxies) open.
+
+GET /v1/sinks          each remote sink's state as JSON: shipped seq, lag, failures, alarm
+GET /metrics           Prometheus text format (see :mod:`keyledger.proxy.metrics`)
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from keyledger.proxy.audit.filters import filter_from_query
 from keyledger.proxy.audit.reader import Unseen, last_records
+from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import AdminConfig, require_key
+from keyledger.proxy.metrics import SinkCollector, make_registry
 
 __all__ = ["AdminError", "load_admin_token", "make_admin_app"]
 
@@ -34,6 +40,8 @@ log = structlog.get_logger("keyledger.admin")
 
 BROADCASTER = web.AppKey("admin_broadcaster", AuditBroadcaster)
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
+SHIPPERS = web.AppKey("admin_shippers", tuple[Shipper, ...])
+REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 _MAX_REPLAY = 10_000
 _KEEPALIVE_S = 15.0
@@ -83,18 +91,51 @@ def _require_token(token: bytes) -> Any:
 
 
 def make_admin_app(
-    *, token: bytes, broadcaster: AuditBroadcaster, journal_dir: Path
+    *,
+    token: bytes,
+    broadcaster: AuditBroadcaster,
+    journal_dir: Path,
+    shippers: tuple[Shipper, ...] = (),
 ) -> web.Application:
     app = web.Application(middlewares=[_require_token(token)])
     app[BROADCASTER] = broadcaster
     app[JOURNAL_DIR] = journal_dir
+    app[SHIPPERS] = shippers
+    app[REGISTRY] = make_registry([SinkCollector(shippers)])
     app.router.add_get("/v1/audit/stream", audit_stream)
+    app.router.add_get("/v1/sinks", sinks_status)
+    app.router.add_get("/metrics", metrics)
     app.on_shutdown.append(_close_streams)
     return app
 
 
 async def _close_streams(app: web.Application) -> None:
     app[BROADCASTER].close()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def sinks_status(request: web.Request) -> web.Response:
+    sinks = []
+    for shipper in request.app[SHIPPERS]:
+        status = shipper.status
+        sinks.append(
+            {
+                "sink": status.sink,
+                "ready": status.prepared,
+                "shipped_seq": status.shipped_seq,
+                "lag_events": shipper.lag_events,
+                "lag_seconds": round(status.lag_seconds(), 3),
+                "alarm": status.alarm,
+                "batches": status.batches,
+                "failures": status.failures,
+                "last_error": status.last_error,
+            }
+        )
+    return web.json_response({"sinks": sinks})
 
 
 async def audit_stream(request: web.Request) -> web.StreamResponse:

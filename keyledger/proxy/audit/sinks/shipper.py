@@ -257,9 +257,29 @@ class Shipper:
                 self.status.prepared = True
                 return True
             attempt += 1
+            await self._note_pending()
+            self._check_lag()
             if not await self._pause(self._backoff(attempt)):
                 return False
         return True
+
+    async def _note_pending(self) -> None:
+        """The time of the oldest unshipped event, for lag_seconds, while nothing ships."""
+        if self.status.pending_since_ms is not None:
+            return
+        name, chain = self.sink.name, self._journal.chain_id
+        cursor = await asyncio.to_thread(self._cursors.load, name, chain)
+        peek = await asyncio.to_thread(
+            read_batch,
+            self._journal.directory,
+            chain,
+            cursor,
+            up_to=self._journal.durable_seq,
+            limits=BatchLimits(max_events=1, max_bytes=1 << 30),
+        )
+        self.status.shipped_seq = cursor.seq
+        if peek.lines:
+            self.status.pending_since_ms = peek.lines[0].time_ms or None
 
     async def _ship(self) -> None:
         name, chain = self.sink.name, self._journal.chain_id
