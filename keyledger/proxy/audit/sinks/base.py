@@ -16,6 +16,7 @@ from typing import Protocol
 import orjson
 
 from keyledger.proxy.audit.checkpoints import Checkpoint
+from keyledger.proxy.audit.events import parse_time
 
 __all__ = [
     "Batch",
@@ -48,8 +49,6 @@ class Line:
 
 def parse_line(raw: bytes) -> Line:
     """A journal line (without its newline); ValueError if it is not a keyledger event."""
-    from keyledger.proxy.audit.events import parse_time
-
     try:
         record = orjson.loads(raw)
         seq = record["chain"]["seq"]

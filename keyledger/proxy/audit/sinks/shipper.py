@@ -16,7 +16,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -86,6 +86,7 @@ class Read:
     lines: tuple[Line, ...]
     cursor: Cursor  # just after the last line read (or skipped)
     missing: tuple[int, int] | None = None  # seqs the journal no longer holds
+    full: bool = False  # a limit stopped it: more events follow at once
 
 
 def read_batch(
@@ -116,10 +117,10 @@ def read_batch(
             if line.seq <= seq:
                 offset = end  # shipped before: resuming at the start of a segment
                 continue
-            if line.seq > up_to or (
-                lines and (len(lines) >= limits.max_events or size + len(raw) > limits.max_bytes)
-            ):
+            if line.seq > up_to:
                 return Read(tuple(lines), Cursor(segment.path.name, offset, seq), missing)
+            if lines and (len(lines) >= limits.max_events or size + len(raw) > limits.max_bytes):
+                return Read(tuple(lines), Cursor(segment.path.name, offset, seq), missing, True)
             if line.seq != seq + 1 and missing is None:
                 missing = (seq + 1, line.seq - 1)
             lines.append(line)
@@ -160,12 +161,6 @@ def _lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
 
 
 # -- the task -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Pending:
-    read: Read
-    since: float = field(default_factory=time.monotonic)
 
 
 class Shipper:
@@ -285,52 +280,66 @@ class Shipper:
         name, chain = self.sink.name, self._journal.chain_id
         cursor = await asyncio.to_thread(self._cursors.load, name, chain)
         self.status.shipped_seq = cursor.seq
-        pending: _Pending | None = None
-        limits = self.sink.limits
-        while True:
-            read = await asyncio.to_thread(
-                read_batch,
-                self._journal.directory,
-                chain,
-                cursor,
-                up_to=self._journal.durable_seq,
-                limits=limits,
-            )
-            if not read.lines:
-                self.status.pending_since_ms = None
-                if read.cursor != cursor:  # skipped lines that cannot be shipped
-                    cursor = read.cursor
-                    await self._save(cursor)
-                if self._stopping.is_set():
+        filling_since: float | None = None  # when a partial batch began waiting for more
+        ahead: asyncio.Task[Read] | None = None  # the next batch, read while one is sent
+        try:
+            while True:
+                read = await (ahead or self._read(cursor))
+                ahead = None
+                if not read.lines:
+                    self.status.pending_since_ms = None
+                    if read.cursor != cursor:  # skipped lines that cannot be shipped
+                        cursor = read.cursor
+                        await self._save(cursor)
+                    if self._stopping.is_set():
+                        return
+                    await self._wait_for_events(cursor.seq, self._settings.max_wait_s)
+                    continue
+                self.status.pending_since_ms = read.lines[0].time_ms or None
+                if filling_since is None:
+                    filling_since = time.monotonic()
+                waited = time.monotonic() - filling_since
+                if not (read.full or self._stopping.is_set()) and (
+                    waited < self._settings.max_wait_s
+                ):
+                    # Let the batch fill up: an object or a call per event would cost dearly.
+                    await self._wait_for_events(
+                        cursor.seq + self.sink.limits.max_events - 1,
+                        self._settings.max_wait_s - waited,
+                    )
+                    continue
+                if read.missing is not None:
+                    log.error(
+                        "sink_gap",
+                        sink=name,
+                        missing_from=read.missing[0],
+                        missing_to=read.missing[1],
+                        note="the journal no longer holds these events; the sink never got them",
+                    )
+                if read.full:
+                    # More is waiting: read it while this batch travels.
+                    ahead = asyncio.create_task(self._read(read.cursor))
+                if not await self._send(Batch(chain, read.lines)):
                     return
-                await self._wait_for_events(cursor.seq, self._settings.max_wait_s)
-                continue
-            self.status.pending_since_ms = read.lines[0].time_ms or None
-            pending = pending or _Pending(read)
-            full = len(read.lines) >= limits.max_events
-            waited = time.monotonic() - pending.since
-            if not full and not self._stopping.is_set() and waited < self._settings.max_wait_s:
-                # Let the batch fill up: one object or call per event would cost dearly.
-                await self._wait_for_events(
-                    cursor.seq + limits.max_events - 1, self._settings.max_wait_s - waited
-                )
-                continue
-            if read.missing is not None:
-                log.error(
-                    "sink_gap",
-                    sink=name,
-                    missing_from=read.missing[0],
-                    missing_to=read.missing[1],
-                    note="the journal no longer holds these events; the sink never got them",
-                )
-            if not await self._send(Batch(chain, read.lines)):
-                return
-            cursor, pending = read.cursor, None
-            self.status.shipped_seq = cursor.seq
-            self.status.shipped_events += len(read.lines)
-            self.status.batches += 1
-            self._check_lag()
-            await self._save(cursor)
+                cursor, filling_since = read.cursor, None
+                self.status.shipped_seq = cursor.seq
+                self.status.shipped_events += len(read.lines)
+                self.status.batches += 1
+                self._check_lag()
+                await self._save(cursor)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+    async def _read(self, cursor: Cursor) -> Read:
+        return await asyncio.to_thread(
+            read_batch,
+            self._journal.directory,
+            self._journal.chain_id,
+            cursor,
+            up_to=self._journal.durable_seq,
+            limits=self.sink.limits,
+        )
 
     async def _send(self, batch: Batch) -> bool:
         attempt = 0
