@@ -36,15 +36,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     keys = load_public_keys(Path(p) for p in args.public_key) if args.public_key else None
     if args.source.startswith(("s3://", "cloudwatch://")):
         report, notes = _verify_remote(args.source, keys)
+        unit = "object(s)" if args.source.startswith("s3://") else "stream(s)"
     else:
-        report, notes = _verify_files(args, keys), []
+        report, notes, unit = _verify_files(args, keys), [], "file(s)"
 
     warnings = list(notes)
     for chain in sorted(report.chains.values(), key=lambda c: c.id):
         state = "BROKEN" if chain.problem else "ok"
         copies = f", {chain.duplicates:,} duplicate(s) ignored" if chain.duplicates else ""
         print(
-            f"chain {chain.id}: {chain.events:,} events in {chain.files} file(s), last seq "
+            f"chain {chain.id}: {chain.events:,} events in {chain.files} {unit}, last seq "
             f"{chain.last_seq}, {chain.checkpoints:,} checkpoint(s){copies}: {state}"
         )
         if chain.missing:

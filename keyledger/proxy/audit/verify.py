@@ -132,7 +132,11 @@ class Copy:
 def verify_copies(
     copies: Iterable[Copy], *, public_keys: Mapping[str, Ed25519PublicKey] | None = None
 ) -> VerifyReport:
-    """Verify every chain found in ``copies``, in any order and with duplicates."""
+    """Verify every chain found in ``copies``, in any order and with duplicates.
+
+    Of two different copies of one event the first given is checked against the chain
+    (readers give the oldest first) and the other is reported.
+    """
     report = VerifyReport(signatures_checked=public_keys is not None)
     events: dict[str, dict[int, Copy]] = {}
     checkpoints: dict[str, list[Copy]] = {}
@@ -168,14 +172,6 @@ def verify_copies(
         checker = _ChainChecker(report, chain_id, public_keys, unit="object")
         chain = checker.chain
         chain.duplicates = duplicates.get(chain_id, 0)
-        for first, second, seq in conflicts.get(chain_id, [])[:1]:
-            checker.fail(
-                second.where,
-                second.line,
-                seq,
-                f"differs from another copy of the same event ({first.where}:{first.line}): "
-                "one of them was altered",
-            )
         found = events.get(chain_id, {})
         chain.missing = _missing_ranges(sorted(found))
         chain.files = len({c.where for c in found.values()})
@@ -183,6 +179,17 @@ def verify_copies(
             (c.where, c.line, c.raw) for c in sorted(checkpoints.get(chain_id, []), key=_by_seq)
         )
         checker.check_lines((c.where, c.line, c.raw) for _, c in sorted(found.items()))
+        for first, second, seq in conflicts.get(chain_id, [])[:1]:
+            # Whatever the chain says, a second version of an event is a finding of its own.
+            problem = Problem(
+                second.where,
+                second.line,
+                seq,
+                f"differs from another copy of the same event ({first.where}:{first.line}): "
+                "one of them was altered",
+            )
+            report.problems.append(problem)
+            chain.problem = chain.problem or problem
         checker.finish()
     return report
 

@@ -216,15 +216,22 @@ _Version = tuple[str, str | None, bool]  # key, version id, whether the key has 
 
 
 def _list_versions(s3: Any, bucket: str, prefix: str) -> tuple[list[_Version], int]:
-    found: list[tuple[str, str | None]] = []
+    """Every version, each key's oldest first: the one shipped before any overwrite."""
+    found: list[tuple[str, Any, str | None]] = []
     markers = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        found += [(v["Key"], v.get("VersionId")) for v in page.get("Versions", [])]
+        found += [
+            (v["Key"], v["LastModified"], v.get("VersionId")) for v in page.get("Versions", [])
+        ]
         markers += len(page.get("DeleteMarkers", []))
+    # S3 lists a key's versions newest first: reversed, ties in LastModified (whole
+    # seconds) keep the true order.
+    found.reverse()
+    found.sort(key=lambda version: version[:2])
     counts: dict[str, int] = {}
-    for key, _ in found:
+    for key, _, _ in found:
         counts[key] = counts.get(key, 0) + 1
-    return [(key, vid, counts[key] > 1) for key, vid in sorted(found)], markers
+    return [(key, vid, counts[key] > 1) for key, _, vid in found], markers
 
 
 def _list_latest(s3: Any, bucket: str, prefix: str) -> list[_Version]:
