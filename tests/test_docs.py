@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keyledger.proxy.config import load_config
+from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +24,15 @@ def test_config_example_is_a_valid_config() -> None:
     assert config.audit.rotate_max_age_s == 24 * 3600
     assert config.admin is not None
     assert config.admin.port == 9090
+    s3, cloudwatch = config.audit.sinks
+    assert isinstance(s3, S3SinkConfig)
+    assert (s3.bucket, s3.lock_mode, s3.retention_days) == (
+        "acme-keyledger-audit",
+        "COMPLIANCE",
+        2555,
+    )
+    assert isinstance(cloudwatch, CloudWatchSinkConfig)
+    assert (cloudwatch.log_group, cloudwatch.retention_days) == ("/keyledger/audit", 3653)
 
 
 @pytest.mark.parametrize(

@@ -105,3 +105,73 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
     )
     assert verified.returncode == 0, verified.stdout
     assert "signatures checked" in verified.stdout
+
+
+def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
+    """With --sinks s3,cloudwatch, the printed aws and verify commands see the shipped events."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    process = subprocess.Popen(
+        [
+            *(*KEYLEDGER, "serve", "--dev", "--sinks", "s3,cloudwatch"),
+            *("--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{free_port()}"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = wait_for(process, "Ctrl-C stops")
+        env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
+        allowed = re.search(r"^\s*(aws secretsmanager get-secret-value .*staging.*)$", banner, re.M)
+        listing = re.search(r"^\s*(aws s3 ls s3://keyledger-audit --recursive)$", banner, re.M)
+        verify_s3 = re.search(
+            r"^\s*(keyledger audit verify s3://\S+ --public-key \S+)$", banner, re.M
+        )
+        verify_cw = re.search(
+            r"^\s*(keyledger audit verify cloudwatch://\S+ --public-key \S+)$", banner, re.M
+        )
+        assert allowed is not None, banner
+        assert listing is not None, banner
+        assert verify_s3 is not None, banner
+        assert verify_cw is not None, banner
+
+        def paste(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["bash", "-c", f"{env_line}\n{command}"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        assert paste(allowed.group(1)).returncode == 0
+        dev_env = (tmp_path / "var" / "dev.env").read_text()
+        assert "AWS_ENDPOINT_URL_S3=" in dev_env
+        assert "AWS_ENDPOINT_URL_LOGS=" in dev_env
+        # Shipped within about a second (the dev batches wait at most 1 s to fill).
+        deadline = time.monotonic() + 20
+        while True:
+            s3 = paste(verify_s3.group(1))
+            cloudwatch = paste(verify_cw.group(1))
+            shipped = "events in" in s3.stdout and "events in" in cloudwatch.stdout
+            if shipped and "last seq 1," not in s3.stdout + cloudwatch.stdout:
+                break
+            assert time.monotonic() < deadline, s3.stdout + s3.stderr + cloudwatch.stderr
+            time.sleep(0.3)
+        listed = paste(listing.group(1))
+        assert listed.returncode == 0, listed.stderr
+        assert re.search(r"dev/\d{4}/\d\d/\d\d/000000000001-\d{12}\.jsonl\.gz", listed.stdout)
+        for result in (s3, cloudwatch):
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "intact:" in result.stdout
+            assert "signatures checked" in result.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
