@@ -34,6 +34,14 @@ from keyledger.proxy.audit.events import (
 )
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.segments import segment_path
+from keyledger.proxy.audit.sinks import (
+    Batch,
+    BatchLimits,
+    Shipper,
+    ShippingSettings,
+    SinkError,
+)
+from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.stream import AuditBroadcaster
 
 CHAIN = "node-1"
@@ -514,6 +522,83 @@ async def read_to_end(sock: socket.socket) -> bytes:
     finally:
         writer.close()
     return bytes(body)
+
+
+class _UnreachableSink:
+    """A sink whose service is down: every send fails, as a refused connection would."""
+
+    name = "archive"
+    limits = BatchLimits(max_events=100, max_bytes=1 << 20)
+
+    async def prepare(self) -> None:
+        return None
+
+    async def send(self, batch: Batch) -> None:
+        raise SinkError("PUT s3://archive/x: Could not connect to the endpoint URL")
+
+    async def close(self) -> None:
+        return None
+
+
+class TestSinks:
+    async def test_metrics_and_sinks_show_a_sink_falling_behind(
+        self, aiohttp_client: AiohttpClient, tmp_path: Path
+    ) -> None:
+        """While a sink is down, /v1/sinks and /metrics show its lag, failures and alarm."""
+        directory = tmp_path / "audit"
+        journal = Journal(directory=directory, chain_id=CHAIN)
+        await journal.start()
+        shipper = Shipper(
+            sink=_UnreachableSink(),
+            journal=journal,
+            cursors=CursorStore(directory),
+            settings=ShippingSettings(
+                max_wait_s=0.0,
+                retry_min_s=0.01,
+                retry_max_s=0.02,
+                lag_alarm_events=3,
+                drain_s=0.1,
+            ),
+        )
+        await shipper.check(1)
+        shipper.start()
+        try:
+            app = make_admin_app(
+                token=TOKEN,
+                broadcaster=AuditBroadcaster(),
+                journal_dir=directory,
+                shippers=(shipper,),
+            )
+            client = await aiohttp_client(app)
+            for n in range(5):
+                await journal.append(access(f"svc-{n}"))
+            deadline = time.monotonic() + 5
+            while not shipper.status.alarm:
+                assert time.monotonic() < deadline, shipper.status
+                await asyncio.sleep(0.01)
+
+            status = await (await client.get("/v1/sinks", headers=AUTH)).json()
+            metrics = await (await client.get("/metrics", headers=AUTH)).text()
+            refused = await client.get("/metrics")
+        finally:
+            await shipper.stop()
+            await journal.close()
+
+        (sink,) = status["sinks"]
+        assert sink["sink"] == "archive"
+        assert sink["lag_events"] == 5
+        assert sink["shipped_seq"] == 0
+        assert sink["alarm"] is True
+        assert sink["failures"] >= 1
+        assert "Could not connect" in sink["last_error"]
+        assert 'keyledger_sink_lag_events{sink="archive"} 5.0' in metrics
+        assert 'keyledger_sink_lag_alarm{sink="archive"} 1.0' in metrics
+        assert 'keyledger_sink_shipped_events_total{sink="archive"} 0.0' in metrics
+        lag_seconds = next(
+            line for line in metrics.splitlines() if line.startswith("keyledger_sink_lag_seconds")
+        )
+        assert float(lag_seconds.split()[-1]) > 0
+        assert refused.status == 401
 
 
 class TestShutdown:
