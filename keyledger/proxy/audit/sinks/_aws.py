@@ -7,6 +7,7 @@ batch). botocore retries a throttled call twice itself; the shipper's backoff do
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
@@ -16,6 +17,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from keyledger.proxy.audit.sinks.base import SinkError, SinkMisconfigured
 
 __all__ = ["client_for", "error_code", "sink_error"]
+
+# botocore reads AWS_ENDPOINT_URL_<service id>, which for CloudWatch Logs is
+# AWS_ENDPOINT_URL_CLOUDWATCH_LOGS; the shorter name, after the `aws logs` command, is
+# honoured too when that one is not set.
+_ENDPOINT_ALIASES = {"logs": ("AWS_ENDPOINT_URL_LOGS", "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")}
 
 # Codes that will not go away by retrying: an operator has to grant or create something.
 _MISCONFIGURED = {
@@ -37,6 +43,10 @@ def client_for(
     static_credentials: tuple[str, str] | None = None,
     read_timeout_s: float = 30.0,
 ) -> Any:
+    if endpoint_url is None and service in _ENDPOINT_ALIASES:
+        alias, official = _ENDPOINT_ALIASES[service]
+        if not os.environ.get(official):
+            endpoint_url = os.environ.get(alias) or None
     session = boto3.session.Session(profile_name=profile)
     keys: dict[str, str] = {}
     if static_credentials is not None:

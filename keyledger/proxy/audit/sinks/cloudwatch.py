@@ -13,7 +13,6 @@ ever, so they are logged and passed over rather than retried forever.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +34,6 @@ MAX_BATCH_BYTES = 1_048_576
 EVENT_OVERHEAD = 26
 MAX_EVENT_BYTES = 1_048_576 - EVENT_OVERHEAD
 MAX_SPAN_MS = 24 * 3600 * 1000
-# botocore reads AWS_ENDPOINT_URL_CLOUDWATCH_LOGS (the service id); the shorter name, after
-# the `aws logs` command, is honoured too when reading back.
-ENDPOINT_ALIAS = "AWS_ENDPOINT_URL_LOGS"
 
 
 def put_calls(lines: Sequence[Line]) -> Iterator[list[Line]]:
@@ -176,9 +172,7 @@ def read_cloudwatch(url: str, *, client: Any = None) -> CloudWatchCopies:
     target = url.removeprefix("cloudwatch://")
     # Log group names may contain "/": the stream is whatever follows the last one, and only
     # when that group exists with that stream.
-    logs = client or client_for(
-        "logs", region=None, endpoint_url=os.environ.get(ENDPOINT_ALIAS), profile=None
-    )
+    logs = client or client_for("logs", region=None, endpoint_url=None, profile=None)
     group, streams = _resolve(logs, target)
     found = CloudWatchCopies()
     for stream in streams:
