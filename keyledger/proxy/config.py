@@ -704,6 +704,8 @@ def _parse_shipping(section: _Section) -> ShippingConfig:
         raise section._fail("retry_max", "expected 10ms <= retry_min <= retry_max <= 1h")
     if shipping.lag_alarm_events < 1:
         raise section._fail("lag_alarm_events", "expected at least 1")
+    if shipping.lag_alarm_s < 1:
+        raise section._fail("lag_alarm", "expected at least 1s")
     if not 0 <= shipping.drain_s <= 600:
         raise section._fail("drain", "expected 0s to 10m")
     return shipping

@@ -44,7 +44,7 @@ class CursorStore:
         """The saved cursor, or the start of the chain when there is none (or it is junk)."""
         try:
             data = orjson.loads(self.path(sink, chain).read_bytes())
-            if data.get("schema") != _SCHEMA:
+            if not isinstance(data, dict) or data.get("schema") != _SCHEMA:
                 return START
             cursor = Cursor(str(data["segment"]), int(data["offset"]), int(data["seq"]))
         except FileNotFoundError:

@@ -60,6 +60,9 @@ class S3Sink:
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
         self._client: Any = None
+        # Retention on each PUT, unless the bucket turned out to have no Object Lock (and
+        # require_object_lock is false): S3 refuses retention headers there.
+        self._lock = config.lock_mode is not None
 
     @property
     def name(self) -> str:
@@ -116,6 +119,7 @@ class S3Sink:
         if self.config.require_object_lock:
             raise SinkMisconfigured(f"{problem}, or set require_object_lock: false")
         log.warning("s3_sink_without_object_lock", sink=self.name, problem=problem)
+        self._lock = enabled and self.config.lock_mode is not None
 
     async def send(self, batch: Batch) -> None:
         await asyncio.to_thread(self._put_batch, batch)
@@ -144,7 +148,7 @@ class S3Sink:
 
     def _put(self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
         lock: dict[str, Any] = {}
-        if self.config.lock_mode is not None:
+        if self._lock:
             until = datetime.now(UTC) + timedelta(days=self.config.retention_days)
             lock = {"ObjectLockMode": self.config.lock_mode, "ObjectLockRetainUntilDate": until}
         try:

@@ -31,6 +31,8 @@ __all__ = ["DurableJournal", "Read", "Shipper", "ShipperStatus", "ShippingSettin
 
 log = structlog.get_logger("keyledger.shipping")
 
+_IDLE_POLL_S = 5.0
+
 
 class DurableJournal(Protocol):
     """What a shipper needs of the journal: where it is and how far it is durable."""
@@ -288,12 +290,14 @@ class Shipper:
                 ahead = None
                 if not read.lines:
                     self.status.pending_since_ms = None
+                    self._check_lag()
                     if read.cursor != cursor:  # skipped lines that cannot be shipped
                         cursor = read.cursor
                         await self._save(cursor)
                     if self._stopping.is_set():
                         return
-                    await self._wait_for_events(cursor.seq, self._settings.max_wait_s)
+                    # The journal wakes us; the timeout is only a safety net.
+                    await self._wait_for_events(cursor.seq, _IDLE_POLL_S)
                     continue
                 self.status.pending_since_ms = read.lines[0].time_ms or None
                 if filling_since is None:
@@ -322,6 +326,7 @@ class Shipper:
                 if not await self._send(Batch(chain, read.lines)):
                     return
                 cursor, filling_since = read.cursor, None
+                self.status.pending_since_ms = None  # until the next read says otherwise
                 self.status.shipped_seq = cursor.seq
                 self.status.shipped_events += len(read.lines)
                 self.status.batches += 1
@@ -381,8 +386,11 @@ class Shipper:
 
     async def _pause(self, delay: float) -> bool:
         """Sleep before a retry; False when shutdown's drain time would run out first."""
-        if self._stopping.is_set() and time.monotonic() + delay > self._drain_deadline:
-            return False
+        if self._stopping.is_set():
+            if time.monotonic() + delay > self._drain_deadline:
+                return False
+            await asyncio.sleep(delay)  # draining: still back off between attempts
+            return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
         return not self._stopping.is_set() or time.monotonic() < self._drain_deadline
