@@ -21,6 +21,7 @@ import asyncio
 import base64
 import gzip
 import hashlib
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ __all__ = ["S3Copies", "S3Sink", "batch_key", "checkpoint_key", "read_s3"]
 log = structlog.get_logger("keyledger.sinks.s3")
 
 _CHECKPOINTS = "checkpoints"
+# By the key's end: a prefix or a chain may be called "checkpoints" too.
+_CHECKPOINT_KEY = re.compile(rf"(?:^|/){_CHECKPOINTS}/\d{{12}}\.json$")
 _DOWNLOAD_THREADS = 8
 
 
@@ -262,6 +265,6 @@ def _copies(key: str, where: str, body: bytes) -> Iterator[Copy]:
         except (OSError, EOFError):
             yield Copy(where, 1, body[:0], kind="event")  # reported as unreadable
             return
-    kind = "checkpoint" if f"/{_CHECKPOINTS}/" in f"/{key}" else "event"
+    kind = "checkpoint" if _CHECKPOINT_KEY.search(key) else "event"
     for number, raw in enumerate(body.splitlines(keepends=True), start=1):
         yield Copy(where, number, raw, kind=kind)
