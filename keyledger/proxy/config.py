@@ -633,7 +633,11 @@ def _parse_sink(section: _Section, kind: str, name: str) -> SinkConfig:
         if not re.fullmatch(r"[\w\-./#]{1,512}", log_group):
             raise section._fail("log_group", "expected a log group name (e.g. keyledger-audit)")
         retention = section.data.get("retention_days")
-        if retention is not None and retention not in _LOG_RETENTION_DAYS:
+        if retention is not None and (
+            not isinstance(retention, int)
+            or isinstance(retention, bool)
+            or retention not in _LOG_RETENTION_DAYS
+        ):
             raise section._fail(
                 "retention_days",
                 f"CloudWatch accepts only {', '.join(map(str, _LOG_RETENTION_DAYS))}",

@@ -12,7 +12,6 @@ ever, so they are logged and passed over rather than retried forever.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keyledger.proxy.audit.sinks._aws import client_for, error_code, sink_error
+from keyledger.proxy.audit.sinks._thread import SinkThread
 from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, Line, SinkError
 from keyledger.proxy.audit.verify import Copy
 from keyledger.proxy.config import CloudWatchSinkConfig
@@ -67,6 +67,7 @@ class CloudWatchSink:
         self.config = config
         self.stream = stream  # the chain id: one stream per replica (and worker)
         self._client: Any = None
+        self._thread = SinkThread(f"keyledger-sink-{config.name}")
 
     @property
     def name(self) -> str:
@@ -90,7 +91,7 @@ class CloudWatchSink:
         return self._client
 
     async def prepare(self) -> None:
-        await asyncio.to_thread(self._create)
+        await self._thread.run(self._create)
 
     def _create(self) -> None:
         """The group (with its retention) and this chain's stream, unless they exist."""
@@ -117,7 +118,7 @@ class CloudWatchSink:
                 raise
 
     async def send(self, batch: Batch) -> None:
-        await asyncio.to_thread(self._put, batch)
+        await self._thread.run(lambda: self._put(batch))
 
     def _put(self, batch: Batch) -> None:
         group = self.config.log_group
@@ -153,9 +154,8 @@ class CloudWatchSink:
                 )
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        # The client is left to a call still running on the thread (it ends with it).
+        self._thread.close()
 
 
 # -- reading back -------------------------------------------------------------------------

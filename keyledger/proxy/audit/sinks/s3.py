@@ -17,7 +17,6 @@ over a key only adds a version, so neither can hide or replace what was shipped.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import hashlib
@@ -33,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keyledger.proxy.audit.checkpoints import Checkpoint
 from keyledger.proxy.audit.sinks._aws import client_for, error_code, sink_error
+from keyledger.proxy.audit.sinks._thread import SinkThread
 from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, SinkMisconfigured
 from keyledger.proxy.audit.verify import Copy
 from keyledger.proxy.config import S3SinkConfig
@@ -66,6 +66,7 @@ class S3Sink:
         # Retention on each PUT, unless the bucket turned out to have no Object Lock (and
         # require_object_lock is false): S3 refuses retention headers there.
         self._lock = config.lock_mode is not None
+        self._thread = SinkThread(f"keyledger-sink-{config.name}")
 
     @property
     def name(self) -> str:
@@ -89,7 +90,7 @@ class S3Sink:
         return self._client
 
     async def prepare(self) -> None:
-        await asyncio.to_thread(self._check_object_lock)
+        await self._thread.run(self._check_object_lock)
 
     def _check_object_lock(self) -> None:
         """Refuse a bucket whose objects could be deleted or overwritten, unless told not to."""
@@ -125,7 +126,7 @@ class S3Sink:
         self._lock = enabled and self.config.lock_mode is not None
 
     async def send(self, batch: Batch) -> None:
-        await asyncio.to_thread(self._put_batch, batch)
+        await self._thread.run(lambda: self._put_batch(batch))
 
     def _put_batch(self, batch: Batch) -> None:
         # Events first: a checkpoint object must never seal events that are not there.
@@ -169,9 +170,8 @@ class S3Sink:
             raise sink_error(exc, f"PUT s3://{self.config.bucket}/{key}") from None
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        # The client is left to a call still running on the thread (it ends with it).
+        self._thread.close()
 
 
 # -- reading back -------------------------------------------------------------------------

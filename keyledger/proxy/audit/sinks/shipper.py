@@ -128,6 +128,8 @@ def read_batch(
             lines.append(line)
             size += len(raw)
             offset, seq = end, line.seq
+            if len(lines) >= limits.max_events:
+                return Read(tuple(lines), Cursor(segment.path.name, offset, seq), missing, True)
         if index + 1 == len(segments):
             return Read(tuple(lines), Cursor(segment.path.name, offset, seq), missing)
         index, offset = index + 1, 0  # a closed segment, read to its end
@@ -232,13 +234,23 @@ class Shipper:
         await self.sink.close()
 
     async def _run(self) -> None:
-        try:
-            if not await self._prepare():
+        attempt = 0
+        while True:
+            try:
+                if not await self._prepare():
+                    return
+                await self._ship()
                 return
-            await self._ship()
-        except Exception:
-            # A bug must not take the proxy down; the journal keeps everything.
-            log.exception("shipper_failed", sink=self.sink.name)
+            except Exception:
+                # Neither a bug nor a disk error may take the proxy down or stop shipping
+                # for good: the journal keeps everything, and shipping starts again from
+                # the saved cursor.
+                log.exception("shipper_failed", sink=self.sink.name)
+                self.status.failures += 1
+                self._check_lag()
+                attempt += 1
+                if not await self._pause(self._backoff(attempt)):
+                    return
 
     async def _prepare(self) -> bool:
         attempt = 0
@@ -295,6 +307,8 @@ class Shipper:
                         cursor = read.cursor
                         await self._save(cursor)
                     if self._stopping.is_set():
+                        if self._journal.durable_seq > cursor.seq:
+                            continue  # made durable after this read looked (the closing ones)
                         return
                     # The journal wakes us; the timeout is only a safety net.
                     await self._wait_for_events(cursor.seq, _IDLE_POLL_S)

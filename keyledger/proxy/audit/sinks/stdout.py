@@ -5,10 +5,10 @@ so stdout carries nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import BinaryIO
 
+from keyledger.proxy.audit.sinks._thread import SinkThread
 from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, SinkError
 from keyledger.proxy.config import StdoutSinkConfig
 
@@ -19,6 +19,7 @@ class StdoutSink:
     def __init__(self, config: StdoutSinkConfig, *, stream: BinaryIO | None = None) -> None:
         self.config = config
         self._stream = stream
+        self._thread = SinkThread(f"keyledger-sink-{config.name}")
 
     @property
     def name(self) -> str:
@@ -33,9 +34,11 @@ class StdoutSink:
         return None
 
     async def send(self, batch: Batch) -> None:
-        # In a thread: a collector that stops reading fills the pipe, and must not stall
-        # the event loop (the shipper waits; requests do not).
-        await asyncio.to_thread(self._write, batch.jsonl())
+        # In a thread of its own: a collector that stops reading fills the pipe, and must
+        # not stall the event loop or the journal's fsyncs (the shipper waits; requests
+        # do not).
+        data = batch.jsonl()
+        await self._thread.run(lambda: self._write(data))
 
     def _write(self, data: bytes) -> None:
         stream = self._stream or sys.stdout.buffer
@@ -46,4 +49,4 @@ class StdoutSink:
             raise SinkError(f"writing to stdout: {exc}") from None
 
     async def close(self) -> None:
-        return None
+        self._thread.close()
