@@ -15,8 +15,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keyledger.proxy.audit.sinks.base import SinkError, SinkMisconfigured
+from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig
 
-__all__ = ["client_for", "error_code", "sink_error"]
+__all__ = ["LazyClient", "client_for", "error_code", "sink_error"]
 
 # botocore reads AWS_ENDPOINT_URL_<service id>, which for CloudWatch Logs is
 # AWS_ENDPOINT_URL_CLOUDWATCH_LOGS; the shorter name, after the `aws logs` command, is
@@ -65,6 +66,27 @@ def client_for(
         ),
         **keys,
     )
+
+
+class LazyClient:
+    """The sink's boto3 client, made on first use, on the sink's thread (it reads files)."""
+
+    def __init__(self, service: str, config: S3SinkConfig | CloudWatchSinkConfig) -> None:
+        self._service = service
+        self._config = config
+        self._client: Any = None
+
+    def __call__(self) -> Any:
+        if self._client is None:
+            c = self._config
+            self._client = client_for(
+                self._service,
+                region=c.region,
+                endpoint_url=c.endpoint_url,
+                profile=c.profile,
+                static_credentials=c.static_credentials,
+            )
+        return self._client
 
 
 def error_code(exc: ClientError) -> str:

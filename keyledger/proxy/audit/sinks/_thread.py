@@ -16,7 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
-__all__ = ["SinkThread"]
+from keyledger.proxy.audit.sinks.base import BatchLimits
+from keyledger.proxy.config import SinkConfig
+
+__all__ = ["SinkThread", "ThreadedSink"]
 
 T = TypeVar("T")
 
@@ -51,3 +54,24 @@ class SinkThread:
                 future.set_result(call())
             except BaseException as exc:  # handed to the awaiting coroutine
                 future.set_exception(exc)
+
+
+class ThreadedSink:
+    """What every sink shares: its name and limits from config, its thread, closing."""
+
+    def __init__(self, config: SinkConfig) -> None:
+        self.config = config
+        self._thread = SinkThread(f"keyledger-sink-{config.name}")
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def limits(self) -> BatchLimits:
+        batch = self.config.batch
+        return BatchLimits(max_events=batch.max_events, max_bytes=batch.max_bytes)
+
+    async def close(self) -> None:
+        # A call still running on the thread keeps what it uses; the thread ends after it.
+        self._thread.close()

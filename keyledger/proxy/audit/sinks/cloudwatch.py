@@ -19,9 +19,9 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from keyledger.proxy.audit.sinks._aws import client_for, error_code, sink_error
-from keyledger.proxy.audit.sinks._thread import SinkThread
-from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, Line, SinkError
+from keyledger.proxy.audit.sinks._aws import LazyClient, client_for, error_code, sink_error
+from keyledger.proxy.audit.sinks._thread import ThreadedSink
+from keyledger.proxy.audit.sinks.base import Batch, Line, SinkError
 from keyledger.proxy.audit.verify import Copy
 from keyledger.proxy.config import CloudWatchSinkConfig
 
@@ -62,33 +62,13 @@ def put_calls(lines: Sequence[Line]) -> Iterator[list[Line]]:
         yield call
 
 
-class CloudWatchSink:
+class CloudWatchSink(ThreadedSink):
+    config: CloudWatchSinkConfig
+
     def __init__(self, config: CloudWatchSinkConfig, *, stream: str) -> None:
-        self.config = config
+        super().__init__(config)
         self.stream = stream  # the chain id: one stream per replica (and worker)
-        self._client: Any = None
-        self._thread = SinkThread(f"keyledger-sink-{config.name}")
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def limits(self) -> BatchLimits:
-        batch = self.config.batch
-        return BatchLimits(max_events=batch.max_events, max_bytes=batch.max_bytes)
-
-    def _logs(self) -> Any:
-        if self._client is None:
-            c = self.config
-            self._client = client_for(
-                "logs",
-                region=c.region,
-                endpoint_url=c.endpoint_url,
-                profile=c.profile,
-                static_credentials=c.static_credentials,
-            )
-        return self._client
+        self._logs = LazyClient("logs", config)
 
     async def prepare(self) -> None:
         await self._thread.run(self._create)
@@ -152,10 +132,6 @@ class CloudWatchSink:
                     note="too old or too new for CloudWatch Logs; the journal and other "
                     "sinks keep them",
                 )
-
-    async def close(self) -> None:
-        # The client is left to a call still running on the thread (it ends with it).
-        self._thread.close()
 
 
 # -- reading back -------------------------------------------------------------------------

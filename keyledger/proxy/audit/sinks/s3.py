@@ -31,9 +31,9 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keyledger.proxy.audit.checkpoints import Checkpoint
-from keyledger.proxy.audit.sinks._aws import client_for, error_code, sink_error
-from keyledger.proxy.audit.sinks._thread import SinkThread
-from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, SinkMisconfigured
+from keyledger.proxy.audit.sinks._aws import LazyClient, client_for, error_code, sink_error
+from keyledger.proxy.audit.sinks._thread import ThreadedSink
+from keyledger.proxy.audit.sinks.base import Batch, SinkMisconfigured
 from keyledger.proxy.audit.verify import Copy
 from keyledger.proxy.config import S3SinkConfig
 
@@ -59,35 +59,15 @@ def checkpoint_key(prefix: str, checkpoint: Checkpoint) -> str:
     return f"{prefix}{checkpoint.chain}/{_CHECKPOINTS}/{checkpoint.seq:012d}.json"
 
 
-class S3Sink:
+class S3Sink(ThreadedSink):
+    config: S3SinkConfig
+
     def __init__(self, config: S3SinkConfig) -> None:
-        self.config = config
-        self._client: Any = None
+        super().__init__(config)
+        self._s3 = LazyClient("s3", config)
         # Retention on each PUT, unless the bucket turned out to have no Object Lock (and
         # require_object_lock is false): S3 refuses retention headers there.
         self._lock = config.lock_mode is not None
-        self._thread = SinkThread(f"keyledger-sink-{config.name}")
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def limits(self) -> BatchLimits:
-        batch = self.config.batch
-        return BatchLimits(max_events=batch.max_events, max_bytes=batch.max_bytes)
-
-    def _s3(self) -> Any:
-        if self._client is None:
-            c = self.config
-            self._client = client_for(
-                "s3",
-                region=c.region,
-                endpoint_url=c.endpoint_url,
-                profile=c.profile,
-                static_credentials=c.static_credentials,
-            )
-        return self._client
 
     async def prepare(self) -> None:
         await self._thread.run(self._check_object_lock)
@@ -168,10 +148,6 @@ class S3Sink:
             )
         except (ClientError, BotoCoreError) as exc:
             raise sink_error(exc, f"PUT s3://{self.config.bucket}/{key}") from None
-
-    async def close(self) -> None:
-        # The client is left to a call still running on the thread (it ends with it).
-        self._thread.close()
 
 
 # -- reading back -------------------------------------------------------------------------

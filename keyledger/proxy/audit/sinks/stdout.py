@@ -8,27 +8,17 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
-from keyledger.proxy.audit.sinks._thread import SinkThread
-from keyledger.proxy.audit.sinks.base import Batch, BatchLimits, SinkError
+from keyledger.proxy.audit.sinks._thread import ThreadedSink
+from keyledger.proxy.audit.sinks.base import Batch, SinkError
 from keyledger.proxy.config import StdoutSinkConfig
 
 __all__ = ["StdoutSink"]
 
 
-class StdoutSink:
+class StdoutSink(ThreadedSink):
     def __init__(self, config: StdoutSinkConfig, *, stream: BinaryIO | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self._stream = stream
-        self._thread = SinkThread(f"keyledger-sink-{config.name}")
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def limits(self) -> BatchLimits:
-        batch = self.config.batch
-        return BatchLimits(max_events=batch.max_events, max_bytes=batch.max_bytes)
 
     async def prepare(self) -> None:
         return None
@@ -47,6 +37,3 @@ class StdoutSink:
             stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: stdout was closed
             raise SinkError(f"writing to stdout: {exc}") from None
-
-    async def close(self) -> None:
-        self._thread.close()
