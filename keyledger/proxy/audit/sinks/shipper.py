@@ -237,9 +237,13 @@ class Shipper:
         attempt = 0
         while True:
             try:
-                if not await self._prepare():
+                cursor = await asyncio.to_thread(
+                    self._cursors.load, self.sink.name, self._journal.chain_id
+                )
+                self.status.shipped_seq = cursor.seq
+                if not await self._prepare(cursor):
                     return
-                await self._ship()
+                await self._ship(cursor)
                 return
             except Exception:
                 # Neither a bug nor a disk error may take the proxy down or stop shipping
@@ -252,7 +256,7 @@ class Shipper:
                 if not await self._pause(self._backoff(attempt)):
                     return
 
-    async def _prepare(self) -> bool:
+    async def _prepare(self, cursor: Cursor) -> bool:
         attempt = 0
         while not self.status.prepared:
             try:
@@ -266,34 +270,21 @@ class Shipper:
                 self.status.prepared = True
                 return True
             attempt += 1
-            await self._note_pending()
+            await self._note_pending(cursor)
             self._check_lag()
             if not await self._pause(self._backoff(attempt)):
                 return False
         return True
 
-    async def _note_pending(self) -> None:
+    async def _note_pending(self, cursor: Cursor) -> None:
         """The time of the oldest unshipped event, for lag_seconds, while nothing ships."""
-        if self.status.pending_since_ms is not None:
-            return
-        name, chain = self.sink.name, self._journal.chain_id
-        cursor = await asyncio.to_thread(self._cursors.load, name, chain)
-        peek = await asyncio.to_thread(
-            read_batch,
-            self._journal.directory,
-            chain,
-            cursor,
-            up_to=self._journal.durable_seq,
-            limits=BatchLimits(max_events=1, max_bytes=1 << 30),
-        )
-        self.status.shipped_seq = cursor.seq
-        if peek.lines:
-            self.status.pending_since_ms = peek.lines[0].time_ms or None
+        if self.status.pending_since_ms is None:
+            peek = await self._read(cursor, BatchLimits(max_events=1, max_bytes=1 << 30))
+            if peek.lines:
+                self.status.pending_since_ms = peek.lines[0].time_ms or None
 
-    async def _ship(self) -> None:
+    async def _ship(self, cursor: Cursor) -> None:
         name, chain = self.sink.name, self._journal.chain_id
-        cursor = await asyncio.to_thread(self._cursors.load, name, chain)
-        self.status.shipped_seq = cursor.seq
         filling_since: float | None = None  # when a partial batch began waiting for more
         ahead: asyncio.Task[Read] | None = None  # the next batch, read while one is sent
         try:
@@ -350,14 +341,14 @@ class Shipper:
             if ahead is not None:
                 ahead.cancel()
 
-    async def _read(self, cursor: Cursor) -> Read:
+    async def _read(self, cursor: Cursor, limits: BatchLimits | None = None) -> Read:
         return await asyncio.to_thread(
             read_batch,
             self._journal.directory,
             self._journal.chain_id,
             cursor,
             up_to=self._journal.durable_seq,
-            limits=self.sink.limits,
+            limits=limits or self.sink.limits,
         )
 
     async def _send(self, batch: Batch) -> bool:
