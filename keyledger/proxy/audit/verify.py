@@ -139,7 +139,7 @@ def verify_copies(
     """
     report = VerifyReport(signatures_checked=public_keys is not None)
     events: dict[str, dict[int, Copy]] = {}
-    checkpoints: dict[str, list[Copy]] = {}
+    checkpoints: dict[str, list[tuple[int, Copy]]] = {}  # with the seq each seals
     conflicts: dict[str, list[tuple[Copy, Copy, int]]] = {}
     duplicates: dict[str, int] = {}
     wheres: dict[str, None] = {}
@@ -158,7 +158,7 @@ def verify_copies(
             continue
         copy = Copy(copy.where, copy.line, raw, copy.kind)
         if copy.kind == "checkpoint":
-            checkpoints.setdefault(chain_id, []).append(copy)
+            checkpoints.setdefault(chain_id, []).append((seq, copy))
             continue
         known = events.setdefault(chain_id, {}).get(seq)
         if known is None:
@@ -175,9 +175,8 @@ def verify_copies(
         found = events.get(chain_id, {})
         chain.missing = _missing_ranges(sorted(found))
         chain.files = len({c.where for c in found.values()})
-        checker.load_checkpoints(
-            (c.where, c.line, c.raw) for c in sorted(checkpoints.get(chain_id, []), key=_by_seq)
-        )
+        filed = sorted(checkpoints.get(chain_id, []), key=lambda found: found[0])
+        checker.load_checkpoints((c.where, c.line, c.raw) for _, c in filed)
         checker.check_lines((c.where, c.line, c.raw) for _, c in sorted(found.items()))
         for first, second, seq in conflicts.get(chain_id, [])[:1]:
             # Whatever the chain says, a second version of an event is a finding of its own.
@@ -192,11 +191,6 @@ def verify_copies(
             chain.problem = chain.problem or problem
         checker.finish()
     return report
-
-
-def _by_seq(copy: Copy) -> int:
-    seq = orjson.loads(copy.raw).get("seq")
-    return seq if isinstance(seq, int) else 0
 
 
 def _missing_ranges(seqs: list[int]) -> list[tuple[int, int]]:
