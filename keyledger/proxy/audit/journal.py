@@ -374,10 +374,11 @@ class Journal:
                 log.exception("audit_stream_publish_failed")
         if self._fsync:
             self.stats.fsyncs += 1
-        waiters, self._durable_waiters = self._durable_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._durable_waiters:  # shippers; most fsync rounds have none waiting
+            waiters, self._durable_waiters = self._durable_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         if mark.checkpoint is not None and mark.checkpoint is not before:
             # Only the newest is kept per round: each names the one before it, and the
             # file needs the newest to show a cut journal.
