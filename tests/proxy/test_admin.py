@@ -34,15 +34,11 @@ from keyledger.proxy.audit.events import (
 )
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.segments import segment_path
-from keyledger.proxy.audit.sinks import (
-    Batch,
-    BatchLimits,
-    Shipper,
-    ShippingSettings,
-    SinkError,
-)
+from keyledger.proxy.audit.sinks import Shipper, ShippingSettings
 from keyledger.proxy.audit.sinks.cursor import CursorStore
+from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.audit.stream import AuditBroadcaster
+from keyledger.proxy.config import S3SinkConfig
 
 CHAIN = "node-1"
 TOKEN = b"admin-token-0123456789abcdef"
@@ -524,32 +520,32 @@ async def read_to_end(sock: socket.socket) -> bytes:
     return bytes(body)
 
 
-class _UnreachableSink:
-    """A sink whose service is down: every send fails, as a refused connection would."""
-
-    name = "archive"
-    limits = BatchLimits(max_events=100, max_bytes=1 << 20)
-
-    async def prepare(self) -> None:
-        return None
-
-    async def send(self, batch: Batch) -> None:
-        raise SinkError("PUT s3://archive/x: Could not connect to the endpoint URL")
-
-    async def close(self) -> None:
-        return None
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 class TestSinks:
     async def test_metrics_and_sinks_show_a_sink_falling_behind(
         self, aiohttp_client: AiohttpClient, tmp_path: Path
     ) -> None:
-        """While a sink is down, /v1/sinks and /metrics show its lag, failures and alarm."""
+        """While a sink's endpoint refuses connections, /v1/sinks and /metrics show its lag,
+        failures and alarm."""
         directory = tmp_path / "audit"
         journal = Journal(directory=directory, chain_id=CHAIN)
         await journal.start()
+        unreachable = S3SinkConfig(
+            name="archive",
+            bucket="archive",
+            region="us-east-1",
+            endpoint_url=f"http://127.0.0.1:{closed_port()}",
+            static_credentials=("test", "test"),
+        )
         shipper = Shipper(
-            sink=_UnreachableSink(),
+            sink=S3Sink(unreachable),
             journal=journal,
             cursors=CursorStore(directory),
             settings=ShippingSettings(
@@ -589,6 +585,7 @@ class TestSinks:
         assert sink["lag_events"] == 5
         assert sink["shipped_seq"] == 0
         assert sink["alarm"] is True
+        assert sink["ready"] is False  # its start-up check never got an answer
         assert sink["failures"] >= 1
         assert "Could not connect" in sink["last_error"]
         assert 'keyledger_sink_lag_events{sink="archive"} 5.0' in metrics
