@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -31,15 +32,16 @@ def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 60) -> 
     return seen
 
 
-def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
-    """From an empty folder, the printed env file + aws commands read and get denied."""
+def spawn_dev(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    """`keyledger serve --dev ARGS` from ``tmp_path`` on free ports: the process, its
+    environment and its data-plane port."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     process = subprocess.Popen(
         [
-            *(*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{port}"),
-            *("--admin-listen", f"127.0.0.1:{free_port()}"),
+            *(*KEYLEDGER, "serve", "--dev", *args),
+            *("--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{free_port()}"),
         ],
         cwd=tmp_path,
         env=env,
@@ -47,28 +49,43 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return process, env, port
+
+
+def paster(
+    banner: str, tmp_path: Path, env: dict[str, str]
+) -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """Runs a command as a newcomer would: after pasting the banner's env-file line."""
+    env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
+
+    def paste(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", f"{env_line}\n{command}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return paste
+
+
+def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
+    """From an empty folder, the printed env file + aws commands read and get denied."""
+    process, env, port = spawn_dev(tmp_path)
     try:
         banner = wait_for(process, "Ctrl-C stops")
         assert f"http://127.0.0.1:{port}" in banner
         # The exact lines the banner tells a newcomer to paste.
-        env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
+        paste = paster(banner, tmp_path, env)
         allowed = re.search(r"^\s*(aws secretsmanager get-secret-value .*staging.*)$", banner, re.M)
         denied = re.search(r"^\s*(aws secretsmanager get-secret-value .*payments\S*)", banner, re.M)
         verify_line = re.search(r"^\s*keyledger (audit verify .*--public-key \S+)$", banner, re.M)
         assert allowed is not None
         assert denied is not None
         assert verify_line is not None
-
-        def paste(command: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                ["bash", "-c", f"{env_line}\n{command}"],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
 
         ok = paste(allowed.group(1))
         assert ok.returncode == 0, ok.stderr
@@ -109,23 +126,10 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
 
 def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
     """With --sinks s3,cloudwatch, the printed aws and verify commands see the shipped events."""
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    process = subprocess.Popen(
-        [
-            *(*KEYLEDGER, "serve", "--dev", "--sinks", "s3,cloudwatch"),
-            *("--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{free_port()}"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process, env, _ = spawn_dev(tmp_path, "--sinks", "s3,cloudwatch")
     try:
         banner = wait_for(process, "Ctrl-C stops")
-        env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
+        paste = paster(banner, tmp_path, env)
         allowed = re.search(r"^\s*(aws secretsmanager get-secret-value .*staging.*)$", banner, re.M)
         listing = re.search(r"^\s*(aws s3 ls s3://keyledger-audit --recursive)$", banner, re.M)
         verify_s3 = re.search(
@@ -138,17 +142,6 @@ def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
         assert listing is not None, banner
         assert verify_s3 is not None, banner
         assert verify_cw is not None, banner
-
-        def paste(command: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                ["bash", "-c", f"{env_line}\n{command}"],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
 
         assert paste(allowed.group(1)).returncode == 0
         dev_env = (tmp_path / "var" / "dev.env").read_text()
