@@ -55,6 +55,7 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
     import structlog
     from aiohttp import web
 
@@ -71,17 +72,26 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
                 "proxy"
             )
         log.warning("plaintext_listener", host=listen.host, port=listen.port)
+    admin_token = _admin_token(config, context)  # refused before anything starts
 
     app = await make_app(config)
     loop = asyncio.get_running_loop()
     # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
     loop.add_signal_handler(signal.SIGHUP, app[RELOADER].request)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=config.limits.shutdown_timeout_s,
+    )
     await runner.setup()
     # Everything loaded so far (botocore's service models above all) lives until exit:
     # keep it out of the collector's way, so collections scan only per-request garbage.
     gc.freeze()
-    cleanups: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    admin_runner: web.AppRunner | None = None
     try:
         site = web.TCPSite(runner, listen.host, listen.port, ssl_context=context, backlog=1024)
         try:
@@ -93,48 +103,54 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
             url=f"{'https' if context else 'http'}://{listen.host}:{listen.port}",
             config=config.source,
         )
-        if config.admin is not None:
-            admin_runner = await _start_admin(config, app, context)
-            cleanups.append(admin_runner.cleanup)
+        if admin_token is not None:
+            admin_runner = await _start_admin(config, app, admin_token, context)
         if on_ready is not None:
             on_ready()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping", shutdown_timeout_s=config.limits.shutdown_timeout_s)
     finally:
-        # The admin API first: its streams end before the journal they read closes.
-        for cleanup in reversed(cleanups):
-            await cleanup()
+        # The admin API first: /readyz stops answering, so load balancers stop sending, and
+        # its streams end before the journal they read closes. Then the data plane: it stops
+        # accepting, lets requests in flight finish (shutdown_timeout_s), closes the journal
+        # with a checkpoint and drains the sinks.
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await runner.cleanup()
+        log.info("stopped")
 
 
-async def _start_admin(config: Config, app: Any, context: ssl.SSLContext | None) -> Any:
-    import structlog
-    from aiohttp import web
-
-    from keyledger.proxy.admin import AdminError, load_admin_token, make_admin_app
-    from keyledger.proxy.app import BROADCASTER, SHIPPERS
+def _admin_token(config: Config, context: ssl.SSLContext | None) -> bytes | None:
+    """The admin API's token, or None when it is turned off; CliError if it cannot run."""
+    from keyledger.proxy.admin import AdminError, load_admin_token
 
     admin = config.admin
-    assert admin is not None
-    try:
-        token = load_admin_token(admin)
-    except AdminError as exc:
-        raise CliError(str(exc)) from exc
+    if admin is None:
+        return None
     if context is None and not is_loopback_host(admin.host) and not config.listen.allow_plaintext:
         raise CliError(
             f"refusing a plain-HTTP admin API on {admin.host}: the audit stream names who read "
             "what. Configure tls, or set allow_plaintext: true behind a TLS-terminating proxy"
         )
-    admin_app = make_admin_app(
-        token=token,
-        broadcaster=app[BROADCASTER],
-        journal_dir=config.audit.journal,
-        shippers=app[SHIPPERS],
+    try:
+        return load_admin_token(admin)
+    except AdminError as exc:
+        raise CliError(f"{exc}; or turn the admin API off with admin: {{enabled: false}}") from exc
+
+
+async def _start_admin(
+    config: Config, app: Any, token: bytes, context: ssl.SSLContext | None
+) -> Any:
+    import structlog
+    from aiohttp import web
+
+    from keyledger.proxy.admin import admin_app_for
+
+    admin = config.admin
+    assert admin is not None
+    runner = web.AppRunner(
+        admin_app_for(app, token), access_log=None, handle_signals=False, shutdown_timeout=5
     )
-    runner = web.AppRunner(admin_app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     site = web.TCPSite(runner, admin.host, admin.port, ssl_context=context)
     try:
@@ -287,8 +303,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--admin-listen",
         metavar="HOST:PORT",
-        help="admin API address (the audit stream); default: the config's admin.listen, or the "
-        "data-plane port + 1 with --dev",
+        help="admin API address: /healthz, /readyz, /metrics, the live audit stream "
+        "(default: the config's admin.listen, 127.0.0.1:9090)",
     )
     serve.add_argument("--var", default="var", metavar="DIR", help="--dev state folder (./var)")
     serve.add_argument(

@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 from cryptography.fernet import Fernet
 
+from keyledger.proxy.admin import admin_app_for
 from keyledger.proxy.app import make_app
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.audit.segments import discover
@@ -100,10 +101,17 @@ class RunningProxy:
     config: Config
     keys: dict[str, IssuedKey]
     url: str = ""
+    admin_url: str = ""  # the admin API, when the config has one
     app: web.Application | None = None
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _runner: web.AppRunner | None = None
+    _admin_runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
+
+    @property
+    def admin_token(self) -> str:
+        assert self.config.admin is not None and self.config.admin.token_file is not None
+        return self.config.admin.token_file.read_text().strip()
 
     def start(self) -> None:
         ready = threading.Event()
@@ -117,6 +125,15 @@ class RunningProxy:
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.url = f"http://127.0.0.1:{port}"
+            if self.config.admin is not None:
+                # As `keyledger serve` wires it: the data plane's objects, another listener.
+                admin = admin_app_for(app, self.admin_token.encode())
+                self._admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+                await self._admin_runner.setup()
+                admin_site = web.TCPSite(self._admin_runner, "127.0.0.1", 0)
+                await admin_site.start()
+                port = admin_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                self.admin_url = f"http://127.0.0.1:{port}"
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
@@ -136,6 +153,9 @@ class RunningProxy:
             raise failure[0]
 
     def stop(self) -> None:
+        if self._admin_runner is not None:
+            asyncio.run_coroutine_threadsafe(self._admin_runner.cleanup(), self._loop).result(30)
+            self._admin_runner = None
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
             self._runner = None
@@ -188,6 +208,7 @@ def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str,
     keys.mkdir()
     (keys / "identity.key").write_bytes(Fernet.generate_key())
     (keys / "fingerprint.key").write_text(secrets.token_hex(32))
+    (keys / "admin.token").write_text(secrets.token_hex(24))
     generate_key_pair(keys / "checkpoint")
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "app.yaml").write_text(policy)
@@ -202,6 +223,7 @@ def write_proxy_files(tmp_path: Path, *, policy: str = TEST_POLICY) -> dict[str,
             "fingerprint_key_file": "keys/fingerprint.key",
             "checkpoints": {"key_file": "keys/checkpoint.key"},
         },
+        "admin": {"listen": "127.0.0.1:0", "token_file": "keys/admin.token"},
         "logging": {"format": "json"},
     }
 

@@ -1,5 +1,8 @@
 """The admin API: its own aiohttp Application on its own listener, behind a bearer token.
 
+GET /healthz           200 while the process serves (open: it tells nothing)
+GET /readyz            200 when every readiness check passes, else 503; the JSON body names
+                       each check (details only with the token; see :mod:`.health`)
 GET /v1/audit/stream   Server-Sent Events: the durable audit events, live, filtered by the
                        query (principal, secret, action, effect, protocol, type, since,
                        until); ``last=N`` first replays the last N matching events.
@@ -27,14 +30,15 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from keyledger.proxy import app as app_keys
 from keyledger.proxy.audit.filters import filter_from_query
 from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import AdminConfig, require_key
-from keyledger.proxy.metrics import SinkCollector, make_registry
+from keyledger.proxy.health import ReadinessProbe
 
-__all__ = ["AdminError", "load_admin_token", "make_admin_app"]
+__all__ = ["AdminError", "admin_app_for", "load_admin_token", "make_admin_app"]
 
 log = structlog.get_logger("keyledger.admin")
 
@@ -42,6 +46,8 @@ BROADCASTER = web.AppKey("admin_broadcaster", AuditBroadcaster)
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
 SHIPPERS = web.AppKey("admin_shippers", tuple[Shipper, ...])
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+READINESS = web.AppKey("readiness", ReadinessProbe)
+EXPECTED_AUTHORIZATION = web.AppKey("expected_authorization", bytes)
 
 _MAX_REPLAY = 10_000
 _KEEPALIVE_S = 15.0
@@ -71,14 +77,16 @@ def _json_error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def _require_token(token: bytes) -> Any:
-    expected = b"Bearer " + token
+def _has_token(request: web.Request) -> bool:
+    given = request.headers.get("Authorization", "").encode()
+    # Constant time: the comparison must not tell how much of a guess was right.
+    return hmac.compare_digest(given, request.app[EXPECTED_AUTHORIZATION])
 
+
+def _require_token(open_paths: frozenset[str]) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        # Constant time: the comparison must not tell how much of a guess was right.
-        if not hmac.compare_digest(given, expected):
+        if request.path not in open_paths and not _has_token(request):
             log.warning("admin_unauthorised", path=request.path, remote=request.remote)
             return _json_error(
                 401,
@@ -90,18 +98,41 @@ def _require_token(token: bytes) -> Any:
     return middleware
 
 
+def admin_app_for(data_plane: web.Application, token: bytes) -> web.Application:
+    """The admin app for a data-plane app made by :func:`~keyledger.proxy.app.make_app`."""
+    config = data_plane[app_keys.CONFIG]
+    return make_admin_app(
+        token=token,
+        broadcaster=data_plane[app_keys.BROADCASTER],
+        journal_dir=config.audit.journal,
+        registry=data_plane[app_keys.METRICS],
+        readiness=data_plane[app_keys.READINESS],
+        shippers=data_plane[app_keys.SHIPPERS],
+        open_readyz=config.admin is not None and config.admin.open_readyz,
+    )
+
+
 def make_admin_app(
     *,
     token: bytes,
     broadcaster: AuditBroadcaster,
     journal_dir: Path,
+    registry: CollectorRegistry,
+    readiness: ReadinessProbe,
     shippers: tuple[Shipper, ...] = (),
+    open_readyz: bool = False,
 ) -> web.Application:
-    app = web.Application(middlewares=[_require_token(token)])
+    """The admin app, reading the data plane's objects; ``registry`` holds its metrics."""
+    open_paths = frozenset({"/healthz", "/readyz"} if open_readyz else {"/healthz"})
+    app = web.Application(middlewares=[_require_token(open_paths)])
+    app[EXPECTED_AUTHORIZATION] = b"Bearer " + token
     app[BROADCASTER] = broadcaster
     app[JOURNAL_DIR] = journal_dir
     app[SHIPPERS] = shippers
-    app[REGISTRY] = make_registry([SinkCollector(shippers)])
+    app[READINESS] = readiness
+    app[REGISTRY] = registry
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/audit/stream", audit_stream)
     app.router.add_get("/v1/sinks", sinks_status)
     app.router.add_get("/metrics", metrics)
@@ -111,6 +142,20 @@ def make_admin_app(
 
 async def _close_streams(app: web.Application) -> None:
     app[BROADCASTER].close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await request.app[READINESS].checks()
+    ready = all(check.ok for check in checks)
+    if _has_token(request):
+        named = {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}
+    else:
+        named = {c.name: {"ok": c.ok} for c in checks}  # an open probe learns no more
+    return web.json_response({"ready": ready, "checks": named}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import CollectorRegistry
 
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
@@ -38,7 +39,9 @@ from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.config import Config, require_key
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend
+from keyledger.proxy.health import Readiness
 from keyledger.proxy.http_client import AiohttpTransport
+from keyledger.proxy.metrics import JournalCollector, PolicyCollector, ProxyMetrics, SinkCollector
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import PolicyReloader, load_policy
 from keyledger.proxy.wire import WireRequest, caller_text
@@ -48,7 +51,9 @@ __all__ = [
     "CONFIG",
     "GATEWAY",
     "JOURNAL",
+    "METRICS",
     "POLICIES",
+    "READINESS",
     "RELOADER",
     "SHIPPERS",
     "load_checkpointing",
@@ -67,6 +72,8 @@ TRANSPORT = web.AppKey("transport", AiohttpTransport)
 RELOADER = web.AppKey("reloader", PolicyReloader)
 BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
+METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
+READINESS = web.AppKey("readiness", Readiness)
 
 # How long start-up waits for each sink's first check (Object Lock, log group).
 _SINK_CHECK_S = 15.0
@@ -199,6 +206,8 @@ async def make_app(config: Config) -> web.Application:
     transport = AiohttpTransport(timeout_s=config.backends[config.aws_backend].timeout_s)
     backend = _make_backend(config, config.aws_backend, transport)
     audit = config.audit
+    registry = CollectorRegistry(auto_describe=False)
+    metrics = ProxyMetrics(registry)
     broadcaster = AuditBroadcaster(backlog=config.admin.stream_backlog if config.admin else 10_000)
     journal = Journal(
         directory=audit.journal,
@@ -210,6 +219,7 @@ async def make_app(config: Config) -> web.Application:
         minimise=None
         if audit.minimise.keeps_everything
         else Minimiser(audit.minimise, key=fingerprint_key),
+        on_fsync=metrics.fsync,
     )
     gateway = Gateway(
         frontend=AwsFrontend(backend=config.aws_backend),
@@ -220,6 +230,7 @@ async def make_app(config: Config) -> web.Application:
         backend=backend,
         journal=journal,
         fingerprint=fingerprint,
+        observer=metrics,
     )
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
@@ -227,7 +238,7 @@ async def make_app(config: Config) -> web.Application:
     app[POLICIES] = policies
     app[JOURNAL] = journal
     app[BROADCASTER] = broadcaster
-    app[SHIPPERS] = tuple(
+    app[SHIPPERS] = shippers = tuple(
         Shipper(
             sink=make_sink(sink, chain=audit.chain_id),
             journal=journal,
@@ -239,7 +250,7 @@ async def make_app(config: Config) -> web.Application:
     app[BACKEND] = backend
     app[TRANSPORT] = transport
     app[GATEWAY] = gateway
-    app[RELOADER] = PolicyReloader(
+    app[RELOADER] = reloader = PolicyReloader(
         patterns=config.policies,
         backends=config.backends,
         holder=policies,
@@ -247,6 +258,14 @@ async def make_app(config: Config) -> web.Application:
         loaded_from=loaded.files,
         interval_s=config.policy_reload.interval_s,
         watch=config.policy_reload.watch,
+    )
+    registry.register(JournalCollector(journal))
+    registry.register(PolicyCollector(policies, lambda: (reloader.reloads, reloader.failures)))
+    if shippers:
+        registry.register(SinkCollector(shippers))
+    app[METRICS] = registry
+    app[READINESS] = Readiness(
+        config_source=config.source, policies=policies, journal=journal, backend=backend
     )
     for warning in loaded.warnings:
         log.warning("policy_warning", problem=str(warning))

@@ -186,6 +186,8 @@ class LimitsConfig:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 30.0
     max_clock_skew_s: int = 300
+    # At SIGTERM: how long requests in flight may take to finish before they are cut off.
+    shutdown_timeout_s: float = 20.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +206,9 @@ class AdminConfig:
     token_file: Path | None = None
     # Events a stream reader may fall behind before it is dropped.
     stream_backlog: int = 10_000
+    # Serve /readyz without the token (pass/fail per check, no details): kubelet probes
+    # and load balancer health checks cannot send a secret header.
+    open_readyz: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,7 +227,7 @@ class Config:
     aws_backend: str  # the backend the AWS wire protocol is served from
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    admin: AdminConfig | None = None
+    admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<built-in>"
 
@@ -494,14 +499,17 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     )
 
     limits_section = root.section("limits")
-    limits_section.allow_only("max_body_bytes", "request_timeout_s", "max_clock_skew_s")
+    limits_section.allow_only(
+        "max_body_bytes", "request_timeout_s", "max_clock_skew_s", "shutdown_timeout_s"
+    )
     limits = LimitsConfig(
         max_body_bytes=limits_section.get("max_body_bytes", int, 1 << 20),
         request_timeout_s=limits_section.get("request_timeout_s", float, 30.0),
         max_clock_skew_s=limits_section.get("max_clock_skew_s", int, 300),
+        shutdown_timeout_s=limits_section.duration("shutdown_timeout_s", 20.0),
     )
 
-    admin = _parse_admin(root, listen) if doc.get("admin") is not None else None
+    admin = _parse_admin(root, listen)
 
     logging_section = root.section("logging")
     logging_section.allow_only("format", "level")
@@ -546,9 +554,13 @@ def _parse_minimise(section: _Section) -> MinimiseConfig:
     )
 
 
-def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig:
+def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig | None:
     section = root.section("admin")
-    section.allow_only("listen", "token_env", "token_file", "stream_backlog")
+    section.allow_only(
+        "enabled", "listen", "token_env", "token_file", "stream_backlog", "open_readyz"
+    )
+    if not section.get("enabled", bool, True):
+        return None
     try:
         host, port = parse_listen(section.get("listen", str, "127.0.0.1:9090"))
     except ValueError as exc:
@@ -564,6 +576,7 @@ def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig:
         token_env=section.get("token_env", str, "KEYLEDGER_ADMIN_TOKEN"),
         token_file=section.optional_path("token_file"),
         stream_backlog=backlog,
+        open_readyz=section.get("open_readyz", bool, False),
     )
 
 

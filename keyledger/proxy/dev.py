@@ -209,20 +209,25 @@ def start_dev(
             sinks=_dev_sinks(sinks, store_url),
         ),
         admin=AdminConfig(
-            host=admin_listen[0] if admin_listen else host,
-            port=admin_listen[1] if admin_listen else port + 1,
+            host=admin_listen[0] if admin_listen else "127.0.0.1",
+            port=admin_listen[1] if admin_listen else 9090,
             token_file=keys / "admin.token",
         ),
         logging=LoggingConfig(format="console"),
         source="--dev",
     )
     endpoint = f"http://{host}:{port}"
+    admin = config.admin
+    assert admin is not None
     env_file = var / "dev.env"
     env_file.write_text(
         f"AWS_ENDPOINT_URL={endpoint}\n"
         f"AWS_ACCESS_KEY_ID={key_id}\n"
         f"AWS_SECRET_ACCESS_KEY={secret}\n"
-        f"AWS_DEFAULT_REGION={REGION}\n" + _sink_endpoints(sinks, store_url),
+        f"AWS_DEFAULT_REGION={REGION}\n"
+        f"KEYLEDGER_ADMIN_URL=http://{admin.host}:{admin.port}\n"
+        f"KEYLEDGER_ADMIN_TOKEN={(keys / 'admin.token').read_text().strip()}\n"
+        + _sink_endpoints(sinks, store_url),
         encoding="utf-8",
     )
     env_file.chmod(0o600)
@@ -270,7 +275,9 @@ def banner(env: DevEnvironment, *, var_display: str) -> str:
     listen = env.config.listen
     endpoint = f"http://{listen.host}:{listen.port}"
     admin = env.config.admin
-    admin_url = f"http://{admin.host}:{admin.port}" if admin else "-"
+    assert admin is not None
+    admin_url = f"http://{admin.host}:{admin.port}"
+    admin_token = (admin.token_file.read_text().strip()) if admin.token_file else "-"
     q = shlex.quote
     return f"""
 keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
@@ -282,6 +289,8 @@ keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
   identity           {DEMO_IDENTITY}   (policy: {example_policy_dir() / "demo.yaml"})
   audit journal      {var_display}/audit/   (chain "dev", signed checkpoints)
   checkpoint key     {var_display}/keys/checkpoint.pub   (public; verifies the journal)
+  admin API          {admin_url}   (health, readiness, metrics, live audit stream)
+  admin token        {admin_token}
 
 Try it from another terminal:
 
@@ -289,8 +298,10 @@ Try it from another terminal:
   aws secretsmanager get-secret-value --secret-id staging/db/password
   aws secretsmanager get-secret-value --secret-id prod/payments/api-key   # denied by policy
   keyledger audit tail {var_display}/audit -f            # or, from the admin API:
-  keyledger audit tail --url {admin_url} --token-file {var_display}/keys/admin.token -f
+  keyledger audit tail --url "$KEYLEDGER_ADMIN_URL" -f
   keyledger audit verify {var_display}/audit --public-key {var_display}/keys/checkpoint.pub
+  curl -s -H "Authorization: Bearer $KEYLEDGER_ADMIN_TOKEN" "$KEYLEDGER_ADMIN_URL/readyz"
+  curl -s -H "Authorization: Bearer $KEYLEDGER_ADMIN_TOKEN" "$KEYLEDGER_ADMIN_URL/metrics"
 {_sink_lines(env, var_display)}
 Or in one line, without the env file:
 

@@ -1,21 +1,197 @@
-"""Prometheus metrics for the admin API's ``/metrics``, read live at scrape time.
+"""Prometheus metrics for the admin API's ``/metrics``.
 
-Each metric is computed from the objects that already keep the numbers (a shipper's
-status, the journal's durable seq) by a collector registered in a registry of the admin
-app's own: no module-level metric objects, so two apps in one process never mix.
+Two kinds, all in a registry owned by the data-plane app (no module-level metric objects,
+so two apps in one process never mix):
+
+- :class:`ProxyMetrics` counts what happens as it happens: each answered request (the
+  pipeline's :class:`~keyledger.proxy.pipeline.RequestObserver`) and each journal fsync.
+- Collectors read, at scrape time, numbers that other objects keep anyway: the journal's
+  queue, the policy in force and its reloads, the remote sinks' lag.
+
+Label values come from small fixed sets (operations the frontend knows, error kinds);
+never from what a caller typed, so a caller cannot blow up the number of series.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.sinks import Shipper
+from keyledger.proxy.pipeline import PolicyHolder, RequestTrace
 
-__all__ = ["SinkCollector", "make_registry"]
+__all__ = [
+    "JournalCollector",
+    "PolicyCollector",
+    "ProxyMetrics",
+    "SinkCollector",
+]
+
+# Seconds: from a cached local answer (sub-millisecond) to a store timing out.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ProxyMetrics:
+    """Counters and histograms fed by the request path and the journal."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "keyledger_requests",
+            "Requests answered, by wire protocol, operation, policy effect (allow, deny, or "
+            "none when no policy decided) and status (success, denied, error)",
+            ["protocol", "operation", "effect", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "keyledger_request_duration_seconds",
+            "Time from a request's arrival (body read) to its answer",
+            ["protocol", "operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.backend_latency = Histogram(
+            "keyledger_backend_duration_seconds",
+            "Time a request spent waiting on the secret store",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.audit_wait = Histogram(
+            "keyledger_audit_wait_seconds",
+            "Time a request spent waiting for its audit events to be durable",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "keyledger_auth_failures",
+            "Requests refused because authentication failed, by reason",
+            ["protocol", "reason"],
+            registry=registry,
+        )
+        self.backend_errors = Counter(
+            "keyledger_backend_errors",
+            "Calls the secret store failed, by error kind (not_found, invalid_request, "
+            "conflict, unavailable, error)",
+            ["backend", "kind"],
+            registry=registry,
+        )
+        self.fsync_latency = Histogram(
+            "keyledger_journal_fsync_duration_seconds",
+            "Duration of each audit journal fsync",
+            buckets=_FSYNC_BUCKETS,
+            registry=registry,
+        )
+        self.events_per_fsync = Histogram(
+            "keyledger_journal_events_per_fsync",
+            "Audit events made durable by one fsync (group commit)",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, trace: RequestTrace) -> None:
+        """One answered request (the pipeline's observer)."""
+        self.requests.labels(trace.protocol, trace.operation, trace.effect, trace.status).inc()
+        self.latency.labels(trace.protocol, trace.operation).observe(trace.total_s)
+        if trace.backend_s:
+            self.backend_latency.labels(trace.backend).observe(trace.backend_s)
+        self.audit_wait.observe(trace.audit_s)
+        if trace.auth_failure is not None:
+            self.auth_failures.labels(trace.protocol, trace.auth_failure).inc()
+        if trace.backend_error is not None:
+            self.backend_errors.labels(trace.backend, trace.backend_error).inc()
+
+    def fsync(self, seconds: float, events: int) -> None:
+        """One journal fsync (the journal's ``on_fsync``)."""
+        self.fsync_latency.observe(seconds)
+        self.events_per_fsync.observe(events)
+
+
+class JournalCollector(Collector):
+    """The audit journal's queue and totals."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def collect(self) -> Iterator[Metric]:
+        journal, stats = self._journal, self._journal.stats
+        yield GaugeMetricFamily(
+            "keyledger_audit_queue_depth",
+            "Audit events written and waiting for their fsync; their requests wait too",
+            value=journal.pending_events,
+        )
+        yield GaugeMetricFamily(
+            "keyledger_journal_seq",
+            "The last durable seq of this replica's chain",
+            value=journal.durable_seq,
+        )
+        yield GaugeMetricFamily(
+            "keyledger_journal_writable",
+            "1 while the journal's last write and fsync succeeded; 0 means requests that "
+            "need it are refused",
+            value=int(journal.healthy),
+        )
+        yield CounterMetricFamily(
+            "keyledger_journal_events",
+            "Audit events made durable since start",
+            value=stats.events,
+        )
+        yield CounterMetricFamily(
+            "keyledger_journal_failures",
+            "Failed journal writes or fsyncs since start",
+            value=stats.failures,
+        )
+
+
+class PolicyCollector(Collector):
+    """The policy in force and how its reloads went."""
+
+    def __init__(self, holder: PolicyHolder, reloads: Callable[[], tuple[int, int]]) -> None:
+        self._holder = holder
+        self._reloads = reloads  # (put in force, rejected) since start
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self._holder.engine
+        info = InfoMetricFamily(
+            "keyledger_policy", "The policy set in force: its hash, as in audit events"
+        )
+        info.add_metric([], {"hash": engine.hash, "rules": str(len(engine.policy.rules))})
+        yield info
+        applied, rejected = self._reloads()
+        reloads = CounterMetricFamily(
+            "keyledger_policy_reloads",
+            "Policy reloads since start: applied (a new set in force) or rejected (the "
+            "last good set stayed)",
+            labels=["result"],
+        )
+        reloads.add_metric(["applied"], applied)
+        reloads.add_metric(["rejected"], rejected)
+        yield reloads
 
 
 class SinkCollector(Collector):
@@ -69,10 +245,3 @@ class SinkCollector(Collector):
             batches.add_metric(name, status.batches)
             failures.add_metric(name, status.failures)
         yield from (lag_events, lag_seconds, alarm, ready, shipped, batches, failures)
-
-
-def make_registry(collectors: Iterable[Collector]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    for collector in collectors:
-        registry.register(collector)
-    return registry

@@ -15,8 +15,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
@@ -38,7 +39,7 @@ from keyledger.proxy.audit.journal import Journal, JournalUnavailable
 from keyledger.proxy.errors import AccessDenied, AuditUnavailable, AuthError, ProxyError
 from keyledger.proxy.wire import Authenticator, Call, Frontend, WireRequest, WireResponse
 
-__all__ = ["Gateway", "PolicyHolder"]
+__all__ = ["Gateway", "PolicyHolder", "RequestObserver", "RequestTrace"]
 
 log = structlog.get_logger("keyledger.request")
 
@@ -50,12 +51,39 @@ class PolicyHolder:
         self.engine = engine
 
 
+@dataclass(slots=True, kw_only=True)
+class RequestTrace:
+    """How one request went, for metrics: filled in along the path, read once at the end.
+
+    Every field has few possible values (no secret names, no caller text), so each can be a
+    metric label.
+    """
+
+    protocol: str
+    backend: str
+    operation: str = "unknown"  # set once the frontend recognised the operation
+    effect: str = "none"  # allow | deny | none (no policy decided: failed auth, bad input)
+    status: str = "success"  # success | denied | error
+    auth_failure: str | None = None  # the reason, when authentication failed
+    backend_error: str | None = None  # the backend's error kind, when it failed
+    total_s: float = 0.0
+    backend_s: float = 0.0  # waiting on the store
+    audit_s: float = 0.0  # waiting for audit events to be durable
+
+
+class RequestObserver(Protocol):
+    """Told about every request once it is answered (the metrics); must not block."""
+
+    def observe(self, trace: RequestTrace) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Ctx:
     """What every event of one request shares."""
 
     request: RequestInfo
     started: float
+    trace: RequestTrace = field(compare=False)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -91,6 +119,7 @@ class Gateway:
         backend: Backend,
         journal: Journal,
         fingerprint: Fingerprinter,
+        observer: RequestObserver | None = None,
     ) -> None:
         self._frontend = frontend
         self._auth = authenticator
@@ -98,6 +127,7 @@ class Gateway:
         self._backend = backend
         self._journal = journal
         self._fingerprint = fingerprint
+        self._observer = observer
         # Decided once: building the debug line for every event is not free.
         self._debug = log.is_enabled_for(logging.DEBUG)
 
@@ -111,16 +141,29 @@ class Gateway:
                 user_agent=wire.user_agent,
             ),
             time.perf_counter(),
+            RequestTrace(protocol=self._frontend.protocol, backend=self._backend.name),
         )
+
+    def _done(self, ctx: _Ctx, response: WireResponse) -> WireResponse:
+        trace = ctx.trace
+        if response.status >= 400 and trace.status == "success":
+            trace.status = "error"
+        if self._observer is not None:
+            trace.total_s = time.perf_counter() - ctx.started
+            try:
+                self._observer.observe(trace)
+            except Exception:
+                log.exception("request_observer_failed")  # never the caller's problem
+        return response
 
     async def handle(self, wire: WireRequest) -> WireResponse:
         """Serve one request; always returns a response in the frontend's protocol."""
         ctx = self._context(wire)
         try:
-            return await self._handle(ctx, wire)
+            return self._done(ctx, await self._handle(ctx, wire))
         except AuditUnavailable as exc:
             log.error("audit_unavailable", request_id=wire.request_id, error=exc.message)
-            return self._frontend.render_error(exc, request_id=wire.request_id)
+            return self._done(ctx, self._frontend.render_error(exc, request_id=wire.request_id))
         except Exception:
             # A bug of ours: answer in the caller's protocol, record it, keep serving.
             log.exception("request_failed", request_id=wire.request_id)
@@ -128,9 +171,10 @@ class Gateway:
             with contextlib.suppress(AuditUnavailable):
                 nobody = PrincipalInfo(id=None, auth_method=self._auth.method)
                 await self._record(
-                    [self._event(ctx, nobody, None, None, None, Status.ERROR, error.kind.value)]
+                    ctx,
+                    [self._event(ctx, nobody, None, None, None, Status.ERROR, error.kind.value)],
                 )
-            return self._frontend.render_error(error, request_id=wire.request_id)
+            return self._done(ctx, self._frontend.render_error(error, request_id=wire.request_id))
 
     async def refuse(self, wire: WireRequest, error: ProxyError) -> WireResponse:
         """Record and reject a request that was refused before it could be read."""
@@ -138,19 +182,22 @@ class Gateway:
         nobody = PrincipalInfo(id=None, auth_method=self._auth.method)
         try:
             await self._record(
-                [self._event(ctx, nobody, None, None, None, Status.ERROR, code=error.kind.value)]
+                ctx,
+                [self._event(ctx, nobody, None, None, None, Status.ERROR, code=error.kind.value)],
             )
         except AuditUnavailable as exc:
-            return self._frontend.render_error(exc, request_id=wire.request_id)
-        return self._frontend.render_error(error, request_id=wire.request_id)
+            error = exc
+        return self._done(ctx, self._frontend.render_error(error, request_id=wire.request_id))
 
     async def _handle(self, ctx: _Ctx, wire: WireRequest) -> WireResponse:
         rid = wire.request_id
+        trace = ctx.trace
 
         # 1. Authenticate.
         try:
             principal = self._auth.authenticate(wire)
         except AuthError as exc:
+            trace.status, trace.auth_failure = "denied", exc.kind.value
             await self._record_auth_failure(ctx, exc)
             return self._frontend.render_error(exc, request_id=rid)
         who = _principal_info(principal)
@@ -159,8 +206,11 @@ class Gateway:
         try:
             call = self._frontend.parse(wire)
         except ProxyError as exc:
-            await self._record([self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)])
+            await self._record(
+                ctx, [self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)]
+            )
             return self._frontend.render_error(exc, request_id=rid)
+        trace.operation = call.operation
 
         # 3. May the caller do this action on anything at all? Asked before any lookup
         #    in the store, so nobody learns from it what they could not touch anyway.
@@ -180,32 +230,38 @@ class Gateway:
             return engine.decide(principal, call.action, ref, facts)
 
         gate = engine.decide_any(principal, call.action, call.backend, facts)
+        trace.effect = gate.effect.value
         if not gate.allowed:
             # Recorded as the caller named them (an ARN stays an ARN): never resolved.
             # Each is decided on its own only to name a deny rule that matched it.
             decided = [(ref, decide(ref) if ref else gate) for ref in call.targets or (None,)]
             await self._record(
+                ctx,
                 [
                     self._event(ctx, who, call, r, d, Status.DENIED, "AccessDenied")
                     for r, d in decided
-                ]
+                ],
             )
             explicit = decided[0][1].explicit
-            return self._denied(principal, call, call.single, rid, explicit=explicit)
+            return self._denied(ctx, principal, call, call.single, rid, explicit=explicit)
 
         # 4. Resolve aliases (ARNs) to the store's own names: policies speak in names.
+        started = time.perf_counter()
         try:
             names = await self._resolve(call)
         except BackendError as exc:
+            trace.backend_s += time.perf_counter() - started
+            trace.backend_error = exc.kind
             target = call.targets[0]
             failed = self._event(ctx, who, call, target, None, Status.ERROR, exc.code or exc.kind)
-            await self._record([failed])
+            await self._record(ctx, [failed])
             if isinstance(exc, BackendUnavailable) or any(
                 decide(SecretRef(call.backend, name)).allowed for name in exc.names
             ):
                 return self._frontend.render_error(exc, request_id=rid)
             # "Not found" would tell the caller whether a secret it may not see exists.
-            return self._denied(principal, call, target, rid)
+            return self._denied(ctx, principal, call, target, rid)
+        trace.backend_s += time.perf_counter() - started
 
         # 5. Authorise every named secret, with the policy in force when the request arrived.
         decisions = {ref: decide(names[ref]) for ref in call.targets}
@@ -217,11 +273,13 @@ class Gateway:
         if denied and not call.partial:
             # Only a batch read goes ahead with part of its secrets.
             ref, decision = next(iter(denied.items()))
-            await self._record(events[:1])
-            return self._denied(principal, call, ref, rid, explicit=decision.explicit)
+            trace.effect = "deny"
+            await self._record(ctx, events[:1])
+            return self._denied(ctx, principal, call, ref, rid, explicit=decision.explicit)
         if call.targets and len(denied) == len(call.targets):
             # A batch of which nothing may be read: answer with only the per-secret errors.
-            await self._record(events)
+            trace.effect, trace.status = "deny", "denied"
+            await self._record(ctx, events)
             empty = self._frontend.empty_result(call)
             return self._frontend.render(
                 call, empty, hidden=set(), denied=set(denied), request_id=rid
@@ -235,8 +293,9 @@ class Gateway:
             # Write-ahead: the intent is durable before the store changes anything, so a
             # change can never go unrecorded, even if its outcome cannot be written.
             pending = self._event(ctx, who, call, subject_name, subject_decision, Status.PENDING)
-            await self._record([pending])
-        else:
+            await self._record(ctx, [pending])
+        elif not self._journal.healthy:
+            started = time.perf_counter()
             try:
                 # Fail closed before touching the store: its answer could not be recorded.
                 await self._journal.ensure_writable()
@@ -244,19 +303,25 @@ class Gateway:
                 raise AuditUnavailable(
                     "keyledger cannot write its audit journal, so it refused the request"
                 ) from exc
+            finally:
+                trace.audit_s += time.perf_counter() - started
 
         # 6. Call the backend (for a partly denied batch, only for the allowed secrets).
         if denied:
             request = self._frontend.narrow(call, set(decisions) - set(denied))
         else:
             request = call.request
+        started = time.perf_counter()
         try:
             result = await self._backend.call(request)
         except BackendError as exc:
+            trace.backend_error = exc.kind
             code = exc.code or exc.kind
             failed = self._event(ctx, who, call, subject_name, subject_decision, Status.ERROR, code)
-            await self._record([*events, failed])
+            await self._record(ctx, [*events, failed])
             return self._frontend.render_error(exc, request_id=rid)
+        finally:
+            trace.backend_s += time.perf_counter() - started
 
         # 7. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
@@ -299,25 +364,26 @@ class Gateway:
                 mismatch = self._event(
                     ctx, who, call, name, subject_decision, Status.ERROR, "NameMismatch"
                 )
-                await self._record([mismatch])
+                await self._record(ctx, [mismatch])
                 if call.action in _CHANGES:
                     # The change reached the store already: do not pretend it was refused.
                     error = ProxyError("the store answered for a different secret")
                     return self._frontend.render_error(error, request_id=rid)
-                return self._denied(principal, call, target, rid)
+                return self._denied(ctx, principal, call, target, rid)
             served = found or SecretItem(ref=name)
             events.append(
                 self._event(ctx, who, call, name, subject_decision, Status.SUCCESS, None, served)
             )
 
         # 8. Durable first, then respond.
-        await self._record(events)
+        await self._record(ctx, events)
         return self._frontend.render(
             call, result, hidden=hidden, denied=set(denied), request_id=rid
         )
 
     def _denied(
         self,
+        ctx: _Ctx,
         principal: Principal,
         call: Call,
         ref: SecretRef | None,
@@ -325,6 +391,7 @@ class Gateway:
         *,
         explicit: bool = False,
     ) -> WireResponse:
+        ctx.trace.status = "denied"
         error = AccessDenied(
             principal=principal.id, operation=call.operation, ref=ref, explicit=explicit
         )
@@ -355,13 +422,16 @@ class Gateway:
 
     # -- events -----------------------------------------------------------------------
 
-    async def _record(self, events: Sequence[AuditEvent]) -> None:
+    async def _record(self, ctx: _Ctx, events: Sequence[AuditEvent]) -> None:
+        started = time.perf_counter()
         try:
             await self._journal.append_many(events)
         except JournalUnavailable as exc:
             raise AuditUnavailable(
                 "keyledger could not record the audit event for this request, so it was refused"
             ) from exc
+        finally:
+            ctx.trace.audit_s += time.perf_counter() - started
         if not self._debug:
             return
         for event in events:
@@ -380,6 +450,7 @@ class Gateway:
 
     async def _record_auth_failure(self, ctx: _Ctx, exc: AuthError) -> None:
         await self._record(
+            ctx,
             [
                 AuditEvent(
                     type=EventType.AUTH_FAILURE,
@@ -394,7 +465,7 @@ class Gateway:
                     ),
                     detail={"reason": exc.message[:200]},
                 )
-            ]
+            ],
         )
 
     def _event(

@@ -71,6 +71,8 @@ class ServedProxy:
     process: subprocess.Popen[bytes]
     key_id: str
     secret: str
+    admin_url: str  # the admin API ("" when the test turned it off)
+    admin_token: str
     # stderr goes to a file: a pipe nobody reads fills up (~64 KiB of debug logs, some 240
     # requests) and then blocks keyledger's event loop on its next log line.
     log: Path
@@ -120,7 +122,10 @@ def start_proxy(
     tls: tuple[Path, Path] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ServedProxy:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
+    admin_token = secrets.token_hex(24)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "admin.token").write_text(admin_token)
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "app.yaml").write_text(TEST_POLICY)
     config = tmp_path / "keyledger.yaml"
@@ -137,6 +142,7 @@ def start_proxy(
                     "checkpoints": {"key_file": "keys/checkpoint.key"},
                 },
                 "logging": {"format": "json", "level": "debug"},
+                "admin": {"listen": f"127.0.0.1:{admin_port}", "token_file": "keys/admin.token"},
                 **({"tls": {"cert": str(tls[0]), "key": str(tls[1])}} if tls else {}),
                 **(extra or {}),
             }
@@ -177,6 +183,11 @@ def start_proxy(
                 process.wait(timeout=5)
                 raise RuntimeError(f"keyledger did not start:\n{log.read_text()}") from None
             time.sleep(0.05)
+    admin = yaml.safe_load(config.read_text()).get("admin") or {}
+    admin_url = ""
+    if admin.get("enabled", True):
+        scheme = "https" if tls else "http"
+        admin_url = f"{scheme}://{admin.get('listen', f'127.0.0.1:{admin_port}')}"
     return ServedProxy(
         url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
         journal_dir=tmp_path / "audit",
@@ -185,6 +196,8 @@ def start_proxy(
         process=process,
         key_id=fields["access key id"],
         secret=fields["secret access key"],
+        admin_url=admin_url,
+        admin_token=admin_token,
         log=log,
     )
 

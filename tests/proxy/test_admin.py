@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
 from keyledger.proxy.admin import make_admin_app
@@ -39,6 +40,8 @@ from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import S3SinkConfig
+from keyledger.proxy.health import Check
+from keyledger.proxy.metrics import SinkCollector
 
 CHAIN = "node-1"
 TOKEN = b"admin-token-0123456789abcdef"
@@ -46,6 +49,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN.decode()}"}
 STREAM = "/v1/audit/stream"
 
 Client = TestClient[web.Request, web.Application]
+
+
+class NotAsked:
+    """Readiness for tests of the stream: never asked (tests/proxy/test_operate.py asks)."""
+
+    async def checks(self) -> tuple[Check, ...]:
+        raise AssertionError("these tests do not ask for readiness")
 
 
 def access(
@@ -108,7 +118,13 @@ async def serving(
     )
     await journal.start()
     try:
-        app = make_admin_app(token=TOKEN, broadcaster=broadcaster, journal_dir=directory)
+        app = make_admin_app(
+            token=TOKEN,
+            broadcaster=broadcaster,
+            journal_dir=directory,
+            registry=CollectorRegistry(),
+            readiness=NotAsked(),
+        )
         client = await aiohttp_client(app)
         yield Admin(client, journal, broadcaster, directory)
     finally:
@@ -559,10 +575,14 @@ class TestSinks:
         await shipper.check(1)
         shipper.start()
         try:
+            registry = CollectorRegistry()
+            registry.register(SinkCollector((shipper,)))
             app = make_admin_app(
                 token=TOKEN,
                 broadcaster=AuditBroadcaster(),
                 journal_dir=directory,
+                registry=registry,
+                readiness=NotAsked(),
                 shippers=(shipper,),
             )
             client = await aiohttp_client(app)

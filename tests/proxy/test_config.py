@@ -341,15 +341,26 @@ class TestAuditTrailSettings:
         assert config.admin.token_file == base / "keys" / "admin.token"
         assert config.admin.stream_backlog == 500
 
-    def test_defaults_sign_and_rotate_and_keep_admin_off(self, tmp_path: Path) -> None:
-        """By default checkpoints are on (a key is required), files rotate daily or at 64 MiB."""
+    def test_defaults_sign_rotate_and_serve_admin_on_loopback(self, tmp_path: Path) -> None:
+        """By default checkpoints are on (a key is required), files rotate daily or at 64 MiB,
+        and the admin API listens on loopback behind a token, /readyz included."""
         config = load_config(write(tmp_path, MINIMAL))
 
         assert config.audit.checkpoints.enabled
         assert config.audit.checkpoints.key_env == "KEYLEDGER_CHECKPOINT_KEY"
         assert config.audit.rotate_max_bytes == 64 << 20
         assert config.audit.rotate_max_age_s == 86400
-        assert config.admin is None
+        assert config.admin is not None
+        assert (config.admin.host, config.admin.port) == ("127.0.0.1", 9090)
+        assert config.admin.token_env == "KEYLEDGER_ADMIN_TOKEN"
+        assert not config.admin.open_readyz
+
+    def test_admin_can_be_turned_off_or_open_its_readiness(self, tmp_path: Path) -> None:
+        off = load_config(write(tmp_path, MINIMAL + "    admin: {enabled: false}\n"))
+        assert off.admin is None
+        probes = load_config(write(tmp_path, MINIMAL + "    admin: {open_readyz: true}\n"))
+        assert probes.admin is not None
+        assert probes.admin.open_readyz
 
     def test_zero_turns_a_rotation_trigger_off(self, tmp_path: Path) -> None:
         """max_bytes: 0 and max_age: 0 mean no size or age limit."""

@@ -111,6 +111,7 @@ class Journal:
         checkpoints: Checkpointing | None = None,
         on_durable: Callable[[Sequence[bytes]], None] | None = None,
         minimise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        on_fsync: Callable[[float, int], None] | None = None,
     ) -> None:
         self.directory = directory
         self.chain_id = validate_chain_id(chain_id)
@@ -123,6 +124,8 @@ class Journal:
         self._on_durable = on_durable
         # Drops or masks personal fields before an event is sealed (audit.minimise).
         self._minimise = minimise
+        # Told each fsync's duration (seconds) and how many events it made durable.
+        self._on_fsync = on_fsync
         self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
         self._fd = -1
         self._lock_fd = -1
@@ -161,6 +164,16 @@ class Journal:
     @property
     def last_checkpoint(self) -> Checkpoint | None:
         return self._durable.checkpoint
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet closing: appends are accepted."""
+        return self._running
+
+    @property
+    def pending_events(self) -> int:
+        """Events written and waiting for their fsync: the audit queue."""
+        return self._written.state.seq - self._durable.state.seq
 
     @property
     def durable_seq(self) -> int:
@@ -391,6 +404,7 @@ class Journal:
             waiting, events, lines = self._next_sync, self._next_sync_events, self._next_sync_lines
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
             mark, rewinds = self._written, self._rewinds
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(os.fsync, self._fd)
             except OSError as exc:
@@ -406,6 +420,8 @@ class Journal:
                 continue
             self._mark_durable(mark, events, lines)
             waiting.set_result(None)
+            if self._on_fsync is not None:
+                self._on_fsync(time.perf_counter() - started, events)
             await self._file_checkpoints()
 
     async def _file_checkpoints(self) -> None:

@@ -1,0 +1,150 @@
+"""Readiness: may this replica take traffic? Answered by ``/readyz`` on the admin API.
+
+A replica is ready when everything a request needs works: the config and policy are
+loaded, the audit journal can make events durable, and the secret store answers. A load
+balancer that stops sending traffic to an unready replica sends it to one that can audit.
+
+Each check is cheap enough for a probe every few seconds. The journal's writes and syncs
+one byte beside the journal (a read-only or failing disk shows at once) and looks at the
+free space; after a failed journal write it also tries the same probe event a request
+would. The store is asked at most once per ``backend_ttl_s``, however many probes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from keyledger.backends import Backend, BackendError
+from keyledger.proxy.audit.journal import Journal, JournalUnavailable
+from keyledger.proxy.pipeline import PolicyHolder
+
+__all__ = ["Check", "Readiness", "ReadinessProbe"]
+
+log = structlog.get_logger("keyledger")
+
+# Below this much free space the next rotation or burst may fail: stop taking traffic
+# before requests start being refused.
+MIN_FREE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class ReadinessProbe(Protocol):
+    async def checks(self) -> tuple[Check, ...]:
+        """Every check, passed or not; ready when all passed."""
+        ...
+
+
+class Readiness:
+    """The data plane's readiness: config, policy, journal, backend."""
+
+    def __init__(
+        self,
+        *,
+        config_source: str,
+        policies: PolicyHolder,
+        journal: Journal,
+        backend: Backend,
+        backend_ttl_s: float = 2.0,
+        backend_timeout_s: float = 3.0,
+        min_free_bytes: int = MIN_FREE_BYTES,
+    ) -> None:
+        self._config_source = config_source
+        self._policies = policies
+        self._journal = journal
+        self._backend = backend
+        self._ttl = backend_ttl_s
+        self._timeout = backend_timeout_s
+        self._min_free = min_free_bytes
+        self._backend_checked: tuple[float, Check] | None = None
+        self._backend_probe: asyncio.Task[Check] | None = None
+        self._was_ready: bool | None = None
+
+    async def checks(self) -> tuple[Check, ...]:
+        journal, backend = await asyncio.gather(self._check_journal(), self._check_backend())
+        engine = self._policies.engine
+        checks = (
+            Check("config", True, f"loaded from {self._config_source}"),
+            Check("policy", True, f"{engine.hash} ({len(engine.policy.rules)} rules)"),
+            journal,
+            backend,
+        )
+        ready = all(check.ok for check in checks)
+        if ready != self._was_ready:  # logged on changes, not on every probe
+            failed = {check.name: check.detail for check in checks if not check.ok}
+            if ready:
+                log.info("ready")
+            else:
+                log.warning("not_ready", failed=failed)
+            self._was_ready = ready
+        return checks
+
+    async def _check_journal(self) -> Check:
+        journal = self._journal
+        if not journal.running:
+            return Check("journal", False, "the journal is closed (shutting down)")
+        if not journal.healthy:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await journal.ensure_writable()
+            except (JournalUnavailable, TimeoutError) as exc:
+                return Check("journal", False, f"cannot write {journal.path}: {exc or 'timeout'}")
+        try:
+            free = await asyncio.to_thread(_probe_folder, journal.directory)
+        except OSError as exc:
+            return Check("journal", False, f"cannot write in {journal.directory}: {exc.strerror}")
+        if free < self._min_free:
+            return Check(
+                "journal",
+                False,
+                f"{free >> 20} MiB free in {journal.directory}, under {self._min_free >> 20} MiB",
+            )
+        return Check("journal", True, f"writing {journal.path.name}, seq {journal.durable_seq}")
+
+    async def _check_backend(self) -> Check:
+        cached = self._backend_checked
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        # Probes arriving together share one call to the store.
+        if self._backend_probe is None or self._backend_probe.done():
+            self._backend_probe = asyncio.create_task(self._ask_backend())
+        return await asyncio.shield(self._backend_probe)
+
+    async def _ask_backend(self) -> Check:
+        name = self._backend.name
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._backend.check()
+        except TimeoutError:
+            check = Check("backend", False, f"{name}: no answer within {self._timeout:g} s")
+        except BackendError as exc:
+            check = Check("backend", False, f"{name}: {exc.message[:200]}")
+        else:
+            check = Check("backend", True, f"{name} answers")
+        self._backend_checked = (time.monotonic(), check)
+        return check
+
+
+def _probe_folder(directory: Path) -> int:
+    """Write and sync a byte in ``directory`` (a read-only or failing disk raises OSError);
+    return the bytes free there."""
+    fd = os.open(directory / ".ready-probe", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"1")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
