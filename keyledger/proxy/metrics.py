@@ -77,7 +77,8 @@ class ProxyMetrics:
         )
         self.backend_latency = Histogram(
             "keyledger_backend_duration_seconds",
-            "Time a request spent waiting on the secret store",
+            "Time a request that called the secret store spent waiting on it (alias lookups "
+            "included)",
             ["backend"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
@@ -118,7 +119,7 @@ class ProxyMetrics:
         """One answered request (the pipeline's observer)."""
         self.requests.labels(trace.protocol, trace.operation, trace.effect, trace.status).inc()
         self.latency.labels(trace.protocol, trace.operation).observe(trace.total_s)
-        if trace.backend_s:
+        if trace.store_called:
             self.backend_latency.labels(trace.backend).observe(trace.backend_s)
         self.audit_wait.observe(trace.audit_s)
         if trace.auth_failure is not None:

@@ -61,13 +61,14 @@ class RequestTrace:
 
     protocol: str
     backend: str
-    operation: str = "unknown"  # set once the frontend recognised the operation
+    operation: str  # "unknown" unless the frontend serves it
     effect: str = "none"  # allow | deny | none (no policy decided: failed auth, bad input)
     status: str = "success"  # success | denied | error
     auth_failure: str | None = None  # the reason, when authentication failed
     backend_error: str | None = None  # the backend's error kind, when it failed
     total_s: float = 0.0
-    backend_s: float = 0.0  # waiting on the store
+    store_called: bool = False  # the request went as far as the store
+    backend_s: float = 0.0  # waiting on the store (alias lookups included)
     audit_s: float = 0.0  # waiting for audit events to be durable
 
 
@@ -132,16 +133,23 @@ class Gateway:
         self._debug = log.is_enabled_for(logging.DEBUG)
 
     def _context(self, wire: WireRequest) -> _Ctx:
+        frontend = self._frontend
+        operation = frontend.operation_name(wire)
         return _Ctx(
             RequestInfo(
                 id=wire.request_id,
-                protocol=self._frontend.protocol,
-                operation=self._frontend.operation_name(wire),
+                protocol=frontend.protocol,
+                operation=operation,
                 source_ip=wire.source_ip,
                 user_agent=wire.user_agent,
             ),
             time.perf_counter(),
-            RequestTrace(protocol=self._frontend.protocol, backend=self._backend.name),
+            RequestTrace(
+                protocol=frontend.protocol,
+                backend=self._backend.name,
+                # What a caller typed is a label only if it names an operation we serve.
+                operation=operation if operation in frontend.operations else "unknown",
+            ),
         )
 
     def _done(self, ctx: _Ctx, response: WireResponse) -> WireResponse:
@@ -210,7 +218,6 @@ class Gateway:
                 ctx, [self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)]
             )
             return self._frontend.render_error(exc, request_id=rid)
-        trace.operation = call.operation
 
         # 3. May the caller do this action on anything at all? Asked before any lookup
         #    in the store, so nobody learns from it what they could not touch anyway.
@@ -312,6 +319,7 @@ class Gateway:
         else:
             request = call.request
         started = time.perf_counter()
+        trace.store_called = True
         try:
             result = await self._backend.call(request)
         except BackendError as exc:

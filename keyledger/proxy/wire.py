@@ -80,6 +80,11 @@ class Frontend(Protocol):
 
     protocol: str
 
+    @property
+    def operations(self) -> Set[str]:
+        """Every operation it serves (a small set: each may be a metric label)."""
+        ...
+
     def parse(self, wire: WireRequest) -> Call:
         """Raise :class:`~keyledger.proxy.errors.RequestError` on anything unusable."""
         ...

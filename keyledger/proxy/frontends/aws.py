@@ -90,6 +90,7 @@ _BACKEND_CODES: Mapping[str, str] = {
 
 class AwsFrontend:
     protocol = "aws-json"
+    operations = frozenset(OPERATIONS)
 
     def __init__(self, *, backend: str) -> None:
         self.backend = backend
