@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from botocore.exceptions import ClientError
 from cryptography.fernet import Fernet
 
 from keyledger.proxy.audit.segments import segment_path
-from tests.conftest import REGION, TEST_POLICY, clean_env, sm_client
+from tests.conftest import REGION, TEST_POLICY, clean_env, journal_events, sm_client
 
 KEYLEDGER = [sys.executable, "-m", "keyledger"]
 
@@ -419,6 +421,18 @@ def read_or_error(served: ServedProxy) -> str:
         return str(exc.response["Error"]["Code"])
 
 
+def admin_get(served: ServedProxy, path: str) -> tuple[int, Any]:
+    """GET on the admin API with the token; the status and the decoded JSON body."""
+    request = urllib.request.Request(  # noqa: S310 (loopback http)
+        served.admin_url + path, headers={"Authorization": f"Bearer {served.admin_token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
 class TestFailClosed:
     def test_no_secret_is_served_while_the_journal_cannot_be_written(
         self, tmp_path: Path, moto_url: str, store: Any
@@ -462,3 +476,43 @@ class TestFailClosed:
             if b'"GetSecretValue"' in line
         ]
         assert [r["outcome"]["status"] for r in reads] == ["success"] * 34
+
+    def test_readyz_is_503_while_the_journal_cannot_be_written(
+        self, tmp_path: Path, moto_url: str, store: Any
+    ) -> None:
+        """A load balancer stops sending traffic to a replica that could not audit it, and
+        sends it again once the journal can be written."""
+        store.create_secret(Name="app/db/password", SecretString="guarded")
+        served = start_proxy(tmp_path, moto_url)
+        try:
+            assert admin_get(served, "/readyz")[0] == 200
+            journal = segment_path(served.journal_dir, "cli", 1)
+            _, hard = resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(
+                served.process.pid, resource.RLIMIT_FSIZE, (journal.stat().st_size, hard)
+            )
+            assert read_or_error(served) == "ServiceUnavailable"
+
+            unready = admin_get(served, "/readyz")
+            again = admin_get(served, "/readyz")  # probing does not mend it by itself
+
+            resource.prlimit(served.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
+            ready = admin_get(served, "/readyz")
+            served_after = read_or_error(served)
+        finally:
+            code, _ = served.stop()
+
+        assert unready[0] == 503
+        assert again[0] == 503
+        checks = unready[1]["checks"]
+        assert checks["journal"]["ok"] is False
+        assert "cannot write" in checks["journal"]["detail"]
+        assert all(checks[name]["ok"] for name in ("config", "policy", "backend"))
+        assert ready[0] == 200
+        assert ready[1]["ready"] is True
+        assert served_after == "guarded"
+        assert code == 0
+        assert verify(served.journal_dir).returncode == 0
+        # Readiness probed the journal the way a request would: the recovery is on record.
+        mended = [e["detail"]["event"] for e in journal_events(served.journal_dir, "lifecycle")]
+        assert "journal_writable" in mended

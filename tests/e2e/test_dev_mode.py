@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,8 +95,33 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         assert no.returncode != 0
         assert "AccessDeniedException" in no.stderr
 
+        # The admin API, as printed: its URL and token come from dev.env.
+        admin_token = (tmp_path / "var" / "keys" / "admin.token").read_text().strip()
+        assert admin_token in banner
+        tail = re.search(
+            r'^\s*(keyledger audit tail --url "\$KEYLEDGER_ADMIN_URL") -f$', banner, re.M
+        )
+        assert tail is not None
+        tailed = paste(f"{tail.group(1)} -n 2 --json")
+        assert tailed.returncode == 0, tailed.stderr
+        assert [orjson.loads(line)["type"] for line in tailed.stdout.splitlines()] == [
+            "access",
+            "access",
+        ]
+        if shutil.which("curl"):
+            readyz = re.search(r"^\s*(curl .*/readyz\")$", banner, re.M)
+            assert readyz is not None
+            ready = paste(readyz.group(1))
+            assert orjson.loads(ready.stdout)["ready"] is True, ready.stdout
+
         dev_env = (tmp_path / "var" / "dev.env").read_text()
-        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        for name in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "KEYLEDGER_ADMIN_URL",
+            "KEYLEDGER_ADMIN_TOKEN",
+        ):
             assert f"{name}=" in dev_env
         assert "AWS_DEFAULT_REGION=us-east-1" in dev_env
         assert (tmp_path / "var" / "dev.env").stat().st_mode & 0o077 == 0
