@@ -17,6 +17,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,20 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
+@dataclass(frozen=True, slots=True)
+class _WorkerRole:
+    """This process is worker ``index`` of a ``--workers`` supervisor."""
+
+    index: int
+    admin_socket: Path  # its admin API, for the supervisor only
+
+
+async def _serve(
+    config: Config,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    worker: _WorkerRole | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully."""
     import structlog
     from aiohttp import web
@@ -81,6 +95,9 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if worker is not None:
+        # A supervisor killed outright cannot stop us: notice, and stop by ourselves.
+        watcher = asyncio.create_task(_stop_when_orphaned(stop))
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -93,7 +110,15 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
     gc.freeze()
     admin_runner: web.AppRunner | None = None
     try:
-        site = web.TCPSite(runner, listen.host, listen.port, ssl_context=context, backlog=1024)
+        # Workers share the port: the kernel spreads new connections across them.
+        site = web.TCPSite(
+            runner,
+            listen.host,
+            listen.port,
+            ssl_context=context,
+            backlog=1024,
+            reuse_port=worker is not None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -104,7 +129,8 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
             config=config.source,
         )
         if admin_token is not None:
-            admin_runner = await _start_admin(config, app, admin_token, context)
+            socket = worker.admin_socket if worker is not None else None
+            admin_runner = await _start_admin(config, app, admin_token, context, socket)
         if on_ready is not None:
             on_ready()
         await stop.wait()
@@ -117,7 +143,16 @@ async def _serve(config: Config, *, on_ready: Callable[[], None] | None = None) 
         if admin_runner is not None:
             await admin_runner.cleanup()
         await runner.cleanup()
+        if worker is not None:
+            watcher.cancel()
         log.info("stopped")
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 (nothing signals a parent's death)
+        await asyncio.sleep(1)
+    stop.set()
 
 
 def _admin_token(config: Config, context: ssl.SSLContext | None) -> bytes | None:
@@ -139,7 +174,11 @@ def _admin_token(config: Config, context: ssl.SSLContext | None) -> bytes | None
 
 
 async def _start_admin(
-    config: Config, app: Any, token: bytes, context: ssl.SSLContext | None
+    config: Config,
+    app: Any,
+    token: bytes,
+    context: ssl.SSLContext | None,
+    socket: Path | None = None,
 ) -> Any:
     import structlog
     from aiohttp import web
@@ -152,6 +191,9 @@ async def _start_admin(
         admin_app_for(app, token), access_log=None, handle_signals=False, shutdown_timeout=5
     )
     await runner.setup()
+    if socket is not None:  # a worker's: only its supervisor talks to it
+        await web.UnixSite(runner, str(socket)).start()
+        return runner
     site = web.TCPSite(runner, admin.host, admin.port, ssl_context=context)
     try:
         await site.start()
@@ -166,6 +208,65 @@ async def _start_admin(
         "admin_listening", url=f"{scheme}://{admin.host}:{admin.port}"
     )
     return runner
+
+
+async def _supervise(
+    config: Config, command: list[str], count: int, context: ssl.SSLContext | None
+) -> None:
+    """Run ``count`` workers and the admin API that answers for them (see proxy/workers)."""
+    import structlog
+    from aiohttp import web
+
+    from keyledger.proxy.workers import Supervisor, WorkerFailed, supervisor_admin_app
+
+    log = structlog.get_logger("keyledger")
+    token = _admin_token(config, context)
+    admin = config.admin
+    if token is None or admin is None:
+        raise CliError("--workers needs the admin API: the supervisor checks workers through it")
+    supervisor = Supervisor(command=command, count=count, token=token)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, supervisor.forward, signal.SIGHUP)
+    try:
+        await supervisor.start()
+    except WorkerFailed as exc:
+        raise CliError(f"{exc} (its log is above)") from exc
+    runner = web.AppRunner(
+        supervisor_admin_app(
+            supervisor,
+            token=token,
+            journal_dir=config.audit.journal,
+            open_readyz=admin.open_readyz,
+        ),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5,
+    )
+    await runner.setup()
+    clean = False
+    try:
+        site = web.TCPSite(runner, admin.host, admin.port, ssl_context=context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CliError(
+                f"admin API: cannot listen on {admin.host}:{admin.port}: {exc.strerror}"
+            ) from exc
+        scheme = "https" if context else "http"
+        log.info("supervising", workers=count, admin_url=f"{scheme}://{admin.host}:{admin.port}")
+        await stop.wait()
+        log.info("stopping", workers=count)
+    finally:
+        await runner.cleanup()
+        # Each worker drains in flight, closes its journal and drains its sinks.
+        bound = config.limits.shutdown_timeout_s + config.audit.shipping.drain_s + 30
+        clean = await supervisor.stop(bound)
+    if not clean:
+        raise CliError("a worker did not stop cleanly (its log is above)")
+    log.info("stopped")
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -187,6 +288,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.dev:
         from keyledger.proxy import dev
 
+        if args.workers != 1:
+            raise CliError("--workers is for --config: the --dev demo runs in one process")
         var = Path(args.var)
         env = dev.start_dev(
             var=var,
@@ -209,19 +312,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.sinks:
         raise CliError("--sinks is for --dev; with --config, list them under audit.sinks")
     config = load_config(Path(args.config))
-    from dataclasses import replace
-
     if listen is not None:
         config = replace(config, listen=replace(config.listen, host=listen[0], port=listen[1]))
     if admin_listen is not None:
         admin = config.admin or AdminConfig()
         config = replace(config, admin=replace(admin, host=admin_listen[0], port=admin_listen[1]))
     configure_logging(format=config.logging.format, level=config.logging.level)
+    role = None
+    if args.worker is not None:
+        import structlog
+
+        from keyledger.proxy.workers import worker_chain_id
+
+        structlog.contextvars.bind_contextvars(worker=args.worker)  # on each log line
+        role = _WorkerRole(args.worker, Path(args.worker_socket))
+        chain_id = worker_chain_id(config.audit.chain_id, args.worker)
+        config = replace(config, audit=replace(config.audit, chain_id=chain_id))
+    elif args.workers > 1:
+        command = [sys.executable, "-m", "keyledger", "serve", "--config", args.config]
+        if args.listen:
+            command += ["--listen", args.listen]
+        _run(_supervise(config, command, args.workers, _ssl_context(config)))
+        return 0
     try:
-        _run(_serve(config))
+        _run(_serve(config, worker=role))
     except StartupError as exc:
         raise CliError(str(exc)) from exc
     return 0
+
+
+def _worker_count(text: str) -> int:
+    from keyledger.proxy.workers import MAX_WORKERS
+
+    count = int(text) if text.isdigit() else 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_WORKERS}, not {text!r}")
+    return count
 
 
 # -- identity ----------------------------------------------------------------------------
@@ -306,6 +432,16 @@ def _parser() -> argparse.ArgumentParser:
         help="admin API address: /healthz, /readyz, /metrics, the live audit stream "
         "(default: the config's admin.listen, 127.0.0.1:9090)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="run N processes on the data-plane port (SO_REUSEPORT), each with its own audit "
+        "chain <chain_id>-w<i>, behind one admin API (default 1)",
+    )
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-socket", help=argparse.SUPPRESS)
     serve.add_argument("--var", default="var", metavar="DIR", help="--dev state folder (./var)")
     serve.add_argument(
         "--sinks",

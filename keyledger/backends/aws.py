@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -97,7 +98,10 @@ class AwsBackend:
         url = urlsplit(self._endpoint)
         self._host = url.netloc
         self._path = url.path or "/"
-        await self._current_credentials()
+        with contextlib.suppress(BackendUnavailable):
+            # A warm-up only: without credentials yet (an instance role still coming up),
+            # keyledger starts, is not ready, and every call says why until they appear.
+            await self._current_credentials()
 
     async def close(self) -> None:
         """Nothing to release: the transport belongs to whoever injected it."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from keyledger.proxy import app as app_keys
-from keyledger.proxy.audit.filters import filter_from_query
+from keyledger.proxy.audit.filters import EventFilter, filter_from_query
 from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import AdminConfig, require_key
 from keyledger.proxy.health import ReadinessProbe
 
-__all__ = ["AdminError", "admin_app_for", "load_admin_token", "make_admin_app"]
+__all__ = [
+    "EXPECTED_AUTHORIZATION",
+    "AdminError",
+    "admin_app_for",
+    "has_token",
+    "load_admin_token",
+    "make_admin_app",
+    "require_token",
+]
 
 log = structlog.get_logger("keyledger.admin")
 
@@ -50,6 +58,11 @@ READINESS = web.AppKey("readiness", ReadinessProbe)
 EXPECTED_AUTHORIZATION = web.AppKey("expected_authorization", bytes)
 
 _MAX_REPLAY = 10_000
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: pass events on as they come
+}
 _KEEPALIVE_S = 15.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,16 +90,18 @@ def _json_error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def _has_token(request: web.Request) -> bool:
+def has_token(request: web.Request) -> bool:
     given = request.headers.get("Authorization", "").encode()
     # Constant time: the comparison must not tell how much of a guess was right.
     return hmac.compare_digest(given, request.app[EXPECTED_AUTHORIZATION])
 
 
-def _require_token(open_paths: frozenset[str]) -> Any:
+def require_token(open_paths: frozenset[str]) -> Any:
+    """Middleware: 401 for every path but ``open_paths`` without the app's token."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in open_paths and not _has_token(request):
+        if request.path not in open_paths and not has_token(request):
             log.warning("admin_unauthorised", path=request.path, remote=request.remote)
             return _json_error(
                 401,
@@ -124,7 +139,7 @@ def make_admin_app(
 ) -> web.Application:
     """The admin app, reading the data plane's objects; ``registry`` holds its metrics."""
     open_paths = frozenset({"/healthz", "/readyz"} if open_readyz else {"/healthz"})
-    app = web.Application(middlewares=[_require_token(open_paths)])
+    app = web.Application(middlewares=[require_token(open_paths)])
     app[EXPECTED_AUTHORIZATION] = b"Bearer " + token
     app[BROADCASTER] = broadcaster
     app[JOURNAL_DIR] = journal_dir
@@ -151,7 +166,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     checks = await request.app[READINESS].checks()
     ready = all(check.ok for check in checks)
-    if _has_token(request):
+    if has_token(request):
         named = {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}
     else:
         named = {c.name: {"ok": c.ok} for c in checks}  # an open probe learns no more
@@ -183,37 +198,45 @@ async def sinks_status(request: web.Request) -> web.Response:
     return web.json_response({"sinks": sinks})
 
 
+def parse_stream_query(query: Mapping[str, str]) -> tuple[EventFilter, int | None]:
+    """The stream's filter and how many past events to replay first (None: no replay).
+
+    Raises ValueError naming the bad parameter.
+    """
+    filt = filter_from_query(query, datetime.now(UTC))
+    if "last" not in query:
+        return filt, None
+    last = query["last"]
+    replay = int(last) if last.isdigit() else -1
+    if not 0 <= replay <= _MAX_REPLAY:
+        raise ValueError(f"query parameter 'last': expected 0 to {_MAX_REPLAY}, not {last!r}")
+    return filt, replay
+
+
+async def replay_frames(journal_dir: Path, n: int, filt: EventFilter, unseen: Unseen) -> bytes:
+    """The last ``n`` matching events of every chain in ``journal_dir`` as frames, then the
+    ``replayed`` frame (even after none: a reader that wants only the replay stops there)."""
+    records = await asyncio.to_thread(last_records, journal_dir, n, filt)
+    frames = [_frame(record, orjson.dumps(record)) for record in records if unseen(record)]
+    return b"".join(frames) + b"event: replayed\ndata: {}\n\n"
+
+
 async def audit_stream(request: web.Request) -> web.StreamResponse:
     broadcaster = request.app[BROADCASTER]
     try:
-        filt = filter_from_query(request.query, datetime.now(UTC))
-        last = request.query.get("last", "0")
-        replay = int(last) if last.isdigit() else -1
-        if not 0 <= replay <= _MAX_REPLAY:
-            raise ValueError(f"query parameter 'last': expected 0 to {_MAX_REPLAY}, not {last!r}")
+        filt, replay = parse_stream_query(request.query)
     except ValueError as exc:
         return _json_error(400, str(exc))
 
     # Subscribe before reading the replay, so nothing written meanwhile falls in between.
     subscription = broadcaster.subscribe(filt)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # nginx: pass events on as they come
-        }
-    )
+    response = web.StreamResponse(headers=STREAM_HEADERS)
     try:
         await response.prepare(request)
         unseen = Unseen()  # the replay and the live events overlap
-        if "last" in request.query:
+        if replay is not None:
             journal_dir = request.app[JOURNAL_DIR]
-            records = await asyncio.to_thread(last_records, journal_dir, replay, filt)
-            for record in records:
-                if unseen(record):
-                    await response.write(_frame(record, orjson.dumps(record)))
-            # Even after nothing (last=0): a reader that wants only the replay stops here.
-            await response.write(b"event: replayed\ndata: {}\n\n")
+            await response.write(await replay_frames(journal_dir, replay, filt, unseen))
         while not subscription.closed:
             batch = await subscription.next_batch(_KEEPALIVE_S)
             if subscription.dropped:

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +40,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn_serve(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_serve(
+    config: Path, env: dict[str, str], log: Path, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     """`keyledger serve --config`, its stderr copied to ``log`` by a thread of ours.
 
     Not a pipe left unread (it fills after ~64 KiB of logs and then blocks keyledger's event
     loop), nor the file itself (a test limiting keyledger's file sizes would cut its log).
     """
     process = subprocess.Popen(
-        [*KEYLEDGER, "serve", "--config", str(config)],
+        [*KEYLEDGER, "serve", "--config", str(config), *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -123,6 +125,7 @@ def start_proxy(
     *,
     tls: tuple[Path, Path] | None = None,
     extra: dict[str, Any] | None = None,
+    args: Sequence[str] = (),
 ) -> ServedProxy:
     port, admin_port = free_port(), free_port()
     admin_token = secrets.token_hex(24)
@@ -173,7 +176,7 @@ def start_proxy(
     )
     fields = {line[:18].strip(): line[18:].strip() for line in created.stdout.splitlines() if line}
     log = tmp_path / "keyledger.log"
-    process = spawn_serve(config, env, log)
+    process = spawn_serve(config, env, log, args)
     deadline = time.monotonic() + 30
     while True:
         try:
