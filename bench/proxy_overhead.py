@@ -59,6 +59,8 @@ from typing import Any
 
 import orjson
 
+from keyledger.proxy.audit.checkpoints import generate_key_pair
+
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable
 HOST = "127.0.0.1"
@@ -266,6 +268,9 @@ audit:
   chain_id: bench-{name}
   fsync: true
   fingerprint_key_env: KEYLEDGER_FINGERPRINT_KEY
+  checkpoints: {{key_file: checkpoint.key}}   # signed every 1000 events, as by default
+# As in production: the admin API up, every request counted in /metrics.
+admin: {{listen: "{HOST}:0"}}
 logging: {{format: json, level: {log_level}}}
 """,
         encoding="utf-8",
@@ -320,9 +325,11 @@ def verify_journal(journal: Path, env: Mapping[str, str]) -> Verified:
         timeout=120,
         check=False,
     )
-    match = re.search(r"^intact: (\d+) events verified$", done.stdout, re.M)
+    # "intact: 22,455 events verified" (thousands separated), then maybe what was signed.
+    match = re.search(r"^intact: ([\d,]+) events verified", done.stdout, re.M)
     intact = done.returncode == 0 and match is not None
-    return Verified(intact, int(match.group(1)) if match else 0, (done.stdout + done.stderr)[-800:])
+    events = int(match.group(1).replace(",", "")) if match else 0
+    return Verified(intact, events, (done.stdout + done.stderr)[-800:])
 
 
 def filesystem_of(path: Path) -> str:
@@ -602,9 +609,11 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
         kl_env = clean_env(
             KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
             KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
+            KEYLEDGER_ADMIN_TOKEN=secrets.token_hex(24),
             AWS_ACCESS_KEY_ID=UPSTREAM_CREDENTIALS[0],
             AWS_SECRET_ACCESS_KEY=UPSTREAM_CREDENTIALS[1],
         )
+        generate_key_pair(workdir / "checkpoint")
         credentials = create_identity(kl_lat.config, kl_env)
 
         children = Children(workdir)

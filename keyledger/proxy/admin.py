@@ -39,13 +39,16 @@ from keyledger.proxy.config import AdminConfig, require_key
 from keyledger.proxy.health import ReadinessProbe
 
 __all__ = [
-    "EXPECTED_AUTHORIZATION",
+    "JOURNAL_DIR",
+    "STREAM_HEADERS",
     "AdminError",
     "admin_app_for",
+    "guarded_app",
     "has_token",
     "load_admin_token",
     "make_admin_app",
-    "require_token",
+    "parse_stream_query",
+    "replay_frames",
 ]
 
 log = structlog.get_logger("keyledger.admin")
@@ -127,6 +130,16 @@ def admin_app_for(data_plane: web.Application, token: bytes) -> web.Application:
     )
 
 
+def guarded_app(token: bytes, journal_dir: Path, *, open_readyz: bool) -> web.Application:
+    """An admin app serving ``/healthz``, with every other route behind ``token``."""
+    open_paths = frozenset({"/healthz", "/readyz"} if open_readyz else {"/healthz"})
+    app = web.Application(middlewares=[require_token(open_paths)])
+    app[EXPECTED_AUTHORIZATION] = b"Bearer " + token
+    app[JOURNAL_DIR] = journal_dir
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 def make_admin_app(
     *,
     token: bytes,
@@ -138,15 +151,11 @@ def make_admin_app(
     open_readyz: bool = False,
 ) -> web.Application:
     """The admin app, reading the data plane's objects; ``registry`` holds its metrics."""
-    open_paths = frozenset({"/healthz", "/readyz"} if open_readyz else {"/healthz"})
-    app = web.Application(middlewares=[require_token(open_paths)])
-    app[EXPECTED_AUTHORIZATION] = b"Bearer " + token
+    app = guarded_app(token, journal_dir, open_readyz=open_readyz)
     app[BROADCASTER] = broadcaster
-    app[JOURNAL_DIR] = journal_dir
     app[SHIPPERS] = shippers
     app[READINESS] = readiness
     app[REGISTRY] = registry
-    app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/audit/stream", audit_stream)
     app.router.add_get("/v1/sinks", sinks_status)

@@ -38,13 +38,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from keyledger.proxy.admin import (
-    EXPECTED_AUTHORIZATION,
     JOURNAL_DIR,
     STREAM_HEADERS,
+    guarded_app,
     has_token,
     parse_stream_query,
     replay_frames,
-    require_token,
 )
 from keyledger.proxy.audit.reader import Unseen
 from keyledger.proxy.audit.segments import validate_chain_id
@@ -125,11 +124,12 @@ class Supervisor:
         self._stopping = True
         for task in self._watchers:
             task.cancel()
+        # A worker that died and waits for its restart has nothing left to stop.
+        stopping = [w for w in self.workers if w.running]
         self.forward(signal.SIGTERM)
         clean = True
-        for worker in self.workers:
-            if worker.process is None:
-                continue
+        for worker in stopping:
+            assert worker.process is not None
             try:
                 async with asyncio.timeout(timeout_s):
                     code = await worker.process.wait()
@@ -140,6 +140,7 @@ class Supervisor:
             if code != 0:
                 log.error("worker_exit", worker=worker.index, code=code)
                 clean = False
+        for worker in self.workers:
             if worker.session is not None:
                 await worker.session.close()
         with contextlib.suppress(OSError):
@@ -232,21 +233,13 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 def supervisor_admin_app(
     supervisor: Supervisor, *, token: bytes, journal_dir: Path, open_readyz: bool
 ) -> web.Application:
-    open_paths = frozenset({"/healthz", "/readyz"} if open_readyz else {"/healthz"})
-    app = web.Application(middlewares=[require_token(open_paths)])
-    app[EXPECTED_AUTHORIZATION] = b"Bearer " + token
+    app = guarded_app(token, journal_dir, open_readyz=open_readyz)
     app[SUPERVISOR] = supervisor
-    app[JOURNAL_DIR] = journal_dir
-    app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/sinks", _sinks)
     app.router.add_get("/v1/audit/stream", _stream)
     return app
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
 
 
 async def _readyz(request: web.Request) -> web.Response:
