@@ -114,11 +114,21 @@ class ProxyMetrics:
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        # Few keys (operations x effects x statuses), so the cache stays small.
+        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, trace: RequestTrace) -> None:
         """One answered request (the pipeline's observer)."""
-        self.requests.labels(trace.protocol, trace.operation, trace.effect, trace.status).inc()
-        self.latency.labels(trace.protocol, trace.operation).observe(trace.total_s)
+        key = (trace.protocol, trace.operation, trace.effect, trace.status)
+        children = self._children.get(key)
+        if children is None:  # labels() validates every time: look each series up once
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.latency.labels(trace.protocol, trace.operation),
+            )
+        requests, latency = children
+        requests.inc()
+        latency.observe(trace.total_s)
         if trace.store_called:
             self.backend_latency.labels(trace.backend).observe(trace.backend_s)
         self.audit_wait.observe(trace.audit_s)
