@@ -73,7 +73,7 @@ async def _serve(
     import structlog
     from aiohttp import web
 
-    from keyledger.proxy.app import RELOADER, make_app
+    from keyledger.proxy.app import INFLIGHT, RELOADER, make_app
 
     log = structlog.get_logger("keyledger")
     context = _ssl_context(config)
@@ -98,12 +98,9 @@ async def _serve(
     if worker is not None:
         # A supervisor killed outright cannot stop us: notice, and stop by ourselves.
         watcher = asyncio.create_task(_stop_when_orphaned(stop))
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=config.limits.shutdown_timeout_s,
-    )
+    # Requests in flight are waited for by InFlight.drain; aiohttp's own wait (twice its
+    # shutdown_timeout) is left only as a backstop.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
     # Everything loaded so far (botocore's service models above all) lives until exit:
     # keep it out of the collector's way, so collections scan only per-request garbage.
@@ -137,11 +134,16 @@ async def _serve(
         log.info("stopping", shutdown_timeout_s=config.limits.shutdown_timeout_s)
     finally:
         # The admin API first: /readyz stops answering, so load balancers stop sending, and
-        # its streams end before the journal they read closes. Then the data plane: it stops
-        # accepting, lets requests in flight finish (shutdown_timeout_s), closes the journal
-        # with a checkpoint and drains the sinks.
+        # its streams end before the journal they read closes. Then the data plane stops
+        # accepting, lets the requests it took up finish (shutdown_timeout_s), and cleans
+        # up: the journal closes with a checkpoint, the sinks drain.
         if admin_runner is not None:
             await admin_runner.cleanup()
+        for listener in runner.sites:
+            await listener.stop()
+        cut_off = await app[INFLIGHT].drain(config.limits.shutdown_timeout_s)
+        if cut_off:
+            log.warning("requests_cut_off", count=cut_off)
         await runner.cleanup()
         if worker is not None:
             watcher.cancel()

@@ -110,7 +110,8 @@ class RunningProxy:
 
     @property
     def admin_token(self) -> str:
-        assert self.config.admin is not None and self.config.admin.token_file is not None
+        assert self.config.admin is not None
+        assert self.config.admin.token_file is not None
         return self.config.admin.token_file.read_text().strip()
 
     def start(self) -> None:
@@ -196,7 +197,7 @@ def sm_client(url: str, key_id: str, secret: str, **overrides: Any) -> Any:
         "region_name": REGION,
         "aws_access_key_id": key_id,
         "aws_secret_access_key": secret,
-        "config": botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+        "config": botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"}),
     }
     options.update(overrides)
     return boto3.client("secretsmanager", **options)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +50,7 @@ __all__ = [
     "BROADCASTER",
     "CONFIG",
     "GATEWAY",
+    "INFLIGHT",
     "JOURNAL",
     "METRICS",
     "POLICIES",
@@ -132,13 +133,68 @@ def _make_backend(config: Config, name: str, transport: AiohttpTransport) -> Bac
     )
 
 
+class InFlight:
+    """The data plane's requests being handled, so that shutdown can let them finish.
+
+    aiohttp's own graceful shutdown stops reading every open connection at once, so a
+    request whose body was still arriving hangs until the bound, and it waits the bound
+    twice before cancelling. Instead, ``keyledger serve`` stops listening, waits here for
+    the requests it took up (their bodies still read), and only then cleans up.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the requests in flight; cut off the rest and
+        return how many were cut off."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        left = set(self._tasks)
+        for task in left:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
+
+INFLIGHT = web.AppKey("inflight", InFlight)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Handler:
     gateway: Gateway
     max_body: int
     read_timeout: float
+    inflight: InFlight
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        with self.inflight.track():
+            response = await self._handle(request)
+        if self.inflight.draining:
+            response.force_close()  # no next request on this connection: we are stopping
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         unreadable: RequestError | None = None
         try:
@@ -274,10 +330,12 @@ async def make_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_journal_ctx)
     app.cleanup_ctx.append(_reloader_ctx)
     app.cleanup_ctx.append(_backend_ctx)
+    app[INFLIGHT] = inflight = InFlight()
     handler = _Handler(
         gateway=gateway,
         max_body=config.limits.max_body_bytes,
         read_timeout=config.limits.request_timeout_s,
+        inflight=inflight,
     )
     app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app

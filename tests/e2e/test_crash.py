@@ -73,7 +73,9 @@ class Load:
         # Clients are built here, not in the threads: the default boto3 session that builds
         # them is not thread-safe.
         timeouts = botocore.config.Config(
-            connect_timeout=5, read_timeout=10, retries={"max_attempts": 1}
+            connect_timeout=5,
+            read_timeout=10,
+            retries={"total_max_attempts": 1, "mode": "standard"},
         )
         for number in range(THREADS):
             client = self.served.client(config=timeouts)

@@ -47,7 +47,7 @@ SINKS = ("s3", "cloudwatch")
 # would take botocore's connect retries (seconds), not milliseconds.
 MAX_LATENCY_S = 2.0
 CALL_TIMEOUTS = botocore.config.Config(
-    connect_timeout=5, read_timeout=10, retries={"max_attempts": 1, "mode": "standard"}
+    connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 1, "mode": "standard"}
 )
 
 
