@@ -420,7 +420,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the proxy",
         description="Run the proxy. --dev runs a self-contained demo: an embedded AWS-"
         "compatible store with demo secrets, a demo identity and policy, and a journal under "
-        "./var; it prints how to call it and writes var/dev.env.",
+        "./var; it prints how to call it and writes var/dev.env. SIGHUP reloads the policy "
+        "files; SIGTERM or SIGINT stops gracefully: requests in flight finish (within "
+        "limits.shutdown_timeout_s), the journal is sealed, the sinks drain, exit 0.",
     )
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--config", metavar="FILE", help="config file (see config.example.yaml)")
