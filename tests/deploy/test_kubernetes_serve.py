@@ -8,13 +8,10 @@ moto server standing in for Secrets Manager, S3 (Object Lock) and CloudWatch Log
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,59 +29,25 @@ import botocore.config
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from cryptography import x509
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth import IdentityStore
 from keyledger.proxy.config import default_chain_id
 from tests.conftest import clean_env, journal_events
 from tests.deploy.conftest import KUBERNETES, ROOT, load_healthcheck, load_yaml
+from tests.e2e.test_cli_serve import free_port
+from tests.e2e.test_tls import self_signed as make_certificate
 
 REGION = "eu-central-1"
 SECRET = "apps/checkout/db-password"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as the keyledger-tls Secret would hold."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyledger.keyledger.svc")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    """A certificate for 127.0.0.1 and its key, named as the keyledger-tls Secret names them."""
     folder.mkdir(parents=True)
-    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    cert, key = make_certificate(folder)
+    return cert.rename(folder / "tls.crt"), key.rename(folder / "tls.key")
 
 
 def write_configmap_volume(folder: Path, files: dict[str, str]) -> None:
