@@ -53,10 +53,9 @@ __all__ = [
 
 log = structlog.get_logger("keyledger.admin")
 
-BROADCASTER = web.AppKey("admin_broadcaster", AuditBroadcaster)
+# The data plane's keys where the admin app holds the same objects.
+BROADCASTER, SHIPPERS, REGISTRY = app_keys.BROADCASTER, app_keys.SHIPPERS, app_keys.METRICS
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
-SHIPPERS = web.AppKey("admin_shippers", tuple[Shipper, ...])
-REGISTRY = web.AppKey("registry", CollectorRegistry)
 READINESS = web.AppKey("readiness", ReadinessProbe)
 EXPECTED_AUTHORIZATION = web.AppKey("expected_authorization", bytes)
 

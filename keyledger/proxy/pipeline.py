@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -42,6 +42,8 @@ from keyledger.proxy.wire import Authenticator, Call, Frontend, WireRequest, Wir
 __all__ = ["Gateway", "PolicyHolder", "RequestObserver", "RequestTrace"]
 
 log = structlog.get_logger("keyledger.request")
+
+T = TypeVar("T")
 
 
 class PolicyHolder:
@@ -253,11 +255,9 @@ class Gateway:
             return self._denied(ctx, principal, call, call.single, rid, explicit=explicit)
 
         # 4. Resolve aliases (ARNs) to the store's own names: policies speak in names.
-        started = time.perf_counter()
         try:
-            names = await self._resolve(call)
+            names = await self._from_store(trace, self._resolve(call))
         except BackendError as exc:
-            trace.backend_s += time.perf_counter() - started
             trace.backend_error = exc.kind
             target = call.targets[0]
             failed = self._event(ctx, who, call, target, None, Status.ERROR, exc.code or exc.kind)
@@ -268,7 +268,6 @@ class Gateway:
                 return self._frontend.render_error(exc, request_id=rid)
             # "Not found" would tell the caller whether a secret it may not see exists.
             return self._denied(ctx, principal, call, target, rid)
-        trace.backend_s += time.perf_counter() - started
 
         # 5. Authorise every named secret, with the policy in force when the request arrived.
         decisions = {ref: decide(names[ref]) for ref in call.targets}
@@ -301,7 +300,7 @@ class Gateway:
             # change can never go unrecorded, even if its outcome cannot be written.
             pending = self._event(ctx, who, call, subject_name, subject_decision, Status.PENDING)
             await self._record(ctx, [pending])
-        elif not self._journal.healthy:
+        else:
             started = time.perf_counter()
             try:
                 # Fail closed before touching the store: its answer could not be recorded.
@@ -318,18 +317,15 @@ class Gateway:
             request = self._frontend.narrow(call, set(decisions) - set(denied))
         else:
             request = call.request
-        started = time.perf_counter()
         trace.store_called = True
         try:
-            result = await self._backend.call(request)
+            result = await self._from_store(trace, self._backend.call(request))
         except BackendError as exc:
             trace.backend_error = exc.kind
             code = exc.code or exc.kind
             failed = self._event(ctx, who, call, subject_name, subject_decision, Status.ERROR, code)
             await self._record(ctx, [*events, failed])
             return self._frontend.render_error(exc, request_id=rid)
-        finally:
-            trace.backend_s += time.perf_counter() - started
 
         # 7. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
@@ -404,6 +400,16 @@ class Gateway:
             principal=principal.id, operation=call.operation, ref=ref, explicit=explicit
         )
         return self._frontend.render_error(error, request_id=request_id)
+
+    @staticmethod
+    async def _from_store(trace: RequestTrace, waiting: Awaitable[T]) -> T:
+        """``waiting``'s result, its time counted as the request's wait on the store (and
+        only its time: what a failure then records is the audit's)."""
+        started = time.perf_counter()
+        try:
+            return await waiting
+        finally:
+            trace.backend_s += time.perf_counter() - started
 
     async def _resolve(self, call: Call) -> dict[SecretRef, SecretRef]:
         """Each target's name in the store, looked up concurrently.
