@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import secrets
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import clean_env, journal_events
-from tests.e2e.test_cli_serve import KEYLEDGER, ServedProxy, free_port, start_proxy
+from tests.e2e.test_cli_serve import (
+    KEYLEDGER,
+    ServedProxy,
+    free_port,
+    start_proxy,
+    wait_listening,
+)
 
 
 @dataclass
@@ -34,18 +39,6 @@ class Watched:
     proxy: ServedProxy
     admin_url: str
     token_file: Path
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert process.poll() is None, "keyledger exited"
-            assert time.monotonic() < deadline, f"nothing listens on port {port}"
-            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -59,7 +52,7 @@ def watched(tmp_path: Path, moto_url: str, store: Any) -> Iterator[Watched]:
         extra={"admin": {"listen": f"127.0.0.1:{admin_port}", "token_file": str(token_file)}},
     )
     try:
-        wait_for_port(admin_port, proxy.process)
+        wait_listening(proxy.process, admin_port, proxy.log)
         yield Watched(proxy, f"http://127.0.0.1:{admin_port}", token_file)
     finally:
         proxy.stop()

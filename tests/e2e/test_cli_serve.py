@@ -66,6 +66,24 @@ def spawn_serve(
     return process
 
 
+def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Return once ``port`` on loopback accepts connections; if keyledger exits first or
+    30 s pass, stop it and raise with what it logged."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is None:
+                    process.kill()
+                process.wait(timeout=5)
+                said = log.read_text()
+                raise RuntimeError(f"keyledger is not listening on {port}:\n{said}") from None
+            time.sleep(0.05)
+
+
 @dataclass
 class ServedProxy:
     url: str
@@ -177,17 +195,7 @@ def start_proxy(
     fields = {line[:18].strip(): line[18:].strip() for line in created.stdout.splitlines() if line}
     log = tmp_path / "keyledger.log"
     process = spawn_serve(config, env, log, args)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                process.wait(timeout=5)
-                raise RuntimeError(f"keyledger did not start:\n{log.read_text()}") from None
-            time.sleep(0.05)
+    wait_listening(process, port, log)
     admin = yaml.safe_load(config.read_text()).get("admin") or {}
     admin_url = ""
     if admin.get("enabled", True):

@@ -14,7 +14,6 @@ import dataclasses
 import random
 import secrets
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,13 @@ import pytest
 from keyledger.proxy.audit.events import Fingerprinter
 from keyledger.proxy.audit.segments import chain_segments
 from tests.conftest import journal_events
-from tests.e2e.test_cli_serve import ServedProxy, spawn_serve, start_proxy, verify
+from tests.e2e.test_cli_serve import (
+    ServedProxy,
+    spawn_serve,
+    start_proxy,
+    verify,
+    wait_listening,
+)
 
 CHAIN = "cli"
 THREADS = 8
@@ -146,20 +151,7 @@ def watching(served: ServedProxy) -> Iterator[Watched]:
 def restart(served: ServedProxy) -> ServedProxy:
     """`keyledger serve` again on the same config, keys, identities, journal and port."""
     process = spawn_serve(served.config, served.env, served.log)
-    port = int(served.url.rsplit(":", 1)[1])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                if process.poll() is None:
-                    process.kill()
-                process.wait(timeout=5)
-                log = served.log.read_text()  # what it said before giving up
-                raise RuntimeError(f"keyledger did not restart:\n{log}") from None
-            time.sleep(0.05)
+    wait_listening(process, int(served.url.rsplit(":", 1)[1]), served.log)
     return dataclasses.replace(served, process=process)
 
 

@@ -13,11 +13,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import journal_events
@@ -77,11 +79,17 @@ def reads(served: ServedProxy, count: int) -> list[str]:
         return list(pool.map(lambda _: read_or_error(served), range(count)))
 
 
-def test_two_workers_share_the_port_and_both_chains_verify(
-    tmp_path: Path, moto_url: str, store: Any
-) -> None:
+@pytest.fixture
+def served(tmp_path: Path, moto_url: str, store: Any) -> Iterator[ServedProxy]:
+    """`keyledger serve --workers 2` in front of a secret, stopped by the test."""
     store.create_secret(Name="app/db/password", SecretString="guarded")
-    served = start_proxy(tmp_path, moto_url, args=("--workers", "2"))
+    proxy = start_proxy(tmp_path, moto_url, args=("--workers", "2"))
+    yield proxy
+    if proxy.process.poll() is None:  # the test failed before it stopped it
+        proxy.stop()
+
+
+def test_two_workers_share_the_port_and_both_chains_verify(served: ServedProxy) -> None:
     try:
         ready = wait_ready(served)
         served_reads = reads(served, READS)
@@ -129,11 +137,7 @@ def test_two_workers_share_the_port_and_both_chains_verify(
     assert "cli-w1" in checked.stdout
 
 
-def test_a_worker_that_dies_is_restarted_and_its_chain_goes_on(
-    tmp_path: Path, moto_url: str, store: Any
-) -> None:
-    store.create_secret(Name="app/db/password", SecretString="guarded")
-    served = start_proxy(tmp_path, moto_url, args=("--workers", "2"))
+def test_a_worker_that_dies_is_restarted_and_its_chain_goes_on(served: ServedProxy) -> None:
     try:
         wait_ready(served)
         assert reads(served, 8) == ["guarded"] * 8
