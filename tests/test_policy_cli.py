@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ ACME = example_policy_dir("acme")
 DEMO = example_policy_dir("demo")
 
 Capsys = pytest.CaptureFixture[str]
+Result = tuple[int, list[str], str]
+# The one problem line expected for the policy file at a path.
+Problem = Callable[[Path], str]
 
 # Resource globs as written in the flow lists below (a position points at the opening quote).
 QUOTED_ASW = '"asw:prod/*"'
@@ -40,7 +44,7 @@ QUOTED_GCP = '"gcp:prod/*"'
 QUOTED_PAYMENTS = '"aws:prod/payments/*"'
 
 
-def run(capsys: Capsys, *argv: str | Path) -> tuple[int, list[str], str]:
+def run(capsys: Capsys, *argv: str | Path) -> Result:
     """Run ``keyledger policy ARGV`` in-process: (exit status, stdout lines, stderr)."""
     code = main(["policy", *(str(a) for a in argv)])
     captured = capsys.readouterr()
@@ -64,6 +68,27 @@ def acme_hash() -> str:
     return load_policy_files(resolve_policy_paths([ACME])).hash
 
 
+def check_fails(capsys: Capsys, *argv: str | Path) -> list[str]:
+    """``policy check ARGV``, which must exit 1 and count its problems on stderr: stdout lines."""
+    code, out, err = run(capsys, "check", *argv)
+    assert (code, err) == (1, f"{len(out)} problem(s)\n"), out
+    return out
+
+
+def check_ok(capsys: Capsys, *argv: str | Path) -> str:
+    """``policy check ARGV``, which must exit 0 printing one line: that line."""
+    code, out, _ = run(capsys, "check", *argv)
+    assert (code, len(out)) == (0, 1), out
+    return out[0]
+
+
+def usage_error(result: Result) -> str:
+    """The stderr of a command ``run`` that must exit 2 printing nothing on stdout."""
+    code, out, err = result
+    assert (code, out) == (2, []), out
+    return err
+
+
 # -- check: sets that pass --------------------------------------------------------------
 
 
@@ -82,113 +107,151 @@ class TestCheckPasses:
 
     def test_acme_passes_and_its_test_file_is_not_read_as_policy(self, capsys: Capsys) -> None:
         """The acme folder (five policy files and acme_test.yaml) checks clean: exit 0, ok:."""
-        code, out, _ = run(capsys, "check", ACME)
-        assert code == 0
-        assert out == [
+        assert check_ok(capsys, ACME) == (
             f"ok: 5 file(s), 7 role(s), 12 rule(s), 7 binding(s); policy hash {acme_hash()}"
-        ]
+        )
 
 
 # -- check: problems that stop the set from loading -------------------------------------
 
 
 class TestCheckLoadProblems:
-    def test_unknown_action_with_did_you_mean(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A misspelt action is reported at that list item, with the action it probably meant."""
-        path = write(
-            tmp_path / "app.yaml",
-            """
-            version: 1
-            roles:
-              - id: reader
-                rules:
-                  - id: read-prod
-                    actions: [describe, raed]
-                    resources: ["aws:prod/*"]
-            bindings:
-              - role: reader
-                principals: [alice]
-            """,
-        )
-        code, out, err = run(capsys, "check", path)
-        assert code == 1
-        assert out == [f"{at(path, 6, 29, 'raed]')}: unknown action 'raed' (did you mean 'read'?)"]
-        assert err == "1 problem(s)\n"
-
-    def test_bad_cidr(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A source_ip entry that is not a network is reported at that entry, with the reason."""
-        path = write(
-            tmp_path / "office.yaml",
-            """
-            roles:
-              - id: office
-                rules:
-                  - id: office-read
-                    actions: [read]
-                    resources: ["aws:prod/*"]
-                    when:
-                      source_ip: [10.0.0.0/8, 10.0.0.0/33]
-            bindings:
-              - role: office
-                principals: [alice]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 8, 35, '10.0.0.0/33]')}: bad network '10.0.0.0/33': "
-            "'10.0.0.0/33' does not appear to be an IPv4 or IPv6 network"
-        ]
-
-    def test_unknown_group_in_a_binding(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A binding naming an undeclared group is reported, with the declared one it resembles."""
-        path = write(
-            tmp_path / "payments.yaml",
-            """
-            groups:
-              payments: [svc-checkout]
-            roles:
-              - id: reader
-                rules:
-                  - id: read-payments
-                    actions: [read]
-                    resources: ["aws:prod/payments/*"]
-            bindings:
-              - role: reader
-                groups: [payment]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 11, 13, '[payment]')}: unknown group 'payment' (did you mean "
-            "'payments'?) (declare it under groups:, with no members if identities or OIDC "
-            "claims supply them)"
-        ]
-
-    def test_unknown_role_in_a_binding(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A binding naming a role that no file declares is reported at the role name."""
-        path = write(
-            tmp_path / "app.yaml",
-            """
-            roles:
-              - id: reader
-                rules:
-                  - id: read-prod
-                    actions: [read]
-                    resources: ["aws:prod/*"]
-            bindings:
-              - role: reader
-                principals: [alice]
-              - role: reeder
-                principals: [bob]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 10, 11, 'reeder')}: unknown role 'reeder' (did you mean 'reader'?)"
-        ]
+    @pytest.mark.parametrize(
+        ("name", "policy", "problem"),
+        [
+            pytest.param(
+                "app.yaml",
+                """
+                version: 1
+                roles:
+                  - id: reader
+                    rules:
+                      - id: read-prod
+                        actions: [describe, raed]
+                        resources: ["aws:prod/*"]
+                bindings:
+                  - role: reader
+                    principals: [alice]
+                """,
+                lambda p: f"{at(p, 6, 29, 'raed]')}: unknown action 'raed' (did you mean 'read'?)",
+                id="unknown_action_with_did_you_mean",
+            ),
+            pytest.param(
+                "office.yaml",
+                """
+                roles:
+                  - id: office
+                    rules:
+                      - id: office-read
+                        actions: [read]
+                        resources: ["aws:prod/*"]
+                        when:
+                          source_ip: [10.0.0.0/8, 10.0.0.0/33]
+                bindings:
+                  - role: office
+                    principals: [alice]
+                """,
+                lambda p: (
+                    f"{at(p, 8, 35, '10.0.0.0/33]')}: bad network '10.0.0.0/33': "
+                    "'10.0.0.0/33' does not appear to be an IPv4 or IPv6 network"
+                ),
+                id="bad_cidr",
+            ),
+            pytest.param(
+                "payments.yaml",
+                """
+                groups:
+                  payments: [svc-checkout]
+                roles:
+                  - id: reader
+                    rules:
+                      - id: read-payments
+                        actions: [read]
+                        resources: ["aws:prod/payments/*"]
+                bindings:
+                  - role: reader
+                    groups: [payment]
+                """,
+                lambda p: (
+                    f"{at(p, 11, 13, '[payment]')}: unknown group 'payment' (did you mean "
+                    "'payments'?) (declare it under groups:, with no members if identities or OIDC "
+                    "claims supply them)"
+                ),
+                id="unknown_group_in_a_binding",
+            ),
+            pytest.param(
+                "app.yaml",
+                """
+                roles:
+                  - id: reader
+                    rules:
+                      - id: read-prod
+                        actions: [read]
+                        resources: ["aws:prod/*"]
+                bindings:
+                  - role: reader
+                    principals: [alice]
+                  - role: reeder
+                    principals: [bob]
+                """,
+                lambda p: (
+                    f"{at(p, 10, 11, 'reeder')}: unknown role 'reeder' (did you mean 'reader'?)"
+                ),
+                id="unknown_role_in_a_binding",
+            ),
+            pytest.param(
+                "night.yaml",
+                """
+                roles:
+                  - id: night
+                    rules:
+                      - id: night-read
+                        actions: [read]
+                        resources: ["aws:prod/*"]
+                        when:
+                          time:
+                            from: "22:00"
+                            to: "05:00"
+                            timezone: Europe/Berln
+                bindings:
+                  - role: night
+                    principals: [job-nightly]
+                """,
+                lambda p: (
+                    f"{at(p, 11, 23, 'Europe/Berln')}: unknown time zone 'Europe/Berln' "
+                    "(e.g. Europe/Berlin)"
+                ),
+                id="unknown_time_zone",
+            ),
+            pytest.param(  # a region name that is not a zone is a problem line, not a crash
+                "night.yaml",
+                """
+                roles:
+                  - id: night
+                    rules:
+                      - id: night-read
+                        actions: [read]
+                        resources: ["aws:prod/*"]
+                        when:
+                          time:
+                            timezone: Europe
+                bindings:
+                  - role: night
+                    principals: [job-nightly]
+                """,
+                lambda p: (
+                    f"{at(p, 9, 23, 'Europe')}: unknown time zone 'Europe' (e.g. Europe/Berlin)"
+                ),
+                id="time_zone_that_is_a_region_folder",
+            ),
+        ],
+    )
+    def test_problem_is_reported_at_the_offending_text(
+        self, tmp_path: Path, capsys: Capsys, name: str, policy: str, problem: Problem
+    ) -> None:
+        """A policy that does not load exits 1 with one problem line at the text, and why."""
+        path = write(tmp_path / name, policy)
+        assert check_fails(capsys, path) == [problem(path)]
 
     def test_duplicate_rule_id_across_two_files(self, tmp_path: Path, capsys: Capsys) -> None:
         """A rule id used in two files is reported at the second, naming where the first is."""
@@ -220,64 +283,9 @@ class TestCheckLoadProblems:
                 principals: [bob]
             """,
         )
-        code, out, _ = run(capsys, "check", tmp_path)
-        assert code == 1
-        assert out == [
+        assert check_fails(capsys, tmp_path) == [
             f"{at(second, 4, 13, 'prod-access')}: duplicate rule id 'prod-access' "
             f"(first at {at(first, 4, 13, 'prod-access')})"
-        ]
-
-    def test_unknown_time_zone(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A misspelt time zone is reported at its value, with an example of a valid one."""
-        path = write(
-            tmp_path / "night.yaml",
-            """
-            roles:
-              - id: night
-                rules:
-                  - id: night-read
-                    actions: [read]
-                    resources: ["aws:prod/*"]
-                    when:
-                      time:
-                        from: "22:00"
-                        to: "05:00"
-                        timezone: Europe/Berln
-            bindings:
-              - role: night
-                principals: [job-nightly]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 11, 23, 'Europe/Berln')}: unknown time zone 'Europe/Berln' "
-            "(e.g. Europe/Berlin)"
-        ]
-
-    def test_time_zone_that_is_a_region_folder(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A region name that is not a zone (timezone: Europe) is a problem line, not a crash."""
-        path = write(
-            tmp_path / "night.yaml",
-            """
-            roles:
-              - id: night
-                rules:
-                  - id: night-read
-                    actions: [read]
-                    resources: ["aws:prod/*"]
-                    when:
-                      time:
-                        timezone: Europe
-            bindings:
-              - role: night
-                principals: [job-nightly]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 9, 23, 'Europe')}: unknown time zone 'Europe' (e.g. Europe/Berlin)"
         ]
 
 
@@ -303,136 +311,144 @@ bindings:
 
 
 def shadow_policy(
-    path: Path,
     *,
     allow_actions: str = "[read]",
     allow_resources: str = '["aws:prod/*"]',
     deny_actions: str = '["*"]',
     deny_resources: str = '["aws:prod/*"]',
     deny_extra: str = "",
-) -> Path:
-    return write(
-        path,
-        SHADOW_TEMPLATE.format(
-            allow_actions=allow_actions,
-            allow_resources=allow_resources,
-            deny_actions=deny_actions,
-            deny_resources=deny_resources,
-            deny_extra=textwrap.indent(deny_extra, " " * 8),
-        ),
+) -> str:
+    return SHADOW_TEMPLATE.format(
+        allow_actions=allow_actions,
+        allow_resources=allow_resources,
+        deny_actions=deny_actions,
+        deny_resources=deny_resources,
+        deny_extra=textwrap.indent(deny_extra, " " * 8),
     )
 
 
 class TestCheckLintFindings:
-    def test_role_bound_to_nobody(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A role with rules that no binding names is reported at the role's id value."""
-        path = write(
-            tmp_path / "app.yaml",
-            """
-            roles:
-              - id: reader
-                rules:
-                  - id: read-prod
-                    actions: [read]
-                    resources: ["aws:prod/*"]
-              - id: orphan
-                rules:
-                  - id: orphan-read
-                    actions: [read]
-                    resources: ["aws:staging/*"]
-                  - id: orphan-list
-                    actions: [list]
-                    resources: ["aws:staging/*"]
-            bindings:
-              - role: reader
-                principals: [alice]
-            """,
-        )
-        code, out, err = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 7, 9, 'orphan')}: unreachable: role 'orphan' is bound to nobody, "
-            "so its 2 rule(s) never apply"
-        ]
-        assert err == "1 problem(s)\n"
-
-    def test_allow_overridden_by_a_deny_in_the_same_role(
-        self, tmp_path: Path, capsys: Capsys
+    @pytest.mark.parametrize(
+        ("name", "policy", "problem"),
+        [
+            pytest.param(  # reported at the role's id value
+                "app.yaml",
+                """
+                roles:
+                  - id: reader
+                    rules:
+                      - id: read-prod
+                        actions: [read]
+                        resources: ["aws:prod/*"]
+                  - id: orphan
+                    rules:
+                      - id: orphan-read
+                        actions: [read]
+                        resources: ["aws:staging/*"]
+                      - id: orphan-list
+                        actions: [list]
+                        resources: ["aws:staging/*"]
+                bindings:
+                  - role: reader
+                    principals: [alice]
+                """,
+                lambda p: (
+                    f"{at(p, 7, 9, 'orphan')}: unreachable: role 'orphan' is bound to "
+                    "nobody, so its 2 rule(s) never apply"
+                ),
+                id="role_bound_to_nobody",
+            ),
+            pytest.param(  # every request of the allow is covered by an unconditional deny
+                "app.yaml",
+                """
+                roles:
+                  - id: app
+                    rules:
+                      - id: app-read-payments
+                        actions: [read]
+                        resources: ["aws:prod/payments/*"]
+                      - id: app-no-prod
+                        effect: deny
+                        actions: ["*"]
+                        resources: ["aws:prod/*"]
+                bindings:
+                  - role: app
+                    principals: [svc-app]
+                """,
+                lambda p: (
+                    f"{at(p, 4, 9, 'id: app-read-payments')}: unreachable: rule "
+                    "'app-read-payments' is always overridden by deny rule 'app-no-prod' "
+                    f"({at(p, 7, 9, 'id: app-no-prod')})"
+                ),
+                id="allow_overridden_by_a_deny_in_the_same_role",
+            ),
+            pytest.param(  # a deny in a role bound to * overrides an allow in another role
+                "org.yaml",
+                """
+                groups:
+                  sre: [alice]
+                roles:
+                  - id: guardrails
+                    rules:
+                      - id: no-break-glass
+                        effect: deny
+                        actions: ["*"]
+                        resources: ["aws:break-glass/*"]
+                  - id: sre
+                    rules:
+                      - id: sre-read-break-glass
+                        actions: [read]
+                        resources: ["aws:break-glass/db"]
+                bindings:
+                  - role: guardrails
+                    principals: ["*"]
+                  - role: sre
+                    groups: [sre]
+                """,
+                lambda p: (
+                    f"{at(p, 12, 9, 'id: sre-read-break-glass')}: unreachable: rule "
+                    "'sre-read-break-glass' is always overridden by deny rule 'no-break-glass' "
+                    f"({at(p, 6, 9, 'id: no-break-glass')})"
+                ),
+                id="allow_overridden_by_a_deny_bound_to_everyone",
+            ),
+            pytest.param(  # the template used below, with an unconditional and wider deny
+                "app.yaml",
+                shadow_policy(),
+                lambda p: (
+                    f"{at(p, 4, 9, 'id: allow-it')}: unreachable: rule 'allow-it' is "
+                    f"always overridden by deny rule 'deny-it' ({at(p, 7, 9, 'id: deny-it')})"
+                ),
+                id="shadow_template_is_reported_when_the_deny_covers_everything",
+            ),
+            pytest.param(
+                "app.yaml",
+                """
+                roles:
+                  - id: app
+                    rules:
+                      - id: app-read
+                        actions: [read]
+                        resources: ["aws:staging/*", "asw:prod/*"]
+                bindings:
+                  - role: app
+                    principals: [svc-app]
+                """,
+                lambda p: (
+                    f"{at(p, 6, 38, QUOTED_ASW)}: resource 'asw:prod/*' matches nothing "
+                    "configured: no backend 'asw' (did you mean 'aws'?) "
+                    "(configured: aws, azure, gcp)"
+                ),
+                id="resource_on_a_misspelt_backend",
+            ),
+        ],
+    )
+    def test_finding_is_reported(
+        self, tmp_path: Path, capsys: Capsys, name: str, policy: str, problem: Problem
     ) -> None:
-        """An allow whose every request an unconditional deny of its own role covers is reported."""
-        path = write(
-            tmp_path / "app.yaml",
-            """
-            roles:
-              - id: app
-                rules:
-                  - id: app-read-payments
-                    actions: [read]
-                    resources: ["aws:prod/payments/*"]
-                  - id: app-no-prod
-                    effect: deny
-                    actions: ["*"]
-                    resources: ["aws:prod/*"]
-            bindings:
-              - role: app
-                principals: [svc-app]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 4, 9, 'id: app-read-payments')}: unreachable: rule 'app-read-payments' "
-            f"is always overridden by deny rule 'app-no-prod' "
-            f"({at(path, 7, 9, 'id: app-no-prod')})"
-        ]
-
-    def test_allow_overridden_by_a_deny_bound_to_everyone(
-        self, tmp_path: Path, capsys: Capsys
-    ) -> None:
-        """A deny in a role bound to * overrides an allow in another role, and is reported."""
-        path = write(
-            tmp_path / "org.yaml",
-            """
-            groups:
-              sre: [alice]
-            roles:
-              - id: guardrails
-                rules:
-                  - id: no-break-glass
-                    effect: deny
-                    actions: ["*"]
-                    resources: ["aws:break-glass/*"]
-              - id: sre
-                rules:
-                  - id: sre-read-break-glass
-                    actions: [read]
-                    resources: ["aws:break-glass/db"]
-            bindings:
-              - role: guardrails
-                principals: ["*"]
-              - role: sre
-                groups: [sre]
-            """,
-        )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 12, 9, 'id: sre-read-break-glass')}: unreachable: rule "
-            "'sre-read-break-glass' is always overridden by deny rule 'no-break-glass' "
-            f"({at(path, 6, 9, 'id: no-break-glass')})"
-        ]
-
-    def test_shadow_template_is_reported_when_the_deny_covers_everything(
-        self, tmp_path: Path, capsys: Capsys
-    ) -> None:
-        """The template used below reports the allow when the deny is unconditional and wider."""
-        path = shadow_policy(tmp_path / "app.yaml")
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 4, 9, 'id: allow-it')}: unreachable: rule 'allow-it' is always "
-            f"overridden by deny rule 'deny-it' ({at(path, 7, 9, 'id: deny-it')})"
-        ]
+        """A rule or role that can never matter exits 1 with one problem line saying why."""
+        path = write(tmp_path / name, policy)
+        assert check_fails(capsys, path) == [problem(path)]
 
     @pytest.mark.parametrize(
         "variant",
@@ -457,10 +473,10 @@ class TestCheckLintFindings:
         self, tmp_path: Path, capsys: Capsys, variant: dict[str, str]
     ) -> None:
         """An allow a deny overrides only under a condition or only in part is not unreachable."""
-        path = shadow_policy(tmp_path / "app.yaml", **variant)
-        code, out, _ = run(capsys, "check", path)
-        assert (code, len(out)) == (0, 1), out
-        assert out[0].startswith("ok: 1 file(s), 1 role(s), 2 rule(s), 1 binding(s); ")
+        path = write(tmp_path / "app.yaml", shadow_policy(**variant))
+        assert check_ok(capsys, path).startswith(
+            "ok: 1 file(s), 1 role(s), 2 rule(s), 1 binding(s); "
+        )
 
     def test_deny_held_by_only_some_of_the_allows_holders_is_not_reported(
         self, tmp_path: Path, capsys: Capsys
@@ -490,32 +506,9 @@ class TestCheckLintFindings:
                 groups: [sre]
             """,
         )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 0
-        assert out[0].startswith("ok: 1 file(s), 2 role(s), 2 rule(s), 2 binding(s); ")
-
-    def test_resource_on_a_misspelt_backend(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A resource on a backend that does not exist is reported at that resource, with 'aws'."""
-        path = write(
-            tmp_path / "app.yaml",
-            """
-            roles:
-              - id: app
-                rules:
-                  - id: app-read
-                    actions: [read]
-                    resources: ["aws:staging/*", "asw:prod/*"]
-            bindings:
-              - role: app
-                principals: [svc-app]
-            """,
+        assert check_ok(capsys, path).startswith(
+            "ok: 1 file(s), 2 role(s), 2 rule(s), 2 binding(s); "
         )
-        code, out, _ = run(capsys, "check", path)
-        assert code == 1
-        assert out == [
-            f"{at(path, 6, 38, QUOTED_ASW)}: resource 'asw:prod/*' matches nothing "
-            "configured: no backend 'asw' (did you mean 'aws'?) (configured: aws, azure, gcp)"
-        ]
 
     def test_config_backends_decide_what_is_configured(
         self, tmp_path: Path, capsys: Capsys
@@ -543,15 +536,11 @@ class TestCheckLintFindings:
               aws: {region: eu-central-1}
             """,
         )
-        code, out, _ = run(capsys, "check", "--config", config)
-        assert code == 1
-        assert out == [
+        assert check_fails(capsys, "--config", config) == [
             f"{at(policy, 6, 35, QUOTED_GCP)}: resource 'gcp:prod/*' matches nothing "
             "configured: no backend 'gcp' (configured: aws)"
         ]
-        code, out, _ = run(capsys, "check", policy)
-        assert code == 0
-        assert out[0].startswith("ok: 1 file(s)")
+        assert check_ok(capsys, policy).startswith("ok: 1 file(s)")
 
     def test_inventory_glob_matching_no_secret(self, tmp_path: Path, capsys: Capsys) -> None:
         """With --inventory, a glob matching no listed secret is reported; a matching one is not."""
@@ -578,24 +567,19 @@ class TestCheckLintFindings:
             aws:staging/api-key   # shared
             """,
         )
-        code, out, _ = run(capsys, "check", path, "--inventory", inventory)
-        assert code == 1
-        assert out == [
+        assert check_fails(capsys, path, "--inventory", inventory) == [
             f"{at(path, 6, 38, QUOTED_PAYMENTS)}: resource 'aws:prod/payments/*' "
             "matches no secret in the inventory"
         ]
 
         write(inventory, "aws:prod/db/password\naws:prod/payments/stripe-key\n")
-        code, out, _ = run(capsys, "check", path, "--inventory", inventory)
-        assert code == 0
-        assert out[0].startswith("ok: 1 file(s), 1 role(s), 1 rule(s), 1 binding(s); ")
+        assert check_ok(capsys, path, "--inventory", inventory).startswith(
+            "ok: 1 file(s), 1 role(s), 1 rule(s), 1 binding(s); "
+        )
 
     def test_missing_inventory_file_is_a_usage_error(self, tmp_path: Path, capsys: Capsys) -> None:
         """An --inventory file that does not exist exits 2 with a message, not a traceback."""
-        missing = tmp_path / "nope.txt"
-        code, out, err = run(capsys, "check", DEMO, "--inventory", missing)
-        assert code == 2
-        assert out == []
+        err = usage_error(run(capsys, "check", DEMO, "--inventory", tmp_path / "nope.txt"))
         assert err.startswith("keyledger: ")
         assert "nope.txt" in err
 
@@ -604,10 +588,7 @@ class TestCheckLintFindings:
     ) -> None:
         """An inventory line that is not backend:name exits 2 naming the file and line."""
         inventory = write(tmp_path / "inventory.txt", "aws:prod/db/password\nprod/api-key\n")
-        code, out, err = run(capsys, "check", DEMO, "--inventory", inventory)
-        assert code == 2
-        assert out == []
-        assert err == (
+        assert usage_error(run(capsys, "check", DEMO, "--inventory", inventory)) == (
             f"keyledger: {inventory}:2: secret 'prod/api-key' must be written backend:name "
             "(aws:prod/db/password)\n"
         )
@@ -650,20 +631,35 @@ def test_check_exits_1_for_ci_as_a_process(tmp_path: Path) -> None:
 TUESDAY_10 = "2026-11-24T10:00:00+01:00"  # office hours in Berlin
 
 
+def explain(capsys: Capsys, request: str, *argv: str | Path) -> Result:
+    """``policy explain ARGV`` for REQUEST, written ``PRINCIPAL ACTION SECRET [--option ...]``."""
+    principal, action, secret, *options = request.split()
+    return run(
+        capsys,
+        "explain",
+        *argv,
+        f"--principal={principal}",
+        f"--action={action}",
+        f"--secret={secret}",
+        *options,
+    )
+
+
+def explain_json(capsys: Capsys, request: str, *argv: str | Path) -> tuple[int, Any]:
+    """``policy explain ARGV --json`` for REQUEST: (exit status, the parsed JSON document)."""
+    code, out, _ = explain(capsys, request, *argv, "--json")
+    return code, json.loads("\n".join(out))
+
+
 class TestExplain:
     def test_default_deny_shows_each_rule_and_the_failing_source_ip(self, capsys: Capsys) -> None:
         """A deny names the default deny, the roles and their bindings, and why each rule missed."""
         guard, pay = ACME / "guardrails.yaml", ACME / "payments.yaml"
-        code, out, _ = run(
+        code, out, _ = explain(
             capsys,
-            "explain",
+            "svc-checkout read aws:prod/payments/stripe-key --source-ip=192.0.2.10 "
+            f"--version-stage=AWSCURRENT --at={TUESDAY_10}",
             ACME,
-            "--principal=svc-checkout",
-            "--action=read",
-            "--secret=aws:prod/payments/stripe-key",
-            "--source-ip=192.0.2.10",
-            "--version-stage=AWSCURRENT",
-            f"--at={TUESDAY_10}",
         )
         assert code == 3
         assert out == [
@@ -694,15 +690,10 @@ class TestExplain:
     def test_allow_names_the_deciding_rule_and_where_it_is(self, capsys: Capsys) -> None:
         """An allow names the allowing rule with its file:line:col and marks it as applying."""
         platform = ACME / "platform.yaml"
-        code, out, _ = run(
+        code, out, _ = explain(
             capsys,
-            "explain",
+            f"alice rotate aws:prod/payments/stripe-key --source-ip=10.1.2.3 --at={TUESDAY_10}",
             ACME,
-            "--principal=alice",
-            "--action=rotate",
-            "--secret=aws:prod/payments/stripe-key",
-            "--source-ip=10.1.2.3",
-            f"--at={TUESDAY_10}",
         )
         assert code == 0
         assert out[0] == "ALLOW  rotate aws:prod/payments/stripe-key  for alice"
@@ -723,15 +714,10 @@ class TestExplain:
     def test_explicit_deny_names_the_denying_rule(self, capsys: Capsys) -> None:
         """A deny by a rule names that rule, applying over an allow that applies too."""
         guard = ACME / "guardrails.yaml"
-        code, out, _ = run(
+        code, out, _ = explain(
             capsys,
-            "explain",
+            f"alice write aws:prod/payments/stripe-key --source-ip=203.0.113.9 --at={TUESDAY_10}",
             ACME,
-            "--principal=alice",
-            "--action=write",
-            "--secret=aws:prod/payments/stripe-key",
-            "--source-ip=203.0.113.9",
-            f"--at={TUESDAY_10}",
         )
         assert code == 3
         assert out[0] == "DENY  write aws:prod/payments/stripe-key  for alice"
@@ -746,21 +732,14 @@ class TestExplain:
 
     def test_json_output(self, capsys: Capsys) -> None:
         """--json prints one JSON document: effect, rule, policy hash and every rule's verdict."""
-        code, out, _ = run(
+        code, data = explain_json(
             capsys,
-            "explain",
-            ACME,
-            "--json",
-            "--principal=repo:acme/shop:ref:refs/heads/main",
-            "--group=ci-deployers",
-            "--attr=repository=acme/shop",
-            "--attr=ref=refs/heads/main",
-            "--action=read",
-            "--secret=aws:prod/apps/shop/deploy",
+            "repo:acme/shop:ref:refs/heads/main read aws:prod/apps/shop/deploy "
+            "--group=ci-deployers --attr=repository=acme/shop --attr=ref=refs/heads/main "
             "--at=2026-11-24T10:00:00Z",
+            ACME,
         )
         assert code == 0
-        data: dict[str, Any] = json.loads("\n".join(out))
         assert data["effect"] == "allow"
         assert data["rule"] == "deploy-read-app-config"
         assert data["policy_hash"] == acme_hash()
@@ -780,10 +759,8 @@ class TestExplain:
 
     def test_json_deny_exits_3(self, capsys: Capsys) -> None:
         """--json keeps the exit status: 3 with effect deny and rule null for a default deny."""
-        argv = "--json --principal=carol --action=read --secret=aws:prod/payments/stripe-key"
-        code, out, _ = run(capsys, "explain", ACME, *argv.split())
+        code, data = explain_json(capsys, "carol read aws:prod/payments/stripe-key", ACME)
         assert code == 3
-        data = json.loads("\n".join(out))
         assert (data["effect"], data["rule"]) == ("deny", None)
 
     @pytest.mark.parametrize(
@@ -852,13 +829,11 @@ class TestExplain:
         self, capsys: Capsys, request_: str, effect: str, rule: str | None
     ) -> None:
         """explain's decision and exit status are those PolicyEngine.decide gives the proxy."""
-        principal, action, secret, *rest = request_.split()
-        argv = [f"--principal={principal}", f"--action={action}", f"--secret={secret}", *rest]
-        code, out, _ = run(capsys, "explain", ACME, "--json", *argv)
-        data = json.loads("\n".join(out))
+        code, data = explain_json(capsys, request_, ACME)
         assert (data["effect"], data["rule"]) == (effect, rule)
         assert code == (0 if effect == "allow" else 3)
 
+        principal, action, secret, *rest = request_.split()
         options: dict[str, list[str]] = {}
         for arg in rest:
             key, _, value = arg.partition("=")
@@ -882,19 +857,12 @@ class TestExplain:
 
     def test_attr_and_group_take_effect(self, capsys: Capsys) -> None:
         """A CI principal is allowed only with its group and both claims; any one missing denies."""
-        base = [
-            "explain",
-            str(ACME),
-            "--principal=repo:acme/shop:ref:refs/heads/main",
-            "--action=read",
-            "--secret=aws:prod/apps/shop/deploy",
-            f"--at={TUESDAY_10}",
-        ]
+        ci = f"repo:acme/shop:ref:refs/heads/main read aws:prod/apps/shop/deploy --at={TUESDAY_10}"
         repo = "--attr=repository=acme/shop"
         ref = "--attr=ref=refs/heads/main"
         group = "--group=ci-deployers"
 
-        code, out, _ = run(capsys, *base, repo, ref, group)
+        code, out, _ = explain(capsys, ci, ACME, repo, ref, group)
         assert code == 0
         assert out[0] == (
             "ALLOW  read aws:prod/apps/shop/deploy  for repo:acme/shop:ref:refs/heads/main"
@@ -902,12 +870,12 @@ class TestExplain:
         assert out[1] == f"  decided by  rule deploy-read-app-config ({ACME / 'ci.yaml'}:10:9)"
         assert "        when: principal.ref 'refs/heads/main' matches [refs/heads/main]" in out
 
-        code, out, _ = run(capsys, *base, repo, group)
+        code, out, _ = explain(capsys, ci, ACME, repo, group)
         assert code == 3
         assert out[1] == "  decided by  default deny: no rule allows it"
         assert "        when: principal.ref is not set (wanted refs/heads/main)" in out
 
-        code, out, _ = run(capsys, *base, repo, ref)
+        code, out, _ = explain(capsys, ci, ACME, repo, ref)
         assert code == 3
         assert out[4:6] == [
             "  groups      (none)",
@@ -916,11 +884,10 @@ class TestExplain:
 
     def test_bad_source_ip_is_a_usage_error(self, capsys: Capsys) -> None:
         """A --source-ip that is not an address exits 2 with a message, not a silent 'not in'."""
-        argv = "--principal=svc-checkout --action=read --secret=aws:prod/payments/stripe-key"
-        code, out, err = run(capsys, "explain", ACME, *argv.split(), "--source-ip=10.20.4.300")
-        assert code == 2
-        assert out == []
-        assert err == "keyledger: '10.20.4.300' does not appear to be an IPv4 or IPv6 address\n"
+        request = "svc-checkout read aws:prod/payments/stripe-key --source-ip=10.20.4.300"
+        assert usage_error(explain(capsys, request, ACME)) == (
+            "keyledger: '10.20.4.300' does not appear to be an IPv4 or IPv6 address\n"
+        )
 
     def test_policy_that_does_not_load_exits_1(self, tmp_path: Path, capsys: Capsys) -> None:
         """explain on a broken policy prints its problems and exits 1, not a decision."""
@@ -934,25 +901,19 @@ class TestExplain:
                     resources: ["aws:prod/*"]
             """,
         )
-        code, out, _ = run(
-            capsys, "explain", path, "--principal=a", "--action=read", "--secret=aws:prod/x"
-        )
+        code, out, _ = explain(capsys, "a read aws:prod/x", path)
         assert code == 1
         assert out == [f"{at(path, 4, 19, 'raed]')}: unknown action 'raed' (did you mean 'read'?)"]
 
     def test_demo_is_the_default(self, capsys: Capsys) -> None:
         """With no PATH, explain decides against the shipped demo policy."""
-        code, out, _ = run(
-            capsys, "explain", "--principal=demo-app", "--action=read", "--secret=aws:staging/k"
-        )
+        code, out, _ = explain(capsys, "demo-app read aws:staging/k")
         assert code == 0
         assert out[1] == (f"  decided by  rule demo-read-staging ({DEMO / 'demo.yaml'}:9:9)")
 
     def test_principal_with_no_roles(self, capsys: Capsys) -> None:
         """A principal no binding names is denied by default, and explain says it holds no role."""
-        code, out, _ = run(
-            capsys, "explain", "--principal=stranger", "--action=read", "--secret=aws:staging/k"
-        )
+        code, out, _ = explain(capsys, "stranger read aws:staging/k")
         assert code == 3
         assert out[0] == "DENY  read aws:staging/k  for stranger"
         assert out[1] == "  decided by  default deny: no rule allows it"
@@ -963,19 +924,13 @@ class TestExplain:
 
     def test_request_attributes_reach_the_request(self, capsys: Capsys) -> None:
         """--protocol, --operation and --version-stage are part of the request explain decides."""
-        code, out, _ = run(
+        code, data = explain_json(
             capsys,
-            "explain",
-            "--json",
-            "--principal=demo-app",
-            "--action=read",
-            "--secret=aws:staging/k",
-            "--protocol=aws-query",
-            "--operation=GetSecretValue",
+            "demo-app read aws:staging/k --protocol=aws-query --operation=GetSecretValue "
             "--version-stage=AWSPREVIOUS",
         )
         assert code == 0
-        request = json.loads("\n".join(out))["request"]
+        request = data["request"]
         assert (request["protocol"], request["operation"], request["version_stage"]) == (
             "aws-query",
             "GetSecretValue",
@@ -984,15 +939,7 @@ class TestExplain:
 
     def test_bad_attr_is_a_usage_error(self, capsys: Capsys) -> None:
         """An --attr without '=' exits 2 and says how to write it."""
-        code, out, err = run(
-            capsys,
-            "explain",
-            "--principal=demo-app",
-            "--action=read",
-            "--secret=aws:staging/k",
-            "--attr=repository",
-        )
-        assert (code, out) == (2, [])
+        err = usage_error(explain(capsys, "demo-app read aws:staging/k --attr=repository"))
         assert err.endswith("keyledger: --attr 'repository' must be written name=value\n")
 
 
@@ -1033,6 +980,34 @@ tests:
 """
 
 
+def with_failing_case(action: str) -> str:
+    """PASSING_CASES and a third case, at line 16, wrongly expecting ACTION on staging allowed."""
+    return (
+        PASSING_CASES
+        + f"""
+  - name: the app {action}s staging
+    principal: svc-app
+    action: {action}
+    secret: aws:staging/api-key
+    expect: allow
+"""
+    )
+
+
+def app_with_tests(tmp_path: Path, cases: str) -> Path:
+    """APP_POLICY as app.yaml and CASES as app_test.yaml in TMP_PATH: the test file's path."""
+    write(tmp_path / "app.yaml", APP_POLICY)
+    return write(tmp_path / "app_test.yaml", cases)
+
+
+def passing_lines(cases: Path) -> list[str]:
+    """The PASS lines of PASSING_CASES, which start the test file CASES."""
+    return [
+        f"PASS  {at(cases, 2, 5, 'name: the app reads')}  the app reads staging",
+        f"PASS  {at(cases, 9, 5, 'name: the app never')}  the app never reads a secret-* name",
+    ]
+
+
 class TestPolicyTest:
     @pytest.mark.parametrize(
         ("argv", "count"), [([str(ACME)], 22), ([], 5)], ids=["acme", "demo-default"]
@@ -1045,92 +1020,76 @@ class TestPolicyTest:
         assert len([line for line in out if line.startswith("PASS  ")]) == count
         assert not [line for line in out if line.startswith("FAIL")]
 
-    def test_wrong_expectation_fails(self, tmp_path: Path, capsys: Capsys) -> None:
-        """A case expecting the wrong effect prints FAIL, file:line:col, name and reason; exit 1."""
-        write(tmp_path / "app.yaml", APP_POLICY)
-        cases = write(
-            tmp_path / "app_test.yaml",
-            PASSING_CASES
-            + """
-  - name: the app writes staging
-    principal: svc-app
-    action: write
-    secret: aws:staging/api-key
-    expect: allow
-""",
-        )
-        code, out, _ = run(capsys, "test", tmp_path)
-        assert code == 1
-        assert out == [
-            f"PASS  {at(cases, 2, 5, 'name: the app reads')}  the app reads staging",
-            f"PASS  {at(cases, 9, 5, 'name: the app never')}  the app never reads a secret-* name",
-            f"FAIL  {at(cases, 16, 5, 'name: the app writes')}  the app writes staging",
-            "      expected allow, got deny (default deny)",
-            "2 passed, 1 failed (1 file(s))",
-        ]
-
-    def test_wrong_rule_fails_although_the_effect_is_right(
-        self, tmp_path: Path, capsys: Capsys
+    @pytest.mark.parametrize(
+        ("cases", "expected"),
+        [
+            pytest.param(  # FAIL, file:line:col and name, then the reason
+                with_failing_case("write"),
+                lambda c: [
+                    *passing_lines(c),
+                    f"FAIL  {at(c, 16, 5, 'name: the app writes')}  the app writes staging",
+                    "      expected allow, got deny (default deny)",
+                    "2 passed, 1 failed (1 file(s))",
+                ],
+                id="wrong_expectation_fails",
+            ),
+            pytest.param(  # another rule, or the default, gives the same effect
+                """
+                tests:
+                  - name: pinned to the wrong rule
+                    principal: svc-app
+                    action: read
+                    secret: aws:staging/secret-token
+                    expect: deny
+                    rule: app-read-staging
+                  - name: pinned to the default deny
+                    principal: svc-app
+                    action: read
+                    secret: aws:staging/secret-token
+                    expect: deny
+                    rule: null
+                """,
+                lambda c: [
+                    f"FAIL  {at(c, 2, 5, 'name: pinned to the wrong')}  pinned to the wrong rule",
+                    "      expected deny by rule app-read-staging, got deny by rule app-no-secrets",
+                    f"FAIL  {at(c, 8, 5, 'name: pinned to the default')}  "
+                    "pinned to the default deny",
+                    "      expected deny by default deny, got deny by rule app-no-secrets",
+                    "0 passed, 2 failed (1 file(s))",
+                ],
+                id="wrong_rule_fails_although_the_effect_is_right",
+            ),
+            pytest.param(  # an unknown key or action, as file:line:col: reason
+                """
+                tests:
+                  - name: a typo in a key
+                    principal: svc-app
+                    action: read
+                    secret: aws:staging/api-key
+                    expcet: allow
+                  - name: a typo in an action
+                    principal: svc-app
+                    action: raed
+                    secret: aws:staging/api-key
+                    expect: allow
+                """,
+                lambda c: [
+                    f"{at(c, 6, 5, 'expcet')}: unknown key 'expcet' in a test case "
+                    "(did you mean 'expect'?)",
+                    f"{at(c, 2, 5, 'name: a typo in a key')}: a test case needs expect: <text>",
+                    f"{at(c, 9, 13, 'raed')}: unknown action 'raed' (did you mean 'read'?)",
+                ],
+                id="malformed_cases_are_reported_with_positions",
+            ),
+        ],
+    )
+    def test_failing_or_malformed_cases_exit_1(
+        self, tmp_path: Path, capsys: Capsys, cases: str, expected: Callable[[Path], list[str]]
     ) -> None:
-        """A case pinning a rule fails when another rule, or the default, gives the same effect."""
-        write(tmp_path / "app.yaml", APP_POLICY)
-        cases = write(
-            tmp_path / "app_test.yaml",
-            """
-            tests:
-              - name: pinned to the wrong rule
-                principal: svc-app
-                action: read
-                secret: aws:staging/secret-token
-                expect: deny
-                rule: app-read-staging
-              - name: pinned to the default deny
-                principal: svc-app
-                action: read
-                secret: aws:staging/secret-token
-                expect: deny
-                rule: null
-            """,
-        )
+        """Cases that fail or do not parse print what and where (the test file's line:col)."""
+        path = app_with_tests(tmp_path, cases)
         code, out, _ = run(capsys, "test", tmp_path)
-        assert code == 1
-        assert out == [
-            f"FAIL  {at(cases, 2, 5, 'name: pinned to the wrong')}  pinned to the wrong rule",
-            "      expected deny by rule app-read-staging, got deny by rule app-no-secrets",
-            f"FAIL  {at(cases, 8, 5, 'name: pinned to the default')}  pinned to the default deny",
-            "      expected deny by default deny, got deny by rule app-no-secrets",
-            "0 passed, 2 failed (1 file(s))",
-        ]
-
-    def test_malformed_cases_are_reported_with_positions(
-        self, tmp_path: Path, capsys: Capsys
-    ) -> None:
-        """An unknown key or action in a case is reported as file:line:col: reason; exit 1."""
-        write(tmp_path / "app.yaml", APP_POLICY)
-        cases = write(
-            tmp_path / "app_test.yaml",
-            """
-            tests:
-              - name: a typo in a key
-                principal: svc-app
-                action: read
-                secret: aws:staging/api-key
-                expcet: allow
-              - name: a typo in an action
-                principal: svc-app
-                action: raed
-                secret: aws:staging/api-key
-                expect: allow
-            """,
-        )
-        code, out, _ = run(capsys, "test", tmp_path)
-        assert code == 1
-        assert out == [
-            f"{at(cases, 6, 5, 'expcet')}: unknown key 'expcet' in a test case "
-            "(did you mean 'expect'?)",
-            f"{at(cases, 2, 5, 'name: a typo in a key')}: a test case needs expect: <text>",
-            f"{at(cases, 9, 13, 'raed')}: unknown action 'raed' (did you mean 'read'?)",
-        ]
+        assert (code, out) == (1, expected(path))
 
     def test_folder_without_test_files(self, tmp_path: Path, capsys: Capsys) -> None:
         """A folder with policies but no test files exits 1 and says what it looked for."""
@@ -1143,18 +1102,7 @@ class TestPolicyTest:
         self, tmp_path: Path, capsys: Capsys
     ) -> None:
         """-q drops the PASS lines and keeps each FAIL with its reason, and the summary."""
-        write(tmp_path / "app.yaml", APP_POLICY)
-        cases = write(
-            tmp_path / "app_test.yaml",
-            PASSING_CASES
-            + """
-  - name: the app deletes staging
-    principal: svc-app
-    action: delete
-    secret: aws:staging/api-key
-    expect: allow
-""",
-        )
+        cases = app_with_tests(tmp_path, with_failing_case("delete"))
         code, out, _ = run(capsys, "test", "-q", tmp_path)
         assert code == 1
         assert out == [
@@ -1175,16 +1123,11 @@ class TestPolicyTest:
         write(tmp_path / "broken.yaml", "roles: [oops\n")  # not named, so not read
         code, out, _ = run(capsys, "test", policy, cases)
         assert code == 0
-        assert out == [
-            f"PASS  {cases}:2:5  the app reads staging",
-            f"PASS  {cases}:9:5  the app never reads a secret-* name",
-            "2 passed, 0 failed (1 file(s))",
-        ]
+        assert out == [*passing_lines(cases), "2 passed, 0 failed (1 file(s))"]
 
     def test_glob_finds_policy_and_test_files(self, tmp_path: Path, capsys: Capsys) -> None:
         """A glob PATH picks policies and test files alike, each from the files it matches."""
-        write(tmp_path / "app.yaml", APP_POLICY)
-        write(tmp_path / "app_test.yaml", PASSING_CASES)
+        app_with_tests(tmp_path, PASSING_CASES)
         code, out, _ = run(capsys, "test", "-q", tmp_path / "app*.yaml")
         assert code == 0
         assert out == ["2 passed, 0 failed (1 file(s))"]
