@@ -281,166 +281,116 @@ def when(conditions: object) -> dict[str, Any]:
 RULE = "roles/0/rules/0"
 WHEN = f"{RULE}/when"
 
-# (document, where the schema must report an error, what the loader must say)
-INVALID = [
-    pytest.param(
-        policy(top={"rules": []}), "", "unknown key 'rules' in a policy file", id="unknown-top-key"
-    ),
-    pytest.param(policy(top={"version": 2}), "version", "unsupported policy version 2", id="v2"),
-    pytest.param(
-        policy(top={"roles": {"id": "reader"}}), "roles", "roles must be a list", id="roles-map"
-    ),
-    pytest.param(
-        policy(top={"groups": {"ops": 3}}), "groups/ops", "groups.ops must be a list", id="group-3"
-    ),
-    pytest.param(policy(role={"id": DROP}), "roles/0", "a role needs id", id="role-without-id"),
-    pytest.param(policy(role={"id": ""}), "roles/0/id", "a role needs id", id="role-empty-id"),
-    pytest.param(
-        policy(role={"rule": []}), "roles/0", "unknown key 'rule' in a role", id="unknown-role-key"
-    ),
-    pytest.param(
-        policy(rule={"priority": 1}),
-        RULE,
-        "unknown key 'priority' in a rule",
-        id="unknown-rule-key",
-    ),
-    pytest.param(policy(rule={"id": ""}), f"{RULE}/id", "a rule id must be", id="rule-empty-id"),
-    pytest.param(
-        policy(rule={"actions": ["reed"]}), f"{RULE}/actions/0", "unknown action 'reed'", id="reed"
-    ),
-    pytest.param(
-        policy(rule={"actions": "reed"}), f"{RULE}/actions", "unknown action 'reed'", id="reed-1"
-    ),
-    pytest.param(
-        policy(rule={"actions": []}), f"{RULE}/actions", "at least one action", id="no-actions"
-    ),
-    pytest.param(policy(rule={"actions": DROP}), RULE, "at least one action", id="actions-missing"),
-    pytest.param(
-        policy(rule={"effect": "permit"}), f"{RULE}/effect", "not 'permit'", id="effect-permit"
-    ),
-    pytest.param(
+# id: (document, where the schema must report an error, what the loader must say)
+INVALID = {
+    "unknown-top-key": (policy(top={"rules": []}), "", "unknown key 'rules' in a policy file"),
+    "v2": (policy(top={"version": 2}), "version", "unsupported policy version 2"),
+    "roles-map": (policy(top={"roles": {"id": "reader"}}), "roles", "roles must be a list"),
+    "group-3": (policy(top={"groups": {"ops": 3}}), "groups/ops", "groups.ops must be a list"),
+    "role-without-id": (policy(role={"id": DROP}), "roles/0", "a role needs id"),
+    "role-empty-id": (policy(role={"id": ""}), "roles/0/id", "a role needs id"),
+    "unknown-role-key": (policy(role={"rule": []}), "roles/0", "unknown key 'rule' in a role"),
+    "unknown-rule-key": (policy(rule={"priority": 1}), RULE, "unknown key 'priority' in a rule"),
+    "rule-empty-id": (policy(rule={"id": ""}), f"{RULE}/id", "a rule id must be"),
+    "reed": (policy(rule={"actions": ["reed"]}), f"{RULE}/actions/0", "unknown action 'reed'"),
+    "reed-1": (policy(rule={"actions": "reed"}), f"{RULE}/actions", "unknown action 'reed'"),
+    "no-actions": (policy(rule={"actions": []}), f"{RULE}/actions", "at least one action"),
+    "actions-missing": (policy(rule={"actions": DROP}), RULE, "at least one action"),
+    "effect-permit": (policy(rule={"effect": "permit"}), f"{RULE}/effect", "not 'permit'"),
+    "resource-without-backend": (
         policy(rule={"resources": ["prod/*"]}),
         f"{RULE}/resources/0",
         "resource 'prod/*' must be written backend:name",
-        id="resource-without-backend",
     ),
-    pytest.param(
+    "resource-without-name": (
         policy(rule={"resources": "aws:"}),
         f"{RULE}/resources",
         "resource 'aws:' must be written backend:name",
-        id="resource-without-name",
     ),
-    pytest.param(
+    "resource-uppercase-backend": (
         policy(rule={"resources": ["AWS:prod/*"]}),
         f"{RULE}/resources/0",
         "'AWS' is not a backend name",
-        id="resource-uppercase-backend",
     ),
-    pytest.param(
-        policy(rule={"resources": []}), f"{RULE}/resources", "at least one resource", id="no-res"
-    ),
-    pytest.param(
-        when({"ip": "10.0.0.0/8"}), WHEN, "unknown key 'ip' in when:", id="when-unknown-key"
-    ),
-    pytest.param(
+    "no-res": (policy(rule={"resources": []}), f"{RULE}/resources", "at least one resource"),
+    "when-unknown-key": (when({"ip": "10.0.0.0/8"}), WHEN, "unknown key 'ip' in when:"),
+    "unless-unknown-key": (
         policy(rule={"unless": {"source_ips": []}}),
         f"{RULE}/unless",
         "unknown key 'source_ips' in unless:",
-        id="unless-unknown-key",
     ),
-    pytest.param(
-        policy(rule={"when": ["source_ip"]}), WHEN, "when: must be a mapping", id="when-list"
-    ),
-    pytest.param(
-        when({"source_ip": []}), f"{WHEN}/source_ip", "at least one network", id="source-ip-empty"
-    ),
-    pytest.param(
+    "when-list": (policy(rule={"when": ["source_ip"]}), WHEN, "when: must be a mapping"),
+    "source-ip-empty": (when({"source_ip": []}), f"{WHEN}/source_ip", "at least one network"),
+    "time-7am": (
         when({"time": {"from": "7am"}}),
         f"{WHEN}/time/from",
         "from must be a time of day HH:MM, not '7am'",
-        id="time-7am",
     ),
-    pytest.param(
+    "from-24-00": (
         when({"time": {"from": "24:00"}}),
         f"{WHEN}/time/from",
         "from must be a time of day HH:MM, not '24:00'",
-        id="from-24-00",
     ),
-    pytest.param(when({"time": {"to": "12:60"}}), f"{WHEN}/time/to", "not '12:60'", id="to-12-60"),
-    pytest.param(
-        when({"time": {"to": "09:00:00"}}), f"{WHEN}/time/to", "not '09:00:00'", id="to-seconds"
-    ),
-    pytest.param(
+    "to-12-60": (when({"time": {"to": "12:60"}}), f"{WHEN}/time/to", "not '12:60'"),
+    "to-seconds": (when({"time": {"to": "09:00:00"}}), f"{WHEN}/time/to", "not '09:00:00'"),
+    "day-funday": (
         when({"time": {"days": "mon-funday"}}),
         f"{WHEN}/time/days",
         "unknown day 'funday'",
-        id="day-funday",
     ),
-    pytest.param(
+    "day-list-item-with-comma": (
         when({"time": [{"days": ["mon,wed"]}]}),
         f"{WHEN}/time/0/days/0",
         "unknown day 'mon,wed'",
-        id="day-list-item-with-comma",
     ),
-    pytest.param(
+    "day-double-range": (
         when({"time": {"days": "mon-tue-wed"}}),
         f"{WHEN}/time/days",
         "unknown day 'tue-wed'",
-        id="day-double-range",
     ),
-    pytest.param(
+    "window-unknown-key": (
         when({"time": {"day": "mon"}}),
         f"{WHEN}/time",
         "unknown key 'day' in a time window",
-        id="window-unknown-key",
     ),
-    pytest.param(when({"time": []}), f"{WHEN}/time", "at least one window", id="time-empty"),
-    pytest.param(
+    "time-empty": (when({"time": []}), f"{WHEN}/time", "at least one window"),
+    "principal-empty": (
         when({"principal": {}}),
         f"{WHEN}/principal",
         "principal must map attribute names to values",
-        id="principal-empty",
     ),
-    pytest.param(
+    "principal-no-values": (
         when({"principal": {"repository": []}}),
         f"{WHEN}/principal/repository",
         "principal.repository needs at least one value",
-        id="principal-no-values",
     ),
-    pytest.param(
+    "unknown-request-attribute": (
         when({"request": {"method": "GET"}}),
         f"{WHEN}/request",
         "unknown request attribute 'method'",
-        id="unknown-request-attribute",
     ),
-    pytest.param(
+    "request-value-number": (
         when({"request": {"operation": [1]}}),
         f"{WHEN}/request/operation/0",
         "request.operation must be a list of strings",
-        id="request-value-number",
     ),
-    pytest.param(
-        policy(binding={"role": DROP}), "bindings/0", "a binding needs role", id="binding-no-role"
-    ),
-    pytest.param(
+    "binding-no-role": (policy(binding={"role": DROP}), "bindings/0", "a binding needs role"),
+    "binding-nobody": (
         policy(binding={"principals": DROP}),
         "bindings/0",
         "a binding needs principals: or groups:",
-        id="binding-nobody",
     ),
-    pytest.param(
+    "binding-empty-lists": (
         policy(binding={"principals": [], "groups": []}),
         "bindings/0",
         "a binding needs principals: or groups:",
-        id="binding-empty-lists",
     ),
-    pytest.param(
+    "binding-unknown-key": (
         policy(binding={"principal": "app"}),
         "bindings/0",
         "unknown key 'principal' in a binding",
-        id="binding-unknown-key",
     ),
-]
+}
 
 
 def test_table_base_document_passes_both(validator: Draft202012Validator, tmp_path: Path) -> None:
@@ -451,7 +401,7 @@ def test_table_base_document_passes_both(validator: Draft202012Validator, tmp_pa
     assert loader_problems([path]) == ()
 
 
-@pytest.mark.parametrize(("doc", "schema_at", "loader_says"), INVALID)
+@pytest.mark.parametrize(("doc", "schema_at", "loader_says"), INVALID.values(), ids=INVALID.keys())
 def test_invalid_document_is_rejected_by_both(
     validator: Draft202012Validator,
     tmp_path: Path,
