@@ -195,8 +195,8 @@ class TestMetrics:
         backend = after.value("keyledger_backend_duration_seconds_sum")
         audit = after.value("keyledger_audit_wait_seconds_sum")
         # Parts of the total, never counted twice (a failed call's event is audit time).
-        assert 0 < backend
-        assert 0 < audit
+        assert backend > 0
+        assert audit > 0
         assert backend + audit < total
 
         # The journal's numbers agree with the journal on disk.
