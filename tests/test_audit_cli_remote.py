@@ -11,14 +11,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from keyledger.cli import main
-from keyledger.proxy.audit.sinks import Batch
+from keyledger.proxy.audit.sinks import Batch, Sink
 from keyledger.proxy.audit.sinks.base import parse_line
 from keyledger.proxy.audit.sinks.cloudwatch import CloudWatchSink
 from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig
+from tests.audit_records import CHAIN
 from tests.conftest import clean_env
-from tests.test_audit_cli import CHAIN, scenario
+from tests.test_audit_cli import audit, scenario
 
 REGION = "us-east-1"
 
@@ -40,6 +40,14 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> str:
     return moto_url
 
 
+@pytest.fixture
+def bucket(aws_env: str) -> str:
+    """A new bucket with Object Lock on, as the S3 sink wants it."""
+    name = f"audit-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
+
+
 def shipped(tmp_path: Path) -> Batch:
     """The CLI tests' twelve-event chain, as one batch of journal lines."""
     chain = scenario(tmp_path / "audit")
@@ -47,26 +55,22 @@ def shipped(tmp_path: Path) -> Batch:
     return Batch(CHAIN, tuple(parse_line(raw) for raw in lines))
 
 
-def verify(capsys: pytest.CaptureFixture[str], source: str) -> tuple[int, str, str]:
-    code = main(["audit", "verify", source])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def send(sink: Sink, *batches: Batch) -> None:
+    """Each batch sent by ``sink``, in the order given, each in an event loop of its own."""
+    for batch in batches:
+        asyncio.run(sink.send(batch))
 
 
 def test_verify_s3_reads_the_shipped_objects(
-    aws_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Objects the S3 sink shipped verify from s3://bucket/prefix, listed by chain."""
-    bucket = f"audit-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     batch = shipped(tmp_path)
     sink = S3Sink(S3SinkConfig(name="s3", bucket=bucket, prefix="prod/", region=REGION))
     first, second = Batch(CHAIN, batch.lines[:5]), Batch(CHAIN, batch.lines[5:])
-    asyncio.run(sink.send(first))
-    asyncio.run(sink.send(second))
-    asyncio.run(sink.send(second))  # at-least-once: sent again after a timeout
+    send(sink, first, second, second)  # at-least-once: the second sent again after a timeout
 
-    code, out, _ = verify(capsys, f"s3://{bucket}/prod")
+    code, out, _ = audit(capsys, "verify", f"s3://{bucket}/prod")
 
     assert code == 0, out
     assert f"chain {CHAIN}: 12 events in 2 object(s), last seq 12" in out
@@ -75,17 +79,14 @@ def test_verify_s3_reads_the_shipped_objects(
 
 
 def test_verify_s3_lists_what_is_missing(
-    aws_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A batch that never arrived fails verify, and the missing seq range is printed."""
-    bucket = f"audit-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    batch = shipped(tmp_path)
+    lines = shipped(tmp_path).lines
     sink = S3Sink(S3SinkConfig(name="s3", bucket=bucket, region=REGION))
-    for part in (batch.lines[:3], batch.lines[6:8], batch.lines[10:]):
-        asyncio.run(sink.send(Batch(CHAIN, part)))
+    send(sink, *(Batch(CHAIN, part) for part in (lines[:3], lines[6:8], lines[10:])))
 
-    code, out, _ = verify(capsys, f"s3://{bucket}")
+    code, out, _ = audit(capsys, "verify", f"s3://{bucket}")
 
     assert code == 1
     assert "missing seq: 4-6, 9-10" in out
@@ -102,9 +103,9 @@ def test_verify_cloudwatch_reads_every_stream(
         CloudWatchSinkConfig(name="cloudwatch", log_group=group, region=REGION), stream=CHAIN
     )
     asyncio.run(sink.prepare())
-    asyncio.run(sink.send(shipped(tmp_path)))
+    send(sink, shipped(tmp_path))
 
-    code, out, _ = verify(capsys, f"cloudwatch://{group}")
+    code, out, _ = audit(capsys, "verify", f"cloudwatch://{group}")
 
     assert code == 0, out
     assert f"chain {CHAIN}: 12 events in 1 stream(s), last seq 12" in out
@@ -122,7 +123,7 @@ def test_a_source_that_is_not_there_is_a_usage_error(
     aws_env: str, capsys: pytest.CaptureFixture[str], source: str, message: str
 ) -> None:
     """A bucket or log group that does not exist exits 2 with one line saying so."""
-    code, _, err = verify(capsys, source)
+    code, _, err = audit(capsys, "verify", source)
 
     assert code == 2
     assert message in err

@@ -11,18 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from keyledger.proxy.audit.chain import ChainState, event_hash, seal
-from keyledger.proxy.audit.events import (
-    AuditEvent,
-    DecisionInfo,
-    EventType,
-    Outcome,
-    PrincipalInfo,
-    RequestInfo,
-    ResourceInfo,
-    Status,
-)
+from keyledger.proxy.audit.chain import event_hash
+from keyledger.proxy.audit.events import AuditEvent, Status
 from keyledger.proxy.audit.export import CSV_COLUMNS, FORMATS, csv_safe, write_export
+from tests.audit_records import access_event, auth_failure_event, lifecycle_event, sealed
 
 AT = datetime(2026, 11, 23, 21, 55, 1, 123456, tzinfo=UTC)
 AT_MS = 1_795_470_901_123  # AT in milliseconds since the epoch
@@ -40,67 +32,49 @@ def access(
     user_agent: str | None = "Boto3/1.34.0 Python/3.11",
     operation: str = "GetSecretValue",
 ) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        time=AT,
-        id="01JDAT00000000000000000001",
-        request=RequestInfo(
-            id="req-1",
-            protocol="aws",
-            operation=operation,
-            source_ip=source_ip,
-            user_agent=user_agent,
-        ),
-        principal=PrincipalInfo(
-            id="svc-billing",
-            auth_method="sigv4",
-            groups=("payments", "readers"),
-            attributes={"team": "payments"},
-        ),
+    """svc-billing at AT with every field an export maps filled in; served if a success."""
+    served = status == Status.SUCCESS
+    return access_event(
+        at=AT,
+        event_id="01JDAT00000000000000000001",
+        protocol="aws",
+        operation=operation,
+        source_ip=source_ip,
+        user_agent=user_agent,
+        principal="svc-billing",
+        groups=("payments", "readers"),
+        attributes={"team": "payments"},
         action=action,
-        resource=ResourceInfo(backend="aws", secret=secret, version="AWSCURRENT"),
-        decision=None
-        if effect is None
-        else DecisionInfo(
-            effect=effect,
-            rule="payments-read",
-            policy_hash="sha256:" + "cd" * 32,
-            reason=f"rule payments-read: {effect}",
-        ),
-        outcome=Outcome(
-            status=status,
-            code=code,
-            latency_ms=12.5,
-            version_id="v-42" if status == Status.SUCCESS else None,
-            value_fingerprint=FINGERPRINT if status == Status.SUCCESS else None,
-        ),
+        secret=secret,
+        version="AWSCURRENT",
+        effect=effect,
+        rule="payments-read",
+        policy_hash="sha256:" + "cd" * 32,
+        reason=f"rule payments-read: {effect}",
+        status=status,
+        code=code,
+        latency_ms=12.5,
+        version_id="v-42" if served else None,
+        value_fingerprint=FINGERPRINT if served else None,
     )
 
 
 def auth_failure() -> AuditEvent:
-    return AuditEvent(
-        type=EventType.AUTH_FAILURE,
-        time=AT,
-        request=RequestInfo(
-            id="req-9", protocol="aws", operation="GetSecretValue", source_ip=None, user_agent=None
-        ),
-        principal=PrincipalInfo(id=None, auth_method="sigv4"),
-        outcome=Outcome(status=Status.DENIED, code="SignatureDoesNotMatch", latency_ms=0.4),
-        detail={"reason": "the signature does not match"},
+    return auth_failure_event(
+        at=AT,
+        request="req-9",
+        protocol="aws",
+        source_ip=None,
+        user_agent=None,
+        principal=None,
+        code="SignatureDoesNotMatch",
+        latency_ms=0.4,
+        reason="the signature does not match",
     )
 
 
 def lifecycle() -> AuditEvent:
-    return AuditEvent(type=EventType.LIFECYCLE, time=AT, detail={"event": "start"})
-
-
-def sealed(*events: AuditEvent) -> list[dict[str, Any]]:
-    """The records as the journal holds them: sealed into chain ``node-1``."""
-    state, records = ChainState("node-1"), []
-    for event in events:
-        line, state = seal(event.to_record(), state)
-        records.append(orjson.loads(line))
-    return records
+    return lifecycle_event(AT)
 
 
 def export(records: Iterable[dict[str, Any]], fmt: str) -> str:

@@ -9,16 +9,6 @@ from typing import Any
 import pytest
 from multidict import MultiDict
 
-from keyledger.proxy.audit.events import (
-    AuditEvent,
-    DecisionInfo,
-    EventType,
-    Outcome,
-    PrincipalInfo,
-    RequestInfo,
-    ResourceInfo,
-    Status,
-)
 from keyledger.proxy.audit.filters import (
     EventFilter,
     add_filter_arguments,
@@ -27,6 +17,7 @@ from keyledger.proxy.audit.filters import (
     filter_from_query,
     parse_time,
 )
+from tests.audit_records import access_event, auth_failure_event, lifecycle_event
 
 NOW = datetime(2026, 11, 23, 21, 55, 1, 123456, tzinfo=UTC)
 
@@ -40,35 +31,24 @@ def access(
     protocol: str = "aws-json",
     at: datetime = NOW,
 ) -> dict[str, Any]:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        time=at,
-        request=RequestInfo(
-            id="req-1",
-            protocol=protocol,
-            operation="GetSecretValue",
-            source_ip="10.0.0.7",
-            user_agent="Boto3/1.34",
-        ),
-        principal=PrincipalInfo(id=principal, auth_method="sigv4"),
+    return access_event(
+        at=at,
+        protocol=protocol,
+        principal=principal,
         action=action,
-        resource=ResourceInfo(backend="aws", secret=secret),
-        decision=DecisionInfo(effect=effect, rule="r", policy_hash="h", reason="because"),
-        outcome=Outcome(status=Status.SUCCESS if effect == "allow" else Status.DENIED),
+        secret=secret,
+        effect=effect,
+        rule="r",
+        reason="because",
     ).to_record()
 
 
 def auth_failure() -> dict[str, Any]:
-    return AuditEvent(
-        type=EventType.AUTH_FAILURE,
-        time=NOW,
-        principal=PrincipalInfo(id="AKIAEXAMPLE", auth_method="sigv4"),
-        outcome=Outcome(status=Status.DENIED, code="InvalidSignature"),
-    ).to_record()
+    return auth_failure_event(at=NOW, principal="AKIAEXAMPLE", code="InvalidSignature").to_record()
 
 
 def lifecycle() -> dict[str, Any]:
-    return AuditEvent(type=EventType.LIFECYCLE, time=NOW, detail={"event": "start"}).to_record()
+    return lifecycle_event(NOW).to_record()
 
 
 class TestEventFilter:

@@ -7,69 +7,44 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from keyledger.proxy.audit.chain import ChainState, seal
-from keyledger.proxy.audit.events import (
-    AuditEvent,
-    DecisionInfo,
-    EventType,
-    Outcome,
-    PrincipalInfo,
-    ResourceInfo,
-    Status,
-)
+from keyledger.proxy.audit.events import AuditEvent
 from keyledger.proxy.audit.filters import EventFilter
 from keyledger.proxy.audit.reader import follow, iter_records, last_records
-from keyledger.proxy.audit.segments import checkpoint_file, segment_path
+from keyledger.proxy.audit.segments import checkpoint_file
+from tests.audit_records import Record, SealedChain, access_event
 
-Record = dict[str, Any]
 START = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
 POLL = 0.01
 
 
-class Chain:
-    """A chain written the way the journal writes it: sealed lines in numbered segments."""
+class Chain(SealedChain):
+    """A chain of allowed reads, each at a time given: seq n by svc-(n % 3) of app/n, the
+    secret's name padded with ``pad`` x's."""
 
-    def __init__(self, directory: Path, chain_id: str) -> None:
-        self.directory = directory
-        self.state = ChainState(chain_id)
-        self.path: Path | None = None  # the segment being written
+    def reads(self, times: list[datetime], pad: int) -> list[AuditEvent]:
+        first = self.state.seq + 1
+        return [
+            access_event(
+                at=at,
+                request=None,
+                principal=f"svc-{seq % 3}",
+                secret=f"app/{seq}" + "x" * pad,
+                latency_ms=1.5,
+            )
+            for seq, at in enumerate(times, first)
+        ]
 
     def lines(self, times: list[datetime], *, pad: int = 0) -> list[bytes]:
-        out = []
-        for at in times:
-            seq = self.state.seq + 1
-            record = AuditEvent(
-                type=EventType.ACCESS,
-                time=at,
-                principal=PrincipalInfo(id=f"svc-{seq % 3}", auth_method="sigv4"),
-                action="read",
-                resource=ResourceInfo(backend="aws", secret=f"app/{seq}" + "x" * pad),
-                decision=DecisionInfo(effect="allow", rule="app-read", policy_hash="h", reason=""),
-                outcome=Outcome(status=Status.SUCCESS, latency_ms=1.5),
-            ).to_record()
-            line, self.state = seal(record, self.state)
-            out.append(line)
-        return out
-
-    def rotate(self) -> Path:
-        """Start a new segment named by the next seq, empty for now."""
-        self.path = segment_path(self.directory, self.state.id, self.state.seq + 1)
-        self.path.touch()
-        return self.path
+        """Sealed lines for reads at ``times``, not written anywhere."""
+        return self.seal(*self.reads(times, pad))
 
     def write(self, times: list[datetime], *, pad: int = 0) -> list[bytes]:
-        if self.path is None:
-            self.rotate()
-        assert self.path is not None
-        lines = self.lines(times, pad=pad)
-        with self.path.open("ab") as handle:
-            handle.write(b"".join(lines))
-        return lines
+        """Reads at ``times``, appended to the current segment."""
+        return self.add(*self.reads(times, pad))
 
 
 def minutes(*values: float) -> list[datetime]:

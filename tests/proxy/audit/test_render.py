@@ -15,17 +15,9 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from keyledger.proxy.audit.events import (
-    AuditEvent,
-    DecisionInfo,
-    EventType,
-    Outcome,
-    PrincipalInfo,
-    RequestInfo,
-    ResourceInfo,
-    Status,
-)
+from keyledger.proxy.audit.events import AuditEvent, EventType, Outcome, Status
 from keyledger.proxy.audit.render import render_json, render_line, sanitize
+from tests.audit_records import access_event, auth_failure_event
 
 AT = datetime(2026, 11, 23, 21, 55, 1, 123456, tzinfo=UTC)
 HOSTILE = "\x1b[2J\x1b]0;pwned\x07\x9b31m\u202eevil\u2066x\u2069\x7f"
@@ -42,26 +34,16 @@ def access(
     status: Status = Status.SUCCESS,
     code: str | None = None,
 ) -> dict[str, Any]:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        time=AT,
-        request=RequestInfo(
-            id="req-1",
-            protocol="aws-json",
-            operation="GetSecretValue",
-            source_ip="10.0.0.7",
-            user_agent=user_agent,
-        ),
-        principal=PrincipalInfo(id="svc-payments", auth_method="sigv4"),
-        action="read",
-        resource=ResourceInfo(backend="aws", secret=secret),
-        decision=DecisionInfo(
-            effect=effect,
-            rule="payments-read" if effect == "allow" else None,
-            policy_hash="h",
-            reason="no rule allows read" if effect == "deny" else "allowed",
-        ),
-        outcome=Outcome(status=status, code=code, latency_ms=3.2),
+    return access_event(
+        at=AT,
+        user_agent=user_agent,
+        secret=secret,
+        effect=effect,
+        rule="payments-read" if effect == "allow" else None,
+        reason="no rule allows read" if effect == "deny" else "allowed",
+        status=status,
+        code=code,
+        latency_ms=3.2,
     ).to_record()
 
 
@@ -147,19 +129,15 @@ class TestRenderLine:
 
     def test_auth_failure_is_a_denial_with_its_reason(self) -> None:
         """A failed sign-in shows as DENY with the claimed identity, code and reason."""
-        record = AuditEvent(
-            type=EventType.AUTH_FAILURE,
-            time=AT,
-            request=RequestInfo(
-                id="r",
-                protocol="aws-json",
-                operation="GetSecretValue",
-                source_ip="203.0.113.9",
-                user_agent="aws-cli/2",
-            ),
-            principal=PrincipalInfo(id="AKIA\x1bEXAMPLE", auth_method="sigv4"),
-            outcome=Outcome(status=Status.DENIED, code="InvalidSignature", latency_ms=0.4),
-            detail={"reason": "the signature does not match"},
+        record = auth_failure_event(
+            at=AT,
+            request="r",
+            source_ip="203.0.113.9",
+            user_agent="aws-cli/2",
+            principal="AKIA\x1bEXAMPLE",
+            code="InvalidSignature",
+            latency_ms=0.4,
+            reason="the signature does not match",
         ).to_record()
 
         text = render_line(record, color=True)

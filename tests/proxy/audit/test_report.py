@@ -8,20 +8,9 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
-import orjson
 from rich.console import Console
 
-from keyledger.proxy.audit.chain import ChainState, seal
-from keyledger.proxy.audit.events import (
-    AuditEvent,
-    DecisionInfo,
-    EventType,
-    Outcome,
-    PrincipalInfo,
-    RequestInfo,
-    ResourceInfo,
-    Status,
-)
+from keyledger.proxy.audit.events import AuditEvent, Status
 from keyledger.proxy.audit.report import (
     CSV_COLUMNS,
     AccessReport,
@@ -30,6 +19,7 @@ from keyledger.proxy.audit.report import (
     render_table,
     write_csv,
 )
+from tests.audit_records import access_event, auth_failure_event, lifecycle_event, sealed
 
 
 def t(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
@@ -46,40 +36,25 @@ def access(
     status: Status = Status.SUCCESS,
     request: str | None = None,
 ) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        time=at,
-        request=RequestInfo(
-            id=request or f"req-{at:%d%H%M%S}",
-            protocol="aws",
-            operation="GetSecretValue",
-            source_ip="10.0.0.7",
-            user_agent="aws-cli/2.15",
-        ),
-        principal=PrincipalInfo(id=who, auth_method="sigv4"),
+    return access_event(
+        at=at,
+        request=request or f"req-{at:%d%H%M%S}",
+        protocol="aws",
+        user_agent="aws-cli/2.15",
+        principal=who,
         action=action,
-        resource=ResourceInfo(backend="aws", secret=secret),
-        decision=DecisionInfo(effect=effect, rule="r1", policy_hash="sha256:00", reason=effect),
-        outcome=Outcome(status=status, code="AccessDenied" if effect == "deny" else None),
+        secret=secret,
+        effect=effect,
+        rule="r1",
+        policy_hash="sha256:00",
+        reason=effect,
+        status=status,
+        code="AccessDenied" if effect == "deny" else None,
     )
 
 
 def auth_failure(at: datetime, secret: str | None) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.AUTH_FAILURE,
-        time=at,
-        principal=PrincipalInfo(id=None, auth_method="sigv4"),
-        resource=None if secret is None else ResourceInfo(backend="aws", secret=secret),
-        outcome=Outcome(status=Status.DENIED, code="InvalidClientTokenId"),
-    )
-
-
-def sealed(*events: AuditEvent) -> list[dict[str, Any]]:
-    state, records = ChainState("node-1"), []
-    for event in events:
-        line, state = seal(event.to_record(), state)
-        records.append(orjson.loads(line))
-    return records
+    return auth_failure_event(at=at, principal=None, secret=secret, code="InvalidClientTokenId")
 
 
 def scenario() -> list[dict[str, Any]]:
@@ -90,7 +65,7 @@ def scenario() -> list[dict[str, Any]]:
         access(t(23, 11), "svc-b", "prod/db", effect="deny", status=Status.DENIED),
         access(t(23, 12), "svc-a", "prod/db", action="write", status=Status.PENDING, request="w1"),
         access(t(23, 12, 0, 1), "svc-a", "prod/db", action="write", request="w1"),
-        AuditEvent(type=EventType.LIFECYCLE, time=t(23, 12, 30), detail={"event": "start"}),
+        lifecycle_event(t(23, 12, 30)),
         access(t(24, 8), "svc-b", "prod/db", status=Status.ERROR),
         access(t(24, 9, 30), "svc-a", "prod/db"),
         auth_failure(t(24, 10), "prod/db"),
