@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,56 +28,22 @@ from keyledger.proxy.audit.checkpoints import (
     load_private_key,
     load_public_keys,
 )
-from keyledger.proxy.audit.events import (
-    AuditEvent,
-    EventType,
-    PrincipalInfo,
-    ResourceInfo,
-    format_time,
-)
-from keyledger.proxy.audit.journal import Checkpointing, Journal
+from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
+from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.segments import checkpoint_file, segment_path
-from keyledger.proxy.audit.verify import verify_path
-
-CHAIN = "node-1"
-
-
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        principal=PrincipalInfo(id=f"svc-{n}", auth_method="sigv4"),
-        action="read",
-        resource=ResourceInfo(backend="aws", secret=f"staging/{n}"),
-    )
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+from tests.proxy.audit.conftest import (
+    CHAIN,
+    Intact,
+    append,
+    event,
+    load_signer,
+    records,
+    running,
+)
 
 
 def checkpoint_events(path: Path) -> list[dict[str, Any]]:
     return [r for r in records(path) if r["type"] == "checkpoint"]
-
-
-@contextlib.asynccontextmanager
-async def running(
-    directory: Path,
-    signer: CheckpointSigner | None,
-    *,
-    every_events: int = 1000,
-    every_s: float = 3600.0,
-) -> AsyncIterator[Journal]:
-    checkpoints = (
-        None
-        if signer is None
-        else Checkpointing(signer=signer, every_events=every_events, every_s=every_s)
-    )
-    journal = Journal(directory=directory, chain_id=CHAIN, checkpoints=checkpoints)
-    await journal.start()
-    try:
-        yield journal
-    finally:
-        await journal.close()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -88,31 +53,19 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> tuple[Path, Path]:
-    """A real Ed25519 key pair in PEM files: (private, public)."""
-    return generate_key_pair(tmp_path / "keys" / "checkpoint")
-
-
-@pytest.fixture
-def signer(keys: tuple[Path, Path]) -> CheckpointSigner:
-    private, _ = keys
-    return CheckpointSigner(load_private_key(private.read_bytes(), source=str(private)))
-
-
-@pytest.fixture
-def public_keys(keys: tuple[Path, Path]) -> dict[str, Ed25519PublicKey]:
-    """The verifier's view: the public key by its key id."""
-    return load_public_keys([keys[1]])
-
-
-@pytest.fixture
-def journal_dir(tmp_path: Path) -> Path:
-    return tmp_path / "journal"
-
-
 def now() -> str:
     return format_time(datetime.now(UTC))
+
+
+async def filed_every_two(
+    journal_dir: Path, signer: CheckpointSigner, events: int
+) -> tuple[Journal, Path, bytes]:
+    """Run a journal over ``events`` events sealed every two; return it (closed), its
+    checkpoint file, and the bytes that file holds."""
+    async with running(journal_dir, signer, every_events=2) as journal:
+        await append(journal, events)
+    cp_path = checkpoint_file(journal_dir, CHAIN)
+    return journal, cp_path, cp_path.read_bytes()
 
 
 class TestCheckpoint:
@@ -246,7 +199,7 @@ class TestKeys:
         assert private.name == "checkpoint.key"
         assert public.name == "checkpoint.pub"
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
-        signer = CheckpointSigner(load_private_key(private.read_bytes(), source=str(private)))
+        signer = load_signer(private)
         assert list(load_public_keys([public])) == [signer.key_id]
 
     @pytest.mark.parametrize("existing", ["key", "pub"])
@@ -350,15 +303,13 @@ class TestJournalCheckpoints:
     ) -> None:
         """After every N events a checkpoint follows at once, with no fsync of its own."""
         async with running(journal_dir, signer, every_events=3) as journal:
-            for n in range(3):
-                await journal.append(event(n))
+            await append(journal, 3)
             # The third append returned with the checkpoint already durable behind it.
             assert journal.state.seq == 4
             assert journal.last_checkpoint is not None
             assert journal.last_checkpoint.seal.seq == 3
             assert journal.stats.fsyncs == 3
-            for n in range(3, 7):
-                await journal.append(event(n))
+            await append(journal, 4, start=3)
 
         types = [(r["chain"]["seq"], r["type"]) for r in records(journal.path)]
         assert [seq for seq, kind in types if kind == "checkpoint"] == [4, 8, 10]
@@ -369,8 +320,7 @@ class TestJournalCheckpoints:
     ) -> None:
         """Each checkpoint event seals the seq and hash just before it and links the last one."""
         async with running(journal_dir, signer, every_events=2) as journal:
-            for n in range(7):
-                await journal.append(event(n))
+            await append(journal, 7)
 
         lines = records(journal.path)
         previous: dict[str, Any] | None = None
@@ -396,8 +346,7 @@ class TestJournalCheckpoints:
     ) -> None:
         """Closing writes a final checkpoint so the journal's end is signed."""
         async with running(journal_dir, signer) as journal:
-            await journal.append(event(1))
-            await journal.append(event(2))
+            await append(journal, 2, start=1)
             assert journal.last_checkpoint is None
 
         last = records(journal.path)[-1]
@@ -412,8 +361,7 @@ class TestJournalCheckpoints:
     ) -> None:
         """A journal whose last event is a checkpoint is closed without another one."""
         async with running(journal_dir, signer, every_events=2) as journal:
-            await journal.append(event(1))
-            await journal.append(event(2))
+            await append(journal, 2, start=1)
 
         assert [r["type"] for r in records(journal.path)] == ["access", "access", "checkpoint"]
 
@@ -457,15 +405,11 @@ class TestJournalCheckpoints:
             assert journal.last_checkpoint.seq == 1
 
     async def test_every_durable_checkpoint_is_filed(
-        self,
-        journal_dir: Path,
-        signer: CheckpointSigner,
-        public_keys: dict[str, Ed25519PublicKey],
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """The checkpoint file holds exactly the checkpoints of the journal, in order."""
         async with running(journal_dir, signer, every_events=4) as journal:
-            for n in range(10):
-                await journal.append(event(n))
+            await append(journal, 10)
 
         in_journal = [Checkpoint.from_event(r) for r in checkpoint_events(journal.path)]
         filed = [
@@ -474,8 +418,7 @@ class TestJournalCheckpoints:
         ]
         assert filed == in_journal
         assert [c.seq for c in filed] == [4, 9, 12]
-        report = verify_path(journal_dir, public_keys=public_keys)
-        assert report.ok, report.problems
+        report = intact(journal_dir)
         assert report.chains[CHAIN].checkpoints == 3
         assert report.chains[CHAIN].unsealed == 0
 
@@ -489,10 +432,7 @@ class TestJournalCheckpoints:
         assert not checkpoint_file(journal_dir, CHAIN).exists()
 
     async def test_restart_links_to_the_last_checkpoint(
-        self,
-        journal_dir: Path,
-        signer: CheckpointSigner,
-        public_keys: dict[str, Ed25519PublicKey],
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """After a restart, the next checkpoint names the one the last run ended with."""
         async with running(journal_dir, signer) as journal:
@@ -512,20 +452,13 @@ class TestJournalCheckpoints:
         assert [r["type"] for r in lines] == ["access", "checkpoint", "access", "checkpoint"]
         assert lines[3]["detail"]["previous"] == {"seq": 1, "hash": lines[0]["chain"]["hash"]}
         assert len(checkpoint_file(journal_dir, CHAIN).read_bytes().splitlines()) == 2
-        assert verify_path(journal_dir, public_keys=public_keys).ok
+        intact(journal_dir)
 
     async def test_startup_files_a_checkpoint_the_file_lacks(
-        self,
-        journal_dir: Path,
-        signer: CheckpointSigner,
-        public_keys: dict[str, Ed25519PublicKey],
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """A checkpoint that reached the journal but not the file (a crash) is filed at start-up."""
-        async with running(journal_dir, signer, every_events=2) as journal:
-            for n in range(5):
-                await journal.append(event(n))
-        cp_path = checkpoint_file(journal_dir, CHAIN)
-        complete = cp_path.read_bytes()
+        journal, cp_path, complete = await filed_every_two(journal_dir, signer, 5)
         cp_path.write_bytes(b"".join(complete.splitlines(keepends=True)[:-1]))
         newest = journal.last_checkpoint
         assert newest is not None
@@ -540,8 +473,7 @@ class TestJournalCheckpoints:
         # The recovery event itself was sealed on close, linking to the refiled checkpoint.
         last = Checkpoint.from_event(records(journal.path)[-1])
         assert last.previous == newest.seal
-        report = verify_path(journal_dir, public_keys=public_keys)
-        assert report.ok, report.problems
+        intact(journal_dir)
 
     async def test_startup_refiles_a_deleted_checkpoint_file(
         self, journal_dir: Path, signer: CheckpointSigner
@@ -560,17 +492,10 @@ class TestJournalCheckpoints:
         assert lines[0] == newest.to_line()
 
     async def test_torn_checkpoint_file_line_is_moved_aside(
-        self,
-        journal_dir: Path,
-        signer: CheckpointSigner,
-        public_keys: dict[str, Ed25519PublicKey],
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """A half-appended checkpoint record is set aside, recorded, and the file repaired."""
-        async with running(journal_dir, signer, every_events=2) as journal:
-            for n in range(4):
-                await journal.append(event(n))
-        cp_path = checkpoint_file(journal_dir, CHAIN)
-        complete = cp_path.read_bytes()
+        _, cp_path, complete = await filed_every_two(journal_dir, signer, 4)
         *kept, last = complete.splitlines(keepends=True)
         good = b"".join(kept)
         torn = last[:50]
@@ -590,5 +515,4 @@ class TestJournalCheckpoints:
                 "checkpoint_filed": Checkpoint.from_line(last).seq,
             }
         ]
-        report = verify_path(journal_dir, public_keys=public_keys)
-        assert report.ok, report.problems
+        intact(journal_dir)

@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from keyledger.proxy.audit.chain import GENESIS
-from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo, ResourceInfo
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
 from keyledger.proxy.audit.segments import segment_path
 from keyledger.proxy.audit.verify import verify_path
-
-CHAIN = "node-1"
-
-
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        principal=PrincipalInfo(id=f"svc-{n}", auth_method="sigv4"),
-        action="read",
-        resource=ResourceInfo(backend="aws", secret=f"staging/{n}"),
-    )
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-@contextlib.asynccontextmanager
-async def running(directory: Path, *, fsync: bool = True) -> AsyncIterator[Journal]:
-    journal = Journal(directory=directory, chain_id=CHAIN, fsync=fsync)
-    await journal.start()
-    try:
-        yield journal
-    finally:
-        await journal.close()
+from tests.proxy.audit.conftest import CHAIN, append, event, records, running
 
 
 class TestJournal:
@@ -60,8 +31,7 @@ class TestJournal:
     async def test_chain_continues_across_restarts(self, tmp_path: Path) -> None:
         """After close and reopen, new events continue the same chain with no gap or fork."""
         async with running(tmp_path) as journal:
-            for n in range(3):
-                await journal.append(event(n))
+            await append(journal, 3)
         last_hash = records(segment_path(tmp_path, CHAIN, 1))[-1]["chain"]["hash"]
 
         async with running(tmp_path) as journal:
@@ -97,8 +67,7 @@ class TestJournal:
     async def test_torn_tail_is_moved_aside_and_recorded(self, tmp_path: Path) -> None:
         """A half-written last line from a crash is kept aside, logged, and the chain goes on."""
         async with running(tmp_path) as journal:
-            await journal.append(event(1))
-            await journal.append(event(2))
+            await append(journal, 2, start=1)
         path = segment_path(tmp_path, CHAIN, 1)
         good_size = path.stat().st_size
         torn = path.read_bytes().splitlines(keepends=True)[0][:40]

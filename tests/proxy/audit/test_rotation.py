@@ -6,84 +6,24 @@ import asyncio
 import contextlib
 import itertools
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from keyledger.proxy.audit.chain import GENESIS, ChainState, seal
-from keyledger.proxy.audit.checkpoints import (
-    CheckpointSigner,
-    generate_key_pair,
-    load_private_key,
-    load_public_keys,
-)
-from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo, ResourceInfo
-from keyledger.proxy.audit.journal import Checkpointing, Journal, JournalUnavailable, Rotation
+from keyledger.proxy.audit.checkpoints import CheckpointSigner
+from keyledger.proxy.audit.journal import Journal, JournalUnavailable, Rotation
 from keyledger.proxy.audit.segments import chain_segments, checkpoint_file, segment_path
 from keyledger.proxy.audit.verify import verify_path
+from tests.proxy.audit.conftest import CHAIN, Intact, append, event, records, running
 
-CHAIN = "node-1"
 SEGMENT_NAME = re.compile(rf"^{CHAIN}\.(\d{{12}})\.jsonl$")
-
-
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        principal=PrincipalInfo(id=f"svc-{n}", auth_method="sigv4"),
-        action="read",
-        resource=ResourceInfo(backend="aws", secret=f"staging/{n}"),
-    )
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def segment_files(directory: Path) -> list[Path]:
     """The chain's segment files, oldest first."""
     return [s.path for s in chain_segments(directory, CHAIN)]
-
-
-@pytest.fixture
-def public_key(tmp_path: Path) -> Path:
-    return tmp_path / "keys" / "checkpoint.pub"
-
-
-@pytest.fixture
-def signer(tmp_path: Path) -> CheckpointSigner:
-    private, _ = generate_key_pair(tmp_path / "keys" / "checkpoint")
-    return CheckpointSigner(load_private_key(private.read_bytes(), source=str(private)))
-
-
-@pytest.fixture
-def journal_dir(tmp_path: Path) -> Path:
-    return tmp_path / "journal"
-
-
-@contextlib.asynccontextmanager
-async def running(
-    directory: Path,
-    rotation: Rotation,
-    signer: CheckpointSigner | None = None,
-    *,
-    every_events: int = 1000,
-) -> AsyncIterator[Journal]:
-    checkpoints = (
-        None
-        if signer is None
-        else Checkpointing(signer=signer, every_events=every_events, every_s=3600)
-    )
-    journal = Journal(
-        directory=directory, chain_id=CHAIN, rotation=rotation, checkpoints=checkpoints
-    )
-    await journal.start()
-    try:
-        yield journal
-    finally:
-        await journal.close()
 
 
 async def append_until_rotated(journal: Journal, times: int, start: int = 0) -> int:
@@ -104,7 +44,9 @@ def snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int]]:
 class TestRotation:
     async def test_size_starts_numbered_segments(self, journal_dir: Path) -> None:
         """Past max_bytes a new file is started, named by the seq of its first event."""
-        async with running(journal_dir, Rotation(max_bytes=4096, max_age_s=None)) as journal:
+        async with running(
+            journal_dir, rotation=Rotation(max_bytes=4096, max_age_s=None)
+        ) as journal:
             await append_until_rotated(journal, 3)
             assert journal.stats.rotations == 3
 
@@ -123,7 +65,9 @@ class TestRotation:
 
     async def test_chain_runs_on_across_files(self, journal_dir: Path) -> None:
         """Each new file opens with a segment_start event naming the file and hash before it."""
-        async with running(journal_dir, Rotation(max_bytes=4096, max_age_s=None)) as journal:
+        async with running(
+            journal_dir, rotation=Rotation(max_bytes=4096, max_age_s=None)
+        ) as journal:
             await append_until_rotated(journal, 3)
 
         paths = segment_files(journal_dir)
@@ -146,9 +90,10 @@ class TestRotation:
 
     async def test_age_starts_a_new_segment(self, journal_dir: Path) -> None:
         """A segment older than max_age_s is closed at the next event, with reason age."""
-        async with running(journal_dir, Rotation(max_bytes=None, max_age_s=0.05)) as journal:
-            await journal.append(event(1))
-            await journal.append(event(2))
+        async with running(
+            journal_dir, rotation=Rotation(max_bytes=None, max_age_s=0.05)
+        ) as journal:
+            await append(journal, 2, start=1)
             await asyncio.sleep(0.1)
             await journal.append(event(3))
             assert journal.stats.rotations == 1
@@ -160,11 +105,11 @@ class TestRotation:
         assert moved["principal"]["id"] == "svc-3"
 
     async def test_closed_segments_end_with_a_checkpoint(
-        self, journal_dir: Path, signer: CheckpointSigner, public_key: Path
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """With checkpoints on, every file ends sealed, so each verifies with its own signature."""
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation, signer) as journal:
+        async with running(journal_dir, signer, rotation=rotation) as journal:
             await append_until_rotated(journal, 3)
             await journal.append(event(-1))
 
@@ -179,8 +124,7 @@ class TestRotation:
             }
         filed = checkpoint_file(journal_dir, CHAIN).read_bytes().splitlines()
         assert len(filed) == 4
-        report = verify_path(journal_dir, public_keys=load_public_keys([public_key]))
-        assert report.ok, report.problems
+        report = intact(journal_dir)
         assert report.chains[CHAIN].unsealed == 0
 
     async def test_rotated_files_are_never_modified(
@@ -188,30 +132,30 @@ class TestRotation:
     ) -> None:
         """Once rotated away from, a file keeps its bytes and mtime through writes and restarts."""
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation, signer, every_events=5) as journal:
+        async with running(journal_dir, signer, rotation=rotation, every_events=5) as journal:
             n = await append_until_rotated(journal, 2)
             closed = segment_files(journal_dir)[:-1]
             before = snapshot(closed)
             n = await append_until_rotated(journal, 2, n)
-        async with running(journal_dir, rotation, signer, every_events=5) as journal:
+        async with running(journal_dir, signer, rotation=rotation, every_events=5) as journal:
             await append_until_rotated(journal, 1, n)
 
         assert len(segment_files(journal_dir)) == 6
         assert snapshot(closed) == before
 
     async def test_restart_continues_in_the_newest_segment(
-        self, journal_dir: Path, signer: CheckpointSigner, public_key: Path
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """After a restart, events go on in the newest file, not a new or older one."""
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation, signer) as journal:
+        async with running(journal_dir, signer, rotation=rotation) as journal:
             n = await append_until_rotated(journal, 2)
             await journal.append(event(n))
         newest = segment_files(journal_dir)[-1]
         assert newest.stat().st_size < 4096
         last_seq = journal.state.seq
 
-        async with running(journal_dir, rotation, signer) as journal:
+        async with running(journal_dir, signer, rotation=rotation) as journal:
             assert journal.path == newest
             assert journal.state.seq == last_seq
             await journal.append(event(n + 1))
@@ -220,18 +164,16 @@ class TestRotation:
         appended = records(newest)[-2]
         assert appended["principal"]["id"] == f"svc-{n + 1}"
         assert appended["chain"]["seq"] == last_seq + 1
-        report = verify_path(journal_dir, public_keys=load_public_keys([public_key]))
-        assert report.ok, report.problems
+        intact(journal_dir)
 
     async def test_restart_rotates_a_segment_that_aged_meanwhile(self, journal_dir: Path) -> None:
         """A segment's age counts from its first event, so downtime counts toward it."""
         rotation = Rotation(max_bytes=None, max_age_s=0.1)
-        async with running(journal_dir, rotation) as journal:
-            await journal.append(event(1))
-            await journal.append(event(2))
+        async with running(journal_dir, rotation=rotation) as journal:
+            await append(journal, 2, start=1)
         await asyncio.sleep(0.15)
 
-        async with running(journal_dir, rotation) as journal:
+        async with running(journal_dir, rotation=rotation) as journal:
             await journal.append(event(3))
 
         first, second = segment_files(journal_dir)
@@ -239,17 +181,16 @@ class TestRotation:
         assert records(second)[0]["detail"]["reason"] == "age"
 
     async def test_multi_segment_journal_verifies(
-        self, journal_dir: Path, signer: CheckpointSigner, public_key: Path
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """verify on the folder checks every file of the chain as one run and counts them."""
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation, signer, every_events=7) as journal:
+        async with running(journal_dir, signer, rotation=rotation, every_events=7) as journal:
             await append_until_rotated(journal, 4)
         state = journal.state  # after the checkpoint close wrote
 
-        report = verify_path(journal_dir, public_keys=load_public_keys([public_key]))
+        report = intact(journal_dir)
 
-        assert report.ok, report.problems
         chain = report.chains[CHAIN]
         assert chain.files == 5
         assert (chain.last_seq, chain.last_hash) == (state.seq, state.hash)
@@ -263,10 +204,11 @@ class TestRotation:
     ) -> None:
         """With limits every file exceeds at once, each append still lands, one file each."""
         rotation = Rotation(max_bytes=1, max_age_s=0)
-        async with running(journal_dir, rotation, signer if checkpoints else None) as journal:
+        async with running(
+            journal_dir, signer if checkpoints else None, rotation=rotation
+        ) as journal:
             async with asyncio.timeout(5):
-                for n in range(6):
-                    await journal.append(event(n))
+                await append(journal, 6)
             paths = segment_files(journal_dir)
 
         assert [r["principal"]["id"] for r in records(paths[0])[:2]] == ["svc-0", "svc-1"]
@@ -290,20 +232,13 @@ class TestRotation:
             rotation, every_s = Rotation(max_bytes=4096, max_age_s=None), 3600.0
         else:
             rotation, every_s = Rotation(max_bytes=None, max_age_s=0.1), 0.05
-        checkpoints = Checkpointing(signer=signer, every_s=every_s)
-        journal = Journal(
-            directory=journal_dir, chain_id=CHAIN, rotation=rotation, checkpoints=checkpoints
-        )
-        await journal.start()
-        try:
+        async with running(journal_dir, signer, rotation=rotation, every_s=every_s) as journal:
             n = 0
             while journal.path.stat().st_size < 4096:
                 await journal.append(event(n))
                 n += 1
             if trigger == "timer":
                 await asyncio.sleep(0.6)  # a dozen ticks, several segment lifetimes
-        finally:
-            await journal.close()
 
         for path in segment_files(journal_dir):
             kinds = [
@@ -314,7 +249,7 @@ class TestRotation:
             assert carried, f"{path.name} holds no event, only {kinds}"
 
     async def test_legacy_single_file_is_continued_then_rotated(
-        self, tmp_path: Path, signer: CheckpointSigner, public_key: Path
+        self, tmp_path: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """A journal from before rotation goes on in <chain>.jsonl, then into numbered files."""
         journal_dir = tmp_path  # a folder that already holds the legacy file
@@ -327,11 +262,11 @@ class TestRotation:
         legacy.write_bytes(b"".join(lines))
 
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation, signer) as journal:
+        async with running(journal_dir, signer, rotation=rotation) as journal:
             assert journal.path == legacy
             assert journal.state == state
             n = await append_until_rotated(journal, 2, 3)
-        async with running(journal_dir, rotation, signer) as journal:
+        async with running(journal_dir, signer, rotation=rotation) as journal:
             newest = journal.path
             await journal.append(event(n))
 
@@ -348,20 +283,19 @@ class TestRotation:
         assert header["detail"]["previous_segment"] == legacy.name
         assert header["detail"]["previous_last_seq"] == records(legacy)[-1]["chain"]["seq"]
         assert records(legacy)[-1]["type"] == "checkpoint"
-        report = verify_path(journal_dir, public_keys=load_public_keys([public_key]))
-        assert report.ok, report.problems
+        report = intact(journal_dir)
         assert report.chains[CHAIN].files == 3
 
     async def test_empty_newest_segment_is_dropped(self, journal_dir: Path) -> None:
         """An empty numbered file after the real ones (made by hand) is removed, not continued."""
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation) as journal:
+        async with running(journal_dir, rotation=rotation) as journal:
             await append_until_rotated(journal, 1)
             state = journal.state
         stray = segment_path(journal_dir, CHAIN, state.seq + 1)
         stray.write_bytes(b"")
 
-        async with running(journal_dir, rotation) as journal:
+        async with running(journal_dir, rotation=rotation) as journal:
             assert journal.state == state
             assert journal.path == segment_files(journal_dir)[-1]
 
@@ -369,13 +303,12 @@ class TestRotation:
         assert verify_path(journal_dir).ok
 
     async def test_close_waits_for_a_rotation_in_flight(
-        self, journal_dir: Path, signer: CheckpointSigner, public_key: Path
+        self, journal_dir: Path, signer: CheckpointSigner, intact: Intact
     ) -> None:
         """Closing while a request is rotating the journal leaves it sealed, with no stray error."""
         rotation = Rotation(max_bytes=1, max_age_s=None)
-        async with running(journal_dir, rotation, signer) as journal:
-            await journal.append(event(1))
-            await journal.append(event(2))
+        async with running(journal_dir, signer, rotation=rotation) as journal:
+            await append(journal, 2, start=1)
             # This append starts a rotation (a checkpoint, then a new file) ...
             request = asyncio.create_task(journal.append(event(3)))
             await asyncio.sleep(0)
@@ -384,8 +317,7 @@ class TestRotation:
         # The request's event was written, or it was refused the documented way.
         with contextlib.suppress(JournalUnavailable):
             await request
-        report = verify_path(journal_dir, public_keys=load_public_keys([public_key]))
-        assert report.ok, report.problems
+        report = intact(journal_dir)
         assert report.chains[CHAIN].unsealed == 0, "the journal's end is not sealed"
 
     async def test_event_after_a_rotation_is_in_the_new_file(
@@ -393,7 +325,7 @@ class TestRotation:
     ) -> None:
         """An event appended just after a rotation is in the new file when append returns."""
         rotation = Rotation(max_bytes=4096, max_age_s=None)
-        async with running(journal_dir, rotation, signer) as journal:
+        async with running(journal_dir, signer, rotation=rotation) as journal:
             n = await append_until_rotated(journal, 1)
             await journal.append(event(n))
             on_disk = journal.path.read_bytes()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import io
 import shutil
 import time
@@ -15,8 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyledger.proxy.audit.checkpoints import CheckpointSigner
-from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo, ResourceInfo
-from keyledger.proxy.audit.journal import Checkpointing, Journal, Rotation
+from keyledger.proxy.audit.journal import Journal, Rotation
 from keyledger.proxy.audit.segments import chain_segments
 from keyledger.proxy.audit.sinks.base import (
     Batch,
@@ -29,21 +30,25 @@ from keyledger.proxy.audit.sinks.cursor import START, Cursor, CursorStore
 from keyledger.proxy.audit.sinks.shipper import Shipper, ShippingSettings, read_batch
 from keyledger.proxy.audit.sinks.stdout import StdoutSink
 from keyledger.proxy.config import StdoutSinkConfig
+from tests.proxy.audit.conftest import CHAIN, append, event, new_journal
+from tests.proxy.audit.conftest import running as running_journal
 
-CHAIN = "node-1"
 SIGNER = CheckpointSigner(Ed25519PrivateKey.generate())
 FAST = ShippingSettings(max_wait_s=0.02, retry_min_s=0.01, retry_max_s=0.05, drain_s=2.0)
+# A partial batch waits longer than any test runs: only a full one goes out.
+PATIENT = ShippingSettings(max_wait_s=30, retry_min_s=0.01, retry_max_s=0.05)
+NO_ROTATION = Rotation(max_bytes=None, max_age_s=None)
 ROTATE_SMALL = Rotation(max_bytes=4096, max_age_s=None)
 UNLIMITED = BatchLimits(max_events=100_000, max_bytes=1 << 30)
 
+# The journals shipped here are signed by SIGNER and rotate only when a test says so.
+journal = functools.partial(new_journal, signer=SIGNER, rotation=NO_ROTATION)
+running = functools.partial(running_journal, signer=SIGNER, rotation=NO_ROTATION)
 
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        principal=PrincipalInfo(id=f"svc-{n}", auth_method="sigv4"),
-        action="read",
-        resource=ResourceInfo(backend="aws", secret=f"staging/{n}"),
-    )
+
+def draining(drain_s: float) -> ShippingSettings:
+    """Quick batches and retries, and ``drain_s`` at stop to ship what is left."""
+    return ShippingSettings(max_wait_s=0.01, retry_min_s=0.01, retry_max_s=0.05, drain_s=drain_s)
 
 
 class MemorySink:
@@ -143,29 +148,6 @@ async def eventually(condition: Callable[[], bool], what: str, *, within: float 
         await asyncio.sleep(0.005)
 
 
-def journal(
-    directory: Path, *, rotation: Rotation | None = None, every_events: int = 1000
-) -> Journal:
-    return Journal(
-        directory=directory,
-        chain_id=CHAIN,
-        rotation=rotation or Rotation(max_bytes=None, max_age_s=None),
-        checkpoints=Checkpointing(signer=SIGNER, every_events=every_events, every_s=3600),
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(
-    directory: Path, *, rotation: Rotation | None = None, every_events: int = 1000
-) -> AsyncIterator[Journal]:
-    opened = journal(directory, rotation=rotation, every_events=every_events)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 class WatchedJournal:
     """The real journal as a shipper sees it (DurableJournal), noting when the shipper waits
     for it; ``stale_lookups`` makes the next durable_seq lookups see nothing durable yet, as
@@ -218,6 +200,31 @@ async def idle(view: WatchedJournal, ships: Shipper) -> None:
     )
 
 
+async def start_watched(
+    directory: Path,
+    sink: MemorySink | StdoutSink,
+    settings: ShippingSettings = FAST,
+    *,
+    rotation: Rotation = NO_ROTATION,
+    every_events: int = 1000,
+) -> tuple[Journal, WatchedJournal, Shipper]:
+    """A started journal, the shipper's watched view of it, and a started shipper."""
+    opened = journal(directory, rotation=rotation, every_events=every_events)
+    await opened.start()
+    view = WatchedJournal(opened)
+    ships = shipper(view, sink, settings)
+    ships.start()
+    return opened, view, ships
+
+
+async def close_once_shipped(view: WatchedJournal, ships: Shipper) -> None:
+    """Once the shipper has caught up, close the journal (which seals its end with a
+    checkpoint), then stop the shipper (which ships that too)."""
+    await idle(view, ships)
+    await view.journal.close()
+    await ships.stop()
+
+
 @contextlib.asynccontextmanager
 async def shipping(
     journal: Journal, sink: MemorySink, settings: ShippingSettings = FAST
@@ -230,15 +237,45 @@ async def shipping(
         await started.stop()
 
 
-async def append(journal: Journal, count: int, start: int = 0) -> None:
-    for n in range(start, start + count):
-        await journal.append(event(n))
-
-
 async def caught_up(journal: Journal, sink: MemorySink) -> None:
     await eventually(
         lambda: sink.last_seq == journal.durable_seq, f"the sink to reach {journal.durable_seq}"
     )
+
+
+async def shipped_at_once(directory: Path, events: int, *, last_seq: int, what: str) -> MemorySink:
+    """A sink taking 5 events a batch, once ``events`` events appended together reached it up
+    to ``last_seq`` within half a second, though a partial batch would wait (PATIENT)."""
+    sink = MemorySink(max_events=5)
+    async with running(directory) as opened, shipping(opened, sink, PATIENT):
+        await opened.append_many([event(n) for n in range(events)])
+        await eventually(lambda: sink.last_seq == last_seq, what, within=0.5)
+    return sink
+
+
+@contextlib.asynccontextmanager
+async def tried(
+    directory: Path, sink: MemorySink, settings: ShippingSettings, events: int
+) -> AsyncIterator[Shipper]:
+    """A started shipper on a running journal given ``events`` events, once it has tried to
+    send them; the journal closes on the way out."""
+    async with running(directory) as opened:
+        ships = shipper(opened, sink, settings)
+        ships.start()
+        await append(opened, events)
+        await eventually(lambda: sink.sends >= 1, "a send attempt")
+        yield ships
+
+
+async def stops_in_time(
+    directory: Path, sink: MemorySink, events: int, *, drain_s: float, margin: float
+) -> None:
+    """A shipper that has tried to send ``events`` events to ``sink`` stops within its
+    drain_s and ``margin`` seconds more."""
+    async with tried(directory, sink, draining(drain_s), events) as ships:
+        began = time.monotonic()
+        await ships.stop()
+        assert time.monotonic() - began < drain_s + margin
 
 
 class TestDelivery:
@@ -248,16 +285,12 @@ class TestDelivery:
         """Every journal line (checkpoints and segment starts too) reaches the sink exactly
         once, in seq order, byte for byte."""
         sink = MemorySink(max_events=7)
-        opened = journal(tmp_path, rotation=ROTATE_SMALL, every_events=5)
-        await opened.start()
-        view = WatchedJournal(opened)
-        ships = shipper(view, sink)
-        ships.start()
+        opened, view, ships = await start_watched(
+            tmp_path, sink, rotation=ROTATE_SMALL, every_events=5
+        )
         await append(opened, 12)
         await opened.append_many([event(n) for n in range(12, 30)])
-        await idle(view, ships)
-        await opened.close()  # seals the end with a checkpoint
-        await ships.stop()
+        await close_once_shipped(view, ships)
 
         lines = journal_lines(tmp_path)
         assert len(chain_segments(tmp_path, CHAIN)) > 1
@@ -353,32 +386,23 @@ class TestDelivery:
 
     async def test_a_backlog_of_full_batches_does_not_wait(self, tmp_path: Path) -> None:
         """Batches that reach max_events go out at once, not after max_wait."""
-        settings = ShippingSettings(max_wait_s=30, retry_min_s=0.01, retry_max_s=0.05)
-        sink = MemorySink(max_events=5)
-        async with running(tmp_path) as opened, shipping(opened, sink, settings):
-            await opened.append_many([event(n) for n in range(11)])
-            await eventually(lambda: sink.last_seq == 10, "two full batches", within=0.5)
+        sink = await shipped_at_once(tmp_path, 11, last_seq=10, what="two full batches")
 
         assert [len(batch.lines) for batch in sink.batches[:2]] == [5, 5]
 
     async def test_a_batch_of_exactly_max_events_does_not_wait(self, tmp_path: Path) -> None:
         """A batch that reaches max_events goes out at once even when nothing follows it."""
-        settings = ShippingSettings(max_wait_s=30, retry_min_s=0.01, retry_max_s=0.05)
-        sink = MemorySink(max_events=5)
-        async with running(tmp_path) as opened, shipping(opened, sink, settings):
-            await opened.append_many([event(n) for n in range(5)])
-            await eventually(lambda: sink.last_seq == 5, "the full batch", within=0.5)
+        sink = await shipped_at_once(tmp_path, 5, last_seq=5, what="the full batch")
 
         assert [len(batch.lines) for batch in sink.batches] == [5]
 
     async def test_a_batch_full_by_bytes_does_not_wait(self, tmp_path: Path) -> None:
         """A batch that reaches max_bytes goes out at once, not after max_wait."""
-        settings = ShippingSettings(max_wait_s=30, retry_min_s=0.01, retry_max_s=0.05)
         async with running(tmp_path) as opened:
             await opened.append_many([event(n) for n in range(3000, 3009)])
             sizes = [len(line) + 1 for line in journal_lines(tmp_path)]
             sink = MemorySink(max_events=1000, max_bytes=sum(sizes[:3]) + 10)
-            async with shipping(opened, sink, settings):
+            async with shipping(opened, sink, PATIENT):
                 await eventually(lambda: sink.last_seq >= 6, "two byte-full batches", within=0.5)
 
         assert [len(batch.lines) for batch in sink.batches[:2]] == [3, 3]
@@ -590,9 +614,7 @@ class TestFailures:
         sink = MemorySink(max_events=2)
         sink.down = trouble == "down"
         sink.hang = trouble == "hang"
-        settings = ShippingSettings(
-            max_wait_s=0.01, retry_min_s=0.01, retry_max_s=0.05, drain_s=0.1
-        )
+        settings = draining(0.1)
         async with running(tmp_path) as opened, shipping(opened, sink, settings) as ships:
             async with asyncio.timeout(2):
                 for n in range(40):
@@ -639,22 +661,14 @@ class TestFailures:
         """After a restart with the sink unreachable, the lag is what was not shipped, not
         the whole journal."""
         first = MemorySink()
-        opened = journal(tmp_path)
-        await opened.start()
-        view = WatchedJournal(opened)
-        ships = shipper(view, first)
-        ships.start()
+        opened, view, ships = await start_watched(tmp_path, first)
         await append(opened, 8)
-        await idle(view, ships)
-        await opened.close()
-        await ships.stop()
+        await close_once_shipped(view, ships)
         assert first.last_seq == 9  # with the closing checkpoint
 
         second = MemorySink()
         second.prepare_down = True
-        quick_stop = ShippingSettings(
-            max_wait_s=0.02, retry_min_s=0.01, retry_max_s=0.05, drain_s=0.1
-        )
+        quick_stop = dataclasses.replace(FAST, drain_s=0.1)
         async with running(tmp_path) as opened, shipping(opened, second, quick_stop) as ships:
             await ships.check(1.0)
             await append(opened, 2, start=8)
@@ -668,13 +682,9 @@ class TestStop:
     async def test_stop_drains_the_closing_events(self, tmp_path: Path) -> None:
         """Closing the journal and then stopping ships everything, the closing checkpoint
         included, without waiting for a partial batch to fill."""
-        settings = ShippingSettings(max_wait_s=30, retry_min_s=0.01, retry_max_s=0.05, drain_s=2)
+        settings = dataclasses.replace(PATIENT, drain_s=2)
         sink = MemorySink()
-        opened = journal(tmp_path)
-        await opened.start()
-        view = WatchedJournal(opened)
-        ships = shipper(view, sink, settings)
-        ships.start()
+        opened, view, ships = await start_watched(tmp_path, sink, settings)
         await idle(view, ships)
         await append(opened, 3)  # a partial batch, waiting for more
         await opened.close()
@@ -718,20 +728,9 @@ class TestStop:
     async def test_stop_returns_in_time_when_the_sink_is_down(self, tmp_path: Path) -> None:
         """With the sink down, stop gives up after drain_s; the cursor still says where to
         resume, and the next start ships it all."""
-        settings = ShippingSettings(
-            max_wait_s=0.01, retry_min_s=0.01, retry_max_s=0.05, drain_s=0.3
-        )
         sink = MemorySink()
         sink.down = True
-        async with running(tmp_path) as opened:
-            ships = shipper(opened, sink, settings)
-            ships.start()
-            await append(opened, 3)
-            await eventually(lambda: sink.sends >= 1, "a send attempt")
-
-            began = time.monotonic()
-            await ships.stop()
-            assert time.monotonic() - began < settings.drain_s + 1
+        await stops_in_time(tmp_path, sink, 3, drain_s=0.3, margin=1)
         assert sink.batches == []
         assert sink.closed
         assert CursorStore(tmp_path).load("mem", CHAIN).seq == 0
@@ -743,20 +742,9 @@ class TestStop:
 
     async def test_stop_returns_when_the_sink_hangs(self, tmp_path: Path) -> None:
         """A sink that never answers does not hold up shutdown beyond the drain time."""
-        settings = ShippingSettings(
-            max_wait_s=0.01, retry_min_s=0.01, retry_max_s=0.05, drain_s=0.1
-        )
         sink = MemorySink()
         sink.hang = True
-        async with running(tmp_path) as opened:
-            ships = shipper(opened, sink, settings)
-            ships.start()
-            await append(opened, 2)
-            await eventually(lambda: sink.sends >= 1, "a send attempt")
-
-            began = time.monotonic()
-            await ships.stop()
-            assert time.monotonic() - began < settings.drain_s + 1.5
+        await stops_in_time(tmp_path, sink, 2, drain_s=0.1, margin=1.5)
         assert sink.closed
         assert sink.batches == []
 
@@ -765,11 +753,7 @@ class TestStop:
         settings = ShippingSettings(max_wait_s=0.01, retry_min_s=0.1, retry_max_s=0.2, drain_s=0.5)
         sink = MemorySink()
         sink.down = True
-        async with running(tmp_path) as opened:
-            ships = shipper(opened, sink, settings)
-            ships.start()
-            await append(opened, 1)
-            await eventually(lambda: sink.sends >= 1, "a send attempt")
+        async with tried(tmp_path, sink, settings, 1) as ships:
             before = sink.sends
             await ships.stop()
         # At most one attempt per retry_min_s of drain time, plus the first.
@@ -874,15 +858,9 @@ class TestStdoutSink:
         """Shipped to stdout, each event is one JSON line, exactly as in the journal."""
         stream = io.BytesIO()
         sink = StdoutSink(StdoutSinkConfig(name="stdout"), stream=stream)
-        opened = journal(tmp_path)
-        await opened.start()
-        view = WatchedJournal(opened)
-        ships = shipper(view, sink)
-        ships.start()
+        opened, view, ships = await start_watched(tmp_path, sink)
         await append(opened, 5)
-        await idle(view, ships)
-        await opened.close()
-        await ships.stop()
+        await close_once_shipped(view, ships)
 
         lines = journal_lines(tmp_path)
         assert stream.getvalue() == b"".join(line + b"\n" for line in lines)

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from keyledger.proxy.audit.checkpoints import Checkpoint, CheckpointSigner, key_id
 from keyledger.proxy.audit.events import AuditEvent, EventType, parse_time
-from keyledger.proxy.audit.journal import Checkpointing, Journal
 from keyledger.proxy.audit.segments import chain_segments, checkpoint_file
 from keyledger.proxy.audit.sinks import (
     Shipper,
@@ -45,10 +44,10 @@ from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.sinks.s3 import S3Copies, S3Sink, read_s3
 from keyledger.proxy.audit.verify import VerifyReport, verify_copies
 from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig, SinkBatch
+from tests.proxy.audit.conftest import CHAIN, running
 
 REGION = "us-east-1"
 PREFIX = "kl/"
-CHAIN = "node-1"
 RETENTION_DAYS = 30
 # Small batches, so a few dozen events make several objects / calls.
 SMALL_BATCH = SinkBatch(max_events=10, max_bytes=1 << 20, max_wait_s=0.05)
@@ -97,28 +96,19 @@ def new_group() -> str:
     return unique("/keyledger/audit")  # slashes, as real log group names have
 
 
+def sink_config(url: str, **settings: Any) -> dict[str, Any]:
+    """A sink's settings: moto's region and URL and small batches, then ``settings``."""
+    return {"region": REGION, "endpoint_url": url, "batch": SMALL_BATCH} | settings
+
+
 def s3_config(url: str, bucket: str, **overrides: Any) -> S3SinkConfig:
-    settings: dict[str, Any] = {
-        "name": "s3",
-        "bucket": bucket,
-        "prefix": PREFIX,
-        "region": REGION,
-        "endpoint_url": url,
-        "retention_days": RETENTION_DAYS,
-        "batch": SMALL_BATCH,
-    }
-    return S3SinkConfig(**(settings | overrides))
+    settings = {"name": "s3", "bucket": bucket, "prefix": PREFIX, "retention_days": RETENTION_DAYS}
+    return S3SinkConfig(**sink_config(url, **(settings | overrides)))
 
 
 def cw_config(url: str, group: str, **overrides: Any) -> CloudWatchSinkConfig:
-    settings: dict[str, Any] = {
-        "name": "cw",
-        "log_group": group,
-        "region": REGION,
-        "endpoint_url": url,
-        "batch": SMALL_BATCH,
-    }
-    return CloudWatchSinkConfig(**(settings | overrides))
+    settings = {"name": "cw", "log_group": group}
+    return CloudWatchSinkConfig(**sink_config(url, **(settings | overrides)))
 
 
 @dataclass
@@ -155,33 +145,27 @@ async def journal_and_ship(
 ) -> Shipped:
     """Write ``events`` to a checkpointed journal while a Shipper copies it to ``sink``."""
     private = Ed25519PrivateKey.generate()
-    journal = Journal(
-        directory=directory,
-        chain_id=chain,
-        checkpoints=Checkpointing(signer=CheckpointSigner(private), every_events=20),
-    )
-    await journal.start()
+    signer = CheckpointSigner(private)
     shipper = None
-    if sink is not None:
-        shipper = Shipper(
-            sink=sink,
-            journal=journal,
-            cursors=CursorStore(directory),
-            settings=ShippingSettings(
-                max_wait_s=0.05, retry_min_s=0.01, retry_max_s=0.05, drain_s=drain_s
-            ),
-        )
     try:
-        if shipper is not None:
-            await shipper.check(5)
-            shipper.start()
-        for n in range(events):
-            moment = times[n] if times is not None else datetime.now(UTC)
-            await journal.append(
-                AuditEvent(type=EventType.LIFECYCLE, time=moment, detail={"event": f"e{n}"})
-            )
-    finally:
-        await journal.close()
+        async with running(directory, signer, chain=chain, every_events=20, every_s=60) as journal:
+            if sink is not None:
+                shipper = Shipper(
+                    sink=sink,
+                    journal=journal,
+                    cursors=CursorStore(directory),
+                    settings=ShippingSettings(
+                        max_wait_s=0.05, retry_min_s=0.01, retry_max_s=0.05, drain_s=drain_s
+                    ),
+                )
+                await shipper.check(5)
+                shipper.start()
+            for n in range(events):
+                moment = times[n] if times is not None else datetime.now(UTC)
+                await journal.append(
+                    AuditEvent(type=EventType.LIFECYCLE, time=moment, detail={"event": f"e{n}"})
+                )
+    finally:  # the journal is closed (its end sealed) before the shipper drains
         if shipper is not None:
             await shipper.stop()
     public = private.public_key()
@@ -202,6 +186,22 @@ def shipped_fully(shipped: Shipped) -> None:
     assert status is not None
     assert status.last_error is None, f"the sink failed: {status.last_error}"
     assert (status.shipped_seq, status.failures) == (len(shipped.lines), 0)
+
+
+async def shipped_to_s3(
+    directory: Path,
+    url: str,
+    bucket: str,
+    *,
+    times: Sequence[datetime] | None = None,
+    drain_s: float = 5.0,
+    **config: Any,
+) -> Shipped:
+    """A journal shipped in full to ``bucket`` by an S3 sink set up by ``s3_config``."""
+    sink = S3Sink(s3_config(url, bucket, **config))
+    shipped = await journal_and_ship(directory, sink, times=times, drain_s=drain_s)
+    shipped_fully(shipped)
+    return shipped
 
 
 def versions(s3: Any, bucket: str, *, holding: int | None = None) -> list[dict[str, Any]]:
@@ -268,8 +268,7 @@ async def test_s3_objects_are_gzip_jsonl_batches_identical_to_the_journal(
     bucket = new_bucket(s3)
     base = datetime(2025, 3, 4, 20, 0, tzinfo=UTC)  # the key's date is the events' own
     times = [base + timedelta(hours=n) for n in range(EVENTS)]
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket)), times=times)
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket, times=times)
 
     objects = event_objects(s3, bucket)
     assert len(objects) >= 5  # batches of at most 10 of 48 lines
@@ -304,8 +303,7 @@ async def test_s3_objects_are_locked_and_checksummed(
 ) -> None:
     """Every object is COMPLIANCE-locked for retention_days and its version cannot be deleted."""
     bucket = new_bucket(s3)
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket)))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket)
 
     expected_until = datetime.now(UTC) + timedelta(days=RETENTION_DAYS)
     found = versions(s3, bucket)
@@ -332,8 +330,7 @@ async def test_s3_checkpoint_objects_hold_each_signed_checkpoint(
 ) -> None:
     """Each checkpoint is its own object prefix/chain/checkpoints/<seq>.json, a signed record."""
     bucket = new_bucket(s3)
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket)))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket)
 
     sealed = shipped.checkpoints()
     assert [c.seq for c in sealed] == [20, 41, 47]
@@ -351,8 +348,7 @@ async def test_s3_checkpoint_objects_hold_each_signed_checkpoint(
 async def test_s3_verify_passes_on_an_intact_copy(tmp_path: Path, moto_url: str, s3: Any) -> None:
     """`audit verify s3://bucket/prefix` passes with every event, checkpoint and signature."""
     bucket = new_bucket(s3)
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket)))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket)
 
     report, found = verify_s3(s3, bucket, shipped)
     assert report.ok, report.problems
@@ -375,9 +371,7 @@ async def test_s3_verify_fails_and_names_the_gap_when_a_version_is_removed(
 ) -> None:
     """A batch object removed (GOVERNANCE bypass) fails verify; `missing` lists its seqs."""
     bucket = new_bucket(s3)
-    config = s3_config(moto_url, bucket, lock_mode="GOVERNANCE")
-    shipped = await journal_and_ship(tmp_path, S3Sink(config))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket, lock_mode="GOVERNANCE")
     assert s3.head_object(Bucket=bucket, Key=event_objects(s3, bucket)[0][2])["ObjectLockMode"] == (
         "GOVERNANCE"
     )
@@ -403,8 +397,7 @@ async def test_s3_verify_fails_when_a_new_version_alters_an_event(
 ) -> None:
     """An altered copy put over a batch key is a second version: 'differs from another copy'."""
     bucket = new_bucket(s3)
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket)))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket)
 
     put_altered(s3, bucket, 5)
     assert len(versions(s3, bucket, holding=5)) == 2
@@ -424,9 +417,7 @@ async def test_s3_verify_fails_with_a_hash_mismatch_when_the_original_is_replace
 ) -> None:
     """An altered copy with the original version bypass-deleted fails on the event's hash."""
     bucket = new_bucket(s3)
-    config = s3_config(moto_url, bucket, lock_mode="GOVERNANCE")
-    shipped = await journal_and_ship(tmp_path, S3Sink(config))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket, lock_mode="GOVERNANCE")
 
     (original,) = versions(s3, bucket, holding=5)
     key = put_altered(s3, bucket, 5)
@@ -448,8 +439,7 @@ async def test_s3_a_delete_marker_hides_nothing_from_verify(
 ) -> None:
     """A DELETE without a version id only adds a delete marker: verify still passes, and says so."""
     bucket = new_bucket(s3)
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket)))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket)
 
     key = event_objects(s3, bucket)[0][2]
     assert s3.delete_object(Bucket=bucket, Key=key)["DeleteMarker"] is True
@@ -531,8 +521,7 @@ async def test_s3_bucket_default_mode_ships_under_the_buckets_default_retention(
             "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 3}},
         },
     )
-    shipped = await journal_and_ship(tmp_path, S3Sink(s3_config(moto_url, bucket, lock_mode=None)))
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(tmp_path, moto_url, bucket, lock_mode=None)
     key = event_objects(s3, bucket)[0][2]
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ObjectLockMode"] == "GOVERNANCE"
@@ -542,31 +531,20 @@ async def test_s3_bucket_default_mode_ships_under_the_buckets_default_retention(
     assert report.ok, report.problems
 
 
+@pytest.mark.parametrize(
+    "mode", [{}, {"lock_mode": None}], ids=["mode-left-at-default", "mode-bucket-default"]
+)
 async def test_s3_require_object_lock_false_ships_to_an_unlocked_bucket(
-    tmp_path: Path, moto_url: str, s3: Any
+    tmp_path: Path, moto_url: str, s3: Any, mode: dict[str, Any]
 ) -> None:
-    """With require_object_lock false (mode left at its default) an unlocked bucket still ships."""
+    """With require_object_lock false (object_lock mode left at its default, or bucket_default)
+    an unlocked bucket still ships, unlocked objects that verify."""
     bucket = new_bucket(s3, lock=False)
-    config = s3_config(moto_url, bucket, require_object_lock=False)
-    shipped = await journal_and_ship(tmp_path, S3Sink(config), drain_s=1.0)
-    shipped_fully(shipped)
+    shipped = await shipped_to_s3(
+        tmp_path, moto_url, bucket, drain_s=1.0, require_object_lock=False, **mode
+    )
     for version in versions(s3, bucket):  # no retention headers: S3 would refuse the PUT
         assert "ObjectLockMode" not in s3.head_object(Bucket=bucket, Key=version["Key"])
-    report, _ = verify_s3(s3, bucket, shipped)
-    assert report.ok, report.problems
-    assert report.events == len(shipped.lines)
-
-
-async def test_s3_require_object_lock_false_with_bucket_default_ships_unlocked(
-    tmp_path: Path, moto_url: str, s3: Any
-) -> None:
-    """require_object_lock false with mode bucket_default ships unlocked objects that verify."""
-    bucket = new_bucket(s3, lock=False)
-    config = s3_config(moto_url, bucket, require_object_lock=False, lock_mode=None)
-    shipped = await journal_and_ship(tmp_path, S3Sink(config), drain_s=1.0)
-    shipped_fully(shipped)
-    key = event_objects(s3, bucket)[0][2]
-    assert "ObjectLockMode" not in s3.head_object(Bucket=bucket, Key=key)
     report, _ = verify_s3(s3, bucket, shipped)
     assert report.ok, report.problems
     assert report.events == len(shipped.lines)
@@ -616,8 +594,20 @@ def stream_names(logs: Any, group: str) -> list[str]:
     return sorted(s["logStreamName"] for s in streams)
 
 
-def verify_cw(logs: Any, url: str, keys: dict[str, Ed25519PublicKey]) -> VerifyReport:
-    return verify_copies(read_cloudwatch(url, client=logs).copies, public_keys=keys)
+def verify_cw(logs: Any, group: str, keys: dict[str, Ed25519PublicKey]) -> VerifyReport:
+    return verify_copies(
+        read_cloudwatch(f"cloudwatch://{group}", client=logs).copies, public_keys=keys
+    )
+
+
+async def shipped_to_cloudwatch(
+    directory: Path, url: str, group: str, *, times: Sequence[datetime] | None = None, **config: Any
+) -> Shipped:
+    """A journal of chain CHAIN shipped in full to ``group`` by a sink set up by ``cw_config``."""
+    sink = make_sink(cw_config(url, group, **config), chain=CHAIN)
+    shipped = await journal_and_ship(directory, sink, times=times)
+    shipped_fully(shipped)
+    return shipped
 
 
 async def test_cloudwatch_prepare_creates_group_stream_and_retention(
@@ -664,9 +654,7 @@ async def test_cloudwatch_events_arrive_in_order_and_verify(
 ) -> None:
     """Each journal line is one log event, in seq order, at the event's time; verify passes."""
     group = new_group()
-    sink = make_sink(cw_config(moto_url, group, retention_days=7), chain=CHAIN)
-    shipped = await journal_and_ship(tmp_path, sink)
-    shipped_fully(shipped)
+    shipped = await shipped_to_cloudwatch(tmp_path, moto_url, group, retention_days=7)
     assert shipped.status is not None
     assert shipped.status.batches >= 5
 
@@ -690,15 +678,13 @@ async def test_cloudwatch_verifies_when_event_times_are_not_in_seq_order(
     group = new_group()
     now = datetime.now(UTC)
     times = [now - timedelta(seconds=(n * 7) % 5) for n in range(EVENTS)]
-    sink = make_sink(cw_config(moto_url, group), chain=CHAIN)
-    shipped = await journal_and_ship(tmp_path, sink, times=times)
-    shipped_fully(shipped)
+    shipped = await shipped_to_cloudwatch(tmp_path, moto_url, group, times=times)
 
     events = stream_events(logs, group, CHAIN)
     assert sorted(e["message"] for e in events) == sorted(
         raw[:-1].decode() for raw in shipped.lines
     )
-    report = verify_cw(logs, f"cloudwatch://{group}", shipped.keys)
+    report = verify_cw(logs, group, shipped.keys)
     assert report.ok, report.problems
     assert report.events == len(shipped.lines)
 
@@ -710,14 +696,12 @@ async def test_cloudwatch_passes_over_events_it_rejects_as_too_old(
     group = new_group()
     now = datetime.now(UTC)
     times = [now - timedelta(days=30)] * 5 + [now] * (EVENTS - 5)
-    sink = make_sink(cw_config(moto_url, group), chain=CHAIN)
     with structlog.testing.capture_logs() as logged:
-        shipped = await journal_and_ship(tmp_path, sink, times=times)
-    shipped_fully(shipped)
+        shipped = await shipped_to_cloudwatch(tmp_path, moto_url, group, times=times)
     assert "cloudwatch_events_rejected" in {e["event"] for e in logged}
 
     assert len(stream_events(logs, group, CHAIN)) == len(shipped.lines) - 5
-    report = verify_cw(logs, f"cloudwatch://{group}", shipped.keys)
+    report = verify_cw(logs, group, shipped.keys)
     assert not report.ok  # the stream really lacks them, and verify says where
     assert report.chains[CHAIN].missing == [(1, 5)]
 
@@ -727,10 +711,8 @@ async def test_cloudwatch_verify_fails_on_a_forged_copy_of_an_event(
 ) -> None:
     """An altered event put into the stream for an existing seq fails verify at that seq."""
     group = new_group()
-    sink = make_sink(cw_config(moto_url, group), chain=CHAIN)
-    shipped = await journal_and_ship(tmp_path, sink)
-    shipped_fully(shipped)
-    assert verify_cw(logs, f"cloudwatch://{group}", shipped.keys).ok
+    shipped = await shipped_to_cloudwatch(tmp_path, moto_url, group)
+    assert verify_cw(logs, group, shipped.keys).ok
 
     logs.put_log_events(
         logGroupName=group,
@@ -742,7 +724,7 @@ async def test_cloudwatch_verify_fails_on_a_forged_copy_of_an_event(
             }
         ],
     )
-    report = verify_cw(logs, f"cloudwatch://{group}", shipped.keys)
+    report = verify_cw(logs, group, shipped.keys)
     assert not report.ok
     problem = report.chains[CHAIN].problem
     assert problem is not None
@@ -810,7 +792,7 @@ async def test_cloudwatch_recreates_a_deleted_log_group(
         await sink.send(shipped.batch())  # the shipper's retry
     finally:
         await sink.close()
-    report = verify_cw(logs, f"cloudwatch://{group}", shipped.keys)
+    report = verify_cw(logs, group, shipped.keys)
     assert report.ok, report.problems
     assert report.events == len(shipped.lines)
 

@@ -29,22 +29,12 @@ from keyledger.proxy.audit.checkpoints import (
     load_private_key,
     load_public_keys,
 )
-from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo, ResourceInfo
-from keyledger.proxy.audit.journal import Checkpointing, Journal, Rotation
+from keyledger.proxy.audit.journal import Rotation
 from keyledger.proxy.audit.segments import CHECKPOINT_SUFFIX
 from keyledger.proxy.audit.verify import Problem, VerifyReport, verify_path
+from tests.proxy.audit.conftest import CHAIN, append, load_signer, running
 
-CHAIN = "node-1"
 CHECKPOINTS = f"{CHAIN}{CHECKPOINT_SUFFIX}"
-
-
-def event(n: int) -> AuditEvent:
-    return AuditEvent(
-        type=EventType.ACCESS,
-        principal=PrincipalInfo(id=f"svc-{n}", auth_method="sigv4"),
-        action="read",
-        resource=ResourceInfo(backend="aws", secret=f"staging/{n}"),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +53,9 @@ class Pristine:
 
 
 async def _write_journal(directory: Path, signer: CheckpointSigner) -> None:
-    journal = Journal(
-        directory=directory,
-        chain_id=CHAIN,
-        rotation=Rotation(max_bytes=16384, max_age_s=None),
-        checkpoints=Checkpointing(signer=signer, every_events=25, every_s=3600),
-    )
-    await journal.start()
-    try:
-        for n in range(300):
-            await journal.append(event(n))
-    finally:
-        await journal.close()
+    rotation = Rotation(max_bytes=16384, max_age_s=None)
+    async with running(directory, signer, rotation=rotation, every_events=25) as journal:
+        await append(journal, 300)
 
 
 @functools.cache
@@ -84,8 +65,7 @@ def pristine() -> Pristine:
         root = Path(folder)
         private, public = generate_key_pair(root / "checkpoint")
         other_private, other_public = generate_key_pair(root / "other")
-        signer = CheckpointSigner(load_private_key(private.read_bytes(), source=str(private)))
-        asyncio.run(_write_journal(root / "journal", signer))
+        asyncio.run(_write_journal(root / "journal", load_signer(private)))
         files = {p.name: p.read_bytes() for p in (root / "journal").iterdir()}
         return Pristine(
             files=files,
@@ -524,13 +504,8 @@ class TestTamper:
         """Events written after the last checkpoint verify, with a warning --strict refuses."""
 
         async def more_without_checkpoints() -> None:
-            plain = Journal(directory=journal.directory, chain_id=CHAIN)
-            await plain.start()
-            try:
-                for n in range(3):
-                    await plain.append(event(1000 + n))
-            finally:
-                await plain.close()
+            async with running(journal.directory) as plain:
+                await append(plain, 3, start=1000)
 
         asyncio.run(more_without_checkpoints())
         sealed_seq = seq_of(lines(journal.segments[-1])[-4])
