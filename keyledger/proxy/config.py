@@ -214,7 +214,7 @@ class AdminConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     format: str = "json"  # json | console
-    level: str = "info"
+    level: str = "info"  # debug | info | warning | error | critical
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -514,9 +514,18 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     logging_section = root.section("logging")
     logging_section.allow_only("format", "level")
     log_format = logging_section.get("format", str, "json")
-    if log_format not in ("json", "console"):
-        raise logging_section._fail("format", "expected json or console")
-    logging = LoggingConfig(format=log_format, level=logging_section.get("level", str, "info"))
+    if log_format not in _LOG_FORMATS:
+        raise logging_section._fail(
+            "format", f"expected json or console{did_you_mean(log_format, _LOG_FORMATS)}"
+        )
+    # Levels as Python's logging names them; any case, as operators write INFO or info.
+    level = logging_section.get("level", str, "info").lower()
+    if level not in _LOG_LEVELS:
+        raise logging_section._fail(
+            "level",
+            f"expected one of {', '.join(_LOG_LEVELS)}{did_you_mean(level, _LOG_LEVELS)}",
+        )
+    logging = LoggingConfig(format=log_format, level=level)
 
     return Config(
         listen=listen,
@@ -531,6 +540,10 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         logging=logging,
         source=source,
     )
+
+
+_LOG_FORMATS = ("json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _parse_minimise(section: _Section) -> MinimiseConfig:

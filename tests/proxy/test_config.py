@@ -408,3 +408,37 @@ class TestAuditTrailSettings:
         path = write(tmp_path, MINIMAL + "    audit: {checkpoints: {enabled: false}}\n")
 
         assert load_checkpointing(load_config(path)) is None
+
+
+class TestLoggingSettings:
+    @pytest.mark.parametrize(
+        ("setting", "expected"),
+        [
+            (
+                "level: verbose",
+                "5:10: logging.level: expected one of debug, info, warning, error, critical",
+            ),
+            (
+                "level: warn",
+                "5:10: logging.level: expected one of debug, info, warning, error, "
+                "critical (did you mean 'warning'?)",
+            ),
+            (
+                "format: jsn",
+                "5:11: logging.format: expected json or console (did you mean 'json'?)",
+            ),
+        ],
+    )
+    def test_logging_mistakes_are_refused_with_their_position(
+        self, tmp_path: Path, setting: str, expected: str
+    ) -> None:
+        """A logging level or format keyledger does not know is refused at file:line:col."""
+        path = write(tmp_path, MINIMAL + f"    logging:\n      {setting}\n")
+
+        assert error(path) == f"{path}:{expected}"
+
+    def test_logging_level_is_read_in_any_case(self, tmp_path: Path) -> None:
+        """INFO and info are the same level (both spellings appear in real configs)."""
+        path = write(tmp_path, MINIMAL + "    logging: {level: WARNING}\n")
+
+        assert load_config(path).logging.level == "warning"
