@@ -21,7 +21,14 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from keyledger.proxy.config import require_key
 
-__all__ = ["Identity", "IdentityError", "IdentityStore", "IssuedKey", "load_store_key"]
+__all__ = [
+    "Identity",
+    "IdentityError",
+    "IdentityStore",
+    "IssuedKey",
+    "load_store_key",
+    "store_key_source",
+]
 
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
@@ -66,17 +73,28 @@ def load_store_key(*, env: str | None, file: Path | None) -> bytes:
     )
 
 
-class IdentityStore:
-    """A JSON file of identities; every write replaces the file atomically, mode 0600."""
+def store_key_source(*, env: str | None, file: Path | None) -> str:
+    """Where :func:`load_store_key` takes the key from, as a user would look for it."""
+    return f"the file {file}" if file is not None else f"the env var {env}"
 
-    def __init__(self, path: Path, key: bytes) -> None:
+
+class IdentityStore:
+    """A JSON file of identities; every write replaces the file atomically, mode 0600.
+
+    ``key_source`` says where the key came from (see :func:`store_key_source`), so that an
+    error about the key can name the place to fix.
+    """
+
+    def __init__(self, path: Path, key: bytes, *, key_source: str = "the caller") -> None:
         try:
             self._fernet = Fernet(key)
         except ValueError as exc:
             raise IdentityError(
-                "the identity store key must be a Fernet key (32 url-safe base64 bytes)"
+                f"the identity store key from {key_source} must be a Fernet key (32 url-safe "
+                "base64 bytes)"
             ) from exc
         self.path = path
+        self.key_source = key_source
         self._identities: dict[str, Identity] = {}
         self._version: tuple[int, int] | None = None
         if path.exists():
@@ -122,8 +140,30 @@ class IdentityStore:
         self._identities = {i.access_key_id: i for i in loaded}
         self._version = version
 
+    def _check_key(self) -> None:
+        """Refuse a write under a key other than the one the existing entries were written
+        with: the proxy could then decrypt none of the keys it serves, or not the new one."""
+        for identity in self._identities.values():
+            try:
+                self._fernet.decrypt(identity.encrypted_secret.encode())
+            except InvalidToken:
+                raise IdentityError(
+                    f"the identity store {self.path} was written with a different key than "
+                    f"the one from {self.key_source} (it cannot decrypt the key of "
+                    f"{identity.name}); nothing was written. Use the key the store was "
+                    "written with, the one the proxy serving it uses"
+                ) from None
+
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write()
+        except OSError as exc:
+            raise IdentityError(
+                f"cannot write the identity store {self.path}: {exc.strerror}"
+            ) from exc
+
+    def _write(self) -> None:
         doc = {
             "version": 1,
             "identities": [
@@ -179,6 +219,7 @@ class IdentityStore:
             raise IdentityError(f"identity name {name!r} must be printable with no spaces")
         if any(i.name == name and not i.revoked for i in self._identities.values()):
             raise IdentityError(f"identity {name!r} already has an active key; use rotate")
+        self._check_key()
         key_id = access_key_id or KEY_PREFIX + "".join(
             secrets.choice(_KEY_ALPHABET) for _ in range(16)
         )
@@ -202,6 +243,7 @@ class IdentityStore:
         ]
         if not hits:
             raise IdentityError(f"no active identity or key named {name_or_key!r}")
+        self._check_key()
         for identity in hits:
             self._identities[identity.access_key_id] = replace(identity, revoked=True)
         self._save()
@@ -212,6 +254,7 @@ class IdentityStore:
         old = [i for i in self._identities.values() if i.name == name and not i.revoked]
         if not old:
             raise IdentityError(f"no active identity named {name!r}")
+        self._check_key()  # before anything is revoked, even in memory
         for identity in old:
             self._identities[identity.access_key_id] = replace(identity, revoked=True)
         return self.create(name, groups=old[0].groups, attributes=old[0].attributes)

@@ -77,6 +77,43 @@ class TestIdentityStore:
         with pytest.raises(IdentityError, match="wrong identity store key"):
             other.secret_of(identity)
 
+    @pytest.mark.parametrize("write", ["create", "rotate", "revoke"])
+    def test_write_under_another_key_is_refused(self, path: Path, key: bytes, write: str) -> None:
+        """A create, rotate or revoke under a key the store was not written with changes
+        nothing and names where the key came from."""
+        IdentityStore(path, key).create("svc-a")
+        before = path.read_bytes()
+        other = IdentityStore(
+            path, Fernet.generate_key(), key_source="the env var KEYLEDGER_IDENTITY_KEY"
+        )
+
+        with pytest.raises(IdentityError) as caught:
+            {
+                "create": lambda: other.create("svc-b"),
+                "rotate": lambda: other.rotate("svc-a"),
+                "revoke": lambda: other.revoke("svc-a"),
+            }[write]()
+
+        assert str(caught.value) == (
+            f"the identity store {path} was written with a different key than the one from "
+            "the env var KEYLEDGER_IDENTITY_KEY (it cannot decrypt the key of svc-a); nothing "
+            "was written. Use the key the store was written with, the one the proxy serving "
+            "it uses"
+        )
+        assert path.read_bytes() == before
+        assert active(other) == active(IdentityStore(path, key))
+
+    def test_unwritable_folder_is_reported(self, tmp_path: Path, key: bytes) -> None:
+        """A store that cannot be written (here, under a file) is an IdentityError naming it."""
+        (tmp_path / "file").write_text("")
+        store = IdentityStore(tmp_path / "file" / "identities.json", key)
+
+        with pytest.raises(
+            IdentityError,
+            match=r"cannot write the identity store .*/file/identities.json: ",
+        ):
+            store.create("svc-a")
+
     def test_invalid_key_is_reported(self, path: Path) -> None:
         """A store key that is not a Fernet key is refused up front."""
         with pytest.raises(IdentityError, match="must be a Fernet key"):
