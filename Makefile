@@ -1,4 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`.
+# `make reset` starts the demo afresh (deletes ./var, keeps .venv); `make clean` removes
+# everything the build and the demo made, the virtualenvs included.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEPLOY_VENV  ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean deploy-tools deploy-check
+.PHONY: run test lint typecheck unit bench reset clean deploy-tools deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -54,5 +56,9 @@ bench: $(STAMP)
 deploy-check: $(STAMP) $(DEPLOY_STAMP)
 	$(BIN)/pytest tests/deploy
 
-clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) var .pytest_cache .mypy_cache .ruff_cache
+# Start the demo afresh: delete ./var (journal, keys, identities, dev.env), keep .venv.
+reset:
+	rm -rf var
+
+clean: reset
+	rm -rf $(VENV) $(DEPLOY_VENV) .pytest_cache .mypy_cache .ruff_cache
