@@ -42,12 +42,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     warnings = list(notes)
     for chain in sorted(report.chains.values(), key=lambda c: c.id):
-        state = "BROKEN" if chain.problem else "ok"
-        copies = f", {chain.duplicates:,} duplicate(s) ignored" if chain.duplicates else ""
-        print(
-            f"chain {chain.id}: {chain.events:,} events in {chain.files} {unit}, last seq "
-            f"{chain.last_seq}, {chain.checkpoints:,} checkpoint(s){copies}: {state}"
-        )
+        print(_chain_line(chain, unit))
         if chain.missing:
             print(f"  missing seq: {_ranges(chain.missing)}")
         if chain.problem is None and chain.unsealed:
@@ -57,11 +52,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     f"(seq {chain.last_checkpoint_seq}) are unsealed"
                 )
             else:
-                warnings.append(f"chain {chain.id}: no signed checkpoints; all events unsealed")
+                warnings.append(
+                    f"chain {chain.id}: no checkpoints found: the end of the journal is not "
+                    f"sealed (all {chain.unsealed:,} event(s) unsealed)"
+                )
     if not report.signatures_checked and any(c.checkpoints for c in report.chains.values()):
         warnings.append("checkpoint signatures not checked: pass --public-key FILE.pub")
     for problem in report.problems:
         print(f"FAIL {problem}")
+    for chain in sorted(report.chains.values(), key=lambda c: c.id):
+        if keys is not None and (hint := _key_hint(chain, keys)):
+            print(f"  {hint}")
     for warning in warnings:
         print(f"WARN {warning}")
     if not report.chains and not report.problems:
@@ -72,9 +73,60 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.strict and warnings:
         print("not intact under --strict: every event must be sealed by a verified signature")
         return 1
-    signed = f", signatures checked ({', '.join(sorted(keys))})" if keys else ""
-    print(f"intact: {report.events:,} events verified{signed}")
+    print(f"intact: {report.events:,} events verified{_signatures(report, keys)}")
     return 0
+
+
+def _chain_line(chain: Any, unit: str) -> str:
+    """One chain's summary; past a problem it says how far checking got, not how far it read."""
+    copies = f", {chain.duplicates:,} duplicate(s) ignored" if chain.duplicates else ""
+    if chain.stopped is None:
+        state = "BROKEN" if chain.problem else "ok"
+        return (
+            f"chain {chain.id}: {chain.events:,} events in {chain.files} {unit}, last seq "
+            f"{chain.last_seq}, {chain.checkpoints:,} checkpoint(s){copies}: {state}"
+        )
+    stopped = chain.stopped
+    where = "the problem below" if stopped is chain.problem else f"{stopped.file}:{stopped.line}"
+    checked = (
+        f"checked up to seq {chain.last_seq} ({chain.checkpoints:,} checkpoint(s))"
+        if chain.last_seq
+        else "nothing checked"
+    )
+    return (
+        f"chain {chain.id}: {chain.lines:,} line(s) in {chain.files} {unit}{copies}; {checked} "
+        f"before {where}: BROKEN"
+    )
+
+
+def _key_hint(chain: Any, keys: Mapping[str, Any]) -> str | None:
+    """What to pass when checkpoints were signed by keys that were not given."""
+    unknown = {k: n for k, n in chain.signed.items() if k not in keys}
+    if not unknown:
+        return None
+    signers = ", ".join(f"{k} ({n:,} checkpoint(s))" for k, n in sorted(unknown.items()))
+    given = ", ".join(sorted(keys))
+    return (
+        f"chain {chain.id}: checkpoints signed by key id {signers}; the public key(s) given: "
+        f"{given}. Pass the .pub of every key id (--public-key repeats)"
+    )
+
+
+def _signatures(report: Any, keys: Mapping[str, Any] | None) -> str:
+    """What the signatures proved: how many checkpoints, by which keys, or that none were."""
+    if keys is None:
+        return ""
+    signed: dict[str, int] = {}
+    for chain in report.chains.values():
+        for key_id, count in chain.signed.items():
+            signed[key_id] = signed.get(key_id, 0) + count
+    if not signed:
+        return "; no checkpoints found, so no signature was checked"
+    total = sum(signed.values())
+    by = ", ".join(
+        f"{n:,} by key {k}" if len(signed) > 1 else f"key {k}" for k, n in sorted(signed.items())
+    )
+    return f", signatures checked ({total:,} checkpoint(s): {by})"
 
 
 def _verify_files(args: argparse.Namespace, keys: Any) -> Any:

@@ -1062,7 +1062,7 @@ class TestKeysGenerate:
         )
 
         assert code == 0, out
-        assert f"signatures checked ({printed_id[1]})" in out
+        assert f"signatures checked (3 checkpoint(s): key {printed_id[1]})" in out
 
 
 # -- help ----------------------------------------------------------------------------------

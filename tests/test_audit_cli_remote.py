@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.audit.sinks import Batch, Sink
 from keyledger.proxy.audit.sinks.base import parse_line
 from keyledger.proxy.audit.sinks.cloudwatch import CloudWatchSink
@@ -78,6 +79,25 @@ def test_verify_s3_reads_the_shipped_objects(
     assert "intact: 12 events verified" in out
 
 
+def test_verify_s3_without_checkpoints_claims_no_signature(
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy with no checkpoints, verified with a public key, says no signature was checked."""
+    sink = S3Sink(S3SinkConfig(name="s3", bucket=bucket, region=REGION))
+    send(sink, shipped(tmp_path))
+    _, public = generate_key_pair(tmp_path / "keys" / "checkpoint")
+
+    code, out, _ = audit(capsys, "verify", f"s3://{bucket}", "--public-key", str(public))
+
+    assert code == 0, out
+    assert out.splitlines() == [
+        f"chain {CHAIN}: 12 events in 1 object(s), last seq 12, 0 checkpoint(s): ok",
+        f"WARN chain {CHAIN}: no checkpoints found: the end of the journal is not sealed "
+        "(all 12 event(s) unsealed)",
+        "intact: 12 events verified; no checkpoints found, so no signature was checked",
+    ]
+
+
 def test_verify_s3_lists_what_is_missing(
     bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,6 +110,8 @@ def test_verify_s3_lists_what_is_missing(
 
     assert code == 1
     assert "missing seq: 4-6, 9-10" in out
+    # Checking stops at the first gap: the summary does not claim seq 12 was checked.
+    assert f"chain {CHAIN}: 7 line(s) in 3 object(s); checked up to seq 3" in out
     assert "FAIL" in out
     assert "gap: seq 4-6 missing" in out
 

@@ -61,7 +61,10 @@ class ChainReport:
     last_hash: str = GENESIS
     checkpoints: int = 0
     last_checkpoint_seq: int = 0  # the seq of the newest checkpoint *event*
-    problem: Problem | None = None
+    problem: Problem | None = None  # the first one found, the one reported
+    stopped: Problem | None = None  # where checking stopped: the counts above end there
+    lines: int = 0  # every line of the chain, read to the end even past a problem
+    signed: dict[str, int] = field(default_factory=dict)  # checkpoint events by key id
     missing: list[tuple[int, int]] = field(default_factory=list)  # remote copies: every gap
     duplicates: int = 0  # remote copies: identical extra copies (at-least-once shipping)
 
@@ -169,7 +172,9 @@ def verify_copies(
             conflicts.setdefault(chain_id, []).append((known, copy, seq))
     report.files = list(wheres)
     for chain_id in sorted(events.keys() | checkpoints.keys()):
-        checker = _ChainChecker(report, chain_id, public_keys, unit="object")
+        checker = _ChainChecker(
+            report, chain_id, public_keys, unit="object", filed_as="a shipped checkpoint"
+        )
         chain = checker.chain
         chain.duplicates = duplicates.get(chain_id, 0)
         found = events.get(chain_id, {})
@@ -223,19 +228,43 @@ class _ChainChecker:
         keys: Mapping[str, Ed25519PublicKey] | None,
         *,
         unit: str = "segment file",  # what a gap starting at line 1 may be
+        filed_as: str = "the checkpoint file",  # where the signed records came from
     ) -> None:
         self.unit = unit
+        self.filed_as = filed_as
         self.report = report
         self.chain = report.chains.setdefault(chain_id, ChainReport(chain_id))
         self.keys = keys
         self.filed: dict[int, _Filed] = {}  # by the seq each seals
         self.last_checkpoint: Checkpoint | None = None
 
-    def fail(self, file: str, line: int, seq: int | None, reason: str) -> None:
+    def fail(
+        self, file: str, line: int, seq: int | None, reason: str, *, stop: bool = True
+    ) -> None:
+        """Record a problem; the first is reported. ``stop``: check nothing after it."""
         problem = Problem(file, line, seq, reason)
         if self.chain.problem is None:
             self.chain.problem = problem
             self.report.problems.append(problem)
+        if stop and self.chain.stopped is None:
+            self.chain.stopped = problem
+
+    def _signature(self, file: str, number: int, seq: int, checkpoint: Checkpoint) -> bool:
+        """False if the signature is bad; a key not given is reported, and checking goes on.
+
+        A wrong or missing public key says nothing about the journal: the chain is still
+        checked to its end, so the counts say what was read.
+        """
+        if self.keys is None:
+            return True
+        bad = checkpoint.verify(self.keys)
+        if bad is None:
+            return True
+        if checkpoint.key_id not in self.keys:
+            self.fail(file, number, seq, f"checkpoint {bad}", stop=False)
+            return True
+        self.fail(file, number, seq, f"checkpoint {bad}")
+        return False
 
     # -- the checkpoint file -------------------------------------------------------------
 
@@ -253,8 +282,7 @@ class _ChainChecker:
             if checkpoint.chain != self.chain.id:
                 self.fail(file, number, checkpoint.seq, f"names chain {checkpoint.chain!r}")
                 return
-            if self.keys is not None and (bad := checkpoint.verify(self.keys)):
-                self.fail(file, number, checkpoint.seq, f"checkpoint {bad}")
+            if not self._signature(file, number, checkpoint.seq, checkpoint):
                 return
             known = self.filed.get(checkpoint.seq)
             if known is not None and known.checkpoint != checkpoint:
@@ -270,11 +298,12 @@ class _ChainChecker:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         """The chain's events, in order: one segment file, or deduplicated copies."""
+        chain = self.chain
         pending = 0
         for file, number, raw in lines:
-            if self.chain.problem is not None:
-                break
-            self._check_line(file, number, raw)
+            chain.lines += 1
+            if chain.stopped is None:  # past a problem, lines are only counted
+                self._check_line(file, number, raw)
             if progress is not None:
                 pending += len(raw)
                 if number % _PROGRESS_EVERY == 0:
@@ -366,8 +395,23 @@ class _ChainChecker:
             self.fail(file, number, seq, str(exc))
             return
         chain = self.chain
-        if checkpoint.seq != seq - 1 or checkpoint.hash != chain.last_hash:
-            self.fail(file, number, seq, "checkpoint does not seal the event just before it")
+        if checkpoint.seq != seq - 1:
+            self.fail(
+                file,
+                number,
+                seq,
+                f"checkpoint seals seq {checkpoint.seq}, but the event just before it is "
+                f"seq {seq - 1}",
+            )
+            return
+        if checkpoint.hash != chain.last_hash:
+            self.fail(
+                file,
+                number,
+                seq,
+                f"checkpoint seals seq {checkpoint.seq} with hash {checkpoint.hash[:12]}, but "
+                f"that event's hash is {chain.last_hash[:12]}",
+            )
             return
         expected = self.last_checkpoint.seal if self.last_checkpoint else None
         if checkpoint.previous != expected:
@@ -381,28 +425,48 @@ class _ChainChecker:
                 f"sealed seq {last} (checkpoints removed or reordered)",
             )
             return
-        if self.keys is not None and (bad := checkpoint.verify(self.keys)):
-            self.fail(file, number, seq, f"checkpoint {bad}")
+        if not self._signature(file, number, seq, checkpoint):
             return
         filed = self.filed.get(checkpoint.seq)
         if filed is not None and filed.checkpoint != checkpoint:
             self.fail(file, number, seq, f"differs from checkpoint {filed.file}:{filed.line}")
             return
         self.last_checkpoint = checkpoint
+        chain.signed[checkpoint.key_id] = chain.signed.get(checkpoint.key_id, 0) + 1
         chain.checkpoints += 1
         chain.last_checkpoint_seq = seq
 
     def finish(self) -> None:
-        """Checkpoints the journal never reached: events were cut off its end."""
-        if self.chain.problem is not None:
+        """Checkpoints the journal never reached: events were cut off its end.
+
+        A record that seals seq N stands for a checkpoint *event* at seq N + 1, so a journal
+        that ends at seq N or earlier lost at least seq (end + 1) to (newest record + 1).
+        """
+        if self.chain.stopped is not None:
             return
-        beyond = [f for seq, f in sorted(self.filed.items()) if seq >= self.chain.last_seq]
-        if beyond:
-            first = beyond[0]
-            self.fail(
-                first.file,
-                first.line,
-                first.checkpoint.seq,
-                f"the checkpoint file seals seq {first.checkpoint.seq}, but the journal ends "
-                f"at seq {self.chain.last_seq}: events were cut off its end",
-            )
+        end = self.chain.last_seq
+        beyond = [f for seq, f in sorted(self.filed.items()) if seq >= end]
+        if not beyond:
+            return
+        first, newest = beyond[0], beyond[-1]
+        lost_to = newest.checkpoint.seq + 1
+        count = lost_to - end
+        lost = f"seq {lost_to}" if count == 1 else f"seq {end + 1}-{lost_to}"
+        # At least: unsealed events after the newest checkpoint leave no trace in the file.
+        events = "at least 1 event" if count == 1 else f"at least {count:,} events"
+        verb = "was" if count == 1 else "were"
+        more = (
+            f"; its newest record, line {newest.line}, seals seq {newest.checkpoint.seq}"
+            if newest is not first
+            else ""
+        )
+        journal = f"the journal ends at seq {end}" if end else "the journal has no events"
+        self.fail(
+            first.file,
+            first.line,
+            first.checkpoint.seq,
+            f"{self.filed_as} seals seq {first.checkpoint.seq} (its checkpoint event is seq "
+            f"{first.checkpoint.seq + 1}){more}, but {journal}: {events} ({lost}) {verb} "
+            "cut off its end",
+            stop=False,  # every line was checked: the counts stand
+        )
