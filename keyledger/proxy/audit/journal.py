@@ -18,6 +18,13 @@ writes a checkpoint at the end of the old file, and opens the new one with a
 Fail closed: a failed write or fsync fails every request not yet durable, cuts the file
 back to its last durable length and rewinds the chain to match, so the next request starts
 cleanly once the disk recovers.
+
+The file must stay the one readers see: after every fsync round, on rotation and every
+``watch_s`` seconds the open descriptor is compared with the segment's path (see
+``filewatch``). A file replaced, removed, moved, truncated or appended to under the journal
+is written no more: requests whose events went into it since the last check are refused,
+and the chain goes on in a fresh segment whose first event records what was found. Until
+that segment exists, every append is refused.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import structlog
 from keyledger.proxy.audit.chain import ChainState, seal
 from keyledger.proxy.audit.checkpoints import Checkpoint, CheckpointFile, CheckpointSigner, Seal
 from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
+from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
 from keyledger.proxy.audit.recovery import (
     CorruptJournal,
     last_checkpoint_event,
@@ -83,6 +91,7 @@ class JournalStats:
     failures: int = 0
     checkpoints: int = 0
     rotations: int = 0
+    files_lost: int = 0  # segment files replaced, removed, moved, truncated or appended to
 
     @property
     def events_per_fsync(self) -> float:
@@ -112,6 +121,7 @@ class Journal:
         on_durable: Callable[[Sequence[bytes]], None] | None = None,
         minimise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         on_fsync: Callable[[float, int], None] | None = None,
+        watch_s: float = 1.0,
     ) -> None:
         self.directory = directory
         self.chain_id = validate_chain_id(chain_id)
@@ -146,6 +156,13 @@ class Journal:
         self._rotating: asyncio.Task[None] | None = None
         self._rotate_not_before = 0.0  # a failed rotation is retried after a pause
         self._ticker: asyncio.Task[None] | None = None
+        # The segment file changed under the journal: nothing more goes into it, and every
+        # append waits for (or, while it cannot be made, is refused) a fresh segment.
+        self._watch_s = watch_s
+        self._watcher: asyncio.Task[None] | None = None
+        self._lost: FileChange | None = None
+        self._relocate_not_before = 0.0
+        self._relocate_error = ""
         self._unfiled: list[Checkpoint] = []  # durable in the journal, not yet in the file
         self._recovered: dict[str, Any] = {}
         # Shippers waiting for more durable events (wait_durable).
@@ -208,6 +225,7 @@ class Journal:
             )
         else:
             self._ticker = asyncio.create_task(self._tick(), name="keyledger-checkpoint-timer")
+        self._watcher = asyncio.create_task(self._watch(), name="keyledger-journal-watch")
         if self._recovered:
             # What start-up found and mended, recorded on the chain it mended.
             await self.append(
@@ -219,21 +237,27 @@ class Journal:
 
     async def close(self) -> None:
         """Seal the end with a checkpoint, wait until all is durable, close the files."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         was_running, self._running = self._running, False  # refuse appends from here on
         if self._rotating is not None:
             # It swaps the file under us: let it finish (it never raises). Appends that
             # waited for it are refused once it is done (not running).
             await asyncio.shield(self._rotating)
-        if was_running and self._checkpointing is not None and self._unsealed():
+        if was_running:
+            # A file replaced while the journal was quiet gets no seal: a fresh one does.
+            await self._check_file()
+            await self._settle_rotation()
+        if was_running and self._checkpointing is not None and self._unsealed() and not self._lost:
             try:
                 await self._write((), checkpoint=True)
             except JournalUnavailable as exc:
                 log.error("final_checkpoint_failed", error=str(exc))
         await self._drain()
+        await self._settle_rotation()  # the seal's own fsync round may have found a change
         await self._file_checkpoints()
         if self._fd >= 0:
             os.close(self._fd)
@@ -303,10 +327,24 @@ class Journal:
                 )
             if self._rotating is not None:
                 await asyncio.shield(self._rotating)
+            elif self._lost is not None:
+                if time.monotonic() < self._relocate_not_before:
+                    raise JournalUnavailable(
+                        f"{self._lost.describe()}, and no new segment can be written in "
+                        f"{self.directory}: {self._relocate_error}"
+                    )
+                self._start_rotation()
             elif rotate and self._rotation_reason() is not None:
-                self._rotating = asyncio.create_task(self._rotate(), name="keyledger-rotate")
+                self._start_rotation()
             else:
                 return
+
+    def _start_rotation(self) -> None:
+        self._rotating = asyncio.create_task(self._rotate(), name="keyledger-rotate")
+
+    async def _settle_rotation(self) -> None:
+        if self._rotating is not None:
+            await asyncio.shield(self._rotating)
 
     def _unsealed(self) -> int:
         """Events written after the newest checkpoint."""
@@ -404,9 +442,10 @@ class Journal:
             waiting, events, lines = self._next_sync, self._next_sync_events, self._next_sync_lines
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
             mark, rewinds = self._written, self._rewinds
+            segment = self._segment
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(os.fsync, self._fd)
+                sighting = await asyncio.to_thread(sync_and_look, self._fd, segment.path)
             except OSError as exc:
                 failed = JournalUnavailable(
                     f"the audit journal could not be synced: {exc.strerror}"
@@ -417,6 +456,14 @@ class Journal:
             if rewinds != self._rewinds:
                 # A failed write rewound the file under this fsync: its lines are gone.
                 waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
+                continue
+            change = self._lost or judge(
+                sighting, segment.path, low=mark.size, high=self._written.size
+            )
+            if change is not None:
+                # Synced, but into a file nobody reads at the journal's path: not durable.
+                waiting.set_exception(_unacknowledged(change))
+                self._file_lost(change)
                 continue
             self._mark_durable(mark, events, lines)
             waiting.set_result(None)
@@ -466,6 +513,56 @@ class Journal:
             )
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
 
+    def _file_lost(self, change: FileChange) -> None:
+        """Write no more into the changed file; refuse what waits on it; start a new one.
+
+        The chain is not rewound: events written into the lost file keep their seqs, so no
+        seq ever names two events. The new segment's first event lists them.
+        """
+        if self._lost is not None:
+            return
+        self._lost = change
+        self.healthy = False
+        self.stats.files_lost += 1
+        log.critical(
+            "journal_file_changed",
+            problem=change.describe(),
+            path=str(change.path),
+            durable_seq=self._durable.state.seq,
+            written_seq=self._written.state.seq,
+        )
+        if self._next_sync is not None:
+            self._next_sync.set_exception(_unacknowledged(change))
+            self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
+        if self._rotating is None:
+            self._start_rotation()
+
+    async def _check_file(self, *, rotating: bool = False) -> None:
+        """Compare the segment's path with the open file; on a change, move to a new one.
+
+        Only a rotation checks while it runs (``rotating``): anyone else leaves the file to it.
+        """
+        if self._lost is not None or self._fd < 0 or (self._rotating and not rotating):
+            return
+        fd, segment = self._fd, self._segment
+        low, rewinds = self._written.size, self._rewinds
+        try:
+            sighting = await asyncio.to_thread(look, fd, segment.path)
+        except OSError as exc:
+            log.error("journal_check_failed", path=str(segment.path), error=exc.strerror)
+            return
+        if segment is not self._segment or rewinds != self._rewinds:
+            return  # rotated or rewound meanwhile: the next look sees the file as it is now
+        change = judge(sighting, segment.path, low=low, high=self._written.size)
+        if change is not None:
+            self._file_lost(change)
+
+    async def _watch(self) -> None:
+        """Notice a changed file while the journal is quiet, before a request goes into it."""
+        while True:
+            await asyncio.sleep(self._watch_s)
+            await self._check_file()
+
     async def _tick(self) -> None:
         """Seal a quiet chain: a checkpoint at least every ``every_s`` while events arrive."""
         assert self._checkpointing is not None
@@ -492,42 +589,80 @@ class Journal:
         return None
 
     async def _rotate(self) -> None:
+        """Start a new segment: by size or age, sealing the old one first; or because the
+        old one changed under the journal (``_lost``), which then gets nothing more."""
         reason = self._rotation_reason()
         try:
-            if self._checkpointing is not None and self._unsealed():
-                # Seal the end of the old file, so each segment verifies on its own.
-                await self._write((), checkpoint=True)
-            await self._drain()
-            old = self._segment
-            previous = self._durable.state
-            header = AuditEvent(
-                type=EventType.LIFECYCLE,
-                detail={
-                    "event": "segment_start",
-                    "reason": reason,
-                    "previous_segment": old.path.name,
-                    "previous_last_seq": previous.seq,
-                    "previous_last_hash": previous.hash,
-                },
+            if self._lost is None:
+                if self._checkpointing is not None and self._unsealed():
+                    # Seal the end of the old file, so each segment verifies on its own.
+                    try:
+                        await self._write((), checkpoint=True)
+                    except JournalUnavailable:
+                        if self._lost is None:
+                            raise
+                await self._drain()
+                await self._check_file(rotating=True)
+            else:
+                await self._drain()
+            lost, old = self._lost, self._segment
+            # After the drain, everything written is durable, unless the file was lost.
+            previous = self._written.state
+            detail: dict[str, Any] = {
+                "event": "segment_start",
+                "reason": reason if lost is None else f"file_{lost.found}",
+                "previous_segment": old.path.name,
+                "previous_last_seq": previous.seq,
+                "previous_last_hash": previous.hash,
+            }
+            if lost is not None:
+                detail.update(_lost_detail(lost, self._durable.state.seq, previous.seq))
+            line, state = seal(
+                AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record(), previous
             )
-            line, state = seal(header.to_record(), previous)
             new = Segment(
                 self.chain_id, state.seq, segment_path(self.directory, self.chain_id, state.seq)
             )
-            fd = await asyncio.to_thread(_create_segment, new.path, line, self._fsync)
+            fd = await asyncio.to_thread(self._create_segment, new.path, line, lost is not None)
         except Exception as exc:
-            # Never a reason to refuse a request: keep writing the current file, retry later.
-            self._rotate_not_before = time.time() + 60
-            log.error("journal_rotation_failed", path=str(self.path), error=repr(exc))
+            if self._lost is not None:
+                # Nothing may go into the lost file: appends are refused until this works.
+                self._relocate_not_before = time.monotonic() + 1.0
+                self._relocate_error = _reason(exc)
+                log.error(
+                    "journal_new_segment_failed", directory=str(self.directory), error=_reason(exc)
+                )
+            else:
+                # Never a reason to refuse a request: keep writing the current file, retry later.
+                self._rotate_not_before = time.time() + 60
+                log.error("journal_rotation_failed", path=str(self.path), error=repr(exc))
             return
         finally:
             self._rotating = None
         os.close(self._fd)
         self._fd, self._segment, self._segment_born = fd, new, time.time()
-        self._written = _Mark(state, len(line), self._durable.checkpoint)
+        self._lost = None
+        self._written = _Mark(state, len(line), self._written.checkpoint)
         self._mark_durable(self._written, 1, [line])
-        self.stats.rotations += 1
-        log.info("journal_rotated", path=str(new.path), reason=reason, first_seq=new.first_seq)
+        if lost is None:
+            self.stats.rotations += 1
+            log.info("journal_rotated", path=str(new.path), reason=reason, first_seq=new.first_seq)
+        else:
+            log.warning(
+                "journal_new_segment",
+                path=str(new.path),
+                first_seq=new.first_seq,
+                after=lost.describe(),
+            )
+
+    def _create_segment(self, path: Path, first_line: bytes, relocating: bool) -> int:
+        """Blocking: the new segment's file; after a lost file, its folder and lock too."""
+        if relocating:
+            # `rm -rf` of the journal folder takes the lock file with it: another writer
+            # could lock a new one. Take the lock again before writing on.
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._relock()
+        return _create_segment(path, first_line, self._fsync)
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -550,6 +685,8 @@ class Journal:
             checkpoint = self._open_checkpoints(segments, tail.state)
         except CorruptJournal as exc:
             os.close(fd)
+            if not segments:
+                segment.path.unlink()  # made just now: a refused start leaves nothing behind
             self._unlock()
             raise JournalUnavailable(str(exc)) from exc
         except BaseException:
@@ -562,10 +699,13 @@ class Journal:
             self._segment_born = born.timestamp()
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
 
+    @property
+    def _lock_path(self) -> Path:
+        return self.directory / f".{self.chain_id}.lock"
+
     def _lock(self) -> None:
         """One writer per chain: a second would fork it (two events with the same seq)."""
-        path = self.directory / f".{self.chain_id}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -575,6 +715,21 @@ class Journal:
                 "give each replica (and each worker) its own audit.chain_id"
             ) from None
         self._lock_fd = fd
+
+    def _relock(self) -> None:
+        """Lock the lock file at its path again if it is not the one this journal holds."""
+        try:
+            same = os.path.samestat(os.stat(self._lock_path), os.fstat(self._lock_fd))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            held, self._lock_fd = self._lock_fd, -1
+            try:
+                self._lock()
+            except BaseException:
+                self._lock_fd = held
+                raise
+            os.close(held)
 
     def _unlock(self) -> None:
         if self._lock_fd >= 0:
@@ -597,20 +752,47 @@ class Journal:
                 break
         filed = cp_file.last
         if filed is not None and filed.seq >= state.seq:
-            # The file seals events the journal no longer holds: it was cut or replaced.
-            # Keep going (verify reports it) but say so loudly, in the journal too.
-            self._recovered["checkpoint_file_ahead"] = {
-                "sealed_seq": filed.seq,
-                "journal_seq": state.seq,
-            }
-            log.critical("journal_behind_checkpoints", sealed_seq=filed.seq, seq=state.seq)
-            return in_journal
+            # The file seals events the journal no longer holds: it was cut, or a segment
+            # removed or replaced. Writing on would give sealed seqs to new events (a fork),
+            # and a value served then would be recorded under a seq that verify rejects.
+            raise CorruptJournal(
+                f"the journal in {self.directory} ends at seq {state.seq}, but "
+                f"{cp_file.path.name} seals seq {filed.seq}: sealed events are missing (cut "
+                "off, or a segment removed or replaced), and writing on would reuse their "
+                f"seqs. See what changed with `keyledger audit verify {self.directory}`, then "
+                f"move the evidence aside and start a new journal: `mv {self.directory} "
+                f"{self.directory}.moved-aside-{datetime.now(UTC):%Y%m%dT%H%M%SZ}`"
+            )
         if in_journal is not None and (filed is None or filed.seq < in_journal.seq):
             # A crash came between the journal's fsync and the file's append.
             cp_file.append([in_journal])
             self._recovered["checkpoint_filed"] = in_journal.seq
             return in_journal
         return filed
+
+
+def _unacknowledged(change: FileChange) -> JournalUnavailable:
+    return JournalUnavailable(
+        f"the audit journal's file changed under it ({change.describe()}); the event was "
+        "not kept where it can be verified"
+    )
+
+
+def _lost_detail(change: FileChange, durable_seq: int, written_seq: int) -> dict[str, Any]:
+    """What the first event of the segment after a lost file records."""
+    return {
+        "found": change.describe(),
+        "written_bytes": change.written_bytes,
+        "found_bytes": change.found_bytes,
+        # Written into the lost file after the last check: their requests were refused.
+        "unacknowledged_seqs": (
+            {"first": durable_seq + 1, "last": written_seq} if written_seq > durable_seq else None
+        ),
+    }
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -6,6 +6,7 @@ every test here; the helpers are imported: ``from tests.proxy.audit.conftest imp
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,7 +27,16 @@ from keyledger.proxy.audit.journal import Checkpointing, Journal, Rotation
 from keyledger.proxy.audit.verify import VerifyReport, verify_path
 from tests.audit_records import CHAIN
 
-__all__ = ["CHAIN", "append", "event", "load_signer", "new_journal", "records", "running"]
+__all__ = [
+    "CHAIN",
+    "append",
+    "event",
+    "load_signer",
+    "new_journal",
+    "records",
+    "running",
+    "until",
+]
 
 Intact = Callable[[Path], VerifyReport]
 
@@ -58,6 +68,7 @@ class JournalOptions(TypedDict, total=False):
     rotation: Rotation | None  # None: the Journal's default
     every_events: int  # with a signer, a checkpoint after this many events ...
     every_s: float  # ... or this many seconds
+    watch_s: float  # how often a quiet journal compares its file with the path
 
 
 def new_journal(
@@ -68,6 +79,7 @@ def new_journal(
     rotation: Rotation | None = None,
     every_events: int = 1000,
     every_s: float = 3600.0,
+    watch_s: float = 1.0,
 ) -> Journal:
     """A journal, not yet started; given a signer, it seals a checkpoint every 1000 events
     and every hour unless told otherwise."""
@@ -76,7 +88,13 @@ def new_journal(
         if signer is None
         else Checkpointing(signer=signer, every_events=every_events, every_s=every_s)
     )
-    return Journal(directory=directory, chain_id=chain, rotation=rotation, checkpoints=checkpoints)
+    return Journal(
+        directory=directory,
+        chain_id=chain,
+        rotation=rotation,
+        checkpoints=checkpoints,
+        watch_s=watch_s,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -90,6 +108,14 @@ async def running(
         yield journal
     finally:
         await journal.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds; fail after 5 s."""
+    async with asyncio.timeout(5):
+        # Polling is the point: the journal's timers show only in its state.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
 
 async def append(journal: Journal, count: int, start: int = 0) -> None:

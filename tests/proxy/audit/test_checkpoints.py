@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import itertools
 import stat
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,18 +38,12 @@ from tests.proxy.audit.conftest import (
     load_signer,
     records,
     running,
+    until,
 )
 
 
 def checkpoint_events(path: Path) -> list[dict[str, Any]]:
     return [r for r in records(path) if r["type"] == "checkpoint"]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        # Polling is the point: the timer's work shows only in the journal's state.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 def now() -> str:
