@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from keyledger.backends.errors import (
     BackendUnavailable,
     InvalidBackendRequest,
     SecretNotFound,
+    StoreCredentialsError,
+    StoreCredentialsMissing,
+    StoreCredentialsRefused,
 )
 from keyledger.model import SecretItem, SecretRef, SecretRequest, SecretResult
 
@@ -46,17 +50,42 @@ CREDENTIALS_TTL_S = 60.0
 _NOT_FOUND = {"ResourceNotFoundException"}
 _CONFLICT = {"ResourceExistsException", "PreconditionNotMetException"}
 _UNAVAILABLE = {"InternalServiceError", "ServiceUnavailable", "ThrottlingException"}
-# The store rejected *our* credentials: a keyledger misconfiguration, not the caller's fault.
-_UPSTREAM_AUTH = {
+# The store does not accept *our* credentials: a keyledger misconfiguration, not the
+# caller's fault (codes of the JSON protocol, of STS/the query protocol, and of S3-style
+# front ends).
+_CREDENTIALS_REFUSED = {
     "UnrecognizedClientException",
+    "InvalidClientTokenId",
     "InvalidSignatureException",
+    "SignatureDoesNotMatch",
     "ExpiredTokenException",
+    "ExpiredToken",
     "MissingAuthenticationTokenException",
     "IncompleteSignatureException",
-    # keyledger's own role lacks a permission (IAM or a KMS key policy): the caller did
-    # nothing wrong, and the message would name keyledger's role.
-    "AccessDeniedException",
+    "AuthFailure",
 }
+# keyledger's own role lacks a permission (IAM or a KMS key policy): the caller did nothing
+# wrong, and the store's message would name keyledger's role.
+_PERMISSION_REFUSED = {"AccessDeniedException", "AccessDenied"}
+# A store (or what fronts it) answering these refused the request itself, whatever its body.
+_REFUSED_STATUSES = {401, 403}
+# How long "no credentials" stands before boto3's chain is asked again: without it every
+# call would wait for the instance metadata service to time out (~1 s off EC2).
+MISSING_CREDENTIALS_TTL_S = 5.0
+# Causes already logged; a bound, since a permission error names its secret.
+_MAX_REPORTED = 256
+_XML_CODE = re.compile(rb"<Code>([A-Za-z0-9_.:#-]{1,128})</Code>")
+
+_FIX_MISSING = (
+    "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give it an instance role"
+)
+
+
+def _missing_message(backend: str) -> str:
+    return (
+        f"keyledger has no AWS credentials of its own for backend '{backend}' (it never uses "
+        f"the caller's): {_FIX_MISSING}"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +117,8 @@ class AwsBackend:
         self._botocore: Any = None
         self._credentials: _Credentials | None = None
         self._credentials_lock = asyncio.Lock()
+        self._missing_since: float | None = None  # when boto3's chain last found nothing
+        self._reported: set[str] = set()  # causes of StoreCredentialsError already logged
         self._endpoint = ""
         self._host = ""
         self._path = "/"
@@ -100,7 +131,8 @@ class AwsBackend:
         self._path = url.path or "/"
         with contextlib.suppress(BackendUnavailable):
             # A warm-up only: without credentials yet (an instance role still coming up),
-            # keyledger starts, is not ready, and every call says why until they appear.
+            # keyledger starts (logging why), is not ready, and every call says why until
+            # they appear.
             await self._current_credentials()
 
     async def close(self) -> None:
@@ -125,24 +157,52 @@ class AwsBackend:
         async with self._credentials_lock:
             creds = self._credentials
             if creds is None or time.monotonic() - creds.fetched_at >= CREDENTIALS_TTL_S:
-                creds = await asyncio.to_thread(self._fetch_credentials)
-                self._credentials = creds
+                missing_since = self._missing_since
+                if (
+                    missing_since is not None
+                    and time.monotonic() - missing_since < MISSING_CREDENTIALS_TTL_S
+                ):
+                    raise StoreCredentialsMissing(_missing_message(self.name))
+                found = await asyncio.to_thread(self._fetch_credentials)
+                if isinstance(found, str):
+                    self._missing_since = time.monotonic()
+                    error = StoreCredentialsMissing(_missing_message(self.name))
+                    self._report(error, cause="missing", why=found)
+                    raise error
+                self._missing_since = None
+                self._credentials = creds = found
         return creds
 
-    def _fetch_credentials(self) -> _Credentials:
+    def _fetch_credentials(self) -> _Credentials | str:
+        """keyledger's own credentials from boto3's chain, or why there are none."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         if self._settings.static_credentials is not None:
             key, secret = self._settings.static_credentials
             return _Credentials(key, secret, None, time.monotonic())
-        found = self._botocore.get_credentials()
-        if found is None:
-            raise BackendUnavailable(
-                "keyledger has no AWS credentials for the secrets backend; configure them "
-                "the usual boto3 way (environment, ~/.aws/config profile, or an instance role)",
-                code="InternalServiceError",
-                status=500,
-            )
-        frozen = found.get_frozen_credentials()
-        return _Credentials(frozen.access_key, frozen.secret_key, frozen.token, time.monotonic())
+        try:
+            found = self._botocore.get_credentials()
+            frozen = found.get_frozen_credentials() if found is not None else None
+        except (BotoCoreError, ClientError) as exc:
+            # A profile that names a broken source, an expired SSO login, a refused
+            # AssumeRole: botocore's words say which (never the keys themselves).
+            why = f"{type(exc).__name__}: {str(exc)[:300]}"
+        else:
+            if frozen is not None and frozen.access_key and frozen.secret_key:
+                return _Credentials(
+                    frozen.access_key, frozen.secret_key, frozen.token, time.monotonic()
+                )
+            why = "none found in the environment, shared config or instance metadata"
+        return why
+
+    def _report(self, error: StoreCredentialsError, *, cause: str, why: str) -> None:
+        """Log why the store cannot be used, once per cause until a call succeeds again."""
+        if cause in self._reported:
+            return
+        if len(self._reported) >= _MAX_REPORTED:
+            self._reported.clear()
+        self._reported.add(cause)
+        log.error(error.kind, backend=self.name, error=error.message, why=why)
 
     async def check(self) -> None:
         await self._send("ListSecrets", {"MaxResults": 1})
@@ -211,7 +271,18 @@ class AwsBackend:
             ) from exc
         raw, status = reply.body, reply.status
         if status >= 300:
-            raise _error(status, raw, reply.headers.get("x-amzn-errortype", ""))
+            error, store_code, store_message = _error(
+                self.name, status, raw, reply.headers.get("x-amzn-errortype", "")
+            )
+            if isinstance(error, StoreCredentialsError):
+                # Credentials fetched again on the next call: a rotated key or a refreshed
+                # role may be there by then.
+                self._credentials = None
+                why = f"{operation}: {store_code}: {store_message[:500]}"
+                self._report(error, cause=f"{store_code}:{store_message[:200]}", why=why)
+            raise error
+        if self._reported:
+            self._reported.clear()  # working again: a new failure is news worth logging
         try:
             parsed = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError as exc:
@@ -225,32 +296,44 @@ class AwsBackend:
         return parsed
 
 
-def _error(status: int, raw: bytes, error_type: str) -> BackendError:
+def _error(backend: str, status: int, raw: bytes, error_type: str) -> tuple[BackendError, str, str]:
+    """The error for a store's answer, with the store's own code and message."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    code = str(body.get("__type") or error_type or "InternalServiceError")
+    xml_code = _XML_CODE.search(raw[:4096]) if not body else None
+    code = str(
+        body.get("__type")
+        or error_type
+        or (xml_code.group(1).decode() if xml_code else "")
+        or "InternalServiceError"
+    )
     code = code.rsplit("#", 1)[-1].split(":", 1)[0]
     message = str(body.get("message") or body.get("Message") or code)
-    if code in _UPSTREAM_AUTH:
-        # The operator needs the store's words; the caller gets no detail of our IAM setup.
-        log.warning("store_refused_keyledger", code=code, message=message[:500])
-        return BackendUnavailable(
-            f"the secrets store refused keyledger's own credentials or permissions ({code}); "
-            "see keyledger's log",
-            code="InternalServiceError",
-            status=500,
+    if code in _PERMISSION_REFUSED:
+        # The operator gets the store's words in the log; the caller no detail of our IAM.
+        refused = StoreCredentialsRefused(
+            f"AWS Secrets Manager denied keyledger's own role for backend '{backend}' "
+            f"({code}), not the caller: grant keyledger's role the permission (see its log)"
         )
+        return refused, code, message
+    if code in _CREDENTIALS_REFUSED or status in _REFUSED_STATUSES:
+        refused = StoreCredentialsRefused(
+            f"AWS Secrets Manager refused keyledger's own credentials for backend "
+            f"'{backend}' ({code}), not the caller's: fix the AWS credentials keyledger runs "
+            "with (see its log)"
+        )
+        return refused, code, message
     if code in _NOT_FOUND:
-        return SecretNotFound(message, code=code, status=status)
+        return SecretNotFound(message, code=code, status=status), code, message
     if code in _CONFLICT:
-        return BackendConflict(message, code=code, status=status)
+        return BackendConflict(message, code=code, status=status), code, message
     if code in _UNAVAILABLE or status >= 500:
-        return BackendUnavailable(message, code=code, status=status)
-    return InvalidBackendRequest(message, code=code, status=status)
+        return BackendUnavailable(message, code=code, status=status), code, message
+    return InvalidBackendRequest(message, code=code, status=status), code, message
 
 
 def _value(entry: Mapping[str, Any]) -> bytes | None:

@@ -7,6 +7,9 @@
     ├── InvalidBackendRequest    the store rejected the parameters
     ├── BackendConflict          exists already, scheduled for deletion, wrong state
     └── BackendUnavailable       the store could not be reached or timed out
+        └── StoreCredentialsError    keyledger's *own* credentials for the store are
+            ├── StoreCredentialsMissing      not there (nothing in boto3's chain)
+            └── StoreCredentialsRefused      refused by the store
 
 ``code`` keeps the store's own error code (``ResourceNotFoundException``) so a frontend
 for the same cloud can render it verbatim; ``message`` is the store's text, which never
@@ -21,6 +24,9 @@ __all__ = [
     "BackendUnavailable",
     "InvalidBackendRequest",
     "SecretNotFound",
+    "StoreCredentialsError",
+    "StoreCredentialsMissing",
+    "StoreCredentialsRefused",
 ]
 
 
@@ -61,3 +67,25 @@ class BackendUnavailable(BackendError):
 
     def __init__(self, message: str, *, code: str | None = None, status: int = 503) -> None:
         super().__init__(message, code=code, status=status)
+
+
+class StoreCredentialsError(BackendUnavailable):
+    """The store cannot be used with keyledger's own credentials (never the caller's).
+
+    The caller did nothing wrong and no retry helps until an operator fixes keyledger's
+    setup, so frontends render it as an error their SDKs do not retry. ``code`` stays None:
+    the audit event records ``kind``, and the store's own code is in ``message``.
+    """
+
+    kind = "store_credentials"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=None, status=400)
+
+
+class StoreCredentialsMissing(StoreCredentialsError):
+    kind = "store_credentials_missing"
+
+
+class StoreCredentialsRefused(StoreCredentialsError):
+    kind = "store_credentials_refused"

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from keyledger.backends import BackendError
+from keyledger.backends.errors import StoreCredentialsError
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, ErrorKind, ProxyError, RequestError
 from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
@@ -86,6 +87,13 @@ _BACKEND_CODES: Mapping[str, str] = {
     "conflict": "ResourceExistsException",
     "unavailable": "InternalServiceError",
 }
+
+
+# keyledger's own credentials towards the store are missing or refused: nothing the caller
+# can fix, nothing a retry fixes. AWS answers AccessDeniedException (400) when the service
+# itself may not use what it depends on (a KMS key), and no SDK retries it; a 5xx is retried
+# by status (4 more attempts in botocore's legacy mode, the AWS CLI's default) first.
+_STORE_CREDENTIALS = (400, "AccessDeniedException")
 
 
 class AwsFrontend:
@@ -263,7 +271,9 @@ class AwsFrontend:
         return out
 
     def render_error(self, error: ProxyError | BackendError, *, request_id: str) -> WireResponse:
-        if isinstance(error, BackendError):
+        if isinstance(error, StoreCredentialsError):
+            (status, code), message = _STORE_CREDENTIALS, error.message
+        elif isinstance(error, BackendError):
             code = error.code or _BACKEND_CODES.get(error.kind, "InternalServiceError")
             status, message = error.status, error.message
         elif isinstance(error, AccessDenied):

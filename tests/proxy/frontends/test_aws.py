@@ -8,6 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyledger.backends import SecretNotFound
+from keyledger.backends.errors import (
+    StoreCredentialsError,
+    StoreCredentialsMissing,
+    StoreCredentialsRefused,
+)
 from keyledger.model import Action, SecretRef, SecretResult
 from keyledger.policies.testing import request_attributes
 from keyledger.proxy.errors import AccessDenied, ErrorKind, RequestError
@@ -195,6 +200,20 @@ class TestRender:
             "User: keyledger:svc is not authorized to perform: secretsmanager:GetSecretValue "
             "on resource: p/x with an explicit deny in a keyledger policy"
         )
+
+    @pytest.mark.parametrize("error", [StoreCredentialsMissing, StoreCredentialsRefused])
+    def test_store_credential_errors_are_a_client_error_sdks_do_not_retry(
+        self, error: type[StoreCredentialsError]
+    ) -> None:
+        """keyledger's own credentials missing or refused: 400 AccessDeniedException, not
+        a 5xx that botocore would retry, with keyledger's explanation as the message."""
+        response = FRONTEND.render_error(error("keyledger has none"), request_id="r")
+        assert response.status == 400
+        assert orjson.loads(response.body) == {
+            "__type": "AccessDeniedException",
+            "message": "keyledger has none",
+        }
+        assert response.headers["x-amzn-ErrorType"] == "AccessDeniedException"
 
     def test_listing_drops_hidden_secrets(self) -> None:
         """Hidden secrets vanish from ListSecrets; the rest of the answer is untouched."""
