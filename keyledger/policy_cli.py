@@ -38,10 +38,11 @@ from keyledger.policies.testing import (
 )
 from keyledger.proxy.config import load_config
 
-__all__ = ["add_policy_parser", "parse_attributes"]
+__all__ = ["SERVABLE_BACKENDS", "add_policy_parser", "parse_attributes"]
 
-# Without a config, the backends keyledger can serve count as configured.
-_KNOWN_BACKENDS = ("aws", "gcp", "azure")
+# The backend types `serve` accepts today (the config's `backends.<name>.type`); without a
+# config, a policy may name only these. gcp and azure join here when their backends land.
+SERVABLE_BACKENDS: tuple[str, ...] = ("aws",)
 
 
 def _patterns(args: argparse.Namespace) -> Sequence[str | Path]:
@@ -68,10 +69,11 @@ def _policy_patterns(args: argparse.Namespace) -> list[str | Path]:
     return patterns
 
 
-def _backends(args: argparse.Namespace) -> tuple[str, ...]:
+def _backends(args: argparse.Namespace) -> tuple[tuple[str, ...], bool]:
+    """The backend names policies may use, and whether a config named them."""
     if args.config:
-        return tuple(load_config(Path(args.config)).backends)
-    return _KNOWN_BACKENDS
+        return tuple(load_config(Path(args.config)).backends), True
+    return SERVABLE_BACKENDS, False
 
 
 def _print_problems(problems: Sequence[object]) -> None:
@@ -90,7 +92,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     inventory = _read_inventory(Path(args.inventory)) if args.inventory else None
-    findings = lint(policy, backends=_backends(args), inventory=inventory)
+    backends, configured = _backends(args)
+    findings = lint(policy, backends=backends, inventory=inventory, configured=configured)
     if findings:
         _print_problems(findings)
         print(f"{len(findings)} problem(s)", file=sys.stderr)

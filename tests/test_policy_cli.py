@@ -29,6 +29,8 @@ from keyledger.policies import (
     resolve_policy_paths,
 )
 from keyledger.policies.testing import parse_moment, parse_secret
+from keyledger.policy_cli import SERVABLE_BACKENDS
+from keyledger.proxy.config import ConfigError, parse_config
 
 ACME = example_policy_dir("acme")
 DEMO = example_policy_dir("demo")
@@ -435,9 +437,9 @@ class TestCheckLintFindings:
                     principals: [svc-app]
                 """,
                 lambda p: (
-                    f"{at(p, 6, 38, QUOTED_ASW)}: resource 'asw:prod/*' matches nothing "
-                    "configured: no backend 'asw' (did you mean 'aws'?) "
-                    "(configured: aws, azure, gcp)"
+                    f"{at(p, 6, 38, QUOTED_ASW)}: resource 'asw:prod/*': keyledger cannot "
+                    "serve backend 'asw' (did you mean 'aws'?) (it serves: aws; with "
+                    "--config, the backends that config names)"
                 ),
                 id="resource_on_a_misspelt_backend",
             ),
@@ -458,7 +460,6 @@ class TestCheckLintFindings:
             {"allow_resources": '["aws:prod/*", "aws:staging/*"]'},
             {"deny_resources": '["aws:prod/payments/*"]'},
             {"allow_actions": "[read, write]", "deny_actions": "[write]"},
-            {"deny_resources": '["gcp:prod/*"]'},
         ],
         ids=[
             "deny-has-when",
@@ -466,7 +467,6 @@ class TestCheckLintFindings:
             "deny-covers-some-resources",
             "deny-glob-narrower",
             "deny-covers-some-actions",
-            "deny-on-another-backend",
         ],
     )
     def test_allow_that_a_deny_only_sometimes_overrides_is_not_reported(
@@ -475,6 +475,25 @@ class TestCheckLintFindings:
         """An allow a deny overrides only under a condition or only in part is not unreachable."""
         path = write(tmp_path / "app.yaml", shadow_policy(**variant))
         assert check_ok(capsys, path).startswith(
+            "ok: 1 file(s), 1 role(s), 2 rule(s), 1 binding(s); "
+        )
+
+    def test_deny_on_another_configured_backend_is_not_reported(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """A deny on a second backend the config names does not make an allow on aws
+        unreachable."""
+        write(tmp_path / "policies" / "app.yaml", shadow_policy(deny_resources='["eu:prod/*"]'))
+        config = write(
+            tmp_path / "keyledger.yaml",
+            """
+            policies: [policies]
+            backends:
+              aws: {region: us-east-1}
+              eu: {type: aws, region: eu-central-1}
+            """,
+        )
+        assert check_ok(capsys, "--config", config).startswith(
             "ok: 1 file(s), 1 role(s), 2 rule(s), 1 binding(s); "
         )
 
@@ -513,7 +532,8 @@ class TestCheckLintFindings:
     def test_config_backends_decide_what_is_configured(
         self, tmp_path: Path, capsys: Capsys
     ) -> None:
-        """With --config naming only backend aws a gcp: resource is reported; without, it is not."""
+        """With --config naming only backend aws a gcp: resource is not configured; without
+        a config it is reported too, since `serve` cannot serve gcp yet."""
         policy = write(
             tmp_path / "policies" / "app.yaml",
             """
@@ -540,7 +560,55 @@ class TestCheckLintFindings:
             f"{at(policy, 6, 35, QUOTED_GCP)}: resource 'gcp:prod/*' matches nothing "
             "configured: no backend 'gcp' (configured: aws)"
         ]
-        assert check_ok(capsys, policy).startswith("ok: 1 file(s)")
+        assert check_fails(capsys, policy) == [
+            f"{at(policy, 6, 35, QUOTED_GCP)}: resource 'gcp:prod/*': keyledger cannot serve "
+            "backend 'gcp' (it serves: aws; with --config, the backends that config names)"
+        ]
+
+    @pytest.mark.parametrize("backend", ["gcp", "azure"])
+    def test_backends_serve_cannot_use_are_refused_without_a_config(
+        self, tmp_path: Path, capsys: Capsys, backend: str
+    ) -> None:
+        """Without a config, an allow or a deny on gcp: or azure: fails the check."""
+        path = write(
+            tmp_path / "app.yaml",
+            f"""
+            roles:
+              - id: app
+                rules:
+                  - id: app-read
+                    actions: [read]
+                    resources: ["aws:prod/*"]
+                  - id: app-fence
+                    effect: deny
+                    actions: [read]
+                    resources: ["{backend}:prod/*"]
+            bindings:
+              - role: app
+                principals: [svc-app]
+            """,
+        )
+        quoted = f'"{backend}:prod/*"'
+        assert check_fails(capsys, path) == [
+            f"{at(path, 10, 21, quoted)}: resource '{backend}:prod/*': "
+            f"keyledger cannot serve backend '{backend}' (it serves: aws; with --config, the "
+            "backends that config names)"
+        ]
+
+    @pytest.mark.parametrize("backend", ["aws", "gcp", "azure", "vault"])
+    def test_policy_check_and_serve_agree_on_the_backends_keyledger_serves(
+        self, tmp_path: Path, backend: str
+    ) -> None:
+        """A backend type is servable for `policy check` exactly when `serve`'s config
+        accepts it."""
+        doc = {"policies": ["policies"], "backends": {backend: {"type": backend}}}
+        try:
+            parse_config(doc, base=tmp_path, source="test")
+        except ConfigError:
+            serve_accepts = False
+        else:
+            serve_accepts = True
+        assert serve_accepts == (backend in SERVABLE_BACKENDS)
 
     def test_inventory_glob_matching_no_secret(self, tmp_path: Path, capsys: Capsys) -> None:
         """With --inventory, a glob matching no listed secret is reported; a matching one is not."""
@@ -619,8 +687,9 @@ def test_check_exits_1_for_ci_as_a_process(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
-        f"{at(path, 6, 21, QUOTED_ASW)}: resource 'asw:prod/*' matches nothing configured: "
-        "no backend 'asw' (did you mean 'aws'?) (configured: aws, azure, gcp)"
+        f"{at(path, 6, 21, QUOTED_ASW)}: resource 'asw:prod/*': keyledger cannot serve "
+        "backend 'asw' (did you mean 'aws'?) (it serves: aws; with --config, the backends "
+        "that config names)"
     ]
     assert result.stderr == "1 problem(s)\n"
 

@@ -36,8 +36,10 @@ def lint(
     *,
     backends: Collection[str],
     inventory: Collection[SecretRef] | None = None,
+    configured: bool = True,
 ) -> list[Finding]:
-    """Findings in file order. ``backends`` are the configured backend names;
+    """Findings in file order. ``backends`` are the configured backend names, or with
+    ``configured=False`` (no config at hand) the backends keyledger can serve at all;
     ``inventory``, when given, the secrets that exist (to find globs matching none)."""
     findings: list[Finding] = []
     bound = {b.role for b in policy.bindings}
@@ -77,7 +79,7 @@ def lint(
         # A deny may fence off secrets that do not exist yet: only allows must match some.
         known = inventory if rule.effect is Effect.ALLOW else None
         for resource, where in zip(rule.resources, _sources(rule), strict=True):
-            problem = _resource_problem(resource, backends, known)
+            problem = _resource_problem(resource, backends, known, configured=configured)
             if problem:
                 findings.append(Finding(where, problem))
     return sorted(findings, key=_file_order)
@@ -108,13 +110,21 @@ def _resource_problem(
     resource: ResourcePattern,
     backends: Collection[str],
     inventory: Collection[SecretRef] | None,
+    *,
+    configured: bool,
 ) -> str | None:
     if resource.backend != "*" and resource.backend not in backends:
-        configured = ", ".join(sorted(backends)) or "none"
+        names = ", ".join(sorted(backends)) or "none"
+        hint = did_you_mean(resource.backend, backends)
+        if not configured:
+            return (
+                f"resource {resource.text!r}: keyledger cannot serve backend "
+                f"{resource.backend!r}{hint} (it serves: {names}; with --config, the "
+                "backends that config names)"
+            )
         return (
             f"resource {resource.text!r} matches nothing configured: no backend "
-            f"{resource.backend!r}{did_you_mean(resource.backend, backends)} "
-            f"(configured: {configured})"
+            f"{resource.backend!r}{hint} (configured: {names})"
         )
     if inventory is not None and not any(
         resource.matches(ref.backend, ref.name) for ref in inventory

@@ -362,7 +362,7 @@ def _read_rule(
         if not _BACKEND_NAME.fullmatch(pattern.backend):
             reader.problems.append(
                 f"{at}: resource {text!r}: {pattern.backend!r} is not a backend name "
-                "(aws, gcp, azure, or a name from your config)"
+                "(like aws, or a backend name from your config)"
             )
             continue
         resources.append(pattern)
