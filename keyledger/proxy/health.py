@@ -140,11 +140,13 @@ class Readiness:
 def _probe_folder(directory: Path) -> int:
     """Write and sync a byte in ``directory`` (a read-only or failing disk raises OSError);
     return the bytes free there."""
-    fd = os.open(directory / ".ready-probe", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    probe = directory / ".ready-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, b"1")
         os.fsync(fd)
     finally:
         os.close(fd)
+        probe.unlink(missing_ok=True)  # nothing of the probe's is left among the evidence
     stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize

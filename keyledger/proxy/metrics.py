@@ -177,6 +177,12 @@ class JournalCollector(Collector):
             "Failed journal writes or fsyncs since start",
             value=stats.failures,
         )
+        yield CounterMetricFamily(
+            "keyledger_journal_files_lost",
+            "Segment files replaced, removed, moved, truncated or appended to under the "
+            "journal since start; each is recorded where the chain goes on",
+            value=stats.files_lost,
+        )
 
 
 class PolicyCollector(Collector):
