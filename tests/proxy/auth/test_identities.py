@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -87,12 +88,14 @@ class TestIdentityStore:
             path, Fernet.generate_key(), key_source="the env var KEYLEDGER_IDENTITY_KEY"
         )
 
+        writes: dict[str, Callable[[], object]] = {
+            "create": lambda: other.create("svc-b"),
+            "rotate": lambda: other.rotate("svc-a"),
+            "revoke": lambda: other.revoke("svc-a"),
+        }
+
         with pytest.raises(IdentityError) as caught:
-            {
-                "create": lambda: other.create("svc-b"),
-                "rotate": lambda: other.rotate("svc-a"),
-                "revoke": lambda: other.revoke("svc-a"),
-            }[write]()
+            writes[write]()
 
         assert str(caught.value) == (
             f"the identity store {path} was written with a different key than the one from "
