@@ -13,13 +13,15 @@ import argparse
 import asyncio
 import gc
 import os
+import re
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
@@ -32,6 +34,9 @@ from keyledger.proxy.config import (
     parse_listen,
 )
 
+if TYPE_CHECKING:
+    from keyledger.proxy.auth.identities import IdentityStore, IssuedKey
+
 __all__ = ["main"]
 
 
@@ -42,16 +47,38 @@ class CliError(Exception):
 # -- serve -------------------------------------------------------------------------------
 
 
+# What an operator trying TLS out needs first; production certificates come from their CA.
+_TEST_CERT_HINT = (
+    "a self-signed one for testing: openssl req -x509 -newkey ec -pkeyopt "
+    "ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost -keyout key.pem -out cert.pem"
+)
+
+
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The data plane's TLS context; CliError at the setting's file:line:col if it fails."""
     listen = config.listen
     if listen.tls_cert is None or listen.tls_key is None:
         return None
+    for setting, path in (("tls.cert", listen.tls_cert), ("tls.key", listen.tls_key)):
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise CliError(
+                f"{config.where(setting)}: {setting}: cannot read {path}: {exc.strerror} "
+                f"(make {_TEST_CERT_HINT})"
+            ) from exc
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(listen.tls_cert, listen.tls_key)
+        # An empty password: an encrypted key fails here instead of prompting on a tty.
+        context.load_cert_chain(listen.tls_cert, listen.tls_key, password=b"")
     except (OSError, ssl.SSLError) as exc:
-        raise CliError(f"tls: cannot load {listen.tls_cert} / {listen.tls_key}: {exc}") from exc
+        reason = re.sub(r"^\[\w+\] |\s*\(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
+        raise CliError(
+            f"{config.where('tls.cert')}: tls.cert, tls.key: {listen.tls_cert} and "
+            f"{listen.tls_key} are not a PEM certificate and its unencrypted private key "
+            f"({reason}); {_TEST_CERT_HINT}"
+        ) from exc
     return context
 
 
@@ -63,6 +90,59 @@ class _WorkerRole:
     admin_socket: Path  # its admin API, for the supervisor only
 
 
+def _bind(
+    host: str, port: int, *, what: str, fix: str, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Sockets bound to ``host:port`` (one per address it resolves to), not yet listening.
+
+    Bound before anything starts, so a taken port fails at once, before the journal or a
+    sink has done anything; listening starts only when the site starts, so nothing connects
+    to a proxy that is not ready. SO_REUSEADDR and IPV6_V6ONLY as asyncio sets them.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
+    bound: list[socket.socket] = []
+    try:
+        # "localhost" may resolve to ::1 and 127.0.0.1, each more than once.
+        unique = {(info[0], info[4]): info for info in infos}.values()
+        for family, kind, proto, _, address in unique:
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in bound:
+            sock.close()
+        raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
+    return bound
+
+
+_DATA_FIX = "is another keyledger running? Choose another port with --listen HOST:PORT"
+_ADMIN_FIX = "choose another port with --admin-listen HOST:PORT, or set admin.listen"
+
+
+async def _start_sites(
+    runner: Any, sockets: list[socket.socket], context: ssl.SSLContext | None, what: str, fix: str
+) -> None:
+    from aiohttp import web
+
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        try:
+            await web.SockSite(runner, sock, ssl_context=context, backlog=1024).start()
+        except OSError as exc:  # listen(): a second start-up won the race for the port
+            raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
+
+
 async def _serve(
     config: Config,
     *,
@@ -71,9 +151,6 @@ async def _serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully."""
     import structlog
-    from aiohttp import web
-
-    from keyledger.proxy.app import INFLIGHT, RELOADER, make_app
 
     log = structlog.get_logger("keyledger")
     context = _ssl_context(config)
@@ -87,7 +164,37 @@ async def _serve(
             )
         log.warning("plaintext_listener", host=listen.host, port=listen.port)
     admin_token = _admin_token(config, context)  # refused before anything starts
+    # Every port is claimed before anything starts: a taken one costs nothing to undo.
+    # Workers share the data port: the kernel spreads new connections across them.
+    sockets = _bind(listen.host, listen.port, what="", fix=_DATA_FIX, reuse_port=worker is not None)
+    admin_sockets: list[socket.socket] = []
+    try:
+        if admin_token is not None and worker is None:
+            assert config.admin is not None
+            admin_sockets = _bind(
+                config.admin.host, config.admin.port, what="admin API: ", fix=_ADMIN_FIX
+            )
+        await _serve_on(config, context, admin_token, sockets, admin_sockets, on_ready, worker)
+    finally:
+        for sock in (*sockets, *admin_sockets):
+            sock.close()
 
+
+async def _serve_on(
+    config: Config,
+    context: ssl.SSLContext | None,
+    admin_token: bytes | None,
+    sockets: list[socket.socket],
+    admin_sockets: list[socket.socket],
+    on_ready: Callable[[], None] | None,
+    worker: _WorkerRole | None,
+) -> None:
+    import structlog
+    from aiohttp import web
+
+    from keyledger.proxy.app import INFLIGHT, RELOADER, make_app
+
+    log = structlog.get_logger("keyledger")
     app = await make_app(config)
     loop = asyncio.get_running_loop()
     # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
@@ -107,27 +214,19 @@ async def _serve(
     gc.freeze()
     admin_runner: web.AppRunner | None = None
     try:
-        # Workers share the port: the kernel spreads new connections across them.
-        site = web.TCPSite(
-            runner,
-            listen.host,
-            listen.port,
-            ssl_context=context,
-            backlog=1024,
-            reuse_port=worker is not None,
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CliError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from exc
+        # The admin API first: once the data port answers, /readyz does too.
+        if admin_token is not None:
+            socket_path = worker.admin_socket if worker is not None else None
+            admin_runner = await _start_admin(
+                config, app, admin_token, context, admin_sockets, socket_path
+            )
+        await _start_sites(runner, sockets, context, "", _DATA_FIX)
+        port = sockets[0].getsockname()[1]  # the real one, when the config says 0
         log.info(
             "listening",
-            url=f"{'https' if context else 'http'}://{listen.host}:{listen.port}",
+            url=f"{'https' if context else 'http'}://{config.listen.host}:{port}",
             config=config.source,
         )
-        if admin_token is not None:
-            socket = worker.admin_socket if worker is not None else None
-            admin_runner = await _start_admin(config, app, admin_token, context, socket)
         if on_ready is not None:
             on_ready()
         await stop.wait()
@@ -180,35 +279,31 @@ async def _start_admin(
     app: Any,
     token: bytes,
     context: ssl.SSLContext | None,
-    socket: Path | None = None,
+    sockets: list[socket.socket],
+    socket_path: Path | None = None,
 ) -> Any:
     import structlog
     from aiohttp import web
 
     from keyledger.proxy.admin import admin_app_for
 
-    admin = config.admin
-    assert admin is not None
     runner = web.AppRunner(
         admin_app_for(app, token), access_log=None, handle_signals=False, shutdown_timeout=5
     )
     await runner.setup()
-    if socket is not None:  # a worker's: only its supervisor talks to it
-        await web.UnixSite(runner, str(socket)).start()
-        return runner
-    site = web.TCPSite(runner, admin.host, admin.port, ssl_context=context)
     try:
-        await site.start()
-    except OSError as exc:
+        if socket_path is not None:  # a worker's: only its supervisor talks to it
+            await web.UnixSite(runner, str(socket_path)).start()
+            return runner
+        await _start_sites(runner, sockets, context, "admin API: ", _ADMIN_FIX)
+    except BaseException:
         await runner.cleanup()
-        raise CliError(
-            f"admin API: cannot listen on {admin.host}:{admin.port}: {exc.strerror} (choose "
-            "another port with --admin-listen HOST:PORT)"
-        ) from exc
+        raise
+    admin = config.admin
+    assert admin is not None
+    port = sockets[0].getsockname()[1] if sockets else admin.port
     scheme = "https" if context else "http"
-    structlog.get_logger("keyledger").info(
-        "admin_listening", url=f"{scheme}://{admin.host}:{admin.port}"
-    )
+    structlog.get_logger("keyledger").info("admin_listening", url=f"{scheme}://{admin.host}:{port}")
     return runner
 
 
@@ -216,16 +311,39 @@ async def _supervise(
     config: Config, command: list[str], count: int, context: ssl.SSLContext | None
 ) -> None:
     """Run ``count`` workers and the admin API that answers for them (see proxy/workers)."""
+    token = _admin_token(config, context)
+    admin = config.admin
+    if token is None or admin is None:
+        raise CliError("--workers needs the admin API: the supervisor checks workers through it")
+    # Both ports before any worker starts: the data port as the workers will claim it (a
+    # probe, closed at once: a listener of ours there would take the workers' connections).
+    listen = config.listen
+    for sock in _bind(listen.host, listen.port, what="", fix=_DATA_FIX, reuse_port=True):
+        sock.close()
+    admin_sockets = _bind(admin.host, admin.port, what="admin API: ", fix=_ADMIN_FIX)
+    try:
+        await _supervise_on(config, command, count, context, token, admin_sockets)
+    finally:
+        for sock in admin_sockets:
+            sock.close()
+
+
+async def _supervise_on(
+    config: Config,
+    command: list[str],
+    count: int,
+    context: ssl.SSLContext | None,
+    token: bytes,
+    admin_sockets: list[socket.socket],
+) -> None:
     import structlog
     from aiohttp import web
 
     from keyledger.proxy.workers import Supervisor, WorkerFailed, supervisor_admin_app
 
     log = structlog.get_logger("keyledger")
-    token = _admin_token(config, context)
     admin = config.admin
-    if token is None or admin is None:
-        raise CliError("--workers needs the admin API: the supervisor checks workers through it")
+    assert admin is not None
     supervisor = Supervisor(command=command, count=count, token=token)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -250,13 +368,7 @@ async def _supervise(
     await runner.setup()
     clean = False
     try:
-        site = web.TCPSite(runner, admin.host, admin.port, ssl_context=context)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CliError(
-                f"admin API: cannot listen on {admin.host}:{admin.port}: {exc.strerror}"
-            ) from exc
+        await _start_sites(runner, admin_sockets, context, "admin API: ", _ADMIN_FIX)
         scheme = "https" if context else "http"
         log.info("supervising", workers=count, admin_url=f"{scheme}://{admin.host}:{admin.port}")
         await stop.wait()
@@ -355,25 +467,52 @@ def _worker_count(text: str) -> int:
 # -- identity ----------------------------------------------------------------------------
 
 
-def _identity_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from keyledger.proxy.auth.identities import IdentityStore, load_store_key
+def _identity_store(args: argparse.Namespace) -> tuple[IdentityStore, str]:
+    """The store the command names, and where its path is set (for messages)."""
+    from keyledger.proxy.auth.identities import IdentityStore, load_store_key, store_key_source
 
     if args.dev:
         var = Path(args.var)
-        return IdentityStore(var / "identities.json", (var / "keys" / "identity.key").read_bytes())
+        key_file = var / "keys" / "identity.key"
+        if not key_file.is_file():
+            raise CliError(
+                f"no --dev state in {var.absolute()} ({key_file} is missing): run this in the "
+                "folder where `keyledger serve --dev` ran, or pass --var DIR"
+            )
+        key = load_store_key(env=None, file=key_file)
+        path = var / "identities.json"
+        return IdentityStore(path, key, key_source=store_key_source(env=None, file=key_file)), (
+            f"the --dev store in {var}"
+        )
     config_path = args.config or os.environ.get("KEYLEDGER_CONFIG")
     if not config_path:
         raise CliError("pass --config FILE (or set KEYLEDGER_CONFIG), or --dev for ./var")
     config = load_config(Path(config_path))
-    key = load_store_key(env=config.identities.key_env, file=config.identities.key_file)
-    return IdentityStore(config.identities.path, key)
+    ids = config.identities
+    key = load_store_key(env=ids.key_env, file=ids.key_file)
+    source = store_key_source(env=ids.key_env, file=ids.key_file)
+    return IdentityStore(ids.path, key, key_source=source), (
+        f"identities.path at {config.where('identities.path')}"
+        if "identities.path" in config.positions
+        else f"the default identities.path of {config.source}"
+    )
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    store = _identity_store(args)
+    store, set_at = _identity_store(args)
+    new_store = not store.path.exists()
     if args.identity_command == "create":
+        folder = store.path.parent
+        if new_store and not folder.is_dir():
+            # Not made silently: a path left as the example's is seldom what was meant.
+            raise CliError(
+                f"no folder {folder} for a new identity store ({set_at}): create it, or set "
+                "identities.path to where the proxy will read it"
+            )
         attributes = parse_attributes(args.attr)
         issued = store.create(args.name, groups=tuple(args.group or ()), attributes=attributes)
+        if new_store:
+            print(f"created a new identity store {store.path} ({set_at})", file=sys.stderr)
         _print_issued(issued)
     elif args.identity_command == "rotate":
         issued = store.rotate(args.name)
@@ -383,6 +522,8 @@ def cmd_identity(args: argparse.Namespace) -> int:
         for identity in store.revoke(args.name):
             print(f"revoked {identity.access_key_id} ({identity.name})")
     else:
+        if new_store:
+            print(f"no identity store at {store.path} yet ({set_at})", file=sys.stderr)
         print(f"{'NAME':24} {'ACCESS KEY ID':22} {'STATUS':8} {'CREATED':26} GROUPS; ATTRIBUTES")
         for identity in store:
             status = "revoked" if identity.revoked else "active"
@@ -395,7 +536,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_issued(issued) -> None:  # type: ignore[no-untyped-def]
+def _print_issued(issued: IssuedKey) -> None:
     print(f"identity           {issued.name}")
     print(f"access key id      {issued.access_key_id}")
     print(f"secret access key  {issued.secret_access_key}")
@@ -413,6 +554,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="keyledger",
         description="An audit-logging proxy for cloud secret stores.",
     )
+    parser.add_argument("--version", action="version", version=f"keyledger {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -484,15 +626,41 @@ def _parser() -> argparse.ArgumentParser:
         where = cmd.add_mutually_exclusive_group()
         where.add_argument("--config", metavar="FILE", help="config file naming the store")
         where.add_argument("--dev", action="store_true", help="the --dev store under ./var")
-        cmd.add_argument("--var", default="var", metavar="DIR", help=argparse.SUPPRESS)
+        cmd.add_argument(
+            "--var", default="var", metavar="DIR", help="with --dev: its state folder (./var)"
+        )
         cmd.set_defaults(func=cmd_identity)
 
     add_policy_parser(sub)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keyledger")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest subcommand's parser that ``args`` went through (``identity list``'s)."""
+    for action in parser._actions:  # argparse keeps no public list of its subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _chosen(chosen, args)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # parse_args would report these with the top-level usage; the subcommand's own
+        # usage is the one that shows what it takes. Exits 2, as argparse does.
+        _chosen(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         result: int = args.func(args)
     except (CliError, AuditCliError, ConfigError, ValueError) as exc:

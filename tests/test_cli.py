@@ -91,3 +91,116 @@ class TestIdentity:
         assert main(["identity", "list", "--config", str(config)]) == 0
         assert "revoked" in capsys.readouterr().out
         assert main(["identity", "rotate", "svc-a", "--config", str(config)]) == 2
+
+
+class TestIdentityMistakes:
+    def test_dev_outside_a_dev_folder_names_the_folder_and_the_fix(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`identity list --dev` where `serve --dev` never ran is one line, not a traceback."""
+        monkeypatch.chdir(tmp_path)
+
+        assert main(["identity", "list", "--dev"]) == 2
+
+        assert capsys.readouterr().err == (
+            f"keyledger: no --dev state in {tmp_path}/var (var/keys/identity.key is missing): "
+            "run this in the folder where `keyledger serve --dev` ran, or pass --var DIR\n"
+        )
+
+    def test_a_new_store_is_announced(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The first create says on stderr that it made a new store, and where that is set."""
+        from cryptography.fernet import Fernet
+
+        monkeypatch.setenv("KEYLEDGER_IDENTITY_KEY", Fernet.generate_key().decode())
+        config = tmp_path / "keyledger.yaml"
+        config.write_text("identities: {path: ids.json}\npolicies: [p.yaml]\nbackends: {aws: {}}\n")
+
+        assert main(["identity", "create", "svc-a", "--config", str(config)]) == 0
+        first = capsys.readouterr().err
+        assert main(["identity", "create", "svc-b", "--config", str(config)]) == 0
+        second = capsys.readouterr().err
+
+        assert first.splitlines()[0] == (
+            f"created a new identity store {tmp_path}/ids.json (identities.path at {config}:1:20)"
+        )
+        assert "new identity store" not in second
+
+    def test_no_folder_for_a_new_store_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A store path in a folder that does not exist (the example's /var/lib/keyledger on
+        a laptop) is refused, naming the folder and the setting, and nothing is created."""
+        from cryptography.fernet import Fernet
+
+        monkeypatch.setenv("KEYLEDGER_IDENTITY_KEY", Fernet.generate_key().decode())
+        config = tmp_path / "keyledger.yaml"
+        config.write_text(
+            "identities:\n  path: lib/keyledger/ids.json\npolicies: [p.yaml]\nbackends: {aws: {}}\n"
+        )
+
+        assert main(["identity", "create", "svc-a", "--config", str(config)]) == 2
+
+        assert capsys.readouterr().err == (
+            f"keyledger: no folder {tmp_path}/lib/keyledger for a new identity store "
+            f"(identities.path at {config}:2:9): create it, or set identities.path to where "
+            "the proxy will read it\n"
+        )
+        assert not (tmp_path / "lib").exists()
+
+    def test_create_under_another_key_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A create under a different KEYLEDGER_IDENTITY_KEY exits 2 naming the env var and
+        leaves the store as it was."""
+        from cryptography.fernet import Fernet
+
+        config = tmp_path / "keyledger.yaml"
+        config.write_text("identities: {path: ids.json}\npolicies: [p.yaml]\nbackends: {aws: {}}\n")
+        monkeypatch.setenv("KEYLEDGER_IDENTITY_KEY", Fernet.generate_key().decode())
+        assert main(["identity", "create", "svc-a", "--config", str(config)]) == 0
+        before = (tmp_path / "ids.json").read_bytes()
+        capsys.readouterr()
+
+        monkeypatch.setenv("KEYLEDGER_IDENTITY_KEY", Fernet.generate_key().decode())
+        assert main(["identity", "create", "svc-b", "--config", str(config)]) == 2
+
+        err = capsys.readouterr().err
+        assert err.startswith(f"keyledger: the identity store {tmp_path}/ids.json was written ")
+        assert "from the env var KEYLEDGER_IDENTITY_KEY" in err
+        assert (tmp_path / "ids.json").read_bytes() == before
+
+
+class TestUsage:
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--version prints the installed distribution's version and exits 0."""
+        from importlib.metadata import version
+
+        with pytest.raises(SystemExit) as caught:
+            main(["--version"])
+
+        assert caught.value.code == 0
+        assert capsys.readouterr().out == f"keyledger {version('keyledger')}\n"
+
+    @pytest.mark.parametrize(
+        ("argv", "usage"),
+        [
+            (["identity", "list", "--bogus"], "usage: keyledger identity list "),
+            (["audit", "verify", "x", "--bogus"], "usage: keyledger audit verify "),
+            (["policy", "check", "--bogus"], "usage: keyledger policy check "),
+            (["serve", "--bogus"], "usage: keyledger serve "),
+        ],
+    )
+    def test_unknown_flag_shows_the_subcommand_usage(
+        self, argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unknown flag is reported with the usage of the subcommand it was given to."""
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+
+        assert caught.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(usage), err
+        name = usage.removeprefix("usage: ").strip()
+        assert err.endswith(f"{name}: error: unrecognized arguments: --bogus\n"), err

@@ -230,6 +230,13 @@ class Config:
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<built-in>"
+    # "file:line:col" of settings that are only checked at start-up (files they name),
+    # so those errors can point into the config too.
+    positions: Mapping[str, str] = field(default_factory=dict)
+
+    def where(self, setting: str) -> str:
+        """The ``file:line:col`` of ``setting`` (e.g. ``tls.cert``), else the config's name."""
+        return self.positions.get(setting, self.source)
 
 
 def read_key(*, env: str | None, file: Path | None) -> bytes | None:
@@ -341,6 +348,11 @@ class _Section:
     def optional_path(self, key: str) -> Path | None:
         value = self.optional_str(key)
         return None if value is None else self.base / Path(value).expanduser()
+
+    def position(self, key: str) -> str | None:
+        """The ``file:line:col`` of the value of ``key``, when it is set."""
+        at = where(self.data, key)
+        return at if key in self.data and at != "<unknown>" else None
 
     def section(self, key: str) -> _Section:
         value = self.data.get(key)
@@ -527,6 +539,11 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         )
     logging = LoggingConfig(format=log_format, level=level)
 
+    positions = {
+        f"{section.path}.{key}": at
+        for section, key in ((tls, "cert"), (tls, "key"), (ident, "path"), (ident, "key_file"))
+        if (at := section.position(key)) is not None
+    }
     return Config(
         listen=listen,
         identities=identities,
@@ -539,6 +556,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         admin=admin,
         logging=logging,
         source=source,
+        positions=positions,
     )
 
 

@@ -6,6 +6,7 @@ on stderr, and a journal on disk.
 
 from __future__ import annotations
 
+import re
 import resource
 import secrets
 import signal
@@ -137,14 +138,24 @@ class ServedProxy:
         return self.log.read_text()
 
 
-def start_proxy(
+@dataclass
+class PreparedConfig:
+    """A complete config for ``keyledger serve`` (keys made), not yet served."""
+
+    path: Path
+    env: dict[str, str]
+    port: int
+    admin_port: int
+    admin_token: str
+
+
+def prepare_config(
     tmp_path: Path,
     moto_url: str,
     *,
     tls: tuple[Path, Path] | None = None,
     extra: dict[str, Any] | None = None,
-    args: Sequence[str] = (),
-) -> ServedProxy:
+) -> PreparedConfig:
     port, admin_port = free_port(), free_port()
     admin_token = secrets.token_hex(24)
     (tmp_path / "keys").mkdir()
@@ -184,6 +195,20 @@ def start_proxy(
         check=True,
         timeout=60,
     )
+    return PreparedConfig(config, env, port, admin_port, admin_token)
+
+
+def start_proxy(
+    tmp_path: Path,
+    moto_url: str,
+    *,
+    tls: tuple[Path, Path] | None = None,
+    extra: dict[str, Any] | None = None,
+    args: Sequence[str] = (),
+) -> ServedProxy:
+    prepared = prepare_config(tmp_path, moto_url, tls=tls, extra=extra)
+    config, env, port = prepared.path, prepared.env, prepared.port
+    admin_port, admin_token = prepared.admin_port, prepared.admin_token
     created = subprocess.run(
         [*KEYLEDGER, "identity", "create", "app", "--config", str(config)],
         env=env,
@@ -412,7 +437,9 @@ class TestServe:
         journal.write_bytes(b"".join(lines[:5]))
         result = verify(served.journal_dir, "--public-key", public_key)
         assert result.returncode == 1
-        assert "seals seq 7, but the journal ends at seq 5" in result.stdout, result.stdout
+        assert "seals seq 7 (its checkpoint event is seq 8), but the journal ends at seq 5" in (
+            result.stdout
+        ), result.stdout
 
 
 def read_error(client: Any, name: str) -> str | None:
@@ -527,3 +554,115 @@ class TestFailClosed:
         # Readiness probed the journal the way a request would: the recovery is on record.
         mended = [e["detail"]["event"] for e in journal_events(served.journal_dir, "lifecycle")]
         assert "journal_writable" in mended
+
+
+def serve_once(config: Path, env: dict[str, str], *args: str) -> tuple[int, str, float]:
+    """`keyledger serve --config` expected to exit by itself: code, stderr, seconds taken."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [*KEYLEDGER, "serve", "--config", str(config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stderr, time.monotonic() - began
+
+
+def held_port() -> socket.socket:
+    """A loopback port taken by a plain listening socket, as another program holds one."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+class TestStartupFailsFast:
+    @pytest.mark.parametrize(
+        ("taken", "args"),
+        [("data", ()), ("admin", ()), ("admin", ("--workers", "2"))],
+        ids=["data-port", "admin-port", "admin-port-workers"],
+    )
+    def test_a_taken_port_fails_at_once_with_one_line(
+        self, tmp_path: Path, moto_url: str, taken: str, args: tuple[str, ...]
+    ) -> None:
+        """A taken data or admin port ends start-up with one line and exit 2, before the
+        journal, the sinks or the workers start (nothing logged, nothing written)."""
+        with held_port() as holder:
+            port = holder.getsockname()[1]
+            listen: dict[str, Any] = {"listen": f"127.0.0.1:{port}"}
+            if taken == "admin":
+                listen = {
+                    "admin": {"listen": f"127.0.0.1:{port}", "token_file": "keys/admin.token"}
+                }
+            # A sink that cannot reach its store: it would warn for seconds if it started.
+            sink = {
+                "type": "cloudwatch",
+                "log_group": "g",
+                "region": REGION,
+                "endpoint_url": "http://127.0.0.1:9",
+            }
+            audit = {
+                "journal": "audit",
+                "chain_id": "cli",
+                "checkpoints": {"key_file": "keys/checkpoint.key"},
+                "sinks": [sink],
+            }
+            prepared = prepare_config(tmp_path, moto_url, extra={**listen, "audit": audit})
+            code, err, took = serve_once(prepared.path, prepared.env, *args)
+
+        what = "admin API: " if taken == "admin" else ""
+        fix = (
+            "choose another port with --admin-listen HOST:PORT, or set admin.listen"
+            if taken == "admin"
+            else "is another keyledger running? Choose another port with --listen HOST:PORT"
+        )
+        assert err.splitlines() == [
+            f"keyledger: {what}cannot listen on 127.0.0.1:{port}: Address already in use ({fix})"
+        ]
+        assert code == 2
+        assert not (tmp_path / "audit").exists()
+        assert took < 10  # the interpreter's start-up; the sinks' retries took longer
+
+    def test_missing_tls_certificate_names_the_setting_and_its_line(
+        self, tmp_path: Path, moto_url: str
+    ) -> None:
+        """A TLS file that cannot be read is reported at tls.cert's file:line:col, with how
+        to make a certificate."""
+        prepared = prepare_config(
+            tmp_path, moto_url, tls=(tmp_path / "cert.pem", tmp_path / "key.pem")
+        )
+        line = next(
+            number
+            for number, text in enumerate(prepared.path.read_text().splitlines(), 1)
+            if text.strip().startswith("cert:")
+        )
+
+        code, err, _ = serve_once(prepared.path, prepared.env)
+
+        assert code == 2
+        (message,) = err.splitlines()
+        assert message.startswith(
+            f"keyledger: {prepared.path}:{line}:9: tls.cert: cannot read {tmp_path}/cert.pem: "
+            "No such file or directory (make a self-signed one for testing: openssl req -x509"
+        ), message
+
+    def test_a_file_that_is_not_a_certificate_is_named(self, tmp_path: Path, moto_url: str) -> None:
+        """Unreadable PEM is reported with both paths, the config position and the fix."""
+        (tmp_path / "cert.pem").write_text("not a certificate\n")
+        (tmp_path / "key.pem").write_text("not a key\n")
+        prepared = prepare_config(
+            tmp_path, moto_url, tls=(tmp_path / "cert.pem", tmp_path / "key.pem")
+        )
+
+        code, err, _ = serve_once(prepared.path, prepared.env)
+
+        assert code == 2
+        (message,) = err.splitlines()
+        assert re.match(
+            rf"keyledger: {re.escape(str(prepared.path))}:\d+:\d+: tls.cert, tls.key: "
+            rf"{re.escape(str(tmp_path))}/cert.pem and {re.escape(str(tmp_path))}/key.pem are "
+            r"not a PEM certificate and its unencrypted private key \(.+\); a self-signed one",
+            message,
+        ), message
