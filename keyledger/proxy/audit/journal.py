@@ -757,8 +757,9 @@ class Journal:
             # and a value served then would be recorded under a seq that verify rejects.
             raise CorruptJournal(
                 f"the journal in {self.directory} ends at seq {state.seq}, but "
-                f"{cp_file.path.name} seals seq {filed.seq}: sealed events are missing (cut "
-                "off, or a segment removed or replaced), and writing on would reuse their "
+                f"{cp_file.path.name} shows it reached seq {filed.seq + 1} (a checkpoint of seq "
+                f"{filed.seq}): sealed events are missing (cut off, or a segment removed or "
+                "replaced), and writing on would reuse their "
                 f"seqs. See what changed with `keyledger audit verify {self.directory}`, then "
                 f"move the evidence aside and start a new journal: `mv {self.directory} "
                 f"{self.directory}.moved-aside-{datetime.now(UTC):%Y%m%dT%H%M%SZ}`"

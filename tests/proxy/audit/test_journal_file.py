@@ -275,7 +275,7 @@ class TestStartBehindCheckpoints:
             await journal.start()
         message = str(raised.value)
         assert "ends at seq 3" in message
-        assert "seals seq 5" in message
+        assert "reached seq 6 (a checkpoint of seq 5)" in message
         assert f"keyledger audit verify {journal_dir}" in message
         assert f"mv {journal_dir} {journal_dir}.moved-aside-" in message
         assert path.read_bytes() == b"".join(lines[:3])  # nothing written
