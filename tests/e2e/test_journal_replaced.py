@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from keyledger.proxy.audit.segments import chain_segments
 from tests.conftest import RunningProxy, running_proxy
+from tests.e2e.test_cli_serve import KEYLEDGER, spawn_serve, start_proxy, wait_listening
 from tests.proxy.test_operate import Metrics, readyz
 
 CHAIN = "test"  # the chain id running_proxy configures
@@ -124,3 +125,40 @@ class TestLiveSegmentChanged:
         request_id, code = read(served)
         assert code == "ok"
         assert request_id in {e["request"]["id"] for e in served.events("access")}
+
+
+class TestStartBehindCheckpoints:
+    def test_serve_refuses_a_journal_cut_behind_its_checkpoints_in_one_line(
+        self, tmp_path: Path, moto_url: str, store: Any
+    ) -> None:
+        """With the last line cut off a stopped proxy's journal, `keyledger serve` exits 2
+        with one line naming both seqs and the command that moves the evidence aside; the
+        proxy starts afresh once that command has run."""
+        served = start_proxy(tmp_path, moto_url)
+        served.client().list_secrets()
+        assert served.stop()[0] == 0
+        (segment,) = [s.path for s in chain_segments(served.journal_dir, "cli")]
+        subprocess.run(["sed", "-i", "$d", str(segment)], check=True)
+        cut = segment.read_bytes()
+
+        refused = subprocess.run(
+            [*KEYLEDGER, "serve", "--config", str(served.config)],
+            env=served.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()[-1:]
+        assert line.startswith("keyledger: the journal in ")
+        assert f"keyledger audit verify {served.journal_dir}" in line
+        assert segment.read_bytes() == cut  # nothing was written
+        move = line.rsplit("`mv ", 1)[1].rstrip("`").split()
+        subprocess.run(["mv", *move], check=True)
+        log = tmp_path / "again.log"
+        process = spawn_serve(served.config, served.env, log)
+        wait_listening(process, int(served.url.rsplit(":", 1)[1]), log)
+        process.terminate()
+        assert process.wait(timeout=30) == 0
