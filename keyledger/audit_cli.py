@@ -255,23 +255,52 @@ class _Printer:
 
 
 async def _tail_files(source: Path, filt: Any, args: argparse.Namespace, show: _Printer) -> int:
-    from keyledger.proxy.audit.reader import Follower, Unseen, last_records
+    from keyledger.proxy.audit.reader import Follower, ReadCheck, Unseen, last_records
 
+    check = ReadCheck()
     # Start following first: whatever is appended while the last lines are read is then
     # caught by the follower, and shown once (``Unseen`` drops what was shown already).
-    follower = Follower(source, filt)
+    follower = Follower(source, filt, check=check)
     if args.follow:
         await asyncio.to_thread(follower.start, at_end=True)
     newer = Unseen()
-    for record in await asyncio.to_thread(last_records, source, args.lines, filt):
+    last = await asyncio.to_thread(last_records, source, args.lines, filt, check=check)
+    for record in last:
         if newer(record):
             show(record)
+    _warn_unverified(check, args.source)
     if not args.follow:
         return 0
     async for record in follower.records(poll_s=0.25):
         if newer(record):
             show(record)
+        _warn_unverified(check, args.source)
     return 0
+
+
+def _warn_unverified(check: Any, source: str) -> None:
+    """One line on stderr for what a reader found that does not verify (stdout stays data)."""
+    problems = check.untold()
+    if not problems:
+        return
+    more = f" (and {len(problems) - 1} more chain(s))" if len(problems) > 1 else ""
+    print(
+        f"keyledger: warning: what was read does not verify: {problems[0]}{more}; check the "
+        f"journal with: {_verify_command(source)}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _verify_command(source: str) -> str:
+    """The verify command for ``source``; with the key ``serve --dev`` makes, if it is there."""
+    import shlex
+
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    key = folder.parent / "keys" / "checkpoint.pub"  # var/audit -> var/keys/checkpoint.pub
+    public = shlex.quote(str(key)) if key.is_file() else "FILE.pub"
+    return f"keyledger audit verify {shlex.quote(source)} --public-key {public}"
 
 
 async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
@@ -354,8 +383,8 @@ def _admin_token(args: argparse.Namespace) -> str:
 # -- export and report -------------------------------------------------------------------
 
 
-def _records(args: argparse.Namespace) -> Any:
-    """The events under SOURCE that the filter options ask for, oldest first."""
+def _records(args: argparse.Namespace, check: Any) -> Any:
+    """The events under SOURCE that the filter options ask for, oldest first, checked."""
     from datetime import UTC, datetime
 
     from keyledger.proxy.audit.filters import filter_from_args
@@ -368,7 +397,7 @@ def _records(args: argparse.Namespace) -> Any:
         filt = filter_from_args(args, datetime.now(UTC))
     except ValueError as exc:
         raise AuditCliError(str(exc)) from exc
-    return iter_records(source, filt)
+    return iter_records(source, filt, check=check)
 
 
 @contextlib.contextmanager
@@ -394,10 +423,13 @@ def _output(path: str | None) -> Iterator[TextIO]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from keyledger.proxy.audit.export import write_export
+    from keyledger.proxy.audit.reader import ReadCheck
 
-    records = _records(args)
+    check = ReadCheck()
+    records = _records(args, check)
     with _output(args.output) as out:
         count = write_export(records, args.format, out)
+    _warn_unverified(check, args.source)
     if args.output:
         print(f"exported {count:,} events to {args.output} ({args.format})", file=sys.stderr)
     return 0
@@ -406,9 +438,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from keyledger.proxy.audit.reader import ReadCheck
     from keyledger.proxy.audit.report import build_report, render_html, render_table, write_csv
 
-    report = build_report(_records(args))
+    check = ReadCheck()
+    report = build_report(_records(args, check))
     with _output(args.output) as out:
         if args.format == "html":
             out.write(render_html(report, title=args.title))
@@ -419,6 +453,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             width = None if out.isatty() else 160
             console = Console(file=out, width=width, highlight=False, markup=False, emoji=False)
             render_table(report, console)
+    _warn_unverified(check, args.source)
     return 0
 
 

@@ -2,9 +2,13 @@
 
 A SOURCE is a journal file or a folder of them (see :mod:`segments`). Each chain is read
 in seq order, segment after segment; chains are merged by event time, so the output of
-several replicas reads as one timeline. Readers never check hashes (``audit verify`` does)
-and never stop on a bad line: a line that is not a JSON object -- typically the torn last
-line of a journal whose writer crashed -- is skipped.
+several replicas reads as one timeline. Readers never stop on a bad line: a line that is not
+a JSON object -- typically the torn last line of a journal whose writer crashed -- is skipped.
+
+Given a :class:`ReadCheck`, readers also check what they read, as cheaply as they can: each
+event's hash, seq and ``prev`` link to the event read next to it (filtered out or not), and
+the checkpoint file's newest seal against the journal's end. What does not hold is kept, the
+first problem per chain, for the caller to warn about; ``audit verify`` does the full check.
 
 - :func:`iter_records` streams everything that matches, oldest first.
 - :func:`last_records` reads only the end of each chain, backwards, for ``tail -n``.
@@ -24,15 +28,18 @@ from typing import Any
 
 import orjson
 
+from keyledger.proxy.audit.checkpoints import Checkpoint
 from keyledger.proxy.audit.filters import EventFilter
 from keyledger.proxy.audit.segments import (
     CHECKPOINT_SUFFIX,
+    JournalFiles,
     chain_segments,
     discover,
     lines_backwards,
 )
+from keyledger.proxy.audit.verify import NOT_AN_EVENT, ChainLinks, Problem, cut_reason
 
-__all__ = ["Follower", "follow", "iter_records", "last_records"]
+__all__ = ["Follower", "ReadCheck", "follow", "iter_records", "last_records"]
 
 Record = dict[str, Any]
 
@@ -67,57 +74,164 @@ def _merge(streams: list[Iterable[Record]]) -> Iterator[Record]:
     return heapq.merge(*streams, key=_time_key)
 
 
+# -- checking what is read ----------------------------------------------------------------
+
+
+class ReadCheck:
+    """What the readers found that does not verify: the first problem of each chain."""
+
+    def __init__(self) -> None:
+        self.problems: dict[str, Problem] = {}
+        self._told: set[str] = set()
+
+    def found(self, chain: str, problem: Problem) -> None:
+        self.problems.setdefault(chain, problem)
+
+    def untold(self) -> list[Problem]:
+        """Problems not returned by an earlier call: for a follower, to warn once each."""
+        new = [p for chain, p in self.problems.items() if chain not in self._told]
+        self._told.update(self.problems)
+        return new
+
+
+@dataclass(frozen=True, slots=True)
+class _Filed:
+    """A chain's newest checkpoint record, read before the journal: a record is filed only
+    once its checkpoint event is durable, so the journal read after it must reach it."""
+
+    checkpoint: Checkpoint
+    file: str
+    line: int
+
+    def beyond(self, end: int) -> Problem | None:
+        if self.checkpoint.seq < end:
+            return None
+        reason = cut_reason("the checkpoint file", self.checkpoint.seq, end)
+        return Problem(self.file, self.line, self.checkpoint.seq, reason)
+
+
+def _newest_filed(files: JournalFiles, chain: str) -> _Filed | None:
+    for path in files.checkpoints.get(chain, [])[-1:]:
+        try:
+            with path.open("rb") as handle:
+                count = sum(1 for _ in handle)
+            newest = next(lines_backwards(path), None)
+            return (
+                None if newest is None else _Filed(Checkpoint.from_line(newest), str(path), count)
+            )
+        except (OSError, ValueError):
+            return None  # unreadable: verify says where; the reader has nothing to compare
+    return None
+
+
+def _line_number(path: Path, raw: bytes) -> int:
+    """The number of the first line of ``path`` that is ``raw``: found only for a warning."""
+    raw = raw.rstrip(b"\n")
+    try:
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.rstrip(b"\n") == raw:
+                    return number
+    except OSError:
+        pass
+    return 0
+
+
+def _seq_of(record: Record | None) -> int | None:
+    chain = record.get("chain") if record is not None else None
+    seq = chain.get("seq") if isinstance(chain, dict) else None
+    return seq if isinstance(seq, int) else None
+
+
 # -- everything ---------------------------------------------------------------------------
 
 
-def iter_records(source: Path, filt: EventFilter = _EVERYTHING) -> Iterator[Record]:
+def iter_records(
+    source: Path, filt: EventFilter = _EVERYTHING, *, check: ReadCheck | None = None
+) -> Iterator[Record]:
     """Every event under ``source`` that ``filt`` matches, oldest first.
 
     Raises FileNotFoundError if ``source`` does not exist; files that are not journals
-    (and checkpoint files) are left out.
+    (and checkpoint files) are left out. With ``check``, every line read is checked.
     """
     _require(source)
     files = discover(source)
     streams: list[Iterable[Record]] = [
-        _chain_records([s.path for s in segments], filt) for segments in files.segments.values()
+        _chain_records(chain, [s.path for s in segments], filt, check, files)
+        for chain, segments in files.segments.items()
     ]
     yield from _merge(streams)
 
 
-def _chain_records(paths: list[Path], filt: EventFilter) -> Iterator[Record]:
+def _chain_records(
+    chain: str,
+    paths: list[Path],
+    filt: EventFilter,
+    check: ReadCheck | None,
+    files: JournalFiles,
+) -> Iterator[Record]:
     matches = filt.matches
+    filed = _newest_filed(files, chain) if check is not None else None
+    links = ChainLinks()
     for path in paths:
         try:
             handle = path.open("rb")
         except FileNotFoundError:
             continue  # removed (e.g. expired) since it was found
         with handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 record = _parse(line)
+                if check is not None and chain not in check.problems and line.endswith(b"\n"):
+                    # A line without its newline may still be being written: not judged.
+                    reason = links.follows(record) if record is not None else NOT_AN_EVENT
+                    if reason is not None:
+                        check.found(chain, Problem(str(path), number, _seq_of(record), reason))
                 if record is not None and matches(record):
                     yield record
+    if check is not None and filed is not None and (cut := filed.beyond(links.seq or 0)):
+        check.found(chain, cut)
 
 
 # -- the last few -------------------------------------------------------------------------
 
 
-def last_records(source: Path, n: int, filt: EventFilter = _EVERYTHING) -> list[Record]:
+def last_records(
+    source: Path, n: int, filt: EventFilter = _EVERYTHING, *, check: ReadCheck | None = None
+) -> list[Record]:
     """The last ``n`` events that ``filt`` matches, oldest first.
 
     Reads each chain from its end, backwards in 64 KiB blocks, and stops as soon as that
     chain has given ``n`` matches, so the cost follows ``n`` rather than the journal size
-    (unless few events match). The result is the tail of :func:`iter_records`.
+    (unless few events match). The result is the tail of :func:`iter_records`. With
+    ``check``, the lines read are checked, and the journal's end against the checkpoint file.
     """
     _require(source)
     if n <= 0:
         return []
     files = discover(source)
     streams: list[Iterable[Record]] = []
-    for segments in files.segments.values():
+    for chain, segments in files.segments.items():
+        filed = _newest_filed(files, chain) if check is not None else None
+        links = ChainLinks()
+        later: tuple[Path, bytes, int | None] | None = None  # the line read just before
         found: list[Record] = []
         for segment in reversed(segments):
             for line in lines_backwards(segment.path):
                 record = _parse(line)
+                # The newest line may be half-written still (lines_backwards drops newlines).
+                judged = record is not None or later is not None
+                if check is not None and chain not in check.problems and judged:
+                    # The first line read is the newest: the end of the journal.
+                    if later is None and filed and (cut := filed.beyond(_seq_of(record) or 0)):
+                        check.found(chain, cut)
+                    wrong = links.precedes(record) if record is not None else (NOT_AN_EVENT, False)
+                    if wrong is not None:
+                        reason, at_later = wrong
+                        path, raw, seq = (
+                            later if at_later and later else (segment.path, line, _seq_of(record))
+                        )
+                        check.found(chain, Problem(str(path), _line_number(path, raw), seq, reason))
+                    later = (segment.path, line, _seq_of(record))
                 if record is not None and filt.matches(record):
                     found.append(record)
                     if len(found) == n:
@@ -189,6 +303,7 @@ class _Tail:
     current: int = 0  # first seq of the segment being read
     offset: int = 0  # just after the last complete line read from it
     inode: int | None = None  # of the current segment, once read
+    links: ChainLinks = field(default_factory=ChainLinks)  # what was read, checked as read
 
 
 class Follower:
@@ -199,9 +314,10 @@ class Follower:
     then iterate :meth:`records`; nothing appended in between is missed.
     """
 
-    def __init__(self, source: Path, filt: EventFilter) -> None:
+    def __init__(self, source: Path, filt: EventFilter, *, check: ReadCheck | None = None) -> None:
         self._source = source
         self._filt = filt
+        self._check = check
         self._chains: dict[str, _Tail] = {}
         self._known: set[Path] = set()  # files already classified as segments
         # Files that were empty or did not start with an event, by their size then: looked
@@ -227,8 +343,8 @@ class Follower:
         self._discover(at_end=False)
         streams: list[Iterable[Record]] = []
         more = False
-        for tail in self._chains.values():
-            records, unfinished = self._read_chain(tail)
+        for chain, tail in self._chains.items():
+            records, unfinished = self._read_chain(chain, tail)
             streams.append(records)
             more = more or unfinished
         return list(_merge(streams)), more
@@ -286,9 +402,10 @@ class Follower:
 
     # Reading.
 
-    def _read_chain(self, tail: _Tail) -> tuple[list[Record], bool]:
+    def _read_chain(self, chain: str, tail: _Tail) -> tuple[list[Record], bool]:
         out: list[Record] = []
         matches = self._filt.matches
+        check = self._check
         budget = _FOLLOW_BUDGET
         while True:
             later = [seq for seq in tail.paths if seq > tail.current]
@@ -296,6 +413,14 @@ class Follower:
             end = data.rfind(b"\n") + 1
             for line in data[:end].split(b"\n"):
                 record = _parse(line) if line else None
+                if line and check is not None and chain not in check.problems:
+                    reason = tail.links.follows(record) if record is not None else NOT_AN_EVENT
+                    if reason is not None:
+                        path = tail.paths[tail.current]
+                        where = Problem(
+                            str(path), _line_number(path, line), _seq_of(record), reason
+                        )
+                        check.found(chain, where)
                 if record is not None and matches(record):
                     out.append(record)
             tail.offset += end

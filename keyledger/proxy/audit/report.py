@@ -344,10 +344,15 @@ def _cell(name: str | None, missing: str) -> Text:
 
 
 def _summary_line(report: AccessReport) -> str:
-    return (
-        f"{_count(report.events, 'event')} on {_count(len(report.secrets), 'secret')}, "
-        f"{_when(report.first)} to {_when(report.last)} (UTC)"
-    )
+    # A listing (ListSecrets) names no secret: its row is not one more secret.
+    named = [s for s in report.secrets if s.secret is not None]
+    counts = f"{_count(report.events, 'event')} on {_count(len(named), 'secret')}"
+    if unnamed := report.events - sum(s.events for s in named):
+        counts = (
+            f"{_count(report.events, 'event')}: {report.events - unnamed} on {_count(len(named), 'secret')}, "
+            f"{unnamed} naming no secret (listings)"
+        )
+    return f"{counts}, {_when(report.first)} to {_when(report.last)} (UTC)"
 
 
 # -- CSV ----------------------------------------------------------------------------------

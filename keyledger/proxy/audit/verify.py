@@ -31,13 +31,118 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from keyledger.proxy.audit.chain import GENESIS
+from keyledger.proxy.audit.chain import GENESIS, event_hash
 from keyledger.proxy.audit.checkpoints import Checkpoint
 from keyledger.proxy.audit.segments import discover
 
-__all__ = ["ChainReport", "Copy", "Problem", "VerifyReport", "verify_copies", "verify_path"]
+__all__ = [
+    "ChainLinks",
+    "ChainReport",
+    "Copy",
+    "Problem",
+    "VerifyReport",
+    "cut_reason",
+    "verify_copies",
+    "verify_path",
+]
 
 _PROGRESS_EVERY = 4096  # lines between progress reports
+
+# Reasons shared with the readers' own check (ChainLinks), so both say the same thing.
+HASH_MISMATCH = "hash mismatch: the event was modified after it was written"
+BROKEN_LINK = "broken link: prev does not match the event before it"
+NOT_AN_EVENT = "not a keyledger audit event (no readable chain field)"
+
+
+def gap_reason(expected: int, seq: int, whole: str = "") -> str:
+    """Why ``seq`` cannot come where ``expected`` should; ``whole`` guesses what went."""
+    if seq < expected:
+        return f"out of order or repeated: expected seq {expected}"
+    missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+    return f"gap: seq {missing} missing{whole} (deleted or moved events)"
+
+
+def cut_reason(
+    filed_as: str, sealed: int, end: int, newest: int | None = None, newest_line: int = 0
+) -> str:
+    """A checkpoint record sealing seq ``sealed`` that a journal ending at ``end`` lacks.
+
+    The record stands for a checkpoint *event* at ``sealed + 1``; a newer record (``newest``,
+    at ``newest_line``) stands for more, so at least seq end+1 to newest+1 were lost.
+    """
+    last = (sealed if newest is None else newest) + 1
+    count = last - end
+    lost = f"seq {last}" if count == 1 else f"seq {end + 1}-{last}"
+    # At least: unsealed events after the newest checkpoint leave no trace in the file.
+    events = "at least 1 event" if count == 1 else f"at least {count:,} events"
+    verb = "was" if count == 1 else "were"
+    more = (
+        f"; its newest record, line {newest_line}, seals seq {newest}"
+        if newest is not None and newest != sealed
+        else ""
+    )
+    journal = f"the journal ends at seq {end}" if end else "the journal has no events"
+    return (
+        f"{filed_as} seals seq {sealed} (its checkpoint event is seq {sealed + 1}){more}, but "
+        f"{journal}: {events} ({lost}) {verb} cut off its end"
+    )
+
+
+class ChainLinks:
+    """The part of verify a reader affords as it goes: each event's hash recomputed, and
+    its seq and ``prev`` linked to the event read next to it. Records are not modified.
+
+    Read forwards (:meth:`follows`) from wherever reading starts, or backwards from the end
+    (:meth:`precedes`); the byte-exact and checkpoint checks stay with ``audit verify``.
+    """
+
+    __slots__ = ("hash", "prev", "seq")
+
+    def __init__(self) -> None:
+        self.seq: int | None = None  # the event read last; None before the first
+        self.hash = ""
+        self.prev = ""
+
+    def _read(self, record: Any) -> tuple[int, str, str] | str:
+        try:
+            chain = record["chain"]
+            seq, prev, claimed = chain["seq"], chain["prev"], chain["hash"]
+            if not isinstance(seq, int) or event_hash(record) != claimed:
+                return HASH_MISMATCH if isinstance(seq, int) else NOT_AN_EVENT
+        except (KeyError, TypeError, orjson.JSONEncodeError):
+            return NOT_AN_EVENT
+        return seq, prev, claimed
+
+    def follows(self, record: Any) -> str | None:
+        """None if ``record`` is intact and comes right after the event read before it."""
+        found = self._read(record)
+        if isinstance(found, str):
+            return found
+        seq, prev, claimed = found
+        problem = None
+        if self.seq is not None:
+            if seq != self.seq + 1:
+                problem = gap_reason(self.seq + 1, seq)
+            elif prev != self.hash:
+                problem = BROKEN_LINK
+        self.seq, self.hash, self.prev = seq, claimed, prev
+        return problem
+
+    def precedes(self, record: Any) -> tuple[str, bool] | None:
+        """Backwards: None if ``record`` is intact and is the event the one read before it
+        names; else why not, and whether that is found at the later event (a link or gap)."""
+        found = self._read(record)
+        if isinstance(found, str):
+            return found, False
+        seq, prev, claimed = found
+        problem = None
+        if self.seq is not None:
+            if seq != self.seq - 1:
+                problem = gap_reason(seq + 1, self.seq), True
+            elif claimed != self.prev:
+                problem = BROKEN_LINK, True
+        self.seq, self.hash, self.prev = seq, claimed, prev
+        return problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +432,7 @@ class _ChainChecker:
             if not isinstance(seq, int) or not isinstance(claimed, str):
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            self.fail(file, number, None, "not a keyledger audit event (no readable chain field)")
+            self.fail(file, number, None, NOT_AN_EVENT)
             return
         if chain_id != chain.id:
             # A forged line claiming another chain would otherwise be checked against that
@@ -343,15 +448,13 @@ class _ChainChecker:
             return
         del chain_field["hash"]
         if hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest() != claimed:
-            self.fail(
-                file, number, seq, "hash mismatch: the event was modified after it was written"
-            )
+            self.fail(file, number, seq, HASH_MISMATCH)
             return
         if seq != chain.last_seq + 1:
             self.fail(file, number, seq, self._out_of_sequence(seq, number))
             return
         if prev != chain.last_hash:
-            self.fail(file, number, seq, "broken link: prev does not match the event before it")
+            self.fail(file, number, seq, BROKEN_LINK)
             return
         filed = self.filed.get(seq)
         if filed is not None and filed.checkpoint.hash != claimed:
@@ -379,12 +482,8 @@ class _ChainChecker:
         chain.last_hash = claimed
 
     def _out_of_sequence(self, seq: int, number: int) -> str:
-        expected = self.chain.last_seq + 1
-        if seq < expected:
-            return f"out of order or repeated: expected seq {expected}"
-        missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
         whole = f" (a whole {self.unit}?)" if number == 1 and self.chain.last_seq else ""
-        return f"gap: seq {missing} missing{whole} (deleted or moved events)"
+        return gap_reason(self.chain.last_seq + 1, seq, whole)
 
     def _check_checkpoint_event(
         self, file: str, number: int, seq: int, record: dict[str, Any]
@@ -449,24 +548,12 @@ class _ChainChecker:
         if not beyond:
             return
         first, newest = beyond[0], beyond[-1]
-        lost_to = newest.checkpoint.seq + 1
-        count = lost_to - end
-        lost = f"seq {lost_to}" if count == 1 else f"seq {end + 1}-{lost_to}"
-        # At least: unsealed events after the newest checkpoint leave no trace in the file.
-        events = "at least 1 event" if count == 1 else f"at least {count:,} events"
-        verb = "was" if count == 1 else "were"
-        more = (
-            f"; its newest record, line {newest.line}, seals seq {newest.checkpoint.seq}"
-            if newest is not first
-            else ""
-        )
-        journal = f"the journal ends at seq {end}" if end else "the journal has no events"
         self.fail(
             first.file,
             first.line,
             first.checkpoint.seq,
-            f"{self.filed_as} seals seq {first.checkpoint.seq} (its checkpoint event is seq "
-            f"{first.checkpoint.seq + 1}){more}, but {journal}: {events} ({lost}) {verb} "
-            "cut off its end",
+            cut_reason(
+                self.filed_as, first.checkpoint.seq, end, newest.checkpoint.seq, newest.line
+            ),
             stop=False,  # every line was checked: the counts stand
         )

@@ -184,6 +184,22 @@ class TestRenderTable:
         assert "(unknown)" in text
         assert "svc-b" in text
 
+    def test_a_listing_is_not_counted_as_a_secret(self) -> None:
+        """ListSecrets rows ("(no secret)") are counted as events, not as one more secret."""
+        events = sealed(
+            access(t(23, 9), "svc-a", "prod/db/password"),
+            access(t(23, 10), "svc-a", "prod/db/password"),
+            access(t(23, 11), "svc-a", None, action="list"),
+        )
+
+        text = console_text(build_report(events))
+
+        assert (
+            "3 events: 2 on 1 secret, 1 naming no secret (listings), 2026-11-23 09:00:00Z to "
+            "2026-11-23 11:00:00Z (UTC)"
+        ) in text
+        assert "(no secret)" in text
+
     def test_names_are_not_markup_or_terminal_codes(self) -> None:
         """A secret name cannot restyle the terminal, nor fake an escape: it shows as typed."""
         name = "[bold red]x[/] \x1b[2J\u202e \\x07"
