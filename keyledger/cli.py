@@ -128,6 +128,7 @@ def _bind(
 
 _DATA_FIX = "is another keyledger running? Choose another port with --listen HOST:PORT"
 _ADMIN_FIX = "choose another port with --admin-listen HOST:PORT, or set admin.listen"
+_DEV_ADMIN_FIX = "choose another port with --admin-listen HOST:PORT"
 
 
 async def _start_sites(
@@ -143,13 +144,51 @@ async def _start_sites(
             raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Listeners:
+    """The data plane's and the admin API's sockets, bound, not yet listening."""
+
+    data: list[socket.socket]
+    admin: list[socket.socket]
+
+    @property
+    def port(self) -> int:
+        return int(self.data[0].getsockname()[1])
+
+    @property
+    def admin_port(self) -> int | None:
+        return int(self.admin[0].getsockname()[1]) if self.admin else None
+
+    def close(self) -> None:
+        for sock in (*self.data, *self.admin):
+            sock.close()
+
+
+def _bind_listeners(
+    listen: tuple[str, int],
+    admin: tuple[str, int] | None,
+    *,
+    reuse_port: bool = False,
+    admin_fix: str = _ADMIN_FIX,
+) -> _Listeners:
+    data = _bind(*listen, what="", fix=_DATA_FIX, reuse_port=reuse_port)
+    try:
+        admin_sockets = [] if admin is None else _bind(*admin, what="admin API: ", fix=admin_fix)
+    except BaseException:
+        for sock in data:
+            sock.close()
+        raise
+    return _Listeners(data, admin_sockets)
+
+
 async def _serve(
     config: Config,
     *,
     on_ready: Callable[[], None] | None = None,
     worker: _WorkerRole | None = None,
+    bound: _Listeners | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully (on ``bound``, when given)."""
     import structlog
 
     log = structlog.get_logger("keyledger")
@@ -164,20 +203,19 @@ async def _serve(
             )
         log.warning("plaintext_listener", host=listen.host, port=listen.port)
     admin_token = _admin_token(config, context)  # refused before anything starts
-    # Every port is claimed before anything starts: a taken one costs nothing to undo.
-    # Workers share the data port: the kernel spreads new connections across them.
-    sockets = _bind(listen.host, listen.port, what="", fix=_DATA_FIX, reuse_port=worker is not None)
-    admin_sockets: list[socket.socket] = []
+    if bound is None:
+        # Every port is claimed before anything starts: a taken one costs nothing to undo.
+        # Workers share the data port: the kernel spreads new connections across them.
+        admin = config.admin
+        bound = _bind_listeners(
+            (listen.host, listen.port),
+            (admin.host, admin.port) if admin and admin_token and worker is None else None,
+            reuse_port=worker is not None,
+        )
     try:
-        if admin_token is not None and worker is None:
-            assert config.admin is not None
-            admin_sockets = _bind(
-                config.admin.host, config.admin.port, what="admin API: ", fix=_ADMIN_FIX
-            )
-        await _serve_on(config, context, admin_token, sockets, admin_sockets, on_ready, worker)
+        await _serve_on(config, context, admin_token, bound.data, bound.admin, on_ready, worker)
     finally:
-        for sock in (*sockets, *admin_sockets):
-            sock.close()
+        bound.close()
 
 
 async def _serve_on(
@@ -404,22 +442,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         if args.workers != 1:
             raise CliError("--workers is for --config: the --dev demo runs in one process")
-        var = Path(args.var)
-        env = dev.start_dev(
-            var=var,
-            listen=listen or ("127.0.0.1", 8080),
-            admin_listen=admin_listen,
-            sinks=dev.parse_sinks(args.sinks),
-        )
+        sinks = dev.parse_sinks(args.sinks)
+        listen = listen or dev.DEFAULT_LISTEN
+        admin_listen = admin_listen or ("127.0.0.1", dev.admin_port_for(listen[1]))
+        # The ports, then ./var, before anything is written: a second demo beside a running
+        # one fails here, leaving the first one's dev.env, identities and cursors alone.
+        bound = _bind_listeners(listen, admin_listen, admin_fix=_DEV_ADMIN_FIX)
+        try:
+            env = dev.start_dev(
+                var=Path(args.var),
+                listen=(listen[0], bound.port),
+                admin_listen=(admin_listen[0], bound.admin_port or admin_listen[1]),
+                sinks=sinks,
+            )
+        except BaseException:
+            bound.close()
+            raise
         config = env.config
         configure_logging(format=config.logging.format, level=config.logging.level)
         text = dev.banner(env, var_display=str(args.var).rstrip("/"))
         try:
-            _run(_serve(config, on_ready=lambda: print(text, flush=True)))
+            _run(_serve(config, on_ready=lambda: print(text, flush=True), bound=bound))
         except StartupError as exc:
             raise CliError(str(exc)) from exc
         finally:
-            env.server.stop()
+            env.close()
         return 0
     if not args.config:
         raise CliError("serve needs --config FILE, or --dev for the self-contained demo")

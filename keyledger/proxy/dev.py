@@ -7,11 +7,14 @@ keyledger answer a real ``aws`` command within seconds, from any directory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shlex
+import shutil
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from cryptography.fernet import Fernet
 
 from keyledger.policies import example_policy_dir
 from keyledger.proxy.audit.checkpoints import generate_key_pair
-from keyledger.proxy.auth.identities import IdentityStore
+from keyledger.proxy.auth.identities import IdentityStore, store_key_source
 from keyledger.proxy.config import (
     AdminConfig,
     AuditConfig,
@@ -37,9 +40,22 @@ from keyledger.proxy.config import (
     StdoutSinkConfig,
 )
 
-__all__ = ["AUDIT_BUCKET", "DEMO_IDENTITY", "DEMO_SECRETS", "DevEnvironment", "start_dev"]
+__all__ = [
+    "AUDIT_BUCKET",
+    "DEFAULT_LISTEN",
+    "DEMO_IDENTITY",
+    "DEMO_SECRETS",
+    "DevBusy",
+    "DevEnvironment",
+    "admin_port_for",
+    "start_dev",
+]
 
 DEMO_IDENTITY = "demo-app"
+DEFAULT_LISTEN = ("127.0.0.1", 8080)
+# The admin API sits this far above the data port: 8080 -> 9090, 9000 -> 10010, so a second
+# demo given only --listen does not collide with the first one's admin API.
+ADMIN_PORT_OFFSET = 1010
 REGION = "us-east-1"
 # Credentials keyledger itself uses towards the embedded store (moto accepts any).
 _STORE_CREDENTIALS = ("keyledger-dev-store", "keyledger-dev-store-secret")
@@ -69,6 +85,19 @@ def parse_sinks(text: str) -> tuple[str, ...]:
     return names
 
 
+def admin_port_for(port: int) -> int:
+    """The demo's admin port when only the data port is given (8080 -> 9090)."""
+    if port == 0:
+        return 0
+    return (
+        port + ADMIN_PORT_OFFSET if port + ADMIN_PORT_OFFSET < 65536 else port - ADMIN_PORT_OFFSET
+    )
+
+
+class DevBusy(ValueError):
+    """Another ``serve --dev`` runs on the same state folder."""
+
+
 @dataclass(frozen=True, slots=True)
 class DevEnvironment:
     config: Config
@@ -76,7 +105,35 @@ class DevEnvironment:
     secret_access_key: str = field(repr=False)
     store_url: str
     env_file: Path
-    server: Any  # moto's ThreadedMotoServer; stopped by the caller
+    server: Any  # moto's ThreadedMotoServer
+    lock: int  # the open, locked var/.dev.lock: this demo owns var/ while it runs
+
+    def close(self) -> None:
+        """Stop the embedded store and give var/ up."""
+        self.server.stop()
+        os.close(self.lock)
+
+
+def _claim(var: Path) -> int:
+    """Lock ``var`` for this demo, or DevBusy naming the one that holds it.
+
+    Taken before anything in ``var`` is written: the journal's own lock comes only once the
+    proxy starts, after dev.env, the demo identity and the shipping cursors.
+    """
+    path = var / ".dev.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DevBusy(
+            f"another `keyledger serve --dev` (pid {holder}) is running on {var}/: stop it "
+            "(Ctrl-C in its terminal), or give this one its own folder with --var DIR"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _key_file(path: Path, make: Any) -> bytes:
@@ -158,8 +215,27 @@ def start_dev(
     admin_listen: tuple[str, int] | None = None,
     sinks: tuple[str, ...] = (),
 ) -> DevEnvironment:
-    """Prepare ``var/`` and the embedded store; return the config to serve."""
+    """Prepare ``var/`` and the embedded store; return the config to serve.
+
+    DevBusy, with nothing written, when another demo runs on ``var``.
+    """
     var.mkdir(parents=True, exist_ok=True)
+    lock = _claim(var)
+    try:
+        return _start_dev(var=var, listen=listen, admin_listen=admin_listen, sinks=sinks, lock=lock)
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+def _start_dev(
+    *,
+    var: Path,
+    listen: tuple[str, int],
+    admin_listen: tuple[str, int] | None,
+    sinks: tuple[str, ...],
+    lock: int,
+) -> DevEnvironment:
     keys = var / "keys"
     identity_key = _key_file(keys / "identity.key", Fernet.generate_key)
     _key_file(keys / "fingerprint.key", lambda: secrets.token_hex(32).encode())
@@ -167,7 +243,11 @@ def start_dev(
     if not (keys / "checkpoint.key").exists():
         generate_key_pair(keys / "checkpoint")
 
-    store = IdentityStore(var / "identities.json", identity_key)
+    store = IdentityStore(
+        var / "identities.json",
+        identity_key,
+        key_source=store_key_source(env=None, file=keys / "identity.key"),
+    )
     demo = next((i for i in store if i.name == DEMO_IDENTITY and not i.revoked), None)
     if demo is None:
         issued = store.create(DEMO_IDENTITY)
@@ -210,7 +290,7 @@ def start_dev(
         ),
         admin=AdminConfig(
             host=admin_listen[0] if admin_listen else "127.0.0.1",
-            port=admin_listen[1] if admin_listen else 9090,
+            port=admin_listen[1] if admin_listen else admin_port_for(port),
             token_file=keys / "admin.token",
         ),
         logging=LoggingConfig(format="console"),
@@ -221,7 +301,9 @@ def start_dev(
     assert admin is not None
     env_file = var / "dev.env"
     env_file.write_text(
-        f"AWS_ENDPOINT_URL={endpoint}\n"
+        f"# Written by keyledger serve --dev; load with: set -a; . {env_file}; set +a\n"
+        + _path_line()
+        + f"AWS_ENDPOINT_URL={endpoint}\n"
         f"AWS_ACCESS_KEY_ID={key_id}\n"
         f"AWS_SECRET_ACCESS_KEY={secret}\n"
         f"AWS_DEFAULT_REGION={REGION}\n"
@@ -231,7 +313,19 @@ def start_dev(
         encoding="utf-8",
     )
     env_file.chmod(0o600)
-    return DevEnvironment(config, key_id, secret, store_url, env_file, server)
+    return DevEnvironment(config, key_id, secret, store_url, env_file, server, lock)
+
+
+def scripts_dir() -> str:
+    """Where this keyledger's environment keeps its commands (keyledger, aws): a venv's bin."""
+    return sysconfig.get_path("scripts")
+
+
+def _path_line() -> str:
+    """PATH with this environment's commands first, so that sourcing dev.env in a new
+    terminal is enough: no venv to activate. ``${PATH}`` as sh and python-dotenv expand it."""
+    quoted = "".join("\\" + c if c in '"\\$`' else c for c in scripts_dir())
+    return f'PATH="{quoted}:${{PATH}}"\n'
 
 
 def _sink_endpoints(sinks: tuple[str, ...], store_url: str) -> str:
@@ -270,6 +364,13 @@ def _sink_lines(env: DevEnvironment, var: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _aws_hint() -> str:
+    """A line for when no ``aws`` command will be found (keyledger installed without it)."""
+    if shutil.which("aws", path=scripts_dir()) or shutil.which("aws"):
+        return ""
+    return "  # no aws CLI found: pip install awscli, or use the boto3 lines below\n"
+
+
 def banner(env: DevEnvironment, *, var_display: str) -> str:
     """What a newcomer needs to call the dev proxy, ready to paste."""
     listen = env.config.listen
@@ -292,10 +393,11 @@ keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
   admin API          {admin_url}   (health, readiness, metrics, live audit stream)
   admin token        {admin_token}
 
-Try it from another terminal:
+Try it from another terminal (dev.env also puts this keyledger and aws first on PATH):
 
+  cd {q(os.getcwd())}
   set -a; . {var_display}/dev.env; set +a
-  aws secretsmanager get-secret-value --secret-id staging/db/password
+{_aws_hint()}  aws secretsmanager get-secret-value --secret-id staging/db/password
   aws secretsmanager get-secret-value --secret-id prod/payments/api-key   # denied by policy
   keyledger audit tail {var_display}/audit -f            # or, from the admin API:
   keyledger audit tail --url "$KEYLEDGER_ADMIN_URL" -f

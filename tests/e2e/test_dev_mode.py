@@ -6,8 +6,8 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,36 +33,49 @@ def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 60) -> 
     return seen
 
 
-def spawn_dev(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str], int]:
-    """`keyledger serve --dev ARGS` from ``tmp_path`` on free ports: the process, its
-    environment and its data-plane port."""
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+def bare_path() -> str:
+    """This PATH without any folder that holds an ``aws`` or ``keyledger`` command: a new
+    terminal where no virtualenv is active and no AWS CLI is installed."""
+    return os.pathsep.join(
+        folder
+        for folder in os.environ.get("PATH", "").split(os.pathsep)
+        if folder and not any(shutil.which(name, path=folder) for name in ("aws", "keyledger"))
+    )
+
+
+def spawn_dev(
+    tmp_path: Path, *args: str, port: int | None = None, admin_listen: bool = True
+) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    """`keyledger serve --dev ARGS` from ``tmp_path`` on free ports (the admin port left to
+    keyledger's rule unless ``admin_listen``): the process, a new terminal's environment
+    (no venv, no aws on PATH) and its data-plane port."""
+    port = port or free_port()
+    admin = ("--admin-listen", f"127.0.0.1:{free_port()}") if admin_listen else ()
     process = subprocess.Popen(
-        [
-            *(*KEYLEDGER, "serve", "--dev", *args),
-            *("--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{free_port()}"),
-        ],
+        [*KEYLEDGER, "serve", "--dev", *args, "--listen", f"127.0.0.1:{port}", *admin],
         cwd=tmp_path,
-        env=env,
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    return process, env, port
+    return process, clean_env(PATH=bare_path()), port
 
 
 def paster(
     banner: str, tmp_path: Path, env: dict[str, str]
 ) -> Callable[[str], subprocess.CompletedProcess[str]]:
-    """Runs a command as a newcomer would: after pasting the banner's env-file line."""
-    env_line = next(line.strip() for line in banner.splitlines() if "dev.env" in line)
+    """Runs a command as a newcomer would in a new terminal (opened in its home folder):
+    after pasting the banner's `cd` and env-file lines."""
+    cd_line = next(line.strip() for line in banner.splitlines() if line.strip().startswith("cd "))
+    env_line = next(line.strip() for line in banner.splitlines() if "set -a;" in line)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
 
     def paste(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", "-c", f"{env_line}\n{command}"],
-            cwd=tmp_path,
+            ["bash", "-c", f"{cd_line}\n{env_line}\n{command}"],
+            cwd=home,
             env=env,
             capture_output=True,
             text=True,
@@ -76,6 +89,9 @@ def paster(
 def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
     """From an empty folder, the printed env file + aws commands read and get denied."""
     process, env, port = spawn_dev(tmp_path)
+    # Only what dev.env puts on PATH can provide these in the pasted commands.
+    assert shutil.which("keyledger", path=env["PATH"]) is None
+    assert shutil.which("aws", path=env["PATH"]) is None
     try:
         banner = wait_for(process, "Ctrl-C stops")
         assert f"http://127.0.0.1:{port}" in banner
@@ -139,14 +155,8 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
     # Checkpoints are on from the first request: the printed verify command passes even
     # under --strict, which demands that every event is sealed by a verified signature.
     assert [e["type"] for e in events][-1] == "checkpoint"
-    verified = subprocess.run(
-        [*KEYLEDGER, *verify_line.group(1).split(), "--strict"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stdout
+    verified = paste(f"keyledger {verify_line.group(1)} --strict")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "signatures checked" in verified.stdout
 
 
@@ -188,8 +198,70 @@ def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
         assert re.search(r"dev/\d{4}/\d\d/\d\d/000000000001-\d{12}\.jsonl\.gz", listed.stdout)
         for result in (s3, cloudwatch):
             assert result.returncode == 0, result.stdout + result.stderr
+            # No checkpoint is due yet (every 60 s, and at shutdown, when the embedded
+            # store goes away): the shipped events verify as a chain, unsealed.
             assert "intact:" in result.stdout
-            assert "signatures checked" in result.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def port_pair() -> int:
+    """A free loopback port whose admin port under the --dev rule (+1010) is free too."""
+    while True:
+        port = free_port()
+        if port + 1010 < 65536:
+            try:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + 1010))
+            except OSError:
+                continue
+            return port
+
+
+def test_a_second_demo_moves_its_admin_port_or_is_refused(tmp_path: Path) -> None:
+    """Given only --listen, the admin API goes to that port + 1010; a second demo on the
+    same ./var is refused in one line before it rewrites anything of the first."""
+    port = port_pair()
+    process, env, _ = spawn_dev(tmp_path, port=port, admin_listen=False)
+    try:
+        banner = wait_for(process, "Ctrl-C stops")
+        admin_url = f"http://127.0.0.1:{port + 1010}"
+        assert f"admin API          {admin_url}   " in banner
+        dev_env = tmp_path / "var" / "dev.env"
+        written = dev_env.read_bytes()
+        assert f"KEYLEDGER_ADMIN_URL={admin_url}\n".encode() in written
+        if shutil.which("curl"):
+            readyz = re.search(r"^\s*(curl .*/readyz\")$", banner, re.M)
+            assert readyz is not None
+            ready = paster(banner, tmp_path, env)(readyz.group(1))
+            assert orjson.loads(ready.stdout)["ready"] is True, ready.stdout + ready.stderr
+        cursors = sorted(tmp_path.glob("var/**/*"))
+
+        began = time.monotonic()
+        second = subprocess.run(
+            [*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{free_port()}"],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - began
+
+        assert second.returncode == 2
+        assert second.stdout == ""
+        assert re.fullmatch(
+            rf"keyledger: another `keyledger serve --dev` \(pid {process.pid}\) is running on "
+            r"var/: stop it \(Ctrl-C in its terminal\), or give this one its own folder with "
+            r"--var DIR\n",
+            second.stderr,
+        ), second.stderr
+        assert dev_env.read_bytes() == written
+        assert sorted(tmp_path.glob("var/**/*")) == cursors
+        assert took < 10  # no embedded store was started for it
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
