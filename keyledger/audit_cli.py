@@ -436,6 +436,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import os
+
     from rich.console import Console
 
     from keyledger.proxy.audit.reader import ReadCheck
@@ -449,8 +451,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         elif args.format == "csv":
             write_csv(report, out)
         else:
-            # A file or a pipe has no width of its own: wide enough for whole names.
-            width = None if out.isatty() else 160
+            # A file or a pipe has no width of its own: COLUMNS if set, else wide enough for
+            # the full tables (rich reads COLUMNS itself when width is None).
+            width = None if out.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
             console = Console(file=out, width=width, highlight=False, markup=False, emoji=False)
             render_table(report, console)
     _warn_unverified(check, args.source)

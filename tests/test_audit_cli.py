@@ -905,6 +905,33 @@ class TestReport:
         assert principal_rows[("app/forbidden", "alice@corp")] == ["0", "1", "0"]
         assert "\x1b" not in out
 
+    def test_table_fits_columns_80_with_whole_names(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With COLUMNS=80 no line is wider than 80, and every name and count is still there;
+        a name too long for its column folds onto the next lines, every character kept."""
+        long_name = "prod/payments/stripe/live-api-key-for-the-checkout-service-eu-west-1"
+        chain = scenario(tmp_path / "audit")
+        chain.add(access(at_recent(7), "svc-payments", long_name))
+        monkeypatch.setenv("COLUMNS", "80")
+
+        code, out, _ = audit(capsys, "report", chain.path.parent)
+
+        assert code == 0
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= 80, out
+        for name in ("prod/db/password", "prod/cache/url", "staging/api-key", "app/forbidden"):
+            assert name in out
+        for who in ("svc-payments", "svc-batch", "alice@corp"):
+            assert who in out
+        header = next(line for line in lines if "Allowed" in line)
+        width = header.index("Allowed")
+        start = lines.index(header) + 2
+        column = "".join(line[:width].strip() for line in lines[start : start + 12])
+        assert long_name in column
+        db_row = next(line.split() for line in lines if line.split()[:1] == ["prod/db/password"])
+        assert db_row[1:5] == ["3", "2", "0", "2"]  # allowed, denied, errors, principals
+
     def test_csv_counts(self, journal: SealedChain, capsys: pytest.CaptureFixture[str]) -> None:
         """--format csv has one row per secret and principal, with counts and times."""
         code, out, _ = audit(capsys, "report", journal.path, "--format", "csv")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TextIO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -53,6 +54,7 @@ Bucket = Literal["hour", "day"]
 _HOURLY_BELOW = timedelta(days=3)
 _COUNTS = ("Allowed", "Denied", "Errors")
 _NUMERIC = frozenset({"Events", *_COUNTS, "Unresolved", "Principals"})
+_NAMES = frozenset({"Secret", "Principal"})
 _STEP: dict[Bucket, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
@@ -296,11 +298,28 @@ def _actions(actions: Mapping[str, int]) -> str:
 
 
 def render_table(report: AccessReport, console: Console) -> None:
-    """Print the report as two tables: one row per secret, then one per secret and principal."""
+    """Print the report as two tables: one row per secret, then one per secret and principal.
+
+    Both fit ``console.width``: when the full tables would not, a narrow form leaves out the
+    backend (named in the title when there is one), the first time, the actions and an
+    all-zero Unresolved column, shortens times to the minute, and folds long names onto
+    more lines rather than cutting them.
+    """
     if not report.secrets:
         console.print("No secret access in these events.")
         return
     console.print(Text(_summary_line(report)))
+    secrets, principals = _secret_table(report), _principal_table(report)
+    unbounded = console.options.update_width(1 << 16)  # measured as wide as they want
+    if max(console.measure(t, options=unbounded).maximum for t in (secrets, principals)) > (
+        console.width
+    ):
+        secrets, principals = _narrow_secret_table(report), _narrow_principal_table(report)
+    console.print(secrets)
+    console.print(principals)
+
+
+def _secret_table(report: AccessReport) -> Table:
     secrets = Table(title="Secrets", title_justify="left")
     for name in ("Backend", "Secret", *_COUNTS, "Unresolved", "Principals", "First", "Last"):
         secrets.add_column(name, justify=_justify(name))
@@ -314,8 +333,7 @@ def render_table(report: AccessReport, console: Console) -> None:
             _when(s.last),
             Text(_actions(s.actions)),
         )
-    console.print(secrets)
-    console.print(_principal_table(report))
+    return secrets
 
 
 def _principal_table(report: AccessReport) -> Table:
@@ -334,6 +352,50 @@ def _principal_table(report: AccessReport) -> Table:
     return table
 
 
+def _narrow(title: str, names: tuple[str, ...]) -> Table:
+    # Names fold (wrap mid-word) rather than end in "...": a cut secret name is no evidence.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in names:
+        if name in _NAMES:
+            table.add_column(name, overflow="fold", ratio=1, min_width=8)
+        else:
+            table.add_column(name, justify=_justify(name), no_wrap=True)
+    return table
+
+
+def _narrow_secret_table(report: AccessReport) -> Table:
+    backends = {s.backend for s in report.secrets}
+    single = len(backends) == 1
+    where = f" on {sanitize(str(next(iter(backends))))}" if single and None not in backends else ""
+    unresolved = any(s.unresolved for s in report.secrets)
+    names = ("Secret", *_COUNTS, *(("Unresolved",) if unresolved else ()), "Principals", "Last")
+    table = _narrow(f"Secrets{where}", names)
+    for s in report.secrets:
+        counts = (s.allowed, s.denied, s.errors, *((s.unresolved,) if unresolved else ()))
+        name = _cell(s.secret, "(no secret)")
+        if not single and s.backend is not None:
+            name = Text(f"{sanitize(s.backend)}:").append_text(name)
+        table.add_row(name, *(str(n) for n in (*counts, len(s.principals))), _minute(s.last))
+    return table
+
+
+def _narrow_principal_table(report: AccessReport) -> Table:
+    table = _narrow("Principals", ("Secret", "Principal", *_COUNTS, "Last"))
+    for s in report.secrets:
+        for p in s.principals:
+            table.add_row(
+                _cell(s.secret, "(no secret)"),
+                _cell(p.principal, "(unknown)"),
+                *(str(n) for n in (p.allowed, p.denied, p.errors)),
+                _minute(p.last),
+            )
+    return table
+
+
+def _minute(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+
+
 def _justify(column: str) -> Literal["left", "right"]:
     return "right" if column in _NUMERIC else "left"
 
@@ -348,8 +410,9 @@ def _summary_line(report: AccessReport) -> str:
     named = [s for s in report.secrets if s.secret is not None]
     counts = f"{_count(report.events, 'event')} on {_count(len(named), 'secret')}"
     if unnamed := report.events - sum(s.events for s in named):
+        secrets = _count(len(named), "secret")
         counts = (
-            f"{_count(report.events, 'event')}: {report.events - unnamed} on {_count(len(named), 'secret')}, "
+            f"{_count(report.events, 'event')}: {report.events - unnamed} on {secrets}, "
             f"{unnamed} naming no secret (listings)"
         )
     return f"{counts}, {_when(report.first)} to {_when(report.last)} (UTC)"
