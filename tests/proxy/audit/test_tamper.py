@@ -299,15 +299,19 @@ class TestTamper:
             number,
             first_beyond.seq,
         )
+        newest = filed[-1].seq
         assert problem.reason == (
-            f"the checkpoint file seals seq {first_beyond.seq}, but the journal ends at seq "
-            f"{ends}: events were cut off its end"
+            f"the checkpoint file seals seq {first_beyond.seq} (its checkpoint event is seq "
+            f"{first_beyond.seq + 1}); its newest record, line {len(filed)}, seals seq {newest}, "
+            f"but the journal ends at seq {ends}: at least {newest + 1 - ends} events "
+            f"(seq {ends + 1}-{newest + 1}) were cut off its end"
         )
         code, out = cli(journal, capsys)
         assert code == 1
         assert (
             f"FAIL {journal.checkpoint_file}:{number}: seq {first_beyond.seq}: the checkpoint "
-            f"file seals seq {first_beyond.seq}, but the journal ends at seq {ends}"
+            f"file seals seq {first_beyond.seq} (its checkpoint event is seq "
+            f"{first_beyond.seq + 1})"
         ) in "\n".join(out)
 
     def test_cut_of_only_the_final_checkpoint_event(self, journal: Copy) -> None:
@@ -321,7 +325,10 @@ class TestTamper:
 
         assert problem.file == str(journal.checkpoint_file)
         assert problem.seq == final.seq == seq_of(content[-2])
-        assert "events were cut off its end" in problem.reason
+        assert problem.reason.endswith(
+            f"but the journal ends at seq {final.seq}: at least 1 event (seq {final.seq + 1}) "
+            "was cut off its end"
+        )
 
     def test_verified_with_another_key(
         self, journal: Copy, capsys: pytest.CaptureFixture[str]
