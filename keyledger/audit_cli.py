@@ -344,6 +344,14 @@ async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
                     reason = orjson.loads(data).get("reason", "")
                     print(f"keyledger: the server dropped this stream: {reason}", file=sys.stderr)
                     return 1
+    except aiohttp.ClientConnectorError as exc:
+        # aiohttp's own text says "ssl:default" even for plain http: name the cause alone.
+        cause = exc.os_error.strerror or str(exc.os_error)
+        raise AuditCliError(
+            f"cannot connect to {args.url}: {cause}. Is keyledger serving its admin API "
+            "there? It is `admin.listen` in the config (127.0.0.1:9090 by default; "
+            "`serve --dev` writes it to var/dev.env as KEYLEDGER_ADMIN_URL)"
+        ) from exc
     except aiohttp.ClientError as exc:
         raise AuditCliError(f"{url}: {exc}") from exc
     return 0

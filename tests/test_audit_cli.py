@@ -17,6 +17,7 @@ import pty
 import re
 import secrets
 import select
+import socket
 import stat
 import subprocess
 import sys
@@ -366,6 +367,23 @@ class TestTail:
         err = usage_error(audit(capsys, "tail", journal.path, "--url", "http://127.0.0.1:9"))
 
         assert "give a journal file or folder, or --url" in err
+
+    def test_url_nobody_serves_says_so_without_ssl_noise(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A plain-http --url where nothing listens: one line naming the URL, the refusal and
+        where the admin API really is, not aiohttp's "ssl:default"."""
+        monkeypatch.setenv("KEYLEDGER_ADMIN_TOKEN", "t")
+        with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+
+        err = usage_error(run(capsys, "audit", "tail", "--url", url))
+
+        assert err.startswith(f"keyledger: cannot connect to {url}: Connect call failed")
+        assert "KEYLEDGER_ADMIN_URL" in err
+        assert "ssl" not in err
 
     def test_a_bad_since_exits_2_naming_the_option(
         self, journal: SealedChain, capsys: pytest.CaptureFixture[str]
