@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import os
 import re
@@ -90,9 +91,36 @@ class _WorkerRole:
     admin_socket: Path  # its admin API, for the supervisor only
 
 
-def _bind(
-    host: str, port: int, *, what: str, fix: str, reuse_port: bool = False
-) -> list[socket.socket]:
+@dataclass(frozen=True, slots=True)
+class _Role:
+    """Which listener a socket is for, as an error about it names it and its fix."""
+
+    what: str  # "" (the data plane) or "admin API: "
+    option: str  # the command-line option that moves it
+    setting: str | None  # the config setting that moves it; None under --dev
+
+    def error(self, host: str, port: int | str, exc: OSError) -> CliError:
+        also = f", or set {self.setting}" if self.setting else ""
+        choose = f"with {self.option} HOST:PORT{also}"
+        if exc.errno == errno.EADDRINUSE:
+            fix = f"is another keyledger running? Choose another port {choose}"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            fix = f"{host} is not an address of this machine: choose one {choose}"
+        elif exc.errno == errno.EACCES:
+            fix = f"ports below 1024 need privileges: choose another {choose}"
+        else:
+            fix = f"choose another address {choose}"
+        reason = exc.strerror or str(exc)
+        return CliError(f"{self.what}cannot listen on {host}:{port}: {reason} ({fix})")
+
+
+_DATA = _Role("", "--listen", "listen")
+_ADMIN = _Role("admin API: ", "--admin-listen", "admin.listen")
+_DEV_DATA = _Role("", "--listen", None)
+_DEV_ADMIN = _Role("admin API: ", "--admin-listen", None)
+
+
+def _bind(host: str, port: int, role: _Role, *, reuse_port: bool = False) -> list[socket.socket]:
     """Sockets bound to ``host:port`` (one per address it resolves to), not yet listening.
 
     Bound before anything starts, so a taken port fails at once, before the journal or a
@@ -104,7 +132,7 @@ def _bind(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
-        raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
+        raise role.error(host, port, exc) from exc
     bound: list[socket.socket] = []
     try:
         # "localhost" may resolve to ::1 and 127.0.0.1, each more than once.
@@ -122,17 +150,12 @@ def _bind(
     except OSError as exc:
         for sock in bound:
             sock.close()
-        raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
+        raise role.error(host, port, exc) from exc
     return bound
 
 
-_DATA_FIX = "is another keyledger running? Choose another port with --listen HOST:PORT"
-_ADMIN_FIX = "choose another port with --admin-listen HOST:PORT, or set admin.listen"
-_DEV_ADMIN_FIX = "choose another port with --admin-listen HOST:PORT"
-
-
 async def _start_sites(
-    runner: Any, sockets: list[socket.socket], context: ssl.SSLContext | None, what: str, fix: str
+    runner: Any, sockets: list[socket.socket], context: ssl.SSLContext | None, role: _Role
 ) -> None:
     from aiohttp import web
 
@@ -141,7 +164,7 @@ async def _start_sites(
         try:
             await web.SockSite(runner, sock, ssl_context=context, backlog=1024).start()
         except OSError as exc:  # listen(): a second start-up won the race for the port
-            raise CliError(f"{what}cannot listen on {host}:{port}: {exc.strerror} ({fix})") from exc
+            raise role.error(host, port, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +192,11 @@ def _bind_listeners(
     admin: tuple[str, int] | None,
     *,
     reuse_port: bool = False,
-    admin_fix: str = _ADMIN_FIX,
+    dev: bool = False,
 ) -> _Listeners:
-    data = _bind(*listen, what="", fix=_DATA_FIX, reuse_port=reuse_port)
+    data = _bind(*listen, _DEV_DATA if dev else _DATA, reuse_port=reuse_port)
     try:
-        admin_sockets = [] if admin is None else _bind(*admin, what="admin API: ", fix=admin_fix)
+        admin_sockets = [] if admin is None else _bind(*admin, _DEV_ADMIN if dev else _ADMIN)
     except BaseException:
         for sock in data:
             sock.close()
@@ -258,7 +281,7 @@ async def _serve_on(
             admin_runner = await _start_admin(
                 config, app, admin_token, context, admin_sockets, socket_path
             )
-        await _start_sites(runner, sockets, context, "", _DATA_FIX)
+        await _start_sites(runner, sockets, context, _DATA)
         port = sockets[0].getsockname()[1]  # the real one, when the config says 0
         log.info(
             "listening",
@@ -333,7 +356,7 @@ async def _start_admin(
         if socket_path is not None:  # a worker's: only its supervisor talks to it
             await web.UnixSite(runner, str(socket_path)).start()
             return runner
-        await _start_sites(runner, sockets, context, "admin API: ", _ADMIN_FIX)
+        await _start_sites(runner, sockets, context, _ADMIN)
     except BaseException:
         await runner.cleanup()
         raise
@@ -356,9 +379,9 @@ async def _supervise(
     # Both ports before any worker starts: the data port as the workers will claim it (a
     # probe, closed at once: a listener of ours there would take the workers' connections).
     listen = config.listen
-    for sock in _bind(listen.host, listen.port, what="", fix=_DATA_FIX, reuse_port=True):
+    for sock in _bind(listen.host, listen.port, _DATA, reuse_port=True):
         sock.close()
-    admin_sockets = _bind(admin.host, admin.port, what="admin API: ", fix=_ADMIN_FIX)
+    admin_sockets = _bind(admin.host, admin.port, _ADMIN)
     try:
         await _supervise_on(config, command, count, context, token, admin_sockets)
     finally:
@@ -406,7 +429,7 @@ async def _supervise_on(
     await runner.setup()
     clean = False
     try:
-        await _start_sites(runner, admin_sockets, context, "admin API: ", _ADMIN_FIX)
+        await _start_sites(runner, admin_sockets, context, _ADMIN)
         scheme = "https" if context else "http"
         log.info("supervising", workers=count, admin_url=f"{scheme}://{admin.host}:{admin.port}")
         await stop.wait()
@@ -447,7 +470,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_listen = admin_listen or ("127.0.0.1", dev.admin_port_for(listen[1]))
         # The ports, then ./var, before anything is written: a second demo beside a running
         # one fails here, leaving the first one's dev.env, identities and cursors alone.
-        bound = _bind_listeners(listen, admin_listen, admin_fix=_DEV_ADMIN_FIX)
+        bound = _bind_listeners(listen, admin_listen, dev=True)
         try:
             env = dev.start_dev(
                 var=Path(args.var),

@@ -204,3 +204,25 @@ class TestUsage:
         assert err.startswith(usage), err
         name = usage.removeprefix("usage: ").strip()
         assert err.endswith(f"{name}: error: unrecognized arguments: --bogus\n"), err
+
+
+class TestServeMistakes:
+    def test_dev_state_folder_that_cannot_be_made_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`serve --dev --var` on a path that cannot be a folder says so, not a traceback."""
+        taken = tmp_path / "state"
+        taken.write_text("a file, not a folder\n")
+
+        code = main(
+            [
+                *("serve", "--dev", "--var", str(taken)),
+                *("--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"),
+            ]
+        )
+
+        assert code == 2
+        assert capsys.readouterr().err == (
+            f"keyledger: cannot keep the --dev state in {taken}/: File exists; run it in a "
+            "folder you can write, or pass --var DIR\n"
+        )

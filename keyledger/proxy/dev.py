@@ -47,6 +47,7 @@ __all__ = [
     "DEMO_SECRETS",
     "DevBusy",
     "DevEnvironment",
+    "DevError",
     "admin_port_for",
     "start_dev",
 ]
@@ -94,7 +95,11 @@ def admin_port_for(port: int) -> int:
     )
 
 
-class DevBusy(ValueError):
+class DevError(ValueError):
+    """``serve --dev`` cannot start; the message says why and what to do."""
+
+
+class DevBusy(DevError):
     """Another ``serve --dev`` runs on the same state folder."""
 
 
@@ -217,15 +222,30 @@ def start_dev(
 ) -> DevEnvironment:
     """Prepare ``var/`` and the embedded store; return the config to serve.
 
-    DevBusy, with nothing written, when another demo runs on ``var``.
+    DevBusy, with nothing written, when another demo runs on ``var``; DevError when
+    ``var`` cannot hold the demo's state.
     """
-    var.mkdir(parents=True, exist_ok=True)
-    lock = _claim(var)
+    try:
+        var.mkdir(parents=True, exist_ok=True)
+        lock = _claim(var)
+    except OSError as exc:
+        raise _state_error(var, exc) from exc
     try:
         return _start_dev(var=var, listen=listen, admin_listen=admin_listen, sinks=sinks, lock=lock)
+    except OSError as exc:
+        os.close(lock)
+        raise _state_error(var, exc) from exc
     except BaseException:
         os.close(lock)
         raise
+
+
+def _state_error(var: Path, exc: OSError) -> DevError:
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(var) else ""
+    return DevError(
+        f"cannot keep the --dev state in {var}/: {exc.strerror or exc}{where}; run it in a "
+        "folder you can write, or pass --var DIR"
+    )
 
 
 def _start_dev(

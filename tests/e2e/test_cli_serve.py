@@ -612,12 +612,13 @@ class TestStartupFailsFast:
             prepared = prepare_config(tmp_path, moto_url, extra={**listen, "audit": audit})
             code, err, took = serve_once(prepared.path, prepared.env, *args)
 
-        what = "admin API: " if taken == "admin" else ""
-        fix = (
-            "choose another port with --admin-listen HOST:PORT, or set admin.listen"
+        what, option, setting = (
+            ("admin API: ", "--admin-listen", "admin.listen")
             if taken == "admin"
-            else "is another keyledger running? Choose another port with --listen HOST:PORT"
+            else ("", "--listen", "listen")
         )
+        fix = f"is another keyledger running? Choose another port with {option} HOST:PORT"
+        fix += f", or set {setting}"
         assert err.splitlines() == [
             f"keyledger: {what}cannot listen on 127.0.0.1:{port}: Address already in use ({fix})"
         ]
