@@ -256,6 +256,7 @@ async def _serve_on(
     from keyledger.proxy.app import INFLIGHT, RELOADER, make_app
 
     log = structlog.get_logger("keyledger")
+    _check_journal_folder(config)
     app = await make_app(config)
     loop = asyncio.get_running_loop()
     # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
@@ -308,6 +309,24 @@ async def _serve_on(
         if worker is not None:
             watcher.cancel()
         log.info("stopped")
+
+
+def _check_journal_folder(config: Config) -> None:
+    """The journal's folder, made and writable, or CliError at audit.journal's position."""
+    path = config.audit.journal
+    setting = "audit.journal"
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        problem = f"cannot create {path}: {exc.strerror}"
+    else:
+        if os.access(path, os.W_OK | os.X_OK):
+            return
+        problem = f"cannot write in {path}"
+    raise CliError(
+        f"{config.where(setting)}: {setting}: {problem} (make it writable for the account "
+        f"keyledger runs as, or set {setting} to a folder that is)"
+    )
 
 
 async def _stop_when_orphaned(stop: asyncio.Event) -> None:
@@ -539,7 +558,12 @@ def _worker_count(text: str) -> int:
 
 def _identity_store(args: argparse.Namespace) -> tuple[IdentityStore, str]:
     """The store the command names, and where its path is set (for messages)."""
-    from keyledger.proxy.auth.identities import IdentityStore, load_store_key, store_key_source
+    from keyledger.proxy.auth.identities import (
+        IdentityError,
+        IdentityStore,
+        load_store_key,
+        store_key_source,
+    )
 
     if args.dev:
         var = Path(args.var)
@@ -559,7 +583,13 @@ def _identity_store(args: argparse.Namespace) -> tuple[IdentityStore, str]:
         raise CliError("pass --config FILE (or set KEYLEDGER_CONFIG), or --dev for ./var")
     config = load_config(Path(config_path))
     ids = config.identities
-    key = load_store_key(env=ids.key_env, file=ids.key_file)
+    try:
+        key = load_store_key(env=ids.key_env, file=ids.key_file)
+    except IdentityError as exc:
+        if ids.key_file is None:
+            raise
+        setting = "identities.key_file"
+        raise CliError(f"{config.where(setting)}: {setting}: {exc}") from exc
     source = store_key_source(env=ids.key_env, file=ids.key_file)
     return IdentityStore(ids.path, key, key_source=source), (
         f"identities.path at {config.where('identities.path')}"

@@ -171,6 +171,22 @@ class TestIdentityMistakes:
         assert "from the env var KEYLEDGER_IDENTITY_KEY" in err
         assert (tmp_path / "ids.json").read_bytes() == before
 
+    def test_missing_key_file_is_named_with_its_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An identity key file that cannot be read is reported at identities.key_file."""
+        config = tmp_path / "keyledger.yaml"
+        config.write_text(
+            "identities:\n  key_file: keys/identity.key\npolicies: [p.yaml]\nbackends: {aws: {}}\n"
+        )
+
+        assert main(["identity", "list", "--config", str(config)]) == 2
+
+        assert capsys.readouterr().err == (
+            f"keyledger: {config}:2:13: identities.key_file: cannot read identity key file "
+            f"{tmp_path}/keys/identity.key: No such file or directory\n"
+        )
+
 
 class TestUsage:
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -541,7 +541,13 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
 
     positions = {
         f"{section.path}.{key}": at
-        for section, key in ((tls, "cert"), (tls, "key"), (ident, "path"), (ident, "key_file"))
+        for section, key in (
+            (tls, "cert"),
+            (tls, "key"),
+            (ident, "path"),
+            (ident, "key_file"),
+            (audit_section, "journal"),
+        )
         if (at := section.position(key)) is not None
     }
     return Config(

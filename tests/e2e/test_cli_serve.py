@@ -667,3 +667,30 @@ class TestStartupFailsFast:
             r"not a PEM certificate and its unencrypted private key \(.+\); a self-signed one",
             message,
         ), message
+
+    def test_a_journal_folder_that_cannot_be_made_is_named_with_its_line(
+        self, tmp_path: Path, moto_url: str
+    ) -> None:
+        """A journal folder keyledger cannot create is one line at audit.journal's position,
+        not a traceback."""
+        (tmp_path / "blocker").write_text("a file where the journal's parent should be\n")
+        audit = {
+            "journal": "blocker/audit",
+            "chain_id": "cli",
+            "checkpoints": {"key_file": "keys/checkpoint.key"},
+        }
+        prepared = prepare_config(tmp_path, moto_url, extra={"audit": audit})
+        line = next(
+            number
+            for number, text in enumerate(prepared.path.read_text().splitlines(), 1)
+            if "journal: blocker/audit" in text
+        )
+
+        code, err, _ = serve_once(prepared.path, prepared.env)
+
+        assert code == 2
+        assert err.splitlines() == [
+            f"keyledger: {prepared.path}:{line}:12: audit.journal: cannot create "
+            f"{tmp_path}/blocker/audit: Not a directory (make it writable for the account "
+            "keyledger runs as, or set audit.journal to a folder that is)"
+        ]
