@@ -391,6 +391,12 @@ def _aws_hint() -> str:
     return "  # no aws CLI found: pip install awscli, or use the boto3 lines below\n"
 
 
+def _aws_command() -> str:
+    """``aws`` as a terminal without dev.env finds it: by its path when it is ours."""
+    ours = Path(scripts_dir()) / "aws"
+    return shlex.quote(str(ours)) if ours.exists() else "aws"
+
+
 def banner(env: DevEnvironment, *, var_display: str) -> str:
     """What a newcomer needs to call the dev proxy, ready to paste."""
     listen = env.config.listen
@@ -428,7 +434,7 @@ Try it from another terminal (dev.env also puts this keyledger and aws first on 
 Or in one line, without the env file:
 
   AWS_ACCESS_KEY_ID={q(env.access_key_id)} AWS_SECRET_ACCESS_KEY={q(env.secret_access_key)} \\
-    aws --endpoint-url {endpoint} --region {REGION} \\
+    {_aws_command()} --endpoint-url {endpoint} --region {REGION} \\
     secretsmanager get-secret-value --secret-id staging/db/password
 
 boto3:

@@ -110,6 +110,19 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         no = paste(denied.group(1))
         assert no.returncode != 0
         assert "AccessDeniedException" in no.stderr
+        # The one-liner "without the env file", pasted as it is: no dev.env, no venv.
+        one_line = re.search(r"^\s*(AWS_ACCESS_KEY_ID=.*\\\n.*\\\n.*)$", banner, re.M)
+        assert one_line is not None, banner
+        alone = subprocess.run(
+            ["bash", "-c", one_line.group(1)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert alone.returncode == 0, alone.stderr
+        assert orjson.loads(alone.stdout)["SecretString"] == "demo-staging-db-password"
 
         # The admin API, as printed: its URL and token come from dev.env.
         admin_token = (tmp_path / "var" / "keys" / "admin.token").read_text().strip()
@@ -151,7 +164,11 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
     access = [
         (e["resource"]["secret"], e["decision"]["effect"]) for e in events if e["type"] == "access"
     ]
-    assert access == [("staging/db/password", "allow"), ("prod/payments/api-key", "deny")]
+    assert access == [
+        ("staging/db/password", "allow"),
+        ("prod/payments/api-key", "deny"),
+        ("staging/db/password", "allow"),  # the one-liner
+    ]
     # Checkpoints are on from the first request: the printed verify command passes even
     # under --strict, which demands that every event is sealed by a verified signature.
     assert [e["type"] for e in events][-1] == "checkpoint"
