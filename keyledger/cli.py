@@ -1,6 +1,7 @@
 """The ``keyledger`` command line.
 
-keyledger serve --config FILE | --dev [--listen HOST:PORT]
+keyledger serve --config FILE | --dev [--listen HOST:PORT] [--admin-listen HOST:PORT]
+keyledger --version
 keyledger audit verify|tail|export|report ...
 keyledger keys generate --out PREFIX
 keyledger identity create|list|revoke|rotate ...
@@ -676,7 +677,8 @@ def _parser() -> argparse.ArgumentParser:
         "--admin-listen",
         metavar="HOST:PORT",
         help="admin API address: /healthz, /readyz, /metrics, the live audit stream "
-        "(default: the config's admin.listen, 127.0.0.1:9090)",
+        "(default: the config's admin.listen, 127.0.0.1:9090; with --dev, the --listen "
+        "port + 1010: 8080 -> 9090, 9000 -> 10010)",
     )
     serve.add_argument(
         "--workers",
