@@ -36,13 +36,9 @@ from keyledger.policies.testing import (
     request_attributes,
     run_cases,
 )
-from keyledger.proxy.config import load_config
+from keyledger.proxy.config import BACKEND_TYPES, load_config
 
-__all__ = ["SERVABLE_BACKENDS", "add_policy_parser", "parse_attributes"]
-
-# The backend types `serve` accepts today (the config's `backends.<name>.type`); without a
-# config, a policy may name only these. gcp and azure join here when their backends land.
-SERVABLE_BACKENDS: tuple[str, ...] = ("aws",)
+__all__ = ["add_policy_parser", "parse_attributes"]
 
 
 def _patterns(args: argparse.Namespace) -> Sequence[str | Path]:
@@ -73,7 +69,7 @@ def _backends(args: argparse.Namespace) -> tuple[tuple[str, ...], bool]:
     """The backend names policies may use, and whether a config named them."""
     if args.config:
         return tuple(load_config(Path(args.config)).backends), True
-    return SERVABLE_BACKENDS, False
+    return BACKEND_TYPES, False
 
 
 def _print_problems(problems: Sequence[object]) -> None:

@@ -29,8 +29,7 @@ from keyledger.policies import (
     resolve_policy_paths,
 )
 from keyledger.policies.testing import parse_moment, parse_secret
-from keyledger.policy_cli import SERVABLE_BACKENDS
-from keyledger.proxy.config import ConfigError, parse_config
+from keyledger.proxy.config import BACKEND_TYPES, ConfigError, parse_config
 
 ACME = example_policy_dir("acme")
 DEMO = example_policy_dir("demo")
@@ -608,7 +607,7 @@ class TestCheckLintFindings:
             serve_accepts = False
         else:
             serve_accepts = True
-        assert serve_accepts == (backend in SERVABLE_BACKENDS)
+        assert serve_accepts == (backend in BACKEND_TYPES)
 
     def test_inventory_glob_matching_no_secret(self, tmp_path: Path, capsys: Capsys) -> None:
         """With --inventory, a glob matching no listed secret is reported; a matching one is not."""

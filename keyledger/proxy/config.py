@@ -20,6 +20,7 @@ from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_
 from keyledger.proxy.audit.minimise import IpHandling, MinimiseConfig
 
 __all__ = [
+    "BACKEND_TYPES",
     "AdminConfig",
     "AuditConfig",
     "BackendConfig",
@@ -43,6 +44,10 @@ __all__ = [
     "read_key",
     "require_key",
 ]
+
+# The stores `serve` can front today (`backends.<name>.type`); `policy check` without a
+# config allows only these too. gcp and azure join here when their backends land.
+BACKEND_TYPES: tuple[str, ...] = ("aws",)
 
 T = TypeVar("T")
 
@@ -439,8 +444,10 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         b = backends_section.section(name)
         b.allow_only("type", "region", "endpoint_url", "profile", "timeout_s")
         kind = b.get("type", str, name)
-        if kind != "aws":
-            raise b._fail("type", f"unknown backend type {kind!r} (available: aws)")
+        if kind not in BACKEND_TYPES:
+            raise b._fail(
+                "type", f"unknown backend type {kind!r} (available: {', '.join(BACKEND_TYPES)})"
+            )
         backends[name] = BackendConfig(
             name=name,
             type=kind,
