@@ -347,6 +347,12 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
         await journal.start()
     except JournalUnavailable as exc:
         raise StartupError(str(exc)) from exc
+    except OSError as exc:  # a folder or file of the journal that cannot be made or read
+        where = f": {exc.filename}" if exc.filename else ""
+        raise StartupError(
+            f"audit.journal: cannot open the journal in {journal.directory}{where}: "
+            f"{exc.strerror or exc}"
+        ) from exc
     policy = app[POLICIES].engine
     await journal.append(
         AuditEvent(

@@ -17,7 +17,13 @@ from botocore.exceptions import ClientError
 
 from keyledger.proxy.audit.segments import chain_segments
 from tests.conftest import RunningProxy, running_proxy
-from tests.e2e.test_cli_serve import KEYLEDGER, spawn_serve, start_proxy, wait_listening
+from tests.e2e.test_cli_serve import (
+    KEYLEDGER,
+    prepare_config,
+    spawn_serve,
+    start_proxy,
+    wait_listening,
+)
 from tests.proxy.test_operate import Metrics, readyz
 
 CHAIN = "test"  # the chain id running_proxy configures
@@ -162,3 +168,26 @@ class TestStartBehindCheckpoints:
         wait_listening(process, int(served.url.rsplit(":", 1)[1]), log)
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+    def test_a_journal_file_that_cannot_be_opened_is_one_line(
+        self, tmp_path: Path, moto_url: str
+    ) -> None:
+        """A folder where the first segment file should be: exit 2, one line naming the
+        journal and the path, no traceback."""
+        prepared = prepare_config(tmp_path, moto_url)
+        (tmp_path / "audit" / "cli.000000000001.jsonl").mkdir(parents=True)
+
+        refused = subprocess.run(
+            [*KEYLEDGER, "serve", "--config", str(prepared.path)],
+            env=prepared.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert refused.returncode == 2
+        assert "Traceback" not in refused.stderr
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith("keyledger: audit.journal: cannot open the journal in ")
+        assert "cli.000000000001.jsonl: Is a directory" in last
