@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
@@ -346,7 +347,8 @@ async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
                     return 1
     except aiohttp.ClientConnectorError as exc:
         # aiohttp's own text says "ssl:default" even for plain http: name the cause alone.
-        cause = exc.os_error.strerror or str(exc.os_error)
+        error = exc.os_error
+        cause = os.strerror(error.errno) if error.errno else str(error)
         raise AuditCliError(
             f"cannot connect to {args.url}: {cause}. Is keyledger serving its admin API "
             "there? It is `admin.listen` in the config (127.0.0.1:9090 by default; "

@@ -381,7 +381,7 @@ class TestTail:
 
         err = usage_error(run(capsys, "audit", "tail", "--url", url))
 
-        assert err.startswith(f"keyledger: cannot connect to {url}: Connect call failed")
+        assert err.startswith(f"keyledger: cannot connect to {url}: Connection refused.")
         assert "KEYLEDGER_ADMIN_URL" in err
         assert "ssl" not in err
 
