@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from keyledger.proxy.audit.segments import chain_segments
 from tests.conftest import RunningProxy, running_proxy
 from tests.e2e.test_cli_serve import (
-    KEYLEDGER,
     prepare_config,
+    serve_once,
     spawn_serve,
     start_proxy,
     wait_listening,
@@ -147,17 +147,10 @@ class TestStartBehindCheckpoints:
         subprocess.run(["sed", "-i", "$d", str(segment)], check=True)
         cut = segment.read_bytes()
 
-        refused = subprocess.run(
-            [*KEYLEDGER, "serve", "--config", str(served.config)],
-            env=served.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        code, stderr, _ = serve_once(served.config, served.env)
 
-        assert refused.returncode == 2
-        (line,) = refused.stderr.strip().splitlines()[-1:]
+        assert code == 2
+        line = stderr.strip().splitlines()[-1]
         assert line.startswith("keyledger: the journal in ")
         assert f"keyledger audit verify {served.journal_dir}" in line
         assert segment.read_bytes() == cut  # nothing was written
@@ -177,17 +170,10 @@ class TestStartBehindCheckpoints:
         prepared = prepare_config(tmp_path, moto_url)
         (tmp_path / "audit" / "cli.000000000001.jsonl").mkdir(parents=True)
 
-        refused = subprocess.run(
-            [*KEYLEDGER, "serve", "--config", str(prepared.path)],
-            env=prepared.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        code, stderr, _ = serve_once(prepared.path, prepared.env)
 
-        assert refused.returncode == 2
-        assert "Traceback" not in refused.stderr
-        last = refused.stderr.strip().splitlines()[-1]
+        assert code == 2
+        assert "Traceback" not in stderr
+        last = stderr.strip().splitlines()[-1]
         assert last.startswith("keyledger: audit.journal: cannot open the journal in ")
         assert "cli.000000000001.jsonl: Is a directory" in last

@@ -85,6 +85,18 @@ def new_segment_header(directory: Path) -> dict[str, Any]:
     return records(chain_segments(directory, CHAIN)[-1].path)[0]
 
 
+async def change_while_quiet(journal_dir: Path, change: Callable[[Path], None]) -> Path:
+    """Three events, ``change`` to the live segment, wait for the journal to leave it, two
+    more events; return the changed segment's path."""
+    async with running(journal_dir, watch_s=WATCH_S) as journal:
+        await append(journal, 3)
+        first = journal.path
+        change(first)
+        await until(lambda: journal.path != first)
+        await append(journal, 2, start=3)
+    return first
+
+
 class TestQuietJournal:
     @pytest.mark.parametrize("how", list(CHANGES))
     async def test_a_changed_file_is_left_for_a_new_segment_before_the_next_request(
@@ -116,12 +128,7 @@ class TestQuietJournal:
     async def test_a_file_moved_within_the_folder_still_verifies(self, journal_dir: Path) -> None:
         """Readers find segments by content, so a segment moved aside by hand and the new one
         that continues it still form one intact chain."""
-        async with running(journal_dir, watch_s=WATCH_S) as journal:
-            await append(journal, 3)
-            first = journal.path
-            move_within_folder(first)
-            await until(lambda: journal.path != first)
-            await append(journal, 2, start=3)
+        await change_while_quiet(journal_dir, move_within_folder)
 
         report = verify_path(journal_dir)
         assert report.ok, report.problems
@@ -132,12 +139,7 @@ class TestQuietJournal:
     ) -> None:
         """After `sed -i` on the live segment, verify names the edited line, and the events
         written since link onto the chain as keyledger wrote it (no seq reused)."""
-        async with running(journal_dir, watch_s=WATCH_S) as journal:
-            await append(journal, 3)
-            first = journal.path
-            sed_in_place(first)
-            await until(lambda: journal.path != first)
-            await append(journal, 2, start=3)
+        first = await change_while_quiet(journal_dir, sed_in_place)
 
         report = verify_path(journal_dir)
         assert not report.ok
