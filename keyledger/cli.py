@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import gc
 import os
 import re
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
+from keyledger.proxy import listeners
 from keyledger.proxy.config import (
     AdminConfig,
     Config,
@@ -35,6 +35,7 @@ from keyledger.proxy.config import (
     load_config,
     parse_listen,
 )
+from keyledger.proxy.listeners import ListenError
 
 if TYPE_CHECKING:
     from keyledger.proxy.auth.identities import IdentityStore, IssuedKey
@@ -92,125 +93,12 @@ class _WorkerRole:
     admin_socket: Path  # its admin API, for the supervisor only
 
 
-@dataclass(frozen=True, slots=True)
-class _Role:
-    """Which listener a socket is for, as an error about it names it and its fix."""
-
-    what: str  # "" (the data plane) or "admin API: "
-    option: str  # the command-line option that moves it
-    setting: str | None  # the config setting that moves it; None under --dev
-
-    def error(self, host: str, port: int | str, exc: OSError) -> CliError:
-        also = f", or set {self.setting}" if self.setting else ""
-        choose = f"with {self.option} HOST:PORT{also}"
-        if exc.errno == errno.EADDRINUSE:
-            fix = f"is another keyledger running? Choose another port {choose}"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            fix = f"{host} is not an address of this machine: choose one {choose}"
-        elif exc.errno == errno.EACCES:
-            fix = f"ports below 1024 need privileges: choose another {choose}"
-        else:
-            fix = f"choose another address {choose}"
-        reason = exc.strerror or str(exc)
-        return CliError(f"{self.what}cannot listen on {host}:{port}: {reason} ({fix})")
-
-
-_DATA = _Role("", "--listen", "listen")
-_ADMIN = _Role("admin API: ", "--admin-listen", "admin.listen")
-_DEV_DATA = _Role("", "--listen", None)
-_DEV_ADMIN = _Role("admin API: ", "--admin-listen", None)
-
-
-def _bind(host: str, port: int, role: _Role, *, reuse_port: bool = False) -> list[socket.socket]:
-    """Sockets bound to ``host:port`` (one per address it resolves to), not yet listening.
-
-    Bound before anything starts, so a taken port fails at once, before the journal or a
-    sink has done anything; listening starts only when the site starts, so nothing connects
-    to a proxy that is not ready. SO_REUSEADDR and IPV6_V6ONLY as asyncio sets them.
-    """
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise role.error(host, port, exc) from exc
-    bound: list[socket.socket] = []
-    try:
-        # "localhost" may resolve to ::1 and 127.0.0.1, each more than once.
-        unique = {(info[0], info[4]): info for info in infos}.values()
-        for family, kind, proto, _, address in unique:
-            sock = socket.socket(family, kind, proto)
-            bound.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.setblocking(False)
-    except OSError as exc:
-        for sock in bound:
-            sock.close()
-        raise role.error(host, port, exc) from exc
-    return bound
-
-
-async def _start_sites(
-    runner: Any, sockets: list[socket.socket], context: ssl.SSLContext | None, role: _Role
-) -> None:
-    from aiohttp import web
-
-    for sock in sockets:
-        host, port = sock.getsockname()[:2]
-        try:
-            await web.SockSite(runner, sock, ssl_context=context, backlog=1024).start()
-        except OSError as exc:  # listen(): a second start-up won the race for the port
-            raise role.error(host, port, exc) from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Listeners:
-    """The data plane's and the admin API's sockets, bound, not yet listening."""
-
-    data: list[socket.socket]
-    admin: list[socket.socket]
-
-    @property
-    def port(self) -> int:
-        return int(self.data[0].getsockname()[1])
-
-    @property
-    def admin_port(self) -> int | None:
-        return int(self.admin[0].getsockname()[1]) if self.admin else None
-
-    def close(self) -> None:
-        for sock in (*self.data, *self.admin):
-            sock.close()
-
-
-def _bind_listeners(
-    listen: tuple[str, int],
-    admin: tuple[str, int] | None,
-    *,
-    reuse_port: bool = False,
-    dev: bool = False,
-) -> _Listeners:
-    data = _bind(*listen, _DEV_DATA if dev else _DATA, reuse_port=reuse_port)
-    try:
-        admin_sockets = [] if admin is None else _bind(*admin, _DEV_ADMIN if dev else _ADMIN)
-    except BaseException:
-        for sock in data:
-            sock.close()
-        raise
-    return _Listeners(data, admin_sockets)
-
-
 async def _serve(
     config: Config,
     *,
     on_ready: Callable[[], None] | None = None,
     worker: _WorkerRole | None = None,
-    bound: _Listeners | None = None,
+    bound: listeners.Listeners | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully (on ``bound``, when given)."""
     import structlog
@@ -231,7 +119,7 @@ async def _serve(
         # Every port is claimed before anything starts: a taken one costs nothing to undo.
         # Workers share the data port: the kernel spreads new connections across them.
         admin = config.admin
-        bound = _bind_listeners(
+        bound = listeners.bind_listeners(
             (listen.host, listen.port),
             (admin.host, admin.port) if admin and admin_token and worker is None else None,
             reuse_port=worker is not None,
@@ -283,7 +171,7 @@ async def _serve_on(
             admin_runner = await _start_admin(
                 config, app, admin_token, context, admin_sockets, socket_path
             )
-        await _start_sites(runner, sockets, context, _DATA)
+        await listeners.start_sites(runner, sockets, context, listeners.DATA)
         port = sockets[0].getsockname()[1]  # the real one, when the config says 0
         log.info(
             "listening",
@@ -376,7 +264,7 @@ async def _start_admin(
         if socket_path is not None:  # a worker's: only its supervisor talks to it
             await web.UnixSite(runner, str(socket_path)).start()
             return runner
-        await _start_sites(runner, sockets, context, _ADMIN)
+        await listeners.start_sites(runner, sockets, context, listeners.ADMIN)
     except BaseException:
         await runner.cleanup()
         raise
@@ -399,9 +287,9 @@ async def _supervise(
     # Both ports before any worker starts: the data port as the workers will claim it (a
     # probe, closed at once: a listener of ours there would take the workers' connections).
     listen = config.listen
-    for sock in _bind(listen.host, listen.port, _DATA, reuse_port=True):
+    for sock in listeners.bind(listen.host, listen.port, listeners.DATA, reuse_port=True):
         sock.close()
-    admin_sockets = _bind(admin.host, admin.port, _ADMIN)
+    admin_sockets = listeners.bind(admin.host, admin.port, listeners.ADMIN)
     try:
         await _supervise_on(config, command, count, context, token, admin_sockets)
     finally:
@@ -449,7 +337,7 @@ async def _supervise_on(
     await runner.setup()
     clean = False
     try:
-        await _start_sites(runner, admin_sockets, context, _ADMIN)
+        await listeners.start_sites(runner, admin_sockets, context, listeners.ADMIN)
         scheme = "https" if context else "http"
         log.info("supervising", workers=count, admin_url=f"{scheme}://{admin.host}:{admin.port}")
         await stop.wait()
@@ -490,7 +378,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_listen = admin_listen or ("127.0.0.1", dev.admin_port_for(listen[1]))
         # The ports, then ./var, before anything is written: a second demo beside a running
         # one fails here, leaving the first one's dev.env, identities and cursors alone.
-        bound = _bind_listeners(listen, admin_listen, dev=True)
+        bound = listeners.bind_listeners(listen, admin_listen, dev=True)
         try:
             env = dev.start_dev(
                 var=Path(args.var),
@@ -765,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         result: int = args.func(args)
-    except (CliError, AuditCliError, ConfigError, ValueError) as exc:
+    except (CliError, AuditCliError, ConfigError, ListenError, ValueError) as exc:
         print(f"keyledger: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
