@@ -329,7 +329,8 @@ def _start_dev(
         f"AWS_DEFAULT_REGION={REGION}\n"
         f"KEYLEDGER_ADMIN_URL=http://{admin.host}:{admin.port}\n"
         f"KEYLEDGER_ADMIN_TOKEN={(keys / 'admin.token').read_text().strip()}\n"
-        + _sink_endpoints(sinks, store_url),
+        # The embedded store itself, behind keyledger: what an inventory is made from.
+        f"KEYLEDGER_DEV_STORE_URL={store_url}\n" + _sink_endpoints(sinks, store_url),
         encoding="utf-8",
     )
     env_file.chmod(0o600)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from keyledger.proxy.dev import DEMO_SECRETS
 from tests.conftest import clean_env, journal_events
 from tests.e2e.test_cli_serve import KEYLEDGER, free_port
 
@@ -142,6 +143,15 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
             assert readyz is not None
             ready = paste(readyz.group(1))
             assert orjson.loads(ready.stdout)["ready"] is True, ready.stdout
+
+        # docs/policies.md's inventory: from the embedded store itself, not through keyledger.
+        inventory = paste(
+            "AWS_ACCESS_KEY_ID=store AWS_SECRET_ACCESS_KEY=store aws --endpoint-url "
+            '"$KEYLEDGER_DEV_STORE_URL" secretsmanager list-secrets '
+            "--query 'SecretList[].Name' --output text"
+        )
+        assert inventory.returncode == 0, inventory.stderr
+        assert sorted(inventory.stdout.split()) == sorted(DEMO_SECRETS)
 
         dev_env = (tmp_path / "var" / "dev.env").read_text()
         for name in (
