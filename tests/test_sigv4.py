@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -179,7 +180,9 @@ class TestSignHeaders:
             request_id="req-1",
         )
 
-        principal = SigV4Authenticator(store=store, clock=lambda: now).authenticate(wire)
+        principal = asyncio.run(
+            SigV4Authenticator(store=store, clock=lambda: now).authenticate(wire)
+        )
 
         assert principal.id == "svc-signer"
         assert principal.groups == ("ops",)

@@ -210,6 +210,7 @@ class _Handler:
             source_ip=request.remote,
             user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
             request_id=request_id,
+            peer_certificate=_peer_certificate(request),
         )
         if unreadable is not None:
             # Audited like any other call, though the caller may be gone already.
@@ -240,6 +241,16 @@ class _Handler:
                 f"the request body could not be read ({type(exc).__name__})",
                 kind=ErrorKind.MALFORMED_BODY,
             ) from None
+
+
+def _peer_certificate(request: web.Request) -> bytes | None:
+    """The client's certificate (DER) on a TLS connection that asked for one."""
+    transport = request.transport
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    if tls is None:
+        return None
+    der: bytes | None = tls.getpeercert(binary_form=True)
+    return der
 
 
 def _too_large(limit: int) -> RequestError:

@@ -205,7 +205,7 @@ class Gateway:
 
         # 1. Authenticate.
         try:
-            principal = self._auth.authenticate(wire)
+            principal = await self._auth.authenticate(wire)
         except AuthError as exc:
             trace.status, trace.auth_failure = "denied", exc.kind.value
             await self._record_auth_failure(ctx, exc)

@@ -40,6 +40,9 @@ class WireRequest:
     source_ip: str | None
     user_agent: str | None
     request_id: str
+    # The client's TLS certificate (DER), when the listener asked for one and it was sent:
+    # room for mTLS identities.
+    peer_certificate: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +128,10 @@ class Frontend(Protocol):
 class Authenticator(Protocol):
     method: str
 
-    def authenticate(self, wire: WireRequest) -> Principal:
-        """Return the caller or raise :class:`~keyledger.proxy.errors.AuthError`."""
+    async def authenticate(self, wire: WireRequest) -> Principal:
+        """Return the caller or raise :class:`~keyledger.proxy.errors.AuthError`.
+
+        Asynchronous because some proofs need I/O (a token issuer's key set, a revocation
+        list); one that needs none, like SigV4, simply never awaits.
+        """
         ...

@@ -81,7 +81,7 @@ class SigV4Authenticator:
             # Keep the last good set: a half-written or corrupt file must not lock everyone out.
             log.error("identities_reload_failed", error=str(exc))
 
-    def authenticate(self, wire: WireRequest) -> Principal:
+    async def authenticate(self, wire: WireRequest) -> Principal:
         self._refresh()
         header = wire.headers.get("authorization")
         if not header:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,7 +75,7 @@ class TestRepeatedHeaders:
         )
         assert wire.headers.getall("x-amz-meta-tag") == ["one", "two"]  # type: ignore[attr-defined]
 
-        principal = SigV4Authenticator(store=identities).authenticate(wire)
+        principal = asyncio.run(SigV4Authenticator(store=identities).authenticate(wire))
 
         assert principal.id == issued.name
 
@@ -116,7 +117,7 @@ def authenticate(
     store: IdentityStore, wire: WireRequest, *, skew: timedelta = timedelta()
 ) -> Principal:
     authenticator = SigV4Authenticator(store=store, clock=clock_at(sent_at(wire) + skew))
-    return authenticator.authenticate(wire)
+    return asyncio.run(authenticator.authenticate(wire))
 
 
 def auth_error(
