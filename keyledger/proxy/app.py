@@ -67,9 +67,10 @@ log = structlog.get_logger("keyledger")
 CONFIG = web.AppKey("config", Config)
 POLICIES = web.AppKey("policies", PolicyHolder)
 JOURNAL = web.AppKey("journal", Journal)
-BACKEND = web.AppKey("backend", Backend)
+BACKENDS = web.AppKey("backends", dict[str, Backend])
 GATEWAY = web.AppKey("gateway", Gateway)
-TRANSPORT = web.AppKey("transport", AiohttpTransport)
+# One HTTP client per backend: its own timeout and connection pool.
+TRANSPORTS = web.AppKey("transports", tuple[AiohttpTransport, ...])
 RELOADER = web.AppKey("reloader", PolicyReloader)
 BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
@@ -270,8 +271,11 @@ async def make_app(config: Config) -> web.Application:
         raise StartupError(str(exc)) from exc
     fingerprint_key = load_fingerprint_key(config)
     fingerprint = Fingerprinter(fingerprint_key)
-    transport = AiohttpTransport(timeout_s=config.backends[config.aws_backend].timeout_s)
-    backend = _make_backend(config, config.aws_backend, transport)
+    transports = {
+        name: AiohttpTransport(timeout_s=settings.timeout_s)
+        for name, settings in config.backends.items()
+    }
+    backends = {name: _make_backend(config, name, transports[name]) for name in config.backends}
     audit = config.audit
     registry = CollectorRegistry(auto_describe=False)
     metrics = ProxyMetrics(registry)
@@ -294,7 +298,7 @@ async def make_app(config: Config) -> web.Application:
             store=store, max_skew=timedelta(seconds=config.limits.max_clock_skew_s)
         ),
         policies=policies,
-        backend=backend,
+        backends=backends,
         journal=journal,
         fingerprint=fingerprint,
         observer=metrics,
@@ -314,8 +318,8 @@ async def make_app(config: Config) -> web.Application:
         )
         for sink in audit.sinks
     )
-    app[BACKEND] = backend
-    app[TRANSPORT] = transport
+    app[BACKENDS] = backends
+    app[TRANSPORTS] = tuple(transports.values())
     app[GATEWAY] = gateway
     app[RELOADER] = reloader = PolicyReloader(
         patterns=config.policies,
@@ -332,7 +336,7 @@ async def make_app(config: Config) -> web.Application:
         registry.register(SinkCollector(shippers))
     app[METRICS] = registry
     app[READINESS] = Readiness(
-        config_source=config.source, policies=policies, journal=journal, backend=backend
+        config_source=config.source, policies=policies, journal=journal, backends=backends
     )
     for warning in loaded.warnings:
         log.warning("policy_warning", problem=str(warning))
@@ -403,9 +407,20 @@ async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
-    backend, transport = app[BACKEND], app[TRANSPORT]
-    await transport.start()
-    await backend.start()
+    backends, transports = app[BACKENDS], app[TRANSPORTS]
+    for transport in transports:
+        await transport.start()
+    for backend in backends.values():
+        await backend.start()
+    await asyncio.gather(*(_first_check(backend) for backend in backends.values()))
+    yield
+    for backend in backends.values():
+        await backend.close()
+    for transport in transports:
+        await transport.close()
+
+
+async def _first_check(backend: Backend) -> None:
     try:
         await backend.check()
     except BackendError as exc:
@@ -413,6 +428,3 @@ async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("backend_unreachable", backend=backend.name, error=exc.message)
     else:
         log.info("backend_ready", backend=backend.name)
-    yield
-    await backend.close()
-    await transport.close()

@@ -7,7 +7,8 @@ balancer that stops sending traffic to an unready replica sends it to one that c
 Each check is cheap enough for a probe every few seconds. The journal's writes and syncs
 one byte beside the journal (a read-only or failing disk shows at once) and looks at the
 free space; after a failed journal write it also tries the same probe event a request
-would. The store is asked at most once per ``backend_ttl_s``, however many probes arrive.
+would. Each store is asked at most once per ``backend_ttl_s``, however many probes arrive;
+the ``backend`` check passes when every configured backend answers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,7 +58,7 @@ class Readiness:
         config_source: str,
         policies: PolicyHolder,
         journal: Journal,
-        backend: Backend,
+        backends: Mapping[str, Backend],
         backend_ttl_s: float = 2.0,
         backend_timeout_s: float = 3.0,
         min_free_bytes: int = MIN_FREE_BYTES,
@@ -64,12 +66,11 @@ class Readiness:
         self._config_source = config_source
         self._policies = policies
         self._journal = journal
-        self._backend = backend
-        self._ttl = backend_ttl_s
+        self._backends = _StoreProbe.each(
+            backends, ttl_s=backend_ttl_s, timeout_s=backend_timeout_s
+        )
         self._timeout = backend_timeout_s
         self._min_free = min_free_bytes
-        self._backend_checked: tuple[float, Check] | None = None
-        self._backend_probe: asyncio.Task[Check] | None = None
         self._was_ready: bool | None = None
 
     async def checks(self) -> tuple[Check, ...]:
@@ -114,27 +115,49 @@ class Readiness:
         return Check("journal", True, f"writing {journal.path.name}, seq {journal.durable_seq}")
 
     async def _check_backend(self) -> Check:
-        cached = self._backend_checked
+        answers = await asyncio.gather(*(probe.check() for probe in self._backends))
+        details = "; ".join(detail for _, detail in answers)
+        return Check("backend", all(ok for ok, _ in answers), details)
+
+
+class _StoreProbe:
+    """One backend's readiness, asked at most once per ``ttl_s``; probes arriving together
+    share one call to the store."""
+
+    def __init__(self, backend: Backend, *, ttl_s: float, timeout_s: float) -> None:
+        self._backend = backend
+        self._ttl = ttl_s
+        self._timeout = timeout_s
+        self._checked: tuple[float, tuple[bool, str]] | None = None
+        self._probe: asyncio.Task[tuple[bool, str]] | None = None
+
+    @classmethod
+    def each(
+        cls, backends: Mapping[str, Backend], *, ttl_s: float, timeout_s: float
+    ) -> tuple[_StoreProbe, ...]:
+        return tuple(cls(b, ttl_s=ttl_s, timeout_s=timeout_s) for b in backends.values())
+
+    async def check(self) -> tuple[bool, str]:
+        cached = self._checked
         if cached is not None and time.monotonic() - cached[0] < self._ttl:
             return cached[1]
-        # Probes arriving together share one call to the store.
-        if self._backend_probe is None or self._backend_probe.done():
-            self._backend_probe = asyncio.create_task(self._ask_backend())
-        return await asyncio.shield(self._backend_probe)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._ask())
+        return await asyncio.shield(self._probe)
 
-    async def _ask_backend(self) -> Check:
+    async def _ask(self) -> tuple[bool, str]:
         name = self._backend.name
         try:
             async with asyncio.timeout(self._timeout):
                 await self._backend.check()
         except TimeoutError:
-            check = Check("backend", False, f"{name}: no answer within {self._timeout:g} s")
+            answer = (False, f"{name}: no answer within {self._timeout:g} s")
         except BackendError as exc:
-            check = Check("backend", False, f"{name}: {exc.message[:200]}")
+            answer = (False, f"{name}: {exc.message[:200]}")
         else:
-            check = Check("backend", True, f"{name} answers")
-        self._backend_checked = (time.monotonic(), check)
-        return check
+            answer = (True, f"{name} answers")
+        self._checked = (time.monotonic(), answer)
+        return answer
 
 
 def _probe_folder(directory: Path) -> int:

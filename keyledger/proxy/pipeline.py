@@ -6,6 +6,11 @@
 Every call ends in at least one audit event, and a response is only returned once its
 events are durable. If they cannot be made durable, the caller gets an error instead of
 the result (fail closed).
+
+A gateway may front several backends (two AWS accounts, several GCP projects). The call is
+executed by the backend its secrets were authorised on, and only by it: a call whose
+targets name another backend than the one it would run on is refused, and an answer that
+names a secret of another backend is never served.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -36,7 +41,13 @@ from keyledger.proxy.audit.events import (
     Status,
 )
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
-from keyledger.proxy.errors import AccessDenied, AuditUnavailable, AuthError, ProxyError
+from keyledger.proxy.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    AuthError,
+    ProxyError,
+    RequestError,
+)
 from keyledger.proxy.wire import Authenticator, Call, Frontend, WireRequest, WireResponse
 
 __all__ = ["Gateway", "PolicyHolder", "RequestObserver", "RequestTrace"]
@@ -62,7 +73,7 @@ class RequestTrace:
     """
 
     protocol: str
-    backend: str
+    backend: str  # "none" until a call names a configured backend
     operation: str  # "unknown" unless the frontend serves it
     effect: str = "none"  # allow | deny | none (no policy decided: failed auth, bad input)
     status: str = "success"  # success | denied | error
@@ -111,7 +122,7 @@ def _decision_info(decision: Decision) -> DecisionInfo:
 
 
 class Gateway:
-    """One protocol's request path: frontend, authenticator, policy, backend, journal."""
+    """One protocol's request path: frontend, authenticator, policy, backends, journal."""
 
     def __init__(
         self,
@@ -119,7 +130,7 @@ class Gateway:
         frontend: Frontend,
         authenticator: Authenticator,
         policies: PolicyHolder,
-        backend: Backend,
+        backends: Mapping[str, Backend],
         journal: Journal,
         fingerprint: Fingerprinter,
         observer: RequestObserver | None = None,
@@ -127,7 +138,7 @@ class Gateway:
         self._frontend = frontend
         self._auth = authenticator
         self._policies = policies
-        self._backend = backend
+        self._backends = dict(backends)
         self._journal = journal
         self._fingerprint = fingerprint
         self._observer = observer
@@ -148,7 +159,7 @@ class Gateway:
             time.perf_counter(),
             RequestTrace(
                 protocol=frontend.protocol,
-                backend=self._backend.name,
+                backend="none",
                 # What a caller typed is a label only if it names an operation we serve.
                 operation=operation if operation in frontend.operations else "unknown",
             ),
@@ -212,14 +223,16 @@ class Gateway:
             return self._frontend.render_error(exc, request_id=rid)
         who = _principal_info(principal)
 
-        # 2. Parse the operation.
+        # 2. Parse the operation, and find the one backend that may execute it.
         try:
             call = self._frontend.parse(wire)
+            backend = self._backend_for(call)
         except ProxyError as exc:
             await self._record(
                 ctx, [self._event(ctx, who, None, None, None, Status.ERROR, exc.kind)]
             )
             return self._frontend.render_error(exc, request_id=rid)
+        trace.backend = backend.name
 
         # 3. May the caller do this action on anything at all? Asked before any lookup
         #    in the store, so nobody learns from it what they could not touch anyway.
@@ -256,7 +269,7 @@ class Gateway:
 
         # 4. Resolve aliases (ARNs) to the store's own names: policies speak in names.
         try:
-            names = await self._from_store(trace, self._resolve(call))
+            names = await self._from_store(trace, self._resolve(call, backend))
         except BackendError as exc:
             trace.backend_error = exc.kind
             target = call.targets[0]
@@ -319,7 +332,7 @@ class Gateway:
             request = call.request
         trace.store_called = True
         try:
-            result = await self._from_store(trace, self._backend.call(request))
+            result = await self._from_store(trace, backend.call(request))
         except BackendError as exc:
             trace.backend_error = exc.kind
             code = exc.code or exc.kind
@@ -329,6 +342,15 @@ class Gateway:
 
         # 7. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
+        if any(item.ref.backend != call.backend for item in result.items):
+            # The store answered with secrets of another backend: nothing in that answer
+            # was authorised where it came from, so none of it is served.
+            mismatch = self._event(
+                ctx, who, call, subject_name, subject_decision, Status.ERROR, "NameMismatch"
+            )
+            await self._record(ctx, [*events, mismatch])
+            error = ProxyError("the store answered with secrets of another backend")
+            return self._frontend.render_error(error, request_id=rid)
         if call.filter_results:
             for item in result.items:
                 decision = decisions.get(item.ref) or decide(item.ref)
@@ -411,23 +433,37 @@ class Gateway:
         finally:
             trace.backend_s += time.perf_counter() - started
 
-    async def _resolve(self, call: Call) -> dict[SecretRef, SecretRef]:
+    def _backend_for(self, call: Call) -> Backend:
+        """The backend that executes ``call``: the one every secret it names is on."""
+        backend = self._backends.get(call.backend)
+        if backend is None:
+            raise RequestError(f"no backend named {call.backend!r} is configured")
+        if any(ref.backend != call.backend for ref in call.targets):
+            # A frontend's bug, or a crafted request: authorising the targets on one
+            # backend and running the call on another must never happen.
+            raise RequestError(
+                "the request names secrets of another backend than the one it would run on"
+            )
+        return backend
+
+    async def _resolve(self, call: Call, backend: Backend) -> dict[SecretRef, SecretRef]:
         """Each target's name in the store, looked up concurrently.
 
         In a batch, a target that cannot be resolved stays as written: policy then decides
-        on the alias itself, and the store reports it per secret.
+        on the alias itself, and the store reports it per secret. A name on another backend
+        than the call's is refused: policy would decide on a backend that does not execute.
         """
         if len(call.targets) == 1 and not call.partial:
             # The common case: no tasks for what is, for a plain name, no I/O at all.
             (ref,) = call.targets
-            return {ref: await self._backend.resolve(ref)}
+            return {ref: _same_backend(ref, await backend.resolve(ref))}
         found = await asyncio.gather(
-            *(self._backend.resolve(ref) for ref in call.targets), return_exceptions=True
+            *(backend.resolve(ref) for ref in call.targets), return_exceptions=True
         )
         names: dict[SecretRef, SecretRef] = {}
         for ref, result in zip(call.targets, found, strict=True):
             if isinstance(result, SecretRef):
-                names[ref] = result
+                names[ref] = _same_backend(ref, result)
             elif isinstance(result, BackendError) and call.partial:
                 names[ref] = ref
             else:
@@ -493,16 +529,17 @@ class Gateway:
         code: str | None = None,
         item: SecretItem | None = None,
     ) -> AuditEvent:
-        backend = call.backend if call is not None else self._backend.name
         return AuditEvent(
             type=EventType.ACCESS,
             request=ctx.request,
             principal=who,
             action=call.action.value if call is not None else None,
-            resource=ResourceInfo(
-                backend=backend,
+            resource=None
+            if call is None
+            else ResourceInfo(
+                backend=call.backend,
                 secret=ref.name if ref is not None else None,
-                version=call.request.version if call is not None else None,
+                version=call.request.version,
             ),
             decision=_decision_info(decision) if decision is not None else None,
             outcome=Outcome(
@@ -516,3 +553,13 @@ class Gateway:
 
 
 _CHANGES = frozenset({Action.WRITE, Action.ROTATE, Action.DELETE})
+
+
+def _same_backend(asked: SecretRef, resolved: SecretRef) -> SecretRef:
+    if resolved.backend != asked.backend:
+        raise BackendError(
+            f"the store resolved a secret of backend {asked.backend!r} to one of "
+            f"{resolved.backend!r}",
+            code="NameMismatch",
+        )
+    return resolved
