@@ -1,8 +1,9 @@
-"""The one piece of I/O a backend needs: POST bytes, get bytes back.
+"""The one piece of I/O an HTTP backend needs: send a request, get bytes back.
 
 Backends receive an :class:`HttpTransport` instead of importing an HTTP library, so they
 stay free of the web stack (the proxy injects its aiohttp client) and a test can hand them
-any transport it likes.
+any transport it likes. Any method: AWS's JSON protocol only POSTs, a REST store also GETs,
+PATCHes and DELETEs. (A store reached over gRPC brings its own client instead.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class HttpTransportError(Exception):
 
 
 class HttpTransport(Protocol):
-    async def post(self, url: str, *, headers: Mapping[str, str], body: bytes) -> HttpReply:
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes = b""
+    ) -> HttpReply:
         """Send one request; raise :class:`HttpTransportError` if no answer came back."""
         ...

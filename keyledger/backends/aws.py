@@ -262,7 +262,9 @@ class AwsBackend:
             now=datetime.now(UTC),
         )
         try:
-            reply = await self._transport.post(self._endpoint, headers=headers, body=body)
+            reply = await self._transport.request(
+                "POST", self._endpoint, headers=headers, body=body
+            )
         except HttpTransportError as exc:
             raise BackendUnavailable(
                 f"AWS Secrets Manager at {self._host} did not answer: {exc}",

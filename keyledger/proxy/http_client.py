@@ -32,14 +32,16 @@ class AiohttpTransport:
             await self._session.close()
             self._session = None
 
-    async def post(self, url: str, *, headers: Mapping[str, str], body: bytes) -> HttpReply:
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes = b""
+    ) -> HttpReply:
         if self._session is None:
             raise HttpTransportError("the HTTP client is not started")
         try:
             # Never follow a redirect: it would re-send a signed body (maybe a secret
             # value being written) to wherever the redirect points.
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+            async with self._session.request(
+                method, url, data=body or None, headers=headers, allow_redirects=False
             ) as response:
                 data = await response.read()
                 reply_headers = {k.lower(): v for k, v in response.headers.items()}

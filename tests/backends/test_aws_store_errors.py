@@ -32,7 +32,9 @@ class Store:
         )
         self.requests = 0
 
-    async def post(self, url: str, *, headers: Mapping[str, str], body: bytes) -> HttpReply:
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes = b""
+    ) -> HttpReply:
         self.requests += 1
         return self.reply
 
