@@ -1,0 +1,217 @@
+"""The Backend contract, written once, run against every store keyledger fronts.
+
+A backend speaks its store's own vocabulary in ``SecretRequest.operation`` and ``params``
+(so responses round-trip exactly), so each store brings a :class:`Speaker` that phrases
+the canonical calls -- create, read, list, delete -- in that vocabulary. Everything the
+gateway relies on is then asserted the same way for every backend: the secrets an answer
+names (with the value only where one was served), vendor errors mapped to ``BackendError``
+kinds, plain names resolved without a lookup, readiness that fails when the store is gone.
+
+AWS runs against a real moto server; Google (its stand-in) and Azure join with a speaker
+each.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pytest
+
+from keyledger.backends import (
+    Backend,
+    BackendConflict,
+    BackendUnavailable,
+    SecretNotFound,
+)
+from keyledger.backends.aws import AwsBackend, AwsSettings
+from keyledger.model import Action, SecretRef, SecretRequest
+from keyledger.proxy.http_client import AiohttpTransport
+
+VALUE = "contract-value-7f3a"  # a canary: must not appear where values never go
+
+
+class Speaker(Protocol):
+    """How a store's backend is built, and the canonical calls in its vocabulary."""
+
+    backend: str  # the name the backend is configured under
+    secret: str  # a secret name valid in this store (name rules differ per cloud)
+
+    async def make(self, *, reachable: bool) -> Backend:
+        """A started backend: on the test's store, or on an address nobody listens on."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def create(self, name: str, value: str) -> SecretRequest: ...
+
+    def read(self, name: str) -> SecretRequest: ...
+
+    def list(self) -> SecretRequest: ...
+
+    def delete(self, name: str) -> SecretRequest: ...
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound a moment ago, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AwsSpeaker:
+    moto_url: str
+    backend: str = "aws-contract"
+    secret: str = "contract/db-password"
+
+    def __post_init__(self) -> None:
+        self._transports: list[AiohttpTransport] = []
+
+    async def make(self, *, reachable: bool) -> Backend:
+        transport = AiohttpTransport(timeout_s=5)
+        await transport.start()
+        self._transports.append(transport)
+        url = self.moto_url if reachable else f"http://127.0.0.1:{closed_port()}"
+        backend = AwsBackend(
+            AwsSettings(
+                name=self.backend,
+                region="us-east-1",
+                endpoint_url=url,
+                static_credentials=("keyledger-proxy", "keyledger-proxy-secret"),
+            ),
+            transport=transport,
+        )
+        await backend.start()
+        return backend
+
+    async def close(self) -> None:
+        for transport in self._transports:
+            await transport.close()
+
+    def _request(
+        self, action: Action, name: str | None, operation: str, **params: Any
+    ) -> SecretRequest:
+        ref = SecretRef(self.backend, name) if name is not None else None
+        return SecretRequest(action=action, ref=ref, operation=operation, params=params)
+
+    def create(self, name: str, value: str) -> SecretRequest:
+        return self._request(Action.WRITE, name, "CreateSecret", Name=name, SecretString=value)
+
+    def read(self, name: str) -> SecretRequest:
+        return self._request(Action.READ, name, "GetSecretValue", SecretId=name)
+
+    def list(self) -> SecretRequest:
+        return self._request(Action.LIST, None, "ListSecrets")
+
+    def delete(self, name: str) -> SecretRequest:
+        return self._request(
+            Action.DELETE, name, "DeleteSecret", SecretId=name, ForceDeleteWithoutRecovery=True
+        )
+
+
+@pytest.fixture(params=["aws"])
+def speaker(request: pytest.FixtureRequest) -> Iterator[Speaker]:
+    """Each store's speaker, on a store emptied for the test."""
+    if request.param == "aws":
+        request.getfixturevalue("store")  # moto, reset
+        yield AwsSpeaker(request.getfixturevalue("moto_url"))
+
+
+@pytest.fixture
+async def backend(speaker: Speaker) -> AsyncIterator[Backend]:
+    made = await speaker.make(reachable=True)
+    yield made
+    await made.close()
+    await speaker.close()
+
+
+class TestBackendContract:
+    def test_is_a_backend(self, backend: Backend, speaker: Speaker) -> None:
+        """It implements the Protocol and answers to the name it was configured under."""
+        assert isinstance(backend, Backend)
+        assert backend.name == speaker.backend
+
+    async def test_a_read_names_the_secret_and_carries_its_value(
+        self, backend: Backend, speaker: Speaker
+    ) -> None:
+        """What a read serves is named as policy names it (backend:name), with its value
+        (for the fingerprint) and the version served."""
+        await backend.call(speaker.create(speaker.secret, VALUE))
+
+        result = await backend.call(speaker.read(speaker.secret))
+
+        (item,) = result.items
+        assert item.ref == SecretRef(speaker.backend, speaker.secret)
+        assert item.value == VALUE.encode()
+        assert item.version_id
+        assert VALUE not in repr(result)
+        assert VALUE not in repr(item)
+
+    async def test_a_listing_names_every_secret_without_values(
+        self, backend: Backend, speaker: Speaker
+    ) -> None:
+        """A listing's items name each secret, so the gateway can filter it by policy, and
+        carry no value (nothing is fingerprinted as served)."""
+        names = [f"{speaker.secret}-{n}" for n in range(3)]
+        for name in names:
+            await backend.call(speaker.create(name, VALUE))
+
+        result = await backend.call(speaker.list())
+
+        assert sorted(str(item.ref) for item in result.items) == [
+            str(SecretRef(speaker.backend, name)) for name in sorted(names)
+        ]
+        assert all(item.value is None for item in result.items)
+
+    async def test_a_missing_secret_is_secret_not_found(
+        self, backend: Backend, speaker: Speaker
+    ) -> None:
+        """The store's own not-found becomes SecretNotFound, never a vendor exception."""
+        with pytest.raises(SecretNotFound):
+            await backend.call(speaker.read(f"{speaker.secret}-missing"))
+
+    async def test_creating_an_existing_secret_is_a_conflict(
+        self, backend: Backend, speaker: Speaker
+    ) -> None:
+        """The store's already-exists becomes BackendConflict."""
+        await backend.call(speaker.create(speaker.secret, VALUE))
+
+        with pytest.raises(BackendConflict):
+            await backend.call(speaker.create(speaker.secret, VALUE))
+
+    async def test_a_deleted_secret_is_gone(self, backend: Backend, speaker: Speaker) -> None:
+        """A delete goes through, and a read afterwards is SecretNotFound."""
+        await backend.call(speaker.create(speaker.secret, VALUE))
+
+        await backend.call(speaker.delete(speaker.secret))
+
+        with pytest.raises(SecretNotFound):
+            await backend.call(speaker.read(speaker.secret))
+
+    async def test_a_plain_name_resolves_to_itself(
+        self, backend: Backend, speaker: Speaker
+    ) -> None:
+        """Policies name secrets by name: a plain name comes back as it is, on this backend."""
+        ref = SecretRef(speaker.backend, speaker.secret)
+
+        assert await backend.resolve(ref) == ref
+
+    async def test_check_passes_on_a_store_that_answers(self, backend: Backend) -> None:
+        """Readiness: a reachable store passes."""
+        await backend.check()
+
+    async def test_an_unreachable_store_is_unavailable(self, speaker: Speaker) -> None:
+        """Readiness and calls against a store nobody answers for raise BackendUnavailable
+        (so the gateway answers with its cloud's retryable error), not a vendor error."""
+        gone = await speaker.make(reachable=False)
+        try:
+            with pytest.raises(BackendUnavailable):
+                await gone.check()
+            with pytest.raises(BackendUnavailable):
+                await gone.call(speaker.read(speaker.secret))
+        finally:
+            await gone.close()
+            await speaker.close()
