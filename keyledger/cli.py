@@ -38,7 +38,15 @@ from keyledger.proxy.config import (
 from keyledger.proxy.listeners import ListenError
 
 if TYPE_CHECKING:
-    from keyledger.proxy.auth.identities import IdentityStore, IssuedKey
+    from datetime import timedelta
+
+    from keyledger.proxy.auth.identities import (
+        Identity,
+        IdentityStore,
+        IssuedKey,
+        IssuedToken,
+        Token,
+    )
 
 __all__ = ["main"]
 
@@ -488,8 +496,11 @@ def _identity_store(args: argparse.Namespace) -> tuple[IdentityStore, str]:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     store, set_at = _identity_store(args)
     new_store = not store.path.exists()
+    lifetime = _token_lifetime(args)
     if args.identity_command == "create":
         folder = store.path.parent
         if new_store and not folder.is_dir():
@@ -499,34 +510,102 @@ def cmd_identity(args: argparse.Namespace) -> int:
                 "identities.path to where the proxy will read it"
             )
         attributes = parse_attributes(args.attr)
-        issued = store.create(args.name, groups=tuple(args.group or ()), attributes=attributes)
+        groups = tuple(args.group or ())
+        beside = _held_kinds(store, args.name)
+        if args.token:
+            issued: IssuedKey | IssuedToken = store.create_token(
+                args.name, groups=groups, attributes=attributes, lifetime=lifetime
+            )
+        else:
+            issued = store.create(args.name, groups=groups, attributes=attributes)
         if new_store:
             print(f"created a new identity store {store.path} ({set_at})", file=sys.stderr)
         _print_issued(issued)
+        if beside:
+            print(
+                f"added to the existing identity {args.name}, beside its {beside}", file=sys.stderr
+            )
     elif args.identity_command == "rotate":
-        issued = store.rotate(args.name)
+        if args.token:
+            issued = store.rotate_token(args.name, lifetime=lifetime)
+        else:
+            issued = store.rotate(args.name)
         _print_issued(issued)
-        print("the previous key is revoked", file=sys.stderr)
+        print(f"the previous {'token' if args.token else 'key'} is revoked", file=sys.stderr)
     elif args.identity_command == "revoke":
-        for identity in store.revoke(args.name):
-            print(f"revoked {identity.access_key_id} ({identity.name})")
+        for credential in store.revoke(args.name):
+            print(f"revoked {credential.credential_id} ({credential.name})")
     else:
         if new_store:
             print(f"no identity store at {store.path} yet ({set_at})", file=sys.stderr)
-        print(f"{'NAME':24} {'ACCESS KEY ID':22} {'STATUS':8} {'CREATED':26} GROUPS; ATTRIBUTES")
-        for identity in store:
-            status = "revoked" if identity.revoked else "active"
-            groups = ",".join(identity.groups) or "-"
-            facts = ",".join(f"{k}={v}" for k, v in identity.attributes.items())
+        now = datetime.now(UTC)
+        print(
+            f"{'NAME':24} {'KIND':6} {'ID':22} {'STATUS':8} {'CREATED':26} {'EXPIRES':26} "
+            "GROUPS; ATTRIBUTES"
+        )
+        for credential in store.credentials():
+            expires = _expiry_text(credential)
+            shown = ",".join(credential.groups) or "-"
+            facts = ",".join(f"{k}={v}" for k, v in credential.attributes.items())
             print(
-                f"{identity.name:24} {identity.access_key_id:22} {status:8} "
-                f"{identity.created:26} {groups}{'; ' + facts if facts else ''}"
+                f"{credential.name:24} {credential.kind:6} {credential.credential_id:22} "
+                f"{credential.status(now):8} {credential.created:26} {expires:26} "
+                f"{shown}{'; ' + facts if facts else ''}"
             )
     return 0
 
 
-def _print_issued(issued: IssuedKey) -> None:
+def _token_lifetime(args: argparse.Namespace) -> timedelta | None:
+    """The lifetime ``--expires`` asks for (90d when not given; None for never)."""
+    from keyledger.proxy.auth.identities import DEFAULT_TOKEN_LIFETIME, parse_lifetime
+
+    text: str | None = getattr(args, "expires", None)
+    if text is None:
+        return DEFAULT_TOKEN_LIFETIME
+    if not args.token:
+        raise CliError("--expires is for tokens: add --token")
+    try:
+        return parse_lifetime(text)
+    except ValueError as exc:
+        raise CliError(f"--expires: {exc}") from exc
+
+
+def _expiry_text(credential: Identity | Token) -> str:
+    from keyledger.proxy.auth.identities import Token
+
+    if not isinstance(credential, Token):
+        return "-"  # SigV4 keys live until revoked
+    return credential.expires.isoformat() if credential.expires else "never"
+
+
+def _held_kinds(store: IdentityStore, name: str) -> str:
+    """What an identity in use already holds, in words ("access key", "token"), or ""."""
+    held = {c.kind for c in store.credentials() if c.name == name and not c.revoked}
+    return " and ".join(
+        words for kind, words in (("sigv4", "access key"), ("token", "token")) if kind in held
+    )
+
+
+def _print_issued(issued: IssuedKey | IssuedToken) -> None:
+    from keyledger.proxy.auth.identities import IssuedToken
+
     print(f"identity           {issued.name}")
+    if isinstance(issued, IssuedToken):
+        print(f"token id           {issued.token_id}")
+        print(f"token              {issued.token}")
+        print(f"expires            {issued.expires.isoformat() if issued.expires else 'never'}")
+        print(
+            "the token is shown only now (keyledger keeps only its hash); store it in the "
+            "service's secret configuration",
+            file=sys.stderr,
+        )
+        if issued.expires is None:
+            print(
+                f"it never expires: rotate it yourself (keyledger identity rotate "
+                f"{issued.name} --token)",
+                file=sys.stderr,
+            )
+        return
     print(f"access key id      {issued.access_key_id}")
     print(f"secret access key  {issued.secret_access_key}")
     print(
@@ -592,18 +671,29 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_keys_parser(sub)
 
-    identity = sub.add_parser("identity", help="issue and revoke the keys services sign with")
+    identity = sub.add_parser(
+        "identity", help="issue and revoke the keys and tokens services authenticate with"
+    )
     identity_sub = identity.add_subparsers(
         dest="identity_command", required=True, metavar="COMMAND"
     )
     for name, text in (
-        ("create", "issue an access key for a new identity (the secret is printed once)"),
-        ("list", "list identities and their keys"),
-        ("revoke", "revoke an identity's keys (by name or access key id)"),
-        ("rotate", "issue a new key for an identity and revoke the old one"),
+        (
+            "create",
+            "issue an access key (or with --token, a bearer token) for an identity, new or in "
+            "use (then it keeps its groups and attributes); the secret is printed once",
+        ),
+        ("list", "list identities and their keys and tokens"),
+        (
+            "revoke",
+            "revoke all of an identity's keys and tokens (by name), or one (by key or token id)",
+        ),
+        ("rotate", "issue a new key (or --token) for an identity and revoke the old one"),
     ):
         cmd = identity_sub.add_parser(name, help=text, description=text)
-        if name != "list":
+        if name == "revoke":
+            cmd.add_argument("name", metavar="NAME|KEY-ID|TOKEN-ID")
+        elif name != "list":
             cmd.add_argument("name", metavar="NAME")
         if name == "create":
             cmd.add_argument("--group", action="append", help="a group to put it in (repeatable)")
@@ -612,6 +702,18 @@ def _parser() -> argparse.ArgumentParser:
                 action="append",
                 metavar="K=V",
                 help="an attribute policies can match (principal: {K: V}); repeatable",
+            )
+        if name in ("create", "rotate"):
+            cmd.add_argument(
+                "--token",
+                action="store_true",
+                help="a bearer token (Authorization: Bearer ...) instead of a SigV4 access key",
+            )
+            cmd.add_argument(
+                "--expires",
+                metavar="DURATION",
+                help="with --token: how long it is valid, like 90d, 12h or 30m, or never "
+                "(default 90d)",
             )
         where = cmd.add_mutually_exclusive_group()
         where.add_argument("--config", metavar="FILE", help="config file naming the store")

@@ -36,6 +36,12 @@ class ErrorKind(enum.StrEnum):
     BAD_SIGNATURE = "signature_mismatch"
     EXPIRED = "request_expired"
     BAD_SCOPE = "credential_scope"
+    # Bearer tokens: each refusal its own kind, so an auth_failure event tells a stale
+    # deployment (expired, revoked) from guessing (unknown, mismatch).
+    UNKNOWN_TOKEN = "unknown_token"  # noqa: S105 (an error code)
+    BAD_TOKEN = "token_mismatch"  # noqa: S105 (an error code)
+    REVOKED_TOKEN = "revoked_token"  # noqa: S105 (an error code)
+    EXPIRED_TOKEN = "token_expired"  # noqa: S105 (an error code)
     UNKNOWN_OPERATION = "unknown_operation"
     BAD_REQUEST = "bad_request"
     MALFORMED_BODY = "malformed_body"

@@ -1,38 +1,87 @@
-"""Access keys keyledger issues to services, stored encrypted at rest.
+"""Credentials keyledger issues to services, in one store file per deployment.
 
-SigV4 verification needs each key's secret itself (the client signs with it; we recompute),
-so a hash will not do: secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
-a key that lives outside the store (an env var or a file), and the store file is 0600.
+An identity (a name, its groups and attributes) may hold two kinds of credential side by
+side, at most one active of each kind:
+
+- **SigV4 access keys** (``AKKL...``). Verification needs each key's secret itself (the
+  client signs with it; we recompute), so a hash will not do: secrets are encrypted with
+  Fernet (AES-128-CBC + HMAC-SHA256) under a key that lives outside the store (an env var or
+  a file).
+- **Bearer tokens** (``kltok_<id>_<secret>``, the id naming it in lists and audit events).
+  The proxy only needs to recognise a token, so only its SHA-256 is kept. A plain hash is
+  enough because the secret part is 256 random bits: there is no dictionary to try and
+  nothing a salt or a slow KDF would add; and unlike an HMAC it leaves tokens valid when the
+  store key changes.
+
+The file is 0600 JSON::
+
+    {"version": 1,
+     "identities": [{name, access_key_id, groups, attributes, created, revoked, secret}],
+     "tokens": [{name, token_id, groups, attributes, created, expires, revoked, sha256}],
+     "key_check": "<Fernet token>"}
+
+``identities`` (the SigV4 keys) is unchanged from stores written before tokens existed, so
+a proxy of that age still reads a new file; ``tokens`` and ``key_check`` are optional, so an
+old file loads here. ``key_check`` is a value encrypted under the store key, so that a write
+under another key is refused even when the store holds tokens only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import string
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
+import structlog
 from cryptography.fernet import Fernet, InvalidToken
 
 from keyledger.proxy.config import require_key
 
 __all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
+    "RELOAD_INTERVAL_S",
     "Identity",
     "IdentityError",
     "IdentityStore",
     "IssuedKey",
+    "IssuedToken",
+    "StoreFollower",
+    "Token",
     "load_store_key",
+    "parse_lifetime",
     "store_key_source",
+    "token_digest",
+    "token_id_of",
 ]
+
+log = structlog.get_logger("keyledger.auth")
 
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
 KEY_PREFIX = "AKKL"
+TOKEN_PREFIX = "kltok_"  # noqa: S105 (what every token starts with)
+_TOKEN_ID_ALPHABET = string.ascii_lowercase + string.digits
+# kltok_ + a 12-character id (62 bits: unique, not secret) + _ + 32 random bytes, base64url.
+_TOKEN = re.compile(r"(kltok_[a-z0-9]{12})_[A-Za-z0-9_-]{43}")
+_KEY_CHECK = b"keyledger identity store"
+
+# Security teams want tokens to die by themselves; `--expires never` opts out, visibly.
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
+_MAX_LIFETIME = timedelta(days=3650)
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+# How often a long-running reader looks at the file for changes `keyledger identity` made.
+RELOAD_INTERVAL_S = 1.0
 
 
 class IdentityError(ValueError):
@@ -41,6 +90,10 @@ class IdentityError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:
+    """A SigV4 access key and the identity it belongs to."""
+
+    kind: ClassVar[str] = "sigv4"
+
     name: str
     access_key_id: str
     groups: tuple[str, ...] = ()
@@ -50,6 +103,44 @@ class Identity:
     revoked: bool = False
     encrypted_secret: str = field(default="", repr=False)
 
+    @property
+    def credential_id(self) -> str:
+        return self.access_key_id
+
+    def status(self, now: datetime) -> str:
+        return "revoked" if self.revoked else "active"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Token:
+    """A bearer token (its id and hash, never the token) and the identity it belongs to."""
+
+    kind: ClassVar[str] = "token"
+
+    name: str
+    token_id: str
+    groups: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""
+    expires: datetime | None = None  # None: never
+    revoked: bool = False
+    digest: bytes = field(default=b"", repr=False)  # SHA-256 of the whole token
+
+    @property
+    def credential_id(self) -> str:
+        return self.token_id
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    def status(self, now: datetime) -> str:
+        if self.revoked:
+            return "revoked"
+        return "expired" if self.expired(now) else "active"
+
+
+Credential = Identity | Token
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedKey:
@@ -58,6 +149,41 @@ class IssuedKey:
     name: str
     access_key_id: str
     secret_access_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """Returned once, when a token is created or rotated; the token is shown only then."""
+
+    name: str
+    token_id: str
+    token: str = field(repr=False)
+    expires: datetime | None
+
+
+def token_id_of(text: str) -> str | None:
+    """The id of a well-formed keyledger token, else None."""
+    match = _TOKEN.fullmatch(text)
+    return match.group(1) if match else None
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_lifetime(text: str) -> timedelta | None:
+    """``90d``, ``12h``, ``30m`` as a timedelta; ``never`` as None."""
+    if text == "never":
+        return None
+    match = re.fullmatch(r"([1-9][0-9]{0,6})([dhm])", text)
+    if match is None:
+        raise IdentityError(
+            f"expected a duration like 90d, 12h or 30m, or never; not {text[:40]!r}"
+        )
+    lifetime = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if lifetime > _MAX_LIFETIME:
+        raise IdentityError(f"{text} is more than {_MAX_LIFETIME.days}d; say never if you mean it")
+    return lifetime
 
 
 def load_store_key(*, env: str | None, file: Path | None) -> bytes:
@@ -78,11 +204,16 @@ def store_key_source(*, env: str | None, file: Path | None) -> str:
     return f"the file {file}" if file is not None else f"the env var {env}"
 
 
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 class IdentityStore:
     """A JSON file of identities; every write replaces the file atomically, mode 0600.
 
     ``key_source`` says where the key came from (see :func:`store_key_source`), so that an
-    error about the key can name the place to fix.
+    error about the key can name the place to fix. ``generation`` counts the contents this
+    object has held (loads and its own writes), for readers that cache what they derive.
     """
 
     def __init__(self, path: Path, key: bytes, *, key_source: str = "the caller") -> None:
@@ -95,7 +226,10 @@ class IdentityStore:
             ) from exc
         self.path = path
         self.key_source = key_source
+        self.generation = 0
         self._identities: dict[str, Identity] = {}
+        self._tokens: dict[str, Token] = {}
+        self._key_check: str | None = None
         self._version: tuple[int, int] | None = None
         if path.exists():
             self._load()
@@ -113,7 +247,9 @@ class IdentityStore:
         if version == self._version:
             return False
         if version is None:
-            self._identities, self._version = {}, None
+            self._identities, self._tokens, self._key_check = {}, {}, None
+            self._version = None
+            self.generation += 1
         else:
             self._load()
         return True
@@ -122,8 +258,7 @@ class IdentityStore:
         version = self._stat()
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            items = doc["identities"]
-            loaded = [
+            keys = [
                 Identity(
                     name=i["name"],
                     access_key_id=i["access_key_id"],
@@ -133,12 +268,31 @@ class IdentityStore:
                     revoked=bool(i.get("revoked", False)),
                     encrypted_secret=i["secret"],
                 )
-                for i in items
+                for i in doc["identities"]
             ]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            tokens = [
+                Token(
+                    name=t["name"],
+                    token_id=t["token_id"],
+                    groups=tuple(t.get("groups", ())),
+                    attributes={str(k): str(v) for k, v in t.get("attributes", {}).items()},
+                    created=t.get("created", ""),
+                    expires=_expiry(t.get("expires")),
+                    revoked=bool(t.get("revoked", False)),
+                    digest=_sha256(t["sha256"]),
+                )
+                for t in doc.get("tokens", ())
+            ]
+            key_check = doc.get("key_check")
+            if key_check is not None and not isinstance(key_check, str):
+                raise ValueError("key_check is not a string")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IdentityError(f"{self.path}: not a keyledger identity store ({exc})") from exc
-        self._identities = {i.access_key_id: i for i in loaded}
+        self._identities = {i.access_key_id: i for i in keys}
+        self._tokens = {t.token_id: t for t in tokens}
+        self._key_check = key_check
         self._version = version
+        self.generation += 1
 
     def _check_key(self) -> None:
         """Refuse a write under a key other than the one the existing entries were written
@@ -147,12 +301,19 @@ class IdentityStore:
             try:
                 self._fernet.decrypt(identity.encrypted_secret.encode())
             except InvalidToken:
-                raise IdentityError(
-                    f"the identity store {self.path} was written with a different key than "
-                    f"the one from {self.key_source} (it cannot decrypt the key of "
-                    f"{identity.name}); nothing was written. Use the key the store was "
-                    "written with, the one the proxy serving it uses"
-                ) from None
+                raise self._other_key(f"the key of {identity.name}") from None
+        if self._key_check is not None:
+            try:
+                self._fernet.decrypt(self._key_check.encode())
+            except InvalidToken:
+                raise self._other_key("its key_check value") from None
+
+    def _other_key(self, what: str) -> IdentityError:
+        return IdentityError(
+            f"the identity store {self.path} was written with a different key than the one "
+            f"from {self.key_source} (it cannot decrypt {what}); nothing was written. Use the "
+            "key the store was written with, the one the proxy serving it uses"
+        )
 
     def _save(self) -> None:
         try:
@@ -164,6 +325,9 @@ class IdentityStore:
             ) from exc
 
     def _write(self) -> None:
+        # Every write follows _check_key: the current key is the store's key.
+        if self._key_check is None:
+            self._key_check = self._fernet.encrypt(_KEY_CHECK).decode()
         doc = {
             "version": 1,
             "identities": [
@@ -178,6 +342,20 @@ class IdentityStore:
                 }
                 for i in self._identities.values()
             ],
+            "tokens": [
+                {
+                    "name": t.name,
+                    "token_id": t.token_id,
+                    "groups": list(t.groups),
+                    "attributes": dict(t.attributes),
+                    "created": t.created,
+                    "expires": t.expires.isoformat() if t.expires else None,
+                    "revoked": t.revoked,
+                    "sha256": t.digest.hex(),
+                }
+                for t in self._tokens.values()
+            ],
+            "key_check": self._key_check,
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".identities-")
         try:
@@ -188,15 +366,35 @@ class IdentityStore:
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
             self._version = self._stat()
+            self.generation += 1
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    # -- reading ---------------------------------------------------------------------------
+
     def __iter__(self) -> Iterator[Identity]:
+        """The SigV4 keys, active and revoked."""
         return iter(sorted(self._identities.values(), key=lambda i: (i.name, i.created)))
+
+    def tokens(self) -> Iterator[Token]:
+        """The bearer tokens, active, expired and revoked."""
+        return iter(sorted(self._tokens.values(), key=lambda t: (t.name, t.created)))
+
+    def credentials(self) -> list[Credential]:
+        """Keys and tokens, by identity name, then age."""
+        both: list[Credential] = [*self._identities.values(), *self._tokens.values()]
+        return sorted(both, key=lambda c: (c.name, c.created, c.kind))
 
     def by_key(self, access_key_id: str) -> Identity | None:
         return self._identities.get(access_key_id)
+
+    def by_token_id(self, token_id: str) -> Token | None:
+        return self._tokens.get(token_id)
+
+    def holds(self, name: str) -> bool:
+        """Whether ``name`` has an unrevoked key or token (is an identity in use)."""
+        return self._profile(name) is not None
 
     def secret_of(self, identity: Identity) -> str:
         try:
@@ -205,6 +403,37 @@ class IdentityStore:
             raise IdentityError(
                 f"cannot decrypt the key of {identity.name}: wrong identity store key?"
             ) from exc
+
+    def _profile(self, name: str) -> tuple[tuple[str, ...], Mapping[str, str]] | None:
+        """The groups and attributes of an identity in use: its newest unrevoked credential's."""
+        held = [c for c in self.credentials() if c.name == name and not c.revoked]
+        return (held[-1].groups, held[-1].attributes) if held else None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _identity_for(
+        self, name: str, groups: tuple[str, ...], attributes: Mapping[str, str] | None
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The groups and attributes a new credential of ``name`` gets.
+
+        Groups and attributes belong to the identity: a credential added to one in use
+        shares them, and may not quietly change what its other credentials are allowed.
+        """
+        if not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise IdentityError(f"identity name {name!r} must be printable with no spaces")
+        wanted = dict(attributes or {})
+        profile = self._profile(name)
+        if profile is None:
+            return groups, wanted
+        held_groups, held_attributes = profile
+        if (groups or wanted) and (groups, wanted) != (held_groups, dict(held_attributes)):
+            shown = ",".join(held_groups) or "none"
+            facts = ",".join(f"{k}={v}" for k, v in held_attributes.items()) or "none"
+            raise IdentityError(
+                f"identity {name!r} already exists with groups {shown} and attributes "
+                f"{facts}; a credential added to it shares them: leave out --group and --attr"
+            )
+        return held_groups, dict(held_attributes)
 
     def create(
         self,
@@ -215,8 +444,8 @@ class IdentityStore:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
     ) -> IssuedKey:
-        if not name or any(c.isspace() or not c.isprintable() for c in name):
-            raise IdentityError(f"identity name {name!r} must be printable with no spaces")
+        """Issue a SigV4 key: for a new identity, or next to the tokens of one in use."""
+        groups, facts = self._identity_for(name, groups, attributes)
         if any(i.name == name and not i.revoked for i in self._identities.values()):
             raise IdentityError(f"identity {name!r} already has an active key; use rotate")
         self._check_key()
@@ -228,24 +457,68 @@ class IdentityStore:
             name=name,
             access_key_id=key_id,
             groups=groups,
-            attributes=dict(attributes or {}),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            attributes=facts,
+            created=_now().isoformat(),
             encrypted_secret=self._fernet.encrypt(secret.encode()).decode(),
         )
         self._save()
         return IssuedKey(name, key_id, secret)
 
-    def revoke(self, name_or_key: str) -> list[Identity]:
-        hits = [
-            i
-            for i in self._identities.values()
-            if not i.revoked and name_or_key in (i.name, i.access_key_id)
+    def create_token(
+        self,
+        name: str,
+        *,
+        groups: tuple[str, ...] = (),
+        attributes: Mapping[str, str] | None = None,
+        lifetime: timedelta | None = DEFAULT_TOKEN_LIFETIME,
+    ) -> IssuedToken:
+        """Issue a bearer token: for a new identity, or next to the key of one in use.
+
+        ``lifetime`` None: the token never expires. An expired token does not count as
+        active: a new one may be created beside it.
+        """
+        groups, facts = self._identity_for(name, groups, attributes)
+        now = _now()
+        if any(t.name == name and t.status(now) == "active" for t in self._tokens.values()):
+            raise IdentityError(
+                f"identity {name!r} already has an active token; use rotate --token"
+            )
+        self._check_key()
+        token_id = TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ID_ALPHABET) for _ in range(12))
+        while token_id in self._tokens:  # 62 bits: a repeat is a curiosity, not a risk
+            token_id = TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ID_ALPHABET) for _ in range(12))
+        token = f"{token_id}_{secrets.token_urlsafe(32)}"
+        expires = now + lifetime if lifetime is not None else None
+        self._tokens[token_id] = Token(
+            name=name,
+            token_id=token_id,
+            groups=groups,
+            attributes=facts,
+            created=now.isoformat(),
+            expires=expires,
+            digest=token_digest(token),
+        )
+        self._save()
+        return IssuedToken(name, token_id, token, expires)
+
+    def revoke(self, name_or_id: str) -> list[Credential]:
+        """Revoke every key and token of an identity, or the one key or token named.
+
+        A whole token is taken as its id, so a leaked one can be revoked as found (and is
+        never repeated in a message).
+        """
+        wanted = token_id_of(name_or_id) or name_or_id
+        hits: list[Credential] = [
+            c for c in self.credentials() if not c.revoked and wanted in (c.name, c.credential_id)
         ]
         if not hits:
-            raise IdentityError(f"no active identity or key named {name_or_key!r}")
+            raise IdentityError(f"no active identity, key or token named {wanted!r}")
         self._check_key()
-        for identity in hits:
-            self._identities[identity.access_key_id] = replace(identity, revoked=True)
+        for hit in hits:
+            if isinstance(hit, Token):
+                self._tokens[hit.token_id] = replace(hit, revoked=True)
+            else:
+                self._identities[hit.access_key_id] = replace(hit, revoked=True)
         self._save()
         return hits
 
@@ -253,8 +526,93 @@ class IdentityStore:
         """Issue a new key for ``name`` and revoke its old ones."""
         old = [i for i in self._identities.values() if i.name == name and not i.revoked]
         if not old:
-            raise IdentityError(f"no active identity named {name!r}")
+            raise self._nothing_to_rotate(name, "an access key", "")
         self._check_key()  # before anything is revoked, even in memory
         for identity in old:
             self._identities[identity.access_key_id] = replace(identity, revoked=True)
         return self.create(name, groups=old[0].groups, attributes=old[0].attributes)
+
+    def rotate_token(
+        self, name: str, *, lifetime: timedelta | None = DEFAULT_TOKEN_LIFETIME
+    ) -> IssuedToken:
+        """Issue a new token for ``name`` and revoke its old ones (expired ones too)."""
+        old = [t for t in self._tokens.values() if t.name == name and not t.revoked]
+        if not old:
+            raise self._nothing_to_rotate(name, "a token", " --token")
+        self._check_key()  # before anything is revoked, even in memory
+        for token in old:
+            self._tokens[token.token_id] = replace(token, revoked=True)
+        return self.create_token(
+            name, groups=old[0].groups, attributes=old[0].attributes, lifetime=lifetime
+        )
+
+    def _nothing_to_rotate(self, name: str, what: str, flag: str) -> IdentityError:
+        if not self.holds(name):
+            return IdentityError(f"no active identity named {name!r}")
+        return IdentityError(
+            f"identity {name!r} has no {what.split(' ', 1)[1]} to rotate; issue {what} with: "
+            f"keyledger identity create {name}{flag}"
+        )
+
+
+class StoreFollower:
+    """Keeps one long-running reader of a store in step with the file.
+
+    :meth:`refresh` looks at the file at most once per ``interval`` seconds and calls
+    ``on_change`` when the store's content changed since this follower last looked, whoever
+    re-read it: the SigV4 and bearer authenticators may share one store. A file that does not
+    load (half-written, corrupt) leaves the last good content in place: it must not lock
+    everyone out.
+    """
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        *,
+        on_change: Callable[[], None] | None = None,
+        interval: float = RELOAD_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._on_change = on_change
+        self._interval = interval
+        self._clock = clock
+        self._checked = clock()
+        self._seen = store.generation
+
+    def refresh(self) -> None:
+        now = self._clock()
+        if now - self._checked < self._interval:
+            return
+        self._checked = now
+        store = self._store
+        try:
+            if store.reload_if_changed():
+                log.info(
+                    "identities_reloaded",
+                    keys=sum(not i.revoked for i in store),
+                    tokens=sum(not t.revoked for t in store.tokens()),
+                )
+            if store.generation != self._seen:
+                self._seen = store.generation  # first: a failing on_change is not retried
+                if self._on_change is not None:
+                    self._on_change()
+        except IdentityError as exc:
+            log.error("identities_reload_failed", error=str(exc))
+
+
+def _expiry(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expires {value!r} is not a timestamp")
+    expires = datetime.fromisoformat(value)
+    if expires.tzinfo is None:
+        raise ValueError(f"expires {value!r} has no time zone")
+    return expires
+
+
+def _sha256(value: object) -> bytes:
+    if not isinstance(value, str) or len(value) != 64:
+        raise ValueError("a token's sha256 is not 64 hex digits")
+    return bytes.fromhex(value)

@@ -10,23 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-import structlog
-
 from keyledger import sigv4
 from keyledger.model import Principal
-from keyledger.proxy.auth.identities import IdentityError, IdentityStore
+from keyledger.proxy.auth.identities import IdentityStore, StoreFollower
 from keyledger.proxy.errors import AuthError, ErrorKind
 from keyledger.proxy.wire import WireRequest
 
 __all__ = ["SigV4Authenticator"]
-
-log = structlog.get_logger("keyledger.auth")
-
-RELOAD_INTERVAL_S = 1.0
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -51,8 +44,9 @@ class SigV4Authenticator:
         self._clock = clock
         self._keys = sigv4.SigningKeyCache()
         self._store = store
-        self._checked = time.monotonic()
         self._secrets = self._decrypt_all()
+        # Picks up keys created, rotated or revoked by `keyledger identity` (at most 1/s).
+        self._follower = StoreFollower(store, on_change=self._reload)
 
     def _decrypt_all(self) -> dict[str, tuple[Principal, str]]:
         # Decrypt once per store version: verification needs the plaintext on every request.
@@ -67,22 +61,11 @@ class SigV4Authenticator:
             if not i.revoked
         }
 
-    def _refresh(self) -> None:
-        """Pick up keys created, rotated or revoked by `keyledger identity` (at most 1/s)."""
-        now = time.monotonic()
-        if now - self._checked < RELOAD_INTERVAL_S:
-            return
-        self._checked = now
-        try:
-            if self._store.reload_if_changed():
-                self._secrets = self._decrypt_all()
-                log.info("identities_reloaded", active=len(self._secrets))
-        except IdentityError as exc:
-            # Keep the last good set: a half-written or corrupt file must not lock everyone out.
-            log.error("identities_reload_failed", error=str(exc))
+    def _reload(self) -> None:
+        self._secrets = self._decrypt_all()
 
     async def authenticate(self, wire: WireRequest) -> Principal:
-        self._refresh()
+        self._follower.refresh()
         header = wire.headers.get("authorization")
         if not header:
             raise AuthError("Missing Authentication Token", kind=ErrorKind.MISSING_AUTH)

@@ -171,7 +171,7 @@ class TestIdentityStore:
         a = store.create("svc-a")
         b = store.create("svc-b")
 
-        assert [i.access_key_id for i in store.revoke("svc-a")] == [a.access_key_id]
+        assert [i.credential_id for i in store.revoke("svc-a")] == [a.access_key_id]
         assert [i.name for i in store.revoke(b.access_key_id)] == ["svc-b"]
 
         reopened = IdentityStore(path, key)
@@ -187,7 +187,7 @@ class TestIdentityStore:
         store.create("svc-a")
         store.revoke("svc-a")
 
-        with pytest.raises(IdentityError, match="no active identity or key named 'svc-a'"):
+        with pytest.raises(IdentityError, match="no active identity, key or token named 'svc-a'"):
             store.revoke("svc-a")
 
     def test_rotate_replaces_the_key_and_keeps_groups(self, path: Path, key: bytes) -> None:
