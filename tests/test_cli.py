@@ -188,6 +188,169 @@ class TestIdentityMistakes:
         )
 
 
+class TestIdentityTokens:
+    """`identity create|list|revoke|rotate` with bearer tokens beside SigV4 keys."""
+
+    @pytest.fixture
+    def config(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        from cryptography.fernet import Fernet
+
+        monkeypatch.setenv("KEYLEDGER_IDENTITY_KEY", Fernet.generate_key().decode())
+        config = tmp_path / "keyledger.yaml"
+        config.write_text("identities: {path: ids.json}\npolicies: [p.yaml]\nbackends: {aws: {}}\n")
+        return config
+
+    @staticmethod
+    def run(
+        capsys: pytest.CaptureFixture[str], config: Path, *argv: str, status: int = 0
+    ) -> tuple[dict[str, str], str]:
+        """Run `keyledger identity ARGV`; its stdout as label -> value, and its stderr."""
+        assert main(["identity", *argv, "--config", str(config)]) == status
+        out, err = capsys.readouterr()
+        return {line[:18].strip(): line[18:].strip() for line in out.splitlines()}, err
+
+    @staticmethod
+    def listing(capsys: pytest.CaptureFixture[str], config: Path) -> list[list[str]]:
+        assert main(["identity", "list", "--config", str(config)]) == 0
+        return [line.split() for line in capsys.readouterr().out.splitlines()]
+
+    def test_create_token_prints_it_once(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """create --token prints the token once with its id and expiry (90 days by default);
+        the store file and `list` show the id, never the token."""
+        from datetime import UTC, datetime, timedelta
+
+        issued, err = self.run(capsys, config, "create", "svc-a", "--token", "--group", "ops")
+
+        token, token_id = issued["token"], issued["token id"]
+        assert token.startswith(token_id + "_")
+        assert issued["identity"] == "svc-a"
+        expires = datetime.fromisoformat(issued["expires"])
+        assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)
+        assert "the token is shown only now" in err
+        assert token not in (config.parent / "ids.json").read_text()
+        rows = self.listing(capsys, config)
+        assert rows[0] == [
+            "NAME", "KIND", "ID", "STATUS", "CREATED", "EXPIRES", "GROUPS;", "ATTRIBUTES"
+        ]  # fmt: skip
+        assert [r[:4] + r[5:] for r in rows[1:]] == [
+            ["svc-a", "token", token_id, "active", issued["expires"], "ops"]
+        ]
+
+    def test_a_token_beside_a_key(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """create --token on an identity with an access key adds the token beside it, says
+        so, and list shows both under the identity's groups; revoking the token by its id
+        leaves the key active."""
+        key, _ = self.run(capsys, config, "create", "svc-a", "--group", "payments")
+        token, err = self.run(capsys, config, "create", "svc-a", "--token")
+
+        assert "added to the existing identity svc-a, beside its access key" in err
+        assert sorted((r[1], r[2], r[3], r[-1]) for r in self.listing(capsys, config)[1:]) == [
+            ("sigv4", key["access key id"], "active", "payments"),
+            ("token", token["token id"], "active", "payments"),
+        ]
+
+        assert main(["identity", "revoke", token["token id"], "--config", str(config)]) == 0
+        assert capsys.readouterr().out == f"revoked {token['token id']} (svc-a)\n"
+        assert sorted((r[1], r[3]) for r in self.listing(capsys, config)[1:]) == [
+            ("sigv4", "active"),
+            ("token", "revoked"),
+        ]
+
+    def test_a_second_token_is_refused(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A second active token for one identity is refused, pointing at rotate --token."""
+        self.run(capsys, config, "create", "svc-a", "--token")
+
+        _, err = self.run(capsys, config, "create", "svc-a", "--token", status=2)
+
+        assert err == (
+            "keyledger: identity 'svc-a' already has an active token; use rotate --token\n"
+        )
+
+    def test_rotate_token(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """rotate --token issues a new token with the lifetime asked for and revokes the old."""
+        old, _ = self.run(capsys, config, "create", "svc-a", "--token")
+
+        new, err = self.run(capsys, config, "rotate", "svc-a", "--token", "--expires", "12h")
+
+        assert new["token"] != old["token"]
+        assert "the previous token is revoked" in err
+        statuses = {r[2]: (r[3], r[5]) for r in self.listing(capsys, config)[1:]}
+        assert statuses == {
+            old["token id"]: ("revoked", old["expires"]),
+            new["token id"]: ("active", new["expires"]),
+        }
+
+    def test_never_expiring_token_is_flagged(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--expires never is allowed, printed as never, and warned about on stderr."""
+        issued, err = self.run(capsys, config, "create", "svc-a", "--token", "--expires", "never")
+
+        assert issued["expires"] == "never"
+        assert "it never expires: rotate it yourself" in err
+        assert self.listing(capsys, config)[1][5] == "never"
+
+    def test_an_expired_token_is_listed_as_expired(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A token past its expiry shows as expired, and a new one may be created beside it."""
+        import json
+
+        self.run(capsys, config, "create", "svc-a", "--token")
+        store = config.parent / "ids.json"
+        doc = json.loads(store.read_text())
+        doc["tokens"][0]["expires"] = "2020-01-01T00:00:00+00:00"
+        store.write_text(json.dumps(doc))
+
+        assert self.listing(capsys, config)[1][3] == "expired"
+        self.run(capsys, config, "create", "svc-a", "--token")
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (
+                ["create", "svc-a", "--expires", "30d"],
+                "keyledger: --expires is for tokens: add --token\n",
+            ),
+            (
+                ["create", "svc-a", "--token", "--expires", "3 months"],
+                "keyledger: --expires: expected a duration like 90d, 12h or 30m, or never; not "
+                "'3 months'\n",
+            ),
+            (
+                ["rotate", "svc-a", "--token"],
+                "keyledger: no active identity named 'svc-a'\n",
+            ),
+        ],
+    )
+    def test_mistakes_are_one_line(
+        self, config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    ) -> None:
+        """Misused token options exit 2 with one line saying what to do, writing nothing."""
+        _, err = self.run(capsys, config, *argv, status=2)
+
+        assert err == message
+        assert not (config.parent / "ids.json").exists()
+
+    def test_rotate_token_of_a_key_only_identity_says_how(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """rotate --token for an identity that has only a key names the command that adds
+        a token."""
+        self.run(capsys, config, "create", "svc-a")
+
+        _, err = self.run(capsys, config, "rotate", "svc-a", "--token", status=2)
+
+        assert err == (
+            "keyledger: identity 'svc-a' has no token to rotate; issue a token with: "
+            "keyledger identity create svc-a --token\n"
+        )
+
+
 class TestUsage:
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
         """--version prints the installed distribution's version and exits 0."""
