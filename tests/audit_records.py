@@ -57,6 +57,7 @@ def access_event(
     request: str | None = "req-1",
     protocol: str = "aws-json",
     operation: str = "GetSecretValue",
+    backend: str = "aws",
     source_ip: str | None = "10.0.0.7",
     user_agent: str | None = "Boto3/1.34",
     principal: str | None = "svc-payments",
@@ -92,7 +93,7 @@ def access_event(
             id=principal, auth_method="sigv4", groups=groups, attributes=attributes or {}
         ),
         action=action,
-        resource=ResourceInfo(backend="aws", secret=secret, version=version),
+        resource=ResourceInfo(backend=backend, secret=secret, version=version),
         decision=None
         if effect is None
         else DecisionInfo(effect=effect, rule=rule, policy_hash=policy_hash, reason=reason),

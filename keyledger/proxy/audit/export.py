@@ -286,11 +286,20 @@ def to_ecs(record: Mapping[str, Any]) -> dict[str, Any]:
     _put(doc, "http.request.id", request.get("id"))
     _put(doc, "rule.name", _part(record, "decision").get("rule"))
     _put(doc, "error.code", outcome.get("code") if outcome.get("status") == "error" else None)
-    _put(doc, "cloud.provider", backend if str(backend) in _ECS_CLOUDS else None)
+    _put(doc, "cloud.provider", _cloud(request, backend))
     _put(doc, "related.user", [user] if user else None)
     _put(doc, "related.ip", [ip] if ip else None)
     _put(doc, "keyledger", _keyledger(record))
     return doc
+
+
+def _cloud(request: Mapping[str, Any], backend: Any) -> str | None:
+    """The cloud a call went to, by its wire protocol (aws-json, gcp-rest, ...): a backend's
+    name is the operator's to choose ("aws-eu", "payments")."""
+    cloud = str(request.get("protocol") or "").split("-", 1)[0]
+    if cloud in _ECS_CLOUDS:
+        return cloud
+    return str(backend) if str(backend) in _ECS_CLOUDS else None
 
 
 def _ecs_types(record: Mapping[str, Any]) -> list[str]:

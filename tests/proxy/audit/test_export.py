@@ -239,6 +239,28 @@ class TestEcs:
         assert field(doc, "rule.name") == "payments-read"
         assert field(doc, "cloud.provider") == "aws"
 
+    @pytest.mark.parametrize(
+        ("protocol", "backend", "cloud"),
+        [
+            ("aws-json", "aws-eu", "aws"),
+            ("gcp-rest", "payments", "gcp"),
+            ("gcp-grpc", "gcp", "gcp"),
+            ("azure", "vault-prod", "azure"),
+            ("unknown", "aws", "aws"),
+            ("unknown", "mystery", None),
+        ],
+    )
+    def test_cloud_follows_the_wire_protocol_not_the_backends_name(
+        self, protocol: str, backend: str, cloud: str | None
+    ) -> None:
+        """cloud.provider comes from the protocol the call spoke: backend names are the
+        operator's to choose ("aws-eu", "payments")."""
+        event = access_event(protocol=protocol, backend=backend)
+
+        doc = only(sealed(event), "ecs")
+
+        assert doc.get("cloud", {}).get("provider") == cloud
+
     def test_keyledger_facts_keep_their_own_namespace(self) -> None:
         """Chain, resource, policy hash and value fingerprint stay under keyledger.*."""
         record = sealed(access())[0]
