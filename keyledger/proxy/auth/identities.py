@@ -445,9 +445,9 @@ class IdentityStore:
         secret_access_key: str | None = None,
     ) -> IssuedKey:
         """Issue a SigV4 key: for a new identity, or next to the tokens of one in use."""
-        groups, facts = self._identity_for(name, groups, attributes)
         if any(i.name == name and not i.revoked for i in self._identities.values()):
             raise IdentityError(f"identity {name!r} already has an active key; use rotate")
+        groups, facts = self._identity_for(name, groups, attributes)
         self._check_key()
         key_id = access_key_id or KEY_PREFIX + "".join(
             secrets.choice(_KEY_ALPHABET) for _ in range(16)
@@ -477,12 +477,12 @@ class IdentityStore:
         ``lifetime`` None: the token never expires. An expired token does not count as
         active: a new one may be created beside it.
         """
-        groups, facts = self._identity_for(name, groups, attributes)
         now = _now()
         if any(t.name == name and t.status(now) == "active" for t in self._tokens.values()):
             raise IdentityError(
                 f"identity {name!r} already has an active token; use rotate --token"
             )
+        groups, facts = self._identity_for(name, groups, attributes)
         self._check_key()
         token_id = TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ID_ALPHABET) for _ in range(12))
         while token_id in self._tokens:  # 62 bits: a repeat is a curiosity, not a risk

@@ -400,11 +400,12 @@ class TestTokenStore:
         assert issued.token_id in str(caught.value)
 
     def test_one_active_token_per_identity(self, store: IdentityStore) -> None:
-        """A second token for a name is refused while one is active; rotate is the way."""
-        store.create_token("svc-a")
+        """The same create run twice is refused while the first token is active, pointing
+        at rotate."""
+        store.create_token("svc-a", groups=("ops",))
 
         with pytest.raises(IdentityError, match="already has an active token; use rotate --token"):
-            store.create_token("svc-a")
+            store.create_token("svc-a", groups=("ops",))
 
     def test_a_token_added_to_an_identity_keeps_its_groups(self, store: IdentityStore) -> None:
         """A token added to an identity in use takes its groups and attributes; different
