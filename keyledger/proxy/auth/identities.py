@@ -204,6 +204,10 @@ def store_key_source(*, env: str | None, file: Path | None) -> str:
     return f"the file {file}" if file is not None else f"the env var {env}"
 
 
+def _new_token_id() -> str:
+    return TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ID_ALPHABET) for _ in range(12))
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -484,9 +488,9 @@ class IdentityStore:
             )
         groups, facts = self._identity_for(name, groups, attributes)
         self._check_key()
-        token_id = TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ID_ALPHABET) for _ in range(12))
+        token_id = _new_token_id()
         while token_id in self._tokens:  # 62 bits: a repeat is a curiosity, not a risk
-            token_id = TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ID_ALPHABET) for _ in range(12))
+            token_id = _new_token_id()
         token = f"{token_id}_{secrets.token_urlsafe(32)}"
         expires = now + lifetime if lifetime is not None else None
         self._tokens[token_id] = Token(
