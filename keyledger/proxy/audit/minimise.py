@@ -25,6 +25,10 @@ from typing import Any
 __all__ = ["IpHandling", "MinimiseConfig", "Minimiser"]
 
 
+# What a failed sign-in presented, as AuthError.claimed names it (never the secret).
+_CREDENTIAL_IDS = frozenset({"access_key_id", "token_id"})
+
+
 class IpHandling(enum.StrEnum):
     KEEP = "keep"
     TRUNCATE = "truncate"
@@ -67,9 +71,9 @@ class Minimiser:
                 request["source_ip"] = self.source_ip(ip)
         principal = record.get("principal")
         if principal is not None and config.principal_attributes is not None:
-            # The key a failed sign-in tried is no personal data, and what an
+            # The key or token id a failed sign-in tried is no personal data, and what an
             # investigation starts from.
-            kept = config.principal_attributes | {"access_key_id"}
+            kept = config.principal_attributes | _CREDENTIAL_IDS
             principal["attributes"] = {
                 k: v for k, v in principal.get("attributes", {}).items() if k in kept
             }

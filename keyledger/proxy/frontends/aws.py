@@ -71,6 +71,11 @@ _ERRORS: Mapping[ErrorKind, tuple[int, str]] = {
     ErrorKind.BAD_SIGNATURE: (400, "InvalidSignatureException"),
     ErrorKind.EXPIRED: (400, "InvalidSignatureException"),
     ErrorKind.BAD_SCOPE: (400, "InvalidSignatureException"),
+    # Bearer tokens are not AWS's; should one reach this protocol, it is a bad credential.
+    ErrorKind.UNKNOWN_TOKEN: (400, "UnrecognizedClientException"),
+    ErrorKind.BAD_TOKEN: (400, "UnrecognizedClientException"),
+    ErrorKind.REVOKED_TOKEN: (400, "UnrecognizedClientException"),
+    ErrorKind.EXPIRED_TOKEN: (400, "ExpiredTokenException"),
     ErrorKind.UNKNOWN_OPERATION: (400, "UnknownOperationException"),
     ErrorKind.BAD_REQUEST: (400, "InvalidParameterException"),
     ErrorKind.MALFORMED_BODY: (400, "SerializationException"),

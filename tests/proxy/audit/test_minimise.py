@@ -93,6 +93,21 @@ class TestMinimiser:
 
         assert out["principal"]["attributes"] == {"repo": "acme/api"}
 
+    @pytest.mark.parametrize("claimed", ["access_key_id", "token_id"])
+    def test_the_credential_a_failed_sign_in_tried_is_kept(self, claimed: str) -> None:
+        """The key or token id a failed sign-in presented survives any attribute list: it
+        is what an investigation starts from, and no personal data."""
+        failed = AuditEvent(
+            type=EventType.AUTH_FAILURE,
+            principal=PrincipalInfo(
+                id=None, auth_method="bearer", attributes={claimed: "id-1", "email": "a@b.test"}
+            ),
+        ).to_record()
+
+        out = minimised(MinimiseConfig(principal_attributes=frozenset()), failed)
+
+        assert out["principal"]["attributes"] == {claimed: "id-1"}
+
     def test_events_without_a_request_pass_untouched(self) -> None:
         """Lifecycle events carry no personal data and are left as they are."""
         lifecycle = AuditEvent(type=EventType.LIFECYCLE, detail={"event": "start"}).to_record()

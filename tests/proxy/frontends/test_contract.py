@@ -42,6 +42,19 @@ from keyledger.proxy.wire import Frontend, WireRequest, WireResponse
 BACKEND = "contract"
 VALUE = "contract-value-5c1d"  # a canary: no error may ever carry it
 
+AUTH_KINDS = {
+    ErrorKind.MISSING_AUTH,
+    ErrorKind.MALFORMED_AUTH,
+    ErrorKind.UNKNOWN_KEY,
+    ErrorKind.BAD_SIGNATURE,
+    ErrorKind.EXPIRED,
+    ErrorKind.BAD_SCOPE,
+    ErrorKind.UNKNOWN_TOKEN,
+    ErrorKind.BAD_TOKEN,
+    ErrorKind.REVOKED_TOKEN,
+    ErrorKind.EXPIRED_TOKEN,
+}
+
 # Statuses SDKs retry by themselves (AWS, Google and Azure clients all retry these): a
 # refusal answered with one would be hammered again, and look like an outage.
 RETRIED = {408, 429, 500, 502, 503, 504}
@@ -130,26 +143,10 @@ def caller(request: pytest.FixtureRequest) -> Caller:
 def every_error() -> list[ProxyError | BackendError]:
     """One error of every kind the gateway may hand a frontend to render."""
     ref = SecretRef(BACKEND, "contract/db-password")
+    # Every kind there is, so a kind added later cannot go unrendered.
     errors: list[ProxyError | BackendError] = [
-        AuthError("who are you", kind=kind)
-        for kind in (
-            ErrorKind.MISSING_AUTH,
-            ErrorKind.MALFORMED_AUTH,
-            ErrorKind.UNKNOWN_KEY,
-            ErrorKind.BAD_SIGNATURE,
-            ErrorKind.EXPIRED,
-            ErrorKind.BAD_SCOPE,
-        )
-    ]
-    errors += [
-        RequestError("bad", kind=kind)
-        for kind in (
-            ErrorKind.UNKNOWN_OPERATION,
-            ErrorKind.BAD_REQUEST,
-            ErrorKind.MALFORMED_BODY,
-            ErrorKind.TOO_LARGE,
-            ErrorKind.TIMEOUT,
-        )
+        AuthError("who are you", kind=kind) if kind in AUTH_KINDS else RequestError("x", kind=kind)
+        for kind in ErrorKind
     ]
     errors += [
         AccessDenied(principal="app", operation="read", ref=ref, explicit=True),
