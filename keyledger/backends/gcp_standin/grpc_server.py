@@ -54,14 +54,20 @@ class GrpcServer:
     def __init__(self, store: Store, *, host: str, port: int, token: str | None = None) -> None:
         self._store, self._host, self._port, self._token = store, host, port, token
         self._server: grpc.aio.Server | None = None
-        self.port = 0
+        self._bound = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the gRPC server has not been started")
+        return self._bound
 
     async def start(self) -> None:
         # Made here, not in __init__: a grpc.aio server belongs to the running event loop.
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((service_handler(self._store, token=self._token),))
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self.port = server.add_insecure_port(f"{host}:{self._port}")
+        self._bound = server.add_insecure_port(f"{host}:{self._port}")
         await server.start()
         self._server = server
 
