@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 
 from keyledger.backends.gcp_standin import ThreadedGcpStandin
-from keyledger.backends.gcp_standin._crc32c import crc32c
 from keyledger.backends.gcp_standin.errors import FailedPrecondition, InvalidArgument, NotFound
 from keyledger.backends.gcp_standin.store import MAX_PAYLOAD_BYTES, State, Store
 
@@ -18,22 +17,6 @@ PARENT = "projects/p"
 @pytest.fixture
 def store() -> Store:
     return Store()
-
-
-class TestChecksum:
-    @pytest.mark.parametrize(
-        ("data", "expected"),
-        [
-            (b"", 0),
-            (b"123456789", 0xE3069283),
-            (bytes(32), 0x8A9136AA),
-            (b"\xff" * 32, 0x62A8AB43),
-            (bytes(range(32)), 0x46DD794E),
-        ],
-    )
-    def test_crc32c_matches_rfc_3720(self, data: bytes, expected: int) -> None:
-        """The CRC32C agrees with the check value and RFC 3720's test vectors."""
-        assert crc32c(data) == expected
 
 
 class TestStore:

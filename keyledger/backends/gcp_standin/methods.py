@@ -25,8 +25,8 @@ from google.cloud.secretmanager_v1.types import resources, service
 # purpose: the message classes are Any to mypy either way).
 from google.iam.v1 import iam_policy_pb2, policy_pb2  # type: ignore[import-untyped]
 from google.protobuf import empty_pb2, timestamp_pb2  # type: ignore[import-untyped]
+from google_crc32c import value as crc32c
 
-from keyledger.backends.gcp_standin._crc32c import crc32c
 from keyledger.backends.gcp_standin.errors import InvalidArgument
 from keyledger.backends.gcp_standin.store import SecretView, State, Store, VersionView
 

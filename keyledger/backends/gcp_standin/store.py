@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from secrets import token_hex
 from typing import Generic, TypeVar
 
-from keyledger.backends.gcp_standin._crc32c import crc32c
+from google_crc32c import value as crc32c
+
 from keyledger.backends.gcp_standin.errors import (
     AlreadyExists,
     FailedPrecondition,
