@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
 
-from keyledger.backends.gcp_standin._http1 import HttpServer
+from keyledger.backends.gcp_standin._http import HttpServer
 from keyledger.backends.gcp_standin.errors import NotFound, StandinError
 from keyledger.backends.gcp_standin.grpc_server import GrpcServer
 from keyledger.backends.gcp_standin.methods import automatic_replication

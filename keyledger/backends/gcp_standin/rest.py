@@ -20,7 +20,7 @@ import orjson
 # No type stubs are published for protobuf's runtime (ignored on purpose).
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
-from keyledger.backends.gcp_standin._http1 import HttpRequest, HttpResponse
+from keyledger.backends.gcp_standin._http import HttpRequest, HttpResponse
 from keyledger.backends.gcp_standin.auth import check_bearer
 from keyledger.backends.gcp_standin.errors import Code, InvalidArgument, NotFound, StandinError
 from keyledger.backends.gcp_standin.methods import METHODS
