@@ -13,12 +13,15 @@ each.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytest
+from google.cloud.secretmanager_v1.types import Replication, Secret, service
 
 from keyledger.backends import (
     Backend,
@@ -27,6 +30,8 @@ from keyledger.backends import (
     SecretNotFound,
 )
 from keyledger.backends.aws import AwsBackend, AwsSettings
+from keyledger.backends.gcp import GcpBackend, GcpSettings
+from keyledger.backends.gcp_standin import StandinError, ThreadedGcpStandin
 from keyledger.model import Action, SecretRef, SecretRequest
 from keyledger.proxy.http_client import AiohttpTransport
 
@@ -112,12 +117,100 @@ class AwsSpeaker:
         )
 
 
-@pytest.fixture(params=["aws"])
+@dataclass
+class GcpSpeaker:
+    """Google's vocabulary, on the stand-in, in a real project of the test's own.
+
+    Google creates a secret and its value in two calls (CreateSecret, then
+    AddSecretVersion), and a Speaker phrases each canonical call as one request: ``create``
+    is CreateSecret, and the value is added to the store directly when the secret is next
+    read (if it still exists). Writing values through the backend is tested in
+    test_gcp_backend.py.
+    """
+
+    standin: ThreadedGcpStandin
+    backend: str = "gcp-contract"
+    secret: str = "keyledger-demo/contract-db-password"
+    real_project: str = field(default_factory=lambda: f"contract-{uuid.uuid4().hex[:12]}")
+
+    def __post_init__(self) -> None:
+        self._unwritten: dict[str, str] = {}  # secret name -> value still to add
+
+    async def make(self, *, reachable: bool) -> Backend:
+        endpoint = self.standin.grpc_target if reachable else f"127.0.0.1:{closed_port()}"
+        backend = GcpBackend(
+            GcpSettings(
+                name=self.backend,
+                endpoint=endpoint,
+                projects={"keyledger-demo": self.real_project},
+                credentials="anonymous",
+                timeout_s=5,
+            )
+        )
+        await backend.start()
+        return backend
+
+    async def close(self) -> None:
+        """Nothing to release: the stand-in belongs to the fixture."""
+
+    def _request(
+        self, action: Action, name: str | None, operation: str, message: Any
+    ) -> SecretRequest:
+        ref = SecretRef(self.backend, name) if name is not None else None
+        return SecretRequest(
+            action=action, ref=ref, operation=operation, params={"request": message}
+        )
+
+    @staticmethod
+    def _resource(name: str) -> str:
+        project, secret = name.split("/", 1)
+        return f"projects/{project}/secrets/{secret}"
+
+    def create(self, name: str, value: str) -> SecretRequest:
+        project, secret_id = name.split("/", 1)
+        self._unwritten[name] = value
+        message = service.CreateSecretRequest(
+            parent=f"projects/{project}",
+            secret_id=secret_id,
+            secret=Secret(replication=Replication(automatic=Replication.Automatic())),
+        )
+        return self._request(Action.WRITE, name, "CreateSecret", message)
+
+    def read(self, name: str) -> SecretRequest:
+        value = self._unwritten.pop(name, None)
+        real = self._resource(name.replace("keyledger-demo/", f"{self.real_project}/", 1))
+        if value is not None:
+            # Not there when never created or deleted since: the read is to find it missing.
+            with contextlib.suppress(StandinError):
+                self.standin.store.add_version(real, value.encode())
+        latest = f"{self._resource(name)}/versions/latest"
+        message = service.AccessSecretVersionRequest(name=latest)
+        return self._request(Action.READ, name, "AccessSecretVersion", message)
+
+    def list(self) -> SecretRequest:
+        message = service.ListSecretsRequest(parent="projects/keyledger-demo")
+        return self._request(Action.LIST, None, "ListSecrets", message)
+
+    def delete(self, name: str) -> SecretRequest:
+        message = service.DeleteSecretRequest(name=self._resource(name))
+        return self._request(Action.DELETE, name, "DeleteSecret", message)
+
+
+@pytest.fixture(scope="module")
+def gcp_standin() -> Iterator[ThreadedGcpStandin]:
+    with ThreadedGcpStandin() as standin:
+        yield standin
+
+
+@pytest.fixture(params=["aws", "gcp"])
 def speaker(request: pytest.FixtureRequest) -> Iterator[Speaker]:
     """Each store's speaker, on a store emptied for the test."""
     if request.param == "aws":
         request.getfixturevalue("store")  # moto, reset
         yield AwsSpeaker(request.getfixturevalue("moto_url"))
+    elif request.param == "gcp":
+        # One stand-in for the module; each test's project is new, so empty.
+        yield GcpSpeaker(request.getfixturevalue("gcp_standin"))
 
 
 @pytest.fixture
