@@ -45,6 +45,7 @@ from keyledger.backends.errors import (
 )
 from keyledger.backends.gcp import GcpBackend, GcpSettings
 from keyledger.backends.gcp._errors import code_of, map_error
+from keyledger.backends.gcp._names import Projects
 from keyledger.backends.gcp_standin import GcpStandin
 from keyledger.model import Action, SecretItem, SecretRef, SecretRequest, SecretResult
 
@@ -223,14 +224,11 @@ class TestWrites:
                 parent=SECRET, payload=SecretPayload(data=VALUE.encode())
             ),
         )
-        updated = await call(
-            backend,
-            "UpdateSecret",
-            service.UpdateSecretRequest(
-                secret=Secret(name=SECRET, labels={"env": "prod"}),
-                update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
-            ),
+        update = service.UpdateSecretRequest(
+            secret=Secret(name=SECRET, labels={"env": "prod"}),
+            update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
         )
+        updated = await call(backend, "UpdateSecret", update)
 
         assert created.data["response"].name == SECRET
         assert created.items == (item(),)
@@ -238,6 +236,7 @@ class TestWrites:
         assert added.items == (item(version="1"),)
         assert dict(updated.data["response"].labels) == {"env": "prod"}
         assert updated.data["response"].name == SECRET
+        assert update.secret.name == SECRET  # the nested name was changed on a copy only
         assert standin.store.access_version(f"projects/{REAL}/secrets/db/versions/1").payload == (
             VALUE.encode()
         )
@@ -344,6 +343,18 @@ class TestProjects:
         assert result.items == (
             SecretItem(ref=SecretRef(NAME, "anyone/db"), version_id="1", value=VALUE.encode()),
         )
+
+    def test_answers_are_taken_back_only_from_the_project_asked(self) -> None:
+        """Google answers in the project number as often as the id: both come back as the
+        caller's project; a name in any other project is the store misbehaving."""
+        back = Projects.back
+
+        assert back(f"projects/{REAL}/secrets/db", caller=CALLER, real=REAL) == SECRET
+        assert back("projects/123456/secrets/db/versions/2", caller=CALLER, real=REAL) == (
+            f"{SECRET}/versions/2"
+        )
+        with pytest.raises(BackendUnavailable):
+            back("projects/someone-else/secrets/db", caller=CALLER, real=REAL)
 
     async def test_store_messages_name_the_callers_project(self, backend: GcpBackend) -> None:
         """A not-found keeps the store's words and code, in the caller's project."""
@@ -521,6 +532,18 @@ class TestErrors:
 
         assert type(error) is kind
         assert (error.code, error.status) == (code, status)
+
+    def test_a_token_endpoint_refusing_keyledger_is_refused_credentials(self) -> None:
+        """grpc's UNAVAILABLE for a credentials plugin whose token request was refused
+        (invalid_grant: a revoked key) is keyledger's credentials refused, not a retryable
+        outage; an unreachable token endpoint stays unavailable."""
+        plugin = "Getting metadata from plugin failed with error: "
+        refused = map_error(NAME, "UNAVAILABLE", plugin + "('invalid_grant: Bad Request', {})")
+        unreachable = map_error(NAME, "UNAVAILABLE", plugin + "Connection refused")
+
+        assert type(refused) is StoreCredentialsRefused
+        assert "UNAUTHENTICATED" in refused.message
+        assert type(unreachable) is BackendUnavailable
 
 
 class TestSettings:

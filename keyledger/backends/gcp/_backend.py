@@ -154,9 +154,9 @@ class GcpBackend:
                 timeout=self._settings.timeout_s,
             )
             if op.pages:
-                async for page in response.pages:  # the first page, as the store sent it
-                    response = page
-                    break
+                # The first page, as the store sent it (the pager holds it: no second call).
+                async with contextlib.aclosing(response.pages) as pages:
+                    response = await anext(pages)
         except (exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise self._failed(op, exc, caller=caller, real=real) from exc
         if self._reported:
@@ -167,9 +167,12 @@ class GcpBackend:
         return response
 
     def _failed(self, op: Operation, exc: Exception, *, caller: str, real: str) -> BackendError:
-        if isinstance(exc, auth_exceptions.GoogleAuthError):
-            # A token refresh failed (a revoked key, a metadata server gone): the store was
-            # never asked, and nothing the caller did will change it.
+        if isinstance(exc, auth_exceptions.TransportError):
+            # No token: the token endpoint or metadata server could not be reached.
+            code, text = "UNAVAILABLE", str(exc)
+        elif isinstance(exc, auth_exceptions.GoogleAuthError):
+            # A token refresh was refused (a revoked key, a deleted service account): the
+            # store was never asked, and nothing the caller did will change it.
             code, text = "UNAUTHENTICATED", str(exc)
         else:
             assert isinstance(exc, exceptions.GoogleAPIError)

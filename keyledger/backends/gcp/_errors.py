@@ -6,6 +6,8 @@ Google maps it to, so a Google front end can render the error as the store gave 
 
 from __future__ import annotations
 
+import re
+
 from google.api_core import exceptions
 
 from keyledger.backends.errors import (
@@ -56,6 +58,15 @@ _INVALID = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "UNIMPLEMENTED"}
 # The store does not accept keyledger's own credentials, or its service account lacks a
 # role (or the API is off in the project): keyledger's setup, never the caller's fault.
 _REFUSED = {"UNAUTHENTICATED", "PERMISSION_DENIED"}
+# grpc answers UNAVAILABLE when the credentials plugin fails to get a token; OAuth's own
+# error codes say the token endpoint refused keyledger's credentials (a revoked key, a
+# deleted service account), which no retry fixes. Unreachable token endpoints stay
+# UNAVAILABLE.
+_TOKEN_REFUSED = re.compile(
+    r"Getting metadata from plugin failed.*"
+    r"\b(invalid_grant|invalid_client|unauthorized_client|access_denied)\b",
+    re.DOTALL,
+)
 
 
 def code_of(exc: exceptions.GoogleAPIError) -> str:
@@ -71,6 +82,8 @@ def code_of(exc: exceptions.GoogleAPIError) -> str:
 def map_error(backend: str, code: str, message: str) -> BackendError:
     """The error for a store's refusal ``code``, its ``message`` already in caller terms."""
     status = _HTTP_STATUS.get(code, 503)
+    if code == "UNAVAILABLE" and _TOKEN_REFUSED.search(message):
+        code = "UNAUTHENTICATED"
     if code in _REFUSED:
         return StoreCredentialsRefused(
             f"Google Secret Manager refused keyledger's own credentials for backend "
