@@ -7,21 +7,20 @@ gateway relies on is then asserted the same way for every backend: the secrets a
 names (with the value only where one was served), vendor errors mapped to ``BackendError``
 kinds, plain names resolved without a lookup, readiness that fails when the store is gone.
 
-AWS runs against a real moto server; Google (its stand-in) and Azure join with a speaker
-each.
+AWS runs against a real moto server, Google against its stand-in over gRPC; Azure joins
+with a speaker of its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytest
-from google.cloud.secretmanager_v1.types import Replication, Secret, service
+from google.cloud.secretmanager_v1.types import Replication, Secret, SecretPayload, service
 
 from keyledger.backends import (
     Backend,
@@ -31,7 +30,7 @@ from keyledger.backends import (
 )
 from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.backends.gcp import GcpBackend, GcpSettings
-from keyledger.backends.gcp_standin import StandinError, ThreadedGcpStandin
+from keyledger.backends.gcp_standin import ThreadedGcpStandin
 from keyledger.model import Action, SecretRef, SecretRequest
 from keyledger.proxy.http_client import AiohttpTransport
 
@@ -50,7 +49,10 @@ class Speaker(Protocol):
 
     async def close(self) -> None: ...
 
-    def create(self, name: str, value: str) -> SecretRequest: ...
+    def create(self, name: str, value: str) -> Sequence[SecretRequest]:
+        """The requests that make a secret holding ``value``, in order (Google takes two:
+        the secret, then its first version)."""
+        ...
 
     def read(self, name: str) -> SecretRequest: ...
 
@@ -102,8 +104,8 @@ class AwsSpeaker:
         ref = SecretRef(self.backend, name) if name is not None else None
         return SecretRequest(action=action, ref=ref, operation=operation, params=params)
 
-    def create(self, name: str, value: str) -> SecretRequest:
-        return self._request(Action.WRITE, name, "CreateSecret", Name=name, SecretString=value)
+    def create(self, name: str, value: str) -> Sequence[SecretRequest]:
+        return [self._request(Action.WRITE, name, "CreateSecret", Name=name, SecretString=value)]
 
     def read(self, name: str) -> SecretRequest:
         return self._request(Action.READ, name, "GetSecretValue", SecretId=name)
@@ -121,20 +123,13 @@ class AwsSpeaker:
 class GcpSpeaker:
     """Google's vocabulary, on the stand-in, in a real project of the test's own.
 
-    Google creates a secret and its value in two calls (CreateSecret, then
-    AddSecretVersion), and a Speaker phrases each canonical call as one request: ``create``
-    is CreateSecret, and the value is added to the store directly when the secret is next
-    read (if it still exists). Writing values through the backend is tested in
-    test_gcp_backend.py.
+    Google creates a secret and its value in two calls: CreateSecret, then AddSecretVersion.
     """
 
     standin: ThreadedGcpStandin
     backend: str = "gcp-contract"
     secret: str = "keyledger-demo/contract-db-password"
     real_project: str = field(default_factory=lambda: f"contract-{uuid.uuid4().hex[:12]}")
-
-    def __post_init__(self) -> None:
-        self._unwritten: dict[str, str] = {}  # secret name -> value still to add
 
     async def make(self, *, reachable: bool) -> Backend:
         endpoint = self.standin.grpc_target if reachable else f"127.0.0.1:{closed_port()}"
@@ -166,23 +161,22 @@ class GcpSpeaker:
         project, secret = name.split("/", 1)
         return f"projects/{project}/secrets/{secret}"
 
-    def create(self, name: str, value: str) -> SecretRequest:
+    def create(self, name: str, value: str) -> Sequence[SecretRequest]:
         project, secret_id = name.split("/", 1)
-        self._unwritten[name] = value
-        message = service.CreateSecretRequest(
+        secret = service.CreateSecretRequest(
             parent=f"projects/{project}",
             secret_id=secret_id,
             secret=Secret(replication=Replication(automatic=Replication.Automatic())),
         )
-        return self._request(Action.WRITE, name, "CreateSecret", message)
+        version = service.AddSecretVersionRequest(
+            parent=self._resource(name), payload=SecretPayload(data=value.encode())
+        )
+        return [
+            self._request(Action.WRITE, name, "CreateSecret", secret),
+            self._request(Action.WRITE, name, "AddSecretVersion", version),
+        ]
 
     def read(self, name: str) -> SecretRequest:
-        value = self._unwritten.pop(name, None)
-        real = self._resource(name.replace("keyledger-demo/", f"{self.real_project}/", 1))
-        if value is not None:
-            # Not there when never created or deleted since: the read is to find it missing.
-            with contextlib.suppress(StandinError):
-                self.standin.store.add_version(real, value.encode())
         latest = f"{self._resource(name)}/versions/latest"
         message = service.AccessSecretVersionRequest(name=latest)
         return self._request(Action.READ, name, "AccessSecretVersion", message)
@@ -221,6 +215,12 @@ async def backend(speaker: Speaker) -> AsyncIterator[Backend]:
     await speaker.close()
 
 
+async def create(backend: Backend, speaker: Speaker, name: str) -> None:
+    """Make ``name`` holding VALUE through the backend, step by step."""
+    for step in speaker.create(name, VALUE):
+        await backend.call(step)
+
+
 class TestBackendContract:
     def test_is_a_backend(self, backend: Backend, speaker: Speaker) -> None:
         """It implements the Protocol and answers to the name it was configured under."""
@@ -232,7 +232,7 @@ class TestBackendContract:
     ) -> None:
         """What a read serves is named as policy names it (backend:name), with its value
         (for the fingerprint) and the version served."""
-        await backend.call(speaker.create(speaker.secret, VALUE))
+        await create(backend, speaker, speaker.secret)
 
         result = await backend.call(speaker.read(speaker.secret))
 
@@ -250,7 +250,7 @@ class TestBackendContract:
         carry no value (nothing is fingerprinted as served)."""
         names = [f"{speaker.secret}-{n}" for n in range(3)]
         for name in names:
-            await backend.call(speaker.create(name, VALUE))
+            await create(backend, speaker, name)
 
         result = await backend.call(speaker.list())
 
@@ -270,14 +270,14 @@ class TestBackendContract:
         self, backend: Backend, speaker: Speaker
     ) -> None:
         """The store's already-exists becomes BackendConflict."""
-        await backend.call(speaker.create(speaker.secret, VALUE))
+        await create(backend, speaker, speaker.secret)
 
         with pytest.raises(BackendConflict):
-            await backend.call(speaker.create(speaker.secret, VALUE))
+            await create(backend, speaker, speaker.secret)
 
     async def test_a_deleted_secret_is_gone(self, backend: Backend, speaker: Speaker) -> None:
         """A delete goes through, and a read afterwards is SecretNotFound."""
-        await backend.call(speaker.create(speaker.secret, VALUE))
+        await create(backend, speaker, speaker.secret)
 
         await backend.call(speaker.delete(speaker.secret))
 
