@@ -29,6 +29,9 @@ loopback endpoints only. Calls carry the settings' timeout and no SDK retry.
 """
 
 from keyledger.backends.gcp._backend import GcpBackend
+from keyledger.backends.gcp._names import ResourceName, parse
+from keyledger.backends.gcp._operations import OPERATIONS, Operation
 from keyledger.backends.gcp._settings import GcpSettings
 
-__all__ = ["GcpBackend", "GcpSettings"]
+# The vocabulary is public: Google's front ends speak it too.
+__all__ = ["OPERATIONS", "GcpBackend", "GcpSettings", "Operation", "ResourceName", "parse"]

@@ -1,0 +1,213 @@
+"""What Google's two wire protocols share: the policy action each RPC needs, the secret it
+names, the backend serving its project, and the status every error is answered with.
+
+The REST and gRPC front ends differ only in how a request message arrives (JSON on a path,
+or protobuf bytes on a method) and how the answer leaves; both hand this module the RPC name
+and the SDK's own request message, and get a :class:`Call` in the GCP backend's vocabulary
+(see :mod:`keyledger.backends.gcp`): ``operation`` the RPC name, ``params`` ``{"request":
+message}``. Policy names a secret ``{backend}:{project}/{secret}``, the project being the
+one the caller named.
+
+Errors are answered with Google's canonical codes, so the SDKs raise their usual
+exceptions; a refusal (denied, not authenticated, keyledger's own store credentials) is
+never a code the clients retry (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+from typing import Any
+
+from google.cloud.secretmanager_v1.types import service
+
+from keyledger.backends import (
+    BackendConflict,
+    BackendError,
+    BackendUnavailable,
+    InvalidBackendRequest,
+    SecretNotFound,
+)
+from keyledger.backends.errors import StoreCredentialsError
+from keyledger.backends.gcp import OPERATIONS, parse
+from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
+from keyledger.proxy.errors import AccessDenied, AuthError, ErrorKind, ProxyError, RequestError
+from keyledger.proxy.wire import Call
+
+__all__ = [
+    "ACTIONS",
+    "GoogleStatus",
+    "ProjectRoutes",
+    "call_for",
+    "status_for",
+    "visible",
+]
+
+# The policy action each RPC needs.
+ACTIONS: Mapping[str, Action] = {
+    "AccessSecretVersion": Action.READ,
+    "GetSecret": Action.DESCRIBE,
+    "GetSecretVersion": Action.DESCRIBE,
+    "ListSecretVersions": Action.DESCRIBE,
+    "GetIamPolicy": Action.DESCRIBE,
+    "TestIamPermissions": Action.DESCRIBE,
+    "ListSecrets": Action.LIST,
+    "CreateSecret": Action.WRITE,
+    "AddSecretVersion": Action.WRITE,
+    "UpdateSecret": Action.WRITE,
+    "DisableSecretVersion": Action.WRITE,
+    "EnableSecretVersion": Action.WRITE,
+    "SetIamPolicy": Action.WRITE,
+    # Destroying a version's data cannot be undone: as much a deletion as DeleteSecret.
+    "DestroySecretVersion": Action.DELETE,
+    "DeleteSecret": Action.DELETE,
+}
+
+
+class ProjectRoutes:
+    """Which backend serves each project callers name.
+
+    Each GCP backend lists the projects it serves (its ``projects`` map); one backend may
+    pass every other project through.
+    """
+
+    def __init__(self, projects: Mapping[str, str], *, default: str | None = None) -> None:
+        self._projects = dict(projects)  # caller project -> backend name
+        self._default = default
+
+    def backend_for(self, project: str) -> str:
+        backend = self._projects.get(project, self._default)
+        if backend is None:
+            # Said like Google's answer for a project one may not see: nothing to learn.
+            raise RequestError(
+                f"Permission denied on project '{project[:100]}' (or it does not exist)",
+                kind=ErrorKind.ACCESS_DENIED,
+            )
+        return backend
+
+
+def call_for(operation: str, message: Any, routes: ProjectRoutes) -> Call:
+    """The canonical call for one RPC and its request message (the SDK's own type)."""
+    op = OPERATIONS.get(operation)
+    if op is None:
+        raise RequestError(
+            f"Method {operation[:100]} is not served", kind=ErrorKind.UNKNOWN_OPERATION
+        )
+    if not isinstance(message, op.request):
+        raise RequestError(f"{operation} takes a {op.request.__name__}", kind=ErrorKind.BAD_REQUEST)
+    given = message
+    for part in op.field.split("."):
+        given = getattr(given, part)
+    name = parse(given) if isinstance(given, str) else None
+    if name is None or name.shape != op.shape:
+        raise RequestError(
+            f"Invalid resource field value in the request: {op.field} "
+            f"{str(given)[:200]!r} is not a {op.shape} name",
+            kind=ErrorKind.BAD_REQUEST,
+        )
+    backend = routes.backend_for(name.project)
+    action = ACTIONS[operation]
+    if operation == "CreateSecret":
+        secret: str | None = message.secret_id
+        if not secret:
+            raise RequestError("secret_id is required", kind=ErrorKind.BAD_REQUEST)
+    else:
+        secret = name.secret
+    ref = SecretRef(backend, f"{name.project}/{secret}") if secret else None
+    request = SecretRequest(
+        action=action,
+        ref=ref,
+        operation=operation,
+        params={"request": message},
+        version=name.version,
+    )
+    return Call(
+        operation=operation,
+        action=action,
+        backend=backend,
+        targets=(ref,) if ref is not None else (),
+        request=request,
+        filter_results=ref is None,
+    )
+
+
+def visible(call: Call, result: SecretResult, hidden: Set[SecretRef]) -> Any:
+    """The response message without the secrets policy hides (a listing's page keeps its
+    next_page_token, so paging still works)."""
+    response = result.data["response"]
+    if not hidden or not isinstance(response, service.ListSecretsResponse):
+        return response
+    kept = []
+    for secret in response.secrets:
+        name = parse(secret.name)
+        ref = SecretRef(call.backend, f"{name.project}/{name.secret}") if name else None
+        if ref is not None and ref not in hidden:
+            kept.append(secret)
+    # No total_size: it would tell how many secrets the caller may not see.
+    return service.ListSecretsResponse(secrets=kept, next_page_token=response.next_page_token)
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleStatus:
+    """A google.rpc.Code, with the HTTP status Google's REST API answers it with."""
+
+    name: str
+    grpc: int
+    http: int
+
+
+_STATUSES = {
+    status.name: status
+    for status in (
+        GoogleStatus("INVALID_ARGUMENT", 3, 400),
+        GoogleStatus("DEADLINE_EXCEEDED", 4, 504),
+        GoogleStatus("NOT_FOUND", 5, 404),
+        GoogleStatus("ALREADY_EXISTS", 6, 409),
+        GoogleStatus("PERMISSION_DENIED", 7, 403),
+        GoogleStatus("RESOURCE_EXHAUSTED", 8, 429),
+        GoogleStatus("FAILED_PRECONDITION", 9, 400),
+        GoogleStatus("ABORTED", 10, 409),
+        GoogleStatus("OUT_OF_RANGE", 11, 400),
+        GoogleStatus("UNIMPLEMENTED", 12, 501),
+        GoogleStatus("INTERNAL", 13, 500),
+        GoogleStatus("UNAVAILABLE", 14, 503),
+        GoogleStatus("UNAUTHENTICATED", 16, 401),
+    )
+}
+
+_REQUEST_STATUS: Mapping[ErrorKind, str] = {
+    ErrorKind.UNKNOWN_OPERATION: "UNIMPLEMENTED",
+    ErrorKind.BAD_REQUEST: "INVALID_ARGUMENT",
+    ErrorKind.MALFORMED_BODY: "INVALID_ARGUMENT",
+    ErrorKind.TOO_LARGE: "INVALID_ARGUMENT",
+    ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED",
+    ErrorKind.ACCESS_DENIED: "PERMISSION_DENIED",
+    ErrorKind.AUDIT_UNAVAILABLE: "UNAVAILABLE",
+    ErrorKind.INTERNAL: "INTERNAL",
+}
+
+
+def status_for(error: ProxyError | BackendError) -> tuple[GoogleStatus, str]:
+    """The status and message one error is answered with, on either protocol."""
+    if isinstance(error, StoreCredentialsError):
+        # keyledger's own credentials: nothing the caller or a retry can fix.
+        return _STATUSES["FAILED_PRECONDITION"], error.message
+    if isinstance(error, BackendError):
+        code = error.code if error.code in _STATUSES else None
+        if code is None:
+            if isinstance(error, SecretNotFound):
+                code = "NOT_FOUND"
+            elif isinstance(error, BackendConflict):
+                code = "ALREADY_EXISTS"
+            elif isinstance(error, InvalidBackendRequest):
+                code = "INVALID_ARGUMENT"
+            elif isinstance(error, BackendUnavailable):
+                code = "UNAVAILABLE"
+            else:
+                code = "INTERNAL"
+        return _STATUSES[code], error.message
+    if isinstance(error, AuthError):
+        return _STATUSES["UNAUTHENTICATED"], error.message
+    if isinstance(error, AccessDenied):
+        return _STATUSES["PERMISSION_DENIED"], f"Permission denied: {error.message}"
+    return _STATUSES[_REQUEST_STATUS.get(error.kind, "INVALID_ARGUMENT")], error.message
