@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
+from keyledger.backends.gcp import GcpBackend, GcpSettings
 from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Checkpointing, Journal, JournalUnavailable, Rotation
@@ -120,18 +121,41 @@ def load_checkpointing(config: Config) -> Checkpointing | None:
     )
 
 
-def _make_backend(config: Config, name: str, transport: AiohttpTransport) -> Backend:
-    settings = config.backends[name]
-    return AwsBackend(
-        AwsSettings(
-            name=name,
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            profile=settings.profile,
-            static_credentials=settings.static_credentials,
-        ),
-        transport=transport,
-    )
+def _make_backends(config: Config) -> tuple[dict[str, Backend], list[AiohttpTransport]]:
+    """Every configured backend by name, and the HTTP clients lent to them (one each: its
+    own timeout and connection pool). A Google backend brings its own gRPC client."""
+    backends: dict[str, Backend] = {}
+    transports: list[AiohttpTransport] = []
+    for name, settings in config.backends.items():
+        if settings.type == "gcp":
+            try:
+                backends[name] = GcpBackend(
+                    GcpSettings(
+                        name=name,
+                        endpoint=settings.endpoint,
+                        projects=settings.projects,
+                        credentials="anonymous"
+                        if settings.credentials == "anonymous"
+                        else "default",
+                        timeout_s=settings.timeout_s,
+                    )
+                )
+            except ValueError as exc:
+                raise StartupError(f"backends.{name}: {exc}") from exc
+            continue
+        transport = AiohttpTransport(timeout_s=settings.timeout_s)
+        transports.append(transport)
+        backends[name] = AwsBackend(
+            AwsSettings(
+                name=name,
+                region=settings.region,
+                endpoint_url=settings.endpoint_url,
+                profile=settings.profile,
+                static_credentials=settings.static_credentials,
+            ),
+            transport=transport,
+        )
+    return backends, transports
 
 
 class InFlight:
@@ -271,11 +295,7 @@ async def make_app(config: Config) -> web.Application:
         raise StartupError(str(exc)) from exc
     fingerprint_key = load_fingerprint_key(config)
     fingerprint = Fingerprinter(fingerprint_key)
-    transports = {
-        name: AiohttpTransport(timeout_s=settings.timeout_s)
-        for name, settings in config.backends.items()
-    }
-    backends = {name: _make_backend(config, name, transports[name]) for name in config.backends}
+    backends, transports = _make_backends(config)
     audit = config.audit
     registry = CollectorRegistry(auto_describe=False)
     metrics = ProxyMetrics(registry)
@@ -319,7 +339,7 @@ async def make_app(config: Config) -> web.Application:
         for sink in audit.sinks
     )
     app[BACKENDS] = backends
-    app[TRANSPORTS] = tuple(transports.values())
+    app[TRANSPORTS] = tuple(transports)
     app[GATEWAY] = gateway
     app[RELOADER] = reloader = PolicyReloader(
         patterns=config.policies,

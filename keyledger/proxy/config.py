@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 # The stores `serve` can front today (`backends.<name>.type`); `policy check` without a
-# config allows only these too. gcp and azure join here when their backends land.
-BACKEND_TYPES: tuple[str, ...] = ("aws",)
+# config allows only these too. azure joins here when its backend lands.
+BACKEND_TYPES: tuple[str, ...] = ("aws", "gcp")
 
 T = TypeVar("T")
 
@@ -87,11 +87,16 @@ class IdentitiesConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackendConfig:
     name: str
-    type: str
-    region: str | None = None
-    endpoint_url: str | None = None
-    profile: str | None = None
+    type: str  # aws | gcp
+    region: str | None = None  # aws
+    endpoint_url: str | None = None  # aws
+    profile: str | None = None  # aws
     timeout_s: float = 10.0
+    # gcp: "host:port" of the gRPC API (None: Google's), the projects callers name mapped to
+    # the real ones (None: passed through), and "default" or "anonymous" credentials.
+    endpoint: str | None = None
+    projects: Mapping[str, str] | None = None
+    credentials: str = "default"
     # Only `serve --dev` sets these (for its embedded store); real deployments use the
     # boto3 credential chain and never put keys in a config file.
     static_credentials: tuple[str, str] | None = field(default=None, repr=False)
@@ -217,6 +222,20 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GcpFrontendConfig:
+    """Google's protocols: REST on the data plane (``/v1/...``), gRPC on a port of its own."""
+
+    # The project callers name -> the backend serving it; ``default`` serves the rest.
+    projects: Mapping[str, str] = field(default_factory=dict)
+    default: str | None = None
+    grpc_listen: tuple[str, int] | None = None  # None: no gRPC listener
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.projects) or self.default is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     format: str = "json"  # json | console
     level: str = "info"  # debug | info | warning | error | critical
@@ -229,7 +248,8 @@ class Config:
     policies: tuple[Path | str, ...]
     policy_reload: PolicyReloadConfig = field(default_factory=PolicyReloadConfig)
     backends: Mapping[str, BackendConfig]
-    aws_backend: str  # the backend the AWS wire protocol is served from
+    aws_backend: str  # the backend the AWS wire protocol is served from ("": none)
+    gcp: GcpFrontendConfig = field(default_factory=lambda: GcpFrontendConfig())
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
@@ -441,31 +461,21 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     backends_section = root.section("backends")
     backends: dict[str, BackendConfig] = {}
     for name in backends_section.data:
-        b = backends_section.section(name)
-        b.allow_only("type", "region", "endpoint_url", "profile", "timeout_s")
-        kind = b.get("type", str, name)
-        if kind not in BACKEND_TYPES:
-            raise b._fail(
-                "type", f"unknown backend type {kind!r} (available: {', '.join(BACKEND_TYPES)})"
-            )
-        backends[name] = BackendConfig(
-            name=name,
-            type=kind,
-            region=b.optional_str("region"),
-            endpoint_url=b.optional_str("endpoint_url"),
-            profile=b.optional_str("profile"),
-            timeout_s=b.get("timeout_s", float, 10.0),
-        )
+        backends[name] = _parse_backend(name, backends_section.section(name))
     if not backends:
         raise root._fail("backends", "configure at least one (e.g. aws: {region: ...})")
 
     frontends = root.section("frontends")
-    frontends.allow_only("aws")
+    frontends.allow_only("aws", "gcp")
     aws_frontend = frontends.section("aws")
     aws_frontend.allow_only("backend")
-    aws_backend = aws_frontend.get("backend", str, next(iter(backends)))
-    if aws_backend not in backends:
+    of_aws = [name for name, b in backends.items() if b.type == "aws"]
+    aws_backend = aws_frontend.get("backend", str, of_aws[0] if of_aws else "")
+    if aws_backend and backends.get(aws_backend) is None:
         raise aws_frontend._fail("backend", f"no backend named {aws_backend!r}")
+    if aws_backend and backends[aws_backend].type != "aws":
+        raise aws_frontend._fail("backend", f"{aws_backend!r} is not an aws backend")
+    gcp = _parse_gcp_frontend(frontends.section("gcp"), backends)
 
     audit_section = root.section("audit")
     audit_section.allow_only(
@@ -564,6 +574,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         policy_reload=policy_reload,
         backends=backends,
         aws_backend=aws_backend,
+        gcp=gcp,
         audit=audit,
         limits=limits,
         admin=admin,
@@ -571,6 +582,89 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         source=source,
         positions=positions,
     )
+
+
+def _parse_backend(name: str, b: _Section) -> BackendConfig:
+    kind = b.get("type", str, name)
+    if kind not in BACKEND_TYPES:
+        raise b._fail(
+            "type", f"unknown backend type {kind!r} (available: {', '.join(BACKEND_TYPES)})"
+        )
+    timeout_s = b.get("timeout_s", float, 10.0)
+    if kind == "aws":
+        b.allow_only("type", "region", "endpoint_url", "profile", "timeout_s")
+        return BackendConfig(
+            name=name,
+            type=kind,
+            region=b.optional_str("region"),
+            endpoint_url=b.optional_str("endpoint_url"),
+            profile=b.optional_str("profile"),
+            timeout_s=timeout_s,
+        )
+    b.allow_only("type", "endpoint", "projects", "credentials", "timeout_s")
+    projects = b.data.get("projects")
+    if projects is not None and (
+        not isinstance(projects, dict)
+        or not projects
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in projects.items())
+    ):
+        raise b._fail(
+            "projects",
+            "expected a mapping of the projects callers name to the real ones "
+            "({keyledger-demo: my-project}), or leave it out to pass projects through",
+        )
+    credentials = b.get("credentials", str, "default")
+    if credentials not in ("default", "anonymous"):
+        raise b._fail(
+            "credentials",
+            f"expected default or anonymous{did_you_mean(credentials, ('default', 'anonymous'))}",
+        )
+    endpoint = b.optional_str("endpoint")
+    if credentials == "anonymous" and (
+        endpoint is None or not is_loopback_host(parse_listen(endpoint)[0])
+    ):
+        raise b._fail("credentials", "anonymous is only for a stand-in on a loopback endpoint")
+    return BackendConfig(
+        name=name,
+        type=kind,
+        endpoint=endpoint,
+        projects=dict(projects) if projects is not None else None,
+        credentials=credentials,
+        timeout_s=timeout_s,
+    )
+
+
+def _parse_gcp_frontend(
+    section: _Section, backends: Mapping[str, BackendConfig]
+) -> GcpFrontendConfig:
+    """Which gcp backend serves each project callers name; where gRPC listens."""
+    section.allow_only("grpc_listen")
+    projects: dict[str, str] = {}
+    default: str | None = None
+    for name, backend in backends.items():
+        if backend.type != "gcp":
+            continue
+        if backend.projects is None:
+            if default is not None:
+                raise ConfigError(
+                    f"{section.source}: backends.{name}.projects: {default!r} already passes "
+                    "every project through: give one of them a projects map"
+                )
+            default = name
+            continue
+        for project in backend.projects:
+            if project in projects:
+                raise ConfigError(
+                    f"{section.source}: backends.{name}.projects.{project}: already served by "
+                    f"{projects[project]!r}"
+                )
+            projects[project] = name
+    listen = section.optional_str("grpc_listen")
+    try:
+        grpc_listen = parse_listen(listen) if listen is not None else None
+    except ValueError as exc:
+        raise section._fail("grpc_listen", str(exc)) from None
+    return GcpFrontendConfig(projects=projects, default=default, grpc_listen=grpc_listen)
 
 
 _LOG_FORMATS = ("json", "console")

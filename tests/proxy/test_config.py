@@ -216,7 +216,8 @@ class TestLoadConfig:
         path = write(tmp_path, "policies: [p.yaml]\nbackends:\n  vault: {type: hashicorp}\n")
 
         assert error(path) == (
-            f"{path}:3:17: backends.vault.type: unknown backend type 'hashicorp' (available: aws)"
+            f"{path}:3:17: backends.vault.type: unknown backend type 'hashicorp' "
+            "(available: aws, gcp)"
         )
 
     def test_frontend_backend_must_exist(self, tmp_path: Path) -> None:
@@ -442,3 +443,80 @@ class TestLoggingSettings:
         path = write(tmp_path, MINIMAL + "    logging: {level: WARNING}\n")
 
         assert load_config(path).logging.level == "warning"
+
+
+class TestGoogleBackends:
+    def test_projects_map_to_their_backends_and_grpc_listens(self, tmp_path: Path) -> None:
+        """Each gcp backend serves the projects it maps; one without a map serves the rest;
+        the AWS protocol stays on the aws backend."""
+        path = write(
+            tmp_path,
+            """
+            policies: [p/]
+            backends:
+              aws: {region: eu-west-1}
+              gcp-eu:
+                type: gcp
+                projects: {shop: shop-prod-4711, billing: billing-prod}
+                timeout_s: 5
+              gcp: {type: gcp}
+            frontends:
+              gcp: {grpc_listen: "127.0.0.1:8444"}
+            """,
+        )
+
+        config = load_config(path)
+
+        assert config.aws_backend == "aws"
+        assert config.backends["gcp-eu"].projects == {
+            "shop": "shop-prod-4711",
+            "billing": "billing-prod",
+        }
+        assert config.backends["gcp-eu"].timeout_s == 5
+        assert config.gcp.projects == {"shop": "gcp-eu", "billing": "gcp-eu"}
+        assert config.gcp.default == "gcp"
+        assert config.gcp.grpc_listen == ("127.0.0.1", 8444)
+
+    def test_a_google_only_config_serves_no_aws_protocol(self, tmp_path: Path) -> None:
+        """Without an aws backend, the AWS protocol is served by nothing."""
+        path = write(tmp_path, "policies: [p/]\nbackends:\n  gcp: {type: gcp}\n")
+
+        config = load_config(path)
+
+        assert config.aws_backend == ""
+        assert config.gcp.enabled
+
+    @pytest.mark.parametrize(
+        ("backends", "expected"),
+        [
+            (
+                "  g: {type: gcp, credentials: anonymous, endpoint: 'secretmanager.example:443'}",
+                "backends.g.credentials: anonymous is only for a stand-in on a loopback endpoint",
+            ),
+            ("  g: {type: gcp, credentials: anon}", "(did you mean 'anonymous'?)"),
+            ("  g: {type: gcp, projects: {}}", "backends.g.projects: expected a mapping"),
+            ("  g: {type: gcp, region: eu}", "backends.g.region: unknown key"),
+            (
+                "  a: {type: gcp}\n  b: {type: gcp}",
+                "backends.b.projects: 'a' already passes every project through",
+            ),
+            (
+                "  a: {type: gcp, projects: {p: x}}\n  b: {type: gcp, projects: {p: y}}",
+                "backends.b.projects.p: already served by 'a'",
+            ),
+        ],
+    )
+    def test_mistakes_are_named(self, tmp_path: Path, backends: str, expected: str) -> None:
+        """Each mistake in a gcp backend is refused naming the setting."""
+        path = write(tmp_path, f"policies: [p/]\nbackends:\n{backends}\n")
+
+        assert expected in error(path)
+
+    def test_the_aws_protocol_needs_an_aws_backend(self, tmp_path: Path) -> None:
+        """frontends.aws.backend naming a gcp backend is refused."""
+        path = write(
+            tmp_path,
+            "policies: [p/]\nbackends:\n  g: {type: gcp}\nfrontends:\n  aws: {backend: g}\n",
+        )
+
+        assert "frontends.aws.backend: 'g' is not an aws backend" in error(path)
