@@ -1,5 +1,8 @@
 """Secret Manager's v1 REST surface: HTTP routes transcoded onto :data:`.methods.METHODS`.
 
+The routes are :mod:`keyledger.backends.gcp.rest_routes`, shared with keyledger's REST front
+end (re-exported here for the stand-in's tests).
+
 Transcoding follows ``google.api.http`` as the SDK's REST transport and the discovery document
 describe it: path variables and query parameters fill request fields by name, the body fills
 the whole request (``*``) or one field (``secret``), and the response is the proto3 JSON of the
@@ -9,9 +12,7 @@ Errors are Google's JSON error shape with the matching HTTP status.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -20,6 +21,7 @@ import orjson
 # No type stubs are published for protobuf's runtime (ignored on purpose).
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
+from keyledger.backends.gcp.rest_routes import ROUTES, Route, route_for
 from keyledger.backends.gcp_standin._http import HttpRequest, HttpResponse
 from keyledger.backends.gcp_standin.auth import check_bearer
 from keyledger.backends.gcp_standin.errors import Code, InvalidArgument, NotFound, StandinError
@@ -32,81 +34,6 @@ __all__ = ["ROUTES", "RestApi", "Route", "route_for"]
 _SYSTEM_PARAMETERS = frozenset(
     {"$alt", "alt", "$.xgafv", "key", "access_token", "fields", "prettyPrint", "quotaUser"}
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One ``google.api.http`` binding: ``template`` as in the SDK, e.g.
-    ``/v1/{parent=projects/*/secrets/*}:addVersion``."""
-
-    http_method: str
-    template: str
-    method: str
-    body: str | None = None
-
-    @property
-    def field(self) -> str:
-        return self.template.split("{", 1)[1].split("=", 1)[0]
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        head, rest = self.template.split("{", 1)
-        variable, tail = rest.split("}", 1)
-        segments = variable.split("=", 1)[1].replace("*", "[^/:]+")
-        return re.compile(re.escape(head) + f"(?P<value>{segments})" + re.escape(tail))
-
-
-def _both(http_method: str, template: str, method: str, body: str | None = None) -> list[Route]:
-    """The global route and its regional (``locations/*``) twin."""
-    regional = template.replace("projects/*", "projects/*/locations/*", 1)
-    return [Route(http_method, template, method, body), Route(http_method, regional, method, body)]
-
-
-ROUTES: tuple[Route, ...] = tuple(
-    [
-        *_both("POST", "/v1/{parent=projects/*}/secrets", "CreateSecret", "secret"),
-        *_both("GET", "/v1/{parent=projects/*}/secrets", "ListSecrets"),
-        *_both("GET", "/v1/{name=projects/*/secrets/*}", "GetSecret"),
-        *_both("PATCH", "/v1/{secret.name=projects/*/secrets/*}", "UpdateSecret", "secret"),
-        *_both("DELETE", "/v1/{name=projects/*/secrets/*}", "DeleteSecret"),
-        *_both("POST", "/v1/{parent=projects/*/secrets/*}:addVersion", "AddSecretVersion", "*"),
-        *_both("GET", "/v1/{parent=projects/*/secrets/*}/versions", "ListSecretVersions"),
-        *_both("GET", "/v1/{name=projects/*/secrets/*/versions/*}", "GetSecretVersion"),
-        *_both("GET", "/v1/{name=projects/*/secrets/*/versions/*}:access", "AccessSecretVersion"),
-        *_both(
-            "POST",
-            "/v1/{name=projects/*/secrets/*/versions/*}:disable",
-            "DisableSecretVersion",
-            "*",
-        ),
-        *_both(
-            "POST", "/v1/{name=projects/*/secrets/*/versions/*}:enable", "EnableSecretVersion", "*"
-        ),
-        *_both(
-            "POST",
-            "/v1/{name=projects/*/secrets/*/versions/*}:destroy",
-            "DestroySecretVersion",
-            "*",
-        ),
-        *_both("GET", "/v1/{resource=projects/*/secrets/*}:getIamPolicy", "GetIamPolicy"),
-        *_both("POST", "/v1/{resource=projects/*/secrets/*}:setIamPolicy", "SetIamPolicy", "*"),
-        *_both(
-            "POST",
-            "/v1/{resource=projects/*/secrets/*}:testIamPermissions",
-            "TestIamPermissions",
-            "*",
-        ),
-    ]
-)
-_COMPILED = tuple((route, route.pattern) for route in ROUTES)
-
-
-def route_for(http_method: str, path: str) -> tuple[Route, str] | None:
-    """The route serving ``http_method path`` and the value of its path variable."""
-    for route, pattern in _COMPILED:
-        if route.http_method == http_method and (match := pattern.fullmatch(path)):
-            return route, match["value"]
-    return None
 
 
 def _put(request: dict[str, Any], dotted: str, value: object) -> None:
