@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import grpc
 import orjson
 import pytest
+from google.cloud.secretmanager_v1.types import Secret, service
 
 from keyledger.backends import (
     BackendConflict,
@@ -37,6 +39,8 @@ from keyledger.proxy.errors import (
     RequestError,
 )
 from keyledger.proxy.frontends.aws import TARGET_PREFIX, AwsFrontend
+from keyledger.proxy.frontends.gcp_common import ProjectRoutes
+from keyledger.proxy.frontends.gcp_grpc import GcpGrpcFrontend, method_path
 from keyledger.proxy.wire import Frontend, WireRequest, WireResponse
 
 BACKEND = "contract"
@@ -134,9 +138,62 @@ class AwsCaller:
         return str(orjson.loads(response.body)["__type"])
 
 
-@pytest.fixture(params=["aws"])
+class GcpGrpcCaller:
+    """Google's gRPC clients: the request message's bytes on a SecretManagerService method;
+    the code is the status number in grpc-status."""
+
+    # Policy names a secret "{project}/{secret}", the wire "projects/{project}/secrets/
+    # {secret}": in a project named "secrets" the one is a part of the other, so the suite
+    # can look for policy's names in the bytes of an answer.
+    secret = "secrets/db-password"
+
+    def __init__(self) -> None:
+        routes = ProjectRoutes({"secrets": BACKEND})
+        self.frontend: Frontend = GcpGrpcFrontend(routes)
+
+    def _call(self, rpc: str, body: bytes) -> WireRequest:
+        return wire(method="POST", path=method_path(rpc), headers={}, body=body)
+
+    def read(self, name: str) -> WireRequest:
+        project, _, secret = name.partition("/")
+        message = service.AccessSecretVersionRequest(
+            name=f"projects/{project}/secrets/{secret}/versions/latest"
+        )
+        return self._call(
+            "AccessSecretVersion", service.AccessSecretVersionRequest.serialize(message)
+        )
+
+    def listing(self) -> WireRequest:
+        message = service.ListSecretsRequest(parent="projects/secrets")
+        return self._call("ListSecrets", service.ListSecretsRequest.serialize(message))
+
+    def unknown_operation(self) -> WireRequest:
+        return self._call("FetchEverything", b"")
+
+    def not_its_format(self) -> WireRequest:
+        return self._call("AccessSecretVersion", b'{"name": "projects/p/secrets/s"}')
+
+    def listing_result(self, names: list[str]) -> SecretResult:
+        # Each policy name "{project}/{secret}" as Google names it.
+        wire_names = ["projects/{}/secrets/{}".format(*name.split("/", 1)) for name in names]
+        return SecretResult(
+            data={
+                "response": service.ListSecretsResponse(
+                    secrets=[Secret(name=n) for n in wire_names]
+                )
+            },
+            items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
+        )
+
+    def error_code(self, response: WireResponse) -> str:
+        number = int(response.headers["grpc-status"])
+        (code,) = [c for c in grpc.StatusCode if c.value[0] == number]
+        return str(code.name)
+
+
+@pytest.fixture(params=["aws", "gcp-grpc"])
 def caller(request: pytest.FixtureRequest) -> Caller:
-    callers: dict[str, type[Caller]] = {"aws": AwsCaller}
+    callers: dict[str, type[Caller]] = {"aws": AwsCaller, "gcp-grpc": GcpGrpcCaller}
     return callers[request.param]()
 
 
