@@ -33,10 +33,16 @@ from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.auth import BearerAuthenticator, IdentityStore
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes
 from keyledger.proxy.frontends.gcp_grpc import GcpGrpcFrontend, method_path
-from keyledger.proxy.grpc_listener import REQUEST_ID, GrpcListener, peer_ip
+from keyledger.proxy.grpc_listener import (
+    REQUEST_ID,
+    GrpcListener,
+    peer_ip,
+    server_credentials,
+)
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import load_policy
 from tests.conftest import journal_events
+from tests.e2e.test_tls import self_signed
 
 CALLER, REAL = "keyledger-demo", "real-project"
 PROJECT = f"projects/{CALLER}"
@@ -70,6 +76,7 @@ class Served:
     journal: Journal
     directory: Path
     standin: GcpStandin
+    gateway: Gateway
 
     @property
     def metadata(self) -> list[tuple[str, str]]:
@@ -113,7 +120,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         )
         port = await listener.start()
         try:
-            yield Served(f"127.0.0.1:{port}", token, journal, tmp_path / "audit", standin)
+            yield Served(f"127.0.0.1:{port}", token, journal, tmp_path / "audit", standin, gateway)
         finally:
             await listener.stop(grace=None)
             await backend.close()
@@ -406,6 +413,41 @@ class TestFailClosed:
 
         assert LATEST not in str(caught.value)
         assert served.events() == []
+
+
+class TestTls:
+    async def test_the_sdk_reads_over_tls(self, served: Served, tmp_path: Path) -> None:
+        """With server credentials the listener speaks TLS: the async client reads through
+        it, and a plaintext client gets no answer at all."""
+        cert, key = self_signed(tmp_path)
+        listener = GrpcListener(
+            served.gateway,
+            host="127.0.0.1",
+            port=0,
+            ssl=server_credentials(cert_file=cert, key_file=key),
+            max_message_bytes=MAX_MESSAGE,
+        )
+        target = f"127.0.0.1:{await listener.start()}"
+        trusted = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        try:
+            async with grpc.aio.secure_channel(target, trusted) as channel:
+                client = SecretManagerServiceAsyncClient(
+                    transport=transports.SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
+                )
+                response = await client.access_secret_version(
+                    name=f"{DB}/versions/1", metadata=served.metadata
+                )
+            async with grpc.aio.insecure_channel(target) as plain:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await plain.unary_unary(method_path("GetSecret"))(
+                        b"", metadata=served.metadata, timeout=5
+                    )
+        finally:
+            await listener.stop(grace=None)
+
+        assert response.payload.data == FIRST.encode()
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert [e["outcome"]["status"] for e in served.events()] == ["success"]
 
 
 class TestPeer:
