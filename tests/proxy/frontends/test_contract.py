@@ -41,6 +41,7 @@ from keyledger.proxy.errors import (
 from keyledger.proxy.frontends.aws import TARGET_PREFIX, AwsFrontend
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes
 from keyledger.proxy.frontends.gcp_grpc import GcpGrpcFrontend, method_path
+from keyledger.proxy.frontends.gcp_rest import GcpRestFrontend
 from keyledger.proxy.wire import Frontend, WireRequest, WireResponse
 
 BACKEND = "contract"
@@ -191,9 +192,61 @@ class GcpGrpcCaller:
         return str(code.name)
 
 
-@pytest.fixture(params=["aws", "gcp-grpc"])
+class GcpRestCaller:
+    """Google's REST clients: a method and path of the v1 surface, JSON in the body; the
+    code is the status name in {"error": {...}}."""
+
+    # As for gRPC: in a project named "secrets", policy's name of a secret is part of the
+    # wire name, so the suite can look for policy's names in the bytes of an answer.
+    secret = "secrets/db-password"
+
+    def __init__(self) -> None:
+        self.frontend: Frontend = GcpRestFrontend(ProjectRoutes({"secrets": BACKEND}))
+
+    @staticmethod
+    def _resource(name: str) -> str:
+        return "projects/{}/secrets/{}".format(*name.split("/", 1))
+
+    def read(self, name: str) -> WireRequest:
+        return wire(
+            method="GET",
+            path=f"/v1/{self._resource(name)}/versions/latest:access",
+            headers={},
+            body=b"",
+            query=(("$alt", "json;enum-encoding=int"),),
+        )
+
+    def listing(self) -> WireRequest:
+        return wire(method="GET", path="/v1/projects/secrets/secrets", headers={}, body=b"")
+
+    def unknown_operation(self) -> WireRequest:
+        path = f"/v1/{self._resource(self.secret)}:fetchEverything"
+        return wire(method="POST", path=path, headers={}, body=b"{}")
+
+    def not_its_format(self) -> WireRequest:
+        path = f"/v1/{self._resource(self.secret)}:addVersion"
+        return wire(method="POST", path=path, headers={}, body=b"<payload>x</payload>")
+
+    def listing_result(self, names: list[str]) -> SecretResult:
+        page = service.ListSecretsResponse(
+            secrets=[Secret(name=self._resource(name)) for name in names]
+        )
+        return SecretResult(
+            data={"response": page},
+            items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
+        )
+
+    def error_code(self, response: WireResponse) -> str:
+        return str(orjson.loads(response.body)["error"]["status"])
+
+
+@pytest.fixture(params=["aws", "gcp-grpc", "gcp-rest"])
 def caller(request: pytest.FixtureRequest) -> Caller:
-    callers: dict[str, type[Caller]] = {"aws": AwsCaller, "gcp-grpc": GcpGrpcCaller}
+    callers: dict[str, type[Caller]] = {
+        "aws": AwsCaller,
+        "gcp-grpc": GcpGrpcCaller,
+        "gcp-rest": GcpRestCaller,
+    }
     return callers[request.param]()
 
 
