@@ -270,6 +270,8 @@ class TestGapicClient:
         assert call.request.version == "latest"
         assert call.request.params["request"].name == f"{parent}/secrets/db/versions/latest"
         assert call.request.params[ENUM_ENCODING] == "int"  # what the GAPIC client asks
+        headers = server.seen[0].wire.headers
+        assert {"x-goog-api-client", "x-goog-request-params"} <= {h.lower() for h in headers}
         assert response.payload.data == VALUE
         assert response.payload.data_crc32c == google_crc32c.value(VALUE)
         assert response.name == f"{parent}/secrets/db/versions/1"
