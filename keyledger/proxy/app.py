@@ -35,22 +35,25 @@ from keyledger.proxy.audit.sinks import (
 )
 from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.stream import AuditBroadcaster
-from keyledger.proxy.auth import IdentityStore, SigV4Authenticator
+from keyledger.proxy.auth import BearerAuthenticator, IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
-from keyledger.proxy.config import Config, require_key
+from keyledger.proxy.config import Config, is_loopback_host, require_key
 from keyledger.proxy.errors import ErrorKind, RequestError
-from keyledger.proxy.frontends import AwsFrontend
+from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
+from keyledger.proxy.frontends.gcp_common import ProjectRoutes
+from keyledger.proxy.grpc_listener import GrpcListener, server_credentials
 from keyledger.proxy.health import Readiness
 from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.metrics import JournalCollector, PolicyCollector, ProxyMetrics, SinkCollector
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import PolicyReloader, load_policy
-from keyledger.proxy.wire import WireRequest, caller_text
+from keyledger.proxy.wire import Authenticator, Frontend, WireRequest, caller_text
 
 __all__ = [
     "BROADCASTER",
     "CONFIG",
-    "GATEWAY",
+    "GATEWAYS",
+    "GRPC",
     "INFLIGHT",
     "JOURNAL",
     "METRICS",
@@ -69,7 +72,9 @@ CONFIG = web.AppKey("config", Config)
 POLICIES = web.AppKey("policies", PolicyHolder)
 JOURNAL = web.AppKey("journal", Journal)
 BACKENDS = web.AppKey("backends", dict[str, Backend])
-GATEWAY = web.AppKey("gateway", Gateway)
+# The request path of each protocol served, by protocol (aws-json, gcp-rest, gcp-grpc).
+GATEWAYS = web.AppKey("gateways", dict[str, Gateway])
+GRPC = web.AppKey("grpc", GrpcListener)  # Google's gRPC listener, when configured
 # One HTTP client per backend: its own timeout and connection pool.
 TRANSPORTS = web.AppKey("transports", tuple[AiohttpTransport, ...])
 RELOADER = web.AppKey("reloader", PolicyReloader)
@@ -312,17 +317,29 @@ async def make_app(config: Config) -> web.Application:
         else Minimiser(audit.minimise, key=fingerprint_key),
         on_fsync=metrics.fsync,
     )
-    gateway = Gateway(
-        frontend=AwsFrontend(backend=config.aws_backend),
-        authenticator=SigV4Authenticator(
-            store=store, max_skew=timedelta(seconds=config.limits.max_clock_skew_s)
-        ),
-        policies=policies,
-        backends=backends,
-        journal=journal,
-        fingerprint=fingerprint,
-        observer=metrics,
-    )
+
+    def gateway(frontend: Frontend, authenticator: Authenticator) -> Gateway:
+        return Gateway(
+            frontend=frontend,
+            authenticator=authenticator,
+            policies=policies,
+            backends=backends,
+            journal=journal,
+            fingerprint=fingerprint,
+            observer=metrics,
+        )
+
+    # One request path per protocol; all share the policy, the backends and the journal.
+    gateways: dict[str, Gateway] = {}
+    if config.aws_backend:
+        skew = timedelta(seconds=config.limits.max_clock_skew_s)
+        aws = AwsFrontend(backend=config.aws_backend)
+        gateways[aws.protocol] = gateway(aws, SigV4Authenticator(store=store, max_skew=skew))
+    if config.gcp.enabled:
+        routes = ProjectRoutes(config.gcp.projects, default=config.gcp.default)
+        bearer = BearerAuthenticator(store=store)
+        for frontend in (GcpRestFrontend(routes), GcpGrpcFrontend(routes)):
+            gateways[frontend.protocol] = gateway(frontend, bearer)
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
@@ -340,7 +357,7 @@ async def make_app(config: Config) -> web.Application:
     )
     app[BACKENDS] = backends
     app[TRANSPORTS] = tuple(transports)
-    app[GATEWAY] = gateway
+    app[GATEWAYS] = gateways
     app[RELOADER] = reloader = PolicyReloader(
         patterns=config.policies,
         backends=config.backends,
@@ -366,14 +383,65 @@ async def make_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_reloader_ctx)
     app.cleanup_ctx.append(_backend_ctx)
     app[INFLIGHT] = inflight = InFlight()
-    handler = _Handler(
-        gateway=gateway,
-        max_body=config.limits.max_body_bytes,
-        read_timeout=config.limits.request_timeout_s,
+
+    def handler(protocol: str) -> _Handler:
+        return _Handler(
+            gateway=gateways[protocol],
+            max_body=config.limits.max_body_bytes,
+            read_timeout=config.limits.request_timeout_s,
+            inflight=inflight,
+        )
+
+    # Google's REST API lives under /v1/; AWS's JSON protocol is POST / (and answers, in
+    # its own shape, whatever else arrives). Without AWS, Google answers everything.
+    if "gcp-rest" in gateways:
+        app.router.add_route("*", "/v1/{tail:.*}", handler("gcp-rest").handle)
+    fallback = "aws-json" if "aws-json" in gateways else "gcp-rest"
+    app.router.add_route("*", "/{tail:.*}", handler(fallback).handle)
+    if "gcp-grpc" in gateways and config.gcp.grpc_listen is not None:
+        app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight)
+        app.cleanup_ctx.append(_grpc_ctx)
+    return app
+
+
+def _grpc_listener(config: Config, gateway: Gateway, inflight: InFlight) -> GrpcListener:
+    """Google's gRPC API on a port of its own: TLS with the data plane's certificate, or
+    plaintext where the data plane may be (loopback, or allow_plaintext behind a proxy)."""
+    assert config.gcp.grpc_listen is not None
+    host, port = config.gcp.grpc_listen
+    listen = config.listen
+    credentials = None
+    if listen.tls_cert is not None and listen.tls_key is not None:
+        try:
+            credentials = server_credentials(cert_file=listen.tls_cert, key_file=listen.tls_key)
+        except OSError as exc:
+            raise StartupError(f"tls: cannot read {exc.filename}: {exc.strerror}") from exc
+    elif not is_loopback_host(host) and not listen.allow_plaintext:
+        raise StartupError(
+            f"refusing plain gRPC on {host}: secrets travel in responses. Configure tls.cert "
+            "and tls.key, or set allow_plaintext: true behind a TLS-terminating proxy"
+        )
+    return GrpcListener(
+        gateway,
+        host=host,
+        port=port,
+        ssl=credentials,
+        max_message_bytes=config.limits.max_body_bytes,
+        deadline_s=config.limits.request_timeout_s,
         inflight=inflight,
     )
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
-    return app
+
+
+async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Listening once the journal and the backends are up; stopped first at shutdown."""
+    listener = app[GRPC]
+    try:
+        port = await listener.start()
+    except OSError as exc:
+        raise StartupError(f"frontends.gcp.grpc_listen: {exc}") from exc
+    log.info("grpc_listening", port=port)
+    yield
+    await listener.stop(app[CONFIG].limits.shutdown_timeout_s)
 
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:

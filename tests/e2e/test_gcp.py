@@ -1,0 +1,213 @@
+"""Google's own clients, unmodified, through a running keyledger to the Google stand-in.
+
+keyledger runs as `serve` builds it (make_app: the data plane with Google's REST API under
+/v1/, and the gRPC listener), with a gcp backend mapping the caller's project
+``keyledger-demo`` to the stand-in's ``real-project``. The clients only change their
+endpoint and credentials: a keyledger bearer token as the OAuth access token (REST) or as
+``authorization`` metadata (gRPC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import grpc
+import pytest
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.auth.exceptions import RefreshError
+from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+    SecretManagerServiceGrpcTransport,
+)
+from google.oauth2.credentials import Credentials
+
+from keyledger.backends.gcp_standin import ThreadedGcpStandin
+from keyledger.proxy.app import GRPC
+from keyledger.proxy.auth import IdentityStore
+from keyledger.proxy.config import parse_config
+from tests.conftest import RunningProxy, write_proxy_files
+
+PROJECT = "keyledger-demo"
+CANARY = "gcp-canary-value-9b2e"
+
+POLICY = """\
+version: 1
+roles:
+  - id: app
+    rules:
+      - id: app-read
+        actions: [read, describe, list]
+        resources: ["gcp:keyledger-demo/app-*"]
+      - id: app-no-payments
+        effect: deny
+        actions: ["*"]
+        resources: ["gcp:keyledger-demo/app-payments*"]
+bindings:
+  - role: app
+    principals: [app]
+"""
+
+
+@dataclass
+class Served:
+    proxy: RunningProxy
+    token: str
+    grpc_target: str
+
+    def rest(self, token: str | None = None) -> Any:
+        return SecretManagerServiceClient(
+            transport="rest",
+            credentials=Credentials(token=token or self.token),  # type: ignore[no-untyped-call]
+            client_options=ClientOptions(api_endpoint=self.proxy.url),
+        )
+
+    def grpc(self) -> tuple[Any, list[tuple[str, str]]]:
+        channel = grpc.insecure_channel(self.grpc_target)
+        client = SecretManagerServiceClient(
+            transport=SecretManagerServiceGrpcTransport(channel=channel)
+        )
+        return client, [("authorization", f"Bearer {self.token}")]
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[ThreadedGcpStandin]:
+    with ThreadedGcpStandin() as running:
+        running.seed(
+            "real-project",
+            {"app-db": "db-value", "app-payments-key": CANARY, "other-secret": "nope"},
+        )
+        yield running
+
+
+@pytest.fixture
+def served(tmp_path: Path, standin: ThreadedGcpStandin) -> Iterator[Served]:
+    doc = write_proxy_files(tmp_path, policy=POLICY)
+    doc["backends"] = {
+        "gcp": {
+            "type": "gcp",
+            "endpoint": standin.grpc_target,
+            "projects": {PROJECT: "real-project"},
+            "credentials": "anonymous",
+        }
+    }
+    doc["frontends"] = {"gcp": {"grpc_listen": "127.0.0.1:0"}}
+    config = parse_config(doc, base=tmp_path, source="test")
+    store = IdentityStore(config.identities.path, config.identities.key_file.read_bytes())  # type: ignore[union-attr]
+    issued = store.create_token("app")
+    proxy = RunningProxy(config, {})
+    proxy.start()
+    try:
+        assert proxy.app is not None
+        yield Served(proxy, issued.token, f"127.0.0.1:{proxy.app[GRPC].port}")
+    finally:
+        proxy.stop()
+
+
+def version(name: str) -> str:
+    return f"projects/{PROJECT}/secrets/{name}/versions/latest"
+
+
+class TestRest:
+    def test_a_read_is_served_with_its_checksum_and_recorded(self, served: Served) -> None:
+        """The REST client reads a secret it may read, its CRC32C checks out, names are in
+        the caller's project, and one access event records it as gcp-rest."""
+        answer = served.rest().access_secret_version(name=version("app-db"))
+
+        assert answer.payload.data == b"db-value"
+        assert answer.payload.data_crc32c == google_crc32c.value(b"db-value")
+        assert answer.name.startswith(f"projects/{PROJECT}/secrets/app-db/versions/")
+        (event,) = served.proxy.events("access")
+        assert event["request"]["protocol"] == "gcp-rest"
+        assert event["request"]["operation"] == "AccessSecretVersion"
+        assert event["resource"]["backend"] == "gcp"
+        assert event["resource"]["secret"] == f"{PROJECT}/app-db"
+        assert event["principal"] == {
+            "id": "app",
+            "auth_method": "bearer",
+            "groups": [],
+            "attributes": {},
+        }
+        assert event["outcome"]["value_fingerprint"].startswith("hmac-sha256:")
+
+    def test_a_denied_read_is_forbidden_once_and_recorded(self, served: Served) -> None:
+        """A read the policy denies raises Forbidden, serves nothing, and is recorded."""
+        with pytest.raises(gexc.Forbidden):
+            served.rest().access_secret_version(name=version("app-payments-key"))
+
+        (event,) = served.proxy.events("access")
+        assert event["decision"]["effect"] == "deny"
+        assert event["decision"]["rule"] == "app-no-payments"
+
+    def test_an_unknown_token_is_refused_once_and_recorded(self, served: Served) -> None:
+        """A token keyledger never issued gets 401, as Google answers a bad access token:
+        the client, holding a static token it cannot refresh, gives up after that one
+        request (google-auth's RefreshError), and one auth_failure event records it."""
+        client = served.rest("kltok_aaaaaaaaaaaa_" + "b" * 43)
+
+        with pytest.raises(RefreshError):
+            client.access_secret_version(name=version("app-db"))
+
+        assert [e["outcome"]["code"] for e in served.proxy.events("auth_failure")] == [
+            "unknown_token"
+        ]
+
+    def test_a_listing_shows_only_what_the_caller_may_list(self, served: Served) -> None:
+        """ListSecrets through keyledger names only the secrets policy lets the caller list,
+        in the caller's project."""
+        names = [s.name for s in served.rest().list_secrets(parent=f"projects/{PROJECT}")]
+
+        assert names == [f"projects/{PROJECT}/secrets/app-db"]
+
+    def test_a_missing_secret_is_not_found(self, served: Served) -> None:
+        """A secret the caller may read but that does not exist is NotFound."""
+        with pytest.raises(gexc.NotFound):
+            served.rest().access_secret_version(name=version("app-missing"))
+
+
+class TestGrpc:
+    def test_a_read_over_grpc_is_served_and_recorded(self, served: Served) -> None:
+        """The gRPC client reads through keyledger's gRPC listener, recorded as gcp-grpc."""
+        client, metadata = served.grpc()
+
+        answer = client.access_secret_version(name=version("app-db"), metadata=metadata)
+
+        assert answer.payload.data == b"db-value"
+        assert answer.payload.data_crc32c == google_crc32c.value(b"db-value")
+        (event,) = served.proxy.events("access")
+        assert event["request"]["protocol"] == "gcp-grpc"
+        assert event["outcome"]["status"] == "success"
+
+    def test_a_denied_read_over_grpc_is_permission_denied(self, served: Served) -> None:
+        """A denied read over gRPC raises PermissionDenied, and no value leaves."""
+        client, metadata = served.grpc()
+
+        with pytest.raises(gexc.PermissionDenied):
+            client.access_secret_version(name=version("app-payments-key"), metadata=metadata)
+
+    def test_no_token_over_grpc_is_unauthenticated(self, served: Served) -> None:
+        """A call without a token is Unauthenticated, and recorded once."""
+        client, _ = served.grpc()
+
+        with pytest.raises(gexc.Unauthenticated):
+            client.access_secret_version(name=version("app-db"))
+
+        assert len(served.proxy.events("auth_failure")) == 1
+
+
+def test_the_canary_value_never_reaches_the_journal(served: Served) -> None:
+    """A denied secret's value appears nowhere in the journal, over either protocol."""
+    client, metadata = served.grpc()
+    with pytest.raises(gexc.Forbidden):
+        served.rest().access_secret_version(name=version("app-payments-key"))
+    with pytest.raises(gexc.PermissionDenied):
+        client.access_secret_version(name=version("app-payments-key"), metadata=metadata)
+
+    assert len(served.proxy.events("access")) == 2
+    for path in served.proxy.journal.iterdir():
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes()
