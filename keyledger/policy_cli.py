@@ -30,6 +30,7 @@ from keyledger.policies import (
 from keyledger.policies.lint import lint
 from keyledger.policies.loader import is_policy_test_file, resolve_test_paths
 from keyledger.policies.testing import (
+    default_protocol,
     load_cases,
     parse_moment,
     parse_secret,
@@ -128,9 +129,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     attributes = parse_attributes(args.attr)
     if args.source_ip is not None:
         ipaddress.ip_address(args.source_ip)  # a typo must not read as "not in network"
+    secret = parse_secret(args.secret)
     request = request_attributes(
         Action(args.action),
-        protocol=args.protocol,
+        protocol=args.protocol or default_protocol(secret.backend),
         operation=args.operation,
         version_stage=args.version_stage,
     )
@@ -140,7 +142,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         request=request,
     )
     principal = principal_of(args.principal, args.group or (), attributes)
-    secret = parse_secret(args.secret)
     explanation = PolicyEngine(policy).explain(principal, Action(args.action), secret, ctx)
     if args.json:
         print(json.dumps(_explanation_json(explanation, args, ctx), indent=2))
@@ -329,10 +330,14 @@ def add_policy_parser(sub: Any) -> None:
     )
     explain.add_argument("--source-ip", metavar="IP", help="the caller's address")
     explain.add_argument("--at", metavar="TIME", help="ISO 8601 moment (default: now)")
-    explain.add_argument("--protocol", help="request protocol (default: aws-json)")
+    explain.add_argument(
+        "--protocol",
+        help="request protocol (default: gcp-rest for a gcp or gcp-* backend, else aws-json)",
+    )
     explain.add_argument(
         "--operation",
-        help="request operation (default: the action's usual one, e.g. GetSecretValue)",
+        help="request operation (default: the action's usual one, e.g. GetSecretValue, "
+        "AccessSecretVersion)",
     )
     explain.add_argument(
         "--version-stage", help="e.g. AWSPREVIOUS (default: AWSCURRENT for a plain read)"

@@ -1003,6 +1003,27 @@ class TestExplain:
             "AWSPREVIOUS",
         )
 
+    @pytest.mark.parametrize(
+        ("secret", "protocol", "operation"),
+        [
+            ("gcp:keyledger-demo/db", "gcp-rest", "AccessSecretVersion"),
+            ("gcp-eu:shop/db", "gcp-rest", "AccessSecretVersion"),
+            ("aws:staging/k", "aws-json", "GetSecretValue"),
+        ],
+    )
+    def test_a_plain_call_speaks_its_clouds_protocol(
+        self, capsys: Capsys, secret: str, protocol: str, operation: str
+    ) -> None:
+        """Without --protocol, a read on a gcp backend is decided as Google's REST client's
+        AccessSecretVersion, as the proxy would see it, and one on aws as GetSecretValue."""
+        code, data = explain_json(capsys, f"demo-app read {secret}")
+
+        assert code in (0, 3)
+        assert (data["request"]["protocol"], data["request"]["operation"]) == (
+            protocol,
+            operation,
+        )
+
     def test_bad_attr_is_a_usage_error(self, capsys: Capsys) -> None:
         """An --attr without '=' exits 2 and says how to write it."""
         err = usage_error(explain(capsys, "demo-app read aws:staging/k --attr=repository"))
@@ -1075,6 +1096,44 @@ def passing_lines(cases: Path) -> list[str]:
 
 
 class TestPolicyTest:
+    def test_a_gcp_case_is_decided_as_googles_client_calls(
+        self, tmp_path: Path, capsys: Capsys
+    ) -> None:
+        """A case on a gcp: secret, stating no request, is decided as Google's REST client's
+        AccessSecretVersion: a rule conditioned on that protocol and operation applies."""
+        write(
+            tmp_path / "gcp.yaml",
+            """
+            roles:
+              - id: app
+                rules:
+                  - id: app-read-over-rest
+                    actions: [read]
+                    resources: ["gcp:keyledger-demo/*"]
+                    when:
+                      request: {protocol: gcp-rest, operation: AccessSecretVersion}
+            bindings:
+              - role: app
+                principals: [svc-app]
+            """,
+        )
+        write(
+            tmp_path / "gcp_test.yaml",
+            """
+            tests:
+              - principal: svc-app
+                action: read
+                secret: gcp:keyledger-demo/db
+                expect: allow
+                rule: app-read-over-rest
+            """,
+        )
+
+        code, out, _ = run(capsys, "test", str(tmp_path))
+
+        assert code == 0, out
+        assert out[-1] == "1 passed, 0 failed (1 file(s))"
+
     @pytest.mark.parametrize(
         ("argv", "count"), [([str(ACME)], 22), ([], 5)], ids=["acme", "demo-default"]
     )

@@ -39,6 +39,7 @@ from keyledger.policies.model import Decision
 __all__ = [
     "CaseResult",
     "PolicyCase",
+    "default_protocol",
     "load_cases",
     "parse_moment",
     "parse_secret",
@@ -71,6 +72,23 @@ _AWS_OPERATIONS = {
 }
 
 
+# ... and the RPC a plain Google client call makes (REST and gRPC name them alike).
+_GCP_OPERATIONS = {
+    Action.READ: "AccessSecretVersion",
+    Action.DESCRIBE: "GetSecret",
+    Action.LIST: "ListSecrets",
+    Action.WRITE: "AddSecretVersion",
+    Action.DELETE: "DeleteSecret",
+}
+
+
+def default_protocol(backend: str) -> str:
+    """The protocol a plain call on ``backend`` speaks, judged by its name: Google's REST
+    for a backend named gcp or gcp-*, AWS's JSON otherwise. A case or an explain on a
+    backend named otherwise states its protocol (request: {protocol: gcp-rest})."""
+    return "gcp-rest" if backend == "gcp" or backend.startswith("gcp-") else "aws-json"
+
+
 def request_attributes(
     action: Action,
     *,
@@ -81,11 +99,14 @@ def request_attributes(
     """The request attributes the proxy would give a plain SDK call, unless stated.
 
     ``policy explain`` and ``policy test`` both use this, so that a rule conditioned on
-    ``request:`` decides the same in both as through the proxy: protocol ``aws-json``, the
-    action's usual operation, and for a plain read the stage ``AWSCURRENT``.
+    ``request:`` decides the same in both as through the proxy: protocol ``aws-json``
+    unless stated (see :func:`default_protocol`), the action's usual operation, and for a
+    plain AWS read the stage ``AWSCURRENT``.
     """
     protocol = protocol or "aws-json"
     attributes = {"protocol": protocol}
+    if protocol in ("gcp-rest", "gcp-grpc"):
+        operation = operation or _GCP_OPERATIONS.get(action)
     if protocol == "aws-json":
         operation = operation or _AWS_OPERATIONS[action]
         if version_stage is None and operation in ("GetSecretValue", "BatchGetSecretValue"):
@@ -226,7 +247,7 @@ def _read_case(item: Any, problems: list[str]) -> PolicyCase | None:
         context,
         request=request_attributes(
             Action(str(action)),
-            protocol=request.get("protocol"),
+            protocol=request.get("protocol") or default_protocol(secret.backend),
             operation=request.get("operation"),
             version_stage=request.get("version_stage"),
         ),
