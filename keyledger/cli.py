@@ -40,6 +40,8 @@ from keyledger.proxy.listeners import ListenError
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from aiohttp import web
+
     from keyledger.proxy.auth.identities import (
         Identity,
         IdentityStore,
@@ -104,7 +106,7 @@ class _WorkerRole:
 async def _serve(
     config: Config,
     *,
-    on_ready: Callable[[], None] | None = None,
+    on_ready: Callable[[web.Application], None] | None = None,
     worker: _WorkerRole | None = None,
     bound: listeners.Listeners | None = None,
 ) -> None:
@@ -144,7 +146,7 @@ async def _serve_on(
     admin_token: bytes | None,
     sockets: list[socket.socket],
     admin_sockets: list[socket.socket],
-    on_ready: Callable[[], None] | None,
+    on_ready: Callable[[web.Application], None] | None,
     worker: _WorkerRole | None,
 ) -> None:
     import structlog
@@ -187,7 +189,7 @@ async def _serve_on(
             config=config.source,
         )
         if on_ready is not None:
-            on_ready()
+            on_ready(app)
         await stop.wait()
         log.info("stopping", shutdown_timeout_s=config.limits.shutdown_timeout_s)
     finally:
@@ -399,9 +401,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         config = env.config
         configure_logging(format=config.logging.format, level=config.logging.level)
-        text = dev.banner(env, var_display=str(args.var).rstrip("/"))
+        var_display = str(args.var).rstrip("/")
         try:
-            _run(_serve(config, on_ready=lambda: print(text, flush=True), bound=bound))
+            # The banner and var/dev.env once every port is bound (gRPC's is any free one).
+            _run(
+                _serve(
+                    config,
+                    on_ready=lambda app: print(
+                        dev.ready(env, app, var_display=var_display), flush=True
+                    ),
+                    bound=bound,
+                )
+            )
         except StartupError as exc:
             raise CliError(str(exc)) from exc
         finally:

@@ -1,8 +1,10 @@
 """``keyledger serve --dev``: a complete, self-contained demo.
 
-An embedded moto server plays AWS Secrets Manager, seeded with demo secrets; a demo
-identity, the example policy shipped in the package, and a journal under ``./var/`` make
-keyledger answer a real ``aws`` command within seconds, from any directory.
+An embedded moto server plays AWS Secrets Manager and the Google stand-in plays Secret
+Manager, both seeded with demo secrets; a demo identity (a SigV4 key and a bearer token),
+the example policy shipped in the package, and a journal under ``./var/`` make keyledger
+answer a real ``aws`` command, or Google's Python client over REST or gRPC, within seconds,
+from any directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from keyledger.backends.gcp_standin import ThreadedGcpStandin
 from keyledger.policies import example_policy_dir
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth.identities import IdentityStore, store_key_source
@@ -31,6 +34,7 @@ from keyledger.proxy.config import (
     CheckpointConfig,
     CloudWatchSinkConfig,
     Config,
+    GcpFrontendConfig,
     IdentitiesConfig,
     ListenConfig,
     LoggingConfig,
@@ -43,12 +47,16 @@ from keyledger.proxy.config import (
 __all__ = [
     "AUDIT_BUCKET",
     "DEFAULT_LISTEN",
+    "DEMO_GCP_SECRETS",
     "DEMO_IDENTITY",
     "DEMO_SECRETS",
+    "GCP_PROJECT",
+    "GCP_STORE_PROJECT",
     "DevBusy",
     "DevEnvironment",
     "DevError",
     "admin_port_for",
+    "ready",
     "start_dev",
 ]
 
@@ -72,6 +80,17 @@ DEMO_SECRETS: dict[str, str] = {
     "prod/payments/api-key": "demo-payments-api-key",
     "staging/db/password": "demo-staging-db-password",
     "staging/api/token": json.dumps({"token": "demo-staging-token"}),
+}
+
+# Google's side: callers name project keyledger-demo; the gcp backend maps it to the project
+# the stand-in holds the secrets in, as a real deployment maps a stable name to its project.
+# Google's secret ids cannot hold "/": the same secrets, named the Google way.
+GCP_PROJECT = "keyledger-demo"
+GCP_STORE_PROJECT = "keyledger-demo-real"
+DEMO_GCP_SECRETS: dict[str, str] = {
+    "staging-db-password": "demo-staging-db-password",
+    "prod-db-password": "demo-prod-db-password",
+    "prod-payments-api-key": "demo-payments-api-key",
 }
 
 
@@ -108,15 +127,20 @@ class DevEnvironment:
     config: Config
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    token: str = field(repr=False)  # demo-app's bearer token, issued at this start
     store_url: str
     env_file: Path
     server: Any  # moto's ThreadedMotoServer
+    standin: ThreadedGcpStandin
     lock: int  # the open, locked var/.dev.lock: this demo owns var/ while it runs
 
     def close(self) -> None:
-        """Stop the embedded store and give var/ up."""
-        self.server.stop()
-        os.close(self.lock)
+        """Stop the embedded stores and give var/ up."""
+        try:
+            self.standin.stop_thread()
+            self.server.stop()
+        finally:
+            os.close(self.lock)
 
 
 def _claim(var: Path) -> int:
@@ -163,6 +187,26 @@ def _start_store() -> tuple[Any, str]:
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
+
+
+def _start_standin() -> ThreadedGcpStandin:
+    """The Google stand-in on loopback, seeded in the project keyledger maps the demo's to."""
+    standin = ThreadedGcpStandin(host="127.0.0.1")
+    standin.start_in_thread()
+    try:
+        standin.seed(GCP_STORE_PROJECT, DEMO_GCP_SECRETS)
+    except BaseException:
+        standin.stop_thread()
+        raise
+    return standin
+
+
+def _demo_token(store: IdentityStore) -> str:
+    """A new bearer token for the demo identity, its old ones revoked: only a token's hash
+    is kept, so one issued at an earlier start could not be printed again."""
+    if any(t.name == DEMO_IDENTITY and not t.revoked for t in store.tokens()):
+        return store.rotate_token(DEMO_IDENTITY).token
+    return store.create_token(DEMO_IDENTITY).token
 
 
 def _client(service: str, store_url: str) -> Any:
@@ -274,11 +318,13 @@ def _start_dev(
         key_id, secret = issued.access_key_id, issued.secret_access_key
     else:
         key_id, secret = demo.access_key_id, store.secret_of(demo)
+    token = _demo_token(store)
 
     server, store_url = _start_store()
     try:
         _seed(store_url, sinks)
-    except Exception:
+        standin = _start_standin()
+    except BaseException:
         server.stop()
         raise
     # The embedded store starts empty every time, while the journal in var/ lives on:
@@ -298,9 +344,19 @@ def _start_dev(
                 region=REGION,
                 endpoint_url=store_url,
                 static_credentials=_STORE_CREDENTIALS,
-            )
+            ),
+            "gcp": BackendConfig(
+                name="gcp",
+                type="gcp",
+                endpoint=standin.grpc_target,
+                projects={GCP_PROJECT: GCP_STORE_PROJECT},
+                credentials="anonymous",
+            ),
         },
         aws_backend="aws",
+        # REST under /v1/ on the data plane; gRPC on any free port of the same host, printed
+        # (and written to dev.env) once it is bound.
+        gcp=GcpFrontendConfig(projects={GCP_PROJECT: "gcp"}, grpc_listen=(host, 0)),
         audit=AuditConfig(
             journal=var / "audit",
             chain_id="dev",
@@ -316,25 +372,50 @@ def _start_dev(
         logging=LoggingConfig(format="console"),
         source="--dev",
     )
-    endpoint = f"http://{host}:{port}"
+    env_file = var / "dev.env"
+    return DevEnvironment(config, key_id, secret, token, store_url, env_file, server, standin, lock)
+
+
+def ready(env: DevEnvironment, app: Any, *, var_display: str) -> str:
+    """Once ``app`` serves (its gRPC port bound): write var/dev.env; the banner to print."""
+    from keyledger.proxy.app import GRPC
+
+    grpc_target = f"{_netloc(env.config.listen.host)}:{app[GRPC].port}"
+    _write_env(env, grpc_target)
+    return banner(env, grpc_target=grpc_target, var_display=var_display)
+
+
+def _netloc(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _write_env(env: DevEnvironment, grpc_target: str) -> None:
+    config = env.config
+    endpoint = f"http://{_netloc(config.listen.host)}:{config.listen.port}"
     admin = config.admin
     assert admin is not None
-    env_file = var / "dev.env"
-    env_file.write_text(
-        f"# Written by keyledger serve --dev; load with: set -a; . {env_file}; set +a\n"
+    assert admin.token_file is not None
+    sinks = tuple(sink.name for sink in config.audit.sinks)
+    env.env_file.write_text(
+        f"# Written by keyledger serve --dev; load with: set -a; . {env.env_file}; set +a\n"
         + _path_line()
         + f"AWS_ENDPOINT_URL={endpoint}\n"
-        f"AWS_ACCESS_KEY_ID={key_id}\n"
-        f"AWS_SECRET_ACCESS_KEY={secret}\n"
+        f"AWS_ACCESS_KEY_ID={env.access_key_id}\n"
+        f"AWS_SECRET_ACCESS_KEY={env.secret_access_key}\n"
         f"AWS_DEFAULT_REGION={REGION}\n"
-        f"KEYLEDGER_ADMIN_URL=http://{admin.host}:{admin.port}\n"
-        f"KEYLEDGER_ADMIN_TOKEN={(keys / 'admin.token').read_text().strip()}\n"
+        # Google Secret Manager through keyledger: REST base URL, gRPC target, the project
+        # callers name, and demo-app's bearer token (a new one at every start).
+        f"KEYLEDGER_GCP_ENDPOINT={endpoint}\n"
+        f"KEYLEDGER_GCP_GRPC_TARGET={grpc_target}\n"
+        f"KEYLEDGER_GCP_PROJECT={GCP_PROJECT}\n"
+        f"KEYLEDGER_TOKEN={env.token}\n"
+        f"KEYLEDGER_ADMIN_URL=http://{_netloc(admin.host)}:{admin.port}\n"
+        f"KEYLEDGER_ADMIN_TOKEN={admin.token_file.read_text().strip()}\n"
         # The embedded store itself, behind keyledger: what an inventory is made from.
-        f"KEYLEDGER_DEV_STORE_URL={store_url}\n" + _sink_endpoints(sinks, store_url),
+        f"KEYLEDGER_DEV_STORE_URL={env.store_url}\n" + _sink_endpoints(sinks, env.store_url),
         encoding="utf-8",
     )
-    env_file.chmod(0o600)
-    return DevEnvironment(config, key_id, secret, store_url, env_file, server, lock)
+    env.env_file.chmod(0o600)
 
 
 def scripts_dir() -> str:
@@ -398,7 +479,64 @@ def _aws_command() -> str:
     return shlex.quote(str(ours)) if ours.exists() else "aws"
 
 
-def banner(env: DevEnvironment, *, var_display: str) -> str:
+_GCP_CURL = (
+    'curl -s -H "Authorization: Bearer $KEYLEDGER_TOKEN" '
+    '"$KEYLEDGER_GCP_ENDPOINT/v1/projects/$KEYLEDGER_GCP_PROJECT'
+    '/secrets/staging-db-password/versions/latest:access"'
+)
+
+
+def _gcp_lines(grpc_target: str) -> str:
+    """Google's part of the banner: a curl line and the Python client over REST and gRPC,
+    each working as pasted once dev.env is loaded (its python is this keyledger's)."""
+    name = (
+        "f\"projects/{os.environ['KEYLEDGER_GCP_PROJECT']}"
+        '/secrets/staging-db-password/versions/latest"'
+    )
+    return f"""
+Google Cloud Secret Manager, project {GCP_PROJECT} ({GCP_STORE_PROJECT} in the stand-in):
+REST on the same endpoint (/v1/...), gRPC on {grpc_target}, demo-app's bearer token in
+$KEYLEDGER_TOKEN (a new one at each start). Secrets: staging-db-password, prod-db-password,
+prod-payments-api-key. In the terminal that loaded dev.env:
+
+  {_GCP_CURL}
+
+REST (google-cloud-secret-manager; prod-payments-api-key raises Forbidden):
+
+python - <<'EOF'
+import os
+from google.api_core.client_options import ClientOptions
+from google.cloud import secretmanager
+from google.oauth2.credentials import Credentials
+sm = secretmanager.SecretManagerServiceClient(
+    transport="rest",
+    credentials=Credentials(token=os.environ["KEYLEDGER_TOKEN"]),
+    client_options=ClientOptions(api_endpoint=os.environ["KEYLEDGER_GCP_ENDPOINT"]),
+)
+name = {name}
+print(sm.access_secret_version(name=name).payload.data.decode())
+EOF
+
+gRPC (the token as metadata; prod-payments-api-key raises PermissionDenied):
+
+python - <<'EOF'
+import os, grpc
+from google.cloud import secretmanager
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+    SecretManagerServiceGrpcTransport,
+)
+channel = grpc.insecure_channel(os.environ["KEYLEDGER_GCP_GRPC_TARGET"])
+sm = secretmanager.SecretManagerServiceClient(
+    transport=SecretManagerServiceGrpcTransport(channel=channel)
+)
+token = [("authorization", "Bearer " + os.environ["KEYLEDGER_TOKEN"])]
+name = {name}
+print(sm.access_secret_version(name=name, metadata=token).payload.data.decode())
+EOF
+"""
+
+
+def banner(env: DevEnvironment, *, grpc_target: str, var_display: str) -> str:
     """What a newcomer needs to call the dev proxy, ready to paste."""
     listen = env.config.listen
     endpoint = f"http://{listen.host}:{listen.port}"
@@ -408,7 +546,7 @@ def banner(env: DevEnvironment, *, var_display: str) -> str:
     admin_token = (admin.token_file.read_text().strip()) if admin.token_file else "-"
     q = shlex.quote
     return f"""
-keyledger (dev) is listening on {endpoint} -- AWS Secrets Manager protocol
+keyledger (dev) is listening on {endpoint} -- AWS and Google Secret Manager protocols
 
   endpoint URL       {endpoint}
   access key id      {env.access_key_id}
@@ -445,6 +583,6 @@ boto3:
                     aws_access_key_id="{env.access_key_id}",
                     aws_secret_access_key="{env.secret_access_key}")
   print(sm.get_secret_value(SecretId="staging/db/password")["SecretString"])
-
-Demo secrets: {", ".join(DEMO_SECRETS)}.  Ctrl-C stops.
+{_gcp_lines(grpc_target)}
+Demo secrets (AWS): {", ".join(DEMO_SECRETS)}.  Ctrl-C stops.
 """
