@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from keyledger.proxy.dev import DEMO_SECRETS
+from keyledger.proxy.dev import DEMO_GCP_SECRETS, DEMO_SECRETS, GCP_PROJECT
 from tests.conftest import clean_env, journal_events
 from tests.e2e.test_cli_serve import KEYLEDGER, free_port
 
@@ -185,6 +186,67 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
     verified = paste(f"keyledger {verify_line.group(1)} --strict")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "signatures checked" in verified.stdout
+
+
+def test_printed_google_calls_work_as_pasted(tmp_path: Path) -> None:
+    """The banner's curl line and its two Python snippets (Google's client over REST and over
+    gRPC), pasted in a new terminal that only loaded dev.env, read staging-db-password; the
+    same calls for prod-payments-api-key are refused as Google refuses them; each call is in
+    the journal under its protocol."""
+    process, env, _ = spawn_dev(tmp_path)
+    try:
+        banner = wait_for(process, "Ctrl-C stops")
+        paste = paster(banner, tmp_path, env)
+        curl = re.search(r'^\s*(curl .*KEYLEDGER_TOKEN.*/versions/latest:access")$', banner, re.M)
+        snippets = re.findall(r"^(python - <<'EOF'\n.*?\nEOF)$", banner, re.M | re.S)
+        assert curl is not None, banner
+        rest, grpc = snippets
+        assert 'transport="rest"' in rest
+        assert "grpc.insecure_channel" in grpc
+
+        dev_env = (tmp_path / "var" / "dev.env").read_text()
+        for name in ("KEYLEDGER_GCP_ENDPOINT", "KEYLEDGER_GCP_GRPC_TARGET", "KEYLEDGER_TOKEN"):
+            assert f"\n{name}=" in dev_env
+        assert f"\nKEYLEDGER_GCP_PROJECT={GCP_PROJECT}\n" in dev_env
+        value = DEMO_GCP_SECRETS["staging-db-password"]
+        if shutil.which("curl"):
+            read = paste(curl.group(1))
+            assert read.returncode == 0, read.stderr
+            answer = orjson.loads(read.stdout)
+            assert base64.b64decode(answer["payload"]["data"]).decode() == value
+            assert answer["name"] == (
+                f"projects/{GCP_PROJECT}/secrets/staging-db-password/versions/1"
+            )
+            refused = paste(curl.group(1).replace("staging-db-password", "prod-payments-api-key"))
+            assert orjson.loads(refused.stdout)["error"]["status"] == "PERMISSION_DENIED"
+        for snippet, raised in ((rest, "Forbidden"), (grpc, "PermissionDenied")):
+            read = paste(snippet)
+            assert read.returncode == 0, read.stderr
+            assert read.stdout == f"{value}\n"
+            refused = paste(snippet.replace("staging-db-password", "prod-payments-api-key"))
+            assert refused.returncode != 0
+            assert f"google.api_core.exceptions.{raised}: 403 " in refused.stderr, refused.stderr
+            assert DEMO_GCP_SECRETS["prod-payments-api-key"] not in refused.stdout + refused.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+    events = journal_events(tmp_path / "var" / "audit")
+    access = [
+        (e["request"]["protocol"], e["resource"]["secret"], e["decision"]["effect"])
+        for e in events
+        if e["type"] == "access"
+    ]
+    calls = [("gcp-rest", "rest"), ("gcp-grpc", "grpc")]
+    if shutil.which("curl"):
+        calls.insert(0, ("gcp-rest", "curl"))
+    assert access == [
+        (protocol, f"{GCP_PROJECT}/{secret}", effect)
+        for protocol, _ in calls
+        for secret, effect in (("staging-db-password", "allow"), ("prod-payments-api-key", "deny"))
+    ]
+    assert {e["principal"]["auth_method"] for e in events if e["type"] == "access"} == {"bearer"}
 
 
 def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
