@@ -203,6 +203,10 @@ def test_printed_google_calls_work_as_pasted(tmp_path: Path) -> None:
         rest, grpc = snippets
         assert 'transport="rest"' in rest
         assert "grpc.insecure_channel" in grpc
+        # The README's Google Cloud section shows the same lines.
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        assert curl.group(1) in readme
+        assert re.findall(r"^(python - <<'EOF'\n.*?\nEOF)$", readme, re.M | re.S) == snippets
 
         dev_env = (tmp_path / "var" / "dev.env").read_text()
         for name in ("KEYLEDGER_GCP_ENDPOINT", "KEYLEDGER_GCP_GRPC_TARGET", "KEYLEDGER_TOKEN"):
