@@ -125,6 +125,12 @@ async def _serve(
             )
         log.warning("plaintext_listener", host=listen.host, port=listen.port)
     admin_token = _admin_token(config, context)  # refused before anything starts
+    grpc_listen = config.gcp.grpc_listen
+    if grpc_listen is not None and grpc_listen[1] and worker is None:
+        # The gRPC server binds when it starts, after the journal: a taken port is found
+        # now instead (a probe, released at once: grpc binds its own socket).
+        for sock in listeners.bind(*grpc_listen, listeners.GRPC):
+            sock.close()
     if bound is None:
         # Every port is claimed before anything starts: a taken one costs nothing to undo.
         # Workers share the data port: the kernel spreads new connections across them.
@@ -156,7 +162,7 @@ async def _serve_on(
 
     log = structlog.get_logger("keyledger")
     _check_journal_folder(config)
-    app = await make_app(config)
+    app = await make_app(config, shared_ports=worker is not None)
     loop = asyncio.get_running_loop()
     # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
     loop.add_signal_handler(signal.SIGHUP, app[RELOADER].request)
@@ -299,6 +305,9 @@ async def _supervise(
     listen = config.listen
     for sock in listeners.bind(listen.host, listen.port, listeners.DATA, reuse_port=True):
         sock.close()
+    if config.gcp.grpc_listen is not None and config.gcp.grpc_listen[1]:
+        for sock in listeners.bind(*config.gcp.grpc_listen, listeners.GRPC, reuse_port=True):
+            sock.close()
     admin_sockets = listeners.bind(admin.host, admin.port, listeners.ADMIN)
     try:
         await _supervise_on(config, command, count, context, token, admin_sockets)

@@ -287,8 +287,12 @@ def _too_large(limit: int) -> RequestError:
     return RequestError(f"request body exceeds {limit} bytes", kind=ErrorKind.TOO_LARGE)
 
 
-async def make_app(config: Config) -> web.Application:
-    """The data-plane application for ``config``; resources open when it starts."""
+async def make_app(config: Config, *, shared_ports: bool = False) -> web.Application:
+    """The data-plane application for ``config``; resources open when it starts.
+
+    ``shared_ports``: one of ``serve --workers``' processes, which share the listening
+    ports (SO_REUSEPORT) the application binds itself (gRPC's).
+    """
     try:
         loaded = load_policy(config.policies, config.backends)
         policies = PolicyHolder(loaded.engine)
@@ -399,12 +403,14 @@ async def make_app(config: Config) -> web.Application:
     fallback = "aws-json" if "aws-json" in gateways else "gcp-rest"
     app.router.add_route("*", "/{tail:.*}", handler(fallback).handle)
     if "gcp-grpc" in gateways and config.gcp.grpc_listen is not None:
-        app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight)
+        app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight, shared_ports)
         app.cleanup_ctx.append(_grpc_ctx)
     return app
 
 
-def _grpc_listener(config: Config, gateway: Gateway, inflight: InFlight) -> GrpcListener:
+def _grpc_listener(
+    config: Config, gateway: Gateway, inflight: InFlight, shared_ports: bool
+) -> GrpcListener:
     """Google's gRPC API on a port of its own: TLS with the data plane's certificate, or
     plaintext where the data plane may be (loopback, or allow_plaintext behind a proxy)."""
     assert config.gcp.grpc_listen is not None
@@ -429,6 +435,7 @@ def _grpc_listener(config: Config, gateway: Gateway, inflight: InFlight) -> Grpc
         max_message_bytes=config.limits.max_body_bytes,
         deadline_s=config.limits.request_timeout_s,
         inflight=inflight,
+        reuse_port=shared_ports,
     )
 
 

@@ -82,8 +82,10 @@ class GrpcListener:
         max_message_bytes: int,
         deadline_s: float = 30.0,
         inflight: InFlight | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._gateway = gateway
+        self._reuse_port = reuse_port
         self._host, self._port = host, port
         self._ssl = ssl
         self._max_message = max_message_bytes
@@ -104,8 +106,9 @@ class GrpcListener:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", 2 * self._max_message + _CEILING_SLACK),
-                # Another process on the same port is an error, not a shared port.
-                ("grpc.so_reuseport", 0),
+                # Another process on the same port is an error, not a shared port, except
+                # among `serve --workers` processes, which share it like the data port.
+                ("grpc.so_reuseport", int(self._reuse_port)),
             ]
         )
         served = grpc.method_handlers_generic_handler(

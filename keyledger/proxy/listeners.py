@@ -19,6 +19,7 @@ __all__ = [
     "DATA",
     "DEV_ADMIN",
     "DEV_DATA",
+    "GRPC",
     "ListenError",
     "Listener",
     "Listeners",
@@ -37,12 +38,13 @@ class Listener:
     """Which listener a socket is for, as an error about it names it and its fix."""
 
     what: str  # "" (the data plane) or "admin API: "
-    option: str  # the command-line option that moves it
+    option: str | None  # the command-line option that moves it, if one does
     setting: str | None  # the config setting that moves it; None under --dev
 
     def error(self, host: str, port: int | str, exc: OSError) -> ListenError:
-        also = f", or set {self.setting}" if self.setting else ""
-        choose = f"with {self.option} HOST:PORT{also}"
+        ways = [f"{self.option} HOST:PORT"] if self.option else []
+        ways += [f"set {self.setting}"] if self.setting else []
+        choose = "with " + ", or ".join(ways)
         if exc.errno == errno.EADDRINUSE:
             fix = f"is another keyledger running? Choose another port {choose}"
         elif exc.errno == errno.EADDRNOTAVAIL:
@@ -59,6 +61,7 @@ DATA = Listener("", "--listen", "listen")
 ADMIN = Listener("admin API: ", "--admin-listen", "admin.listen")
 DEV_DATA = Listener("", "--listen", None)
 DEV_ADMIN = Listener("admin API: ", "--admin-listen", None)
+GRPC = Listener("gRPC API: ", None, "frontends.gcp.grpc_listen")
 
 
 def bind(host: str, port: int, role: Listener, *, reuse_port: bool = False) -> list[socket.socket]:

@@ -581,8 +581,14 @@ def held_port() -> socket.socket:
 class TestStartupFailsFast:
     @pytest.mark.parametrize(
         ("taken", "args"),
-        [("data", ()), ("admin", ()), ("admin", ("--workers", "2"))],
-        ids=["data-port", "admin-port", "admin-port-workers"],
+        [
+            ("data", ()),
+            ("admin", ()),
+            ("admin", ("--workers", "2")),
+            ("grpc", ()),
+            ("grpc", ("--workers", "2")),
+        ],
+        ids=["data-port", "admin-port", "admin-port-workers", "grpc-port", "grpc-port-workers"],
     )
     def test_a_taken_port_fails_at_once_with_one_line(
         self, tmp_path: Path, moto_url: str, taken: str, args: tuple[str, ...]
@@ -595,6 +601,11 @@ class TestStartupFailsFast:
             if taken == "admin":
                 listen = {
                     "admin": {"listen": f"127.0.0.1:{port}", "token_file": "keys/admin.token"}
+                }
+            if taken == "grpc":  # Google's gRPC API, on a port of its own
+                listen = {
+                    "backends": {"gcp": {"type": "gcp", "projects": {"p": "p"}}},
+                    "frontends": {"gcp": {"grpc_listen": f"127.0.0.1:{port}"}},
                 }
             # A sink that cannot reach its store: it would warn for seconds if it started.
             sink = {
@@ -612,13 +623,12 @@ class TestStartupFailsFast:
             prepared = prepare_config(tmp_path, moto_url, extra={**listen, "audit": audit})
             code, err, took = serve_once(prepared.path, prepared.env, *args)
 
-        what, option, setting = (
-            ("admin API: ", "--admin-listen", "admin.listen")
-            if taken == "admin"
-            else ("", "--listen", "listen")
-        )
-        fix = f"is another keyledger running? Choose another port with {option} HOST:PORT"
-        fix += f", or set {setting}"
+        what, choose = {
+            "data": ("", "--listen HOST:PORT, or set listen"),
+            "admin": ("admin API: ", "--admin-listen HOST:PORT, or set admin.listen"),
+            "grpc": ("gRPC API: ", "set frontends.gcp.grpc_listen"),
+        }[taken]
+        fix = f"is another keyledger running? Choose another port with {choose}"
         assert err.splitlines() == [
             f"keyledger: {what}cannot listen on 127.0.0.1:{port}: Address already in use ({fix})"
         ]
