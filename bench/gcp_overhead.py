@@ -58,6 +58,7 @@ from proxy_overhead import (  # bench/ is on sys.path: this script runs from it
     BenchError,
     Children,
     Latency,
+    Throughput,
     clean_env,
     count_error_lines,
     filesystem_of,
@@ -359,7 +360,7 @@ def generate_load(target: Target, concurrency: int, warmup_s: float, duration_s:
             "sent": tally.sent,
             "errors": dict(tally.errors),
             "duration_s": duration_s,
-            "loaded_s": time.monotonic() - start,
+            "warmup_s": warmup_s,
             "rps": tally.ok / duration_s,
             "p50_ms": quantile(ordered, 0.50),
             "p99_ms": quantile(ordered, 0.99),
@@ -370,57 +371,6 @@ def generate_load(target: Target, concurrency: int, warmup_s: float, duration_s:
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.stdout.flush()
     return 0
-
-
-@dataclass(slots=True)
-class Throughput:
-    """Load runs against one target, added up; CPU seconds per process role."""
-
-    ok: int = 0
-    ok_total: int = 0
-    sent: int = 0
-    duration_s: float = 0.0
-    loaded_s: float = 0.0
-    wall_s: float = 0.0
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    cpu_s: Counter[str] = field(default_factory=Counter)
-    rounds_rps: list[float] = field(default_factory=list)
-
-    def add(self, run: Mapping[str, Any], cpu_s: Mapping[str, float], wall_s: float) -> None:
-        self.ok += run["ok"]
-        self.ok_total += run["ok_total"]
-        self.sent += run["sent"]
-        self.duration_s += run["duration_s"]
-        self.loaded_s += run["loaded_s"]
-        self.wall_s += wall_s
-        self.errors.update(run["errors"])
-        self.latencies_ms.extend(run["latencies_ms"])
-        self.cpu_s.update(cpu_s)
-        self.rounds_rps.append(run["rps"])
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies_ms)
-        per_call = {
-            role: seconds * 1e6 / self.sent if self.sent else float("nan")
-            for role, seconds in self.cpu_s.items()
-            if role != "others"
-        }
-        return {
-            "rps": self.ok / self.duration_s if self.duration_s else 0.0,
-            "rounds_rps": self.rounds_rps,
-            "ok": self.ok,
-            "ok_total": self.ok_total,
-            "sent": self.sent,
-            "errors": dict(self.errors),
-            "p50_ms": quantile(ordered, 0.50),
-            "p99_ms": quantile(ordered, 0.99),
-            "cpu_us_per_call": per_call,
-            "keyledger_cores_busy": (
-                self.cpu_s["keyledger"] / self.loaded_s if self.loaded_s else 0.0
-            ),
-            "other_processes_cores": self.cpu_s["others"] / self.wall_s if self.wall_s else 0.0,
-        }
 
 
 def run_load(target: Target, settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
@@ -464,7 +414,7 @@ def measure_throughput(
         pair = [f"{protocol}-direct", f"{protocol}-keyledger"]
         for i in range(settings.load_rounds):
             order += pair if i % 2 == 0 else pair[::-1]
-    results = {name: Throughput() for name in dict.fromkeys(order)}
+    results = {name: Throughput(proxy="keyledger") for name in dict.fromkeys(order)}
     for name in order:
         watched = ("keyledger", "standin")
         before = {p: children.cpu_s(p) for p in watched}
@@ -706,7 +656,7 @@ def render(report: dict[str, Any]) -> str:
     noise = 0.0
     for name in ("grpc-direct", "grpc-keyledger", "rest-direct", "rest-keyledger"):
         data = tp[name]
-        cpu = data["cpu_us_per_call"]
+        cpu = data["cpu_us_per_request"]
         ratio = ""
         if name.endswith("-keyledger"):
             ratio = _ratio(data["rps"], tp[name.replace("-keyledger", "-direct")]["rps"])
@@ -723,7 +673,7 @@ def render(report: dict[str, Any]) -> str:
             "the load runs; throughput figures are disturbed"
         )
     busy = ", ".join(
-        f"{LABELS[n].split()[0]} {tp[n]['keyledger_cores_busy']:.2f}"
+        f"{LABELS[n].split()[0]} {tp[n]['proxy_cores_busy']:.2f}"
         for n in ("grpc-keyledger", "rest-keyledger")
     )
     lines.append(f"  keyledger cores busy under load: {busy}")

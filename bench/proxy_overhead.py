@@ -484,6 +484,7 @@ def run_load(
 class Throughput:
     """Load runs against one target, added up; CPU seconds per process role."""
 
+    proxy: str = "proxy"  # the role whose busy cores are reported (proxy_cores_busy)
     ok: int = 0
     ok_total: int = 0
     sent: int = 0
@@ -525,7 +526,7 @@ class Throughput:
             "p50_ms": quantile(ordered, 0.50),
             "p99_ms": quantile(ordered, 0.99),
             "cpu_us_per_request": per_request,
-            "proxy_cores_busy": self.cpu_s["proxy"] / self.loaded_s if self.loaded_s else 0.0,
+            "proxy_cores_busy": (self.cpu_s[self.proxy] / self.loaded_s if self.loaded_s else 0.0),
             # CPU that processes outside this benchmark used meanwhile, in cores.
             "other_processes_cores": self.cpu_s["others"] / self.wall_s if self.wall_s else 0.0,
         }
