@@ -9,6 +9,8 @@ endpoint and credentials: a keyledger bearer token as the OAuth access token (RE
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import google_crc32c
 import grpc
+import httplib2  # type: ignore[import-untyped]
 import pytest
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
@@ -25,9 +28,12 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 from google.oauth2.credentials import Credentials
+from google_auth_httplib2 import AuthorizedHttp  # type: ignore[import-untyped]
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
 
 from keyledger.backends.gcp_standin import ThreadedGcpStandin
-from keyledger.proxy.app import GRPC
+from keyledger.proxy.app import GRPC, JOURNAL
 from keyledger.proxy.auth import IdentityStore
 from keyledger.proxy.config import parse_config
 from tests.conftest import RunningProxy, write_proxy_files
@@ -41,7 +47,7 @@ roles:
   - id: app
     rules:
       - id: app-read
-        actions: [read, describe, list]
+        actions: [read, describe, list, write, delete]
         resources: ["gcp:keyledger-demo/app-*"]
       - id: app-no-payments
         effect: deny
@@ -211,3 +217,152 @@ def test_the_canary_value_never_reaches_the_journal(served: Served) -> None:
     for path in served.proxy.journal.iterdir():
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes()
+
+
+@dataclass
+class Client:
+    """A synchronous GAPIC client and what each of its calls carries (gRPC: the token)."""
+
+    sm: Any
+    call: dict[str, Any]
+
+
+def clients(served: Served) -> dict[str, Client]:
+    grpc_client, metadata = served.grpc()
+    return {
+        "rest": Client(served.rest(), {}),
+        "grpc": Client(grpc_client, {"metadata": metadata}),
+    }
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_a_secrets_whole_life_through_keyledger(served: Served, transport: str) -> None:
+    """Create, add versions, read latest and pinned, page through a listing, disable,
+    enable, destroy and delete, each refusal raised as the client raises it: one audit
+    event per call (a pending and its outcome for a change), all of this protocol."""
+    client = clients(served)[transport]
+    sm, kw = client.sm, client.call
+    parent = f"projects/{PROJECT}"
+    secret = f"{parent}/secrets/app-life-{transport}"
+
+    sm.create_secret(
+        parent=parent,
+        secret_id=f"app-life-{transport}",
+        secret={"replication": {"automatic": {}}},
+        **kw,
+    )
+    for value in (b"one", b"two"):
+        sm.add_secret_version(parent=secret, payload={"data": value}, **kw)
+    latest = sm.access_secret_version(name=f"{secret}/versions/latest", **kw)
+    first = sm.access_secret_version(name=f"{secret}/versions/1", **kw)
+    assert (latest.payload.data, first.payload.data) == (b"two", b"one")
+    assert first.payload.data_crc32c == google_crc32c.value(b"one")
+    listed = [s.name for s in sm.list_secrets(request={"parent": parent, "page_size": 1}, **kw)]
+    assert secret in listed
+    assert f"{parent}/secrets/app-payments-key" not in listed  # denied: hidden
+    assert f"{parent}/secrets/other-secret" not in listed  # allowed nothing: hidden
+
+    sm.disable_secret_version(name=f"{secret}/versions/1", **kw)
+    refused = gexc.BadRequest if transport == "rest" else gexc.FailedPrecondition
+    with pytest.raises(refused):
+        sm.access_secret_version(name=f"{secret}/versions/1", **kw)
+    sm.enable_secret_version(name=f"{secret}/versions/1", **kw)
+    sm.destroy_secret_version(name=f"{secret}/versions/1", **kw)
+    exists = gexc.Conflict if transport == "rest" else gexc.AlreadyExists
+    with pytest.raises(exists):
+        sm.create_secret(
+            parent=parent,
+            secret_id=f"app-life-{transport}",
+            secret={"replication": {"automatic": {}}},
+            **kw,
+        )
+    sm.delete_secret(name=secret, **kw)
+    with pytest.raises(gexc.NotFound):
+        sm.get_secret(name=secret, **kw)
+
+    events = served.proxy.events("access")
+    assert {e["request"]["protocol"] for e in events} == {f"gcp-{transport}"}
+    outcomes = [e["outcome"]["status"] for e in events]
+    pending = [e["request"]["id"] for e in events if e["outcome"]["status"] == "pending"]
+    # Every change was written ahead, and its outcome followed under the same request.
+    for request_id in pending:
+        assert [e["outcome"]["status"] for e in events if e["request"]["id"] == request_id][1] in (
+            "success",
+            "error",
+        )
+    assert outcomes.count("pending") == 8  # create x2, add x2, disable, enable, destroy, delete
+    calls = [e for e in events if e["outcome"]["status"] != "pending"]
+    pages = [e for e in calls if e["request"]["operation"] == "ListSecrets"]
+    assert len(pages) >= 2  # the listing was paged, a call per page
+    assert len(calls) - len(pages) == 12  # and one event for each other call made
+
+
+def test_the_async_grpc_client_reads_through_keyledger(served: Served) -> None:
+    """SecretManagerServiceAsyncClient, gRPC only, reads latest and pinned versions."""
+    from google.cloud.secretmanager_v1 import SecretManagerServiceAsyncClient
+    from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+        SecretManagerServiceGrpcAsyncIOTransport,
+    )
+
+    async def read() -> tuple[bytes, bytes]:
+        channel = grpc.aio.insecure_channel(served.grpc_target)
+        client = SecretManagerServiceAsyncClient(
+            transport=SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
+        )
+        metadata = [("authorization", f"Bearer {served.token}")]
+        try:
+            latest = await client.access_secret_version(name=version("app-db"), metadata=metadata)
+            pinned = await client.access_secret_version(
+                name=f"projects/{PROJECT}/secrets/app-db/versions/1", metadata=metadata
+            )
+        finally:
+            await channel.close()
+        return latest.payload.data, pinned.payload.data
+
+    assert asyncio.run(read()) == (b"db-value", b"db-value")
+    assert len(served.proxy.events("access")) == 2
+
+
+def test_the_discovery_client_through_keyledger(served: Served) -> None:
+    """Google's discovery-based client, a second independent client, creates, adds a
+    version, reads, lists and deletes through keyledger, and gets a 404 as Google's."""
+    http = AuthorizedHttp(Credentials(token=served.token), http=httplib2.Http())  # type: ignore[no-untyped-call]
+    service = build(
+        "secretmanager",
+        "v1",
+        static_discovery=True,
+        http=http,
+        client_options={"api_endpoint": served.proxy.url},
+    )
+    with service:
+        secrets = service.projects().secrets()
+        parent = f"projects/{PROJECT}"
+        made = secrets.create(
+            parent=parent, secretId="app-discovered", body={"replication": {"automatic": {}}}
+        ).execute()
+        data = base64.b64encode(b"found").decode()
+        secrets.addVersion(parent=made["name"], body={"payload": {"data": data}}).execute()
+        access = secrets.versions().access(name=f"{made['name']}/versions/latest").execute()
+        listed = secrets.list(parent=parent).execute()
+        secrets.delete(name=made["name"]).execute()
+        with pytest.raises(HttpError) as missing:
+            secrets.get(name=made["name"]).execute()
+
+    assert base64.b64decode(access["payload"]["data"]) == b"found"
+    assert int(access["payload"]["dataCrc32c"]) == google_crc32c.value(b"found")
+    assert f"{parent}/secrets/app-discovered" in [s["name"] for s in listed["secrets"]]
+    assert missing.value.status_code == 404
+    assert {e["request"]["protocol"] for e in served.proxy.events("access")} == {"gcp-rest"}
+
+
+def test_no_value_over_rest_while_the_journal_cannot_be_written(served: Served) -> None:
+    """Fail closed on Google's REST path: with the journal closed, a read is refused
+    (ServiceUnavailable, retried by the client only if asked) and no value leaves."""
+    assert served.proxy.app is not None
+    journal = served.proxy.app[JOURNAL]
+    asyncio.run_coroutine_threadsafe(journal.close(), served.proxy._loop).result(30)
+
+    with pytest.raises(gexc.ServiceUnavailable) as refused:
+        served.rest().access_secret_version(name=version("app-db"), retry=None)
+
+    assert b"db-value" not in str(refused.value).encode()
