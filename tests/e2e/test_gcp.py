@@ -37,6 +37,7 @@ from keyledger.proxy.app import GRPC, JOURNAL
 from keyledger.proxy.auth import IdentityStore
 from keyledger.proxy.config import parse_config
 from tests.conftest import RunningProxy, write_proxy_files
+from tests.proxy.test_operate import get
 
 PROJECT = "keyledger-demo"
 CANARY = "gcp-canary-value-9b2e"
@@ -366,3 +367,25 @@ def test_no_value_over_rest_while_the_journal_cannot_be_written(served: Served) 
         served.rest().access_secret_version(name=version("app-db"), retry=None)
 
     assert b"db-value" not in str(refused.value).encode()
+
+
+def test_no_value_in_a_log_line_a_metric_or_an_error(
+    served: Served, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Values served (and refused) over both protocols appear in no log line, no metric
+    and no error the caller gets."""
+    client, metadata = served.grpc()
+    served.rest().access_secret_version(name=version("app-db"))
+    client.access_secret_version(name=version("app-db"), metadata=metadata)
+    with pytest.raises(gexc.Forbidden) as rest_refusal:
+        served.rest().access_secret_version(name=version("app-payments-key"))
+    with pytest.raises(gexc.PermissionDenied) as grpc_refusal:
+        client.access_secret_version(name=version("app-payments-key"), metadata=metadata)
+    status, metrics = get(f"{served.proxy.admin_url}/metrics", served.proxy.admin_token)
+    logged = "".join(capfd.readouterr())
+
+    assert status == 200
+    assert b"gcp-grpc" in metrics  # the calls are counted ...
+    for text in (metrics.decode(), logged, str(rest_refusal.value), str(grpc_refusal.value)):
+        assert "db-value" not in text  # ... but no value is
+        assert CANARY not in text
