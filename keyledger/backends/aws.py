@@ -27,6 +27,7 @@ import structlog
 
 from keyledger import sigv4
 from keyledger.backends._http import HttpTransport, HttpTransportError
+from keyledger.backends._trouble import CredentialTrouble
 from keyledger.backends.errors import (
     BackendConflict,
     BackendError,
@@ -72,8 +73,6 @@ _REFUSED_STATUSES = {401, 403}
 # How long "no credentials" stands before boto3's chain is asked again: without it every
 # call would wait for the instance metadata service to time out (~1 s off EC2).
 MISSING_CREDENTIALS_TTL_S = 5.0
-# Causes already logged; a bound, since a permission error names its secret.
-_MAX_REPORTED = 256
 _XML_CODE = re.compile(rb"<Code>([A-Za-z0-9_.:#-]{1,128})</Code>")
 
 _FIX_MISSING = (
@@ -118,7 +117,7 @@ class AwsBackend:
         self._credentials: _Credentials | None = None
         self._credentials_lock = asyncio.Lock()
         self._missing_since: float | None = None  # when boto3's chain last found nothing
-        self._reported: set[str] = set()  # causes of StoreCredentialsError already logged
+        self._trouble = CredentialTrouble(backend=settings.name, log=log)
         self._endpoint = ""
         self._host = ""
         self._path = "/"
@@ -167,7 +166,7 @@ class AwsBackend:
                 if isinstance(found, str):
                     self._missing_since = time.monotonic()
                     error = StoreCredentialsMissing(_missing_message(self.name))
-                    self._report(error, cause="missing", why=found)
+                    self._trouble.report(error, cause="missing", why=found)
                     raise error
                 self._missing_since = None
                 self._credentials = creds = found
@@ -194,15 +193,6 @@ class AwsBackend:
                 )
             why = "none found in the environment, shared config or instance metadata"
         return why
-
-    def _report(self, error: StoreCredentialsError, *, cause: str, why: str) -> None:
-        """Log why the store cannot be used, once per cause until a call succeeds again."""
-        if cause in self._reported:
-            return
-        if len(self._reported) >= _MAX_REPORTED:
-            self._reported.clear()
-        self._reported.add(cause)
-        log.error(error.kind, backend=self.name, error=error.message, why=why)
 
     async def check(self) -> None:
         await self._send("ListSecrets", {"MaxResults": 1})
@@ -281,10 +271,9 @@ class AwsBackend:
                 # role may be there by then.
                 self._credentials = None
                 why = f"{operation}: {store_code}: {store_message[:500]}"
-                self._report(error, cause=f"{store_code}:{store_message[:200]}", why=why)
+                self._trouble.report(error, cause=f"{store_code}:{store_message[:200]}", why=why)
             raise error
-        if self._reported:
-            self._reported.clear()  # working again: a new failure is news worth logging
+        self._trouble.succeeded()
         try:
             parsed = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError as exc:

@@ -20,6 +20,7 @@ from google.cloud.secretmanager_v1.types import service
 # No stubs are published for protobuf's runtime.
 from google.protobuf import empty_pb2  # type: ignore[import-untyped]
 
+from keyledger.backends._trouble import CredentialTrouble
 from keyledger.backends.errors import (
     BackendError,
     BackendUnavailable,
@@ -54,7 +55,6 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 # would wait for the metadata server to time out.
 MISSING_CREDENTIALS_TTL_S = 5.0
 # Causes already logged; a bound, since a store message may name a secret.
-_MAX_REPORTED = 256
 _FIX_MISSING = (
     "set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, run it with a "
     "service account on Google Cloud, or use 'gcloud auth application-default login'"
@@ -82,7 +82,7 @@ class GcpBackend:
         self._client_lock = asyncio.Lock()
         self._default_project: str | None = None  # the credentials' own, for readiness
         self._missing_since: float | None = None  # when Google's chain last found nothing
-        self._reported: set[str] = set()  # causes of StoreCredentialsError already logged
+        self._trouble = CredentialTrouble(backend=settings.name, log=log)
 
     async def start(self) -> None:
         with contextlib.suppress(BackendUnavailable):
@@ -159,8 +159,7 @@ class GcpBackend:
                     response = await anext(pages)
         except (exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
             raise self._failed(op, exc, caller=caller, real=real) from exc
-        if self._reported:
-            self._reported.clear()  # working again: a new failure is news worth logging
+        self._trouble.succeeded()
         if response is None:
             return empty_pb2.Empty()
         names_back(response, lambda name: Projects.back(name, caller=caller, real=real))
@@ -183,7 +182,7 @@ class GcpBackend:
         if isinstance(error, StoreCredentialsError):
             # The store's own words go to the log (they may name the real project and
             # keyledger's service account), never to the caller.
-            self._report(
+            self._trouble.report(
                 error, cause=f"{code}:{text[:200]}", why=f"{op.name}: {code}: {text[:500]}"
             )
         return error
@@ -208,7 +207,7 @@ class GcpBackend:
             if isinstance(found, str):
                 self._missing_since = time.monotonic()
                 error = StoreCredentialsMissing(_missing_message(self.name))
-                self._report(error, cause="missing", why=found)
+                self._trouble.report(error, cause="missing", why=found)
                 raise error
             self._missing_since = None
             credentials, self._default_project = found
@@ -243,15 +242,6 @@ class GcpBackend:
             )
         transport = transports.SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
         return SecretManagerServiceAsyncClient(transport=transport)
-
-    def _report(self, error: StoreCredentialsError, *, cause: str, why: str) -> None:
-        """Log why the store cannot be used, once per cause until a call succeeds again."""
-        if cause in self._reported:
-            return
-        if len(self._reported) >= _MAX_REPORTED:
-            self._reported.clear()
-        self._reported.add(cause)
-        log.error(error.kind, backend=self.name, error=error.message, why=why)
 
 
 def _default_credentials() -> tuple[ga_credentials.Credentials, str | None] | str:
