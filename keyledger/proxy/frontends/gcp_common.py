@@ -19,6 +19,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
+import google_crc32c
 from google.cloud.secretmanager_v1.types import service
 
 from keyledger.backends import (
@@ -38,9 +39,9 @@ __all__ = [
     "ACTIONS",
     "GoogleStatus",
     "ProjectRoutes",
+    "answer",
     "call_for",
     "status_for",
-    "visible",
 ]
 
 # The policy action each RPC needs.
@@ -131,10 +132,18 @@ def call_for(operation: str, message: Any, routes: ProjectRoutes) -> Call:
     )
 
 
-def visible(call: Call, result: SecretResult, hidden: Set[SecretRef]) -> Any:
-    """The response message without the secrets policy hides (a listing's page keeps its
-    next_page_token, so paging still works)."""
+def answer(call: Call, result: SecretResult, hidden: Set[SecretRef]) -> Any:
+    """The response message as it leaves keyledger, on either protocol: a listing without
+    the secrets policy hides (its next_page_token kept, so paging still works), and an
+    accessed payload with its CRC32C, which clients check the value against (the store's
+    when it sent one, else computed on a copy: the result stays as served)."""
     response = result.data["response"]
+    if isinstance(response, service.AccessSecretVersionResponse):
+        if "data_crc32c" in response.payload:
+            return response
+        checked = service.AccessSecretVersionResponse(response)
+        checked.payload.data_crc32c = google_crc32c.value(bytes(checked.payload.data))
+        return checked
     if not hidden or not isinstance(response, service.ListSecretsResponse):
         return response
     kept = []

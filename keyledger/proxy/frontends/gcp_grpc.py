@@ -20,13 +20,12 @@ from google.cloud.secretmanager_v1.types import service
 
 # No stubs are published for protobuf's runtime.
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
-from google_crc32c import value as crc32c
 
 from keyledger.backends import BackendError
 from keyledger.backends.gcp import OPERATIONS
 from keyledger.model import SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import ErrorKind, ProxyError, RequestError
-from keyledger.proxy.frontends.gcp_common import ProjectRoutes, call_for, status_for, visible
+from keyledger.proxy.frontends.gcp_common import ProjectRoutes, answer, call_for, status_for
 from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
 
 __all__ = ["SERVICE", "GcpGrpcFrontend", "method_path"]
@@ -87,9 +86,7 @@ class GcpGrpcFrontend:
         denied: Set[SecretRef],
         request_id: str,
     ) -> WireResponse:
-        response = visible(call, result, hidden)
-        if isinstance(response, service.AccessSecretVersionResponse):
-            response = _with_checksum(response)
+        response = answer(call, result, hidden)
         return WireResponse(
             status=200, body=_serialize(response), headers={"x-request-id": request_id}
         )
@@ -117,15 +114,3 @@ def _serialize(message: Any) -> bytes:
     if isinstance(message, proto.Message):
         return bytes(type(message).serialize(message))
     return bytes(message.SerializeToString())
-
-
-def _with_checksum(
-    response: service.AccessSecretVersionResponse,
-) -> service.AccessSecretVersionResponse:
-    """The answer with the payload's CRC32C, which clients check the value against: the
-    store's when it sent one, else computed here (on a copy: the result stays as served)."""
-    if "data_crc32c" in response.payload:
-        return response
-    copy = service.AccessSecretVersionResponse(response)
-    copy.payload.data_crc32c = crc32c(bytes(copy.payload.data))
-    return copy

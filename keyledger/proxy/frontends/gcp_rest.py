@@ -24,10 +24,8 @@ from collections.abc import Mapping, Set
 from dataclasses import replace
 from typing import Any
 
-import google_crc32c
 import orjson
 import proto  # type: ignore[import-untyped]
-from google.cloud.secretmanager_v1.types import service
 
 # No type stubs are published for protobuf's runtime (ignored on purpose).
 from google.protobuf import json_format  # type: ignore[import-untyped]
@@ -37,7 +35,7 @@ from keyledger.backends.gcp import OPERATIONS
 from keyledger.backends.gcp.rest_routes import Route, route_for
 from keyledger.model import SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import ErrorKind, ProxyError, RequestError
-from keyledger.proxy.frontends.gcp_common import ProjectRoutes, call_for, status_for, visible
+from keyledger.proxy.frontends.gcp_common import ProjectRoutes, answer, call_for, status_for
 from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
 
 __all__ = ["GcpRestFrontend"]
@@ -133,13 +131,11 @@ class GcpRestFrontend:
         denied: Set[SecretRef],
         request_id: str,
     ) -> WireResponse:
-        response = visible(call, result, hidden)
+        response = answer(call, result, hidden)
         if response is None:
             body: dict[str, Any] = {}  # DeleteSecret's Empty
         else:
             pb = type(response).pb(response) if isinstance(response, proto.Message) else response
-            if isinstance(response, service.AccessSecretVersionResponse):
-                pb = _with_checksum(pb)
             body = json_format.MessageToDict(
                 pb, use_integers_for_enums=_int_enums(call.request.params)
             )
@@ -253,17 +249,6 @@ def _parse_failure(detail: str, parameters: Set[str], *, carries_value: bool) ->
     if carries_value:
         return "Invalid JSON payload received: the request is not an AddSecretVersionRequest."
     return f"Invalid JSON payload received. {detail.splitlines()[0][:_MESSAGE_LIMIT]}"
-
-
-def _with_checksum(pb: Any) -> Any:
-    """An AccessSecretVersionResponse whose payload carries its CRC32C (the store's, or
-    computed): clients check it and refuse a payload without one."""
-    if pb.payload.HasField("data_crc32c"):
-        return pb
-    copy = type(pb)()
-    copy.CopyFrom(pb)
-    copy.payload.data_crc32c = google_crc32c.value(copy.payload.data)
-    return copy
 
 
 def _int_enums(params: Mapping[str, Any]) -> bool:

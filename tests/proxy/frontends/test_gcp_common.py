@@ -14,9 +14,9 @@ from keyledger.proxy.errors import AccessDenied, AuthError, ErrorKind, RequestEr
 from keyledger.proxy.frontends.gcp_common import (
     ACTIONS,
     ProjectRoutes,
+    answer,
     call_for,
     status_for,
-    visible,
 )
 
 ROUTES = ProjectRoutes({"demo": "gcp", "other": "gcp-eu"})
@@ -126,7 +126,7 @@ class TestListing:
             ),
         )
 
-        shown = visible(call, result, {SecretRef("gcp", "demo/b")})
+        shown = answer(call, result, {SecretRef("gcp", "demo/b")})
 
         assert [s.name for s in shown.secrets] == ["projects/demo/secrets/a"]
         assert shown.next_page_token == "next"
