@@ -17,7 +17,7 @@ the HTTP status, gRPC as the status code of the same name.
 
 from __future__ import annotations
 
-import enum
+from keyledger.backends.gcp.codes import Code
 
 __all__ = [
     "AlreadyExists",
@@ -30,35 +30,6 @@ __all__ = [
     "Unauthenticated",
     "Unimplemented",
 ]
-
-
-class Code(enum.Enum):
-    """A ``google.rpc.Code`` by number; ``http_status`` is the HTTP status Google maps it to."""
-
-    INVALID_ARGUMENT = 3
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    FAILED_PRECONDITION = 9
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAUTHENTICATED = 16
-
-    @property
-    def http_status(self) -> int:
-        return _HTTP_STATUS[self]
-
-
-_HTTP_STATUS = {
-    Code.INVALID_ARGUMENT: 400,
-    Code.NOT_FOUND: 404,
-    Code.ALREADY_EXISTS: 409,
-    Code.PERMISSION_DENIED: 403,
-    Code.FAILED_PRECONDITION: 400,
-    Code.UNIMPLEMENTED: 501,
-    Code.INTERNAL: 500,
-    Code.UNAUTHENTICATED: 401,
-}
 
 
 class StandinError(Exception):

@@ -16,7 +16,6 @@ never a code the clients retry (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEED
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
 from typing import Any
 
 import google_crc32c
@@ -31,13 +30,13 @@ from keyledger.backends import (
 )
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.backends.gcp import OPERATIONS, parse
+from keyledger.backends.gcp.codes import Code
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, AuthError, ErrorKind, ProxyError, RequestError
 from keyledger.proxy.wire import Call
 
 __all__ = [
     "ACTIONS",
-    "GoogleStatus",
     "ProjectRoutes",
     "answer",
     "call_for",
@@ -156,67 +155,37 @@ def answer(call: Call, result: SecretResult, hidden: Set[SecretRef]) -> Any:
     return service.ListSecretsResponse(secrets=kept, next_page_token=response.next_page_token)
 
 
-@dataclass(frozen=True, slots=True)
-class GoogleStatus:
-    """A google.rpc.Code, with the HTTP status Google's REST API answers it with."""
-
-    name: str
-    grpc: int
-    http: int
-
-
-_STATUSES = {
-    status.name: status
-    for status in (
-        GoogleStatus("INVALID_ARGUMENT", 3, 400),
-        GoogleStatus("DEADLINE_EXCEEDED", 4, 504),
-        GoogleStatus("NOT_FOUND", 5, 404),
-        GoogleStatus("ALREADY_EXISTS", 6, 409),
-        GoogleStatus("PERMISSION_DENIED", 7, 403),
-        GoogleStatus("RESOURCE_EXHAUSTED", 8, 429),
-        GoogleStatus("FAILED_PRECONDITION", 9, 400),
-        GoogleStatus("ABORTED", 10, 409),
-        GoogleStatus("OUT_OF_RANGE", 11, 400),
-        GoogleStatus("UNIMPLEMENTED", 12, 501),
-        GoogleStatus("INTERNAL", 13, 500),
-        GoogleStatus("UNAVAILABLE", 14, 503),
-        GoogleStatus("UNAUTHENTICATED", 16, 401),
-    )
-}
-
-_REQUEST_STATUS: Mapping[ErrorKind, str] = {
-    ErrorKind.UNKNOWN_OPERATION: "UNIMPLEMENTED",
-    ErrorKind.BAD_REQUEST: "INVALID_ARGUMENT",
-    ErrorKind.MALFORMED_BODY: "INVALID_ARGUMENT",
-    ErrorKind.TOO_LARGE: "INVALID_ARGUMENT",
-    ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED",
-    ErrorKind.ACCESS_DENIED: "PERMISSION_DENIED",
-    ErrorKind.AUDIT_UNAVAILABLE: "UNAVAILABLE",
-    ErrorKind.INTERNAL: "INTERNAL",
+_REQUEST_STATUS: Mapping[ErrorKind, Code] = {
+    ErrorKind.UNKNOWN_OPERATION: Code.UNIMPLEMENTED,
+    ErrorKind.BAD_REQUEST: Code.INVALID_ARGUMENT,
+    ErrorKind.MALFORMED_BODY: Code.INVALID_ARGUMENT,
+    ErrorKind.TOO_LARGE: Code.INVALID_ARGUMENT,
+    ErrorKind.TIMEOUT: Code.DEADLINE_EXCEEDED,
+    ErrorKind.ACCESS_DENIED: Code.PERMISSION_DENIED,
+    ErrorKind.AUDIT_UNAVAILABLE: Code.UNAVAILABLE,
+    ErrorKind.INTERNAL: Code.INTERNAL,
 }
 
 
-def status_for(error: ProxyError | BackendError) -> tuple[GoogleStatus, str]:
+def status_for(error: ProxyError | BackendError) -> tuple[Code, str]:
     """The status and message one error is answered with, on either protocol."""
     if isinstance(error, StoreCredentialsError):
         # keyledger's own credentials: nothing the caller or a retry can fix.
-        return _STATUSES["FAILED_PRECONDITION"], error.message
+        return Code.FAILED_PRECONDITION, error.message
     if isinstance(error, BackendError):
-        code = error.code if error.code in _STATUSES else None
-        if code is None:
-            if isinstance(error, SecretNotFound):
-                code = "NOT_FOUND"
-            elif isinstance(error, BackendConflict):
-                code = "ALREADY_EXISTS"
-            elif isinstance(error, InvalidBackendRequest):
-                code = "INVALID_ARGUMENT"
-            elif isinstance(error, BackendUnavailable):
-                code = "UNAVAILABLE"
-            else:
-                code = "INTERNAL"
-        return _STATUSES[code], error.message
+        if error.code is not None and error.code in Code.__members__:
+            return Code[error.code], error.message
+        if isinstance(error, SecretNotFound):
+            return Code.NOT_FOUND, error.message
+        if isinstance(error, BackendConflict):
+            return Code.ALREADY_EXISTS, error.message
+        if isinstance(error, InvalidBackendRequest):
+            return Code.INVALID_ARGUMENT, error.message
+        if isinstance(error, BackendUnavailable):
+            return Code.UNAVAILABLE, error.message
+        return Code.INTERNAL, error.message
     if isinstance(error, AuthError):
-        return _STATUSES["UNAUTHENTICATED"], error.message
+        return Code.UNAUTHENTICATED, error.message
     if isinstance(error, AccessDenied):
-        return _STATUSES["PERMISSION_DENIED"], f"Permission denied: {error.message}"
-    return _STATUSES[_REQUEST_STATUS.get(error.kind, "INVALID_ARGUMENT")], error.message
+        return Code.PERMISSION_DENIED, f"Permission denied: {error.message}"
+    return _REQUEST_STATUS.get(error.kind, Code.INVALID_ARGUMENT), error.message

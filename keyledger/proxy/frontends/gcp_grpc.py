@@ -94,10 +94,10 @@ class GcpGrpcFrontend:
     def render_error(self, error: ProxyError | BackendError, *, request_id: str) -> WireResponse:
         status, message = status_for(error)
         return WireResponse(
-            status=status.http,
+            status=status.http_status,
             body=b"",
             headers={
-                "grpc-status": str(status.grpc),
+                "grpc-status": str(status.value),
                 "grpc-message": message,
                 "x-request-id": request_id,
             },

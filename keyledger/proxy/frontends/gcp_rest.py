@@ -143,7 +143,7 @@ class GcpRestFrontend:
 
     def render_error(self, error: ProxyError | BackendError, *, request_id: str) -> WireResponse:
         status, message = status_for(error)
-        code, name = status.http, status.name
+        code, name = status.http_status, status.name
         if isinstance(error, ProxyError) and error.kind is ErrorKind.UNKNOWN_OPERATION:
             # Google answers a path no method serves with 404, not UNIMPLEMENTED.
             code, name = 404, "NOT_FOUND"

@@ -159,4 +159,4 @@ class TestStatus:
         """Each error is answered with the canonical code the SDKs map to their exceptions."""
         status, _ = status_for(error)  # type: ignore[arg-type]
 
-        assert (status.name, status.http) == (name, http)
+        assert (status.name, status.http_status) == (name, http)
