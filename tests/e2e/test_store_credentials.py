@@ -36,6 +36,8 @@ from tests.conftest import (
     running_proxy,
     write_proxy_files,
 )
+from tests.e2e.test_cli_serve import free_port
+from tests.proxy.test_operate import get
 
 MISSING = (
     "keyledger has no AWS credentials of its own for backend 'aws' (it never uses the "
@@ -155,6 +157,17 @@ def aws_cli(proxy: RunningProxy, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
+def cli_fails_once_saying(proxy: RunningProxy, reason: str, tmp_path: Path) -> None:
+    """The AWS CLI with its default retries: one request, a non-zero exit, ``reason`` shown,
+    one audit event."""
+    done = aws_cli(proxy, no_credentials_env(tmp_path / "cli-home"))
+    assert done.returncode != 0  # 255 from CLI v1, 254 from v2
+    assert "(AccessDeniedException)" in done.stderr
+    assert reason in done.stderr
+    assert done.stderr.count("Sending http request:") == 1
+    assert len(proxy.events("access")) == 1
+
+
 class TestNoCredentials:
     @pytest.mark.parametrize("mode", ["legacy", "standard", "adaptive"])
     def test_boto3_gets_a_non_retried_error_after_one_attempt(
@@ -184,12 +197,7 @@ class TestNoCredentials:
         self, no_credentials_proxy: RunningProxy, tmp_path: Path
     ) -> None:
         """The AWS CLI, default retries, sends once, fails and prints keyledger's reason."""
-        done = aws_cli(no_credentials_proxy, no_credentials_env(tmp_path / "cli-home"))
-        assert done.returncode != 0  # 255 from CLI v1, 254 from v2
-        assert "(AccessDeniedException)" in done.stderr
-        assert MISSING in done.stderr
-        assert done.stderr.count("Sending http request:") == 1
-        assert len(no_credentials_proxy.events("access")) == 1
+        cli_fails_once_saying(no_credentials_proxy, MISSING, tmp_path)
 
     def test_the_caller_is_answered_without_asking_the_chain_again(
         self, no_credentials_proxy: RunningProxy
@@ -239,29 +247,7 @@ class TestRefusedCredentials:
         self, refused_proxy: RunningProxy, tmp_path: Path
     ) -> None:
         """The AWS CLI, default retries, sends once and prints that keyledger was refused."""
-        done = aws_cli(refused_proxy, no_credentials_env(tmp_path / "cli-home"))
-        assert done.returncode != 0  # 255 from CLI v1, 254 from v2
-        assert "(AccessDeniedException)" in done.stderr
-        assert REFUSED in done.stderr
-        assert done.stderr.count("Sending http request:") == 1
-        assert len(refused_proxy.events("access")) == 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def admin_get(url: str, token: str) -> tuple[int, Any]:
-    request = urllib.request.Request(  # noqa: S310 (loopback http)
-        url, headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
+        cli_fails_once_saying(refused_proxy, REFUSED, tmp_path)
 
 
 class TestServeWithoutCredentials:
@@ -301,7 +287,8 @@ class TestServeWithoutCredentials:
             for _ in range(3):
                 assert failed_call(client)["Error"]["Message"] == MISSING
             token = (tmp_path / "keys" / "admin.token").read_text().strip()
-            status, ready = admin_get(f"http://127.0.0.1:{admin_port}/readyz", token)
+            status, body = get(f"http://127.0.0.1:{admin_port}/readyz", token)
+            ready = orjson.loads(body)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
