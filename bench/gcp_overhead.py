@@ -59,6 +59,7 @@ from proxy_overhead import (  # bench/ is on sys.path: this script runs from it
     Children,
     Latency,
     Throughput,
+    add_common_options,
     clean_env,
     count_error_lines,
     filesystem_of,
@@ -68,7 +69,7 @@ from proxy_overhead import (  # bench/ is on sys.path: this script runs from it
     machine_busy_s,
     port_open,
     quantile,
-    terminate_on_sigterm,
+    run_and_print,
     verify_journal,
 )
 
@@ -699,14 +700,7 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs (about 20 s)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--log-level",
-        choices=("info", "warning"),
-        default="info",
-        help="keyledger's log level (warning drops the per-request lines, and journal_closed)",
-    )
+    add_common_options(parser, quick="about 20 s")
     # The processes this script starts of itself: the stand-in and a load generator.
     parser.add_argument("--role", choices=("bench", "standin", "load"), default="bench")
     parser.add_argument("--rest-port", type=int, help=argparse.SUPPRESS)
@@ -723,19 +717,11 @@ def main(argv: list[str] | None = None) -> int:
         return generate_load(target, args.concurrency, args.warmup, args.duration)
 
     settings = QUICK if args.quick else FULL
-    try:
-        with terminate_on_sigterm():
-            report = run(settings, log_level=args.log_level, quick=args.quick)
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted; child processes stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(render(report))
+    report = run_and_print(
+        lambda: run(settings, log_level=args.log_level, quick=args.quick),
+        render,
+        as_json=args.json,
+    )
     j = report["journal"]
     ok = j["verify_intact"] and j["events_cover_calls"] and j["exit_code"] == 0
     return 0 if ok else 1

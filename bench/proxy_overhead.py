@@ -841,9 +841,9 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs (about 30 s)")
+def add_common_options(parser: argparse.ArgumentParser, *, quick: str) -> None:
+    """--quick, --json and --log-level, as every benchmark here takes them."""
+    parser.add_argument("--quick", action="store_true", help=f"shorter runs ({quick})")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--log-level",
@@ -851,21 +851,42 @@ def main(argv: list[str] | None = None) -> int:
         default="info",
         help="keyledger's log level (warning drops the per-request lines, and journal_closed)",
     )
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
+
+
+def run_and_print(
+    bench: Callable[[], dict[str, Any]],
+    render_report: Callable[[dict[str, Any]], str],
+    *,
+    as_json: bool,
+) -> dict[str, Any]:
+    """Run ``bench`` (its child processes stopped on SIGTERM or Ctrl-C) and print its
+    report; exit 1 on a BenchError and 130 on Ctrl-C, saying so."""
     try:
         with terminate_on_sigterm():
-            report = run(settings, log_level=args.log_level, quick=args.quick)
+            report = bench()
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
-        return 1
+        raise SystemExit(1) from exc
     except KeyboardInterrupt:
         print("bench: interrupted; child processes stopped", file=sys.stderr)
-        return 130
-    if args.json:
+        raise SystemExit(130) from None
+    if as_json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(render(report))
+        print(render_report(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_options(parser, quick="about 30 s")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    report = run_and_print(
+        lambda: run(settings, log_level=args.log_level, quick=args.quick),
+        render,
+        as_json=args.json,
+    )
     ok = all(
         j["verify_intact"] and j["events_cover_requests"] and j["exit_code"] == 0
         for j in report["journals"].values()
