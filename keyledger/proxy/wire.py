@@ -71,6 +71,9 @@ class Call:
     # The version stage the call reads or moves, when the protocol has stages (AWS); a
     # policy can condition on it (request.version_stage).
     version_stage: str | None = None
+    # How the caller asked for the answer to be written, in its protocol's own terms (Google
+    # REST's enum encoding): a frontend keeps nothing between parse and render.
+    rendering: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def single(self) -> SecretRef | None:

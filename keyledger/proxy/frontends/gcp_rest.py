@@ -20,7 +20,7 @@ Google answers that status with.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Set
 from dataclasses import replace
 from typing import Any
 
@@ -41,7 +41,7 @@ from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
 __all__ = ["GcpRestFrontend"]
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
-# A key of the call's params beside "request": the caller asked for enums as numbers.
+# In Call.rendering: the caller asked for enums as numbers.
 ENUM_ENCODING = "enum_encoding"
 
 # Standard query parameters of Google APIs: not request fields, accepted everywhere.
@@ -107,10 +107,7 @@ class GcpRestFrontend:
         message = _message(route, fields, {name for name, _ in parameters})
         call = call_for(route.method, message, self._routes)
         if _asks_int_enums(wire.query):
-            # How the answer is to be written travels with the call (the backend reads only
-            # "request"), since the frontend keeps nothing between parse and render.
-            params = {**call.request.params, ENUM_ENCODING: "int"}
-            call = replace(call, request=replace(call.request, params=params))
+            call = replace(call, rendering={ENUM_ENCODING: "int"})
         return call
 
     def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
@@ -137,7 +134,7 @@ class GcpRestFrontend:
         else:
             pb = type(response).pb(response) if isinstance(response, proto.Message) else response
             body = json_format.MessageToDict(
-                pb, use_integers_for_enums=_int_enums(call.request.params)
+                pb, use_integers_for_enums=call.rendering.get(ENUM_ENCODING) == "int"
             )
         return WireResponse(status=200, body=orjson.dumps(body), headers=_headers())
 
@@ -249,7 +246,3 @@ def _parse_failure(detail: str, parameters: Set[str], *, carries_value: bool) ->
     if carries_value:
         return "Invalid JSON payload received: the request is not an AddSecretVersionRequest."
     return f"Invalid JSON payload received. {detail.splitlines()[0][:_MESSAGE_LIMIT]}"
-
-
-def _int_enums(params: Mapping[str, Any]) -> bool:
-    return params.get(ENUM_ENCODING) == "int"

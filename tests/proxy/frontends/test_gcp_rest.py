@@ -269,7 +269,7 @@ class TestGapicClient:
         assert call.targets == (SecretRef(BACKEND, "demo/db"),)
         assert call.request.version == "latest"
         assert call.request.params["request"].name == f"{parent}/secrets/db/versions/latest"
-        assert call.request.params[ENUM_ENCODING] == "int"  # what the GAPIC client asks
+        assert call.rendering[ENUM_ENCODING] == "int"  # what the GAPIC client asks
         headers = server.seen[0].wire.headers
         assert {"x-goog-api-client", "x-goog-request-params"} <= {h.lower() for h in headers}
         assert response.payload.data == VALUE
@@ -595,7 +595,7 @@ class TestDiscoveryClient:
             "AccessSecretVersion",
             "ListSecrets",
         ]
-        assert all(ENUM_ENCODING not in c.request.params for c in calls)
+        assert all(ENUM_ENCODING not in c.rendering for c in calls)
 
         def missing(call: Call) -> SecretResult:
             raise SecretNotFound("Secret [projects/demo/secrets/gone] not found.")
@@ -642,7 +642,7 @@ class TestParse:
         )
         message = call.request.params["request"]
         assert (message.page_size, message.page_token, message.filter) == (10, "t", "name:db")
-        assert call.request.params[ENUM_ENCODING] == "int"
+        assert call.rendering[ENUM_ENCODING] == "int"
 
     @pytest.mark.parametrize(
         "query",
