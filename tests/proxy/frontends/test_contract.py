@@ -83,6 +83,10 @@ class Caller(Protocol):
         """What this cloud's backend answers to :meth:`listing` when ``names`` exist."""
         ...
 
+    def wire_name(self, name: str) -> str:
+        """How this cloud writes the secret policy names ``name`` in an answer."""
+        ...
+
     def error_code(self, response: WireResponse) -> str:
         """The error code the SDK would raise, read from the response."""
         ...
@@ -135,22 +139,35 @@ class AwsCaller:
             items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
         )
 
+    def wire_name(self, name: str) -> str:
+        return name
+
     def error_code(self, response: WireResponse) -> str:
         return str(orjson.loads(response.body)["__type"])
+
+
+def google_name(name: str) -> str:
+    """Policy's "{project}/{secret}" as Google writes it."""
+    return "projects/{}/secrets/{}".format(*name.split("/", 1))
+
+
+def google_listing(names: list[str]) -> SecretResult:
+    """A ListSecrets page naming ``names``, as the GCP backend answers it."""
+    page = service.ListSecretsResponse(secrets=[Secret(name=google_name(n)) for n in names])
+    return SecretResult(
+        data={"response": page},
+        items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
+    )
 
 
 class GcpGrpcCaller:
     """Google's gRPC clients: the request message's bytes on a SecretManagerService method;
     the code is the status number in grpc-status."""
 
-    # Policy names a secret "{project}/{secret}", the wire "projects/{project}/secrets/
-    # {secret}": in a project named "secrets" the one is a part of the other, so the suite
-    # can look for policy's names in the bytes of an answer.
-    secret = "secrets/db-password"
+    secret = "demo/db-password"
 
     def __init__(self) -> None:
-        routes = ProjectRoutes({"secrets": BACKEND})
-        self.frontend: Frontend = GcpGrpcFrontend(routes)
+        self.frontend: Frontend = GcpGrpcFrontend(ProjectRoutes({"demo": BACKEND}))
 
     def _call(self, rpc: str, body: bytes) -> WireRequest:
         return wire(method="POST", path=method_path(rpc), headers={}, body=body)
@@ -165,7 +182,7 @@ class GcpGrpcCaller:
         )
 
     def listing(self) -> WireRequest:
-        message = service.ListSecretsRequest(parent="projects/secrets")
+        message = service.ListSecretsRequest(parent="projects/demo")
         return self._call("ListSecrets", service.ListSecretsRequest.serialize(message))
 
     def unknown_operation(self) -> WireRequest:
@@ -175,16 +192,10 @@ class GcpGrpcCaller:
         return self._call("AccessSecretVersion", b'{"name": "projects/p/secrets/s"}')
 
     def listing_result(self, names: list[str]) -> SecretResult:
-        # Each policy name "{project}/{secret}" as Google names it.
-        wire_names = ["projects/{}/secrets/{}".format(*name.split("/", 1)) for name in names]
-        return SecretResult(
-            data={
-                "response": service.ListSecretsResponse(
-                    secrets=[Secret(name=n) for n in wire_names]
-                )
-            },
-            items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
-        )
+        return google_listing(names)
+
+    def wire_name(self, name: str) -> str:
+        return google_name(name)
 
     def error_code(self, response: WireResponse) -> str:
         number = int(response.headers["grpc-status"])
@@ -196,45 +207,36 @@ class GcpRestCaller:
     """Google's REST clients: a method and path of the v1 surface, JSON in the body; the
     code is the status name in {"error": {...}}."""
 
-    # As for gRPC: in a project named "secrets", policy's name of a secret is part of the
-    # wire name, so the suite can look for policy's names in the bytes of an answer.
-    secret = "secrets/db-password"
+    secret = "demo/db-password"
 
     def __init__(self) -> None:
-        self.frontend: Frontend = GcpRestFrontend(ProjectRoutes({"secrets": BACKEND}))
-
-    @staticmethod
-    def _resource(name: str) -> str:
-        return "projects/{}/secrets/{}".format(*name.split("/", 1))
+        self.frontend: Frontend = GcpRestFrontend(ProjectRoutes({"demo": BACKEND}))
 
     def read(self, name: str) -> WireRequest:
         return wire(
             method="GET",
-            path=f"/v1/{self._resource(name)}/versions/latest:access",
+            path=f"/v1/{google_name(name)}/versions/latest:access",
             headers={},
             body=b"",
             query=(("$alt", "json;enum-encoding=int"),),
         )
 
     def listing(self) -> WireRequest:
-        return wire(method="GET", path="/v1/projects/secrets/secrets", headers={}, body=b"")
+        return wire(method="GET", path="/v1/projects/demo/secrets", headers={}, body=b"")
 
     def unknown_operation(self) -> WireRequest:
-        path = f"/v1/{self._resource(self.secret)}:fetchEverything"
+        path = f"/v1/{google_name(self.secret)}:fetchEverything"
         return wire(method="POST", path=path, headers={}, body=b"{}")
 
     def not_its_format(self) -> WireRequest:
-        path = f"/v1/{self._resource(self.secret)}:addVersion"
+        path = f"/v1/{google_name(self.secret)}:addVersion"
         return wire(method="POST", path=path, headers={}, body=b"<payload>x</payload>")
 
     def listing_result(self, names: list[str]) -> SecretResult:
-        page = service.ListSecretsResponse(
-            secrets=[Secret(name=self._resource(name)) for name in names]
-        )
-        return SecretResult(
-            data={"response": page},
-            items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
-        )
+        return google_listing(names)
+
+    def wire_name(self, name: str) -> str:
+        return google_name(name)
 
     def error_code(self, response: WireResponse) -> str:
         return str(orjson.loads(response.body)["error"]["status"])
@@ -345,5 +347,5 @@ class TestFrontendContract:
         )
 
         assert response.status == 200
-        assert visible.encode() in response.body
-        assert hidden.encode() not in response.body
+        assert caller.wire_name(visible).encode() in response.body
+        assert caller.wire_name(hidden).encode() not in response.body
