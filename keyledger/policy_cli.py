@@ -332,12 +332,13 @@ def add_policy_parser(sub: Any) -> None:
     explain.add_argument("--at", metavar="TIME", help="ISO 8601 moment (default: now)")
     explain.add_argument(
         "--protocol",
-        help="request protocol (default: gcp-rest for a gcp or gcp-* backend, else aws-json)",
+        help="request protocol (default: gcp-rest for a gcp or gcp-* backend, azure for an "
+        "azure or azure-* one, else aws-json)",
     )
     explain.add_argument(
         "--operation",
         help="request operation (default: the action's usual one, e.g. GetSecretValue, "
-        "AccessSecretVersion)",
+        "AccessSecretVersion, GetSecret)",
     )
     explain.add_argument(
         "--version-stage", help="e.g. AWSPREVIOUS (default: AWSCURRENT for a plain read)"

@@ -437,7 +437,7 @@ class TestCheckLintFindings:
                 """,
                 lambda p: (
                     f"{at(p, 6, 38, QUOTED_ASW)}: resource 'asw:prod/*': keyledger cannot "
-                    "serve backend 'asw' (did you mean 'aws'?) (it serves: aws, gcp; with "
+                    "serve backend 'asw' (did you mean 'aws'?) (it serves: aws, azure, gcp; with "
                     "--config, the backends that config names)"
                 ),
                 id="resource_on_a_misspelt_backend",
@@ -561,12 +561,12 @@ class TestCheckLintFindings:
         ]
         assert main(["policy", "check", str(policy)]) == 0
 
-    @pytest.mark.parametrize("backend", ["azure", "vault"])
+    @pytest.mark.parametrize("backend", ["vault", "hashicorp"])
     def test_backends_serve_cannot_use_are_refused_without_a_config(
         self, tmp_path: Path, capsys: Capsys, backend: str
     ) -> None:
-        """Without a config, an allow or a deny on a backend serve cannot use (azure, until
-        it lands) fails the check."""
+        """Without a config, an allow or a deny on a backend serve cannot use fails the
+        check."""
         path = write(
             tmp_path / "app.yaml",
             f"""
@@ -588,8 +588,8 @@ class TestCheckLintFindings:
         quoted = f'"{backend}:prod/*"'
         assert check_fails(capsys, path) == [
             f"{at(path, 10, 21, quoted)}: resource '{backend}:prod/*': "
-            f"keyledger cannot serve backend '{backend}' (it serves: aws, gcp; with --config, the "
-            "backends that config names)"
+            f"keyledger cannot serve backend '{backend}' (it serves: aws, azure, gcp; with "
+            "--config, the backends that config names)"
         ]
 
     @pytest.mark.parametrize("backend", ["aws", "gcp", "azure", "vault"])
@@ -598,7 +598,10 @@ class TestCheckLintFindings:
     ) -> None:
         """A backend type is servable for `policy check` exactly when `serve`'s config
         accepts it."""
-        doc = {"policies": ["policies"], "backends": {backend: {"type": backend}}}
+        settings: dict[str, object] = {"type": backend}
+        if backend == "azure":  # an azure backend names the vaults it serves
+            settings["vaults"] = {"main": {"url": "https://main.vault.azure.net"}}
+        doc = {"policies": ["policies"], "backends": {backend: settings}}
         try:
             parse_config(doc, base=tmp_path, source="test")
         except ConfigError:
@@ -685,8 +688,8 @@ def test_check_exits_1_for_ci_as_a_process(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
         f"{at(path, 6, 21, QUOTED_ASW)}: resource 'asw:prod/*': keyledger cannot serve "
-        "backend 'asw' (did you mean 'aws'?) (it serves: aws, gcp; with --config, the backends "
-        "that config names)"
+        "backend 'asw' (did you mean 'aws'?) (it serves: aws, azure, gcp; with --config, the "
+        "backends that config names)"
     ]
     assert result.stderr == "1 problem(s)\n"
 

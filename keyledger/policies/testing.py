@@ -82,11 +82,25 @@ _GCP_OPERATIONS = {
 }
 
 
+# ... and the Key Vault operation a plain SecretClient call makes.
+_AZURE_OPERATIONS = {
+    Action.READ: "GetSecret",
+    Action.DESCRIBE: "GetSecretVersions",
+    Action.LIST: "GetSecrets",
+    Action.WRITE: "SetSecret",
+    Action.DELETE: "DeleteSecret",
+}
+
+
 def default_protocol(backend: str) -> str:
     """The protocol a plain call on ``backend`` speaks, judged by its name: Google's REST
-    for a backend named gcp or gcp-*, AWS's JSON otherwise. A case or an explain on a
-    backend named otherwise states its protocol (request: {protocol: gcp-rest})."""
-    return "gcp-rest" if backend == "gcp" or backend.startswith("gcp-") else "aws-json"
+    for a backend named gcp or gcp-*, Key Vault's for azure or azure-*, AWS's JSON
+    otherwise. A case or an explain on a backend named otherwise states its protocol
+    (request: {protocol: gcp-rest})."""
+    for prefix, protocol in (("gcp", "gcp-rest"), ("azure", "azure")):
+        if backend == prefix or backend.startswith(f"{prefix}-"):
+            return protocol
+    return "aws-json"
 
 
 def request_attributes(
@@ -107,6 +121,8 @@ def request_attributes(
     attributes = {"protocol": protocol}
     if protocol in ("gcp-rest", "gcp-grpc"):
         operation = operation or _GCP_OPERATIONS.get(action)
+    if protocol == "azure":
+        operation = operation or _AZURE_OPERATIONS.get(action)
     if protocol == "aws-json":
         operation = operation or _AWS_OPERATIONS[action]
         if version_stage is None and operation in ("GetSecretValue", "BatchGetSecretValue"):

@@ -15,14 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
 from keyledger.proxy.audit.minimise import IpHandling, MinimiseConfig
 
 __all__ = [
+    "AZURE_CREDENTIALS",
     "BACKEND_TYPES",
     "AdminConfig",
     "AuditConfig",
+    "AzureFrontendConfig",
+    "AzureVaultConfig",
     "BackendConfig",
     "CheckpointConfig",
     "CloudWatchSinkConfig",
@@ -45,9 +49,18 @@ __all__ = [
     "require_key",
 ]
 
-# The stores `serve` can front today (`backends.<name>.type`); `policy check` without a
-# config allows only these too. azure joins here when its backend lands.
-BACKEND_TYPES: tuple[str, ...] = ("aws", "gcp")
+# The stores `serve` can front (`backends.<name>.type`); `policy check` without a config
+# allows only these too.
+BACKEND_TYPES: tuple[str, ...] = ("aws", "gcp", "azure")
+# How the azure backend gets its own Azure credentials (never the caller's): azure-identity's
+# chain, one of its members, or a fixed token for a stand-in on loopback.
+AZURE_CREDENTIALS: tuple[str, ...] = (
+    "default",
+    "environment",
+    "workload_identity",
+    "managed_identity",
+    "standin",
+)
 
 T = TypeVar("T")
 
@@ -62,12 +75,26 @@ class ListenConfig:
     port: int = 8080
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # HTTPS on an address of its own beside the plain listener (None: ``host:port`` itself
+    # serves HTTPS when tls_cert is set).
+    tls_listen: tuple[str, int] | None = None
+    # Ask TLS clients for a certificate and verify it against this CA (not required).
+    tls_client_ca: Path | None = None
     # Secrets travel in responses: plain HTTP is refused off loopback unless this is set.
     allow_plaintext: bool = False
 
     @property
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def plain_is_tls(self) -> bool:
+        """``host:port`` serves HTTPS (no HTTPS listener of its own is configured)."""
+        return self.tls and self.tls_listen is None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -85,6 +112,17 @@ class IdentitiesConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AzureVaultConfig:
+    """One Key Vault an azure backend serves, and how callers reach it through keyledger."""
+
+    name: str  # as policies name it
+    url: str  # the real vault: https://acme-payments.vault.azure.net
+    hosts: tuple[str, ...] = ()  # the Host names callers use for it (payments.kv.internal)
+    path: str | None = None  # or a path prefix on any host (/payments)
+    default: bool = False  # the vault of requests no host or path names
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BackendConfig:
     name: str
     type: str  # aws | gcp
@@ -97,6 +135,12 @@ class BackendConfig:
     endpoint: str | None = None
     projects: Mapping[str, str] | None = None
     credentials: str = "default"
+    # azure: the vaults it serves (policies name them: azure:{vault}/{secret}); its
+    # credentials are one of AZURE_CREDENTIALS (``client_id`` picks a managed identity),
+    # and ``ca_file`` trusts a private CA on the way to the vaults (a stand-in).
+    vaults: Mapping[str, AzureVaultConfig] | None = None
+    client_id: str | None = None
+    ca_file: Path | None = None
     # Only `serve --dev` sets these (for its embedded store); real deployments use the
     # boto3 credential chain and never put keys in a config file.
     static_credentials: tuple[str, str] | None = field(default=None, repr=False)
@@ -236,6 +280,25 @@ class GcpFrontendConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AzureFrontendConfig:
+    """Key Vault's protocol (``/secrets/...``, ``/deletedsecrets/...``) on the data plane.
+
+    Which (backend, vault) a request is for: by its Host name, else by a path prefix, else
+    the default vault. The challenge tells clients where to get a token for which resource.
+    """
+
+    hosts: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    default: tuple[str, str] | None = None
+    authority: str = "https://login.microsoftonline.com/common"
+    resource: str = "https://vault.azure.net"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hosts) or bool(self.paths) or self.default is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     format: str = "json"  # json | console
     level: str = "info"  # debug | info | warning | error | critical
@@ -250,6 +313,7 @@ class Config:
     backends: Mapping[str, BackendConfig]
     aws_backend: str  # the backend the AWS wire protocol is served from ("": none)
     gcp: GcpFrontendConfig = field(default_factory=lambda: GcpFrontendConfig())
+    azure: AzureFrontendConfig = field(default_factory=lambda: AzureFrontendConfig())
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
@@ -422,16 +486,27 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     except ValueError as exc:
         raise root._fail("listen", str(exc)) from None
     tls = root.section("tls")
-    tls.allow_only("cert", "key")
+    tls.allow_only("cert", "key", "listen", "client_ca")
+    tls_listen_text = tls.optional_str("listen")
+    try:
+        tls_listen = parse_listen(tls_listen_text) if tls_listen_text is not None else None
+    except ValueError as exc:
+        raise tls._fail("listen", str(exc)) from None
     listen = ListenConfig(
         host=host,
         port=port,
         tls_cert=tls.optional_path("cert"),
         tls_key=tls.optional_path("key"),
+        tls_listen=tls_listen,
+        tls_client_ca=tls.optional_path("client_ca"),
         allow_plaintext=root.get("allow_plaintext", bool, False),
     )
     if (listen.tls_cert is None) != (listen.tls_key is None):
         raise tls._fail("cert", "tls needs both cert and key")
+    if not listen.tls and (tls_listen is not None or listen.tls_client_ca is not None):
+        raise tls._fail("listen" if tls_listen else "client_ca", "needs tls.cert and tls.key")
+    if tls_listen is not None and tls_listen == (host, port) and port != 0:
+        raise tls._fail("listen", "HTTPS needs a port of its own, not the plain listener's")
 
     ident = root.section("identities")
     ident.allow_only("path", "key_env", "key_file")
@@ -466,7 +541,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         raise root._fail("backends", "configure at least one (e.g. aws: {region: ...})")
 
     frontends = root.section("frontends")
-    frontends.allow_only("aws", "gcp")
+    frontends.allow_only("aws", "gcp", "azure")
     aws_frontend = frontends.section("aws")
     aws_frontend.allow_only("backend")
     of_aws = [name for name, b in backends.items() if b.type == "aws"]
@@ -476,6 +551,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     if aws_backend and backends[aws_backend].type != "aws":
         raise aws_frontend._fail("backend", f"{aws_backend!r} is not an aws backend")
     gcp = _parse_gcp_frontend(frontends.section("gcp"), backends)
+    azure = _parse_azure_frontend(frontends.section("azure"), backends)
 
     audit_section = root.section("audit")
     audit_section.allow_only(
@@ -561,6 +637,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         for section, key in (
             (tls, "cert"),
             (tls, "key"),
+            (tls, "client_ca"),
             (ident, "path"),
             (ident, "key_file"),
             (audit_section, "journal"),
@@ -575,6 +652,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         backends=backends,
         aws_backend=aws_backend,
         gcp=gcp,
+        azure=azure,
         audit=audit,
         limits=limits,
         admin=admin,
@@ -601,6 +679,8 @@ def _parse_backend(name: str, b: _Section) -> BackendConfig:
             profile=b.optional_str("profile"),
             timeout_s=timeout_s,
         )
+    if kind == "azure":
+        return _parse_azure_backend(name, b, timeout_s)
     b.allow_only("type", "endpoint", "projects", "credentials", "timeout_s")
     projects = b.data.get("projects")
     if projects is not None and (
@@ -665,6 +745,109 @@ def _parse_gcp_frontend(
     except ValueError as exc:
         raise section._fail("grpc_listen", str(exc)) from None
     return GcpFrontendConfig(projects=projects, default=default, grpc_listen=grpc_listen)
+
+
+def _parse_azure_backend(name: str, b: _Section, timeout_s: float) -> BackendConfig:
+    b.allow_only("type", "vaults", "credentials", "client_id", "ca_file", "timeout_s")
+    vaults_section = b.section("vaults")
+    if not vaults_section.data:
+        raise b._fail(
+            "vaults",
+            "list the vaults it serves, each by the name policies use: "
+            "{payments: {url: https://acme-payments.vault.azure.net, default: true}}",
+        )
+    vaults: dict[str, AzureVaultConfig] = {}
+    for vault in vaults_section.data:
+        if not isinstance(vault, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", vault):
+            raise vaults_section._fail(
+                str(vault), "a vault's name is 1-63 letters, digits and dashes"
+            )
+        vaults[vault] = _parse_vault(vault, vaults_section.section(vault))
+    credentials = b.get("credentials", str, "default")
+    if credentials not in AZURE_CREDENTIALS:
+        raise b._fail(
+            "credentials",
+            f"expected one of {', '.join(AZURE_CREDENTIALS)}"
+            f"{did_you_mean(credentials, AZURE_CREDENTIALS)}",
+        )
+    if credentials == "standin" and not all(
+        is_loopback_host(urlsplit(v.url).hostname or "") for v in vaults.values()
+    ):
+        raise b._fail("credentials", "standin is only for a stand-in vault on a loopback address")
+    return BackendConfig(
+        name=name,
+        type="azure",
+        vaults=vaults,
+        credentials=credentials,
+        client_id=b.optional_str("client_id"),
+        ca_file=b.optional_path("ca_file"),
+        timeout_s=timeout_s,
+    )
+
+
+def _parse_vault(name: str, section: _Section) -> AzureVaultConfig:
+    section.allow_only("url", "hosts", "path", "default")
+    url = section.get("url", str, "")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+        raise section._fail("url", "expected the vault's URL: https://NAME.vault.azure.net")
+    hosts = section.data.get("hosts", [])
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    if not isinstance(hosts, list) or not all(
+        isinstance(h, str) and re.fullmatch(r"[A-Za-z0-9.-]{1,253}", h) for h in hosts
+    ):
+        raise section._fail("hosts", "expected a list of host names (payments.kv.internal)")
+    path = section.optional_str("path")
+    if path is not None and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path.rstrip("/")):
+        raise section._fail("path", "expected a path prefix such as /payments")
+    return AzureVaultConfig(
+        name=name,
+        url=url.rstrip("/"),
+        hosts=tuple(h.lower() for h in hosts),
+        path=path.rstrip("/") if path is not None else None,
+        default=section.get("default", bool, False),
+    )
+
+
+def _parse_azure_frontend(
+    section: _Section, backends: Mapping[str, BackendConfig]
+) -> AzureFrontendConfig:
+    """Which (backend, vault) serves each Host name and path prefix; the challenge."""
+    section.allow_only("authority", "resource")
+    hosts: dict[str, tuple[str, str]] = {}
+    paths: dict[str, tuple[str, str]] = {}
+    default: tuple[str, str] | None = None
+    vaults = [
+        (name, vault)
+        for name, backend in backends.items()
+        if backend.type == "azure" and backend.vaults
+        for vault in backend.vaults.values()
+    ]
+    for backend, vault in vaults:
+        where = f"{section.source}: backends.{backend}.vaults.{vault.name}"
+        for host in vault.hosts:
+            if host in hosts:
+                raise ConfigError(f"{where}.hosts: {host} already names {hosts[host][1]!r}")
+            hosts[host] = (backend, vault.name)
+        if vault.path is not None:
+            if vault.path in paths:
+                raise ConfigError(f"{where}.path: {vault.path} already names another vault")
+            paths[vault.path] = (backend, vault.name)
+        if vault.default:
+            if default is not None:
+                raise ConfigError(f"{where}.default: {default[1]!r} is the default already")
+            default = (backend, vault.name)
+    if len(vaults) == 1 and default is None and not hosts and not paths:
+        default = (vaults[0][0], vaults[0][1].name)  # one vault: every request is for it
+    authority = section.get("authority", str, "https://login.microsoftonline.com/common")
+    resource = section.get("resource", str, "https://vault.azure.net")
+    for key, value in (("authority", authority), ("resource", resource)):
+        if urlsplit(value).scheme != "https" or '"' in value:
+            raise section._fail(key, "expected an https:// URL")
+    return AzureFrontendConfig(
+        hosts=hosts, paths=paths, default=default, authority=authority, resource=resource
+    )
 
 
 _LOG_FORMATS = ("json", "console")

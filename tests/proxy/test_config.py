@@ -217,7 +217,7 @@ class TestLoadConfig:
 
         assert error(path) == (
             f"{path}:3:17: backends.vault.type: unknown backend type 'hashicorp' "
-            "(available: aws, gcp)"
+            "(available: aws, gcp, azure)"
         )
 
     def test_frontend_backend_must_exist(self, tmp_path: Path) -> None:
