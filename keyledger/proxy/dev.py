@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from keyledger.backends.gcp_standin import ThreadedGcpStandin
+from keyledger.devtls import ensure_dev_tls
 from keyledger.policies import example_policy_dir
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth.identities import IdentityStore, store_key_source
@@ -58,6 +59,7 @@ __all__ = [
     "admin_port_for",
     "ready",
     "start_dev",
+    "tls_port_for",
 ]
 
 DEMO_IDENTITY = "demo-app"
@@ -65,6 +67,8 @@ DEFAULT_LISTEN = ("127.0.0.1", 8080)
 # The admin API sits this far above the data port: 8080 -> 9090, 9000 -> 10010, so a second
 # demo given only --listen does not collide with the first one's admin API.
 ADMIN_PORT_OFFSET = 1010
+# And HTTPS this far above it: 8080 -> 8443.
+TLS_PORT_OFFSET = 363
 REGION = "us-east-1"
 # Credentials keyledger itself uses towards the embedded store (moto accepts any).
 _STORE_CREDENTIALS = ("keyledger-dev-store", "keyledger-dev-store-secret")
@@ -112,6 +116,13 @@ def admin_port_for(port: int) -> int:
     return (
         port + ADMIN_PORT_OFFSET if port + ADMIN_PORT_OFFSET < 65536 else port - ADMIN_PORT_OFFSET
     )
+
+
+def tls_port_for(port: int) -> int:
+    """The demo's HTTPS port when only the data port is given (8080 -> 8443)."""
+    if port == 0:
+        return 0
+    return port + TLS_PORT_OFFSET if port + TLS_PORT_OFFSET < 65536 else port - TLS_PORT_OFFSET
 
 
 class DevError(ValueError):
@@ -262,6 +273,7 @@ def start_dev(
     var: Path,
     listen: tuple[str, int],
     admin_listen: tuple[str, int] | None = None,
+    tls_listen: tuple[str, int] | None = None,
     sinks: tuple[str, ...] = (),
 ) -> DevEnvironment:
     """Prepare ``var/`` and the embedded store; return the config to serve.
@@ -275,7 +287,14 @@ def start_dev(
     except OSError as exc:
         raise _state_error(var, exc) from exc
     try:
-        return _start_dev(var=var, listen=listen, admin_listen=admin_listen, sinks=sinks, lock=lock)
+        return _start_dev(
+            var=var,
+            listen=listen,
+            admin_listen=admin_listen,
+            tls_listen=tls_listen or (listen[0], tls_port_for(listen[1])),
+            sinks=sinks,
+            lock=lock,
+        )
     except OSError as exc:
         os.close(lock)
         raise _state_error(var, exc) from exc
@@ -297,6 +316,7 @@ def _start_dev(
     var: Path,
     listen: tuple[str, int],
     admin_listen: tuple[str, int] | None,
+    tls_listen: tuple[str, int],
     sinks: tuple[str, ...],
     lock: int,
 ) -> DevEnvironment:
@@ -306,6 +326,7 @@ def _start_dev(
     _key_file(keys / "admin.token", lambda: secrets.token_hex(24).encode())
     if not (keys / "checkpoint.key").exists():
         generate_key_pair(keys / "checkpoint")
+    tls = ensure_dev_tls(var / "tls")
 
     store = IdentityStore(
         var / "identities.json",
@@ -334,7 +355,10 @@ def _start_dev(
 
     host, port = listen
     config = Config(
-        listen=ListenConfig(host=host, port=port),
+        # HTTPS beside plain HTTP: Azure's SDKs send tokens only over TLS.
+        listen=ListenConfig(
+            host=host, port=port, tls_cert=tls.cert, tls_key=tls.key, tls_listen=tls_listen
+        ),
         identities=IdentitiesConfig(path=var / "identities.json", key_file=keys / "identity.key"),
         policies=(example_policy_dir(),),
         backends={
