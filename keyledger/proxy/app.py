@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
+from keyledger.backends.azure import AzureBackend, AzureSettings
+from keyledger.backends.errors import StoreCredentialsError
 from keyledger.backends.gcp import GcpBackend, GcpSettings
 from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
@@ -40,6 +42,7 @@ from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.config import Config, is_loopback_host, require_key
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
+from keyledger.proxy.frontends.azure import AzureFrontend, VaultRoutes
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes
 from keyledger.proxy.grpc_listener import GrpcListener, server_credentials
 from keyledger.proxy.health import Readiness
@@ -148,6 +151,26 @@ def _make_backends(config: Config) -> tuple[dict[str, Backend], list[AiohttpTran
             except ValueError as exc:
                 raise StartupError(f"backends.{name}: {exc}") from exc
             continue
+        if settings.type == "azure":
+            assert settings.vaults is not None
+            lent = AiohttpTransport(
+                timeout_s=settings.timeout_s, ca_file=settings.ca_file, decompress=False
+            )
+            transports.append(lent)
+            try:
+                backends[name] = AzureBackend(
+                    AzureSettings(
+                        name=name,
+                        vaults={vault.name: vault.url for vault in settings.vaults.values()},
+                        credentials=settings.credentials,
+                        client_id=settings.client_id,
+                        timeout_s=settings.timeout_s,
+                    ),
+                    http=lent,
+                )
+            except ValueError as exc:
+                raise StartupError(f"backends.{name}: {exc}") from exc
+            continue
         transport = AiohttpTransport(timeout_s=settings.timeout_s)
         transports.append(transport)
         backends[name] = AwsBackend(
@@ -240,6 +263,7 @@ class _Handler:
             source_ip=request.remote,
             user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
             request_id=request_id,
+            scheme=request.scheme,
             peer_certificate=_peer_certificate(request),
         )
         if unreadable is not None:
@@ -339,11 +363,19 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         skew = timedelta(seconds=config.limits.max_clock_skew_s)
         aws = AwsFrontend(backend=config.aws_backend)
         gateways[aws.protocol] = gateway(aws, SigV4Authenticator(store=store, max_skew=skew))
+    bearer = BearerAuthenticator(store=store)
     if config.gcp.enabled:
         routes = ProjectRoutes(config.gcp.projects, default=config.gcp.default)
-        bearer = BearerAuthenticator(store=store)
         for frontend in (GcpRestFrontend(routes), GcpGrpcFrontend(routes)):
             gateways[frontend.protocol] = gateway(frontend, bearer)
+    vaults = VaultRoutes(
+        hosts=config.azure.hosts, paths=config.azure.paths, default=config.azure.default
+    )
+    if config.azure.enabled:
+        azure = AzureFrontend(
+            vaults, authority=config.azure.authority, resource=config.azure.resource
+        )
+        gateways[azure.protocol] = gateway(azure, bearer)
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
@@ -396,11 +428,19 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             inflight=inflight,
         )
 
-    # Google's REST API lives under /v1/; AWS's JSON protocol is POST / (and answers, in
-    # its own shape, whatever else arrives). Without AWS, Google answers everything.
+    # Google's REST API lives under /v1/; Key Vault's under /secrets and /deletedsecrets
+    # (behind a vault's path prefix, if it has one); AWS's JSON protocol is POST / (and
+    # answers, in its own shape, whatever else arrives). Without AWS, the first of the
+    # others answers everything.
     if "gcp-rest" in gateways:
         app.router.add_route("*", "/v1/{tail:.*}", handler("gcp-rest").handle)
-    fallback = "aws-json" if "aws-json" in gateways else "gcp-rest"
+    if "azure" in gateways:
+        azure_handler = handler("azure").handle
+        for prefix in ("", *vaults.prefixes):
+            for collection in ("secrets", "deletedsecrets"):
+                path = f"{prefix}/{collection}{{tail:(/.*)?}}"
+                app.router.add_route("*", path, azure_handler)
+    fallback = next(p for p in ("aws-json", "gcp-rest", "azure") if p in gateways)
     app.router.add_route("*", "/{tail:.*}", handler(fallback).handle)
     if "gcp-grpc" in gateways and config.gcp.grpc_listen is not None:
         app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight, shared_ports)
@@ -412,12 +452,20 @@ def _grpc_listener(
     config: Config, gateway: Gateway, inflight: InFlight, shared_ports: bool
 ) -> GrpcListener:
     """Google's gRPC API on a port of its own: TLS with the data plane's certificate, or
-    plaintext where the data plane may be (loopback, or allow_plaintext behind a proxy)."""
+    plaintext where the data plane may be (loopback, or allow_plaintext behind a proxy).
+
+    With HTTPS on a listener of its own beside plain HTTP, gRPC on loopback follows the
+    plain one, as the demo's does.
+    """
     assert config.gcp.grpc_listen is not None
     host, port = config.gcp.grpc_listen
     listen = config.listen
     credentials = None
-    if listen.tls_cert is not None and listen.tls_key is not None:
+    if (
+        listen.tls_cert is not None
+        and listen.tls_key is not None
+        and (listen.plain_is_tls or not is_loopback_host(host))
+    ):
         try:
             credentials = server_credentials(cert_file=listen.tls_cert, key_file=listen.tls_key)
         except OSError as exc:
@@ -506,7 +554,10 @@ async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
     for transport in transports:
         await transport.start()
     for backend in backends.values():
-        await backend.start()
+        try:
+            await backend.start()
+        except StoreCredentialsError as exc:
+            raise StartupError(f"backends.{backend.name}: {exc.message}") from exc
     await asyncio.gather(*(_first_check(backend) for backend in backends.values()))
     yield
     for backend in backends.values():

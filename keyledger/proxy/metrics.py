@@ -64,7 +64,7 @@ class ProxyMetrics:
         self.requests = Counter(
             "keyledger_requests",
             "Requests answered, by wire protocol, operation, policy effect (allow, deny, or "
-            "none when no policy decided) and status (success, denied, error)",
+            "none when no policy decided) and status (success, denied, error, challenged)",
             ["protocol", "operation", "effect", "status"],
             registry=registry,
         )

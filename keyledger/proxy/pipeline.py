@@ -76,7 +76,7 @@ class RequestTrace:
     backend: str  # "none" until a call names a configured backend
     operation: str  # "unknown" unless the frontend serves it
     effect: str = "none"  # allow | deny | none (no policy decided: failed auth, bad input)
-    status: str = "success"  # success | denied | error
+    status: str = "success"  # success | denied | error | challenged (an auth handshake)
     auth_failure: str | None = None  # the reason, when authentication failed
     backend_error: str | None = None  # the backend's error kind, when it failed
     total_s: float = 0.0
@@ -214,7 +214,11 @@ class Gateway:
         rid = wire.request_id
         trace = ctx.trace
 
-        # 1. Authenticate.
+        # 1. Authenticate (after the protocol's handshake, if it starts with one).
+        challenge = self._frontend.challenge(wire)
+        if challenge is not None:
+            trace.status = "challenged"
+            return challenge
         try:
             principal = await self._auth.authenticate(wire)
         except AuthError as exc:

@@ -40,6 +40,9 @@ class WireRequest:
     source_ip: str | None
     user_agent: str | None
     request_id: str
+    # How the caller reached keyledger ("https" on a TLS listener): what the URLs an answer
+    # names (Key Vault's ids) are written with.
+    scheme: str = "http"
     # The client's TLS certificate (DER), when the listener asked for one and it was sent:
     # room for mTLS identities.
     peer_certificate: bytes | None = field(default=None, repr=False)
@@ -97,6 +100,13 @@ class Frontend(Protocol):
 
     def operation_name(self, wire: WireRequest) -> str:
         """The operation named on the wire, best effort, for audit of failed calls."""
+        ...
+
+    def challenge(self, wire: WireRequest) -> WireResponse | None:
+        """The answer to a request that starts an authentication handshake (Key Vault's
+        clients first send one without credentials, to learn where to get a token), or
+        None to authenticate it. A challenge is not a failed authentication: not audited.
+        """
         ...
 
     def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:

@@ -9,12 +9,10 @@ writes them, whatever the api-version.
 from __future__ import annotations
 
 import contextlib
-import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 import structlog
 from azure.core import exceptions
@@ -50,33 +48,36 @@ _FIX_CREDENTIALS = (
 )
 
 
+class SessionLender(Protocol):
+    """The proxy's HTTP client, lending the aiohttp session azure-core sends on (started
+    before the backend, closed after it): its pool, and its TLS trust (a private CA's, for
+    a stand-in), which azure-core would otherwise build again for every request."""
+
+    @property
+    def session(self) -> Any: ...
+
+
 class AzureBackend:
     """The :class:`~keyledger.backends.Backend` for Azure Key Vault secrets."""
 
-    def __init__(self, settings: AzureSettings) -> None:
+    def __init__(self, settings: AzureSettings, *, http: SessionLender) -> None:
         self.name = settings.name
         self._settings = settings
+        self._http = http
         self._vaults = dict(settings.vaults)
         self._clients: dict[str, SecretClient] = {}
         self._credential: Any = None
-        self._session: aiohttp.ClientSession | None = None
         self._trouble = CredentialTrouble(backend=settings.name, log=log)
 
     async def start(self) -> None:
         settings = self._settings
-        context = ssl.create_default_context(
-            cafile=str(settings.ca_file) if settings.ca_file else None
-        )
-        # One session for every vault: its own TLS trust, built once (azure-core would
-        # build an SSL context per request for a CA file).
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
         self._credential = make_credential(settings.credentials, client_id=settings.client_id)
         standin = settings.credentials == "standin"
         for vault, url in self._vaults.items():
             self._clients[vault] = SecretClient(
                 url,
                 self._credential,
-                transport=AioHttpTransport(session=self._session, session_owner=False),
+                transport=AioHttpTransport(session=self._http.session, session_owner=False),
                 # The caller's SDK retries with its own deadline; retrying here too would
                 # multiply attempts.
                 retry_total=0,
@@ -106,8 +107,6 @@ class AzureBackend:
         if self._credential is not None:
             with contextlib.suppress(Exception):
                 await self._credential.close()
-        if self._session is not None:
-            await self._session.close()
 
     async def resolve(self, ref: SecretRef) -> SecretRef:
         # A Key Vault secret has one name: no aliases.
@@ -184,7 +183,7 @@ class AzureBackend:
             raw = await response.read()
         except exceptions.ClientAuthenticationError as exc:
             raise self._refused(op, exc) from exc
-        except (exceptions.AzureError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (exceptions.AzureError, TimeoutError, ValueError) as exc:
             # ValueError: a challenge naming another resource than the vault's domain.
             raise BackendUnavailable(
                 links.text(f"Azure Key Vault could not be reached: {_first_lines(exc)}"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = ["CREDENTIALS", "AzureSettings", "is_loopback_url"]
@@ -24,7 +23,6 @@ class AzureSettings:
     vaults: Mapping[str, str]
     credentials: str = "default"
     client_id: str | None = None  # a user-assigned managed identity's client id
-    ca_file: Path | None = None  # a private CA the vaults' certificates chain to
     timeout_s: float = 10.0
 
     def __post_init__(self) -> None:

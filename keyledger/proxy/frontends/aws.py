@@ -108,6 +108,9 @@ class AwsFrontend:
     def __init__(self, *, backend: str) -> None:
         self.backend = backend
 
+    def challenge(self, wire: WireRequest) -> WireResponse | None:
+        return None  # no handshake: every request carries its credentials
+
     def operation_name(self, wire: WireRequest) -> str:
         target = wire.headers.get("x-amz-target", "")
         return caller_text(target.removeprefix(TARGET_PREFIX), limit=128) or "(none)"

@@ -46,6 +46,9 @@ class GcpGrpcFrontend:
     def __init__(self, routes: ProjectRoutes) -> None:
         self._routes = routes
 
+    def challenge(self, wire: WireRequest) -> WireResponse | None:
+        return None  # no handshake: every request carries its credentials
+
     def operation_name(self, wire: WireRequest) -> str:
         path = wire.path
         name = path[len(_PREFIX) :] if path.startswith(_PREFIX) else path

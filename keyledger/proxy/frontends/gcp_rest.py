@@ -78,6 +78,9 @@ class GcpRestFrontend:
     def __init__(self, routes: ProjectRoutes) -> None:
         self._routes = routes
 
+    def challenge(self, wire: WireRequest) -> WireResponse | None:
+        return None  # no handshake: every request carries its credentials
+
     def operation_name(self, wire: WireRequest) -> str:
         found = route_for(wire.method, wire.path)
         if found is not None:
