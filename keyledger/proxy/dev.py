@@ -1,9 +1,10 @@
 """``keyledger serve --dev``: a complete, self-contained demo.
 
-An embedded moto server plays AWS Secrets Manager and the Google stand-in plays Secret
-Manager, both seeded with demo secrets; a demo identity (a SigV4 key and a bearer token),
-the example policy shipped in the package, and a journal under ``./var/`` make keyledger
-answer a real ``aws`` command, or Google's Python client over REST or gRPC, within seconds,
+An embedded moto server plays AWS Secrets Manager, the Google stand-in plays Secret Manager
+and the Key Vault stand-in plays vault ``demo``, all seeded with demo secrets; a demo
+identity (a SigV4 key and a bearer token), the example policy shipped in the package, a
+local CA for HTTPS and a journal under ``./var/`` make keyledger answer a real ``aws``
+command, Google's Python client over REST or gRPC, or Azure's SecretClient, within seconds,
 from any directory.
 """
 
@@ -23,14 +24,17 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from keyledger.backends.azure_standin import ThreadedAzureStandin
 from keyledger.backends.gcp_standin import ThreadedGcpStandin
-from keyledger.devtls import ensure_dev_tls
+from keyledger.devtls import DevTls, ensure_dev_tls, server_context
 from keyledger.policies import example_policy_dir
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth.identities import IdentityStore, store_key_source
 from keyledger.proxy.config import (
     AdminConfig,
     AuditConfig,
+    AzureFrontendConfig,
+    AzureVaultConfig,
     BackendConfig,
     CheckpointConfig,
     CloudWatchSinkConfig,
@@ -47,7 +51,9 @@ from keyledger.proxy.config import (
 
 __all__ = [
     "AUDIT_BUCKET",
+    "AZURE_VAULT",
     "DEFAULT_LISTEN",
+    "DEMO_AZURE_SECRETS",
     "DEMO_GCP_SECRETS",
     "DEMO_IDENTITY",
     "DEMO_SECRETS",
@@ -98,6 +104,12 @@ DEMO_GCP_SECRETS: dict[str, str] = {
 }
 
 
+# Azure's side: the stand-in is vault "demo" (as policies name it) of backend "azure",
+# holding the Google demo's secrets under the same names (Key Vault's cannot hold "/").
+AZURE_VAULT = "demo"
+DEMO_AZURE_SECRETS: dict[str, str] = dict(DEMO_GCP_SECRETS)
+
+
 def parse_sinks(text: str) -> tuple[str, ...]:
     """``s3,cloudwatch`` as ("s3", "cloudwatch"); ValueError naming an unknown one."""
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
@@ -143,11 +155,14 @@ class DevEnvironment:
     env_file: Path
     server: Any  # moto's ThreadedMotoServer
     standin: ThreadedGcpStandin
+    vault: ThreadedAzureStandin
+    tls: DevTls
     lock: int  # the open, locked var/.dev.lock: this demo owns var/ while it runs
 
     def close(self) -> None:
         """Stop the embedded stores and give var/ up."""
         try:
+            self.vault.stop_thread()
             self.standin.stop_thread()
             self.server.stop()
         finally:
@@ -210,6 +225,18 @@ def _start_standin() -> ThreadedGcpStandin:
         standin.stop_thread()
         raise
     return standin
+
+
+def _start_vault(tls: DevTls) -> ThreadedAzureStandin:
+    """The Key Vault stand-in on loopback, over HTTPS with the demo's certificate."""
+    vault = ThreadedAzureStandin(host="127.0.0.1", ssl_context=server_context(tls.cert, tls.key))
+    vault.start_in_thread()
+    try:
+        vault.seed(DEMO_AZURE_SECRETS)
+    except BaseException:
+        vault.stop_thread()
+        raise
+    return vault
 
 
 def _demo_token(store: IdentityStore) -> str:
@@ -345,6 +372,11 @@ def _start_dev(
     try:
         _seed(store_url, sinks)
         standin = _start_standin()
+        try:
+            vault = _start_vault(tls)
+        except BaseException:
+            standin.stop_thread()
+            raise
     except BaseException:
         server.stop()
         raise
@@ -376,11 +408,22 @@ def _start_dev(
                 projects={GCP_PROJECT: GCP_STORE_PROJECT},
                 credentials="anonymous",
             ),
+            "azure": BackendConfig(
+                name="azure",
+                type="azure",
+                vaults={
+                    AZURE_VAULT: AzureVaultConfig(name=AZURE_VAULT, url=vault.url, default=True)
+                },
+                credentials="standin",
+                ca_file=tls.ca_cert,
+            ),
         },
         aws_backend="aws",
         # REST under /v1/ on the data plane; gRPC on any free port of the same host, printed
         # (and written to dev.env) once it is bound.
         gcp=GcpFrontendConfig(projects={GCP_PROJECT: "gcp"}, grpc_listen=(host, 0)),
+        # Key Vault's surface on both listeners; its SDKs insist on the HTTPS one.
+        azure=AzureFrontendConfig(default=("azure", AZURE_VAULT)),
         audit=AuditConfig(
             journal=var / "audit",
             chain_id="dev",
@@ -397,7 +440,9 @@ def _start_dev(
         source="--dev",
     )
     env_file = var / "dev.env"
-    return DevEnvironment(config, key_id, secret, token, store_url, env_file, server, standin, lock)
+    return DevEnvironment(
+        config, key_id, secret, token, store_url, env_file, server, standin, vault, tls, lock
+    )
 
 
 def ready(env: DevEnvironment, app: Any, *, var_display: str) -> str:
@@ -433,6 +478,10 @@ def _write_env(env: DevEnvironment, grpc_target: str) -> None:
         f"KEYLEDGER_GCP_GRPC_TARGET={grpc_target}\n"
         f"KEYLEDGER_GCP_PROJECT={GCP_PROJECT}\n"
         f"KEYLEDGER_TOKEN={env.token}\n"
+        # Azure Key Vault through keyledger: vault demo on the HTTPS listener, and the local
+        # CA its certificate chains to (KEYLEDGER_TOKEN is demo-app's token there too).
+        f"KEYLEDGER_AZURE_VAULT_URL={https_url(config)}\n"
+        f"KEYLEDGER_CA={env.tls.ca_cert.absolute()}\n"
         f"KEYLEDGER_ADMIN_URL=http://{_netloc(admin.host)}:{admin.port}\n"
         f"KEYLEDGER_ADMIN_TOKEN={admin.token_file.read_text().strip()}\n"
         # The embedded store itself, behind keyledger: what an inventory is made from.
@@ -440,6 +489,14 @@ def _write_env(env: DevEnvironment, grpc_target: str) -> None:
         encoding="utf-8",
     )
     env.env_file.chmod(0o600)
+
+
+def https_url(config: Config) -> str:
+    """The demo's HTTPS listener, as a URL (also vault demo's URL)."""
+    listen = config.listen
+    assert listen.tls_listen is not None
+    host, port = listen.tls_listen
+    return f"https://{_netloc(host)}:{port}"
 
 
 def scripts_dir() -> str:
@@ -560,6 +617,53 @@ EOF
 """
 
 
+_AZURE_CURL = (
+    'curl -s --cacert "$KEYLEDGER_CA" -H "Authorization: Bearer $KEYLEDGER_TOKEN" '
+    '"$KEYLEDGER_AZURE_VAULT_URL/secrets/staging-db-password/?api-version=7.4"'
+)
+
+
+def _azure_lines(env: DevEnvironment, var: str) -> str:
+    """Azure's part of the banner, and how each client trusts the local CA."""
+    https = https_url(env.config)
+    return f"""
+Azure Key Vault, vault {AZURE_VAULT} (the Key Vault stand-in behind keyledger), at
+$KEYLEDGER_AZURE_VAULT_URL ({https}: Azure's SDKs send tokens only over HTTPS), with
+demo-app's token in $KEYLEDGER_TOKEN. Secrets: {", ".join(DEMO_AZURE_SECRETS)}.
+
+  {_AZURE_CURL}
+
+azure-keyvault-secrets (prod-payments-api-key raises HttpResponseError 403):
+
+python - <<'EOF'
+import os, time
+from azure.core.credentials import AccessToken
+from azure.keyvault.secrets import SecretClient
+
+class KeyledgerToken:  # demo-app's keyledger token, handed over as Azure's SDKs take one
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken(os.environ["KEYLEDGER_TOKEN"], int(time.time()) + 3600)
+
+client = SecretClient(
+    vault_url=os.environ["KEYLEDGER_AZURE_VAULT_URL"],
+    credential=KeyledgerToken(),
+    connection_verify=os.environ["KEYLEDGER_CA"],  # trust the demo's local CA
+    verify_challenge_resource=False,  # 127.0.0.1 is not a name under vault.azure.net
+)
+print(client.get_secret("staging-db-password").value)
+EOF
+
+Every protocol is also served over HTTPS on {https}, its certificate signed by the local CA
+{var}/tls/ca.pem ($KEYLEDGER_CA). To trust it:
+
+  Python (Azure)  SecretClient(..., connection_verify=os.environ["KEYLEDGER_CA"])
+  Node.js         NODE_EXTRA_CA_CERTS="$KEYLEDGER_CA" node app.js
+  aws, boto3      AWS_CA_BUNDLE="$KEYLEDGER_CA" aws --endpoint-url {https} \\
+                    secretsmanager get-secret-value --secret-id staging/db/password
+  curl            curl --cacert "$KEYLEDGER_CA" ...
+"""
+
+
 def banner(env: DevEnvironment, *, grpc_target: str, var_display: str) -> str:
     """What a newcomer needs to call the dev proxy, ready to paste."""
     listen = env.config.listen
@@ -570,7 +674,8 @@ def banner(env: DevEnvironment, *, grpc_target: str, var_display: str) -> str:
     admin_token = (admin.token_file.read_text().strip()) if admin.token_file else "-"
     q = shlex.quote
     return f"""
-keyledger (dev) is listening on {endpoint} -- AWS and Google Secret Manager protocols
+keyledger (dev) is listening on {endpoint} and {https_url(env.config)} -- AWS, Google and
+Azure protocols
 
   endpoint URL       {endpoint}
   access key id      {env.access_key_id}
@@ -607,6 +712,6 @@ boto3:
                     aws_access_key_id="{env.access_key_id}",
                     aws_secret_access_key="{env.secret_access_key}")
   print(sm.get_secret_value(SecretId="staging/db/password")["SecretString"])
-{_gcp_lines(grpc_target)}
+{_gcp_lines(grpc_target)}{_azure_lines(env, var_display)}
 Demo secrets (AWS): {", ".join(DEMO_SECRETS)}.  Ctrl-C stops.
 """
