@@ -305,12 +305,15 @@ class TestAuthentication:
             with make_client(strict.url, tls.ca_cert, credential=StaticToken("right")) as client:
                 assert client.get_secret("db").value == "x"
 
+    @pytest.mark.parametrize("authorization", [None, "Basic dTpw", "Bearer ", "PoP abc"])
     def test_the_challenge_names_the_authority_and_resource(
-        self, standin: ThreadedAzureStandin, tls: DevTls
+        self, standin: ThreadedAzureStandin, tls: DevTls, authorization: str | None
     ) -> None:
-        """A request without a token gets Key Vault's 401, its body and its challenge."""
+        """A request without a bearer token gets Key Vault's 401, its body and its challenge."""
         # A raw request below the SDK's auth policy; the URL is the stand-in's own https one.
         request = urllib.request.Request(f"{standin.url}/secrets?api-version=7.6")  # noqa: S310
+        if authorization is not None:
+            request.add_header("Authorization", authorization)
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, context=client_context(tls.ca_cert))  # noqa: S310
         assert caught.value.code == 401
@@ -399,6 +402,14 @@ class TestWire:
         client.begin_delete_secret(name).wait()
         response = client.send_request(HttpRequest("DELETE", f"/deletedsecrets/{name}"))
         assert (response.status_code, response.content) == (204, b"")
+
+    def test_request_bodies_are_bounded(self, client: SecretClient) -> None:
+        """Past a mebibyte, a body is refused before it is parsed."""
+        response = client.send_request(
+            HttpRequest("PUT", "/secrets/big", json={"value": "x" * (1 << 20)})
+        )
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "RequestEntityTooLarge"
 
     def test_a_value_past_25_kb_is_refused(self, client: SecretClient, name: str) -> None:
         """Key Vault's limit on a value is 25 KB."""

@@ -103,7 +103,8 @@ class KeyVaultHttp:
             answer = Answer(exc.status, wire.error(exc))
         except Exception:  # a stand-in bug: answer it as a service error, do not hang up
             _log.exception("the Azure stand-in failed serving %s", operation)
-            answer = Answer(500, {"error": {"code": "InternalServerError", "message": "Bug."}})
+            failed = {"code": "InternalServerError", "message": "The stand-in failed: see its log."}
+            answer = Answer(500, {"error": failed})
         self._traffic.record(operation, answer.status)
         return self._respond(request, answer, allow)
 
@@ -117,7 +118,7 @@ class KeyVaultHttp:
 
     def _api_version(self, given: str | None) -> str:
         if given is None:
-            # The stand-in's wording; Key Vault refuses requests without one as a bad parameter.
+            # The stand-in's wording and code; unlike the one below, not read from the service.
             raise BadParameter("The api-version query parameter is required.")
         if given not in API_VERSIONS:
             raise BadParameter(

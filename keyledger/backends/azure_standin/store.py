@@ -159,7 +159,7 @@ class Store:
         """Add ``value`` as the new latest version of ``name`` (created if missing)."""
         size = len(value.encode())
         if size > MAX_VALUE_BYTES:
-            # The stand-in's wording; Key Vault refuses values past 25 KB as a bad parameter.
+            # The limit is Key Vault's; the code and wording are the stand-in's.
             raise BadParameter(
                 f"The secret value is {size} bytes; Key Vault allows {MAX_VALUE_BYTES} at most."
             )
