@@ -174,3 +174,37 @@ def test_admin_api_port_in_docs() -> None:
     """The docs never send the admin API to the data-plane port + 1: it is 9090 by default."""
     for path in [*DOCS, ROOT / "config.example.yaml"]:
         assert "8081" not in path.read_text(), path.name
+
+
+def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
+    """The commented-out gcp and azure blocks of config.example.yaml, uncommented as an
+    operator would, load and mean what their comments say."""
+    lines = (ROOT / "config.example.yaml").read_text(encoding="utf-8").splitlines()
+    block: str | None = None  # the indentation of the "# gcp:" or "# azure:" being opened
+    for index, line in enumerate(lines):
+        body = line.lstrip()
+        indent = line[: len(line) - len(body)]
+        if body in ("# gcp:", "# azure:"):
+            block = indent
+        elif block is None or not line.startswith(f"{block}#   "):
+            block = None
+            continue
+        lines[index] = indent + body[2:]
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    config = load_config(path)
+    assert config.backends["gcp"].projects == {
+        "payments": "acme-payments-prod-4711",
+        "shared": "acme-shared-secrets",
+    }
+    assert config.gcp.grpc_listen == ("0.0.0.0", 8444)
+    azure = config.backends["azure"]
+    assert azure.vaults is not None
+    assert {name: vault.url for name, vault in azure.vaults.items()} == {
+        "payments": "https://acme-payments.vault.azure.net",
+        "shared": "https://acme-shared.vault.azure.net",
+    }
+    assert config.azure.hosts == {"payments.kv.internal": ("azure", "payments")}
+    assert config.azure.paths == {"/shared": ("azure", "shared")}
+    assert config.azure.default == ("azure", "shared")
+    assert config.azure.resource == "https://kv.internal"
