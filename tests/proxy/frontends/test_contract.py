@@ -9,16 +9,20 @@ policy names them, bad input is a ``RequestError`` (never another exception), ev
 kind has a response, a denial or failed login is never an answer SDKs retry, hidden secrets
 never reach a rendered answer, and no error carries a value.
 
-AWS runs it now; Google (REST and gRPC) and Azure join with a caller each.
+Every protocol brings its caller: AWS's JSON protocol, Google's REST and gRPC, and Azure
+Key Vault's REST surface.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 import grpc
 import orjson
 import pytest
+from azure.core.rest import HttpRequest
+from azure.keyvault.secrets._generated._operations import _operations as sdk
 from google.cloud.secretmanager_v1.types import Secret, service
 
 from keyledger.backends import (
@@ -39,6 +43,7 @@ from keyledger.proxy.errors import (
     RequestError,
 )
 from keyledger.proxy.frontends.aws import TARGET_PREFIX, AwsFrontend
+from keyledger.proxy.frontends.azure import AzureFrontend, VaultRoutes
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes
 from keyledger.proxy.frontends.gcp_grpc import GcpGrpcFrontend, method_path
 from keyledger.proxy.frontends.gcp_rest import GcpRestFrontend
@@ -242,12 +247,76 @@ class GcpRestCaller:
         return str(orjson.loads(response.body)["error"]["status"])
 
 
-@pytest.fixture(params=["aws", "gcp-grpc", "gcp-rest"])
+class AzureCaller:
+    """Key Vault's clients: requests as azure-keyvault-secrets' own request builders write
+    them (method, path under the vault's URL, ``api-version`` in the query, JSON in the
+    body), sent to a vault keyledger knows by its Host name; the code is
+    ``{"error": {"code"}}``. Policy names a secret ``{vault}/{name}``, in lower case."""
+
+    secret = "payments/db-password"
+    host = "payments.kv.keyledger.test:8443"
+
+    def __init__(self) -> None:
+        self.frontend: Frontend = AzureFrontend(
+            VaultRoutes(
+                hosts={"payments.kv.keyledger.test": (BACKEND, "payments")},
+                paths={},
+                default=None,
+            ),
+            authority="https://login.microsoftonline.com/contract",
+            resource="https://vault.azure.net",
+        )
+
+    def _send(self, request: HttpRequest, body: bytes = b"") -> WireRequest:
+        url = urlsplit(request.url)
+        return wire(
+            method=request.method,
+            path=url.path,
+            headers={"host": self.host, "authorization": "Bearer contract"},
+            body=body,
+            query=tuple(parse_qsl(url.query, keep_blank_values=True)),
+        )
+
+    def read(self, name: str) -> WireRequest:
+        return self._send(sdk.build_key_vault_get_secret_request(name.split("/", 1)[1], ""))
+
+    def listing(self) -> WireRequest:
+        return self._send(sdk.build_key_vault_get_secrets_request())
+
+    def unknown_operation(self) -> WireRequest:
+        request = sdk.build_key_vault_backup_secret_request("db-password")
+        request.url = request.url.replace("/backup", "/fetcheverything")
+        return self._send(request, b"{}")
+
+    def not_its_format(self) -> WireRequest:
+        request = sdk.build_key_vault_set_secret_request("db-password")
+        return self._send(request, b"<value>x</value>")
+
+    def listing_result(self, names: list[str]) -> SecretResult:
+        page = {
+            "value": [{"id": f"https://{self.host}{self.wire_name(name)}"} for name in names],
+            "nextLink": None,
+        }
+        return SecretResult(
+            data={"status": 200, "body": page},
+            items=tuple(SecretItem(ref=SecretRef(BACKEND, name)) for name in names),
+        )
+
+    def wire_name(self, name: str) -> str:
+        """A secret's id names it after the vault's URL: ``.../secrets/{name}``."""
+        return f"/secrets/{name.split('/', 1)[1]}"
+
+    def error_code(self, response: WireResponse) -> str:
+        return str(orjson.loads(response.body)["error"]["code"])
+
+
+@pytest.fixture(params=["aws", "gcp-grpc", "gcp-rest", "azure"])
 def caller(request: pytest.FixtureRequest) -> Caller:
     callers: dict[str, type[Caller]] = {
         "aws": AwsCaller,
         "gcp-grpc": GcpGrpcCaller,
         "gcp-rest": GcpRestCaller,
+        "azure": AzureCaller,
     }
     return callers[request.param]()
 
