@@ -9,7 +9,8 @@ backend sends them, so the three cannot disagree about the surface.
 Paths are relative to a vault URL. The latest version of a secret is asked for with an
 empty version (``GET /secrets/{name}/``, as the SDKs send it) or without one
 (``GET /secrets/{name}``); ``versions`` and ``backup`` after a name are the listing and the
-backup, never a version (versions are hexadecimal).
+backup, never a version (versions are hexadecimal). The fixed words of a path match in any
+case, as Key Vault's own routing does; names and versions are passed on as sent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 # What the stand-in and the front end accept as ``api-version``: Key Vault's data-plane
-# versions the SDKs have sent (7.0 to 7.6, then dated ones; the SDKs' ApiVersion enum).
+# versions the SDKs have sent (7.0 to 7.6, then dated ones: the SDKs' ApiVersion enum),
+# and the previews clients may be pinned to (the generated code's api_version_validation).
 API_VERSIONS = frozenset(
     {
         "2016-10-01",
@@ -43,6 +45,14 @@ API_VERSIONS = frozenset(
         "7.6",
         "2025-07-01",
         "2026-04-01",
+        "7.3-preview",
+        "7.4-preview.1",
+        "7.5-preview.1",
+        "7.6-preview.1",
+        "7.6-preview.2",
+        "2025-06-01-preview",
+        "2026-01-01-preview",
+        "2026-03-01-preview",
     }
 )
 # ``maxresults`` is 1..25 (the specification's maximum).
@@ -145,15 +155,15 @@ def _secrets(method: str, rest: list[str]) -> Route | None:
     if tail == [] or tail == [""]:
         if method in ("GET", "PATCH"):  # the latest version
             return _route("GetSecret" if method == "GET" else "UpdateSecret", name, "")
-        if method == "POST" and name == "restore":
+        if method == "POST" and name.lower() == "restore":
             return _route("RestoreSecret")
         by_method = {"PUT": "SetSecret", "DELETE": "DeleteSecret"}
         return _route(by_method[method], name) if method in by_method else None
     if len(tail) == 1 or (len(tail) == 2 and tail[1] == ""):
         word = tail[0]
-        if word == "versions" and method == "GET":
+        if word.lower() == "versions" and method == "GET":
             return _route("GetSecretVersions", name)
-        if word == "backup" and method == "POST":
+        if word.lower() == "backup" and method == "POST":
             return _route("BackupSecret", name)
         if method == "GET":
             return _route("GetSecret", name, word)
@@ -172,6 +182,6 @@ def _deleted(method: str, rest: list[str]) -> Route | None:
         if method == "DELETE":
             return _route("PurgeDeletedSecret", name)
         return None
-    if tail in (["recover"], ["recover", ""]) and method == "POST":
+    if [part.lower() for part in tail] in (["recover"], ["recover", ""]) and method == "POST":
         return _route("RecoverDeletedSecret", name)
     return None
