@@ -1,0 +1,223 @@
+"""What the Azure end-to-end tests drive keyledger with: keyledger over TLS on a real socket,
+Key Vault clients as a service builds them, and a record of what those clients received.
+
+- :class:`TlsProxy`: keyledger as ``serve`` builds it (``make_app``), serving HTTPS from a
+  loop in a background thread (the SDKs send bearer tokens only over HTTPS).
+- :class:`StaticToken` / :class:`AsyncStaticToken`: a service's token credential handing out
+  a keyledger-issued bearer token for whatever scope the challenge names.
+- :class:`WireLog`: every response the SDK received, read below its authentication policy
+  (azure-core's ``raw_response_hook``), so challenges and retries are seen, not inferred.
+  keyledger answers every call it served with ``x-ms-request-id`` (the id its audit event
+  carries); the challenge has none, as it is not a call.
+- :class:`PinnedResolver`: DNS for the aiohttp transport, so ``https://payments.kv.test``
+  reaches keyledger on loopback with the name (SNI, Host, certificate) intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from azure.core.credentials import AccessToken
+from azure.core.pipeline import PipelineResponse
+
+from keyledger.proxy.app import METRICS, make_app
+from keyledger.proxy.config import Config
+from tests.conftest import journal_events
+
+T = TypeVar("T")
+
+
+class StaticToken:
+    """A token credential that hands out ``token`` for any scope."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+class AsyncStaticToken:
+    """The aio form of :class:`StaticToken`."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> AsyncStaticToken:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One response a client received: its status and keyledger's request id (None for
+    the challenge)."""
+
+    method: str
+    url: str
+    status: int
+    request_id: str | None
+
+
+@dataclass
+class WireLog:
+    """Every response the SDK received on the wire, in order (``raw_response_hook``)."""
+
+    seen: list[Seen] = field(default_factory=list)
+
+    def __call__(self, response: PipelineResponse[Any, Any]) -> None:
+        http = response.http_response
+        self.seen.append(
+            Seen(
+                method=response.http_request.method,
+                url=response.http_request.url,
+                status=http.status_code,
+                request_id=http.headers.get("x-ms-request-id"),
+            )
+        )
+
+    @property
+    def request_ids(self) -> list[str]:
+        """keyledger's id of every call answered (challenges have none)."""
+        return [s.request_id for s in self.seen if s.request_id is not None]
+
+    @property
+    def challenges(self) -> list[Seen]:
+        return [s for s in self.seen if s.request_id is None]
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+
+def audited_once(events: list[dict[str, Any]], wire: WireLog) -> dict[str, str]:
+    """Check that every call the client got an answer to is in ``events`` exactly once (a
+    change: once as pending, once as its outcome) and that ``events`` hold no call the
+    client did not make; returns each request id mapped to its operation."""
+    finals = [e for e in events if e["outcome"]["status"] != "pending"]
+    pending = Counter(e["request"]["id"] for e in events if e["outcome"]["status"] == "pending")
+    recorded = Counter(e["request"]["id"] for e in finals)
+    assert sorted(recorded) == sorted(wire.request_ids), (recorded, wire.seen)
+    assert set(recorded.values()) <= {1}, recorded
+    assert set(pending.values()) <= {1}, pending
+    assert set(pending) <= set(recorded), pending
+    # The challenge (no request id) is the only answer that is not a call.
+    assert {s.status for s in wire.challenges} <= {401}, wire.challenges
+    return {e["request"]["id"]: e["request"]["operation"] for e in finals}
+
+
+class PinnedResolver(AbstractResolver):
+    """Resolves the names given to a fixed address and port, and no other name."""
+
+    def __init__(self, names: Mapping[str, tuple[str, int]]) -> None:
+        self._names = dict(names)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self._names:
+            raise OSError(f"PinnedResolver knows no {host}")
+        address, pinned = self._names[host]
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=pinned,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class TlsProxy:
+    """keyledger (``make_app``) serving HTTPS on a loopback port from a background thread."""
+
+    config: Config
+    context: ssl.SSLContext
+    port: int = 0
+    app: web.Application | None = None
+    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def setup() -> None:
+            self.app = app = await make_app(self.config)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.context)
+            await site.start()
+            self.port = int(self._runner.addresses[0][1])
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(setup())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="keyledger", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self.run(self._runner.cleanup())
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(30)
+        self._loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on keyledger's loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+    def events(self, *types: str) -> list[dict[str, Any]]:
+        """Every event in the journal, in chain order, optionally of the given types."""
+        return journal_events(self.config.audit.journal, *types)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The journal's events about calls: access and auth_failure."""
+        return self.events("access", "auth_failure")
+
+    def requests_total(self, **labels: str) -> float:
+        """``keyledger_requests_total`` for these labels (0 when never counted)."""
+        assert self.app is not None
+        value = self.app[METRICS].get_sample_value("keyledger_requests_total", labels)
+        return value or 0.0
