@@ -1,6 +1,7 @@
 """The ``keyledger`` command line.
 
 keyledger serve --config FILE | --dev [--listen HOST:PORT] [--admin-listen HOST:PORT]
+                [--tls-listen HOST:PORT]
 keyledger --version
 keyledger audit verify|tail|export|report ...
 keyledger keys generate --out PREFIX
@@ -68,31 +69,54 @@ _TEST_CERT_HINT = (
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    """The data plane's TLS context; CliError at the setting's file:line:col if it fails."""
+    """The data plane's TLS context; CliError at the setting's file:line:col if it fails.
+
+    With tls.client_ca, clients are asked for a certificate, verified against that CA alone
+    (not the system's), and not required.
+    """
     listen = config.listen
     if listen.tls_cert is None or listen.tls_key is None:
         return None
-    for setting, path in (("tls.cert", listen.tls_cert), ("tls.key", listen.tls_key)):
+    client_ca = listen.tls_client_ca
+    files = [
+        ("tls.cert", listen.tls_cert, f"make {_TEST_CERT_HINT}"),
+        ("tls.key", listen.tls_key, f"make {_TEST_CERT_HINT}"),
+    ]
+    if client_ca is not None:
+        files.append(("tls.client_ca", client_ca, "the CA that signs client certificates"))
+    for setting, path, fix in files:
         try:
             path.open("rb").close()
         except OSError as exc:
             raise CliError(
-                f"{config.where(setting)}: {setting}: cannot read {path}: {exc.strerror} "
-                f"(make {_TEST_CERT_HINT})"
+                f"{config.where(setting)}: {setting}: cannot read {path}: {exc.strerror} ({fix})"
             ) from exc
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        # cafile= loads that CA instead of the system's: no public CA vouches for clients.
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(
+            f"{config.where('tls.client_ca')}: tls.client_ca: {client_ca} holds no PEM CA "
+            f"certificate ({_ssl_reason(exc)})"
+        ) from exc
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_OPTIONAL
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         # An empty password: an encrypted key fails here instead of prompting on a tty.
         context.load_cert_chain(listen.tls_cert, listen.tls_key, password=b"")
     except (OSError, ssl.SSLError) as exc:
-        reason = re.sub(r"^\[\w+\] |\s*\(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
         raise CliError(
             f"{config.where('tls.cert')}: tls.cert, tls.key: {listen.tls_cert} and "
             f"{listen.tls_key} are not a PEM certificate and its unencrypted private key "
-            f"({reason}); {_TEST_CERT_HINT}"
+            f"({_ssl_reason(exc)}); {_TEST_CERT_HINT}"
         ) from exc
     return context
+
+
+def _ssl_reason(exc: OSError) -> str:
+    """OpenSSL's reason, without its library tag and source line."""
+    return re.sub(r"^\[\w+\] |\s*\(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,44 +138,50 @@ async def _serve(
     import structlog
 
     log = structlog.get_logger("keyledger")
-    context = _ssl_context(config)
     listen = config.listen
-    if context is None and not listen.is_loopback:
+    context = _ssl_context(config)  # tls.listen's, and listen's without one
+    plain_context = context if listen.plain_is_tls else None  # listen's, and the admin API's
+    if plain_context is None and not listen.is_loopback:
         if not listen.allow_plaintext:
+            fix = (
+                "With tls.listen, listen serves plain HTTP: keep it on loopback, or remove "
+                "tls.listen to serve HTTPS on listen"
+                if listen.tls
+                else "Configure tls.cert and tls.key"
+            )
             raise CliError(
-                f"refusing plain HTTP on {listen.host}: secrets travel in responses. Configure "
-                "tls.cert and tls.key, or set allow_plaintext: true behind a TLS-terminating "
-                "proxy"
+                f"refusing plain HTTP on {listen.host}: secrets travel in responses. {fix}, or "
+                "set allow_plaintext: true behind a TLS-terminating proxy"
             )
         log.warning("plaintext_listener", host=listen.host, port=listen.port)
-    admin_token = _admin_token(config, context)  # refused before anything starts
+    admin_token = _admin_token(config, plain_context)  # refused before anything starts
     grpc_listen = config.gcp.grpc_listen
     if grpc_listen is not None and grpc_listen[1] and worker is None:
         # The gRPC server binds when it starts, after the journal: a taken port is found
         # now instead (a probe, released at once: grpc binds its own socket).
-        for sock in listeners.bind(*grpc_listen, listeners.GRPC):
-            sock.close()
+        listeners.probe(*grpc_listen, listeners.GRPC)
     if bound is None:
         # Every port is claimed before anything starts: a taken one costs nothing to undo.
-        # Workers share the data port: the kernel spreads new connections across them.
+        # Workers share the data ports: the kernel spreads new connections across them.
         admin = config.admin
         bound = listeners.bind_listeners(
             (listen.host, listen.port),
             (admin.host, admin.port) if admin and admin_token and worker is None else None,
+            listen.tls_listen,
             reuse_port=worker is not None,
         )
     try:
-        await _serve_on(config, context, admin_token, bound.data, bound.admin, on_ready, worker)
+        await _serve_on(config, plain_context, context, admin_token, bound, on_ready, worker)
     finally:
         bound.close()
 
 
 async def _serve_on(
     config: Config,
-    context: ssl.SSLContext | None,
+    plain_context: ssl.SSLContext | None,
+    tls_context: ssl.SSLContext | None,
     admin_token: bytes | None,
-    sockets: list[socket.socket],
-    admin_sockets: list[socket.socket],
+    bound: listeners.Listeners,
     on_ready: Callable[[web.Application], None] | None,
     worker: _WorkerRole | None,
 ) -> None:
@@ -185,15 +215,18 @@ async def _serve_on(
         if admin_token is not None:
             socket_path = worker.admin_socket if worker is not None else None
             admin_runner = await _start_admin(
-                config, app, admin_token, context, admin_sockets, socket_path
+                config, app, admin_token, plain_context, bound.admin, socket_path
             )
-        await listeners.start_sites(runner, sockets, context, listeners.DATA)
-        port = sockets[0].getsockname()[1]  # the real one, when the config says 0
-        log.info(
-            "listening",
-            url=f"{'https' if context else 'http'}://{config.listen.host}:{port}",
-            config=config.source,
-        )
+        # HTTPS before plain: once the data port answers, tls.listen does too.
+        listen = config.listen
+        if listen.tls_listen is not None and bound.tls_port is not None:
+            await listeners.start_sites(runner, bound.tls, tls_context, listeners.TLS)
+            url = listeners.url("https", listen.tls_listen[0], bound.tls_port)
+            log.info("listening", url=url, config=config.source)
+        await listeners.start_sites(runner, bound.data, plain_context, listeners.DATA)
+        # The real port, when the config says 0.
+        url = listeners.url("https" if plain_context else "http", listen.host, bound.port)
+        log.info("listening", url=url, config=config.source)
         if on_ready is not None:
             on_ready(app)
         await stop.wait()
@@ -249,9 +282,15 @@ def _admin_token(config: Config, context: ssl.SSLContext | None) -> bytes | None
     if admin is None:
         return None
     if context is None and not is_loopback_host(admin.host) and not config.listen.allow_plaintext:
+        fix = (
+            "With tls.listen, the admin API serves plain HTTP as listen does: keep admin.listen "
+            "on loopback"
+            if config.listen.tls
+            else "Configure tls"
+        )
         raise CliError(
             f"refusing a plain-HTTP admin API on {admin.host}: the audit stream names who read "
-            "what. Configure tls, or set allow_plaintext: true behind a TLS-terminating proxy"
+            f"what. {fix}, or set allow_plaintext: true behind a TLS-terminating proxy"
         )
     try:
         return load_admin_token(admin)
@@ -295,19 +334,22 @@ async def _start_admin(
 async def _supervise(
     config: Config, command: list[str], count: int, context: ssl.SSLContext | None
 ) -> None:
-    """Run ``count`` workers and the admin API that answers for them (see proxy/workers)."""
+    """Run ``count`` workers and the admin API that answers for them (see proxy/workers).
+
+    ``context``: the admin API's (the data plane's, when ``listen`` itself serves HTTPS).
+    """
     token = _admin_token(config, context)
     admin = config.admin
     if token is None or admin is None:
         raise CliError("--workers needs the admin API: the supervisor checks workers through it")
-    # Both ports before any worker starts: the data port as the workers will claim it (a
+    # Every port before any worker starts: the data ports as the workers will claim them (a
     # probe, closed at once: a listener of ours there would take the workers' connections).
     listen = config.listen
-    for sock in listeners.bind(listen.host, listen.port, listeners.DATA, reuse_port=True):
-        sock.close()
+    listeners.probe(listen.host, listen.port, listeners.DATA, reuse_port=True)
+    if listen.tls_listen is not None:
+        listeners.probe(*listen.tls_listen, listeners.TLS, reuse_port=True)
     if config.gcp.grpc_listen is not None and config.gcp.grpc_listen[1]:
-        for sock in listeners.bind(*config.gcp.grpc_listen, listeners.GRPC, reuse_port=True):
-            sock.close()
+        listeners.probe(*config.gcp.grpc_listen, listeners.GRPC, reuse_port=True)
     admin_sockets = listeners.bind(admin.host, admin.port, listeners.ADMIN)
     try:
         await _supervise_on(config, command, count, context, token, admin_sockets)
@@ -387,6 +429,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     listen = parse_listen(args.listen) if args.listen else None
     admin_listen = parse_listen(args.admin_listen) if args.admin_listen else None
+    tls_listen = parse_listen(args.tls_listen) if args.tls_listen else None
     if args.dev:
         from keyledger.proxy import dev
 
@@ -395,14 +438,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sinks = dev.parse_sinks(args.sinks)
         listen = listen or dev.DEFAULT_LISTEN
         admin_listen = admin_listen or ("127.0.0.1", dev.admin_port_for(listen[1]))
+        tls_listen = tls_listen or (listen[0], dev.tls_port_for(listen[1]))
         # The ports, then ./var, before anything is written: a second demo beside a running
         # one fails here, leaving the first one's dev.env, identities and cursors alone.
-        bound = listeners.bind_listeners(listen, admin_listen, dev=True)
+        bound = listeners.bind_listeners(listen, admin_listen, tls_listen, dev=True)
         try:
             env = dev.start_dev(
                 var=Path(args.var),
                 listen=(listen[0], bound.port),
                 admin_listen=(admin_listen[0], bound.admin_port or admin_listen[1]),
+                tls_listen=(tls_listen[0], bound.tls_port or tls_listen[1]),
                 sinks=sinks,
             )
         except BaseException:
@@ -431,6 +476,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("serve needs --config FILE, or --dev for the self-contained demo")
     if args.sinks:
         raise CliError("--sinks is for --dev; with --config, list them under audit.sinks")
+    if tls_listen is not None:
+        raise CliError("--tls-listen is for --dev; with --config, set tls.listen")
     config = load_config(Path(args.config))
     if listen is not None:
         config = replace(config, listen=replace(config.listen, host=listen[0], port=listen[1]))
@@ -452,7 +499,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "keyledger", "serve", "--config", args.config]
         if args.listen:
             command += ["--listen", args.listen]
-        _run(_supervise(config, command, args.workers, _ssl_context(config)))
+        context = _ssl_context(config)  # checked here: a worker would fail on it
+        admin_context = context if config.listen.plain_is_tls else None
+        _run(_supervise(config, command, args.workers, admin_context))
         return 0
     try:
         _run(_serve(config, worker=role))
@@ -666,6 +715,11 @@ def _parser() -> argparse.ArgumentParser:
         help="admin API address: /healthz, /readyz, /metrics, the live audit stream "
         "(default: the config's admin.listen, 127.0.0.1:9090; with --dev, the --listen "
         "port + 1010: 8080 -> 9090, 9000 -> 10010)",
+    )
+    serve.add_argument(
+        "--tls-listen",
+        metavar="HOST:PORT",
+        help="--dev: the HTTPS listener (default: 363 above --listen's port, 8443)",
     )
     serve.add_argument(
         "--workers",

@@ -1,17 +1,20 @@
 """The listening sockets of ``keyledger serve``, bound before anything else starts.
 
-Binding first means a taken port (or an address that is not this machine's) fails in one
-line, before the journal, the sinks or the embedded demo store have done anything that would
-need undoing. Listening starts only when aiohttp starts a site on the socket, so nothing
-connects to a proxy that is not ready yet.
+The data plane listens on ``listen`` (plain HTTP, or HTTPS when tls is set without
+``tls.listen``) and, with ``tls.listen``, on an HTTPS address of its own beside it; the admin
+API listens on a port of its own. Binding first means a taken port (or an address that is not
+this machine's) fails in one line, before the journal, the sinks or the embedded demo store
+have done anything that would need undoing. Listening starts only when aiohttp starts a site
+on the socket, so nothing connects to a proxy that is not ready yet.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -19,13 +22,17 @@ __all__ = [
     "DATA",
     "DEV_ADMIN",
     "DEV_DATA",
+    "DEV_TLS",
     "GRPC",
+    "TLS",
     "ListenError",
     "Listener",
     "Listeners",
     "bind",
     "bind_listeners",
+    "probe",
     "start_sites",
+    "url",
 ]
 
 
@@ -37,7 +44,7 @@ class ListenError(RuntimeError):
 class Listener:
     """Which listener a socket is for, as an error about it names it and its fix."""
 
-    what: str  # "" (the data plane) or "admin API: "
+    what: str  # "" (the data plane), "HTTPS listener: ", "admin API: "...
     option: str | None  # the command-line option that moves it, if one does
     setting: str | None  # the config setting that moves it; None under --dev
 
@@ -61,6 +68,8 @@ DATA = Listener("", "--listen", "listen")
 ADMIN = Listener("admin API: ", "--admin-listen", "admin.listen")
 DEV_DATA = Listener("", "--listen", None)
 DEV_ADMIN = Listener("admin API: ", "--admin-listen", None)
+TLS = Listener("HTTPS listener: ", None, "tls.listen")
+DEV_TLS = Listener("HTTPS listener: ", "--tls-listen", None)
 GRPC = Listener("gRPC API: ", None, "frontends.gcp.grpc_listen")
 
 
@@ -96,6 +105,17 @@ def bind(host: str, port: int, role: Listener, *, reuse_port: bool = False) -> l
     return bound
 
 
+def probe(host: str, port: int, role: Listener, *, reuse_port: bool = False) -> None:
+    """ListenError now if ``host:port`` is taken, for a listener bound later by someone else
+    (gRPC's server, ``--workers``' processes); nothing is left bound."""
+    for sock in bind(host, port, role, reuse_port=reuse_port):
+        sock.close()
+
+
+def url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 async def start_sites(
     runner: Any, sockets: list[socket.socket], context: ssl.SSLContext | None, role: Listener
 ) -> None:
@@ -112,10 +132,12 @@ async def start_sites(
 
 @dataclass(frozen=True, slots=True)
 class Listeners:
-    """The data plane's and the admin API's sockets, bound, not yet listening."""
+    """The data plane's, its HTTPS listener's and the admin API's sockets, bound, not yet
+    listening (``tls`` and ``admin`` empty when there is none)."""
 
     data: list[socket.socket]
     admin: list[socket.socket]
+    tls: list[socket.socket] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -125,24 +147,39 @@ class Listeners:
     def admin_port(self) -> int | None:
         return int(self.admin[0].getsockname()[1]) if self.admin else None
 
+    @property
+    def tls_port(self) -> int | None:
+        """The HTTPS listener's port (the real one when 0 was asked for)."""
+        return int(self.tls[0].getsockname()[1]) if self.tls else None
+
     def close(self) -> None:
-        for sock in (*self.data, *self.admin):
+        for sock in (*self.data, *self.tls, *self.admin):
             sock.close()
 
 
 def bind_listeners(
     listen: tuple[str, int],
     admin: tuple[str, int] | None,
+    tls: tuple[str, int] | None = None,
     *,
     reuse_port: bool = False,
     dev: bool = False,
 ) -> Listeners:
-    """Both listeners' sockets, or ListenError with nothing left bound."""
-    data = bind(*listen, DEV_DATA if dev else DATA, reuse_port=reuse_port)
+    """Every listener's sockets, or ListenError with nothing left bound.
+
+    ``reuse_port`` (``--workers``) for the data plane's ports; the admin port is never shared.
+    """
+    bound: list[list[socket.socket]] = []
     try:
-        admin_sockets = [] if admin is None else bind(*admin, DEV_ADMIN if dev else ADMIN)
+        for address, role, shared in (
+            (listen, DEV_DATA if dev else DATA, reuse_port),
+            (tls, DEV_TLS if dev else TLS, reuse_port),
+            (admin, DEV_ADMIN if dev else ADMIN, False),
+        ):
+            bound.append([] if address is None else bind(*address, role, reuse_port=shared))
     except BaseException:
-        for sock in data:
+        for sock in itertools.chain.from_iterable(bound):
             sock.close()
         raise
-    return Listeners(data, admin_sockets)
+    data, tls_sockets, admin_sockets = bound
+    return Listeners(data, admin_sockets, tls_sockets)
