@@ -11,28 +11,40 @@ Key Vault clients as a service builds them, and a record of what those clients r
   carries); the challenge has none, as it is not a call.
 - :class:`PinnedResolver`: DNS for the aiohttp transport, so ``https://payments.kv.test``
   reaches keyledger on loopback with the name (SNI, Host, certificate) intact.
+- :func:`serve`: ``keyledger serve --config`` as a real process, its tokens made with
+  ``keyledger identity create --token`` (:class:`ServedProcess`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from azure.core.credentials import AccessToken
 from azure.core.pipeline import PipelineResponse
+from azure.keyvault.secrets import SecretClient
+from cryptography.fernet import Fernet
 
+from keyledger.devtls import client_context
 from keyledger.proxy.app import METRICS, make_app
 from keyledger.proxy.config import Config
-from tests.conftest import journal_events
+from tests.conftest import clean_env, journal_events
+from tests.e2e.test_cli_serve import KEYLEDGER, free_port, spawn_serve, wait_listening
 
 T = TypeVar("T")
 
@@ -221,3 +233,124 @@ class TlsProxy:
         assert self.app is not None
         value = self.app[METRICS].get_sample_value("keyledger_requests_total", labels)
         return value or 0.0
+
+
+@dataclass
+class ServedProcess:
+    """`keyledger serve --config` as a real process: HTTPS data plane and admin API."""
+
+    url: str
+    admin_url: str
+    admin_token: str
+    config: Path
+    env: dict[str, str]
+    journal: Path
+    log: Path  # keyledger's stderr
+    process: subprocess.Popen[bytes]
+    tokens: dict[str, str]  # identity -> its bearer token
+    token_ids: dict[str, str]
+    ca: Path
+
+    def client(self, who: str = "app", *, wire: WireLog | None = None, **kw: Any) -> SecretClient:
+        """A sync SecretClient holding ``who``'s token; ``wire`` records its responses."""
+        options: dict[str, Any] = {"verify_challenge_resource": False, **kw}
+        if wire is not None:
+            options["raw_response_hook"] = wire
+        return SecretClient(
+            vault_url=self.url,
+            credential=StaticToken(self.tokens[who]),
+            connection_verify=str(self.ca),
+            **options,
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`keyledger ARGS --config CONFIG`, as an operator runs it beside the server."""
+        return subprocess.run(
+            [*KEYLEDGER, *args, "--config", str(self.config)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        """The journal's events about calls (access and auth_failure), in chain order."""
+        return journal_events(self.journal, "access", "auth_failure")
+
+    def metrics(self) -> str:
+        """What the admin API's /metrics shows (over HTTPS, with the admin token)."""
+        request = urllib.request.Request(  # noqa: S310 (https to loopback)
+            f"{self.admin_url}/metrics", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        with urllib.request.urlopen(  # noqa: S310
+            request, context=client_context(self.ca), timeout=10
+        ) as answer:
+            return str(answer.read().decode())
+
+    def stop(self) -> int:
+        """SIGTERM; keyledger's exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def serve(
+    folder: Path,
+    sections: Mapping[str, Any],
+    *,
+    policy: str,
+    identities: tuple[str, ...],
+    ca: Path,
+) -> ServedProcess:
+    """`keyledger serve --config` on free loopback ports with ``sections`` (backends,
+    frontends, tls) added to a config written in ``folder``; ``identities`` get a token
+    each from `keyledger identity create NAME --token`."""
+    port, admin_port = free_port(), free_port()
+    admin_token = secrets.token_hex(24)
+    (folder / "admin.token").write_text(admin_token)
+    (folder / "policies").mkdir()
+    (folder / "policies" / "policy.yaml").write_text(policy)
+    config = folder / "keyledger.yaml"
+    document = {
+        "listen": f"127.0.0.1:{port}",
+        "identities": {"path": "identities.json"},
+        "policies": ["policies/"],
+        "audit": {"journal": "audit", "chain_id": "serve", "checkpoints": {"enabled": False}},
+        "admin": {"listen": f"127.0.0.1:{admin_port}", "token_file": "admin.token"},
+        "logging": {"format": "json", "level": "debug"},
+        **sections,
+    }
+    config.write_text(yaml.safe_dump(document))
+    env = clean_env(
+        KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
+        KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
+    )
+    tokens: dict[str, str] = {}
+    token_ids: dict[str, str] = {}
+    for who in identities:
+        made = subprocess.run(
+            [*KEYLEDGER, "identity", "create", who, "--token", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        fields = {line[:18].strip(): line[18:].strip() for line in made.stdout.splitlines()}
+        tokens[who], token_ids[who] = fields["token"], fields["token id"]
+    log = folder / "keyledger.log"
+    process = spawn_serve(config, env, log)
+    wait_listening(process, port, log)
+    return ServedProcess(
+        url=f"https://127.0.0.1:{port}",
+        admin_url=f"https://127.0.0.1:{admin_port}",
+        admin_token=admin_token,
+        config=config,
+        env=env,
+        journal=folder / "audit",
+        log=log,
+        process=process,
+        tokens=tokens,
+        token_ids=token_ids,
+        ca=ca,
+    )

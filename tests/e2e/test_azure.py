@@ -18,12 +18,10 @@ that cache empty, so each client's first request is its challenge, as in a new s
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import secrets
-import signal
-import subprocess
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -34,7 +32,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -45,22 +42,22 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.secrets import SecretClient
 from azure.keyvault.secrets._shared import http_challenge_cache  # the SDK's process-wide cache
 from azure.keyvault.secrets.aio import SecretClient as AsyncSecretClient
-from cryptography.fernet import Fernet
 
 from keyledger.backends.azure_standin import ThreadedAzureStandin
-from keyledger.devtls import DevTls, client_context, ensure_dev_tls, server_context
+from keyledger.devtls import DevTls, ensure_dev_tls, server_context
 from keyledger.proxy.auth import IdentityStore
 from keyledger.proxy.config import parse_config
-from tests.conftest import clean_env, journal_events, write_proxy_files
+from tests.conftest import write_proxy_files
 from tests.e2e.azure_helpers import (
     AsyncStaticToken,
     PinnedResolver,
+    ServedProcess,
     StaticToken,
     TlsProxy,
     WireLog,
     audited_once,
+    serve,
 )
-from tests.e2e.test_cli_serve import KEYLEDGER, free_port, spawn_serve, wait_listening
 
 VAULT_HOST = "payments.kv.test"
 RESOURCE = "https://kv.test"
@@ -376,8 +373,8 @@ async def test_the_aio_client_through_keyledger(
     served: Served, demo: ThreadedAzureStandin, name: str
 ) -> None:
     """The aio SecretClient: the same life (set, get latest and by version, paged listing,
-    versions, update, delete, get and list the deleted, recover, backup and restore),
-    each call audited once, ids on keyledger's URL."""
+    versions, update, delete, get and list the deleted, recover, backup and restore) and
+    twenty reads at once, each call audited once, ids on keyledger's URL."""
     mine = seed(demo, f"{name}-listed", 7)
     wire = WireLog()
     async with (
@@ -408,8 +405,10 @@ async def test_the_aio_client_through_keyledger(
             await client.restore_secret_backup(backup)
         restored = await admin.restore_secret_backup(backup)
         after = await client.get_secret(name)
+        together = await asyncio.gather(*(client.get_secret(name) for _ in range(20)))
 
     assert (latest.value, older.value, after.value) == ("two", "one", "two")
+    assert {t.value for t in together} == {"two"}
     assert latest.properties.version == second.properties.version
     assert set(mine) <= set(listed)
     assert {v.version for v in versions} == {first.properties.version, second.properties.version}
@@ -427,6 +426,7 @@ async def test_the_aio_client_through_keyledger(
     done = operations(served.proxy, wire)
     assert done["GetSecrets"] == pages
     assert (done["SetSecret"], done["BackupSecret"], done["RestoreSecret"]) == (2, 1, 3)
+    assert done["GetSecret"] >= 3 + 20  # and the recover poller's
     assert (done["UpdateSecret"], done["DeleteSecret"], done["RecoverDeletedSecret"]) == (1, 2, 1)
 
 
@@ -447,17 +447,19 @@ class TestErrorsAsTheSdkRaisesThem:
             "SecretNotFound",
         )
 
+    @pytest.mark.parametrize("asked", [str.lower, str.upper], ids=["as-set", "upper-case"])
     def test_a_policy_denial_is_403_forbidden_and_not_retried(
-        self, served: Served, demo: ThreadedAzureStandin, name: str
+        self, served: Served, demo: ThreadedAzureStandin, name: str, asked: Any
     ) -> None:
         """A read policy denies: HttpResponseError 403, code Forbidden, sent once (403 is
-        not a status the SDK retries), recorded once, and no value in the error."""
+        not a status the SDK retries), recorded once, and no value in the error; asking
+        in other letters' case changes nothing (Key Vault's names are case-insensitive)."""
         denied = f"app-denied-{name}"
         value = f"denied-value-{uuid.uuid4().hex}"
         demo.seed({denied: value})
         wire = WireLog()
         with served.client(wire=wire) as client, pytest.raises(HttpResponseError) as caught:
-            client.get_secret(denied)
+            client.get_secret(asked(denied))
 
         assert caught.value.status_code == 403
         assert caught.value.error is not None
@@ -489,7 +491,10 @@ class TestErrorsAsTheSdkRaisesThem:
             wait = (served.late_expires - datetime.now(UTC)).total_seconds()
             time.sleep(max(0.0, wait) + 0.05)
         wire = WireLog()
-        with served.client(who, wire=wire) as client, pytest.raises(ClientAuthenticationError):
+        with (
+            served.client(who, wire=wire) as client,
+            pytest.raises(ClientAuthenticationError) as refused,
+        ):
             client.get_secret(name)
 
         assert [s.status for s in wire.seen] == [401, 401]  # the challenge, the refusal
@@ -498,6 +503,7 @@ class TestErrorsAsTheSdkRaisesThem:
         assert event["type"] == "auth_failure"
         assert event["outcome"]["code"] == reason
         assert served.tokens[who] not in str(event)
+        assert served.tokens[who] not in str(refused.value)
 
     def test_a_name_in_soft_delete_is_resource_exists(self, served: Served, name: str) -> None:
         """Setting a name whose secret is deleted but recoverable: Key Vault's 409,
@@ -629,10 +635,10 @@ class TestVaultRouting:
         demo: ThreadedAzureStandin,
         name: str,
     ) -> None:
-        """vault_url https://keyledger/payments reaches the payments vault: get, set,
-        paged listing (nextLink keeps the prefix, so every page stays in that vault) and
-        soft delete work. Ids are written without the prefix, on keyledger's
-        scheme://host:port, because the SDK parses an id as exactly
+        """vault_url https://keyledger/payments reaches the payments vault: get, set, paged
+        listings of secrets, versions and deleted secrets (nextLink keeps the prefix, so
+        every page stays in that vault) and soft delete work. Ids are written without the
+        prefix, on keyledger's scheme://host:port, because the SDK parses an id as exactly
         /secrets/{name}[/{version}]: a secret's vault_url is then keyledger's root (the
         default vault), so build clients from the configured URL, not from ids."""
         mine = seed(payments, name, 5)
@@ -640,9 +646,14 @@ class TestVaultRouting:
         wire = WireLog()
         with served.client(url=f"{served.proxy.url}/payments", wire=wire) as client:
             got = client.get_secret(mine[0])
+            client.set_secret(f"{name}-new", "first")
             made = client.set_secret(f"{name}-new", "through-prefix")
             pages = [list(p) for p in client.list_properties_of_secrets(max_page_size=2).by_page()]
+            versions = list(
+                client.list_properties_of_secret_versions(f"{name}-new", max_page_size=1)
+            )
             deleted = client.begin_delete_secret(f"{name}-new").result()
+            in_bin = [d.name for d in client.list_deleted_secrets(max_page_size=1)]
 
         assert got.value == f"value-{mine[0]}"
         assert got.id == f"{served.proxy.url}/secrets/{mine[0]}/{got.properties.version}"
@@ -655,64 +666,17 @@ class TestVaultRouting:
         assert set(mine) <= set(listed)
         assert f"{name}-demo" not in listed  # the default vault's
         assert len(pages) >= 3
-        listing_urls = [s.url for s in wire.seen if "/secrets?" in s.url or "/secrets/?" in s.url]
-        assert listing_urls
-        assert all(u.startswith(f"{served.proxy.url}/payments/secrets") for u in listing_urls)
+        assert len(versions) == 2
+        assert f"{name}-new" in in_bin
+        pages_followed = [s.url for s in wire.seen if "$skiptoken=" in s.url]
+        assert len(pages_followed) >= 4  # listing, versions and the deleted: each paged
+        assert all(u.startswith(f"{served.proxy.url}/payments/") for u in pages_followed)
         done = operations(served.proxy, wire)
         assert done["GetSecrets"] == len(pages)
+        assert done["GetSecretVersions"] == 2
         assert {
             e["resource"]["secret"] for e in served.proxy.calls() if e["resource"]["secret"]
         } == {f"payments/{mine[0]}", f"payments/{name}-new"}
-
-
-@dataclass
-class ServedProcess:
-    """`keyledger serve --config` as a real process: HTTPS data plane and admin API."""
-
-    url: str
-    admin_url: str
-    admin_token: str
-    config: Path
-    env: dict[str, str]
-    journal: Path
-    log: Path
-    process: subprocess.Popen[bytes]
-    tokens: dict[str, str]
-    token_ids: dict[str, str]
-    ca: Path
-
-    def client(self, who: str = "app", *, wire: WireLog | None = None, **kw: Any) -> SecretClient:
-        options: dict[str, Any] = {"verify_challenge_resource": False, **kw}
-        if wire is not None:
-            options["raw_response_hook"] = wire
-        return SecretClient(
-            vault_url=self.url,
-            credential=StaticToken(self.tokens[who]),
-            connection_verify=str(self.ca),
-            **options,
-        )
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*KEYLEDGER, *args, "--config", str(self.config)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        return journal_events(self.journal, "access", "auth_failure")
-
-    def metrics(self) -> str:
-        request = urllib.request.Request(  # noqa: S310 (https to loopback)
-            f"{self.admin_url}/metrics", headers={"Authorization": f"Bearer {self.admin_token}"}
-        )
-        with urllib.request.urlopen(  # noqa: S310
-            request, context=client_context(self.ca), timeout=10
-        ) as answer:
-            return str(answer.read().decode())
 
 
 @pytest.fixture(scope="module")
@@ -724,68 +688,19 @@ def serve_process(
 ) -> Iterator[ServedProcess]:
     """One `keyledger serve --config` for the module, with `tls: {cert, key}` (the data
     plane itself over HTTPS), tokens for app and ops made with `keyledger identity`."""
-    folder = tmp_path_factory.mktemp("serve")
-    port, admin_port = free_port(), free_port()
-    admin_token = secrets.token_hex(24)
-    (folder / "admin.token").write_text(admin_token)
-    (folder / "policies").mkdir()
-    (folder / "policies" / "azure.yaml").write_text(POLICY.replace("[app, revoked", "[app, ops"))
-    config = folder / "keyledger.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "listen": f"127.0.0.1:{port}",
-                "tls": {"cert": str(tls.cert), "key": str(tls.key)},
-                "identities": {"path": "identities.json"},
-                "policies": ["policies/"],
-                "backends": {"azure": azure_backend(tls, demo.url, payments.url)},
-                "frontends": {"azure": {"resource": RESOURCE}},
-                "audit": {
-                    "journal": "audit",
-                    "chain_id": "serve",
-                    "checkpoints": {"enabled": False},
-                },
-                "admin": {"listen": f"127.0.0.1:{admin_port}", "token_file": "admin.token"},
-                "logging": {"format": "json", "level": "debug"},
-            }
-        )
-    )
-    env = clean_env(
-        KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
-        KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
-    )
-    tokens: dict[str, str] = {}
-    token_ids: dict[str, str] = {}
-    for who in ("app", "ops"):
-        made = subprocess.run(
-            [*KEYLEDGER, "identity", "create", who, "--token", "--config", str(config)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        fields = {line[:18].strip(): line[18:].strip() for line in made.stdout.splitlines()}
-        tokens[who], token_ids[who] = fields["token"], fields["token id"]
-    log = folder / "keyledger.log"
-    process = spawn_serve(config, env, log)
-    wait_listening(process, port, log)
-    served = ServedProcess(
-        url=f"https://127.0.0.1:{port}",
-        admin_url=f"https://127.0.0.1:{admin_port}",
-        admin_token=admin_token,
-        config=config,
-        env=env,
-        journal=folder / "audit",
-        log=log,
-        process=process,
-        tokens=tokens,
-        token_ids=token_ids,
+    served = serve(
+        tmp_path_factory.mktemp("serve"),
+        {
+            "tls": {"cert": str(tls.cert), "key": str(tls.key)},
+            "backends": {"azure": azure_backend(tls, demo.url, payments.url)},
+            "frontends": {"azure": {"resource": RESOURCE}},
+        },
+        policy=POLICY.replace("[app, revoked", "[app, ops"),
+        identities=("app", "ops"),
         ca=tls.ca_cert,
     )
     yield served
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    assert served.stop() == 0
 
 
 class TestServeProcess:
