@@ -309,8 +309,7 @@ class TestSyncClient:
             with pytest.raises(ResourceExistsError) as exists:
                 admin.restore_secret_backup(backup)
             app.begin_delete_secret(name).wait()
-            # Purged in the vault itself: purging through keyledger is test_purge's (xfail).
-            demo.store.purge_deleted_secret(name)
+            admin.purge_deleted_secret(name)
             with pytest.raises(HttpResponseError) as refused:
                 app.restore_secret_backup(backup)
             with pytest.raises(ResourceNotFoundError):
@@ -342,12 +341,6 @@ class TestSyncClient:
             ("admin", "demo/*", "success"),
         ]
 
-    @pytest.mark.xfail(
-        reason="keyledger/backends/azure/_backend.py:183 reads a 204 (purge) again with "
-        "`await response.read()`, which azure-core refuses for an empty body "
-        "(StreamConsumedError): the purge is done in the vault but keyledger answers 503",
-        strict=True,
-    )
     def test_purge(self, served: Served, demo: ThreadedAzureStandin, name: str) -> None:
         """Delete then purge_deleted_secret: the purge answers 204, the secret is gone for
         good, and the purge is recorded as the success it was."""

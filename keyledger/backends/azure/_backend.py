@@ -180,7 +180,9 @@ class AzureBackend:
         )
         try:
             response = await self._clients[vault].send_request(request)
-            raw = await response.read()
+            # Not streamed: the body is read already (read() again fails on an empty one,
+            # a purge's 204).
+            raw = response.content
         except exceptions.ClientAuthenticationError as exc:
             raise self._refused(op, exc) from exc
         except (exceptions.AzureError, TimeoutError, ValueError) as exc:

@@ -9,6 +9,7 @@ path prefix (``https://keyledger:8443/payments/secrets?...``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +47,12 @@ class VaultLinks:
         return self._move(url, self.link_base)
 
     def text(self, text: str) -> str:
-        """A message naming the real vault, naming the caller's instead."""
+        """A message naming the real vault (by URL, or by host and port), naming the
+        caller's instead; in one pass, so what was put in is never moved again."""
         host = urlsplit(self.real).hostname or self.real
-        return text.replace(self.real, self.base).replace(host, urlsplit(self.base).netloc)
+        pattern = re.compile(rf"(https://)?{re.escape(host)}(:[0-9]{{1,5}})?", re.IGNORECASE)
+        netloc = urlsplit(self.base).netloc
+        return pattern.sub(lambda m: self.base if m[1] else netloc, text)
 
     def body(self, body: Any) -> Any:
         """A copy of a Key Vault answer with every vault URL moved (bundles, pages)."""
