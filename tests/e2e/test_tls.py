@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -36,6 +37,7 @@ from tests.e2e.test_cli_serve import (
     serve_once,
     start_proxy,
 )
+from tests.e2e.test_dev_mode import wait_for
 from tests.e2e.test_workers import wait_ready
 
 
@@ -285,6 +287,39 @@ class TestHttpsListener:
         assert ready["checks"]["workers"]["detail"] == "2 of 2 answer"
         assert values == ["shared-port"] * 8
         assert listening(log).count(f"https://127.0.0.1:{tls_port}") == 2
+
+
+def test_dev_on_port_0_serves_https_on_the_port_it_bound(tmp_path: Path) -> None:
+    """`serve --dev --listen 127.0.0.1:0`: the HTTPS listener takes a free port too, and
+    dev.env names that port; boto3 reads there, trusting the demo CA."""
+    process = subprocess.Popen(
+        [*KEYLEDGER, "serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = wait_for(process, "Ctrl-C stops")
+        lines = (tmp_path / "var" / "dev.env").read_text().splitlines()
+        env = dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+        https = env["KEYLEDGER_AZURE_VAULT_URL"]
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", https)
+        assert not https.endswith(":0")
+        assert https in banner
+        client = sm_client(
+            https,
+            env["AWS_ACCESS_KEY_ID"],
+            env["AWS_SECRET_ACCESS_KEY"],
+            verify=env["KEYLEDGER_CA"],
+        )
+        value = client.get_secret_value(SecretId="staging/db/password")["SecretString"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert value == "demo-staging-db-password"
 
 
 class TestHttpsPortTaken:
