@@ -317,8 +317,9 @@ class TestRefusedInput:
                 marks=pytest.mark.xfail(
                     raises=ValueError,
                     strict=True,
-                    reason="frontends/azure.py _query: str.isdigit() is true for '²' but "
-                    "int('²') raises ValueError, which escapes parse (a 500 the SDK retries)",
+                    reason="keyledger/proxy/frontends/azure.py:328 (_query): str.isdigit() "
+                    "is true for '²' but int('²') raises ValueError, which escapes parse "
+                    "(a 500 the SDK retries)",
                 ),
             ),
             pytest.param(
@@ -326,8 +327,9 @@ class TestRefusedInput:
                 id="fullwidth-three",
                 marks=pytest.mark.xfail(
                     strict=True,
-                    reason="frontends/azure.py _query: str.isdigit() and int() take non-ASCII "
-                    "digits, so a fullwidth 3 passes as 3 and is forwarded to the vault as sent",
+                    reason="keyledger/proxy/frontends/azure.py:328 (_query): str.isdigit() "
+                    "and int() take non-ASCII digits, so a fullwidth 3 passes as 3 and is "
+                    "forwarded to the vault as sent",
                 ),
             ),
         ],
