@@ -551,19 +551,22 @@ async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
     backends, transports = app[BACKENDS], app[TRANSPORTS]
-    for transport in transports:
-        await transport.start()
-    for backend in backends.values():
-        try:
-            await backend.start()
-        except StoreCredentialsError as exc:
-            raise StartupError(f"backends.{backend.name}: {exc.message}") from exc
-    await asyncio.gather(*(_first_check(backend) for backend in backends.values()))
-    yield
-    for backend in backends.values():
-        await backend.close()
-    for transport in transports:
-        await transport.close()
+    try:
+        for transport in transports:
+            await transport.start()
+        for backend in backends.values():
+            try:
+                await backend.start()
+            except StoreCredentialsError as exc:
+                raise StartupError(f"backends.{backend.name}: {exc.message}") from exc
+        await asyncio.gather(*(_first_check(backend) for backend in backends.values()))
+        yield
+    finally:
+        # Also when a start failed: nothing left open behind a refused start-up.
+        for backend in backends.values():
+            await backend.close()
+        for transport in transports:
+            await transport.close()
 
 
 async def _first_check(backend: Backend) -> None:

@@ -555,15 +555,6 @@ class TestStoreTrouble:
         assert not isinstance(caught.value, StoreCredentialsError)
         assert took < 2
 
-    @pytest.mark.xfail(
-        raises=TimeoutError,
-        strict=True,
-        reason="keyledger/backends/azure/_backend.py:80-85 (start): SecretClient("
-        "connection_timeout=, read_timeout=) are ignored when a transport is given, and "
-        "azure-core's per-request "
-        "ClientTimeout(sock_connect=300, sock_read=300) replaces the lent session's "
-        "total=timeout_s: a vault that stops answering holds each call for minutes",
-    )
     async def test_a_silent_vault_is_unavailable_after_the_timeout(
         self, tls: DevTls, name: str
     ) -> None:

@@ -8,6 +8,7 @@ writes them, whatever the api-version.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -77,12 +78,16 @@ class AzureBackend:
             self._clients[vault] = SecretClient(
                 url,
                 self._credential,
-                transport=AioHttpTransport(session=self._http.session, session_owner=False),
+                # Timeouts on the transport: a client given one ignores its own.
+                transport=AioHttpTransport(
+                    session=self._http.session,
+                    session_owner=False,
+                    connection_timeout=settings.timeout_s,
+                    read_timeout=settings.timeout_s,
+                ),
                 # The caller's SDK retries with its own deadline; retrying here too would
                 # multiply attempts.
                 retry_total=0,
-                connection_timeout=settings.timeout_s,
-                read_timeout=settings.timeout_s,
                 # A stand-in's challenge names Azure's resource, not its loopback address.
                 verify_challenge_resource=not standin,
             )
@@ -97,7 +102,9 @@ class AzureBackend:
         except exceptions.ClientAuthenticationError as exc:
             raise StoreCredentialsMissing(
                 f"keyledger has no Azure credentials of its own for backend '{self.name}' "
-                f"(it never uses the caller's): {_FIX_CREDENTIALS}. {_first_lines(exc)}"
+                f"(it never uses the caller's): {_FIX_CREDENTIALS}. "
+                # What azure-identity tried, each credential and why it failed: all of it.
+                f"{_first_lines(exc, limit=8000)}"
             ) from exc
 
     async def close(self) -> None:
@@ -179,7 +186,9 @@ class AzureBackend:
             headers={"Content-Type": "application/json"} if op.body else None,
         )
         try:
-            response = await self._clients[vault].send_request(request)
+            # One bound for the whole call, TLS handshake and the challenge round included.
+            async with asyncio.timeout(self._settings.timeout_s):
+                response = await self._clients[vault].send_request(request)
             # Not streamed: the body is read already (read() again fails on an empty one,
             # a purge's 204).
             raw = response.content

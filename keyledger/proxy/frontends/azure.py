@@ -325,7 +325,7 @@ def _query(query: tuple[tuple[str, str], ...], *, pages: bool) -> tuple[tuple[st
     kept = [("api-version", version)]
     if pages and "maxresults" in given:
         text = given["maxresults"]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_SIZE:
+        if not re.fullmatch(r"[0-9]{1,2}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
             raise RequestError(
                 f"maxresults must be between 1 and {MAX_PAGE_SIZE}, not "
                 f"{caller_text(text, limit=20)!r}."

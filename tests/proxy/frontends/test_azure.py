@@ -311,27 +311,8 @@ class TestRefusedInput:
             "abc",
             "",
             "1.5",
-            pytest.param(
-                "\N{SUPERSCRIPT TWO}",
-                id="superscript-two",
-                marks=pytest.mark.xfail(
-                    raises=ValueError,
-                    strict=True,
-                    reason="keyledger/proxy/frontends/azure.py:328 (_query): str.isdigit() "
-                    "is true for '²' but int('²') raises ValueError, which escapes parse "
-                    "(a 500 the SDK retries)",
-                ),
-            ),
-            pytest.param(
-                "\N{FULLWIDTH DIGIT THREE}",
-                id="fullwidth-three",
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="keyledger/proxy/frontends/azure.py:328 (_query): str.isdigit() "
-                    "and int() take non-ASCII digits, so a fullwidth 3 passes as 3 and is "
-                    "forwarded to the vault as sent",
-                ),
-            ),
+            pytest.param("\N{SUPERSCRIPT TWO}", id="superscript-two"),
+            pytest.param("\N{FULLWIDTH DIGIT THREE}", id="fullwidth-three"),
         ],
     )
     def test_a_page_size_outside_1_to_25_is_a_bad_parameter(self, size: str) -> None:
