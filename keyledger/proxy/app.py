@@ -491,10 +491,9 @@ async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
     """Listening once the journal and the backends are up; stopped first at shutdown."""
     listener = app[GRPC]
     try:
-        port = await listener.start()
+        await listener.start()  # logs grpc_listening with its address
     except OSError as exc:
         raise StartupError(f"frontends.gcp.grpc_listen: {exc}") from exc
-    log.info("grpc_listening", port=port)
     yield
     await listener.stop(app[CONFIG].limits.shutdown_timeout_s)
 

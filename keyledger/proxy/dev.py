@@ -628,8 +628,8 @@ def _azure_lines(env: DevEnvironment, var: str) -> str:
     https = https_url(env.config)
     return f"""
 Azure Key Vault, vault {AZURE_VAULT} (the Key Vault stand-in behind keyledger), at
-$KEYLEDGER_AZURE_VAULT_URL ({https}: Azure's SDKs send tokens only over HTTPS), with
-demo-app's token in $KEYLEDGER_TOKEN. Secrets: {", ".join(DEMO_AZURE_SECRETS)}.
+$KEYLEDGER_AZURE_VAULT_URL: {https} (Azure's SDKs send tokens only over
+HTTPS), with demo-app's token in $KEYLEDGER_TOKEN. Secrets: {", ".join(DEMO_AZURE_SECRETS)}.
 
   {_AZURE_CURL}
 
@@ -653,8 +653,8 @@ client = SecretClient(
 print(client.get_secret("staging-db-password").value)
 EOF
 
-Every protocol is also served over HTTPS on {https}, its certificate signed by the local CA
-{var}/tls/ca.pem ($KEYLEDGER_CA). To trust it:
+Every protocol is also served over HTTPS on {https}, its certificate signed by
+the local CA {var}/tls/ca.pem ($KEYLEDGER_CA). To trust it:
 
   Python (Azure)  SecretClient(..., connection_verify=os.environ["KEYLEDGER_CA"])
   Node.js         NODE_EXTRA_CA_CERTS="$KEYLEDGER_CA" node app.js
@@ -674,8 +674,8 @@ def banner(env: DevEnvironment, *, grpc_target: str, var_display: str) -> str:
     admin_token = (admin.token_file.read_text().strip()) if admin.token_file else "-"
     q = shlex.quote
     return f"""
-keyledger (dev) is listening on {endpoint} and {https_url(env.config)} -- AWS, Google and
-Azure protocols
+keyledger (dev) is listening on {endpoint} and {https_url(env.config)}
+-- AWS, Google and Azure protocols on both
 
   endpoint URL       {endpoint}
   access key id      {env.access_key_id}

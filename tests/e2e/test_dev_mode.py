@@ -15,7 +15,13 @@ from pathlib import Path
 
 import orjson
 
-from keyledger.proxy.dev import DEMO_GCP_SECRETS, DEMO_SECRETS, GCP_PROJECT
+from keyledger.proxy.dev import (
+    AZURE_VAULT,
+    DEMO_AZURE_SECRETS,
+    DEMO_GCP_SECRETS,
+    DEMO_SECRETS,
+    GCP_PROJECT,
+)
 from tests.conftest import clean_env, journal_events
 from tests.e2e.test_cli_serve import KEYLEDGER, free_port
 
@@ -48,13 +54,17 @@ def bare_path() -> str:
 def spawn_dev(
     tmp_path: Path, *args: str, port: int | None = None, admin_listen: bool = True
 ) -> tuple[subprocess.Popen[str], dict[str, str], int]:
-    """`keyledger serve --dev ARGS` from ``tmp_path`` on free ports (the admin port left to
-    keyledger's rule unless ``admin_listen``): the process, a new terminal's environment
-    (no venv, no aws on PATH) and its data-plane port."""
+    """`keyledger serve --dev ARGS` from ``tmp_path`` on free ports (the admin and HTTPS
+    ports left to keyledger's rule unless ``admin_listen``): the process, a new terminal's
+    environment (no venv, no aws on PATH) and its data-plane port."""
     port = port or free_port()
-    admin = ("--admin-listen", f"127.0.0.1:{free_port()}") if admin_listen else ()
+    others = (
+        ("--admin-listen", f"127.0.0.1:{free_port()}", "--tls-listen", f"127.0.0.1:{free_port()}")
+        if admin_listen
+        else ()
+    )
     process = subprocess.Popen(
-        [*KEYLEDGER, "serve", "--dev", *args, "--listen", f"127.0.0.1:{port}", *admin],
+        [*KEYLEDGER, "serve", "--dev", *args, "--listen", f"127.0.0.1:{port}", *others],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -200,10 +210,10 @@ def test_printed_google_calls_work_as_pasted(tmp_path: Path) -> None:
         curl = re.search(r'^\s*(curl .*KEYLEDGER_TOKEN.*/versions/latest:access")$', banner, re.M)
         snippets = re.findall(r"^(python - <<'EOF'\n.*?\nEOF)$", banner, re.M | re.S)
         assert curl is not None, banner
-        rest, grpc = snippets
+        rest, grpc, _ = snippets  # and Azure's
         assert 'transport="rest"' in rest
         assert "grpc.insecure_channel" in grpc
-        # The README's Google Cloud section shows the same lines.
+        # The README's Google Cloud and Azure sections show the same lines.
         readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
         assert curl.group(1) in readme
         assert re.findall(r"^(python - <<'EOF'\n.*?\nEOF)$", readme, re.M | re.S) == snippets
@@ -251,6 +261,75 @@ def test_printed_google_calls_work_as_pasted(tmp_path: Path) -> None:
         for secret, effect in (("staging-db-password", "allow"), ("prod-payments-api-key", "deny"))
     ]
     assert {e["principal"]["auth_method"] for e in events if e["type"] == "access"} == {"bearer"}
+
+
+def test_printed_azure_calls_work_as_pasted(tmp_path: Path) -> None:
+    """The banner's Azure curl line and SecretClient snippet, pasted in a new terminal that
+    only loaded dev.env, read staging-db-password over HTTPS trusting the demo's CA; the
+    same calls for prod-payments-api-key are refused with Key Vault's 403; the challenge
+    is not in the journal, every call is, under protocol azure. The printed aws-over-HTTPS
+    line reads too."""
+    process, env, _ = spawn_dev(tmp_path)
+    try:
+        banner = wait_for(process, "Ctrl-C stops")
+        paste = paster(banner, tmp_path, env)
+        curl = re.search(r'^\s*(curl .*--cacert.*KEYLEDGER_AZURE_VAULT_URL.*")$', banner, re.M)
+        snippets = re.findall(r"^(python - <<'EOF'\n.*?\nEOF)$", banner, re.M | re.S)
+        assert curl is not None, banner
+        snippet = snippets[-1]
+        assert "SecretClient(" in snippet
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        assert curl.group(1) in readme
+        aws_https = re.search(
+            r"^\s*aws, boto3\s+(AWS_CA_BUNDLE=.*\\)\n\s*(secretsmanager .*)$", banner, re.M
+        )
+        assert aws_https is not None, banner
+
+        dev_env = (tmp_path / "var" / "dev.env").read_text()
+        ca = tmp_path / "var" / "tls" / "ca.pem"
+        assert f"\nKEYLEDGER_CA={ca}\n" in dev_env
+        assert re.search(r"\nKEYLEDGER_AZURE_VAULT_URL=https://127\.0\.0\.1:\d+\n", dev_env)
+        value = DEMO_AZURE_SECRETS["staging-db-password"]
+        if shutil.which("curl"):
+            read = paste(curl.group(1))
+            assert read.returncode == 0, read.stderr
+            assert orjson.loads(read.stdout)["value"] == value
+            refused = paste(curl.group(1).replace("staging-db-password", "prod-payments-api-key"))
+            assert orjson.loads(refused.stdout)["error"]["code"] == "Forbidden"
+        read = paste(snippet)
+        assert read.returncode == 0, read.stderr
+        assert read.stdout == f"{value}\n"
+        refused = paste(snippet.replace("staging-db-password", "prod-payments-api-key"))
+        assert refused.returncode != 0
+        assert "HttpResponseError: (Forbidden)" in refused.stderr, refused.stderr
+        assert DEMO_AZURE_SECRETS["prod-payments-api-key"] not in refused.stdout + refused.stderr
+        over_https = paste(f"{aws_https.group(1)[:-1]} {aws_https.group(2)}")
+        assert over_https.returncode == 0, over_https.stderr
+        assert DEMO_SECRETS["staging/db/password"] in over_https.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+    events = journal_events(tmp_path / "var" / "audit")
+    access = [
+        (e["request"]["protocol"], e["resource"]["secret"], e["decision"]["effect"])
+        for e in events
+        if e["type"] == "access"
+    ]
+    calls = 2 if shutil.which("curl") else 1
+    assert access == [
+        *(
+            ("azure", f"{AZURE_VAULT}/{secret}", effect)
+            for _ in range(calls)
+            for secret, effect in (
+                ("staging-db-password", "allow"),
+                ("prod-payments-api-key", "deny"),
+            )
+        ),
+        ("aws-json", "staging/db/password", "allow"),
+    ]
+    assert not [e for e in events if e["type"] == "auth_failure"]
 
 
 def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
