@@ -66,11 +66,13 @@ def _policy_patterns(args: argparse.Namespace) -> list[str | Path]:
     return patterns
 
 
-def _backends(args: argparse.Namespace) -> tuple[tuple[str, ...], bool]:
-    """The backend names policies may use, and whether a config named them."""
+def _backends(args: argparse.Namespace) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """The backend names policies may use, whether a config named them, and those whose
+    names reach policy in lower case."""
     if args.config:
-        return tuple(load_config(Path(args.config)).backends), True
-    return BACKEND_TYPES, False
+        config = load_config(Path(args.config))
+        return tuple(config.backends), True, config.lower_case
+    return BACKEND_TYPES, False, ("azure",)
 
 
 def _print_problems(problems: Sequence[object]) -> None:
@@ -89,8 +91,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     inventory = _read_inventory(Path(args.inventory)) if args.inventory else None
-    backends, configured = _backends(args)
-    findings = lint(policy, backends=backends, inventory=inventory, configured=configured)
+    backends, configured, lower_case = _backends(args)
+    findings = lint(
+        policy,
+        backends=backends,
+        inventory=inventory,
+        configured=configured,
+        lower_case=lower_case,
+    )
     if findings:
         _print_problems(findings)
         print(f"{len(findings)} problem(s)", file=sys.stderr)

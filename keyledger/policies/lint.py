@@ -37,10 +37,12 @@ def lint(
     backends: Collection[str],
     inventory: Collection[SecretRef] | None = None,
     configured: bool = True,
+    lower_case: Collection[str] = (),
 ) -> list[Finding]:
     """Findings in file order. ``backends`` are the configured backend names, or with
     ``configured=False`` (no config at hand) the backends keyledger can serve at all;
-    ``inventory``, when given, the secrets that exist (to find globs matching none)."""
+    ``inventory``, when given, the secrets that exist (to find globs matching none);
+    ``lower_case``, the backends whose names reach policy in lower case (Key Vault's)."""
     findings: list[Finding] = []
     bound = {b.role for b in policy.bindings}
     for role in policy.roles.values():
@@ -80,6 +82,16 @@ def lint(
         known = inventory if rule.effect is Effect.ALLOW else None
         for resource, where in zip(rule.resources, _sources(rule), strict=True):
             problem = _resource_problem(resource, backends, known, configured=configured)
+            if (
+                problem is None
+                and resource.backend in lower_case
+                and resource.glob.lower() != (resource.glob)
+            ):
+                problem = (
+                    f"resource {resource.text!r} never matches: names on backend "
+                    f"{resource.backend!r} are case-insensitive and reach policy in lower "
+                    f"case (write {resource.backend}:{resource.glob.lower()})"
+                )
             if problem:
                 findings.append(Finding(where, problem))
     return sorted(findings, key=_file_order)

@@ -318,7 +318,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     ports (SO_REUSEPORT) the application binds itself (gRPC's).
     """
     try:
-        loaded = load_policy(config.policies, config.backends)
+        loaded = load_policy(config.policies, config.backends, lower_case=config.lower_case)
         policies = PolicyHolder(loaded.engine)
         store = IdentityStore(
             config.identities.path,
@@ -397,6 +397,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     app[RELOADER] = reloader = PolicyReloader(
         patterns=config.policies,
         backends=config.backends,
+        lower_case=config.lower_case,
         holder=policies,
         journal=journal,
         loaded_from=loaded.files,

@@ -323,6 +323,11 @@ class Config:
     # so those errors can point into the config too.
     positions: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def lower_case(self) -> tuple[str, ...]:
+        """The backends whose secret names reach policy in lower case (Key Vault's)."""
+        return tuple(name for name, b in self.backends.items() if b.type == "azure")
+
     def where(self, setting: str) -> str:
         """The ``file:line:col`` of ``setting`` (e.g. ``tls.cert``), else the config's name."""
         return self.positions.get(setting, self.source)

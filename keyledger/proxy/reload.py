@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -46,14 +47,18 @@ class LoadedPolicy:
     files: Fingerprint  # taken before reading: a later edit shows as a change
 
 
-def load_policy(patterns: Sequence[Path | str], backends: Collection[str]) -> LoadedPolicy:
+def load_policy(
+    patterns: Sequence[Path | str], backends: Collection[str], *, lower_case: Collection[str] = ()
+) -> LoadedPolicy:
     """Read, check and index a policy set (blocking: run it in a thread when serving).
+    ``lower_case``: the backends whose names reach policy in lower case (Key Vault's).
 
     Raises :class:`PolicyError`.
     """
     files = fingerprint(patterns)
     policy = load_policy_set(patterns)
-    return LoadedPolicy(PolicyEngine(policy), tuple(lint(policy, backends=backends)), files)
+    warnings = lint(policy, backends=backends, lower_case=lower_case)
+    return LoadedPolicy(PolicyEngine(policy), tuple(warnings), files)
 
 
 def fingerprint(patterns: Sequence[Path | str]) -> Fingerprint:
@@ -77,6 +82,7 @@ class PolicyReloader:
         *,
         patterns: Sequence[Path | str],
         backends: Collection[str],
+        lower_case: Collection[str] = (),
         holder: PolicyHolder,
         journal: Journal,
         loaded_from: Fingerprint,
@@ -85,6 +91,7 @@ class PolicyReloader:
     ) -> None:
         self._patterns = tuple(patterns)
         self._backends = tuple(backends)
+        self._lower_case = tuple(lower_case)
         self._holder = holder
         self._journal = journal
         self._interval = interval_s
@@ -130,7 +137,11 @@ class PolicyReloader:
         cause = self._cause if force else "file change"
         self._cause, self._retry = "signal", False
         try:
-            loaded = await asyncio.to_thread(load_policy, self._patterns, self._backends)
+            loaded = await asyncio.to_thread(
+                functools.partial(
+                    load_policy, self._patterns, self._backends, lower_case=self._lower_case
+                )
+            )
         except PolicyError as exc:
             await self._rejected(current, cause, exc)
             return False

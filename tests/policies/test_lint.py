@@ -14,7 +14,8 @@ def findings(tmp_path: Path, text: str, **options: object) -> list[str]:
     path = tmp_path / "p.yaml"
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     policy = load_policy_files([path])
-    found = lint(policy, backends=["aws"], **options)  # type: ignore[arg-type]
+    options.setdefault("backends", ["aws"])
+    found = lint(policy, **options)  # type: ignore[arg-type]
     return [str(f).removeprefix(f"{path}:") for f in found]
 
 
@@ -112,3 +113,26 @@ class TestOrder:
                   - {id: x, actions: [read], resources: ["aws:x"]}
             """,
         ) == ["2:9: unreachable: role 'unbound' is bound to nobody, so its 1 rule(s) never apply"]
+
+
+class TestCaseInsensitiveBackends:
+    def test_capitals_on_a_key_vault_backend_never_match(self, tmp_path: Path) -> None:
+        """Key Vault's names reach policy in lower case, so a rule written with capitals
+        would silently never apply (a deny that fences nothing): reported with the fix.
+        The same glob on a case-sensitive store is fine."""
+        text = """
+            roles:
+              - id: r
+                rules:
+                  - id: fence
+                    effect: deny
+                    actions: [read]
+                    resources: ["kv:payments/Stripe-*", "aws:Prod/*", "kv:payments/ok-*"]
+            bindings:
+              - role: r
+                principals: [app]
+        """
+        assert findings(tmp_path, text, backends=["aws", "kv"], lower_case=["kv"]) == [
+            "7:21: resource 'kv:payments/Stripe-*' never matches: names on backend 'kv' are "
+            "case-insensitive and reach policy in lower case (write kv:payments/stripe-*)"
+        ]
