@@ -978,7 +978,7 @@ class TestExplain:
         """With no PATH, explain decides against the shipped demo policy."""
         code, out, _ = explain(capsys, "demo-app read aws:staging/k")
         assert code == 0
-        assert out[1] == (f"  decided by  rule demo-read-staging ({DEMO / 'demo.yaml'}:9:9)")
+        assert out[1] == (f"  decided by  rule demo-read-staging ({DEMO / 'demo.yaml'}:10:9)")
 
     def test_principal_with_no_roles(self, capsys: Capsys) -> None:
         """A principal no binding names is denied by default, and explain says it holds no role."""
@@ -1138,7 +1138,7 @@ class TestPolicyTest:
         assert out[-1] == "1 passed, 0 failed (1 file(s))"
 
     @pytest.mark.parametrize(
-        ("argv", "count"), [([str(ACME)], 22), ([], 8)], ids=["acme", "demo-default"]
+        ("argv", "count"), [([str(ACME)], 22), ([], 12)], ids=["acme", "demo-default"]
     )
     def test_shipped_tests_pass(self, capsys: Capsys, argv: list[str], count: int) -> None:
         """The shipped acme and demo tests pass: a PASS line per case, 'N passed, 0 failed'."""
