@@ -33,6 +33,10 @@ gives the fsync count) is logged at info, so it is not seen at ``warning``.
 
 After the run, ``keyledger audit verify`` checks every journal written, and the number of
 events is compared with the number of requests served.
+
+The cloud benchmarks (bench/cloud_bench.py and the scripts built on it) use this module's
+child processes, environments, keyledger set-up, latency loop, CPU accounting and report
+helpers.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -224,7 +228,12 @@ class BenchError(RuntimeError):
 
 # -- keyledger setup -----------------------------------------------------------------------
 
-POLICY = """\
+
+def write_policy(workdir: Path, resources: str) -> None:
+    """``policies/bench.yaml`` in ``workdir``: the bench identity may read ``resources``."""
+    (workdir / "policies").mkdir()
+    (workdir / "policies" / "bench.yaml").write_text(
+        f"""\
 version: 1
 roles:
   - id: bench
@@ -232,11 +241,40 @@ roles:
       - id: bench-read
         effect: allow
         actions: [read, describe, list]
-        resources: ["aws:bench/*"]
+        resources: ["{resources}"]
 bindings:
   - role: bench
     principals: [bench]
-"""
+""",
+        encoding="utf-8",
+    )
+
+
+def write_keyledger_config(
+    config: Path, *, port: int, journal: str, chain_id: str, log_level: str, store: str
+) -> None:
+    """keyledger's config as every benchmark here runs it (identities, policies, the durable
+    journal, the admin API, JSON logs); ``store`` is the YAML that says which store it fronts
+    and how (``backends:``, and ``tls:`` or ``frontends:`` where needed)."""
+    config.write_text(
+        f"""\
+listen: {HOST}:{port}
+identities:
+  path: identities.json
+  key_env: KEYLEDGER_IDENTITY_KEY
+policies: [policies/]
+{store}audit:
+  journal: {journal}
+  chain_id: {chain_id}
+  fsync: true
+  fingerprint_key_env: KEYLEDGER_FINGERPRINT_KEY
+  checkpoints: {{key_file: checkpoint.key}}   # signed every 1000 events, as by default
+# As in production: the admin API up, every request counted in /metrics.
+admin: {{listen: "{HOST}:0"}}
+logging: {{format: json, level: {log_level}}}
+""",
+        encoding="utf-8",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,29 +289,19 @@ def write_config(
     workdir: Path, name: str, *, port: int, upstream: str, log_level: str
 ) -> Keyledger:
     config = workdir / f"{name}.yaml"
-    config.write_text(
-        f"""\
-listen: {HOST}:{port}
-identities:
-  path: identities.json
-  key_env: KEYLEDGER_IDENTITY_KEY
-policies: [policies/]
+    write_keyledger_config(
+        config,
+        port=port,
+        journal=f"audit-{name}",
+        chain_id=f"bench-{name}",
+        log_level=log_level,
+        store=f"""\
 backends:
   aws:
     type: aws
     region: {REGION}
     endpoint_url: {upstream}
-audit:
-  journal: audit-{name}
-  chain_id: bench-{name}
-  fsync: true
-  fingerprint_key_env: KEYLEDGER_FINGERPRINT_KEY
-  checkpoints: {{key_file: checkpoint.key}}   # signed every 1000 events, as by default
-# As in production: the admin API up, every request counted in /metrics.
-admin: {{listen: "{HOST}:0"}}
-logging: {{format: json, level: {log_level}}}
 """,
-        encoding="utf-8",
     )
     return Keyledger(name, config, workdir / f"audit-{name}", port)
 
@@ -397,41 +425,53 @@ def boto3_client(endpoint: str, access_key_id: str, secret_key: str) -> Any:
     )
 
 
-def measure_latency(
-    clients: Mapping[str, Any], *, calls: int, warmup: int, block: int, budget_s: float
-) -> dict[str, Latency]:
-    """Sequential calls, interleaved across ``clients`` in blocks of ``block``."""
+Call = Callable[[], str | None]  # one call: None if it was answered as it should be, else why not
+
+
+def boto3_call(client: Any) -> Call:
+    """``get_secret_value`` on ``client``, as :func:`measure_latency` calls it: the error
+    code of a failed call (botocore's errors only: anything else stops the run)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    results = {name: Latency() for name in clients}
-    deadline = time.monotonic() + budget_s
-
-    def one(name: str, client: Any, record: bool) -> None:
-        started = time.perf_counter_ns()
+    def call() -> str | None:
         try:
             answer = client.get_secret_value(SecretId=SECRET_ID)
         except (BotoCoreError, ClientError) as exc:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            key = str(code or type(exc).__name__)
-            results[name].errors[key] = results[name].errors.get(key, 0) + 1
-            return
+            return str(code or type(exc).__name__)
+        return None if answer.get("Name") == SECRET_ID else "WrongSecret"
+
+    return call
+
+
+def measure_latency(
+    callers: Mapping[str, Call], *, calls: int, warmup: int, block: int, budget_s: float
+) -> dict[str, Latency]:
+    """Sequential calls, interleaved across ``callers`` in blocks of ``block``, within
+    ``budget_s``; a call's time counts if it was answered as it should be."""
+    results = {name: Latency() for name in callers}
+    deadline = time.monotonic() + budget_s
+
+    def one(name: str, call: Call, record: bool) -> None:
+        started = time.perf_counter_ns()
+        error = call()
         elapsed_ms = (time.perf_counter_ns() - started) / 1e6
-        if answer.get("Name") != SECRET_ID:
-            results[name].errors["WrongSecret"] = results[name].errors.get("WrongSecret", 0) + 1
+        if error is not None:
+            results[name].errors[error] = results[name].errors.get(error, 0) + 1
             return
         results[name].ok_total += 1
         if record:
             results[name].samples_ms.append(elapsed_ms)
 
-    for name, client in clients.items():
+    for name, call in callers.items():
         for _ in range(warmup):
-            one(name, client, record=False)
+            one(name, call, record=False)
     done = 0
     while done < calls and time.monotonic() < deadline:
         size = min(block, calls - done)
-        for name, client in clients.items():
+        for name, call in callers.items():
             for _ in range(size):
-                one(name, client, record=True)
+                one(name, call, record=True)
         done += size
     for name, latency in results.items():
         if latency.errors:
@@ -550,19 +590,37 @@ def measure_throughput(
     results = {name: Throughput() for name in names}
     for name in order:
         process, port = targets[name]
-        watched = (process, "upstream")
-        before = {p: children.cpu_s(p) for p in watched}
-        busy, wall, own = machine_busy_s(), time.monotonic(), time.process_time()
-        run = run_load(f"http://{HOST}:{port}", settings, env, credentials)
-        used = {"proxy": children.cpu_s(process) - before[process]}
-        used["upstream"] = children.cpu_s("upstream") - before["upstream"]
-        used["generator"] = run["cpu_s"]
-        # Everything else the machine did meanwhile: other sessions, tests, daemons.
-        ours = sum(used.values()) + run["cpu_process_s"] - run["cpu_s"]
-        others = machine_busy_s() - busy - ours - (time.process_time() - own)
-        used["others"] = max(0.0, others)
-        results[name].add(run, used, time.monotonic() - wall)
+        load_round(
+            results[name],
+            children,
+            {"proxy": process, "upstream": "upstream"},
+            "generator",
+            functools.partial(run_load, f"http://{HOST}:{port}", settings, env, credentials),
+        )
     return results
+
+
+def load_round(
+    result: Throughput,
+    children: Children,
+    watched: Mapping[str, str],
+    generator: str,
+    run_load: Callable[[], Mapping[str, Any]],
+) -> None:
+    """One load run (``run_load`` starts the generator and returns its JSON summary), added to
+    ``result`` with the CPU seconds used meanwhile by each watched process (role -> its name
+    in ``children``), by the generator (as the role ``generator``) and by everything else on
+    the machine (``others``)."""
+    before = {role: children.cpu_s(process) for role, process in watched.items()}
+    busy, wall, own = machine_busy_s(), time.monotonic(), time.process_time()
+    run = run_load()
+    used = {role: children.cpu_s(process) - before[role] for role, process in watched.items()}
+    used[generator] = run["cpu_s"]
+    # Everything else the machine did meanwhile: other sessions, tests, daemons.
+    ours = sum(used.values()) + run["cpu_process_s"] - run["cpu_s"]
+    others = machine_busy_s() - busy - ours - (time.process_time() - own)
+    used["others"] = max(0.0, others)
+    result.add(run, used, time.monotonic() - wall)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -590,8 +648,7 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
     isolate_own_env()
     with tempfile.TemporaryDirectory(prefix="keyledger-bench-") as tmp:
         workdir = Path(tmp)
-        (workdir / "policies").mkdir()
-        (workdir / "policies" / "bench.yaml").write_text(POLICY, encoding="utf-8")
+        write_policy(workdir, "aws:bench/*")
         up_port, pass_port, moto_port, kl_lat_port, kl_load_port, kl_moto_port = free_ports(6)
         upstream = f"http://{HOST}:{up_port}"
         moto = f"http://{HOST}:{moto_port}"
@@ -653,25 +710,27 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
                 )
 
             # (a) latency, stand-in upstream: direct, pass-through, keyledger, interleaved.
-            clients = {
-                "direct": boto3_client(upstream, *credentials),
-                "passthrough": boto3_client(f"http://{HOST}:{pass_port}", *credentials),
-                "keyledger": boto3_client(f"http://{HOST}:{kl_lat.port}", *credentials),
+            callers = {
+                "direct": boto3_call(boto3_client(upstream, *credentials)),
+                "passthrough": boto3_call(boto3_client(f"http://{HOST}:{pass_port}", *credentials)),
+                "keyledger": boto3_call(boto3_client(f"http://{HOST}:{kl_lat.port}", *credentials)),
             }
             latency = measure_latency(
-                clients,
+                callers,
                 calls=settings.calls,
                 warmup=settings.warmup_calls,
                 block=settings.block,
                 budget_s=60,
             )
             # ... and against moto, for reference.
-            moto_clients = {
-                "direct": boto3_client(moto, *credentials),
-                "keyledger": boto3_client(f"http://{HOST}:{kl_moto.port}", *credentials),
+            moto_callers = {
+                "direct": boto3_call(boto3_client(moto, *credentials)),
+                "keyledger": boto3_call(
+                    boto3_client(f"http://{HOST}:{kl_moto.port}", *credentials)
+                ),
             }
             moto_latency = measure_latency(
-                moto_clients,
+                moto_callers,
                 calls=settings.moto_calls,
                 warmup=settings.moto_warmup_calls,
                 block=max(1, settings.block // 2),
@@ -750,8 +809,49 @@ def targets(latency: Mapping[str, Latency], load: Mapping[str, Throughput]) -> d
 # -- output ----------------------------------------------------------------------------------
 
 
-def _ms(value: float | None) -> str:
+def ms(value: float | None) -> str:
+    """Milliseconds as the reports show them: two decimals, "-" for none (NaN or None)."""
     return "-" if value is None or value != value else f"{value:.2f}"
+
+
+def headline(title: str, report: Mapping[str, Any]) -> str:
+    """A report's first line: what ran, on what machine, and how busy it was at the start."""
+    s, m = report["settings"], report["machine"]
+    return (
+        f"{title} ({m['cpus']} cores, Python {m['python']}, journal on "
+        f"{m['journal_filesystem']}, log level {s['log_level']}, load avg "
+        f"{m['load_average_at_start']:.2f} at start)" + ("  [--quick]" if s["quick"] else "")
+    )
+
+
+def disturbed(cpus: int, throughput: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The warning a report gives when processes outside the benchmark used more than 0.2 of a
+    core during any of the load runs summed up in ``throughput``."""
+    noise = max(data["other_processes_cores"] for data in throughput)
+    if noise <= 0.2:
+        return []
+    return [
+        f"  WARNING: other processes used up to {noise:.2f} of {cpus} cores during "
+        "the load runs; throughput figures are disturbed"
+    ]
+
+
+def group_commit(closed: Mapping[str, Any]) -> str:
+    """How many events shared an fsync, from keyledger's ``journal_closed`` line."""
+    return (
+        f"{closed['events']} events in {closed['fsyncs']} fsyncs = "
+        f"{closed['events_per_fsync']:.1f} events/fsync"
+    )
+
+
+def verified(journal: Mapping[str, Any], covered: bool, served: str) -> str:
+    """What ``keyledger audit verify`` said of a journal, beside the calls it should cover
+    (``served``, in words), and anything keyledger's shutdown left to say."""
+    state = "intact" if journal["verify_intact"] else "NOT INTACT"
+    cover = ">=" if covered else "< !"
+    extra = f", {journal['error_log_lines']} error log lines" if journal["error_log_lines"] else ""
+    extra += f", exit status {journal['exit_code']}" if journal["exit_code"] else ""
+    return f"{state}, {journal['verify_events']} events ({cover} {served}){extra}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -761,16 +861,14 @@ def render(report: dict[str, Any]) -> str:
     moto = report["moto_latency"]
     tp = report["throughput"]
     lines = [
-        f"keyledger benchmark ({m['cpus']} cores, Python {m['python']}, journal on "
-        f"{m['journal_filesystem']}, log level {s['log_level']}, load avg "
-        f"{m['load_average_at_start']:.2f} at start)" + ("  [--quick]" if s["quick"] else ""),
+        headline("keyledger benchmark", report),
         f"boto3 get_secret_value, sequential: {s['calls']} calls after {s['warmup_calls']} "
         f"warm-up (moto {s['moto_calls']} after {s['moto_warmup_calls']})",
         f"{'':34}{'p50 ms':>8}{'p99 ms':>9}",
     ]
 
     def row(label: str, data: dict[str, Any], base: dict[str, Any] | None, note: str = "") -> str:
-        text = f"  {label:32}{_ms(data['p50_ms']):>8}{_ms(data['p99_ms']):>9}"
+        text = f"  {label:32}{ms(data['p50_ms']):>8}{ms(data['p99_ms']):>9}"
         if base is not None:
             diff = data["p50_ms"] - base["p50_ms"]
             ratio = data["p50_ms"] / base["p50_ms"]
@@ -802,7 +900,7 @@ def render(report: dict[str, Any]) -> str:
         errors = sum(data["errors"].values())
         cpu = data["cpu_us_per_request"]
         lines.append(
-            f"  {label:32}{data['rps']:>8.0f}{_ms(data['p50_ms']):>9}{_ms(data['p99_ms']):>9}"
+            f"  {label:32}{data['rps']:>8.0f}{ms(data['p50_ms']):>9}{ms(data['p99_ms']):>9}"
             f"{errors:>8}{cpu['proxy']:>19.0f}{cpu['upstream']:>9.0f}{cpu['generator']:>8.0f}"
             f"{data['proxy_cores_busy']:>19.2f}"
         )
@@ -811,31 +909,19 @@ def render(report: dict[str, Any]) -> str:
     load = report["journals"]["load"]
     closed = load["journal_closed"]
     group = (
-        f"{closed['events']} events in {closed['fsyncs']} fsyncs = "
-        f"{closed['events_per_fsync']:.1f} events/fsync"
+        group_commit(closed)
         if closed
         else "events/fsync n/a (no journal_closed line: it is logged at info)"
     )
-    noise = max(base["other_processes_cores"], audited["other_processes_cores"])
-    if noise > 0.2:
-        lines.append(
-            f"  WARNING: other processes used up to {noise:.2f} of {m['cpus']} cores during "
-            "the load runs; throughput figures are disturbed"
-        )
+    lines += disturbed(m["cpus"], (base, audited))
     lines += [
         f"  keyledger / baseline = {ratio:.2f} x  [target >= {RATIO_TARGET:.1f}: {verdict}]",
         f"  keyledger journal: {group}",
     ]
     parts = []
     for name, info in report["journals"].items():
-        state = "intact" if info["verify_intact"] else "NOT INTACT"
-        cover = ">=" if info["events_cover_requests"] else "< !"
-        extra = f", {info['error_log_lines']} error log lines" if info["error_log_lines"] else ""
-        extra += f", exit status {info['exit_code']}" if info["exit_code"] else ""
-        parts.append(
-            f"{name}: {state}, {info['verify_events']} events "
-            f"({cover} {info['requests_served_at_least']} served){extra}"
-        )
+        served = f"{info['requests_served_at_least']} served"
+        parts.append(f"{name}: {verified(info, info['events_cover_requests'], served)}")
     lines.append("journal verify: " + "; ".join(parts))
     lines.append(f"total {report['elapsed_s']:.0f} s")
     return "\n".join(lines)
