@@ -30,6 +30,7 @@ from keyledger.policies import (
 from keyledger.policies.lint import lint
 from keyledger.policies.loader import is_policy_test_file, resolve_test_paths
 from keyledger.policies.testing import (
+    as_decided,
     default_protocol,
     load_cases,
     parse_moment,
@@ -138,12 +139,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.source_ip is not None:
         ipaddress.ip_address(args.source_ip)  # a typo must not read as "not in network"
     secret = parse_secret(args.secret)
+    protocol = args.protocol or default_protocol(secret.backend)
     request = request_attributes(
         Action(args.action),
-        protocol=args.protocol or default_protocol(secret.backend),
+        protocol=protocol,
         operation=args.operation,
         version_stage=args.version_stage,
     )
+    secret = as_decided(secret, protocol)  # Key Vault's names reach policy in lower case
     ctx = Context(
         source_ip=args.source_ip,
         at=parse_moment(args.at) if args.at else datetime.now(UTC),
@@ -152,9 +155,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     principal = principal_of(args.principal, args.group or (), attributes)
     explanation = PolicyEngine(policy).explain(principal, Action(args.action), secret, ctx)
     if args.json:
-        print(json.dumps(_explanation_json(explanation, args, ctx), indent=2))
+        print(json.dumps(_explanation_json(explanation, args, ctx, secret), indent=2))
     else:
-        _print_explanation(explanation, args, ctx)
+        _print_explanation(explanation, args, ctx, secret)
     return 0 if explanation.decision.allowed else 3
 
 
@@ -169,9 +172,11 @@ def parse_attributes(texts: Sequence[str] | None) -> dict[str, str]:
     return attributes
 
 
-def _print_explanation(ex: Explanation, args: argparse.Namespace, ctx: Context) -> None:
+def _print_explanation(
+    ex: Explanation, args: argparse.Namespace, ctx: Context, secret: SecretRef
+) -> None:
     d = ex.decision
-    print(f"{d.effect.value.upper()}  {args.action} {args.secret}  for {args.principal}")
+    print(f"{d.effect.value.upper()}  {args.action} {secret}  for {args.principal}")
     if d.rule is not None:
         deciding = next(v.rule for v in ex.verdicts if v.rule.id == d.rule)
         print(f"  decided by  rule {d.rule} ({deciding.source})")
@@ -193,7 +198,9 @@ def _print_explanation(ex: Explanation, args: argparse.Namespace, ctx: Context) 
             print(f"        {reason}")
 
 
-def _explanation_json(ex: Explanation, args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+def _explanation_json(
+    ex: Explanation, args: argparse.Namespace, ctx: Context, secret: SecretRef
+) -> dict[str, Any]:
     d = ex.decision
     return {
         "effect": d.effect.value,
@@ -204,7 +211,7 @@ def _explanation_json(ex: Explanation, args: argparse.Namespace, ctx: Context) -
             "principal": args.principal,
             "groups": list(ex.groups),
             "action": args.action,
-            "secret": args.secret,
+            "secret": str(secret),
             "source_ip": ctx.source_ip,
             "at": ctx.moment().isoformat(),
             **ctx.request,

@@ -721,6 +721,22 @@ def explain_json(capsys: Capsys, request: str, *argv: str | Path) -> tuple[int, 
 
 
 class TestExplain:
+    def test_a_key_vault_name_is_decided_in_lower_case_as_the_proxy_does(
+        self, capsys: Capsys
+    ) -> None:
+        """Key Vault's names are case-insensitive and the proxy lower-cases them before
+        policy: explain decides `Prod-DB-Password` as the proxy would (allowed, like
+        prod-db-password), and says which name it decided on."""
+        code, doc = explain_json(capsys, "demo-app read azure:demo/Prod-DB-Password", DEMO)
+        assert (code, doc["effect"], doc["rule"]) == (0, "allow", "demo-read-prod-db")
+        assert (doc["request"]["secret"], doc["request"]["protocol"]) == (
+            "azure:demo/prod-db-password",
+            "azure",
+        )
+        # Another protocol keeps the name as written: AWS's names are case-sensitive.
+        code, doc = explain_json(capsys, "demo-app read aws:PROD/db/password", DEMO)
+        assert (code, doc["request"]["secret"]) == (3, "aws:PROD/db/password")
+
     def test_default_deny_shows_each_rule_and_the_failing_source_ip(self, capsys: Capsys) -> None:
         """A deny names the default deny, the roles and their bindings, and why each rule missed."""
         guard, pay = ACME / "guardrails.yaml", ACME / "payments.yaml"

@@ -39,6 +39,7 @@ from keyledger.policies.model import Decision
 __all__ = [
     "CaseResult",
     "PolicyCase",
+    "as_decided",
     "default_protocol",
     "load_cases",
     "parse_moment",
@@ -180,6 +181,18 @@ def run_cases(engine: PolicyEngine, cases: Sequence[PolicyCase]) -> list[CaseRes
     return results
 
 
+# Protocols whose stores compare names without case: their front ends lower-case a name
+# before policy sees it (Key Vault's), and so must explain and test.
+_CASE_INSENSITIVE = frozenset({"azure"})
+
+
+def as_decided(secret: SecretRef, protocol: str) -> SecretRef:
+    """``secret`` as the proxy hands it to policy for a call in ``protocol``."""
+    if protocol in _CASE_INSENSITIVE:
+        return SecretRef(secret.backend, secret.name.lower())
+    return secret
+
+
 def parse_secret(text: str) -> SecretRef:
     backend, sep, name = text.partition(":")
     if not sep or not backend or not name:
@@ -259,15 +272,17 @@ def _read_case(item: Any, problems: list[str]) -> PolicyCase | None:
         return None
     name = item.get("name") or f"{item['principal']} {action} {secret}"
     request = context.request
+    protocol = request.get("protocol") or default_protocol(secret.backend)
     context = replace(
         context,
         request=request_attributes(
             Action(str(action)),
-            protocol=request.get("protocol") or default_protocol(secret.backend),
+            protocol=protocol,
             operation=request.get("operation"),
             version_stage=request.get("version_stage"),
         ),
     )
+    secret = as_decided(secret, protocol)
     return PolicyCase(
         name=str(name),
         where=where(item),
