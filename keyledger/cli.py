@@ -143,6 +143,12 @@ async def _serve(
     plain_context = context if listen.plain_is_tls else None  # listen's, and the admin API's
     if plain_context is None and not listen.is_loopback:
         if not listen.allow_plaintext:
+            if config.source == "--dev":
+                raise CliError(
+                    f"refusing plain HTTP on {listen.host}: secrets travel in responses, and "
+                    "the --dev demo serves plain HTTP on --listen: keep it on loopback "
+                    "(--listen 127.0.0.1:PORT); for more than a demo, use --config"
+                )
             fix = (
                 "With tls.listen, listen serves plain HTTP: keep it on loopback, or remove "
                 "tls.listen to serve HTTPS on listen"

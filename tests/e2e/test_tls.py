@@ -408,3 +408,23 @@ def test_plain_http_beside_tls_listen_stays_on_loopback(
     assert err.startswith(refused), err
     assert "With tls.listen" in err
     assert not (tmp_path / "audit").exists()
+
+
+def test_dev_off_loopback_says_what_a_dev_user_can_do(tmp_path: Path) -> None:
+    """`serve --dev --listen 0.0.0.0:PORT` is refused (the demo serves plain HTTP there),
+    with the fix a demo user has: a loopback --listen, or --config; nothing is written."""
+    result = subprocess.run(
+        [*KEYLEDGER, "serve", "--dev", "--listen", f"0.0.0.0:{free_port()}"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "keyledger: refusing plain HTTP on 0.0.0.0: secrets travel in responses, and the "
+        "--dev demo serves plain HTTP on --listen: keep it on loopback "
+        "(--listen 127.0.0.1:PORT); for more than a demo, use --config"
+    )
