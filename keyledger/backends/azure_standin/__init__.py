@@ -23,15 +23,12 @@ From sync code (its own event loop in a thread, like moto's ThreadedMotoServer):
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import threading
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 
+from keyledger.backends._loop_thread import AsyncServer, ThreadedServer
 from keyledger.backends.azure_standin.auth import DEFAULT_AUTHORITY, DEFAULT_RESOURCE, Challenge
 from keyledger.backends.azure_standin.errors import StandinError
 from keyledger.backends.azure_standin.operations import Operations
@@ -54,7 +51,7 @@ def seed(store: Store, secrets: Mapping[str, str]) -> dict[str, str]:
     return {name: store.set_secret(name, value).version for name, value in secrets.items()}
 
 
-class AzureStandin:
+class AzureStandin(AsyncServer):
     """A vault served over HTTP(S) on the running event loop.
 
     ``token``: the only bearer token accepted (None: any). ``authority`` and ``resource``:
@@ -113,61 +110,8 @@ class AzureStandin:
             await self._runner.cleanup()
             self._runner, self._bound = None, None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-class ThreadedAzureStandin(AzureStandin):
+class ThreadedAzureStandin(AzureStandin, ThreadedServer):
     """An :class:`AzureStandin` on its own event loop in a daemon thread, for sync callers."""
 
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-
-    def start_in_thread(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="azure-standin", daemon=True
-        )
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), self._loop).result()
-        except BaseException:
-            self._end_loop()
-            raise
-
-    def stop_thread(self) -> None:
-        if self._loop is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result()
-        finally:
-            self._end_loop()
-
-    def _end_loop(self) -> None:
-        assert self._loop is not None
-        assert self._thread is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start_in_thread()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_thread()
+    thread_name = "azure-standin"

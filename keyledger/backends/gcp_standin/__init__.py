@@ -19,12 +19,9 @@ From sync code (its own event loop in a thread, like moto's ThreadedMotoServer):
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
 
+from keyledger.backends._loop_thread import AsyncServer, ThreadedServer
 from keyledger.backends.gcp_standin._http import HttpServer
 from keyledger.backends.gcp_standin.errors import NotFound, StandinError
 from keyledger.backends.gcp_standin.grpc_server import GrpcServer
@@ -54,7 +51,7 @@ def seed(
     return made
 
 
-class GcpStandin:
+class GcpStandin(AsyncServer):
     """REST and gRPC servers on one :class:`Store`, started on the running event loop."""
 
     def __init__(
@@ -107,55 +104,11 @@ class GcpStandin:
         await self._grpc.close()
         await self._http.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-class ThreadedGcpStandin(GcpStandin):
+class ThreadedGcpStandin(GcpStandin, ThreadedServer):
     """A :class:`GcpStandin` on its own event loop in a daemon thread, for sync callers."""
 
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-
-    def start_in_thread(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="gcp-standin", daemon=True
-        )
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.start(), self._loop).result()
-
-    def stop_thread(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result()
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
-            self._loop = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start_in_thread()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_thread()
+    thread_name = "gcp-standin"
 
 
 def _netloc(host: str) -> str:
