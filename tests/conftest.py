@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-import threading
+import ssl
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 from cryptography.fernet import Fernet
 
+from keyledger.backends._loop_thread import LoopThread
 from keyledger.proxy.admin import admin_app_for
 from keyledger.proxy.app import make_app
 from keyledger.proxy.audit.checkpoints import generate_key_pair
@@ -103,10 +104,13 @@ class RunningProxy:
     url: str = ""
     admin_url: str = ""  # the admin API, when the config has one
     app: web.Application | None = None
-    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    _runner: web.AppRunner | None = None
-    _admin_runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
+    _thread: LoopThread = field(default_factory=lambda: LoopThread("keyledger", timeout=30))
+    _runners: list[web.AppRunner] = field(default_factory=list)
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """keyledger's loop, for tests that schedule on it."""
+        return self._thread.loop
 
     @property
     def admin_token(self) -> str:
@@ -115,55 +119,29 @@ class RunningProxy:
         return self.config.admin.token_file.read_text().strip()
 
     def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        async def setup() -> None:
-            self.app = app = await make_app(self.config)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.url = f"http://127.0.0.1:{port}"
-            if self.config.admin is not None:
-                # As `keyledger serve` wires it: the data plane's objects, another listener.
-                admin = admin_app_for(app, self.admin_token.encode())
-                self._admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
-                await self._admin_runner.setup()
-                admin_site = web.TCPSite(self._admin_runner, "127.0.0.1", 0)
-                await admin_site.start()
-                port = admin_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-                self.admin_url = f"http://127.0.0.1:{port}"
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(setup())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
+        self._thread.start(self._serve)
 
     def stop(self) -> None:
-        if self._admin_runner is not None:
-            asyncio.run_coroutine_threadsafe(self._admin_runner.cleanup(), self._loop).result(30)
-            self._admin_runner = None
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-            self._runner = None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(30)
-        self._loop.close()
+        self._thread.stop(self._close)
+
+    async def _serve(self) -> None:
+        try:
+            self.app = app = await make_app(self.config)
+            self.url = await self._listen(app)
+            if self.config.admin is not None:
+                # As `keyledger serve` wires it: the data plane's objects, another listener.
+                self.admin_url = await self._listen(admin_app_for(app, self.admin_token.encode()))
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _listen(self, app: web.Application) -> str:
+        self._runners.append(runner := await listen(app))
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def _close(self) -> None:
+        while self._runners:
+            await self._runners.pop().cleanup()
 
     @property
     def journal(self) -> Path:
@@ -178,6 +156,18 @@ class RunningProxy:
         """A boto3 Secrets Manager client signing as ``identity``, pointed at keyledger."""
         key = self.keys[identity]
         return sm_client(self.url, key.access_key_id, key.secret_access_key, **overrides)
+
+
+async def listen(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """``app`` served on a free loopback port (the runner's ``addresses``), on this loop."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 def journal_events(directory: Path, *types: str) -> list[dict[str, Any]]:

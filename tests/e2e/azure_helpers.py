@@ -17,13 +17,11 @@ Key Vault clients as a service builds them, and a record of what those clients r
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -40,10 +38,11 @@ from azure.core.pipeline import PipelineResponse
 from azure.keyvault.secrets import SecretClient
 from cryptography.fernet import Fernet
 
+from keyledger.backends._loop_thread import LoopThread
 from keyledger.devtls import client_context
 from keyledger.proxy.app import METRICS, make_app
 from keyledger.proxy.config import Config
-from tests.conftest import clean_env, journal_events
+from tests.conftest import clean_env, journal_events, listen
 from tests.e2e.test_cli_serve import KEYLEDGER, free_port, spawn_serve, wait_listening
 
 T = TypeVar("T")
@@ -170,55 +169,32 @@ class TlsProxy:
     context: ssl.SSLContext
     port: int = 0
     app: web.Application | None = None
-    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    _thread: LoopThread = field(default_factory=lambda: LoopThread("keyledger", timeout=30))
     _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        async def setup() -> None:
-            self.app = app = await make_app(self.config)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.context)
-            await site.start()
-            self.port = int(self._runner.addresses[0][1])
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(setup())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="keyledger", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
+        self._thread.start(self._serve)
 
     def stop(self) -> None:
-        if self._runner is not None:
-            self.run(self._runner.cleanup())
-            self._runner = None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(30)
-        self._loop.close()
+        self._thread.stop(self._close)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on keyledger's loop and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+        return self._thread.run(coroutine)
+
+    async def _serve(self) -> None:
+        self.app = await make_app(self.config)
+        self._runner = await listen(self.app, self.context)
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     def events(self, *types: str) -> list[dict[str, Any]]:
         """Every event in the journal, in chain order, optionally of the given types."""
