@@ -380,13 +380,15 @@ def test_dev_sinks_ship_to_the_embedded_aws_as_printed(tmp_path: Path) -> None:
 
 
 def port_pair() -> int:
-    """A free loopback port whose admin port under the --dev rule (+1010) is free too."""
+    """A free loopback port whose admin and HTTPS ports under the --dev rules (+1010,
+    +363) are free too."""
     while True:
         port = free_port()
         if port + 1010 < 65536:
             try:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port + 1010))
+                for other in (port + 1010, port + 363):
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", other))
             except OSError:
                 continue
             return port
