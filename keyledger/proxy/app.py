@@ -39,6 +39,7 @@ from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import BearerAuthenticator, IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
+from keyledger.proxy.auth.oidc import OidcVerifier, http_fetch
 from keyledger.proxy.config import Config, is_loopback_host, require_key
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
@@ -363,7 +364,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         skew = timedelta(seconds=config.limits.max_clock_skew_s)
         aws = AwsFrontend(backend=config.aws_backend)
         gateways[aws.protocol] = gateway(aws, SigV4Authenticator(store=store, max_skew=skew))
-    bearer = BearerAuthenticator(store=store)
+    bearer = BearerAuthenticator(store=store, oidc=_oidc_verifier(config, transports))
     if config.gcp.enabled:
         routes = ProjectRoutes(config.gcp.projects, default=config.gcp.default)
         for frontend in (GcpRestFrontend(routes), GcpGrpcFrontend(routes)):
@@ -447,6 +448,22 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight, shared_ports)
         app.cleanup_ctx.append(_grpc_ctx)
     return app
+
+
+def _oidc_verifier(config: Config, transports: list[AiohttpTransport]) -> OidcVerifier | None:
+    """The verifier of OIDC JWTs from the trusted issuers, fetching their keys with an HTTP
+    client of its own (started and closed with the backends'); None without issuers."""
+    oidc = config.oidc
+    if not oidc.enabled:
+        return None
+    transport = AiohttpTransport(timeout_s=10.0, max_connections=16)
+    transports.append(transport)
+    return OidcVerifier(
+        oidc.issuers,
+        fetch=http_fetch(transport),
+        clock_skew_s=oidc.clock_skew_s,
+        refresh_min_s=oidc.refresh_min_s,
+    )
 
 
 def _grpc_listener(

@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
 from keyledger.proxy.audit.minimise import IpHandling, MinimiseConfig
+from keyledger.proxy.issuers import ALGORITHMS as OIDC_ALGORITHMS
+from keyledger.proxy.issuers import DEFAULT_ALGORITHMS, IssuerSettings
+from keyledger.proxy.issuers import PRESETS as OIDC_PRESETS
 
 __all__ = [
     "AZURE_CREDENTIALS",
@@ -36,6 +39,7 @@ __all__ = [
     "LimitsConfig",
     "ListenConfig",
     "LoggingConfig",
+    "OidcConfig",
     "S3SinkConfig",
     "ShippingConfig",
     "SinkBatch",
@@ -299,6 +303,19 @@ class AzureFrontendConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OidcConfig:
+    """Workload identities: the OIDC issuers whose JWTs are accepted as bearer tokens."""
+
+    issuers: tuple[IssuerSettings, ...] = ()
+    clock_skew_s: float = 60.0
+    refresh_min_s: float = 30.0  # the least time between two fetches of one issuer's keys
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuers)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     format: str = "json"  # json | console
     level: str = "info"  # debug | info | warning | error | critical
@@ -314,6 +331,7 @@ class Config:
     aws_backend: str  # the backend the AWS wire protocol is served from ("": none)
     gcp: GcpFrontendConfig = field(default_factory=lambda: GcpFrontendConfig())
     azure: AzureFrontendConfig = field(default_factory=lambda: AzureFrontendConfig())
+    oidc: OidcConfig = field(default_factory=lambda: OidcConfig())
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
@@ -475,6 +493,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "tls",
         "allow_plaintext",
         "identities",
+        "oidc",
         "policies",
         "policy_reload",
         "backends",
@@ -520,6 +539,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         key_env=ident.get("key_env", str, "KEYLEDGER_IDENTITY_KEY"),
         key_file=ident.optional_path("key_file"),
     )
+
+    oidc = _parse_oidc(root.section("oidc"))
 
     policies_raw = doc.get("policies", [])
     if isinstance(policies_raw, str):
@@ -658,6 +679,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         aws_backend=aws_backend,
         gcp=gcp,
         azure=azure,
+        oidc=oidc,
         audit=audit,
         limits=limits,
         admin=admin,
@@ -852,6 +874,90 @@ def _parse_azure_frontend(
             raise section._fail(key, "expected an https:// URL")
     return AzureFrontendConfig(
         hosts=hosts, paths=paths, default=default, authority=authority, resource=resource
+    )
+
+
+def _parse_oidc(section: _Section) -> OidcConfig:
+    section.allow_only("issuers", "clock_skew", "refresh_min")
+    raw = section.data.get("issuers", [])
+    if not isinstance(raw, list):
+        raise section._fail("issuers", "expected a list of issuers (each with a preset or issuer)")
+    issuers: list[IssuerSettings] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise section._fail("issuers", f"item {index + 1}: expected a mapping")
+        issuer = _parse_issuer(
+            _Section(item, f"oidc.issuers[{index}]", section.base, section.source)
+        )
+        if any(i.issuer == issuer.issuer or i.name == issuer.name for i in issuers):
+            raise section._fail("issuers", f"{issuer.name} ({issuer.issuer}) is listed twice")
+        issuers.append(issuer)
+    skew = section.duration("clock_skew", 60.0)
+    if not 0 <= skew <= 600:
+        raise section._fail("clock_skew", "expected 0s to 10m")
+    refresh = section.duration("refresh_min", 30.0)
+    if not 0 <= refresh <= 3600:
+        raise section._fail("refresh_min", "expected 0s to 1h")
+    return OidcConfig(issuers=tuple(issuers), clock_skew_s=skew, refresh_min_s=refresh)
+
+
+def _parse_issuer(section: _Section) -> IssuerSettings:
+    section.allow_only(
+        "name",
+        "preset",
+        "issuer",
+        "audiences",
+        "principal",
+        "attributes",
+        "groups",
+        "jwks_url",
+        "jwks_file",
+        "algorithms",
+    )
+    preset_name = section.optional_str("preset")
+    if preset_name is not None and preset_name not in OIDC_PRESETS:
+        raise section._fail(
+            "preset",
+            f"expected one of {', '.join(OIDC_PRESETS)}{did_you_mean(preset_name, OIDC_PRESETS)}",
+        )
+    preset = OIDC_PRESETS.get(preset_name or "", {})
+    issuer = section.optional_str("issuer") or preset.get("issuer")
+    if not issuer or urlsplit(issuer).scheme not in ("https", "http"):
+        raise section._fail("issuer", "expected the issuer URL, as tokens name it in iss")
+    audiences = section.data.get("audiences")
+    if isinstance(audiences, str):
+        audiences = [audiences]
+    if (
+        not isinstance(audiences, list)
+        or not audiences
+        or not all(isinstance(a, str) and a for a in audiences)
+    ):
+        raise section._fail("audiences", "expected the audiences tokens must carry (aud)")
+    attributes = section.data.get("attributes", preset.get("attributes", {}))
+    if not isinstance(attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        raise section._fail("attributes", "expected attribute names mapped to claim paths")
+    algorithms = section.data.get("algorithms", list(DEFAULT_ALGORITHMS))
+    if not isinstance(algorithms, list) or not all(a in OIDC_ALGORITHMS for a in algorithms):
+        raise section._fail(
+            "algorithms", f"expected a list of {', '.join(OIDC_ALGORITHMS)} (never none or HS*)"
+        )
+    name = section.optional_str("name") or preset_name or urlsplit(issuer).hostname or issuer
+    jwks_url = section.optional_str("jwks_url")
+    jwks_file = section.optional_path("jwks_file")
+    if jwks_url is not None and jwks_file is not None:
+        raise section._fail("jwks_file", "give jwks_url or jwks_file, not both")
+    return IssuerSettings(
+        name=name,
+        issuer=issuer,
+        audiences=tuple(audiences),
+        principal=section.get("principal", str, preset.get("principal", "{sub}")),
+        attributes=dict(attributes),
+        groups=section.optional_str("groups"),
+        jwks_url=jwks_url,
+        jwks_file=jwks_file,
+        algorithms=tuple(algorithms),
     )
 
 

@@ -42,6 +42,11 @@ class ErrorKind(enum.StrEnum):
     BAD_TOKEN = "token_mismatch"  # noqa: S105 (an error code)
     REVOKED_TOKEN = "revoked_token"  # noqa: S105 (an error code)
     EXPIRED_TOKEN = "token_expired"  # noqa: S105 (an error code)
+    # OIDC tokens (workload identities) add theirs.
+    NOT_YET_VALID = "token_not_yet_valid"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    UNKNOWN_SIGNING_KEY = "unknown_signing_key"
+    WRONG_AUDIENCE = "wrong_audience"
     UNKNOWN_OPERATION = "unknown_operation"
     BAD_REQUEST = "bad_request"
     MALFORMED_BODY = "malformed_body"
@@ -64,7 +69,9 @@ class ProxyError(Exception):
 
 class AuthError(ProxyError):
     """For the audit event: ``principal_hint`` names the identity the credential belongs to
-    (None when nobody recognised it) and ``claimed`` what the caller presented (a key id).
+    (None when nobody recognised it), ``claimed`` what the caller presented (a key id, a
+    token's issuer), and ``method`` the sign-in method that refused it, when the
+    authenticator tries more than one (a keyledger token or an OIDC JWT).
     """
 
     def __init__(
@@ -74,10 +81,12 @@ class AuthError(ProxyError):
         kind: ErrorKind,
         principal_hint: str | None = None,
         claimed: Mapping[str, str] | None = None,
+        method: str | None = None,
     ) -> None:
         super().__init__(message, kind=kind)
         self.principal_hint = principal_hint
         self.claimed: Mapping[str, str] = claimed or {}
+        self.method = method
 
 
 class RequestError(ProxyError):

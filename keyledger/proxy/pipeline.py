@@ -511,7 +511,7 @@ class Gateway:
                     request=ctx.request,
                     principal=PrincipalInfo(
                         id=exc.principal_hint,
-                        auth_method=self._auth.method,
+                        auth_method=exc.method or self._auth.method,
                         attributes=exc.claimed,
                     ),
                     outcome=Outcome(

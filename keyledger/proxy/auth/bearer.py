@@ -1,10 +1,12 @@
-"""Authenticate callers by a bearer token keyledger issued (``Authorization: Bearer ...``).
+"""Authenticate callers by a bearer token (``Authorization: Bearer ...``): one keyledger
+issued, or an OIDC JWT from an issuer the config trusts (a workload identity).
 
-The same header arrives over REST and as gRPC metadata. The checks, in order: a Bearer
-header; a token of keyledger's shape; a known token id (one dictionary lookup); the token's
-SHA-256 equal to the stored one, compared in constant time; not revoked; not expired. Only
-a caller holding the real token learns that it is revoked or expired. Errors name the
-token id and the identity it belongs to, never the token.
+The same header arrives over REST and as gRPC metadata. The checks for a keyledger token,
+in order: a Bearer header; a token of keyledger's shape; a known token id (one dictionary
+lookup); the token's SHA-256 equal to the stored one, compared in constant time; not
+revoked; not expired. Only a caller holding the real token learns that it is revoked or
+expired. A JWT goes to :class:`~keyledger.proxy.auth.oidc.OidcVerifier` instead. Errors
+name the token id (or the JWT's issuer) and the identity, never the token.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from keyledger.proxy.auth.identities import (
     token_digest,
     token_id_of,
 )
+from keyledger.proxy.auth.oidc import OidcVerifier, looks_like_jwt
 from keyledger.proxy.errors import AuthError, ErrorKind
 from keyledger.proxy.wire import WireRequest
 
@@ -38,8 +41,10 @@ class BearerAuthenticator:
         store: IdentityStore,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         reload_interval: float = RELOAD_INTERVAL_S,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         self._store = store
+        self._oidc = oidc
         self._clock = clock
         # Picks up tokens created, rotated or revoked by `keyledger identity`.
         self._follower = StoreFollower(store, interval=reload_interval)
@@ -60,6 +65,12 @@ class BearerAuthenticator:
             )
         token = value.strip()
         token_id = token_id_of(token)
+        if token_id is None and self._oidc is not None and looks_like_jwt(token):
+            try:
+                return await self._oidc.verify(token)
+            except AuthError as exc:
+                exc.method = "oidc"
+                raise
         if token_id is None:
             raise AuthError(
                 "The bearer token is not a keyledger token (kltok_<id>_<secret>)",
