@@ -184,7 +184,7 @@ def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
     for index, line in enumerate(lines):
         body = line.lstrip()
         indent = line[: len(line) - len(body)]
-        if body in ("# gcp:", "# azure:"):
+        if body in ("# gcp:", "# azure:", "# oidc:"):
             block = indent
         elif block is None or not line.startswith(f"{block}#   "):
             block = None
@@ -208,3 +208,17 @@ def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
     assert config.azure.paths == {"/shared": ("azure", "shared")}
     assert config.azure.default == ("azure", "shared")
     assert config.azure.resource == "https://kv.internal"
+    github, cluster, idp = config.oidc.issuers
+    assert (github.name, github.issuer) == (
+        "github-actions",
+        "https://token.actions.githubusercontent.com",
+    )
+    assert (cluster.name, cluster.attributes["namespace"]) == (
+        "prod-cluster",
+        "kubernetes.io/namespace",
+    )
+    assert (idp.attributes, idp.groups, config.oidc.clock_skew_s) == (
+        {"team": "team"},
+        "groups",
+        60,
+    )
