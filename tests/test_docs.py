@@ -217,8 +217,9 @@ def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
         "prod-cluster",
         "kubernetes.io/namespace",
     )
-    assert (idp.attributes, idp.groups, config.oidc.clock_skew_s) == (
+    assert (idp.attributes, idp.groups_claim, config.oidc.clock_skew_s) == (
         {"team": "team"},
         "groups",
         60,
     )
+    assert github.groups == ("ci-deployers",)

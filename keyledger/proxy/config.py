@@ -901,6 +901,15 @@ def _parse_oidc(section: _Section) -> OidcConfig:
     return OidcConfig(issuers=tuple(issuers), clock_skew_s=skew, refresh_min_s=refresh)
 
 
+def _names(section: _Section, key: str) -> tuple[str, ...]:
+    raw = section.data.get(key, [])
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(n, str) and n for n in raw):
+        raise section._fail(key, "expected a list of names")
+    return tuple(raw)
+
+
 def _parse_issuer(section: _Section) -> IssuerSettings:
     section.allow_only(
         "name",
@@ -910,6 +919,7 @@ def _parse_issuer(section: _Section) -> IssuerSettings:
         "principal",
         "attributes",
         "groups",
+        "groups_claim",
         "jwks_url",
         "jwks_file",
         "algorithms",
@@ -954,7 +964,8 @@ def _parse_issuer(section: _Section) -> IssuerSettings:
         audiences=tuple(audiences),
         principal=section.get("principal", str, preset.get("principal", "{sub}")),
         attributes=dict(attributes),
-        groups=section.optional_str("groups"),
+        groups=_names(section, "groups"),
+        groups_claim=section.optional_str("groups_claim"),
         jwks_url=jwks_url,
         jwks_file=jwks_file,
         algorithms=tuple(algorithms),

@@ -83,7 +83,10 @@ class IssuerSettings:
     audiences: tuple[str, ...]
     principal: str = "{sub}"
     attributes: Mapping[str, str] = field(default_factory=dict)  # attribute: claim path
-    groups: str | None = None  # a claim holding a list of group names
+    # Every caller from this issuer is in ``groups`` (bind roles to them), and in those a
+    # claim lists, when ``groups_claim`` names one.
+    groups: tuple[str, ...] = ()
+    groups_claim: str | None = None
     jwks_url: str | None = None  # None: from the issuer's discovery document
     jwks_file: Path | None = None
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS

@@ -268,11 +268,12 @@ def _principal(
         value = _claim(claims, path)
         if isinstance(value, str | int) and not isinstance(value, bool):
             attributes[name] = str(value)[:_MAX_CLAIM]
-    groups: tuple[str, ...] = ()
-    if settings.groups is not None:
-        listed = _claim(claims, settings.groups)
+    groups = settings.groups
+    if settings.groups_claim is not None:
+        listed = _claim(claims, settings.groups_claim)
         if isinstance(listed, list):
-            groups = tuple(str(g)[:_MAX_CLAIM] for g in listed[:100] if isinstance(g, str))
+            claimed_groups = (str(g)[:_MAX_CLAIM] for g in listed[:100] if isinstance(g, str))
+            groups = tuple(dict.fromkeys((*groups, *claimed_groups)))
     return Principal(id=principal, auth_method=METHOD, groups=groups, attributes=attributes)
 
 
