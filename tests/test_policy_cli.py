@@ -109,7 +109,7 @@ class TestCheckPasses:
     def test_acme_passes_and_its_test_file_is_not_read_as_policy(self, capsys: Capsys) -> None:
         """The acme folder (five policy files and acme_test.yaml) checks clean: exit 0, ok:."""
         assert check_ok(capsys, ACME) == (
-            f"ok: 5 file(s), 7 role(s), 12 rule(s), 7 binding(s); policy hash {acme_hash()}"
+            f"ok: 6 file(s), 8 role(s), 13 rule(s), 8 binding(s); policy hash {acme_hash()}"
         )
 
 
@@ -840,7 +840,7 @@ class TestExplain:
             "no-root-credentials": False,
             "prod-changes-from-the-office-network": False,
         }
-        assert data["rules"][0]["source"] == f"{ACME / 'ci.yaml'}:10:9"
+        assert data["rules"][0]["source"] == f"{ACME / 'ci.yaml'}:11:9"
 
     def test_json_deny_exits_3(self, capsys: Capsys) -> None:
         """--json keeps the exit status: 3 with effect deny and rule null for a default deny."""
@@ -952,7 +952,7 @@ class TestExplain:
         assert out[0] == (
             "ALLOW  read aws:prod/apps/shop/deploy  for repo:acme/shop:ref:refs/heads/main"
         )
-        assert out[1] == f"  decided by  rule deploy-read-app-config ({ACME / 'ci.yaml'}:10:9)"
+        assert out[1] == f"  decided by  rule deploy-read-app-config ({ACME / 'ci.yaml'}:11:9)"
         assert "        when: principal.ref 'refs/heads/main' matches [refs/heads/main]" in out
 
         code, out, _ = explain(capsys, ci, ACME, repo, group)
@@ -1154,7 +1154,7 @@ class TestPolicyTest:
         assert out[-1] == "1 passed, 0 failed (1 file(s))"
 
     @pytest.mark.parametrize(
-        ("argv", "count"), [([str(ACME)], 22), ([], 12)], ids=["acme", "demo-default"]
+        ("argv", "count"), [([str(ACME)], 25), ([], 12)], ids=["acme", "demo-default"]
     )
     def test_shipped_tests_pass(self, capsys: Capsys, argv: list[str], count: int) -> None:
         """The shipped acme and demo tests pass: a PASS line per case, 'N passed, 0 failed'."""
