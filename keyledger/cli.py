@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
+from keyledger.dev_cli import add_dev_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
 from keyledger.proxy import listeners
 from keyledger.proxy.config import (
@@ -804,6 +805,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=cmd_identity)
 
     add_policy_parser(sub)
+    add_dev_parser(sub)
     return parser
 
 

@@ -104,6 +104,7 @@ def test_config_example_is_a_valid_config() -> None:
         ["policy", "explain"],
         ["policy", "test"],
         ["policy", "schema"],
+        ["dev", "token"],
     ],
 )
 def test_every_verb_has_help(verb: list[str]) -> None:

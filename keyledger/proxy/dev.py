@@ -43,11 +43,13 @@ from keyledger.proxy.config import (
     IdentitiesConfig,
     ListenConfig,
     LoggingConfig,
+    OidcConfig,
     S3SinkConfig,
     SinkBatch,
     SinkConfig,
     StdoutSinkConfig,
 )
+from keyledger.proxy.dev_issuer import demo_issuer
 
 __all__ = [
     "AUDIT_BUCKET",
@@ -424,6 +426,8 @@ def _start_dev(
         gcp=GcpFrontendConfig(projects={GCP_PROJECT: "gcp"}, grpc_listen=(host, 0)),
         # Key Vault's surface on both listeners; its SDKs insist on the HTTPS one.
         azure=AzureFrontendConfig(default=("azure", AZURE_VAULT)),
+        # A workload identity issuer of the demo's own (`keyledger dev token`).
+        oidc=OidcConfig(issuers=(demo_issuer(var),)),
         audit=AuditConfig(
             journal=var / "audit",
             chain_id="dev",
