@@ -40,6 +40,7 @@ from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import BearerAuthenticator, IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.auth.oidc import OidcVerifier, http_fetch
+from keyledger.proxy.auth.sessions import SessionSealer
 from keyledger.proxy.config import Config, is_loopback_host, require_key
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
@@ -51,6 +52,7 @@ from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.metrics import JournalCollector, PolicyCollector, ProxyMetrics, SinkCollector
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import PolicyReloader, load_policy
+from keyledger.proxy.sts import StsEndpoint, is_sts_request
 from keyledger.proxy.wire import Authenticator, Frontend, WireRequest, caller_text
 
 __all__ = [
@@ -240,6 +242,8 @@ class _Handler:
     max_body: int
     read_timeout: float
     inflight: InFlight
+    # AWS's endpoint also answers STS (a form, where Secrets Manager's calls are JSON).
+    sts: StsEndpoint | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         with self.inflight.track():
@@ -270,6 +274,8 @@ class _Handler:
         if unreadable is not None:
             # Audited like any other call, though the caller may be gone already.
             response = await self.gateway.refuse(wire, unreadable)
+        elif self.sts is not None and is_sts_request(wire):
+            response = await self.sts.handle(wire)
         else:
             response = await self.gateway.handle(wire)
         return web.Response(status=response.status, body=response.body, headers=response.headers)
@@ -321,10 +327,8 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     try:
         loaded = load_policy(config.policies, config.backends, lower_case=config.lower_case)
         policies = PolicyHolder(loaded.engine)
-        store = IdentityStore(
-            config.identities.path,
-            load_store_key(env=config.identities.key_env, file=config.identities.key_file),
-        )
+        store_key = load_store_key(env=config.identities.key_env, file=config.identities.key_file)
+        store = IdentityStore(config.identities.path, store_key)
     except ValueError as exc:  # PolicyError, IdentityError
         raise StartupError(str(exc)) from exc
     fingerprint_key = load_fingerprint_key(config)
@@ -358,13 +362,22 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             observer=metrics,
         )
 
+    oidc = _oidc_verifier(config, transports)
+    bearer = BearerAuthenticator(store=store, oidc=oidc)
+    # Workload tokens traded for AWS credentials (STS), which then sign like keys do.
+    sessions = SessionSealer(store_key) if oidc is not None else None
+    sts = (
+        StsEndpoint(verifier=oidc, sessions=sessions, policies=policies, journal=journal)
+        if oidc is not None and sessions is not None and config.aws_backend
+        else None
+    )
     # One request path per protocol; all share the policy, the backends and the journal.
     gateways: dict[str, Gateway] = {}
     if config.aws_backend:
         skew = timedelta(seconds=config.limits.max_clock_skew_s)
         aws = AwsFrontend(backend=config.aws_backend)
-        gateways[aws.protocol] = gateway(aws, SigV4Authenticator(store=store, max_skew=skew))
-    bearer = BearerAuthenticator(store=store, oidc=_oidc_verifier(config, transports))
+        sigv4 = SigV4Authenticator(store=store, max_skew=skew, sessions=sessions)
+        gateways[aws.protocol] = gateway(aws, sigv4)
     if config.gcp.enabled:
         routes = ProjectRoutes(config.gcp.projects, default=config.gcp.default)
         for frontend in (GcpRestFrontend(routes), GcpGrpcFrontend(routes)):
@@ -428,6 +441,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             max_body=config.limits.max_body_bytes,
             read_timeout=config.limits.request_timeout_s,
             inflight=inflight,
+            sts=sts if protocol == "aws-json" else None,
         )
 
     # Google's REST API lives under /v1/; Key Vault's under /secrets and /deletedsecrets

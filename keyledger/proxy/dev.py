@@ -58,6 +58,7 @@ __all__ = [
     "DEMO_AZURE_SECRETS",
     "DEMO_GCP_SECRETS",
     "DEMO_IDENTITY",
+    "DEMO_ROLE_ARN",
     "DEMO_SECRETS",
     "GCP_PROJECT",
     "GCP_STORE_PROJECT",
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 DEMO_IDENTITY = "demo-app"
+# The role ARN the demo's STS accepts: the demo policy's role demo-app, bound to demo-app.
+DEMO_ROLE_ARN = f"arn:aws:iam::000000000000:role/{DEMO_IDENTITY}"
 DEFAULT_LISTEN = ("127.0.0.1", 8080)
 # The admin API sits this far above the data port: 8080 -> 9090, 9000 -> 10010, so a second
 # demo given only --listen does not collide with the first one's admin API.
@@ -476,6 +479,10 @@ def _write_env(env: DevEnvironment, grpc_target: str) -> None:
         f"AWS_ACCESS_KEY_ID={env.access_key_id}\n"
         f"AWS_SECRET_ACCESS_KEY={env.secret_access_key}\n"
         f"AWS_DEFAULT_REGION={REGION}\n"
+        # STS on keyledger: a demo workload token (`keyledger dev token`) traded for AWS
+        # credentials, for a caller with AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE.
+        f"AWS_ENDPOINT_URL_STS={endpoint}\n"
+        f"KEYLEDGER_DEMO_ROLE_ARN={DEMO_ROLE_ARN}\n"
         # Google Secret Manager through keyledger: REST base URL, gRPC target, the project
         # callers name, and demo-app's bearer token (a new one at every start).
         f"KEYLEDGER_GCP_ENDPOINT={endpoint}\n"

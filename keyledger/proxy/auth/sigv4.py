@@ -1,9 +1,10 @@
 """Authenticate callers by AWS Signature Version 4, with keys keyledger issued.
 
-The checks, in order: an Authorization header we can read; a known, unrevoked key; a
-credential scope for this service whose date matches ``X-Amz-Date``; a request time within
-the allowed clock skew (which bounds replays); and a signature that matches, compared in
-constant time.
+The checks, in order: an Authorization header we can read; a known, unrevoked key (or,
+with ``X-Amz-Security-Token``, a session keyledger issued through STS, unexpired, for that
+key id); a credential scope for this service whose date matches ``X-Amz-Date``; a request
+time within the allowed clock skew (which bounds replays); and a signature that matches,
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from keyledger import sigv4
 from keyledger.model import Principal
 from keyledger.proxy.auth.identities import IdentityStore, StoreFollower
+from keyledger.proxy.auth.sessions import METHOD as SESSION_METHOD
+from keyledger.proxy.auth.sessions import SessionSealer
 from keyledger.proxy.errors import AuthError, ErrorKind
 from keyledger.proxy.wire import WireRequest
 
@@ -38,7 +41,9 @@ class SigV4Authenticator:
         service: str = "secretsmanager",
         max_skew: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sessions: SessionSealer | None = None,
     ) -> None:
+        self._sessions = sessions
         self._service = service
         self._max_skew = max_skew
         self._clock = clock
@@ -77,14 +82,18 @@ class SigV4Authenticator:
                 kind=ErrorKind.MALFORMED_AUTH,
             ) from None
         key_id = auth.access_key_id
-        known = self._secrets.get(key_id)
-        if known is None:
-            raise AuthError(
-                "The security token included in the request is invalid.",
-                kind=ErrorKind.UNKNOWN_KEY,
-                claimed={"access_key_id": key_id},
-            )
-        principal, secret = known
+        session_token = wire.headers.get("x-amz-security-token")
+        if session_token is not None:
+            principal, secret = self._session(session_token, key_id)
+        else:
+            known = self._secrets.get(key_id)
+            if known is None:
+                raise AuthError(
+                    "The security token included in the request is invalid.",
+                    kind=ErrorKind.UNKNOWN_KEY,
+                    claimed={"access_key_id": key_id},
+                )
+            principal, secret = known
         # From here on the key is known: each failure names whose key was used.
         timestamp = wire.headers.get("x-amz-date", "")
         unsigned = _must_sign(wire.headers) - set(auth.signed_headers)
@@ -149,6 +158,28 @@ class SigV4Authenticator:
         if not hmac.compare_digest(expected, auth.signature):
             raise _refused(principal, key_id, SIGNATURE_MISMATCH, ErrorKind.BAD_SIGNATURE)
         return principal
+
+    def _session(self, token: str, key_id: str) -> tuple[Principal, str]:
+        """The principal and secret of the session ``token`` seals, for ``key_id``."""
+        session = self._sessions.open(token) if self._sessions is not None else None
+        if session is None or not hmac.compare_digest(session.access_key_id, key_id):
+            raise AuthError(
+                "The security token included in the request is invalid.",
+                kind=ErrorKind.UNKNOWN_TOKEN,
+                claimed={"access_key_id": key_id},
+                method=SESSION_METHOD,
+            )
+        assert self._sessions is not None
+        if self._sessions.expired(session):
+            error = _refused(
+                session.principal,
+                key_id,
+                "The security token included in the request is expired",
+                ErrorKind.EXPIRED_TOKEN,
+            )
+            error.method = SESSION_METHOD
+            raise error
+        return session.principal, session.secret_access_key
 
 
 def _refused(principal: Principal, key_id: str, message: str, kind: ErrorKind) -> AuthError:

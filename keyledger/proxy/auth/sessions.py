@@ -1,0 +1,100 @@
+"""Short-lived AWS credentials that carry themselves, for callers that traded a workload
+token for them (STS ``AssumeRoleWithWebIdentity``).
+
+The session token *is* the session: the principal, the access key id, the secret and the
+expiry, encrypted and authenticated (Fernet) under a key derived from the identity store's
+key. Any keyledger process holding that key (every ``--workers`` worker, every replica)
+verifies a session without shared state, and nobody without it can make or alter one. A
+session cannot be revoked before it expires: keep ``ttl`` short.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from keyledger.model import Principal
+
+__all__ = ["METHOD", "Session", "SessionSealer"]
+
+METHOD = "sts-web-identity"
+_ALPHABET = string.ascii_uppercase + "234567"
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+# Bounds on a token keyledger will try to open: a caller sends it.
+_MAX_TOKEN = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    principal: Principal
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    token: str = field(repr=False)
+    expires: datetime
+
+
+class SessionSealer:
+    """Issues sessions and opens their tokens."""
+
+    def __init__(
+        self, store_key: bytes, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=b"keyledger session credentials v1",
+        ).derive(store_key)
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._clock = clock
+
+    def issue(self, principal: Principal, *, ttl: timedelta) -> Session:
+        access_key_id = "ASIA" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+        secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+        expires = (self._clock() + ttl).replace(microsecond=0)
+        sealed = {
+            "k": access_key_id,
+            "s": secret,
+            "p": principal.id,
+            "g": list(principal.groups),
+            "a": dict(principal.attributes),
+            "e": int(expires.timestamp()),
+        }
+        token = self._fernet.encrypt(orjson.dumps(sealed)).decode()
+        session_principal = Principal(
+            id=principal.id,
+            auth_method=METHOD,
+            groups=principal.groups,
+            attributes=principal.attributes,
+        )
+        return Session(session_principal, access_key_id, secret, token, expires)
+
+    def open(self, token: str) -> Session | None:
+        """The session ``token`` seals, or None when keyledger did not issue it (or it was
+        altered). Expiry is the caller's to check: an expired session still opens."""
+        if len(token) > _MAX_TOKEN:
+            return None
+        try:
+            sealed = orjson.loads(self._fernet.decrypt(token.encode()))
+            principal = Principal(
+                id=str(sealed["p"]),
+                auth_method=METHOD,
+                groups=tuple(str(g) for g in sealed["g"]),
+                attributes={str(k): str(v) for k, v in sealed["a"].items()},
+            )
+            expires = datetime.fromtimestamp(int(sealed["e"]), UTC)
+            return Session(principal, str(sealed["k"]), str(sealed["s"]), token, expires)
+        except (InvalidToken, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def expired(self, session: Session) -> bool:
+        return self._clock() >= session.expires
