@@ -83,7 +83,9 @@ class SigV4Authenticator:
             ) from None
         key_id = auth.access_key_id
         session_token = wire.headers.get("x-amz-security-token")
-        if session_token is not None:
+        if session_token is not None and key_id not in self._secrets:
+            # A session keyledger issued (STS). A key it issued for good, sent with some
+            # session token anyway (a stray AWS_SESSION_TOKEN), is still that key.
             principal, secret = self._session(session_token, key_id)
         else:
             known = self._secrets.get(key_id)
