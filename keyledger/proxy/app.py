@@ -367,7 +367,14 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     # Workload tokens traded for AWS credentials (STS), which then sign like keys do.
     sessions = SessionSealer(store_key) if oidc is not None else None
     sts = (
-        StsEndpoint(verifier=oidc, sessions=sessions, policies=policies, journal=journal)
+        StsEndpoint(
+            verifier=oidc,
+            sessions=sessions,
+            policies=policies,
+            journal=journal,
+            default_ttl=timedelta(seconds=config.oidc.session_ttl_s),
+            max_ttl=timedelta(seconds=config.oidc.session_ttl_s),
+        )
         if oidc is not None and sessions is not None and config.aws_backend
         else None
     )

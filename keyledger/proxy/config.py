@@ -309,6 +309,8 @@ class OidcConfig:
     issuers: tuple[IssuerSettings, ...] = ()
     clock_skew_s: float = 60.0
     refresh_min_s: float = 30.0  # the least time between two fetches of one issuer's keys
+    # How long AWS credentials traded for a token (STS) last, unless the caller asks less.
+    session_ttl_s: float = 3600.0
 
     @property
     def enabled(self) -> bool:
@@ -878,7 +880,7 @@ def _parse_azure_frontend(
 
 
 def _parse_oidc(section: _Section) -> OidcConfig:
-    section.allow_only("issuers", "clock_skew", "refresh_min")
+    section.allow_only("issuers", "clock_skew", "refresh_min", "session_ttl")
     raw = section.data.get("issuers", [])
     if not isinstance(raw, list):
         raise section._fail("issuers", "expected a list of issuers (each with a preset or issuer)")
@@ -898,7 +900,15 @@ def _parse_oidc(section: _Section) -> OidcConfig:
     refresh = section.duration("refresh_min", 30.0)
     if not 0 <= refresh <= 3600:
         raise section._fail("refresh_min", "expected 0s to 1h")
-    return OidcConfig(issuers=tuple(issuers), clock_skew_s=skew, refresh_min_s=refresh)
+    session_ttl = section.duration("session_ttl", 3600.0)
+    if not 900 <= session_ttl <= 43200:
+        raise section._fail("session_ttl", "expected 15m to 12h (as STS allows)")
+    return OidcConfig(
+        issuers=tuple(issuers),
+        clock_skew_s=skew,
+        refresh_min_s=refresh,
+        session_ttl_s=session_ttl,
+    )
 
 
 def _names(section: _Section, key: str) -> tuple[str, ...]:
