@@ -1208,9 +1208,9 @@ class TestConfig:
 
     @pytest.mark.xfail(
         strict=True,
-        reason="keyledger/proxy/config.py:931 (did_you_mean, keyledger/_yaml.py:167): "
-        "'preset: github' is told \"did you mean 'gitlab'?\", the other CI system, since "
-        "difflib ranks gitlab closer than github-actions",
+        reason="keyledger/proxy/config.py:941 (_parse_issuer; did_you_mean in "
+        "keyledger/_yaml.py:167): 'preset: github' is told \"did you mean 'gitlab'?\", "
+        "the other CI system, since difflib ranks gitlab closer than github-actions",
     )
     def test_preset_github_is_pointed_to_github_actions(self, tmp_path: Path) -> None:
         """The likeliest slip, preset: github, is pointed to github-actions."""
