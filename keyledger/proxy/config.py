@@ -936,9 +936,13 @@ def _parse_issuer(section: _Section) -> IssuerSettings:
     )
     preset_name = section.optional_str("preset")
     if preset_name is not None and preset_name not in OIDC_PRESETS:
+        # "github" is short for github-actions, not a misspelt gitlab.
+        started = [p for p in OIDC_PRESETS if preset_name and p.startswith(preset_name)]
+        hint = f" (did you mean {started[0]!r}?)" if len(started) == 1 else ""
         raise section._fail(
             "preset",
-            f"expected one of {', '.join(OIDC_PRESETS)}{did_you_mean(preset_name, OIDC_PRESETS)}",
+            f"expected one of {', '.join(OIDC_PRESETS)}"
+            f"{hint or did_you_mean(preset_name, OIDC_PRESETS)}",
         )
     preset = OIDC_PRESETS.get(preset_name or "", {})
     issuer = section.optional_str("issuer") or preset.get("issuer")

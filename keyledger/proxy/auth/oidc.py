@@ -77,25 +77,45 @@ class JwksCache:
         self._refresh_min_s = refresh_min_s
         self._max_age_s = max_age_s
         self._clock = clock
-        self._keys: dict[str | None, jwt.PyJWK] = {}
+        # The published keys as published (a key without "alg" serves every algorithm of
+        # its type), and each built for the algorithm a token names.
+        self._keys: dict[str | None, Mapping[str, Any]] = {}
+        self._built: dict[tuple[str | None, str], jwt.PyJWK] = {}
         self._fetched_at: float | None = None  # the last attempt, successful or not
         self._loaded_at: float | None = None  # the last success
         self._lock = asyncio.Lock()
 
-    async def key(self, kid: str | None) -> jwt.PyJWK | None:
-        """The key named ``kid`` (the only key, for a token without one), or None."""
+    async def key(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
+        """The key named ``kid`` (the only key, for a token without one), for
+        ``algorithm``, or None."""
         now = self._clock()
         stale = self._loaded_at is None or now - self._loaded_at > self._max_age_s
         if stale or self._find(kid) is None:
             async with self._lock:
                 if self._may_fetch(self._clock()):
                     await self._refresh()
-        return self._find(kid)
+        found = self._find(kid)
+        if found is None:
+            return None
+        kid, published = found
+        built = self._built.get((kid, algorithm))
+        if built is None:
+            try:
+                # A key that names its algorithm keeps it (a token naming another then
+                # fails to verify); one that does not is built for the token's.
+                built = jwt.PyJWK(dict(published), None if "alg" in published else algorithm)
+            except jwt.PyJWTError:
+                # Not a key for that algorithm (an RSA key for ES256): built as it is, it
+                # fails the token's verification, as a wrong key does.
+                built = jwt.PyJWK(dict(published))
+            self._built[kid, algorithm] = built
+        return built
 
-    def _find(self, kid: str | None) -> jwt.PyJWK | None:
+    def _find(self, kid: str | None) -> tuple[str | None, Mapping[str, Any]] | None:
         if kid is not None:
-            return self._keys.get(kid)
-        return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+            published = self._keys.get(kid)
+            return (kid, published) if published is not None else None
+        return next(iter(self._keys.items())) if len(self._keys) == 1 else None
 
     def _may_fetch(self, now: float) -> bool:
         # Bounded: a stream of tokens naming made-up kids must not become a stream of
@@ -105,9 +125,8 @@ class JwksCache:
     async def _refresh(self) -> None:
         self._fetched_at = self._clock()
         try:
-            document = await self._document()
-            keys = jwt.PyJWKSet.from_dict(document).keys
-        except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError) as exc:
+            keys = _usable_keys(await self._document())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning(
                 "oidc_keys_unavailable",
                 issuer=self._settings.name,
@@ -115,7 +134,8 @@ class JwksCache:
                 keys_held=len(self._keys),
             )
             return
-        self._keys = {key.key_id: key for key in keys}
+        self._keys = keys
+        self._built = {}
         self._loaded_at = self._clock()
         log.info("oidc_keys_loaded", issuer=self._settings.name, keys=len(self._keys))
 
@@ -130,6 +150,26 @@ class JwksCache:
             if not isinstance(url, str):
                 raise ValueError("the discovery document has no jwks_uri")
         return orjson.loads(await self._fetch(url))
+
+
+def _usable_keys(document: Any) -> dict[str | None, Mapping[str, Any]]:
+    """The signing keys of a JWKS document PyJWT can use, by kid; ValueError if none."""
+    listed = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(listed, list):
+        raise ValueError('not a key set ({"keys": [...]})')
+    keys: dict[str | None, Mapping[str, Any]] = {}
+    for published in listed:
+        if not isinstance(published, Mapping) or published.get("use", "sig") != "sig":
+            continue
+        try:
+            jwt.PyJWK(dict(published))  # a key PyJWT can build, or skipped
+        except jwt.PyJWTError:
+            continue
+        kid = published.get("kid")
+        keys[kid if isinstance(kid, str) else None] = published
+    if not keys:
+        raise ValueError("the key set holds no usable signing key")
+    return keys
 
 
 class OidcVerifier:
@@ -181,7 +221,9 @@ class OidcVerifier:
                 claimed=claimed,
             )
         kid = header.get("kid")
-        key = await self._keys[settings.issuer].key(kid if isinstance(kid, str) else None)
+        key = await self._keys[settings.issuer].key(
+            kid if isinstance(kid, str) else None, algorithm
+        )
         if key is None:
             raise AuthError(
                 f"No signing key {str(kid)[:100]!r} is known for issuer {settings.name}.",
