@@ -52,8 +52,9 @@ from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.metrics import JournalCollector, PolicyCollector, ProxyMetrics, SinkCollector
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import PolicyReloader, load_policy
-from keyledger.proxy.sts import StsEndpoint, is_sts_request
-from keyledger.proxy.wire import Authenticator, Frontend, WireRequest, caller_text
+from keyledger.proxy.sts import StsEndpoint
+from keyledger.proxy.token_exchange import TokenExchange
+from keyledger.proxy.wire import AuthEndpoint, Authenticator, Frontend, WireRequest, caller_text
 
 __all__ = [
     "BROADCASTER",
@@ -242,8 +243,9 @@ class _Handler:
     max_body: int
     read_timeout: float
     inflight: InFlight
-    # AWS's endpoint also answers STS (a form, where Secrets Manager's calls are JSON).
-    sts: StsEndpoint | None = None
+    # Where callers trade credentials, on this protocol's routes: STS beside AWS's JSON
+    # protocol, the OAuth token exchange at Google's /v1/token.
+    endpoints: tuple[AuthEndpoint, ...] = ()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         with self.inflight.track():
@@ -274,8 +276,8 @@ class _Handler:
         if unreadable is not None:
             # Audited like any other call, though the caller may be gone already.
             response = await self.gateway.refuse(wire, unreadable)
-        elif self.sts is not None and is_sts_request(wire):
-            response = await self.sts.handle(wire)
+        elif endpoint := next((e for e in self.endpoints if e.matches(wire)), None):
+            response = await endpoint.handle(wire)
         else:
             response = await self.gateway.handle(wire)
         return web.Response(status=response.status, body=response.body, headers=response.headers)
@@ -363,9 +365,20 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         )
 
     oidc = _oidc_verifier(config, transports)
-    bearer = BearerAuthenticator(store=store, oidc=oidc)
-    # Workload tokens traded for AWS credentials (STS), which then sign like keys do.
+    # Workload tokens traded for AWS credentials (STS), which then sign like keys do, or for
+    # a bearer token (Google's token exchange).
     sessions = SessionSealer(store_key) if oidc is not None else None
+    bearer = BearerAuthenticator(store=store, oidc=oidc, sessions=sessions)
+    exchange = (
+        TokenExchange(
+            verifier=oidc,
+            sessions=sessions,
+            journal=journal,
+            ttl=timedelta(seconds=config.oidc.session_ttl_s),
+        )
+        if oidc is not None and sessions is not None
+        else None
+    )
     sts = (
         StsEndpoint(
             verifier=oidc,
@@ -442,13 +455,15 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     app.cleanup_ctx.append(_backend_ctx)
     app[INFLIGHT] = inflight = InFlight()
 
+    endpoints: dict[str, AuthEndpoint | None] = {"aws-json": sts, "gcp-rest": exchange}
+
     def handler(protocol: str) -> _Handler:
         return _Handler(
             gateway=gateways[protocol],
             max_body=config.limits.max_body_bytes,
             read_timeout=config.limits.request_timeout_s,
             inflight=inflight,
-            sts=sts if protocol == "aws-json" else None,
+            endpoints=tuple(e for e in (endpoints.get(protocol),) if e is not None),
         )
 
     # Google's REST API lives under /v1/; Key Vault's under /secrets and /deletedsecrets

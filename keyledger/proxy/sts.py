@@ -84,6 +84,9 @@ class StsEndpoint:
         self._default_ttl = default_ttl
         self._max_ttl = max_ttl
 
+    def matches(self, wire: WireRequest) -> bool:
+        return is_sts_request(wire)
+
     async def handle(self, wire: WireRequest) -> WireResponse:
         started = time.perf_counter()
         form = dict(parse_qsl(wire.body.decode("utf-8", "replace"), max_num_fields=20))

@@ -14,7 +14,15 @@ from keyledger.backends import BackendError
 from keyledger.model import Action, Principal, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import ProxyError
 
-__all__ = ["Authenticator", "Call", "Frontend", "WireRequest", "WireResponse", "caller_text"]
+__all__ = [
+    "AuthEndpoint",
+    "Authenticator",
+    "Call",
+    "Frontend",
+    "WireRequest",
+    "WireResponse",
+    "caller_text",
+]
 
 
 def caller_text(value: str | None, *, limit: int) -> str | None:
@@ -148,3 +156,14 @@ class Authenticator(Protocol):
         list); one that needs none, like SigV4, simply never awaits.
         """
         ...
+
+
+class AuthEndpoint(Protocol):
+    """Where a caller trades one credential for another (STS, OAuth token exchange):
+    answered beside a protocol's requests, on the same listener, and audited by itself."""
+
+    def matches(self, wire: WireRequest) -> bool:
+        """This request is for the endpoint, not for the protocol's gateway."""
+        ...
+
+    async def handle(self, wire: WireRequest) -> WireResponse: ...

@@ -24,6 +24,7 @@ from keyledger.proxy.auth.identities import (
     token_id_of,
 )
 from keyledger.proxy.auth.oidc import OidcVerifier, looks_like_jwt
+from keyledger.proxy.auth.sessions import BEARER_PREFIX, EXCHANGE_METHOD, SessionSealer
 from keyledger.proxy.errors import AuthError, ErrorKind
 from keyledger.proxy.wire import WireRequest
 
@@ -42,9 +43,11 @@ class BearerAuthenticator:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         reload_interval: float = RELOAD_INTERVAL_S,
         oidc: OidcVerifier | None = None,
+        sessions: SessionSealer | None = None,
     ) -> None:
         self._store = store
         self._oidc = oidc
+        self._sessions = sessions
         self._clock = clock
         # Picks up tokens created, rotated or revoked by `keyledger identity`.
         self._follower = StoreFollower(store, interval=reload_interval)
@@ -64,6 +67,8 @@ class BearerAuthenticator:
                 kind=ErrorKind.MALFORMED_AUTH,
             )
         token = value.strip()
+        if token.startswith(BEARER_PREFIX) and self._sessions is not None:
+            return self._session(token.removeprefix(BEARER_PREFIX))
         token_id = token_id_of(token)
         if token_id is None and self._oidc is not None and looks_like_jwt(token):
             try:
@@ -103,3 +108,18 @@ class BearerAuthenticator:
         return Principal(
             id=known.name, auth_method=self.method, groups=known.groups, attributes=known.attributes
         )
+
+    def _session(self, sealed: str) -> Principal:
+        """The caller a token exchange issued this bearer token to, until it expires."""
+        assert self._sessions is not None
+        session = self._sessions.open(sealed)
+        if session is None or session.principal.auth_method != EXCHANGE_METHOD:
+            raise AuthError(INVALID, kind=ErrorKind.UNKNOWN_TOKEN, method=EXCHANGE_METHOD)
+        if self._sessions.expired(session):
+            raise AuthError(
+                f"The bearer token expired at {session.expires.isoformat()}.",
+                kind=ErrorKind.EXPIRED_TOKEN,
+                principal_hint=session.principal.id,
+                method=EXCHANGE_METHOD,
+            )
+        return session.principal

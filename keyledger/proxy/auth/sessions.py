@@ -1,5 +1,6 @@
-"""Short-lived AWS credentials that carry themselves, for callers that traded a workload
-token for them (STS ``AssumeRoleWithWebIdentity``).
+"""Short-lived credentials that carry themselves, for callers that traded a workload token
+for them: AWS keys (STS ``AssumeRoleWithWebIdentity``) or a bearer token (Google's token
+exchange, ``klsess.`` + the session token).
 
 The session token *is* the session: the principal, the access key id, the secret and the
 expiry, encrypted and authenticated (Fernet) under a key derived from the identity store's
@@ -24,9 +25,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyledger.model import Principal
 
-__all__ = ["METHOD", "Session", "SessionSealer"]
+__all__ = ["BEARER_PREFIX", "EXCHANGE_METHOD", "METHOD", "Session", "SessionSealer"]
 
 METHOD = "sts-web-identity"
+EXCHANGE_METHOD = "token-exchange"
+# A bearer token that is a session (Google's token exchange answers with one).
+BEARER_PREFIX = "klsess."
 _ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
 # Bounds on a token keyledger will try to open: a caller sends it.
@@ -57,7 +61,7 @@ class SessionSealer:
         self._fernet = Fernet(base64.urlsafe_b64encode(derived))
         self._clock = clock
 
-    def issue(self, principal: Principal, *, ttl: timedelta) -> Session:
+    def issue(self, principal: Principal, *, ttl: timedelta, method: str = METHOD) -> Session:
         access_key_id = "ASIA" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
         secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
         expires = (self._clock() + ttl).replace(microsecond=0)
@@ -68,11 +72,12 @@ class SessionSealer:
             "g": list(principal.groups),
             "a": dict(principal.attributes),
             "e": int(expires.timestamp()),
+            "m": method,
         }
         token = self._fernet.encrypt(orjson.dumps(sealed)).decode()
         session_principal = Principal(
             id=principal.id,
-            auth_method=METHOD,
+            auth_method=method,
             groups=principal.groups,
             attributes=principal.attributes,
         )
@@ -87,7 +92,7 @@ class SessionSealer:
             sealed = orjson.loads(self._fernet.decrypt(token.encode()))
             principal = Principal(
                 id=str(sealed["p"]),
-                auth_method=METHOD,
+                auth_method=str(sealed.get("m", METHOD)),
                 groups=tuple(str(g) for g in sealed["g"]),
                 attributes={str(k): str(v) for k, v in sealed["a"].items()},
             )

@@ -164,7 +164,11 @@ class SigV4Authenticator:
     def _session(self, token: str, key_id: str) -> tuple[Principal, str]:
         """The principal and secret of the session ``token`` seals, for ``key_id``."""
         session = self._sessions.open(token) if self._sessions is not None else None
-        if session is None or not hmac.compare_digest(session.access_key_id, key_id):
+        if (
+            session is None
+            or session.principal.auth_method != SESSION_METHOD  # a bearer token's session
+            or not hmac.compare_digest(session.access_key_id, key_id)
+        ):
             raise AuthError(
                 "The security token included in the request is invalid.",
                 kind=ErrorKind.UNKNOWN_TOKEN,
