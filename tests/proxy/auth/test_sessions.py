@@ -4,11 +4,17 @@ opened by any process holding it, never made or altered by anyone else."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 from keyledger.model import Principal
-from keyledger.proxy.auth.sessions import EXCHANGE_METHOD, METHOD, SessionSealer
+from keyledger.proxy.auth import BearerAuthenticator, IdentityStore, SigV4Authenticator
+from keyledger.proxy.auth.sessions import BEARER_PREFIX, EXCHANGE_METHOD, METHOD, SessionSealer
+from keyledger.proxy.errors import AuthError, ErrorKind
+from keyledger.proxy.wire import WireRequest
+from tests.proxy.auth.test_sigv4_auth import signed_wire
 
 CALLER = Principal(
     id="repo:acme/payments:ref:refs/heads/main",
@@ -64,3 +70,56 @@ def test_expiry_is_the_callers_to_check_and_the_method_is_kept() -> None:
     assert not sealer.expired(opened)
     clock[0] = now + timedelta(minutes=15)
     assert sealer.expired(opened)
+
+
+class TestAuthenticatorsTakeOnlyTheirOwn:
+    """An STS session signs AWS calls and nothing else; a token exchange's session is a
+    bearer token and nothing else: one cannot be replayed as the other."""
+
+    async def test_sts_sessions_sign_and_exchange_sessions_do_not(self, tmp_path: Path) -> None:
+        key = Fernet.generate_key()
+        store = IdentityStore(tmp_path / "identities.json", key)
+        sealer = SessionSealer(key)
+        sigv4 = SigV4Authenticator(store=store, sessions=sealer)
+        sts = sealer.issue(CALLER, ttl=timedelta(minutes=15))
+        exchanged = sealer.issue(CALLER, ttl=timedelta(minutes=15), method=EXCHANGE_METHOD)
+
+        signed = signed_wire(sts.access_key_id, sts.secret_access_key, token=sts.token)
+        assert (await sigv4.authenticate(signed)).auth_method == METHOD
+        replayed = signed_wire(
+            exchanged.access_key_id, exchanged.secret_access_key, token=exchanged.token
+        )
+        with pytest.raises(AuthError) as refused:
+            await sigv4.authenticate(replayed)
+        assert refused.value.kind is ErrorKind.UNKNOWN_TOKEN
+
+    async def test_exchange_sessions_are_bearer_tokens_and_sts_sessions_are_not(
+        self, tmp_path: Path
+    ) -> None:
+        key = Fernet.generate_key()
+        store = IdentityStore(tmp_path / "identities.json", key)
+        sealer = SessionSealer(key)
+        bearer = BearerAuthenticator(store=store, sessions=sealer)
+        sts = sealer.issue(CALLER, ttl=timedelta(minutes=15))
+        exchanged = sealer.issue(CALLER, ttl=timedelta(minutes=15), method=EXCHANGE_METHOD)
+
+        def sent(token: str) -> WireRequest:
+            return WireRequest(
+                method="GET",
+                path="/v1/projects/p/secrets/s/versions/latest:access",
+                query=(),
+                headers={"authorization": f"Bearer {BEARER_PREFIX}{token}"},
+                body=b"",
+                source_ip=None,
+                user_agent=None,
+                request_id="req-1",
+            )
+
+        caller = await bearer.authenticate(sent(exchanged.token))
+        assert (caller.id, caller.auth_method) == (CALLER.id, EXCHANGE_METHOD)
+        with pytest.raises(AuthError) as refused:
+            await bearer.authenticate(sent(sts.token))
+        assert (refused.value.kind, refused.value.method) == (
+            ErrorKind.UNKNOWN_TOKEN,
+            EXCHANGE_METHOD,
+        )
