@@ -103,15 +103,6 @@ class _Ctx:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
 
-def _principal_info(principal: Principal) -> PrincipalInfo:
-    return PrincipalInfo(
-        id=principal.id,
-        auth_method=principal.auth_method,
-        groups=principal.groups,
-        attributes=principal.attributes,
-    )
-
-
 def _decision_info(decision: Decision) -> DecisionInfo:
     return DecisionInfo(
         effect=decision.effect.value,
@@ -225,7 +216,7 @@ class Gateway:
             trace.status, trace.auth_failure = "denied", exc.kind.value
             await self._record_auth_failure(ctx, exc)
             return self._frontend.render_error(exc, request_id=rid)
-        who = _principal_info(principal)
+        who = PrincipalInfo.of(principal)
 
         # 2. Parse the operation, and find the one backend that may execute it.
         try:

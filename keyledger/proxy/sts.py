@@ -140,7 +140,7 @@ class StsEndpoint:
         event = AuditEvent(
             type=EventType.LIFECYCLE,
             request=request,
-            principal=_info(session.principal),
+            principal=PrincipalInfo.of(session.principal),
             outcome=Outcome(status=Status.SUCCESS, latency_ms=_ms(started)),
             detail={
                 "event": "credentials_issued",
@@ -200,7 +200,7 @@ class StsEndpoint:
         event = AuditEvent(
             type=EventType.AUTH_FAILURE,
             request=request,
-            principal=_info(principal)
+            principal=PrincipalInfo.of(principal)
             if principal is not None
             else PrincipalInfo(id=None, auth_method=METHOD, attributes=claimed),
             outcome=Outcome(status=Status.DENIED, code=refusal.reason, latency_ms=_ms(started)),
@@ -217,15 +217,6 @@ def _refused_token(exc: AuthError) -> _Refusal:
     if exc.kind is ErrorKind.EXPIRED_TOKEN:
         return _Refusal(400, "ExpiredTokenException", exc.message, exc.kind.value)
     return _Refusal(400, "InvalidIdentityToken", exc.message, exc.kind.value)
-
-
-def _info(principal: Principal) -> PrincipalInfo:
-    return PrincipalInfo(
-        id=principal.id,
-        auth_method=principal.auth_method,
-        groups=principal.groups,
-        attributes=principal.attributes,
-    )
 
 
 def _ms(started: float) -> float:

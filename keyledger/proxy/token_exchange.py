@@ -93,16 +93,10 @@ class TokenExchange:
                 PrincipalInfo(id=None, auth_method="oidc", attributes=exc.claimed),
             )
         session = self._sessions.issue(principal, ttl=self._ttl, method=EXCHANGE_METHOD)
-        caller = session.principal
         event = AuditEvent(
             type=EventType.LIFECYCLE,
             request=request,
-            principal=PrincipalInfo(
-                id=caller.id,
-                auth_method=caller.auth_method,
-                groups=caller.groups,
-                attributes=caller.attributes,
-            ),
+            principal=PrincipalInfo.of(session.principal),
             outcome=Outcome(status=Status.SUCCESS, latency_ms=_ms(started)),
             detail={
                 "event": "credentials_issued",

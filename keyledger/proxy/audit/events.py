@@ -16,6 +16,8 @@ from typing import Any
 
 from ulid import ULID
 
+from keyledger.model import Principal
+
 __all__ = [
     "SCHEMA",
     "AuditEvent",
@@ -83,6 +85,16 @@ class PrincipalInfo:
     auth_method: str
     groups: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, principal: Principal) -> PrincipalInfo:
+        """An authenticated caller, as its events name it."""
+        return cls(
+            id=principal.id,
+            auth_method=principal.auth_method,
+            groups=principal.groups,
+            attributes=principal.attributes,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,6 @@ working; with none, tokens are refused (never a crash, never an unverified token
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ import structlog
 
 from keyledger.backends import HttpTransport, HttpTransportError
 from keyledger.model import Principal
+from keyledger.proxy.config import is_loopback_host
 from keyledger.proxy.errors import AuthError, ErrorKind
 from keyledger.proxy.issuers import IssuerSettings
 
@@ -324,7 +324,7 @@ def http_fetch(transport: HttpTransport, *, limit: int = 1 << 20) -> Fetch:
     bytes), else OSError, so the key cache keeps what it holds."""
 
     async def fetch(url: str) -> bytes:
-        if not url.startswith("https://") and not _loopback_url(url):
+        if not url.startswith("https://") and not is_loopback_host(urlsplit(url).hostname or ""):
             raise OSError(f"refusing to fetch signing keys over plain HTTP: {url[:200]}")
         try:
             reply = await transport.request("GET", url, headers={"Accept": "application/json"})
@@ -337,11 +337,3 @@ def http_fetch(transport: HttpTransport, *, limit: int = 1 << 20) -> Fetch:
         return reply.body
 
     return fetch
-
-
-def _loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
