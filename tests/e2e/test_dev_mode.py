@@ -74,6 +74,12 @@ def spawn_dev(
     return process, clean_env(PATH=bare_path()), port
 
 
+def dev_env(tmp_path: Path, *prefixes: str) -> dict[str, str]:
+    """The settings var/dev.env holds whose names start with one of ``prefixes``."""
+    lines = (tmp_path / "var" / "dev.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith(prefixes))
+
+
 def paster(
     banner: str, tmp_path: Path, env: dict[str, str]
 ) -> Callable[[str], subprocess.CompletedProcess[str]]:

@@ -17,7 +17,7 @@ from google.cloud import secretmanager
 
 from keyledger.proxy.dev import DEMO_GCP_SECRETS, GCP_PROJECT
 from tests.conftest import journal_events
-from tests.e2e.test_dev_mode import paster, spawn_dev, wait_for
+from tests.e2e.test_dev_mode import dev_env, paster, spawn_dev, wait_for
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
@@ -52,12 +52,7 @@ def test_an_external_account_credential_reads_through_keyledger(tmp_path: Path) 
         token_file = tmp_path / "token.jwt"
         made = paste(f"keyledger dev token --subject demo-app > {token_file}")
         assert made.returncode == 0, made.stderr
-        dev_env = dict(
-            line.split("=", 1)
-            for line in (tmp_path / "var" / "dev.env").read_text().splitlines()
-            if line.startswith("KEYLEDGER_GCP_ENDPOINT=")
-        )
-        endpoint = dev_env["KEYLEDGER_GCP_ENDPOINT"]
+        endpoint = dev_env(tmp_path, "KEYLEDGER_GCP_ENDPOINT=")["KEYLEDGER_GCP_ENDPOINT"]
 
         def client(token: Path) -> secretmanager.SecretManagerServiceClient:
             # The credential type's own loader: load_credentials_from_file warns about

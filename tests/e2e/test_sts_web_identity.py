@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from keyledger.proxy.dev import DEMO_ROLE_ARN, DEMO_SECRETS
 from tests.conftest import journal_events
-from tests.e2e.test_dev_mode import paster, spawn_dev, wait_for
+from tests.e2e.test_dev_mode import dev_env, paster, spawn_dev, wait_for
 
 WEB_IDENTITY = (
     'env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ROLE_ARN="{role}" '
@@ -56,15 +56,11 @@ def test_the_aws_cli_and_boto3_trade_a_workload_token_for_credentials(
             + "aws secretsmanager get-secret-value --secret-id staging/db/password"
         )
         # boto3, in this process: only what the SDK reads from the environment.
-        dev_env = dict(
-            line.split("=", 1)
-            for line in (tmp_path / "var" / "dev.env").read_text().splitlines()
-            if line.startswith(("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"))
-        )
+        endpoints = dev_env(tmp_path, "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
             monkeypatch.delenv(name, raising=False)
         for name, value in {
-            **dev_env,
+            **endpoints,
             "AWS_ROLE_ARN": DEMO_ROLE_ARN,
             "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
             "AWS_CONFIG_FILE": str(tmp_path / "none"),
