@@ -724,5 +724,13 @@ boto3:
                     aws_secret_access_key="{env.secret_access_key}")
   print(sm.get_secret_value(SecretId="staging/db/password")["SecretString"])
 {_gcp_lines(grpc_target)}{_azure_lines(env, var_display)}
+Workload identities: the demo trusts an OIDC issuer of its own. A token for demo-app,
+traded through keyledger's STS by the AWS CLI (no keys), or sent as a bearer token:
+
+  keyledger dev token --subject demo-app > {var_display}/demo-app.jwt
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ROLE_ARN="$KEYLEDGER_DEMO_ROLE_ARN" \\
+    AWS_WEB_IDENTITY_TOKEN_FILE={var_display}/demo-app.jwt \\
+    aws secretsmanager get-secret-value --secret-id staging/db/password
+
 Demo secrets (AWS): {", ".join(DEMO_SECRETS)}.  Ctrl-C stops.
 """

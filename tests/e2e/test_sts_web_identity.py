@@ -4,6 +4,7 @@ unmodified AWS CLI and boto3 read them, against `keyledger serve --dev`."""
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -24,7 +25,8 @@ WEB_IDENTITY = (
 def test_the_aws_cli_and_boto3_trade_a_workload_token_for_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With only a token file from the demo issuer, the AWS CLI and boto3 read what
+    """The banner's lines work as pasted. With only a token file from the demo issuer, the
+    AWS CLI and boto3 read what
     demo-app may read and are denied the rest; a role the policy does not bind to the
     caller, or a forged token, is refused by STS itself. Every exchange is audited, and
     every read names auth method sts-web-identity."""
@@ -32,6 +34,13 @@ def test_the_aws_cli_and_boto3_trade_a_workload_token_for_credentials(
     try:
         banner = wait_for(process, "Ctrl-C stops")
         paste = paster(banner, tmp_path, env)
+        printed = re.search(
+            r"^  (keyledger dev token --subject demo-app > .*?staging/db/password)$",
+            banner,
+            re.M | re.S,
+        )
+        assert printed is not None, banner
+        as_printed = paste(printed.group(1))
         token_file = tmp_path / "token.jwt"
         made = paste(f"keyledger dev token --subject demo-app > {token_file}")
         assert made.returncode == 0, made.stderr
@@ -75,6 +84,8 @@ def test_the_aws_cli_and_boto3_trade_a_workload_token_for_credentials(
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
 
+    assert as_printed.returncode == 0, as_printed.stderr
+    assert DEMO_SECRETS["staging/db/password"] in as_printed.stdout
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == DEMO_SECRETS["staging/db/password"]
     assert "AccessDeniedException" in denied.stderr, denied.stderr
@@ -91,8 +102,8 @@ def test_the_aws_cli_and_boto3_trade_a_workload_token_for_credentials(
     assert "secret" not in str(issued[0]["detail"]).lower()
     reads = [e for e in events if e["type"] == "access"]
     assert [(e["principal"]["auth_method"], e["decision"]["effect"]) for e in reads] == [
-        ("sts-web-identity", "allow"),
-        ("sts-web-identity", "deny"),
-    ] * 2
+        ("sts-web-identity", "allow"),  # as printed
+        *[("sts-web-identity", "allow"), ("sts-web-identity", "deny")] * 2,
+    ]
     failures = [e["outcome"]["code"] for e in events if e["type"] == "auth_failure"]
     assert sorted(failures) == ["role_not_bound", "token_mismatch"]
