@@ -30,10 +30,19 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SecretRef:
-    """A secret as policies name it: ``backend:name`` (``aws:prod/db/password``)."""
+    """A secret as policies name it: ``backend:name`` (``aws:prod/db/password``).
+
+    A name ending in ``/*`` stands for every secret under that prefix, for a call that
+    may touch any of them (a Key Vault restore): no store allows ``*`` in a name.
+    """
 
     backend: str
     name: str
+
+    @property
+    def under(self) -> str | None:
+        """For ``vault/*``, the prefix ``vault/`` every secret it stands for starts with."""
+        return self.name[:-1] if self.name.endswith("/*") else None
 
     def __str__(self) -> str:
         return f"{self.backend}:{self.name}"

@@ -47,6 +47,11 @@ class _Bucket:
         self.lengths = tuple(sorted({len(p) for p in self.prefixed}))
 
     def candidates(self, name: str) -> Iterator[Rule]:
+        if name.endswith("/*"):
+            # Every secret under a prefix: a deny filed anywhere below it may apply.
+            for rules in (*self.exact.values(), *self.prefixed.values()):
+                yield from rules
+            return
         yield from self.exact.get(name, ())
         for length in self.lengths:
             if length > len(name):
@@ -264,7 +269,7 @@ def _verdict(
     if action not in rule.actions:
         applies = False
         reasons.append(f"action {action} is not in [{', '.join(sorted(rule.actions))}]")
-    if not any(r.matches(ref.backend, ref.name) for r in rule.resources):
+    if not rule.names(ref):
         applies = False
         patterns = ", ".join(r.text for r in rule.resources)
         reasons.append(f"{ref} matches none of [{patterns}]")

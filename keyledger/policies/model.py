@@ -62,6 +62,15 @@ class ResourcePattern:
         """True when the glob names exactly one secret."""
         return self.regex is None
 
+    def may_match_under(self, backend: str, prefix: str) -> bool:
+        """Some name starting with ``prefix`` could match: the glob's fixed start and the
+        prefix agree as far as both go."""
+        if self.backend not in ("*", backend):
+            return False
+        cut = next((i for i, c in enumerate(self.glob) if c in _WILDCARDS), len(self.glob))
+        fixed = self.glob[:cut]
+        return fixed.startswith(prefix) or prefix.startswith(fixed)
+
     @property
     def prefix(self) -> str:
         """The fixed start of every name the glob can match, cut after a ``/``.
@@ -87,10 +96,20 @@ class Rule:
     resource_sources: tuple[str, ...] = field(default=(), compare=False)
 
     def covers(self, action: Action, ref: SecretRef) -> bool:
-        """The action and the secret are this rule's, conditions aside."""
-        return action in self.actions and any(
-            r.matches(ref.backend, ref.name) for r in self.resources
-        )
+        """The action and the secret are this rule's, conditions aside.
+
+        For a ref that stands for every secret under a prefix (``vault/*``), an allow must
+        cover the whole prefix (its glob matches ``vault/*`` itself), and a deny covers it
+        as soon as it could match any one secret there: a deny on part is a deny of all.
+        """
+        return action in self.actions and self.names(ref)
+
+    def names(self, ref: SecretRef) -> bool:
+        """The secret is one of this rule's resources (see :meth:`covers` for ``vault/*``)."""
+        under = ref.under
+        if under is not None and self.effect is Effect.DENY:
+            return any(r.may_match_under(ref.backend, under) for r in self.resources)
+        return any(r.matches(ref.backend, ref.name) for r in self.resources)
 
     def conditions_hold(self, principal: Principal, ctx: Context) -> bool:
         return all(c.holds(principal, ctx) for c in self.when) and not any(

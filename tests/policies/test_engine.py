@@ -444,3 +444,43 @@ class TestDecideProperty:
             assert decision.rule in candidates
         else:
             assert decision.rule is None
+
+
+class TestEverySecretUnder:
+    """A call that may touch any secret under a prefix (a Key Vault restore, `vault/*`):
+    allowed only by a rule covering the whole prefix, and denied by any deny that could
+    match one secret there."""
+
+    TEXT = """
+        roles:
+          - id: r
+            rules:
+              - {id: vault, actions: [write], resources: ["azure:demo/*"]}
+              - {id: part, actions: [write], resources: ["azure:other/staging-*"]}
+              - {id: fence, effect: deny, actions: [write], resources: ["azure:demo/prod-*"]}
+              - {id: one, effect: deny, actions: [write], resources: ["azure:third/db"]}
+              - {id: third, actions: [write], resources: ["azure:third/*"]}
+              - {id: fourth, actions: [write], resources: ["azure:fourth/*"]}
+        bindings:
+          - role: r
+            principals: [app]
+    """
+
+    def test_decisions(self, tmp_path: Path) -> None:
+        engine = engine_for(tmp_path, self.TEXT)
+
+        def decided(name: str) -> tuple[Effect, str | None]:
+            decision = engine.decide(who("app"), Action.WRITE, ref(name))
+            explained = engine.explain(who("app"), Action.WRITE, ref(name)).decision
+            assert explained == decision  # the slow way agrees
+            return decision.effect, decision.rule
+
+        # A deny on part of the vault denies the whole; one on another vault does not.
+        assert decided("azure:demo/*") == (Effect.DENY, "fence")
+        assert decided("azure:third/*") == (Effect.DENY, "one")  # a literal name under it
+        assert decided("azure:fourth/*") == (Effect.ALLOW, "fourth")
+        # An allow on part of a vault is not an allow of all of it.
+        assert decided("azure:other/*") == (Effect.DENY, None)
+        # Single secrets are decided as ever.
+        assert decided("azure:demo/staging-db") == (Effect.ALLOW, "vault")
+        assert decided("azure:demo/prod-db") == (Effect.DENY, "fence")
