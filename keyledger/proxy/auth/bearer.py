@@ -5,8 +5,10 @@ The same header arrives over REST and as gRPC metadata. The checks for a keyledg
 in order: a Bearer header; a token of keyledger's shape; a known token id (one dictionary
 lookup); the token's SHA-256 equal to the stored one, compared in constant time; not
 revoked; not expired. Only a caller holding the real token learns that it is revoked or
-expired. A JWT goes to :class:`~keyledger.proxy.auth.oidc.OidcVerifier` instead. Errors
-name the token id (or the JWT's issuer) and the identity, never the token.
+expired. A JWT goes to :class:`~keyledger.proxy.auth.oidc.OidcVerifier` instead, and a
+request with no token over a verified client certificate is that certificate's caller
+(:mod:`keyledger.proxy.auth.mtls`). Errors name the token id (or the JWT's issuer) and the
+identity, never the token.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from keyledger.proxy.auth.identities import (
     token_digest,
     token_id_of,
 )
+from keyledger.proxy.auth.mtls import principal_from_certificate
 from keyledger.proxy.auth.oidc import OidcVerifier, looks_like_jwt
 from keyledger.proxy.auth.sessions import BEARER_PREFIX, EXCHANGE_METHOD, SessionSealer
 from keyledger.proxy.errors import AuthError, ErrorKind
@@ -55,6 +58,9 @@ class BearerAuthenticator:
     async def authenticate(self, wire: WireRequest) -> Principal:
         self._follower.refresh()
         header = wire.headers.get("authorization", "").strip()
+        if not header and wire.peer_certificate is not None:
+            # No token, but a client certificate the listener verified (mTLS).
+            return principal_from_certificate(wire.peer_certificate)
         if not header:
             raise AuthError(
                 "Missing bearer token: send Authorization: Bearer <token>",

@@ -124,8 +124,9 @@ class AzureFrontend:
         self._challenge = f'Bearer authorization="{authority}", resource="{resource}"'
 
     def challenge(self, wire: WireRequest) -> WireResponse | None:
-        """Key Vault's first answer to a client that sent no credentials."""
-        if wire.headers.get("authorization"):
+        """Key Vault's first answer to a client that sent no credentials (a verified client
+        certificate is one)."""
+        if wire.headers.get("authorization") or wire.peer_certificate is not None:
             return None
         return _error(
             401,
