@@ -26,18 +26,14 @@ from xml.sax.saxutils import escape
 
 from keyledger.model import Principal
 from keyledger.proxy.audit.events import (
-    AuditEvent,
-    EventType,
-    Outcome,
     PrincipalInfo,
     RequestInfo,
-    Status,
-    format_time,
 )
-from keyledger.proxy.audit.journal import Journal, JournalUnavailable
+from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.auth.oidc import OidcVerifier
 from keyledger.proxy.auth.sessions import METHOD, Session, SessionSealer
 from keyledger.proxy.errors import AuthError, ErrorKind
+from keyledger.proxy.exchanges import issued, record, refused
 from keyledger.proxy.pipeline import PolicyHolder
 from keyledger.proxy.wire import WireRequest, WireResponse, caller_text
 
@@ -137,22 +133,8 @@ class StsEndpoint:
             )
         except _Refusal as refusal:
             return await self._refuse(wire, request, started, refusal, principal, claimed)
-        event = AuditEvent(
-            type=EventType.LIFECYCLE,
-            request=request,
-            principal=PrincipalInfo.of(session.principal),
-            outcome=Outcome(status=Status.SUCCESS, latency_ms=_ms(started)),
-            detail={
-                "event": "credentials_issued",
-                "access_key_id": session.access_key_id,
-                "role": role,
-                "expires": format_time(session.expires),
-            },
-        )
-        try:
-            await self._journal.append_many([event])
-        except JournalUnavailable:
-            # Credentials whose issue is not on record are never handed out.
+        event = issued(request, session, started, access_key_id=session.access_key_id, role=role)
+        if not await record(self._journal, event):
             return _error(503, "ServiceUnavailable", "keyledger cannot write its journal", wire)
         return WireResponse(
             status=200,
@@ -197,18 +179,13 @@ class StsEndpoint:
         principal: Principal | None,
         claimed: Mapping[str, str],
     ) -> WireResponse:
-        event = AuditEvent(
-            type=EventType.AUTH_FAILURE,
-            request=request,
-            principal=PrincipalInfo.of(principal)
+        who = (
+            PrincipalInfo.of(principal)
             if principal is not None
-            else PrincipalInfo(id=None, auth_method=METHOD, attributes=claimed),
-            outcome=Outcome(status=Status.DENIED, code=refusal.reason, latency_ms=_ms(started)),
-            detail={"reason": refusal.message[:200]},
+            else PrincipalInfo(id=None, auth_method=METHOD, attributes=claimed)
         )
-        try:
-            await self._journal.append_many([event])
-        except JournalUnavailable:
+        event = refused(request, started, who, refusal.reason, refusal.message)
+        if not await record(self._journal, event):
             return _error(503, "ServiceUnavailable", "keyledger cannot write its journal", wire)
         return _error(refusal.status, refusal.code, refusal.message, wire)
 
@@ -217,10 +194,6 @@ def _refused_token(exc: AuthError) -> _Refusal:
     if exc.kind is ErrorKind.EXPIRED_TOKEN:
         return _Refusal(400, "ExpiredTokenException", exc.message, exc.kind.value)
     return _Refusal(400, "InvalidIdentityToken", exc.message, exc.kind.value)
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def _issued(session: Session, role: str, principal: Principal, request_id: str) -> bytes:

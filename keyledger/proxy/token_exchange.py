@@ -22,18 +22,14 @@ from urllib.parse import parse_qsl
 import orjson
 
 from keyledger.proxy.audit.events import (
-    AuditEvent,
-    EventType,
-    Outcome,
     PrincipalInfo,
     RequestInfo,
-    Status,
-    format_time,
 )
-from keyledger.proxy.audit.journal import Journal, JournalUnavailable
+from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.auth.oidc import OidcVerifier
 from keyledger.proxy.auth.sessions import BEARER_PREFIX, EXCHANGE_METHOD, SessionSealer
 from keyledger.proxy.errors import AuthError
+from keyledger.proxy.exchanges import issued, record, refused
 from keyledger.proxy.wire import WireRequest, WireResponse
 
 __all__ = ["PATH", "PROTOCOL", "TokenExchange"]
@@ -93,22 +89,9 @@ class TokenExchange:
                 PrincipalInfo(id=None, auth_method="oidc", attributes=exc.claimed),
             )
         session = self._sessions.issue(principal, ttl=self._ttl, method=EXCHANGE_METHOD)
-        event = AuditEvent(
-            type=EventType.LIFECYCLE,
-            request=request,
-            principal=PrincipalInfo.of(session.principal),
-            outcome=Outcome(status=Status.SUCCESS, latency_ms=_ms(started)),
-            detail={
-                "event": "credentials_issued",
-                # Names the session (never its token), to tell one bearer's calls apart.
-                "session_id": session.access_key_id,
-                "expires": format_time(session.expires),
-            },
-        )
-        try:
-            await self._journal.append_many([event])
-        except JournalUnavailable:
-            # A token whose issue is not on record is never handed out.
+        # The session's id (never its token) tells one bearer's calls apart.
+        event = issued(request, session, started, session_id=session.access_key_id)
+        if not await record(self._journal, event):
             return _json(503, {"error": "temporarily_unavailable"})
         expires_in = int(self._ttl.total_seconds())
         return _json(
@@ -130,22 +113,10 @@ class TokenExchange:
         reason: str,
         principal: PrincipalInfo | None = None,
     ) -> WireResponse:
-        event = AuditEvent(
-            type=EventType.AUTH_FAILURE,
-            request=request,
-            principal=principal or PrincipalInfo(id=None, auth_method="oidc"),
-            outcome=Outcome(status=Status.DENIED, code=reason, latency_ms=_ms(started)),
-            detail={"reason": description[:200]},
-        )
-        try:
-            await self._journal.append_many([event])
-        except JournalUnavailable:
+        who = principal or PrincipalInfo(id=None, auth_method="oidc")
+        if not await record(self._journal, refused(request, started, who, reason, description)):
             return _json(503, {"error": "temporarily_unavailable"})
         return _json(400, {"error": error, "error_description": description[:500]})
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def _json(status: int, body: object) -> WireResponse:
