@@ -414,7 +414,16 @@ def test_dev_off_loopback_says_what_a_dev_user_can_do(tmp_path: Path) -> None:
     """`serve --dev --listen 0.0.0.0:PORT` is refused (the demo serves plain HTTP there),
     with the fix a demo user has: a loopback --listen, or --config; nothing is written."""
     result = subprocess.run(
-        [*KEYLEDGER, "serve", "--dev", "--listen", f"0.0.0.0:{free_port()}"],
+        [
+            *KEYLEDGER,
+            "serve",
+            "--dev",
+            "--listen",
+            f"0.0.0.0:{free_port()}",
+            # Its own free port: by default HTTPS goes 363 above, which may be taken.
+            "--tls-listen",
+            f"127.0.0.1:{free_port()}",
+        ],
         cwd=tmp_path,
         env=clean_env(),
         capture_output=True,
