@@ -39,6 +39,7 @@ from keyledger.proxy.audit.sinks.cursor import CursorStore
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.auth import BearerAuthenticator, IdentityStore, SigV4Authenticator
 from keyledger.proxy.auth.identities import load_store_key
+from keyledger.proxy.auth.lifecycle import IdentityRecorder
 from keyledger.proxy.auth.oidc import OidcVerifier, http_fetch
 from keyledger.proxy.auth.sessions import SessionSealer
 from keyledger.proxy.config import Config, is_loopback_host, require_key
@@ -85,6 +86,7 @@ GRPC = web.AppKey("grpc", GrpcListener)  # Google's gRPC listener, when configur
 # One HTTP client per backend: its own timeout and connection pool.
 TRANSPORTS = web.AppKey("transports", tuple[AiohttpTransport, ...])
 RELOADER = web.AppKey("reloader", PolicyReloader)
+IDENTITIES = web.AppKey("identities", IdentityRecorder)
 BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
@@ -452,6 +454,8 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     app.cleanup_ctx.append(_shipping_ctx)
     app.cleanup_ctx.append(_journal_ctx)
     app.cleanup_ctx.append(_reloader_ctx)
+    app[IDENTITIES] = IdentityRecorder(store=store, journal=journal, folder=audit.journal)
+    app.cleanup_ctx.append(_identities_ctx)
     app.cleanup_ctx.append(_backend_ctx)
     app[INFLIGHT] = inflight = InFlight()
 
@@ -592,6 +596,17 @@ async def _shipping_ctx(app: web.Application) -> AsyncIterator[None]:
         shipper.start()
     yield
     await asyncio.gather(*(shipper.stop() for shipper in shippers))
+
+
+async def _identities_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Credentials issued and revoked, recorded as the store changes (and at start)."""
+    recorder = app[IDENTITIES]
+    await recorder.check()
+    task = asyncio.create_task(recorder.run(), name="identity-recorder")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -411,7 +411,9 @@ class TestServe:
         assert intact.returncode == 0, intact.stdout
         assert "intact" in intact.stdout
         lines = journal.read_bytes().splitlines(keepends=True)
-        assert len(lines) == 8  # start, five reads, stop, and the closing checkpoint
+        # start, the identity found at start, five reads, stop, the closing checkpoint
+        assert len(lines) == 9
+        assert orjson.loads(lines[1])["detail"]["event"] == "identity_issued"
         assert orjson.loads(lines[-1])["type"] == "checkpoint"
 
         cases = {
@@ -437,7 +439,7 @@ class TestServe:
         journal.write_bytes(b"".join(lines[:5]))
         result = verify(served.journal_dir, "--public-key", public_key)
         assert result.returncode == 1
-        assert "seals seq 7 (its checkpoint event is seq 8), but the journal ends at seq 5" in (
+        assert "seals seq 8 (its checkpoint event is seq 9), but the journal ends at seq 5" in (
             result.stdout
         ), result.stdout
 

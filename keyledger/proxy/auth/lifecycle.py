@@ -1,0 +1,185 @@
+"""Who could call, and since when, on record: every credential keyledger issued or revoked
+(`keyledger identity create|revoke|rotate`, `--token` too) becomes a ``lifecycle`` event in
+the journal, so an auditor reads access rights changing in the same chain as the accesses.
+
+The CLI edits the identity store; the running proxy notices the change (within a second,
+as its authenticators do), compares the store with what it last recorded, and writes one
+event per credential issued (``identity_issued``), revoked (``identity_revoked``) or removed
+(``identity_removed``): the identity, the credential's kind and id, groups and expiry;
+never a secret. What was recorded is kept in the journal's folder
+(``.identities.recorded.json``), so a change made while keyledger was stopped is recorded
+when it starts, and each change once: ``--workers`` processes take turns under a lock on
+that file, and only the first to see a change records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import structlog
+
+from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo
+from keyledger.proxy.audit.journal import Journal, JournalUnavailable
+from keyledger.proxy.auth.identities import IdentityStore, Token
+
+__all__ = ["RECORD_FILE", "IdentityRecorder"]
+
+log = structlog.get_logger("keyledger.identities")
+
+RECORD_FILE = ".identities.recorded.json"
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One credential as recorded: what a change to it is measured against."""
+
+    identity: str
+    kind: str  # sigv4 | token
+    revoked: bool
+    groups: tuple[str, ...]
+    expires: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "identity": self.identity,
+            "kind": self.kind,
+            "revoked": self.revoked,
+            "groups": list(self.groups),
+            "expires": self.expires,
+        }
+
+
+def _current(store: IdentityStore) -> dict[str, _Seen]:
+    seen: dict[str, _Seen] = {}
+    for credential in (*store, *store.tokens()):
+        expires = credential.expires if isinstance(credential, Token) else None
+        seen[credential.credential_id] = _Seen(
+            identity=credential.name,
+            kind=credential.kind,
+            revoked=credential.revoked,
+            groups=tuple(credential.groups),
+            expires=expires.isoformat() if expires is not None else None,
+        )
+    return seen
+
+
+class IdentityRecorder:
+    """Records identity store changes as lifecycle events; :meth:`check` looks once."""
+
+    def __init__(self, *, store: IdentityStore, journal: Journal, folder: Path) -> None:
+        self._store = store
+        self._journal = journal
+        self._path = folder / RECORD_FILE
+
+    async def check(self) -> int:
+        """Record what changed since the last record; the number of events written."""
+        with contextlib.suppress(Exception):  # a half-written store: next time
+            self._store.reload_if_changed()
+        current = _current(self._store)
+        with self._locked() as mine:
+            if not mine:
+                return 0  # another worker is recording: it sees the same change
+            recorded = self._recorded()
+            events = list(_changes(recorded, current))
+            if not events:
+                return 0
+            try:
+                await self._journal.append_many(events)
+            except JournalUnavailable:
+                return 0  # recorded once the journal takes it: the state is not moved on
+            self._save(current)
+        log.info("identity_changes_recorded", events=len(events))
+        return len(events)
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:
+                log.exception("identity_recording_failed")
+            await asyncio.sleep(interval_s)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[bool]:
+        """The record's lock, if no other process holds it (never waited for on the loop)."""
+        fd = os.open(self._path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _recorded(self) -> dict[str, _Seen] | None:
+        """What was last recorded; None when nothing ever was (a first start)."""
+        try:
+            data = orjson.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return {
+            key: _Seen(
+                identity=str(value["identity"]),
+                kind=str(value["kind"]),
+                revoked=bool(value["revoked"]),
+                groups=tuple(value.get("groups", ())),
+                expires=value.get("expires"),
+            )
+            for key, value in data.items()
+        }
+
+    def _save(self, current: Mapping[str, _Seen]) -> None:
+        temporary = self._path.with_name(f".{self._path.name}.tmp")
+        temporary.write_bytes(orjson.dumps({k: v.as_json() for k, v in current.items()}))
+        os.replace(temporary, self._path)
+
+
+def _changes(
+    recorded: Mapping[str, _Seen] | None, current: Mapping[str, _Seen]
+) -> Iterator[AuditEvent]:
+    # A first start records every credential there is, as the state keyledger found.
+    before = recorded or {}
+    # By identity, then kind: a change reads the same whatever order the store keeps.
+    ordered = sorted(current.items(), key=lambda item: (item[1].identity, item[1].kind, item[0]))
+    for credential_id, now in ordered:
+        was = before.get(credential_id)
+        if was is None:
+            yield _event("identity_issued", credential_id, now, first=recorded is None)
+            if now.revoked:
+                yield _event("identity_revoked", credential_id, now)
+        elif now.revoked and not was.revoked:
+            yield _event("identity_revoked", credential_id, now)
+    for credential_id, was in before.items():
+        if credential_id not in current:
+            yield _event("identity_removed", credential_id, was)
+
+
+def _event(kind: str, credential_id: str, seen: _Seen, *, first: bool = False) -> AuditEvent:
+    detail: dict[str, object] = {
+        "event": kind,
+        "credential": "access_key" if seen.kind == "sigv4" else "token",
+        "credential_id": credential_id,
+        "groups": list(seen.groups),
+    }
+    if seen.expires is not None:
+        detail["expires"] = seen.expires
+    if first:
+        detail["found_at_start"] = True  # issued before keyledger first recorded
+    return AuditEvent(
+        type=EventType.LIFECYCLE,
+        principal=PrincipalInfo(
+            id=seen.identity, auth_method="bearer" if seen.kind == "token" else "sigv4"
+        ),
+        detail=detail,
+    )

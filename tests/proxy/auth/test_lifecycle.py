@@ -1,0 +1,90 @@
+"""Credentials issued and revoked, on record in the journal: what `keyledger identity`
+changes, the running proxy writes down, once, never with a secret."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.fernet import Fernet
+
+from keyledger.proxy.audit.journal import Journal
+from keyledger.proxy.auth.identities import IdentityStore
+from keyledger.proxy.auth.lifecycle import IdentityRecorder
+from tests.conftest import journal_events
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    journal = Journal(directory=tmp_path / "audit", chain_id="ids", fsync=False)
+    await journal.start()
+    try:
+        yield journal
+    finally:
+        await journal.close()
+
+
+def changes(tmp_path: Path) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e["detail"]["event"],
+            e["principal"]["id"],
+            e["detail"]["credential"],
+            e["detail"].get("found_at_start", False),
+        )
+        for e in journal_events(tmp_path / "audit", "lifecycle")
+        if str(e["detail"]["event"]).startswith("identity_")
+    ]
+
+
+async def test_issues_and_revocations_are_recorded_once(tmp_path: Path, journal: Journal) -> None:
+    """What exists at the first start is recorded as found; then each key or token created
+    and each one revoked, once, also across a restart (a new recorder on the same folder),
+    and two workers looking at once record a change once."""
+    key = Fernet.generate_key()
+    cli = IdentityStore(tmp_path / "identities.json", key)  # what `keyledger identity` edits
+    cli.create("svc-old")
+    proxy_store = IdentityStore(tmp_path / "identities.json", key)
+    recorder = IdentityRecorder(store=proxy_store, journal=journal, folder=tmp_path / "audit")
+
+    assert await recorder.check() == 1
+    issued = cli.create("svc-new", groups=("payments",))
+    token = cli.create_token("svc-new")
+    cli.revoke("svc-old")
+    assert await recorder.check() == 3
+    assert await recorder.check() == 0  # nothing new
+    restarted = IdentityRecorder(
+        store=IdentityStore(tmp_path / "identities.json", key),
+        journal=journal,
+        folder=tmp_path / "audit",
+    )
+    assert await restarted.check() == 0  # already on record
+    cli.revoke(token.token_id)
+    other_worker = IdentityRecorder(
+        store=IdentityStore(tmp_path / "identities.json", key),
+        journal=journal,
+        folder=tmp_path / "audit",
+    )
+    assert await other_worker.check() + await restarted.check() == 1
+
+    assert changes(tmp_path) == [
+        ("identity_issued", "svc-old", "access_key", True),
+        ("identity_issued", "svc-new", "access_key", False),  # second look: by identity
+        ("identity_issued", "svc-new", "token", False),
+        ("identity_revoked", "svc-old", "access_key", False),
+        ("identity_revoked", "svc-new", "token", False),
+    ]
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "audit").glob("*.jsonl"))
+    assert issued.secret_access_key.encode() not in raw
+    assert token.token.encode() not in raw
+    new_key = next(
+        e
+        for e in journal_events(tmp_path / "audit", "lifecycle")
+        if e["detail"].get("credential_id") == issued.access_key_id
+    )
+    assert new_key["detail"]["groups"] == ["payments"]
+    recorded = orjson.loads((tmp_path / "audit" / ".identities.recorded.json").read_bytes())
+    assert recorded[token.token_id]["revoked"] is True
