@@ -77,11 +77,15 @@ class IdentityRecorder:
         self._store = store
         self._journal = journal
         self._path = folder / RECORD_FILE
+        self._settled: int | None = None  # the store generation last found on record
 
     async def check(self) -> int:
         """Record what changed since the last record; the number of events written."""
-        with contextlib.suppress(Exception):  # a half-written store: next time
+        with contextlib.suppress(OSError, ValueError):  # a half-written store: next time
             self._store.reload_if_changed()
+        generation = self._store.generation
+        if generation == self._settled:
+            return 0  # nothing changed since everything was on record
         current = _current(self._store)
         with self._locked() as mine:
             if not mine:
@@ -89,12 +93,14 @@ class IdentityRecorder:
             recorded = self._recorded()
             events = list(_changes(recorded, current))
             if not events:
+                self._settled = generation
                 return 0
             try:
                 await self._journal.append_many(events)
             except JournalUnavailable:
                 return 0  # recorded once the journal takes it: the state is not moved on
             self._save(current)
+        self._settled = generation
         log.info("identity_changes_recorded", events=len(events))
         return len(events)
 
