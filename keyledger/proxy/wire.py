@@ -19,6 +19,7 @@ __all__ = [
     "Authenticator",
     "Call",
     "Frontend",
+    "FrontendDefaults",
     "WireRequest",
     "WireResponse",
     "caller_text",
@@ -90,6 +91,21 @@ class Call:
     def single(self) -> SecretRef | None:
         """The one secret this call names, if it names exactly one."""
         return self.targets[0] if len(self.targets) == 1 else None
+
+
+class FrontendDefaults:
+    """The hooks of :class:`Frontend` most protocols answer alike: no authentication
+    handshake, and calls that name one secret or none (only AWS has batch reads to narrow
+    and per-secret errors inside a success). A frontend overrides what its protocol has."""
+
+    def challenge(self, wire: WireRequest) -> WireResponse | None:
+        return None  # no handshake: every request carries its credentials
+
+    def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
+        return call.request  # one secret or none: never a partial call to narrow
+
+    def item_errors(self, call: Call, result: SecretResult) -> list[tuple[SecretRef, str]]:
+        return []
 
 
 class Frontend(Protocol):

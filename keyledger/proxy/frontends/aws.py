@@ -21,7 +21,7 @@ from keyledger.backends import BackendError
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, ErrorKind, ProxyError, RequestError
-from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
+from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["OPERATIONS", "AwsFrontend"]
 
@@ -105,15 +105,12 @@ _BACKEND_CODES: Mapping[str, str] = {
 _STORE_CREDENTIALS = (400, "AccessDeniedException")
 
 
-class AwsFrontend:
+class AwsFrontend(FrontendDefaults):
     protocol = "aws-json"
     operations = frozenset(OPERATIONS)
 
     def __init__(self, *, backend: str) -> None:
         self.backend = backend
-
-    def challenge(self, wire: WireRequest) -> WireResponse | None:
-        return None  # no handshake: every request carries its credentials
 
     def operation_name(self, wire: WireRequest) -> str:
         target = wire.headers.get("x-amz-target", "")

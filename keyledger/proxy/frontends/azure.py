@@ -43,7 +43,7 @@ from keyledger.backends.azure.routes import (
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, AuthError, ErrorKind, ProxyError, RequestError
-from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
+from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["ACTIONS", "AzureFrontend", "Vault", "VaultRoutes"]
 
@@ -115,7 +115,7 @@ class VaultRoutes:
         return None
 
 
-class AzureFrontend:
+class AzureFrontend(FrontendDefaults):
     protocol = "azure"
     operations = frozenset(OPERATIONS)
 
@@ -204,14 +204,8 @@ class AzureFrontend:
             filter_results=op.name in _LISTINGS,
         )
 
-    def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
-        return call.request  # no batches in Key Vault: a call names one secret or none
-
     def empty_result(self, call: Call) -> SecretResult:
         return SecretResult(data={"status": 200, "body": {"value": [], "nextLink": None}})
-
-    def item_errors(self, call: Call, result: SecretResult) -> list[tuple[SecretRef, str]]:
-        return []
 
     def render(
         self,

@@ -12,7 +12,7 @@ the same exceptions as over REST (see :mod:`.gcp_common`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Set
 from typing import Any
 
 import proto  # type: ignore[import-untyped]
@@ -23,10 +23,10 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from keyledger.backends import BackendError
 from keyledger.backends.gcp import OPERATIONS
-from keyledger.model import SecretRef, SecretRequest, SecretResult
+from keyledger.model import SecretRef, SecretResult
 from keyledger.proxy.errors import ErrorKind, ProxyError, RequestError
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes, answer, call_for, status_for
-from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
+from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["SERVICE", "GcpGrpcFrontend", "method_path"]
 
@@ -39,15 +39,12 @@ def method_path(rpc: str) -> str:
     return _PREFIX + rpc
 
 
-class GcpGrpcFrontend:
+class GcpGrpcFrontend(FrontendDefaults):
     protocol = "gcp-grpc"
     operations = frozenset(OPERATIONS)
 
     def __init__(self, routes: ProjectRoutes) -> None:
         self._routes = routes
-
-    def challenge(self, wire: WireRequest) -> WireResponse | None:
-        return None  # no handshake: every request carries its credentials
 
     def operation_name(self, wire: WireRequest) -> str:
         path = wire.path
@@ -70,15 +67,8 @@ class GcpGrpcFrontend:
             ) from None
         return call_for(rpc, message, self._routes)
 
-    def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
-        # Every RPC names one secret or none: never a partial call to narrow.
-        return call.request
-
     def empty_result(self, call: Call) -> SecretResult:
         return SecretResult(data={"response": service.ListSecretsResponse()})
-
-    def item_errors(self, call: Call, result: SecretResult) -> Sequence[tuple[SecretRef, str]]:
-        return ()
 
     def render(
         self,

@@ -33,10 +33,10 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 from keyledger.backends import BackendError
 from keyledger.backends.gcp import OPERATIONS
 from keyledger.backends.gcp.rest_routes import Route, route_for
-from keyledger.model import SecretRef, SecretRequest, SecretResult
+from keyledger.model import SecretRef, SecretResult
 from keyledger.proxy.errors import ErrorKind, ProxyError, RequestError
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes, answer, call_for, status_for
-from keyledger.proxy.wire import Call, WireRequest, WireResponse, caller_text
+from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["GcpRestFrontend"]
 
@@ -71,15 +71,12 @@ _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]{1,100})" at "([^"]{0,200
 _MESSAGE_LIMIT = 300
 
 
-class GcpRestFrontend:
+class GcpRestFrontend(FrontendDefaults):
     protocol = "gcp-rest"
     operations = frozenset(OPERATIONS)
 
     def __init__(self, routes: ProjectRoutes) -> None:
         self._routes = routes
-
-    def challenge(self, wire: WireRequest) -> WireResponse | None:
-        return None  # no handshake: every request carries its credentials
 
     def operation_name(self, wire: WireRequest) -> str:
         found = route_for(wire.method, wire.path)
@@ -113,14 +110,8 @@ class GcpRestFrontend:
             call = replace(call, rendering={ENUM_ENCODING: "int"})
         return call
 
-    def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
-        return call.request  # no batches in Google's API: a call names one secret or none
-
     def empty_result(self, call: Call) -> SecretResult:
         return SecretResult(data={"response": None})
-
-    def item_errors(self, call: Call, result: SecretResult) -> list[tuple[SecretRef, str]]:
-        return []
 
     def render(
         self,
