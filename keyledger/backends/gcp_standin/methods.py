@@ -105,18 +105,27 @@ def get_secret(store: Store, request: Message) -> Message:
     return _secret(store.get_secret(request.name))
 
 
-def list_secrets(store: Store, request: Message) -> Message:
-    page = store.list_secrets(
-        request.parent,
-        page_size=request.page_size,
-        page_token=request.page_token,
-        filter=request.filter,
-    )
-    return service.ListSecretsResponse.pb()(
-        secrets=[_secret(s) for s in page.items],
+def _paging(request: Message) -> dict[str, Any]:
+    """What a listing request asks of the store's pages."""
+    return {
+        "page_size": request.page_size,
+        "page_token": request.page_token,
+        "filter": request.filter,
+    }
+
+
+def _paged(response: Any, field: str, page: Any, render: Callable[[Any], Message]) -> Message:
+    """One page of the store as the listing's response message, its items under ``field``."""
+    return response.pb()(
+        **{field: [render(item) for item in page.items]},
         next_page_token=page.next_page_token,
         total_size=page.total_size,
     )
+
+
+def list_secrets(store: Store, request: Message) -> Message:
+    page = store.list_secrets(request.parent, **_paging(request))
+    return _paged(service.ListSecretsResponse, "secrets", page, _secret)
 
 
 def update_secret(store: Store, request: Message) -> Message:
@@ -155,17 +164,8 @@ def get_secret_version(store: Store, request: Message) -> Message:
 
 
 def list_secret_versions(store: Store, request: Message) -> Message:
-    page = store.list_versions(
-        request.parent,
-        page_size=request.page_size,
-        page_token=request.page_token,
-        filter=request.filter,
-    )
-    return service.ListSecretVersionsResponse.pb()(
-        versions=[_version(v) for v in page.items],
-        next_page_token=page.next_page_token,
-        total_size=page.total_size,
-    )
+    page = store.list_versions(request.parent, **_paging(request))
+    return _paged(service.ListSecretVersionsResponse, "versions", page, _version)
 
 
 def access_secret_version(store: Store, request: Message) -> Message:
