@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import getpass
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +42,6 @@ from keyledger.proxy.config import (
 from keyledger.proxy.listeners import ListenError
 
 if TYPE_CHECKING:
-    from datetime import timedelta
-
     from aiohttp import web
 
     from keyledger.proxy.auth.identities import (
@@ -572,11 +572,10 @@ def _identity_store(args: argparse.Namespace) -> tuple[IdentityStore, str]:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     store, set_at = _identity_store(args)
     new_store = not store.path.exists()
-    lifetime = _token_lifetime(args)
+    lifetime = _lifetime(args)
+    by = _actor()
     if args.identity_command == "create":
         folder = store.path.parent
         if new_store and not folder.is_dir():
@@ -590,10 +589,12 @@ def cmd_identity(args: argparse.Namespace) -> int:
         beside = _held_kinds(store, args.name)
         if args.token:
             issued: IssuedKey | IssuedToken = store.create_token(
-                args.name, groups=groups, attributes=attributes, lifetime=lifetime
+                args.name, groups=groups, attributes=attributes, lifetime=lifetime, by=by
             )
         else:
-            issued = store.create(args.name, groups=groups, attributes=attributes)
+            issued = store.create(
+                args.name, groups=groups, attributes=attributes, lifetime=lifetime, by=by
+            )
         if new_store:
             print(f"created a new identity store {store.path} ({set_at})", file=sys.stderr)
         _print_issued(issued)
@@ -602,14 +603,31 @@ def cmd_identity(args: argparse.Namespace) -> int:
                 f"added to the existing identity {args.name}, beside its {beside}", file=sys.stderr
             )
     elif args.identity_command == "rotate":
+        overlap = _overlap(args)
         if args.token:
-            issued = store.rotate_token(args.name, lifetime=lifetime)
+            issued = store.rotate_token(args.name, overlap=overlap, lifetime=lifetime, by=by)
         else:
-            issued = store.rotate(args.name)
+            issued = store.rotate(args.name, overlap=overlap, lifetime=lifetime, by=by)
         _print_issued(issued)
-        print(f"the previous {'token' if args.token else 'key'} is revoked", file=sys.stderr)
+        previous = "token" if args.token else "key"
+        if overlap is None:
+            print(f"the previous {previous} is revoked", file=sys.stderr)
+        else:
+            ends = (datetime.now(UTC) + overlap).replace(microsecond=0).isoformat()
+            print(f"the previous {previous} keeps working until {ends}", file=sys.stderr)
+    elif args.identity_command == "revoke" and args.sessions:
+        cutoff = store.revoke_sessions(args.name, by=by)
+        print(
+            f"revoked the sessions and workload tokens of {cutoff.pattern} issued before "
+            f"{cutoff.before.isoformat()}"
+        )
+        print(
+            "new ones are still issued to it: to keep it out, remove its issuer's trust or "
+            "deny it in the policy",
+            file=sys.stderr,
+        )
     elif args.identity_command == "revoke":
-        for credential in store.revoke(args.name):
+        for credential in store.revoke(args.name, by=by):
             print(f"revoked {credential.credential_id} ({credential.name})")
     else:
         if new_store:
@@ -628,29 +646,57 @@ def cmd_identity(args: argparse.Namespace) -> int:
                 f"{credential.status(now):8} {credential.created:26} {expires:26} "
                 f"{shown}{'; ' + facts if facts else ''}"
             )
+        for cutoff in store.session_cutoffs():
+            print(
+                f"sessions of {cutoff.pattern} issued before {cutoff.before.isoformat()} "
+                "are revoked"
+            )
     return 0
 
 
-def _token_lifetime(args: argparse.Namespace) -> timedelta | None:
-    """The lifetime ``--expires`` asks for (90d when not given; None for never)."""
+def _lifetime(args: argparse.Namespace) -> timedelta | None:
+    """The lifetime ``--expires`` asks for; when not given, 90d for a token and never for
+    an access key (None), as AWS's keys."""
     from keyledger.proxy.auth.identities import DEFAULT_TOKEN_LIFETIME, parse_lifetime
 
     text: str | None = getattr(args, "expires", None)
     if text is None:
-        return DEFAULT_TOKEN_LIFETIME
-    if not args.token:
-        raise CliError("--expires is for tokens: add --token")
+        return DEFAULT_TOKEN_LIFETIME if getattr(args, "token", False) else None
     try:
         return parse_lifetime(text)
     except ValueError as exc:
         raise CliError(f"--expires: {exc}") from exc
 
 
-def _expiry_text(credential: Identity | Token) -> str:
-    from keyledger.proxy.auth.identities import Token
+def _overlap(args: argparse.Namespace) -> timedelta | None:
+    """How long ``rotate --overlap`` keeps the old credential working; None: not at all."""
+    from keyledger.proxy.auth.identities import parse_lifetime
 
-    if not isinstance(credential, Token):
-        return "-"  # SigV4 keys live until revoked
+    if args.overlap is None:
+        return None
+    try:
+        overlap = parse_lifetime(args.overlap)
+    except ValueError as exc:
+        raise CliError(f"--overlap: {exc}") from exc
+    if overlap is None:
+        raise CliError("--overlap never would keep the old credential for good: give a duration")
+    return overlap
+
+
+def _actor() -> str:
+    """Who runs this command, for the record: the OS account (the one sudo was run from,
+    too) and host. What the machine says, not a proof: the audit trail names it as such."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no passwd entry (a container's arbitrary uid)
+        user = f"uid {os.getuid()}"
+    via = os.environ.get("SUDO_USER")
+    if via and via != user:
+        user = f"{via} (sudo as {user})"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _expiry_text(credential: Identity | Token | IssuedKey | IssuedToken) -> str:
     return credential.expires.isoformat() if credential.expires else "never"
 
 
@@ -669,7 +715,7 @@ def _print_issued(issued: IssuedKey | IssuedToken) -> None:
     if isinstance(issued, IssuedToken):
         print(f"token id           {issued.token_id}")
         print(f"token              {issued.token}")
-        print(f"expires            {issued.expires.isoformat() if issued.expires else 'never'}")
+        print(f"expires            {_expiry_text(issued)}")
         print(
             "the token is shown only now (keyledger keeps only its hash); store it in the "
             "service's secret configuration",
@@ -684,6 +730,8 @@ def _print_issued(issued: IssuedKey | IssuedToken) -> None:
         return
     print(f"access key id      {issued.access_key_id}")
     print(f"secret access key  {issued.secret_access_key}")
+    if issued.expires is not None:
+        print(f"expires            {_expiry_text(issued)}")
     print(
         "the secret is shown only now; store it in the service's secret configuration",
         file=sys.stderr,
@@ -773,7 +821,14 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = identity_sub.add_parser(name, help=text, description=text)
         if name == "revoke":
-            cmd.add_argument("name", metavar="NAME|KEY-ID|TOKEN-ID")
+            cmd.add_argument("name", metavar="NAME|KEY-ID|TOKEN-ID|PRINCIPAL")
+            cmd.add_argument(
+                "--sessions",
+                action="store_true",
+                help="revoke what workload identities were issued instead: the STS and token "
+                "exchange sessions and the OIDC tokens of PRINCIPAL (a caller id as audit "
+                "events name it, or a glob like 'repo:acme/shop:*') issued before now",
+            )
         elif name != "list":
             cmd.add_argument("name", metavar="NAME")
         if name == "create":
@@ -793,8 +848,15 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--expires",
                 metavar="DURATION",
-                help="with --token: how long it is valid, like 90d, 12h or 30m, or never "
-                "(default 90d)",
+                help="how long it is valid, like 90d, 12h or 30m, or never (default: 90d for "
+                "a token, never for an access key)",
+            )
+        if name == "rotate":
+            cmd.add_argument(
+                "--overlap",
+                metavar="DURATION",
+                help="keep the old key (or token) working this long, like 1h, while services "
+                "move to the new one (default: revoke it now)",
             )
         where = cmd.add_mutually_exclusive_group()
         where.add_argument("--config", metavar="FILE", help="config file naming the store")

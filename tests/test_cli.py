@@ -313,8 +313,9 @@ class TestIdentityTokens:
         ("argv", "message"),
         [
             (
-                ["create", "svc-a", "--expires", "30d"],
-                "keyledger: --expires is for tokens: add --token\n",
+                ["rotate", "svc-a", "--overlap", "never"],
+                "keyledger: --overlap never would keep the old credential for good: give a "
+                "duration\n",
             ),
             (
                 ["create", "svc-a", "--token", "--expires", "3 months"],
@@ -335,6 +336,37 @@ class TestIdentityTokens:
 
         assert err == message
         assert not (config.parent / "ids.json").exists()
+
+    def test_rotate_with_an_overlap(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """rotate --overlap 1h keeps the old key active until an hour from now, says so, and
+        list shows both keys with the old one's end; a key created with --expires shows it."""
+        from datetime import UTC, datetime, timedelta
+
+        old, _ = self.run(capsys, config, "create", "svc-a", "--expires", "30d")
+        new, err = self.run(capsys, config, "rotate", "svc-a", "--overlap", "1h")
+
+        until = err.split("keeps working until ", 1)[1].split()[0]
+        in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+        assert abs(datetime.fromisoformat(until) - in_an_hour) < timedelta(seconds=5)
+        assert "expires" not in new  # the new key lives until revoked
+        listed = {r[2]: (r[3], r[5]) for r in self.listing(capsys, config)[1:]}
+        assert listed == {
+            old["access key id"]: ("active", until),
+            new["access key id"]: ("active", "never"),
+        }
+
+    def test_revoke_sessions(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """revoke --sessions PRINCIPAL records a cutoff for that caller's sessions, shown by
+        list, and says that new ones are still issued."""
+        self.run(capsys, config, "create", "svc-a")
+
+        assert (
+            main(["identity", "revoke", "--sessions", "repo:acme/*", "--config", str(config)]) == 0
+        )
+        out, err = capsys.readouterr()
+        assert out.startswith("revoked the sessions and workload tokens of repo:acme/* issued ")
+        assert "new ones are still issued to it" in err
+        assert self.listing(capsys, config)[-1][:3] == ["sessions", "of", "repo:acme/*"]
 
     def test_rotate_token_of_a_key_only_identity_says_how(
         self, config: Path, capsys: pytest.CaptureFixture[str]

@@ -366,7 +366,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             observer=metrics,
         )
 
-    oidc = _oidc_verifier(config, transports)
+    oidc = _oidc_verifier(config, transports, store)
     # Workload tokens traded for AWS credentials (STS), which then sign like keys do, or for
     # a bearer token (Google's token exchange).
     sessions = SessionSealer(store_key) if oidc is not None else None
@@ -490,9 +490,12 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     return app
 
 
-def _oidc_verifier(config: Config, transports: list[AiohttpTransport]) -> OidcVerifier | None:
+def _oidc_verifier(
+    config: Config, transports: list[AiohttpTransport], store: IdentityStore
+) -> OidcVerifier | None:
     """The verifier of OIDC JWTs from the trusted issuers, fetching their keys with an HTTP
-    client of its own (started and closed with the backends'); None without issuers."""
+    client of its own (started and closed with the backends'); None without issuers. The
+    store's session cutoffs revoke tokens issued before them."""
     oidc = config.oidc
     if not oidc.enabled:
         return None
@@ -503,6 +506,7 @@ def _oidc_verifier(config: Config, transports: list[AiohttpTransport]) -> OidcVe
         fetch=http_fetch(transport),
         clock_skew_s=oidc.clock_skew_s,
         refresh_min_s=oidc.refresh_min_s,
+        revoked=store.sessions_revoked,
     )
 
 

@@ -128,4 +128,11 @@ class BearerAuthenticator:
                 principal_hint=session.principal.id,
                 method=EXCHANGE_METHOD,
             )
+        if self._store.sessions_revoked(session.principal.id, session.issued):
+            raise AuthError(
+                "The bearer token has been revoked.",
+                kind=ErrorKind.REVOKED_TOKEN,
+                principal_hint=session.principal.id,
+                method=EXCHANGE_METHOD,
+            )
         return session.principal

@@ -28,6 +28,7 @@ under another key is refused even when the store holds tokens only.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -36,11 +37,11 @@ import secrets
 import string
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 from cryptography.fernet import Fernet, InvalidToken
@@ -50,11 +51,13 @@ from keyledger.proxy.config import require_key
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
     "RELOAD_INTERVAL_S",
+    "Credential",
     "Identity",
     "IdentityError",
     "IdentityStore",
     "IssuedKey",
     "IssuedToken",
+    "SessionCutoff",
     "StoreFollower",
     "Token",
     "load_store_key",
@@ -89,46 +92,19 @@ class IdentityError(ValueError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Identity:
-    """A SigV4 access key and the identity it belongs to."""
-
-    kind: ClassVar[str] = "sigv4"
+class _Held:
+    """What every credential records: whose it is, and who issued and revoked it when."""
 
     name: str
-    access_key_id: str
     groups: tuple[str, ...] = ()
     # Facts policies can condition on (principal: {team: payments}), like OIDC claims.
     attributes: Mapping[str, str] = field(default_factory=dict)
     created: str = ""
-    revoked: bool = False
-    encrypted_secret: str = field(default="", repr=False)
-
-    @property
-    def credential_id(self) -> str:
-        return self.access_key_id
-
-    def status(self, now: datetime) -> str:
-        return "revoked" if self.revoked else "active"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Token:
-    """A bearer token (its id and hash, never the token) and the identity it belongs to."""
-
-    kind: ClassVar[str] = "token"
-
-    name: str
-    token_id: str
-    groups: tuple[str, ...] = ()
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    created: str = ""
+    created_by: str = ""  # who ran the command, as the CLI saw it (see actor())
     expires: datetime | None = None  # None: never
     revoked: bool = False
-    digest: bytes = field(default=b"", repr=False)  # SHA-256 of the whole token
-
-    @property
-    def credential_id(self) -> str:
-        return self.token_id
+    revoked_at: str = ""
+    revoked_by: str = ""
 
     def expired(self, now: datetime) -> bool:
         return self.expires is not None and now >= self.expires
@@ -137,6 +113,48 @@ class Token:
         if self.revoked:
             return "revoked"
         return "expired" if self.expired(now) else "active"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity(_Held):
+    """A SigV4 access key and the identity it belongs to."""
+
+    kind: ClassVar[str] = "sigv4"
+
+    access_key_id: str
+    encrypted_secret: str = field(default="", repr=False)
+
+    @property
+    def credential_id(self) -> str:
+        return self.access_key_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Token(_Held):
+    """A bearer token (its id and hash, never the token) and the identity it belongs to."""
+
+    kind: ClassVar[str] = "token"
+
+    token_id: str
+    digest: bytes = field(default=b"", repr=False)  # SHA-256 of the whole token
+
+    @property
+    def credential_id(self) -> str:
+        return self.token_id
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCutoff:
+    """Sessions and workload tokens of the principals ``pattern`` matches (a name, or a glob
+    with ``*``) issued before ``before`` are refused: sealed sessions carry themselves, so
+    this is how one is revoked before it expires."""
+
+    pattern: str
+    before: datetime
+    by: str = ""
+
+    def covers(self, principal_id: str) -> bool:
+        return fnmatch.fnmatchcase(principal_id, self.pattern)
 
 
 Credential = Identity | Token
@@ -149,6 +167,7 @@ class IssuedKey:
     name: str
     access_key_id: str
     secret_access_key: str = field(repr=False)
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +252,7 @@ class IdentityStore:
         self.generation = 0
         self._identities: dict[str, Identity] = {}
         self._tokens: dict[str, Token] = {}
+        self._cutoffs: dict[str, SessionCutoff] = {}
         self._key_check: str | None = None
         self._version: tuple[int, int] | None = None
         if path.exists():
@@ -251,7 +271,7 @@ class IdentityStore:
         if version == self._version:
             return False
         if version is None:
-            self._identities, self._tokens, self._key_check = {}, {}, None
+            self._identities, self._tokens, self._cutoffs, self._key_check = {}, {}, {}, None
             self._version = None
             self.generation += 1
         else:
@@ -264,28 +284,17 @@ class IdentityStore:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             keys = [
                 Identity(
-                    name=i["name"],
-                    access_key_id=i["access_key_id"],
-                    groups=tuple(i.get("groups", ())),
-                    attributes={str(k): str(v) for k, v in i.get("attributes", {}).items()},
-                    created=i.get("created", ""),
-                    revoked=bool(i.get("revoked", False)),
-                    encrypted_secret=i["secret"],
+                    **_held_from(i), access_key_id=i["access_key_id"], encrypted_secret=i["secret"]
                 )
                 for i in doc["identities"]
             ]
             tokens = [
-                Token(
-                    name=t["name"],
-                    token_id=t["token_id"],
-                    groups=tuple(t.get("groups", ())),
-                    attributes={str(k): str(v) for k, v in t.get("attributes", {}).items()},
-                    created=t.get("created", ""),
-                    expires=_expiry(t.get("expires")),
-                    revoked=bool(t.get("revoked", False)),
-                    digest=_sha256(t["sha256"]),
-                )
+                Token(**_held_from(t), token_id=t["token_id"], digest=_sha256(t["sha256"]))
                 for t in doc.get("tokens", ())
+            ]
+            cutoffs = [
+                SessionCutoff(str(c["pattern"]), _timestamp(c["before"]), str(c.get("by", "")))
+                for c in doc.get("session_cutoffs", ())
             ]
             key_check = doc.get("key_check")
             if key_check is not None and not isinstance(key_check, str):
@@ -294,6 +303,7 @@ class IdentityStore:
             raise IdentityError(f"{self.path}: not a keyledger identity store ({exc})") from exc
         self._identities = {i.access_key_id: i for i in keys}
         self._tokens = {t.token_id: t for t in tokens}
+        self._cutoffs = {c.pattern: c for c in cutoffs}
         self._key_check = key_check
         self._version = version
         self.generation += 1
@@ -335,29 +345,16 @@ class IdentityStore:
         doc = {
             "version": 1,
             "identities": [
-                {
-                    "name": i.name,
-                    "access_key_id": i.access_key_id,
-                    "groups": list(i.groups),
-                    "attributes": dict(i.attributes),
-                    "created": i.created,
-                    "revoked": i.revoked,
-                    "secret": i.encrypted_secret,
-                }
+                {**_held_json(i), "access_key_id": i.access_key_id, "secret": i.encrypted_secret}
                 for i in self._identities.values()
             ],
             "tokens": [
-                {
-                    "name": t.name,
-                    "token_id": t.token_id,
-                    "groups": list(t.groups),
-                    "attributes": dict(t.attributes),
-                    "created": t.created,
-                    "expires": t.expires.isoformat() if t.expires else None,
-                    "revoked": t.revoked,
-                    "sha256": t.digest.hex(),
-                }
+                {**_held_json(t), "token_id": t.token_id, "sha256": t.digest.hex()}
                 for t in self._tokens.values()
+            ],
+            "session_cutoffs": [
+                {"pattern": c.pattern, "before": c.before.isoformat(), "by": c.by}
+                for c in self._cutoffs.values()
             ],
             "key_check": self._key_check,
         }
@@ -445,28 +442,57 @@ class IdentityStore:
         *,
         groups: tuple[str, ...] = (),
         attributes: Mapping[str, str] | None = None,
+        lifetime: timedelta | None = None,
+        by: str = "",
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
     ) -> IssuedKey:
-        """Issue a SigV4 key: for a new identity, or next to the tokens of one in use."""
-        if any(i.name == name and not i.revoked for i in self._identities.values()):
+        """Issue a SigV4 key: for a new identity, or next to the tokens of one in use.
+
+        ``lifetime`` None: the key lives until revoked, as AWS access keys do.
+        """
+        now = _now()
+        if any(i.name == name and i.status(now) == "active" for i in self._identities.values()):
             raise IdentityError(f"identity {name!r} already has an active key; use rotate")
         groups, facts = self._identity_for(name, groups, attributes)
         self._check_key()
-        key_id = access_key_id or KEY_PREFIX + "".join(
-            secrets.choice(_KEY_ALPHABET) for _ in range(16)
+        return self._issue_key(
+            name,
+            groups,
+            facts,
+            lifetime=lifetime,
+            by=by,
+            key_id=access_key_id,
+            secret=secret_access_key,
         )
-        secret = secret_access_key or "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+
+    def _issue_key(
+        self,
+        name: str,
+        groups: tuple[str, ...],
+        attributes: Mapping[str, str],
+        *,
+        lifetime: timedelta | None,
+        by: str,
+        key_id: str | None = None,
+        secret: str | None = None,
+    ) -> IssuedKey:
+        now = _now()
+        key_id = key_id or KEY_PREFIX + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
+        secret = secret or "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+        expires = now + lifetime if lifetime is not None else None
         self._identities[key_id] = Identity(
             name=name,
             access_key_id=key_id,
             groups=groups,
-            attributes=facts,
-            created=_now().isoformat(),
+            attributes=dict(attributes),
+            created=now.isoformat(),
+            created_by=by,
+            expires=expires,
             encrypted_secret=self._fernet.encrypt(secret.encode()).decode(),
         )
         self._save()
-        return IssuedKey(name, key_id, secret)
+        return IssuedKey(name, key_id, secret, expires)
 
     def create_token(
         self,
@@ -475,6 +501,7 @@ class IdentityStore:
         groups: tuple[str, ...] = (),
         attributes: Mapping[str, str] | None = None,
         lifetime: timedelta | None = DEFAULT_TOKEN_LIFETIME,
+        by: str = "",
     ) -> IssuedToken:
         """Issue a bearer token: for a new identity, or next to the key of one in use.
 
@@ -488,6 +515,18 @@ class IdentityStore:
             )
         groups, facts = self._identity_for(name, groups, attributes)
         self._check_key()
+        return self._issue_token(name, groups, facts, lifetime=lifetime, by=by)
+
+    def _issue_token(
+        self,
+        name: str,
+        groups: tuple[str, ...],
+        attributes: Mapping[str, str],
+        *,
+        lifetime: timedelta | None,
+        by: str,
+    ) -> IssuedToken:
+        now = _now()
         token_id = _new_token_id()
         while token_id in self._tokens:  # 62 bits: a repeat is a curiosity, not a risk
             token_id = _new_token_id()
@@ -497,15 +536,16 @@ class IdentityStore:
             name=name,
             token_id=token_id,
             groups=groups,
-            attributes=facts,
+            attributes=dict(attributes),
             created=now.isoformat(),
+            created_by=by,
             expires=expires,
             digest=token_digest(token),
         )
         self._save()
         return IssuedToken(name, token_id, token, expires)
 
-    def revoke(self, name_or_id: str) -> list[Credential]:
+    def revoke(self, name_or_id: str, *, by: str = "") -> list[Credential]:
         """Revoke every key and token of an identity, or the one key or token named.
 
         A whole token is taken as its id, so a leaked one can be revoked as found (and is
@@ -518,37 +558,83 @@ class IdentityStore:
         if not hits:
             raise IdentityError(f"no active identity, key or token named {wanted!r}")
         self._check_key()
-        for hit in hits:
-            if isinstance(hit, Token):
-                self._tokens[hit.token_id] = replace(hit, revoked=True)
-            else:
-                self._identities[hit.access_key_id] = replace(hit, revoked=True)
+        self._retire(hits, overlap=None, by=by)
         self._save()
         return hits
 
-    def rotate(self, name: str) -> IssuedKey:
-        """Issue a new key for ``name`` and revoke its old ones."""
+    def _retire(
+        self, credentials: Iterable[Credential], *, overlap: timedelta | None, by: str
+    ) -> None:
+        """Revoke ``credentials`` now or, with ``overlap``, let them expire at its end (or
+        sooner, if they would anyway)."""
+        now = _now()
+        for old in credentials:
+            if overlap is None:
+                retired = replace(old, revoked=True, revoked_at=now.isoformat(), revoked_by=by)
+            else:
+                ends = now + overlap
+                retired = replace(old, expires=min(ends, old.expires or ends))
+            if isinstance(retired, Token):
+                self._tokens[retired.token_id] = retired
+            else:
+                self._identities[retired.access_key_id] = retired
+
+    def rotate(
+        self,
+        name: str,
+        *,
+        overlap: timedelta | None = None,
+        lifetime: timedelta | None = None,
+        by: str = "",
+    ) -> IssuedKey:
+        """Issue a new key for ``name``; its old ones are revoked now, or with ``overlap``
+        keep working that long (while every service picks up the new one)."""
         old = [i for i in self._identities.values() if i.name == name and not i.revoked]
         if not old:
             raise self._nothing_to_rotate(name, "an access key", "")
         self._check_key()  # before anything is revoked, even in memory
-        for identity in old:
-            self._identities[identity.access_key_id] = replace(identity, revoked=True)
-        return self.create(name, groups=old[0].groups, attributes=old[0].attributes)
+        self._retire(old, overlap=overlap, by=by)
+        return self._issue_key(name, old[0].groups, old[0].attributes, lifetime=lifetime, by=by)
 
     def rotate_token(
-        self, name: str, *, lifetime: timedelta | None = DEFAULT_TOKEN_LIFETIME
+        self,
+        name: str,
+        *,
+        overlap: timedelta | None = None,
+        lifetime: timedelta | None = DEFAULT_TOKEN_LIFETIME,
+        by: str = "",
     ) -> IssuedToken:
-        """Issue a new token for ``name`` and revoke its old ones (expired ones too)."""
+        """Issue a new token for ``name``; its old ones (expired ones too) are revoked now,
+        or with ``overlap`` keep working that long."""
         old = [t for t in self._tokens.values() if t.name == name and not t.revoked]
         if not old:
             raise self._nothing_to_rotate(name, "a token", " --token")
         self._check_key()  # before anything is revoked, even in memory
-        for token in old:
-            self._tokens[token.token_id] = replace(token, revoked=True)
-        return self.create_token(
-            name, groups=old[0].groups, attributes=old[0].attributes, lifetime=lifetime
-        )
+        self._retire(old, overlap=overlap, by=by)
+        return self._issue_token(name, old[0].groups, old[0].attributes, lifetime=lifetime, by=by)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def revoke_sessions(self, pattern: str, *, by: str = "") -> SessionCutoff:
+        """Refuse, from now on, every session and workload token issued before now to the
+        principals ``pattern`` matches. Later ones work: revoke the workload's trust at its
+        issuer (or the policy) to keep it out for good."""
+        if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
+            raise IdentityError(f"principal {pattern!r} must be printable with no spaces")
+        self._check_key()
+        # Whole seconds (a JWT's iat has no more): all of this second counts as before.
+        cutoff = SessionCutoff(pattern, _now() + timedelta(seconds=1), by)
+        self._cutoffs[pattern] = cutoff
+        self._save()
+        return cutoff
+
+    def session_cutoffs(self) -> list[SessionCutoff]:
+        return sorted(self._cutoffs.values(), key=lambda c: c.pattern)
+
+    def sessions_revoked(self, principal_id: str, issued: datetime) -> bool:
+        """Whether a session or workload token issued to ``principal_id`` at ``issued`` was
+        revoked (by :meth:`revoke_sessions`)."""
+        return any(issued < c.before and c.covers(principal_id) for c in self._cutoffs.values())
 
     def _nothing_to_rotate(self, name: str, what: str, flag: str) -> IdentityError:
         if not self.holds(name):
@@ -605,15 +691,49 @@ class StoreFollower:
             log.error("identities_reload_failed", error=str(exc))
 
 
-def _expiry(value: object) -> datetime | None:
-    if value is None:
-        return None
+def _held_from(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every credential shares, from its JSON entry."""
+    attributes = entry.get("attributes", {})
+    expires = entry.get("expires")
+    return {
+        "name": str(entry["name"]),
+        "groups": tuple(str(g) for g in entry.get("groups", ())),
+        "attributes": {str(k): str(v) for k, v in attributes.items()},
+        "created": str(entry.get("created", "")),
+        "created_by": str(entry.get("created_by", "")),
+        "expires": None if expires is None else _timestamp(expires),
+        "revoked": bool(entry.get("revoked", False)),
+        "revoked_at": str(entry.get("revoked_at", "")),
+        "revoked_by": str(entry.get("revoked_by", "")),
+    }
+
+
+def _held_json(credential: _Held) -> dict[str, object]:
+    """The fields every credential shares, as JSON; those at their default left out, so an
+    entry keeps the shape older proxies wrote (and read: they ignore what they don't know)."""
+    entry: dict[str, object] = {
+        "name": credential.name,
+        "groups": list(credential.groups),
+        "attributes": dict(credential.attributes),
+        "created": credential.created,
+        "revoked": credential.revoked,
+    }
+    if credential.expires is not None:
+        entry["expires"] = credential.expires.isoformat()
+    optional = ("created_by", "revoked_at", "revoked_by")
+    entry.update(
+        (name, getattr(credential, name)) for name in optional if getattr(credential, name)
+    )
+    return entry
+
+
+def _timestamp(value: object) -> datetime:
     if not isinstance(value, str):
-        raise ValueError(f"expires {value!r} is not a timestamp")
-    expires = datetime.fromisoformat(value)
-    if expires.tzinfo is None:
-        raise ValueError(f"expires {value!r} has no time zone")
-    return expires
+        raise ValueError(f"{value!r} is not a timestamp")
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return moment
 
 
 def _sha256(value: object) -> bytes:

@@ -21,13 +21,14 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
 
 from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
-from keyledger.proxy.auth.identities import IdentityStore, Token
+from keyledger.proxy.auth.identities import IdentityStore
 
 __all__ = ["RECORD_FILE", "IdentityRecorder"]
 
@@ -38,13 +39,16 @@ RECORD_FILE = ".identities.recorded.json"
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
-    """One credential as recorded: what a change to it is measured against."""
+    """One credential (or session cutoff) as recorded: what a change is measured against."""
 
-    identity: str
-    kind: str  # sigv4 | token
+    identity: str  # for a session cutoff, the principal pattern
+    kind: str  # sigv4 | token | sessions
     revoked: bool
     groups: tuple[str, ...]
     expires: str | None
+    created_by: str = ""
+    revoked_at: str = ""
+    revoked_by: str = ""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -53,19 +57,50 @@ class _Seen:
             "revoked": self.revoked,
             "groups": list(self.groups),
             "expires": self.expires,
+            "created_by": self.created_by,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
         }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> _Seen:
+        return cls(
+            identity=str(value["identity"]),
+            kind=str(value["kind"]),
+            revoked=bool(value["revoked"]),
+            groups=tuple(value.get("groups", ())),
+            expires=value.get("expires"),
+            created_by=str(value.get("created_by", "")),
+            revoked_at=str(value.get("revoked_at", "")),
+            revoked_by=str(value.get("revoked_by", "")),
+        )
+
+
+_SESSIONS = "sessions:"  # a session cutoff's key in the record, before its pattern
 
 
 def _current(store: IdentityStore) -> dict[str, _Seen]:
     seen: dict[str, _Seen] = {}
     for credential in (*store, *store.tokens()):
-        expires = credential.expires if isinstance(credential, Token) else None
         seen[credential.credential_id] = _Seen(
             identity=credential.name,
             kind=credential.kind,
             revoked=credential.revoked,
             groups=tuple(credential.groups),
-            expires=expires.isoformat() if expires is not None else None,
+            expires=credential.expires.isoformat() if credential.expires else None,
+            created_by=credential.created_by,
+            revoked_at=credential.revoked_at,
+            revoked_by=credential.revoked_by,
+        )
+    for cutoff in store.session_cutoffs():
+        seen[_SESSIONS + cutoff.pattern] = _Seen(
+            identity=cutoff.pattern,
+            kind="sessions",
+            revoked=True,
+            groups=(),
+            expires=None,
+            revoked_at=cutoff.before.isoformat(),
+            revoked_by=cutoff.by,
         )
     return seen
 
@@ -134,16 +169,7 @@ class IdentityRecorder:
             return None
         except (OSError, orjson.JSONDecodeError):
             return {}
-        return {
-            key: _Seen(
-                identity=str(value["identity"]),
-                kind=str(value["kind"]),
-                revoked=bool(value["revoked"]),
-                groups=tuple(value.get("groups", ())),
-                expires=value.get("expires"),
-            )
-            for key, value in data.items()
-        }
+        return {key: _Seen.from_json(value) for key, value in data.items()}
 
     def _save(self, current: Mapping[str, _Seen]) -> None:
         temporary = self._path.with_name(f".{self._path.name}.tmp")
@@ -158,17 +184,24 @@ def _changes(
     before = recorded or {}
     # By identity, then kind: a change reads the same whatever order the store keeps.
     ordered = sorted(current.items(), key=lambda item: (item[1].identity, item[1].kind, item[0]))
-    for credential_id, now in ordered:
-        was = before.get(credential_id)
+    for key, now in ordered:
+        was = before.get(key)
+        if now.kind == "sessions":
+            if was is None or was.revoked_at != now.revoked_at:
+                yield _sessions_event(now)
+            continue
         if was is None:
-            yield _event("identity_issued", credential_id, now, first=recorded is None)
+            yield _event("identity_issued", key, now, first=recorded is None)
             if now.revoked:
-                yield _event("identity_revoked", credential_id, now)
+                yield _event("identity_revoked", key, now)
         elif now.revoked and not was.revoked:
-            yield _event("identity_revoked", credential_id, now)
-    for credential_id, was in before.items():
-        if credential_id not in current:
-            yield _event("identity_removed", credential_id, was)
+            yield _event("identity_revoked", key, now)
+        elif not now.revoked and now.expires != was.expires:
+            # Rotated with an overlap: it keeps working until then.
+            yield _event("identity_retiring", key, now)
+    for key, was in before.items():
+        if key not in current and was.kind != "sessions":
+            yield _event("identity_removed", key, was)
 
 
 def _event(kind: str, credential_id: str, seen: _Seen, *, first: bool = False) -> AuditEvent:
@@ -180,6 +213,12 @@ def _event(kind: str, credential_id: str, seen: _Seen, *, first: bool = False) -
     }
     if seen.expires is not None:
         detail["expires"] = seen.expires
+    # Who ran the command, as `keyledger identity` saw it: the OS account, not a proof.
+    by = seen.revoked_by if kind == "identity_revoked" else seen.created_by
+    if by and kind != "identity_removed":
+        detail["by"] = by
+    if kind == "identity_revoked" and seen.revoked_at:
+        detail["at"] = seen.revoked_at
     if first:
         detail["found_at_start"] = True  # issued before keyledger first recorded
     return AuditEvent(
@@ -187,5 +226,22 @@ def _event(kind: str, credential_id: str, seen: _Seen, *, first: bool = False) -
         principal=PrincipalInfo(
             id=seen.identity, auth_method="bearer" if seen.kind == "token" else "sigv4"
         ),
+        detail=detail,
+    )
+
+
+def _sessions_event(seen: _Seen) -> AuditEvent:
+    """Sessions and workload tokens of the principals a pattern matches, issued before a
+    time, refused from now on."""
+    detail: dict[str, object] = {
+        "event": "sessions_revoked",
+        "principals": seen.identity,
+        "issued_before": seen.revoked_at,
+    }
+    if seen.revoked_by:
+        detail["by"] = seen.revoked_by
+    return AuditEvent(
+        type=EventType.LIFECYCLE,
+        principal=PrincipalInfo(id=seen.identity, auth_method="oidc"),
         detail=detail,
     )

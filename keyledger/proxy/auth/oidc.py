@@ -21,6 +21,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -183,7 +184,11 @@ class OidcVerifier:
         clock_skew_s: float = 60.0,
         refresh_min_s: float = 30.0,
         max_age_s: float = 3600.0,
+        revoked: Callable[[str, datetime], bool] | None = None,
     ) -> None:
+        """``revoked(principal_id, issued_at)``: whether tokens of that caller issued then
+        were revoked (the identity store's session cutoffs)."""
+        self._revoked = revoked
         self._issuers = {settings.issuer: settings for settings in issuers}
         self._keys = {
             settings.issuer: JwksCache(
@@ -231,7 +236,16 @@ class OidcVerifier:
                 claimed=claimed,
             )
         claims = self._decode(token, key, settings, algorithm, claimed)
-        return _principal(settings, claims, claimed)
+        principal = _principal(settings, claims, claimed)
+        issued = _issued_at(claims)
+        if self._revoked is not None and self._revoked(principal.id, issued):
+            raise AuthError(
+                f"Tokens issued to {principal.id[:_MAX_CLAIM]} before a revocation are refused.",
+                kind=ErrorKind.REVOKED_TOKEN,
+                principal_hint=principal.id,
+                claimed=claimed,
+            )
+        return principal
 
     def _decode(
         self,
@@ -280,6 +294,13 @@ class OidcVerifier:
                 "The token's signature does not verify.", kind=ErrorKind.BAD_TOKEN, claimed=claimed
             ) from None
         return claims
+
+
+def _issued_at(claims: Mapping[str, Any]) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(claims["iat"]), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.min.replace(tzinfo=UTC)  # the earliest: any revocation covers it
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:

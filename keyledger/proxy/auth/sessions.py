@@ -6,7 +6,9 @@ The session token *is* the session: the principal, the access key id, the secret
 expiry, encrypted and authenticated (Fernet) under a key derived from the identity store's
 key. Any keyledger process holding that key (every ``--workers`` worker, every replica)
 verifies a session without shared state, and nobody without it can make or alter one. A
-session cannot be revoked before it expires: keep ``ttl`` short.
+session is revoked before it expires by revoking its principal's sessions
+(``keyledger identity revoke --sessions``): a cutoff in the identity store refuses those
+issued before it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Session:
     secret_access_key: str = field(repr=False)
     token: str = field(repr=False)
     expires: datetime
+    issued: datetime
 
 
 class SessionSealer:
@@ -64,7 +67,8 @@ class SessionSealer:
     def issue(self, principal: Principal, *, ttl: timedelta, method: str = METHOD) -> Session:
         access_key_id = "ASIA" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
         secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
-        expires = (self._clock() + ttl).replace(microsecond=0)
+        issued = self._clock().replace(microsecond=0)
+        expires = issued + ttl
         sealed = {
             "k": access_key_id,
             "s": secret,
@@ -72,6 +76,7 @@ class SessionSealer:
             "g": list(principal.groups),
             "a": dict(principal.attributes),
             "e": int(expires.timestamp()),
+            "i": int(issued.timestamp()),
             "m": method,
         }
         token = self._fernet.encrypt(orjson.dumps(sealed)).decode()
@@ -81,7 +86,7 @@ class SessionSealer:
             groups=principal.groups,
             attributes=principal.attributes,
         )
-        return Session(session_principal, access_key_id, secret, token, expires)
+        return Session(session_principal, access_key_id, secret, token, expires, issued)
 
     def open(self, token: str) -> Session | None:
         """The session ``token`` seals, or None when keyledger did not issue it (or it was
@@ -97,7 +102,9 @@ class SessionSealer:
                 attributes={str(k): str(v) for k, v in sealed["a"].items()},
             )
             expires = datetime.fromtimestamp(int(sealed["e"]), UTC)
-            return Session(principal, str(sealed["k"]), str(sealed["s"]), token, expires)
+            # Sealed before sessions recorded it: as old as can be, so any cutoff covers it.
+            issued = datetime.fromtimestamp(int(sealed.get("i", 0)), UTC)
+            return Session(principal, str(sealed["k"]), str(sealed["s"]), token, expires, issued)
         except (InvalidToken, ValueError, KeyError, TypeError, AttributeError):
             return None
 

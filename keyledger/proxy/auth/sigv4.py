@@ -50,10 +50,11 @@ class SigV4Authenticator:
         self._keys = sigv4.SigningKeyCache()
         self._store = store
         self._secrets = self._decrypt_all()
+        self._revoked = self._revoked_keys()
         # Picks up keys created, rotated or revoked by `keyledger identity` (at most 1/s).
         self._follower = StoreFollower(store, on_change=self._reload)
 
-    def _decrypt_all(self) -> dict[str, tuple[Principal, str]]:
+    def _decrypt_all(self) -> dict[str, tuple[Principal, str, datetime | None]]:
         # Decrypt once per store version: verification needs the plaintext on every request.
         return {
             i.access_key_id: (
@@ -61,13 +62,20 @@ class SigV4Authenticator:
                     id=i.name, auth_method=self.method, groups=i.groups, attributes=i.attributes
                 ),
                 self._store.secret_of(i),
+                i.expires,
             )
             for i in self._store
             if not i.revoked
         }
 
+    def _revoked_keys(self) -> dict[str, str]:
+        """Revoked keys and whose they were: a caller still using one is a stale
+        deployment, not a guesser, and the audit should say so."""
+        return {i.access_key_id: i.name for i in self._store if i.revoked}
+
     def _reload(self) -> None:
         self._secrets = self._decrypt_all()
+        self._revoked = self._revoked_keys()
 
     async def authenticate(self, wire: WireRequest) -> Principal:
         self._follower.refresh()
@@ -89,13 +97,29 @@ class SigV4Authenticator:
             principal, secret = self._session(session_token, key_id)
         else:
             known = self._secrets.get(key_id)
+            if known is None and key_id in self._revoked:
+                # AWS's words for a deleted key; the audit event names whose it was.
+                raise AuthError(
+                    "The security token included in the request is invalid.",
+                    kind=ErrorKind.REVOKED_TOKEN,
+                    principal_hint=self._revoked[key_id],
+                    claimed={"access_key_id": key_id},
+                )
             if known is None:
                 raise AuthError(
                     "The security token included in the request is invalid.",
                     kind=ErrorKind.UNKNOWN_KEY,
                     claimed={"access_key_id": key_id},
                 )
-            principal, secret = known
+            principal, secret, expires = known
+            if expires is not None and self._clock() >= expires:
+                raise _refused(
+                    principal,
+                    key_id,
+                    f"The security token included in the request is expired (since "
+                    f"{expires.isoformat()}; rotated with an overlap that is over)",
+                    ErrorKind.EXPIRED_TOKEN,
+                )
         # From here on the key is known: each failure names whose key was used.
         timestamp = wire.headers.get("x-amz-date", "")
         unsigned = _must_sign(wire.headers) - set(auth.signed_headers)
@@ -176,13 +200,19 @@ class SigV4Authenticator:
                 method=SESSION_METHOD,
             )
         assert self._sessions is not None
+        refusal = None
         if self._sessions.expired(session):
-            error = _refused(
-                session.principal,
-                key_id,
+            refusal = (
                 "The security token included in the request is expired",
                 ErrorKind.EXPIRED_TOKEN,
             )
+        elif self._store.sessions_revoked(session.principal.id, session.issued):
+            refusal = (
+                "The security token included in the request has been revoked",
+                ErrorKind.REVOKED_TOKEN,
+            )
+        if refusal is not None:
+            error = _refused(session.principal, key_id, *refusal)
             error.method = SESSION_METHOD
             raise error
         return session.principal, session.secret_access_key

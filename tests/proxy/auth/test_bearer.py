@@ -318,7 +318,7 @@ class TestBearerAuthenticator:
         time.sleep(1.05)  # SigV4's follower looks at most once a second
 
         refused = refusal(sigv4, signed(access.access_key_id, access.secret_access_key))
-        assert refused.kind is ErrorKind.UNKNOWN_KEY
+        assert refused.kind is ErrorKind.REVOKED_TOKEN
 
     def test_a_corrupt_store_keeps_the_last_good_tokens(
         self, path: Path, store: IdentityStore, issued: IssuedToken

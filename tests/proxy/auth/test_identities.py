@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,65 @@ class TestIdentityStore:
         assert new.secret_access_key != old.secret_access_key
         assert reopened.secret_of(new_identity) == new.secret_access_key
         assert active(reopened) == [("svc-a", new.access_key_id)]
+
+    def test_rotate_with_an_overlap_keeps_the_old_key_until_then(
+        self, path: Path, key: bytes
+    ) -> None:
+        """rotate(overlap=1h) leaves the old key unrevoked with an expiry an hour out (or
+        sooner, if it was to expire sooner), and records who did it; a second rotation in
+        the overlap does not extend it."""
+        store = IdentityStore(path, key)
+        old = store.create("svc-a", by="alice@ops")
+
+        new = store.rotate("svc-a", overlap=timedelta(hours=1), by="bob@ops")
+        newest = store.rotate("svc-a", overlap=timedelta(hours=2), by="bob@ops")
+
+        reopened = IdentityStore(path, key)
+        kept, second, third = (reopened.by_key(k.access_key_id) for k in (old, new, newest))
+        assert kept is not None
+        assert second is not None
+        assert third is not None
+        assert not kept.revoked
+        assert kept.expires is not None
+        in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+        assert abs(kept.expires - in_an_hour) < timedelta(seconds=5)  # not two hours
+        assert second.expires is not None
+        assert second.expires > kept.expires
+        assert third.expires is None
+        assert (kept.created_by, third.created_by) == ("alice@ops", "bob@ops")
+        assert sorted(k for _, k in active(reopened)) == sorted(
+            k.access_key_id for k in (old, new, newest)
+        )
+        assert kept.status(in_an_hour + timedelta(seconds=5)) == "expired"
+
+    def test_revoke_records_who_and_when(self, path: Path, key: bytes) -> None:
+        store = IdentityStore(path, key)
+        issued = store.create("svc-a")
+
+        store.revoke("svc-a", by="carol@ops")
+
+        revoked = IdentityStore(path, key).by_key(issued.access_key_id)
+        assert revoked is not None
+        assert revoked.revoked_by == "carol@ops"
+        at = datetime.fromisoformat(revoked.revoked_at)
+        assert abs(at - datetime.now(UTC)) < timedelta(seconds=5)
+
+    def test_session_cutoffs(self, path: Path, key: bytes) -> None:
+        """revoke_sessions(pattern): sessions of the principals it matches (a name or a
+        glob) issued before now are revoked, later ones and other principals' are not; the
+        cutoff survives a reload."""
+        store = IdentityStore(path, key)
+        before = datetime.now(UTC) - timedelta(minutes=5)
+
+        store.revoke_sessions("repo:acme/shop:*", by="dave@ops")
+
+        reopened = IdentityStore(path, key)
+        after = datetime.now(UTC) + timedelta(seconds=2)
+        assert reopened.sessions_revoked("repo:acme/shop:ref:refs/heads/main", before)
+        assert not reopened.sessions_revoked("repo:acme/shop:ref:refs/heads/main", after)
+        assert not reopened.sessions_revoked("repo:acme/web:ref:refs/heads/main", before)
+        (cutoff,) = reopened.session_cutoffs()
+        assert (cutoff.pattern, cutoff.by) == ("repo:acme/shop:*", "dave@ops")
 
     def test_rotate_unknown(self, path: Path, key: bytes) -> None:
         """Rotating a name without an active key is an error."""

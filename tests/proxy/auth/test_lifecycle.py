@@ -4,6 +4,7 @@ changes, the running proxy writes down, once, never with a secret."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,48 @@ async def test_issues_and_revocations_are_recorded_once(tmp_path: Path, journal:
     assert new_key["detail"]["groups"] == ["payments"]
     recorded = orjson.loads((tmp_path / "audit" / ".identities.recorded.json").read_bytes())
     assert recorded[token.token_id]["revoked"] is True
+
+
+async def test_overlaps_cutoffs_and_who_did_it_are_recorded(
+    tmp_path: Path, journal: Journal
+) -> None:
+    """rotate --overlap is an identity_retiring event with the time the old key stops; a
+    revocation names who ran it and when; revoke --sessions is a sessions_revoked event
+    naming the principals and the cutoff; each once."""
+    key = Fernet.generate_key()
+    cli = IdentityStore(tmp_path / "identities.json", key)
+    old = cli.create("svc-a", by="alice@ops")
+    recorder = IdentityRecorder(
+        store=IdentityStore(tmp_path / "identities.json", key),
+        journal=journal,
+        folder=tmp_path / "audit",
+    )
+    await recorder.check()
+
+    new = cli.rotate("svc-a", overlap=timedelta(hours=1), by="bob@ops")
+    cli.revoke(new.access_key_id, by="carol@ops")
+    cutoff = cli.revoke_sessions("repo:acme/shop:*", by="dave@ops")
+    assert await recorder.check() == 4
+    assert await recorder.check() == 0
+
+    # One identity's events in the order they happened; identities in name order.
+    details = [e["detail"] for e in journal_events(tmp_path / "audit", "lifecycle")]
+    first, sessions, retiring, issued, revoked = details
+    assert (first["event"], first["by"]) == ("identity_issued", "alice@ops")
+    assert retiring["event"] == "identity_retiring"
+    assert retiring["credential_id"] == old.access_key_id
+    stops = datetime.fromisoformat(retiring["expires"])
+    assert abs(stops - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(seconds=5)
+    assert (issued["event"], issued["credential_id"], issued["by"]) == (
+        "identity_issued",
+        new.access_key_id,
+        "bob@ops",
+    )
+    assert (revoked["event"], revoked["by"]) == ("identity_revoked", "carol@ops")
+    assert abs(datetime.fromisoformat(revoked["at"]) - datetime.now(UTC)) < timedelta(seconds=5)
+    assert sessions == {
+        "event": "sessions_revoked",
+        "principals": "repo:acme/shop:*",
+        "issued_before": cutoff.before.isoformat(),
+        "by": "dave@ops",
+    }

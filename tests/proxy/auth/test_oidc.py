@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1260,3 +1261,28 @@ class TestBearerAuthenticator:
 
         assert (caught.value.kind, caught.value.method) == (ErrorKind.MALFORMED_AUTH, None)
         assert sum(issuer.requests.values()) == 0
+
+
+class TestRevokedTokens:
+    async def test_tokens_issued_before_a_cutoff_are_refused(
+        self, issuer: ThreadedLocalIssuer, keys: Keys, tmp_path: Path, make_verifier: MakeVerifier
+    ) -> None:
+        """After `identity revoke --sessions svc-*`, a token of svc-a issued before the
+        cutoff is refused as revoked (naming its caller); one issued after it, and another
+        caller's, are accepted."""
+        store = IdentityStore(tmp_path / "identities.json", Fernet.generate_key())
+        verifier = make_verifier(revoked=store.sessions_revoked)
+        earlier = int(time.time()) - 60
+        old = keys.rsa.sign(claims(issuer.url, subject="svc-a", iat=earlier, nbf=earlier))
+        other = keys.rsa.sign(claims(issuer.url, subject="web-1", iat=earlier, nbf=earlier))
+        assert (await verifier.verify(old)).id == "svc-a"
+
+        cutoff = store.revoke_sessions("svc-*")
+
+        error = await refused(verifier, old)
+        assert error.kind is ErrorKind.REVOKED_TOKEN
+        assert error.principal_hint == "svc-a"
+        assert (await verifier.verify(other)).id == "web-1"
+        later = int(cutoff.before.timestamp())
+        fresh = keys.rsa.sign(claims(issuer.url, subject="svc-a", iat=later, nbf=later - 1))
+        assert (await verifier.verify(fresh)).id == "svc-a"

@@ -265,14 +265,17 @@ class TestSigV4Authenticator:
         assert "secretsmanager" in error.message
 
     def test_revoked_key(self, identities: IdentityStore, issued: IssuedKey) -> None:
-        """Once revoked, a key is treated as unknown."""
+        """Once revoked, a key is refused in AWS's words for a deleted key; the error (and
+        so the audit event) says it was revoked and whose it was: a stale deployment, not
+        a guess."""
         identities.revoke(issued.access_key_id)
         wire = signed_wire(issued.access_key_id, issued.secret_access_key)
 
         error = auth_error(identities, wire)
 
-        assert error.kind is ErrorKind.UNKNOWN_KEY
-        assert error.principal_hint is None
+        assert error.kind is ErrorKind.REVOKED_TOKEN
+        assert error.message == "The security token included in the request is invalid."
+        assert error.principal_hint == "svc-billing"
         assert error.claimed == {"access_key_id": issued.access_key_id}
 
     def test_rotated_key(self, identities: IdentityStore, issued: IssuedKey) -> None:
@@ -282,5 +285,32 @@ class TestSigV4Authenticator:
         old_wire = signed_wire(issued.access_key_id, issued.secret_access_key)
         new_wire = signed_wire(new.access_key_id, new.secret_access_key)
 
-        assert auth_error(identities, old_wire).kind is ErrorKind.UNKNOWN_KEY
+        assert auth_error(identities, old_wire).kind is ErrorKind.REVOKED_TOKEN
         assert authenticate(identities, new_wire).groups == ("payments", "ops")
+
+    def test_rotated_with_an_overlap(self, identities: IdentityStore, issued: IssuedKey) -> None:
+        """rotate --overlap 1h: the old key and the new one both work for the hour, the
+        old one no longer after it (refused as expired, naming whose key it was)."""
+        new = identities.rotate("svc-billing", overlap=timedelta(hours=1))
+        old_wire = signed_wire(issued.access_key_id, issued.secret_access_key)
+        new_wire = signed_wire(new.access_key_id, new.secret_access_key)
+
+        assert authenticate(identities, old_wire).id == "svc-billing"
+        assert authenticate(identities, new_wire).id == "svc-billing"
+        later = timedelta(hours=1, seconds=1)
+        error = auth_error(identities, old_wire, skew=later)
+        assert error.kind is ErrorKind.EXPIRED_TOKEN
+        assert error.principal_hint == "svc-billing"
+        assert "expired" in error.message
+        # The new key is past the request's skew by then, but not expired.
+        assert auth_error(identities, new_wire, skew=later).kind is ErrorKind.EXPIRED
+
+    def test_a_key_with_a_lifetime_expires(self, identities: IdentityStore) -> None:
+        """create --expires 1h: the key works for the hour, then is refused."""
+        issued = identities.create("svc-temp", lifetime=timedelta(hours=1))
+        wire = signed_wire(issued.access_key_id, issued.secret_access_key)
+
+        assert authenticate(identities, wire).id == "svc-temp"
+        assert auth_error(identities, wire, skew=timedelta(hours=1, seconds=1)).kind is (
+            ErrorKind.EXPIRED_TOKEN
+        )
