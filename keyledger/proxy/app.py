@@ -54,7 +54,12 @@ from keyledger.proxy.metrics import JournalCollector, PolicyCollector, ProxyMetr
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import PolicyReloader, load_policy
 from keyledger.proxy.sts import StsEndpoint
-from keyledger.proxy.token_exchange import TokenExchange
+from keyledger.proxy.token_exchange import (
+    ENTRA_CLIENT_ASSERTION,
+    GOOGLE_TOKEN_EXCHANGE,
+    Grant,
+    TokenExchange,
+)
 from keyledger.proxy.wire import AuthEndpoint, Authenticator, Frontend, WireRequest, caller_text
 
 __all__ = [
@@ -246,7 +251,8 @@ class _Handler:
     read_timeout: float
     inflight: InFlight
     # Where callers trade credentials, on this protocol's routes: STS beside AWS's JSON
-    # protocol, the OAuth token exchange at Google's /v1/token.
+    # protocol, the OAuth token exchange at Google's /v1/token, Entra's token endpoint
+    # beside Key Vault's.
     endpoints: tuple[AuthEndpoint, ...] = ()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -368,19 +374,16 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
 
     oidc = _oidc_verifier(config, transports, store)
     # Workload tokens traded for AWS credentials (STS), which then sign like keys do, or for
-    # a bearer token (Google's token exchange).
+    # a bearer token (Google's token exchange, Entra's client assertion grant).
     sessions = SessionSealer(store_key) if oidc is not None else None
     bearer = BearerAuthenticator(store=store, oidc=oidc, sessions=sessions)
-    exchange = (
-        TokenExchange(
-            verifier=oidc,
-            sessions=sessions,
-            journal=journal,
-            ttl=timedelta(seconds=config.oidc.session_ttl_s),
-        )
-        if oidc is not None and sessions is not None
-        else None
-    )
+
+    def exchange(grant: Grant) -> TokenExchange | None:
+        if oidc is None or sessions is None:
+            return None
+        ttl = timedelta(seconds=config.oidc.session_ttl_s)
+        return TokenExchange(grant, verifier=oidc, sessions=sessions, journal=journal, ttl=ttl)
+
     sts = (
         StsEndpoint(
             verifier=oidc,
@@ -459,7 +462,11 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     app.cleanup_ctx.append(_backend_ctx)
     app[INFLIGHT] = inflight = InFlight()
 
-    endpoints: dict[str, AuthEndpoint | None] = {"aws-json": sts, "gcp-rest": exchange}
+    endpoints: dict[str, AuthEndpoint | None] = {
+        "aws-json": sts,
+        "gcp-rest": exchange(GOOGLE_TOKEN_EXCHANGE),
+        "azure": exchange(ENTRA_CLIENT_ASSERTION),
+    }
 
     def handler(protocol: str) -> _Handler:
         return _Handler(
@@ -482,6 +489,8 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             for collection in ("secrets", "deletedsecrets"):
                 path = f"{prefix}/{collection}{{tail:(/.*)?}}"
                 app.router.add_route("*", path, azure_handler)
+        if endpoints["azure"] is not None:  # keyledger as the authority azure-identity asks
+            app.router.add_route("POST", "/{tenant}/oauth2/v2.0/token", azure_handler)
     fallback = next(p for p in ("aws-json", "gcp-rest", "azure") if p in gateways)
     app.router.add_route("*", "/{tail:.*}", handler(fallback).handle)
     if "gcp-grpc" in gateways and config.gcp.grpc_listen is not None:

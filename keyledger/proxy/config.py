@@ -283,6 +283,11 @@ class GcpFrontendConfig:
         return bool(self.projects) or self.default is not None
 
 
+# No tenant: each client asks its own. A tenant in the challenge must be every caller's, or
+# azure-identity refuses to get a token (its multi-tenant check).
+AZURE_AUTHORITY = "https://login.microsoftonline.com"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AzureFrontendConfig:
     """Key Vault's protocol (``/secrets/...``, ``/deletedsecrets/...``) on the data plane.
@@ -294,7 +299,7 @@ class AzureFrontendConfig:
     hosts: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     default: tuple[str, str] | None = None
-    authority: str = "https://login.microsoftonline.com/common"
+    authority: str = AZURE_AUTHORITY
     resource: str = "https://vault.azure.net"
 
     @property
@@ -869,7 +874,7 @@ def _parse_azure_frontend(
             default = (backend, vault.name)
     if len(vaults) == 1 and default is None and not hosts and not paths:
         default = (vaults[0][0], vaults[0][1].name)  # one vault: every request is for it
-    authority = section.get("authority", str, "https://login.microsoftonline.com/common")
+    authority = section.get("authority", str, AZURE_AUTHORITY)
     resource = section.get("resource", str, "https://vault.azure.net")
     for key, value in (("authority", authority), ("resource", resource)):
         if urlsplit(value).scheme != "https" or '"' in value:

@@ -564,3 +564,111 @@ class TestRefusedTokens:
         assert (event["type"], event["outcome"]["code"]) == ("auth_failure", reason)
         assert event["principal"]["auth_method"] == "oidc"
         assert event["principal"]["attributes"]["issuer"] == claimed_issuer
+
+
+class TestAzureWorkloadIdentity:
+    """azure-identity's own workload identity flow with keyledger as its authority: the
+    client assertion (the pod's projected token) traded at keyledger's
+    /{tenant}/oauth2/v2.0/token for a keyledger bearer token, which SecretClient then
+    sends. Nothing else changes: AKS's webhook sets AZURE_CLIENT_ID, AZURE_TENANT_ID and
+    AZURE_FEDERATED_TOKEN_FILE; AZURE_AUTHORITY_HOST names keyledger."""
+
+    TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    CLIENT_ID = "5e6c8f1a-3b2d-4c7e-9f10-2a4b6c8d0e1f"
+
+    def token_file(self, tmp_path: Path, issuers: Issuers, service_account: str) -> Path:
+        path = tmp_path / "azure-identity-token"
+        payload = kubernetes_claims(issuers.cluster.url, service_account=service_account)
+        path.write_text(issuers.cluster_key.sign(payload))
+        return path
+
+    def test_the_environment_aks_sets_plus_the_authority_host(
+        self,
+        keyledger: Keyledger,
+        issuers: Issuers,
+        tls: DevTls,
+        calls: Calls,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """DefaultAzureCredential, from the environment alone: checkout-api reads
+        checkout-key and is denied payments-db (403), with one token for both calls; the
+        exchange is a credentials_issued event naming the tenant and client id, and both
+        calls are the service account's, auth method token-exchange, with its claims."""
+        from azure.identity import DefaultAzureCredential
+
+        for name, value in {
+            "AZURE_CLIENT_ID": self.CLIENT_ID,
+            "AZURE_TENANT_ID": self.TENANT,
+            "AZURE_FEDERATED_TOKEN_FILE": str(self.token_file(tmp_path, issuers, "checkout-api")),
+            "AZURE_AUTHORITY_HOST": keyledger.https_url,
+        }.items():
+            monkeypatch.setenv(name, value)
+        exchanges_before = len(exchanges(keyledger))
+        credential = DefaultAzureCredential(
+            exclude_managed_identity_credential=True,  # no IMDS probe on a test machine
+            connection_verify=str(tls.ca_cert),
+        )
+        with (
+            credential,
+            SecretClient(
+                vault_url=keyledger.https_url,
+                credential=credential,
+                connection_verify=str(tls.ca_cert),
+                verify_challenge_resource=False,
+            ) as client,
+        ):
+            served = client.get_secret("checkout-key").value
+            with pytest.raises(HttpResponseError) as denied:
+                client.get_secret("payments-db")
+
+        assert served == "checkout-key-value"
+        assert denied.value.status_code == 403
+        (exchange,) = exchanges(keyledger)[exchanges_before:]
+        assert exchange["request"]["protocol"] == "entra-client-assertion"
+        assert exchange["detail"]["tenant"] == self.TENANT
+        assert exchange["detail"]["client_id"] == self.CLIENT_ID
+        assert exchange["detail"]["scope"] == "https://vault.azure.net/.default"
+        read, refused = calls()
+        for event in (read, refused):
+            assert event["principal"]["id"] == "system:serviceaccount:checkout:checkout-api"
+            assert event["principal"]["auth_method"] == "token-exchange"
+            assert event["principal"]["attributes"]["namespace"] == "checkout"
+        assert [read["decision"]["effect"], refused["decision"]["effect"]] == ["allow", "deny"]
+
+    def test_a_forged_assertion_is_client_authentication_error(
+        self, keyledger: Keyledger, issuers: Issuers, tls: DevTls, tmp_path: Path
+    ) -> None:
+        """A token file whose signature does not verify: azure-identity raises its usual
+        ClientAuthenticationError naming Entra's invalid_client and keyledger's reason;
+        the refusal is an auth_failure event; nothing is served."""
+        from azure.identity import WorkloadIdentityCredential
+
+        path = self.token_file(tmp_path, issuers, "checkout-api")
+        path.write_text(path.read_text()[:-8] + "AAAAAAAA")
+        failures_before = len(journal_events(keyledger.config.audit.journal, "auth_failure"))
+        credential = WorkloadIdentityCredential(
+            tenant_id=self.TENANT,
+            client_id=self.CLIENT_ID,
+            token_file_path=str(path),
+            authority=keyledger.https_url,
+            connection_verify=str(tls.ca_cert),
+        )
+
+        with credential, pytest.raises(ClientAuthenticationError) as refused:
+            credential.get_token("https://vault.azure.net/.default")
+
+        assert "invalid_client" in str(refused.value)
+        assert "signature does not verify" in str(refused.value)
+        failures = journal_events(keyledger.config.audit.journal, "auth_failure")[failures_before:]
+        assert [(e["request"]["protocol"], e["outcome"]["code"]) for e in failures] == [
+            ("entra-client-assertion", "token_mismatch")
+        ]
+
+
+def exchanges(keyledger: Keyledger) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in journal_events(keyledger.config.audit.journal, "lifecycle")
+        if e["detail"]["event"] == "credentials_issued"
+    ]
