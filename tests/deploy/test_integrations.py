@@ -1,6 +1,6 @@
-"""docs/integrations.md: the GitHub Actions, Kubernetes and External Secrets Operator
-examples load, validate and agree with keyledger's config, its STS and the acme policy set
-they name."""
+"""docs/integrations.md: the GitHub Actions, Kubernetes, Azure workload identity and
+External Secrets Operator examples load, validate and agree with keyledger's config, its
+STS and the acme policy set they name."""
 
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ def block(key: str, section: str | None = None) -> list[Any]:
     return [b for b in yaml_blocks(section) if isinstance(b, dict) and key in b]
 
 
-def manifest(kind: str) -> dict[str, Any]:
-    """The page's one manifest of ``kind``."""
-    (found,) = [b for b in block("apiVersion") if b["kind"] == kind]
+def manifest(kind: str, section: str | None = None) -> dict[str, Any]:
+    """The page's one manifest of ``kind`` (in its ``## section``)."""
+    (found,) = [b for b in block("apiVersion", section) if b["kind"] == kind]
     result: dict[str, Any] = found
     return result
 
@@ -130,7 +130,7 @@ def test_the_workflow_asks_for_keyledgers_audience_and_names_a_bound_role() -> N
 def test_the_deployment_mounts_a_keyledger_token_where_the_sdk_reads_it() -> None:
     """The projected token's audience is the issuer's, its path is the SDK's token file,
     and the role is one the acme set binds prod-cluster to."""
-    deployment = manifest("Deployment")
+    deployment = manifest("Deployment", "Kubernetes")
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -153,7 +153,7 @@ def test_the_deployment_mounts_a_keyledger_token_where_the_sdk_reads_it() -> Non
 
 def test_the_deployment_validates_strictly(tools: DeployTools, tmp_path: Path) -> None:
     """The Deployment passes the same strict schema check as deploy/kubernetes."""
-    deployment = manifest("Deployment")
+    deployment = manifest("Deployment", "Kubernetes")
     path = tmp_path / "deployment.yaml"
     path.write_text(yaml.safe_dump(deployment))
     result = run([tools.kubernetes_validate, "--strict", path])
@@ -262,7 +262,7 @@ def test_in_cluster_clients_reach_keyledgers_service() -> None:
     (values,) = block("extraEnv")
     env = {e["name"]: e["value"] for e in values["extraEnv"]}
     assert env["AWS_SECRETSMANAGER_ENDPOINT"] == env["AWS_STS_ENDPOINT"]
-    (container,) = manifest("Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = manifest("Deployment", "Kubernetes")["spec"]["template"]["spec"]["containers"]
     deployment_env = {e["name"]: e["value"] for e in container["env"]}
     (service,) = load_documents(KUBERNETES / "service.yaml")
     namespace = load_yaml(KUBERNETES / "kustomization.yaml")["namespace"]
@@ -402,3 +402,56 @@ def test_the_page_no_longer_lists_eso_as_missing() -> None:
     assert f"\n## {ESO}\n" in text
     missing = text.split("\n## Not covered yet\n", 1)[1]
     assert "AWS provider" not in missing
+
+
+# -- Azure workload identity ---------------------------------------------------------------
+
+AZURE = "Azure workload identity"  # the page's section
+
+
+def test_the_azure_deployment_validates_strictly(tools: DeployTools, tmp_path: Path) -> None:
+    """The Azure section's Deployment passes the same strict schema check."""
+    deployment = manifest("Deployment", AZURE)
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(deployment))
+    result = run([tools.kubernetes_validate, "--strict", path])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_azure_pod_sends_keyledger_a_token_for_keyledger(tmp_path: Path) -> None:
+    """The pod's token file is its projected token, for the audience the cluster issuer
+    trusts; the authority is keyledger's Service; the CA bundles are files of the mounted
+    CA; the vault URL lies under the challenge's resource as verify_challenge_resource
+    demands and reaches the default vault; and the acme set lets that service account read
+    the vault's secrets."""
+    deployment = manifest("Deployment", AZURE)
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (projected,) = [v for v in spec["volumes"] if "projected" in v]
+    (source,) = projected["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == f"{mounts[projected['name']]}/{token['path']}"
+    (cluster,) = block("oidc", "Kubernetes")
+    assert token["audience"] in cluster["oidc"]["issuers"][0]["audiences"]
+    (kubernetes,) = manifest("Deployment", "Kubernetes")["spec"]["template"]["spec"]["containers"]
+    aws_endpoint = next(e["value"] for e in kubernetes["env"] if e["name"] == "AWS_ENDPOINT_URL")
+    assert env["AZURE_AUTHORITY_HOST"] == aws_endpoint  # keyledger's Service, checked above
+    for bundle in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        assert env[bundle].startswith(mounts["keyledger-ca"] + "/"), bundle
+
+    (settings,) = block("frontends", AZURE)
+    config = parse_config({**settings, "policies": ["p"]}, base=tmp_path, source="integrations.md")
+    vault = urlsplit(env["KEY_VAULT_URL"])
+    resource = urlsplit(config.azure.resource)
+    # azure-keyvault's verify_challenge_resource: the resource's host a strict parent.
+    assert (vault.hostname or "").endswith("." + (resource.hostname or "-"))
+    assert (vault.port, resource.port) == (None, None)
+    assert config.azure.default == ("azure", "payments")
+    caller = principal_of(
+        f"system:serviceaccount:{deployment['metadata']['namespace']}:{spec['serviceAccountName']}",
+        ["prod-cluster"],
+        {"namespace": "payments", "service_account": "checkout", "issuer": "prod-cluster"},
+    )
+    assert acme().decide(caller, Action.READ, SecretRef("azure", "payments/stripe-key")).allowed
