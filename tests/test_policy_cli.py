@@ -1154,7 +1154,7 @@ class TestPolicyTest:
         assert out[-1] == "1 passed, 0 failed (1 file(s))"
 
     @pytest.mark.parametrize(
-        ("argv", "count"), [([str(ACME)], 25), ([], 12)], ids=["acme", "demo-default"]
+        ("argv", "count"), [([str(ACME)], 26), ([], 12)], ids=["acme", "demo-default"]
     )
     def test_shipped_tests_pass(self, capsys: Capsys, argv: list[str], count: int) -> None:
         """The shipped acme and demo tests pass: a PASS line per case, 'N passed, 0 failed'."""
