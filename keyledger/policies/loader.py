@@ -157,8 +157,9 @@ def is_policy_test_file(path: Path) -> bool:
     return _TEST_WORD.search(path.stem) is not None
 
 
-class _Reader:
-    """Collects every problem instead of stopping at the first."""
+class Reader:
+    """Collects every problem instead of stopping at the first (``file:line:col: reason``);
+    the alert rule loader reads with it too."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
@@ -193,7 +194,7 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     """Load and merge policy files; raise :class:`PolicyError` listing every problem."""
     if not paths:
         raise PolicyError(["no policy files found (folders and globs skip *test*.yaml files)"])
-    reader = _Reader()
+    reader = Reader()
     merged = _Merged()
     bindings: list[tuple[Binding, Any]] = []
     digest = hashlib.sha256()
@@ -249,7 +250,7 @@ class _Merged:
         self.first_at: dict[tuple[str, str], str] = {}  # (kind, id) -> file:line:col
         self.rules = 0
 
-    def claim(self, reader: _Reader, kind: str, ident: str, container: Any, key: str) -> bool:
+    def claim(self, reader: Reader, kind: str, ident: str, container: Any, key: str) -> bool:
         """Record where ``ident`` is declared; False (and a problem) if it already was."""
         first = self.first_at.get((kind, ident))
         if first is not None:
@@ -259,7 +260,7 @@ class _Merged:
         return True
 
 
-def _read_groups(reader: _Reader, doc: dict[str, Any], merged: _Merged) -> None:
+def _read_groups(reader: Reader, doc: dict[str, Any], merged: _Merged) -> None:
     section = {} if doc.get("groups") is None else doc["groups"]
     if not isinstance(section, dict):
         reader.fail(doc, "groups", "groups must map a group name to a list of principals")
@@ -270,7 +271,7 @@ def _read_groups(reader: _Reader, doc: dict[str, Any], merged: _Merged) -> None:
             merged.groups[name] = frozenset(members)
 
 
-def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, Any]]:
+def _read_bindings(reader: Reader, doc: dict[str, Any]) -> list[tuple[Binding, Any]]:
     section = [] if doc.get("bindings") is None else doc["bindings"]
     if not isinstance(section, list):
         reader.fail(doc, "bindings", "bindings must be a list")
@@ -298,7 +299,7 @@ def _read_bindings(reader: _Reader, doc: dict[str, Any]) -> list[tuple[Binding, 
     return found
 
 
-def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merged) -> None:
+def _read_roles(reader: Reader, path: Path, doc: dict[str, Any], merged: _Merged) -> None:
     section = [] if doc.get("roles") is None else doc["roles"]
     if not isinstance(section, list):
         reader.fail(doc, "roles", "roles must be a list")
@@ -328,7 +329,7 @@ def _read_roles(reader: _Reader, path: Path, doc: dict[str, Any], merged: _Merge
 
 
 def _read_rule(
-    reader: _Reader, path: Path, role: str, index: int, item: Any, order: int, at: str
+    reader: Reader, path: Path, role: str, index: int, item: Any, order: int, at: str
 ) -> Rule | None:
     if not reader.keys(item, _RULE_KEYS, "a rule", at):
         return None
@@ -403,7 +404,7 @@ def _item_positions(item: Any, key: str, count: int) -> list[str]:
 # -- conditions --------------------------------------------------------------------------
 
 
-def _read_conditions(reader: _Reader, rule: Any, key: str) -> tuple[Condition, ...]:
+def _read_conditions(reader: Reader, rule: Any, key: str) -> tuple[Condition, ...]:
     block = rule.get(key)
     if block is None:
         return ()
@@ -423,19 +424,27 @@ def _read_conditions(reader: _Reader, rule: Any, key: str) -> tuple[Condition, .
     return tuple(found)
 
 
-def _read_networks(reader: _Reader, block: Any) -> list[Condition]:
-    texts = reader.str_list(block, "source_ip", "when")
+def _read_networks(reader: Reader, block: Any) -> list[Condition]:
+    networks = read_networks(reader, block, "source_ip", "when")
+    return [SourceNetworks(networks)] if networks is not None else []
+
+
+def read_networks(
+    reader: Reader, block: Any, key: str, what: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+    """``block[key]``: one network or a list (``10.0.0.0/8``); None after a problem."""
+    texts = reader.str_list(block, key, what)
     networks = []
-    for text, at in zip(texts, _item_positions(block, "source_ip", len(texts)), strict=True):
+    for text, at in zip(texts, _item_positions(block, key, len(texts)), strict=True):
         try:
             networks.append(_as_client_sees(ipaddress.ip_network(text)))
         except ValueError as exc:
             reader.problems.append(f"{at}: bad network {text!r}: {exc}")
     if not texts:
-        reader.fail(block, "source_ip", "source_ip needs at least one network (10.0.0.0/8)")
+        reader.fail(block, key, f"{key} needs at least one network (10.0.0.0/8)")
     if len(networks) < len(texts) or not networks:
-        return []
-    return [SourceNetworks(tuple(networks))]
+        return None
+    return tuple(networks)
 
 
 def _as_client_sees(
@@ -450,22 +459,29 @@ def _as_client_sees(
     return net
 
 
-def _read_time(reader: _Reader, block: Any) -> list[Condition]:
-    raw = block["time"]
+def _read_time(reader: Reader, block: Any) -> list[Condition]:
+    windows = read_time_windows(reader, block, "time")
+    return [windows] if windows is not None else []
+
+
+def read_time_windows(reader: Reader, block: Any, key: str) -> TimeWindows | None:
+    """``block[key]``: one time window or a list (days, from, to, timezone); None after a
+    problem."""
+    raw = block[key]
     items = raw if isinstance(raw, list) else [raw]
     windows = []
     for i, item in enumerate(items):
-        window = _read_window(reader, item, where(raw, i) if raw is items else where(block, "time"))
+        window = _read_window(reader, item, where(raw, i) if raw is items else where(block, key))
         windows.append(window)  # every window is read, so every problem is reported
     if None in windows:
-        return []
+        return None
     if not windows:
-        reader.fail(block, "time", "time needs at least one window")
-        return []
-    return [TimeWindows(tuple(w for w in windows if w is not None))]
+        reader.fail(block, key, f"{key} needs at least one window")
+        return None
+    return TimeWindows(tuple(w for w in windows if w is not None))
 
 
-def _read_window(reader: _Reader, item: Any, at: str) -> TimeWindow | None:
+def _read_window(reader: Reader, item: Any, at: str) -> TimeWindow | None:
     if not reader.keys(item, _TIME_KEYS, "a time window", at):
         return None
     before = len(reader.problems)
@@ -490,7 +506,7 @@ def _read_window(reader: _Reader, item: Any, at: str) -> TimeWindow | None:
     return TimeWindow(days=days, start=start, end=end, zone=zone, text=text)
 
 
-def _read_days(reader: _Reader, item: Any) -> frozenset[int] | None:
+def _read_days(reader: Reader, item: Any) -> frozenset[int] | None:
     raw = item.get("days", "mon-sun")
     parts = raw if isinstance(raw, list) else str(raw).split(",")
     days: set[int] = set()
@@ -513,7 +529,7 @@ def _read_days(reader: _Reader, item: Any) -> frozenset[int] | None:
     return frozenset(days)
 
 
-def _read_clock(reader: _Reader, item: Any, key: str, default: str) -> time | None:
+def _read_clock(reader: Reader, item: Any, key: str, default: str) -> time | None:
     """``HH:MM``; ``to`` may be ``24:00`` (end of day), returned as None."""
     text = str(item.get(key, default))
     match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text)
@@ -525,7 +541,7 @@ def _read_clock(reader: _Reader, item: Any, key: str, default: str) -> time | No
     return None
 
 
-def _read_attributes(reader: _Reader, block: Any, scope: str) -> list[Condition]:
+def _read_attributes(reader: Reader, block: Any, scope: str) -> list[Condition]:
     section = block[scope]
     if not isinstance(section, dict) or not section:
         reader.fail(block, scope, f"{scope} must map attribute names to values")

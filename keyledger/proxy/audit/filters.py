@@ -111,6 +111,8 @@ class EventFilter:
     effects: frozenset[str] = frozenset()
     protocols: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()  # the caller is in one of these (names, not globs)
+    auth_methods: frozenset[str] = frozenset()
     since: datetime | None = None
     until: datetime | None = None
     # Decided once, here, so that matches() only compares.
@@ -121,7 +123,16 @@ class EventFilter:
     _everything: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("principals", "secrets", "actions", "effects", "protocols", "types"):
+        for name in (
+            "principals",
+            "secrets",
+            "actions",
+            "effects",
+            "protocols",
+            "types",
+            "groups",
+            "auth_methods",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise TypeError(f"EventFilter.{name} takes a set of strings, not one string")
@@ -147,6 +158,8 @@ class EventFilter:
                 or self.effects
                 or self.protocols
                 or self.types
+                or self.groups
+                or self.auth_methods
                 or self.since
                 or self.until
             ),
@@ -177,6 +190,17 @@ class EventFilter:
             return False
         if self.protocols and _field(record, "request", "protocol") not in self.protocols:
             return False
+        if self.auth_methods and _field(record, "principal", "auth_method") not in (
+            self.auth_methods
+        ):
+            return False
+        if self.groups:
+            principal = record.get("principal")
+            groups = principal.get("groups") if isinstance(principal, Mapping) else None
+            if not isinstance(groups, list) or not any(
+                isinstance(g, str) and g in self.groups for g in groups
+            ):
+                return False
         if self._principal_re is not None:
             principal = _field(record, "principal", "id")
             if principal is None or self._principal_re.match(principal) is None:

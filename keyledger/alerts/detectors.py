@@ -1,0 +1,317 @@
+"""The detectors: each watches the calls its rule's filter lets through and says when
+something is unusual, as a :class:`Firing` (what about, why, which events).
+
+Time is the events' own (their ``time``), never the clock's: a journal replayed
+(``keyledger alerts run``, or at start to rebuild windows and baselines) fires exactly as
+the live stream did. State is bounded: windows drop what has left them, and keys idle for a
+whole window are forgotten.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from keyledger.alerts.model import EventRef
+from keyledger.alerts.rules import (
+    BulkRead,
+    Canary,
+    Counting,
+    Detector,
+    FirstSeen,
+    OffHours,
+    UnusualSource,
+)
+from keyledger.policies.conditions import parse_ip
+from keyledger.proxy.audit.filters import EventFilter, effect_of
+
+__all__ = ["Firing", "Watcher", "watcher_for"]
+
+# The events an alert names, at most: the count says how many there were.
+MAX_REFS = 20
+# Distinct keys a learning detector remembers (first_seen); the least recent go first.
+MAX_LEARNED = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    key: str
+    summary: str
+    events: tuple[EventRef, ...]
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Watcher(Protocol):
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None: ...
+
+
+def watcher_for(detector: Detector) -> Watcher:
+    if isinstance(detector, Counting):
+        return _Counting(detector)
+    if isinstance(detector, BulkRead):
+        return _BulkRead(detector)
+    if isinstance(detector, Canary):
+        return _Canary(detector)
+    if isinstance(detector, OffHours):
+        return _OffHours(detector)
+    if isinstance(detector, FirstSeen):
+        return _FirstSeen(detector)
+    return _UnusualSource(detector)
+
+
+# -- what an event says ---------------------------------------------------------------------
+
+
+def _part(record: Mapping[str, Any], part: str, key: str) -> str | None:
+    value = record.get(part)
+    found = value.get(key) if isinstance(value, Mapping) else None
+    return found if isinstance(found, str) else None
+
+
+def principal_of(record: Mapping[str, Any]) -> str:
+    """The caller, or for a failed sign-in whose caller is unknown, what it claimed."""
+    found = _part(record, "principal", "id")
+    if found is not None:
+        return found
+    principal = record.get("principal")
+    claimed = principal.get("attributes") if isinstance(principal, Mapping) else None
+    if isinstance(claimed, Mapping):
+        for name in ("access_key_id", "subject", "token_id"):
+            if isinstance(claimed.get(name), str):
+                return f"(unknown: {name} {claimed[name]})"
+    return "(unknown)"
+
+
+def secret_of(record: Mapping[str, Any]) -> str | None:
+    """``backend:name``, as policies and the audit tools write a secret."""
+    secret = _part(record, "resource", "secret")
+    if secret is None:
+        return None
+    return f"{_part(record, 'resource', 'backend') or '?'}:{secret}"
+
+
+def _is_call(record: Mapping[str, Any]) -> bool:
+    return record.get("type") in ("access", "auth_failure")
+
+
+# -- detectors -------------------------------------------------------------------------------
+
+
+class _Window:
+    """The events of one key within a window, oldest first."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[datetime, EventRef]] = deque()
+
+    def add(self, at: datetime, ref: EventRef, span: timedelta) -> int:
+        self.events.append((at, ref))
+        while self.events and self.events[0][0] <= at - span:
+            self.events.popleft()
+        return len(self.events)
+
+    def refs(self) -> tuple[EventRef, ...]:
+        return tuple(ref for _, ref in list(self.events)[-MAX_REFS:])
+
+
+class _Keyed:
+    """Per-key state, with keys idle for a whole window forgotten now and then."""
+
+    def __init__(self, span: timedelta) -> None:
+        self.span = span
+        self.seen: dict[str, tuple[datetime, Any]] = {}
+        self._swept: datetime | None = None
+
+    def sweep(self, at: datetime) -> None:
+        if self._swept is not None and at - self._swept < self.span:
+            return
+        self._swept = at
+        self.seen = {k: v for k, v in self.seen.items() if at - v[0] < self.span}
+
+
+class _Counting(_Keyed):
+    def __init__(self, detector: Counting) -> None:
+        super().__init__(detector.window)
+        self.detector = detector
+
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
+        d = self.detector
+        if not _is_call(record) or (d.kind == "deny_burst" and effect_of(record) != "deny"):
+            return None
+        key = self._key(record)
+        if key is None:
+            return None
+        self.sweep(at)
+        window: _Window = self.seen.get(key, (at, None))[1] or _Window()
+        self.seen[key] = (at, window)
+        count = window.add(at, EventRef.of(record), d.window)
+        if count < d.count or (d.kind == "rate" and count == d.count):
+            return None
+        refs = window.refs()
+        window.events.clear()  # the next alert needs a burst of its own
+        what = "denials" if d.kind == "deny_burst" else "calls"
+        return Firing(
+            key=f"{d.by} {key}",
+            summary=f"{count} {what} for {d.by} {key} within {_span(d.window)}",
+            events=refs,
+            detail={"count": count, "window_s": d.window.total_seconds(), "by": d.by},
+        )
+
+    def _key(self, record: Mapping[str, Any]) -> str | None:
+        by = self.detector.by
+        if by == "principal":
+            return principal_of(record)
+        if by == "source":
+            return _part(record, "request", "source_ip")
+        return secret_of(record)
+
+
+class _BulkRead(_Keyed):
+    def __init__(self, detector: BulkRead) -> None:
+        super().__init__(detector.window)
+        self.detector = detector
+
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
+        secret = secret_of(record)
+        if record.get("type") != "access" or record.get("action") != "read" or secret is None:
+            return None
+        self.sweep(at)
+        principal = principal_of(record)
+        reads: OrderedDict[str, tuple[datetime, EventRef]]
+        reads = self.seen.get(principal, (at, None))[1] or OrderedDict()
+        self.seen[principal] = (at, reads)
+        reads.pop(secret, None)
+        reads[secret] = (at, EventRef.of(record))
+        while reads and next(iter(reads.values()))[0] <= at - self.detector.window:
+            reads.popitem(last=False)
+        if len(reads) < self.detector.count:
+            return None
+        refs = tuple(ref for _, ref in list(reads.values())[-MAX_REFS:])
+        count = len(reads)
+        reads.clear()
+        return Firing(
+            key=f"principal {principal}",
+            summary=f"{principal} read {count} distinct secrets within "
+            f"{_span(self.detector.window)}",
+            events=refs,
+            detail={"distinct_secrets": count, "window_s": self.detector.window.total_seconds()},
+        )
+
+
+class _Canary:
+    def __init__(self, detector: Canary) -> None:
+        self.decoys = EventFilter(secrets=frozenset(detector.secrets))
+
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
+        if not _is_call(record) or not self.decoys.matches(record):
+            return None
+        principal, secret = principal_of(record), secret_of(record)
+        effect = effect_of(record) or "no decision"
+        return Firing(
+            key=f"principal {principal} secret {secret}",
+            summary=f"canary {secret} touched by {principal} ({record.get('action')}, {effect})",
+            events=(EventRef.of(record),),
+            detail={"secret": secret, "effect": effect},
+        )
+
+
+class _OffHours:
+    def __init__(self, detector: OffHours) -> None:
+        self.hours = detector.hours
+
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
+        if record.get("type") != "access" or any(w.holds_at(at) for w in self.hours.windows):
+            return None
+        principal = principal_of(record)
+        local = at.astimezone(self.hours.windows[0].zone)
+        return Firing(
+            key=f"principal {principal}",
+            summary=f"{principal} called at {local:%a %H:%M %Z}, outside "
+            f"{'; '.join(w.text for w in self.hours.windows)}",
+            events=(EventRef.of(record),),
+            detail={"secret": secret_of(record), "local_time": local.isoformat()},
+        )
+
+
+class _FirstSeen:
+    def __init__(self, detector: FirstSeen) -> None:
+        self.detector = detector
+        self.last: OrderedDict[tuple[str, str], datetime] = OrderedDict()
+        self.since: datetime | None = None  # the first event this detector saw
+
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
+        if record.get("type") != "access":
+            return None
+        thing = self._thing(record)
+        if thing is None:
+            return None
+        if self.since is None or at < self.since:
+            self.since = at
+        principal = principal_of(record)
+        pair = (principal, thing)
+        before = self.last.pop(pair, None)
+        self.last[pair] = at
+        if len(self.last) > MAX_LEARNED:
+            self.last.popitem(last=False)
+        learning = self.detector.learning
+        if at - self.since < learning:
+            return None  # still learning what is usual
+        if before is not None and at - before <= learning:
+            return None
+        of = self.detector.of
+        return Firing(
+            key=f"principal {principal} {of} {thing}",
+            summary=f"{principal} used {of} {thing}, not seen for it in {_span(learning)}",
+            events=(EventRef.of(record),),
+            detail={of: thing, "last_seen": before.isoformat() if before else None},
+        )
+
+    def _thing(self, record: Mapping[str, Any]) -> str | None:
+        if self.detector.of == "secret":
+            return secret_of(record)
+        source = _part(record, "request", "source_ip")
+        ip = parse_ip(source) if source else None
+        if ip is None:
+            return None
+        prefix = self.detector.prefix_v4 if ip.version == 4 else self.detector.prefix_v6
+        return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+class _UnusualSource:
+    def __init__(self, detector: UnusualSource) -> None:
+        self.table = [
+            (EventFilter(principals=frozenset({pattern})), networks)
+            for pattern, networks in detector.networks
+        ]
+
+    def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
+        if not _is_call(record):
+            return None
+        networks = next((n for glob, n in self.table if glob.matches(record)), None)
+        if networks is None:
+            return None
+        source = _part(record, "request", "source_ip")
+        ip = parse_ip(source) if source else None
+        if ip is not None and any(ip in net for net in networks):
+            return None
+        principal = principal_of(record)
+        return Firing(
+            key=f"principal {principal} source {source}",
+            summary=f"{principal} called from {source or '(unknown)'}, outside "
+            f"{', '.join(str(n) for n in networks)}",
+            events=(EventRef.of(record),),
+            detail={"source_ip": source},
+        )
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
