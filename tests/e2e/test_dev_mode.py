@@ -266,7 +266,7 @@ def test_printed_google_calls_work_as_pasted(tmp_path: Path) -> None:
         for protocol, _ in calls
         for secret, effect in (("staging-db-password", "allow"), ("prod-payments-api-key", "deny"))
     ]
-    assert {e["principal"]["auth_method"] for e in events if e["type"] == "access"} == {"bearer"}
+    assert {e["principal"]["auth_method"] for e in events if e["type"] == "access"} == {"token"}
 
 
 def test_printed_azure_calls_work_as_pasted(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ class TestRest:
         assert event["resource"]["secret"] == f"{PROJECT}/app-db"
         assert event["principal"] == {
             "id": "app",
-            "auth_method": "bearer",
+            "auth_method": "token",
             "groups": [],
             "attributes": {},
         }

@@ -178,7 +178,7 @@ class TestReads:
         assert event["request"]["source_ip"] == "127.0.0.1"
         assert "grpc" in event["request"]["user_agent"]
         assert event["principal"]["id"] == "app"
-        assert event["principal"]["auth_method"] == "bearer"
+        assert event["principal"]["auth_method"] == "token"
         assert event["action"] == "read"
         assert event["resource"] == {
             "backend": "gcp",

@@ -37,7 +37,7 @@ INVALID = "The bearer token is invalid."
 
 
 class BearerAuthenticator:
-    method = "bearer"
+    method = "token"
 
     def __init__(
         self,

@@ -224,7 +224,7 @@ def _event(kind: str, credential_id: str, seen: _Seen, *, first: bool = False) -
     return AuditEvent(
         type=EventType.LIFECYCLE,
         principal=PrincipalInfo(
-            id=seen.identity, auth_method="bearer" if seen.kind == "token" else "sigv4"
+            id=seen.identity, auth_method="token" if seen.kind == "token" else "sigv4"
         ),
         detail=detail,
     )

@@ -100,7 +100,7 @@ class TestMinimiser:
         failed = AuditEvent(
             type=EventType.AUTH_FAILURE,
             principal=PrincipalInfo(
-                id=None, auth_method="bearer", attributes={claimed: "id-1", "email": "a@b.test"}
+                id=None, auth_method="token", attributes={claimed: "id-1", "email": "a@b.test"}
             ),
         ).to_record()
 

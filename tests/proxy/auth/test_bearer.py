@@ -139,7 +139,7 @@ class TestBearerAuthenticator:
 
         assert principal == Principal(
             id="svc-billing",
-            auth_method="bearer",
+            auth_method="token",
             groups=("payments", "ops"),
             attributes={"team": "checkout"},
         )
@@ -366,7 +366,7 @@ class TestTokenStore:
         )
         by_token = authenticate(BearerAuthenticator(store=reopened), wire(f"Bearer {token.token}"))
         assert (by_sigv4.id, by_sigv4.groups) == (by_token.id, by_token.groups)
-        assert (by_sigv4.auth_method, by_token.auth_method) == ("sigv4", "bearer")
+        assert (by_sigv4.auth_method, by_token.auth_method) == ("sigv4", "token")
 
         assert [c.credential_id for c in store.revoke(token.token_id)] == [token.token_id]
         after = IdentityStore(path, key)

@@ -1231,7 +1231,7 @@ class TestBearerAuthenticator:
         own = await bearer.authenticate(wire(f"Bearer {issued.token}"))
 
         assert (oidc.id, oidc.auth_method) == ("workload-1", "oidc")
-        assert (own.id, own.auth_method) == ("svc-billing", "bearer")
+        assert (own.id, own.auth_method) == ("svc-billing", "token")
 
     async def test_a_refused_jwt_is_an_oidc_failure(
         self, issuer: ThreadedLocalIssuer, keys: Keys, verifier: OidcVerifier, store: IdentityStore
