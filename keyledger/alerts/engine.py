@@ -35,16 +35,14 @@ class _Armed:
 
 class AlertEngine:
     def __init__(self, rules: AlertRules) -> None:
+        self.rules = rules
         self._armed = [_Armed(rule, watcher_for(rule.detector)) for rule in rules]
         self._last: dict[tuple[str, str], datetime] = {}  # (rule, key) -> last alert sent
         self._held: dict[tuple[str, str], int] = {}  # repeats suppressed since
 
-    @property
-    def rules(self) -> tuple[Rule, ...]:
-        return tuple(armed.rule for armed in self._armed)
-
     def replace_rules(self, rules: AlertRules) -> None:
         """New rules (a reload); a rule whose text did not change keeps its state."""
+        self.rules = rules
         kept = {armed.rule.digest: armed for armed in self._armed}
         self._armed = [
             _Armed(rule, kept[rule.digest].watcher)
