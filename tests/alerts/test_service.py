@@ -83,7 +83,7 @@ class Proxy:
             directory=folder / "audit",
             chain_id="test",
             fsync=False,
-            on_durable=lambda lines: [listen(lines) for listen in self.listeners],
+            on_durable=self._durable,
         )
         self.service = AlertService(
             paths=[rules],
@@ -93,6 +93,10 @@ class Proxy:
             reload_interval_s=0.05,
         )
         self.listeners.append(self.service.on_durable)
+
+    def _durable(self, lines: Sequence[bytes]) -> None:
+        for listen in self.listeners:
+            listen(lines)
 
     async def __aenter__(self) -> Proxy:
         await self.journal.start()
