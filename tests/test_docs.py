@@ -178,14 +178,14 @@ def test_admin_api_port_in_docs() -> None:
 
 
 def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
-    """The commented-out gcp and azure blocks of config.example.yaml, uncommented as an
-    operator would, load and mean what their comments say."""
+    """The commented-out gcp, azure, oidc and alerts blocks of config.example.yaml,
+    uncommented as an operator would, load and mean what their comments say."""
     lines = (ROOT / "config.example.yaml").read_text(encoding="utf-8").splitlines()
     block: str | None = None  # the indentation of the "# gcp:" or "# azure:" being opened
     for index, line in enumerate(lines):
         body = line.lstrip()
         indent = line[: len(line) - len(body)]
-        if body in ("# gcp:", "# azure:", "# oidc:"):
+        if body in ("# gcp:", "# azure:", "# oidc:", "# alerts:"):
             block = indent
         elif block is None or not line.startswith(f"{block}#   "):
             block = None
@@ -224,3 +224,10 @@ def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
         60,
     )
     assert github.groups == ("ci-deployers",)
+    assert config.alerts.rules == (Path("/etc/keyledger/alerts"),)
+    assert [(d.type, d.name) for d in config.alerts.destinations] == [
+        ("webhook", "soc"),
+        ("slack", "slack"),
+        ("alertmanager", "alertmanager"),
+        ("stdout", "stdout"),
+    ]

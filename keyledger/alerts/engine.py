@@ -14,7 +14,7 @@ no alert for (the proxy stopped between the two) is handed back to be sent then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,8 +34,12 @@ class _Armed:
 
 
 class AlertEngine:
-    def __init__(self, rules: AlertRules) -> None:
+    def __init__(
+        self, rules: AlertRules, *, on_suppressed: Callable[[str], None] | None = None
+    ) -> None:
+        """``on_suppressed(rule_id)``: told of each repeat held back (for a metric)."""
         self.rules = rules
+        self._on_suppressed = on_suppressed
         self._armed = [_Armed(rule, watcher_for(rule.detector)) for rule in rules]
         self._last: dict[tuple[str, str], datetime] = {}  # (rule, key) -> last alert sent
         self._held: dict[tuple[str, str], int] = {}  # repeats suppressed since
@@ -72,6 +76,8 @@ class AlertEngine:
         last = self._last.get(slot)
         if last is not None and timedelta() <= at - last < rule.suppress:
             self._held[slot] = self._held.get(slot, 0) + 1
+            if self._on_suppressed is not None:
+                self._on_suppressed(rule.id)
             return None
         self._last[slot] = at
         return Alert(

@@ -46,6 +46,8 @@ _MAX_LISTED = 20  # problems kept in a rejection event; the log has them all
 class AlertObserver(Protocol):
     def alert_fired(self, alert: Alert) -> None: ...
 
+    def alert_suppressed(self, rule: str) -> None: ...
+
     def alert_events_dropped(self, count: int) -> None: ...
 
 
@@ -79,7 +81,9 @@ class AlertService:
         reload_interval_s: float = 1.0,
     ) -> None:
         self._paths = tuple(paths)
-        self._engine = AlertEngine(rules)
+        self._engine = AlertEngine(
+            rules, on_suppressed=observer.alert_suppressed if observer is not None else None
+        )
         self._journal = journal
         self._destinations = tuple(destinations)
         self._observer = observer

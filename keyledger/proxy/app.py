@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,16 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
+from keyledger.alerts.delivery import (
+    AlertmanagerSettings,
+    DestinationSettings,
+    SlackSettings,
+    StdoutSettings,
+    WebhookSettings,
+    build_destinations,
+)
+from keyledger.alerts.rules import AlertRuleError
+from keyledger.alerts.service import AlertService, load_rules
 from keyledger.backends import Backend, BackendError
 from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.backends.azure import AzureBackend, AzureSettings
@@ -42,7 +53,13 @@ from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.auth.lifecycle import IdentityRecorder
 from keyledger.proxy.auth.oidc import OidcVerifier, http_fetch
 from keyledger.proxy.auth.sessions import SessionSealer
-from keyledger.proxy.config import Config, is_loopback_host, require_key
+from keyledger.proxy.config import (
+    AlertDestinationConfig,
+    Config,
+    ConfigError,
+    is_loopback_host,
+    require_key,
+)
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
 from keyledger.proxy.frontends.azure import AzureFrontend, VaultRoutes
@@ -50,7 +67,13 @@ from keyledger.proxy.frontends.gcp_common import ProjectRoutes
 from keyledger.proxy.grpc_listener import GrpcListener, server_credentials
 from keyledger.proxy.health import Readiness
 from keyledger.proxy.http_client import AiohttpTransport
-from keyledger.proxy.metrics import JournalCollector, PolicyCollector, ProxyMetrics, SinkCollector
+from keyledger.proxy.metrics import (
+    AlertMetrics,
+    JournalCollector,
+    PolicyCollector,
+    ProxyMetrics,
+    SinkCollector,
+)
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
 from keyledger.proxy.reload import PolicyReloader, load_policy
 from keyledger.proxy.sts import StsEndpoint
@@ -93,6 +116,7 @@ TRANSPORTS = web.AppKey("transports", tuple[AiohttpTransport, ...])
 RELOADER = web.AppKey("reloader", PolicyReloader)
 IDENTITIES = web.AppKey("identities", IdentityRecorder)
 BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
+ALERTS = web.AppKey("alerts", AlertService)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
 READINESS = web.AppKey("readiness", Readiness)
@@ -348,13 +372,15 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     registry = CollectorRegistry(auto_describe=False)
     metrics = ProxyMetrics(registry)
     broadcaster = AuditBroadcaster(backlog=config.admin.stream_backlog if config.admin else 10_000)
+    # Who hears of each batch of lines once it is durable: the live stream, the alert rules.
+    listeners: list[Callable[[Sequence[bytes]], None]] = [broadcaster.publish]
     journal = Journal(
         directory=audit.journal,
         chain_id=audit.chain_id,
         fsync=audit.fsync,
         rotation=Rotation(max_bytes=audit.rotate_max_bytes, max_age_s=audit.rotate_max_age_s),
         checkpoints=load_checkpointing(config),
-        on_durable=broadcaster.publish,
+        on_durable=functools.partial(_tell, listeners),
         minimise=None
         if audit.minimise.keeps_everything
         else Minimiser(audit.minimise, key=fingerprint_key),
@@ -459,6 +485,11 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     app.cleanup_ctx.append(_reloader_ctx)
     app[IDENTITIES] = IdentityRecorder(store=store, journal=journal, folder=audit.journal)
     app.cleanup_ctx.append(_identities_ctx)
+    alerts = _alerting(config, journal, registry)
+    if alerts is not None:
+        app[ALERTS] = alerts
+        listeners.append(alerts.on_durable)
+        app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_backend_ctx)
     app[INFLIGHT] = inflight = InFlight()
 
@@ -497,6 +528,75 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight, shared_ports)
         app.cleanup_ctx.append(_grpc_ctx)
     return app
+
+
+def _tell(listeners: Sequence[Callable[[Sequence[bytes]], None]], lines: Sequence[bytes]) -> None:
+    for listener in listeners:
+        try:
+            listener(lines)
+        except Exception:
+            log.exception("durable_listener_failed")  # the others still hear
+
+
+def _alerting(config: Config, journal: Journal, registry: CollectorRegistry) -> AlertService | None:
+    """The alert rules and their destinations, when the config names rules."""
+    settings = config.alerts
+    if not settings.enabled:
+        return None
+    try:
+        rules = load_rules(settings.rules)
+    except AlertRuleError as exc:
+        raise StartupError(
+            f"{config.where('alerts.rules')}: alerts.rules: the alert rules do not load:\n"
+            + "\n".join(exc.problems)
+        ) from exc
+    try:
+        destinations = [_destination(d) for d in settings.destinations]
+    except (ConfigError, ValueError) as exc:
+        raise StartupError(f"{config.source}: alerts.destinations: {exc}") from exc
+    metrics = AlertMetrics(registry)
+    return AlertService(
+        paths=settings.rules,
+        rules=rules,
+        journal=journal,
+        destinations=build_destinations(destinations, observer=metrics),
+        observer=metrics,
+        backlog=settings.backlog,
+    )
+
+
+def _destination(d: AlertDestinationConfig) -> DestinationSettings:
+    """Settings for one destination, its URL and secret read from where the config says."""
+    kind = {
+        "stdout": StdoutSettings,
+        "alertmanager": AlertmanagerSettings,
+        "slack": SlackSettings,
+        "webhook": WebhookSettings,
+    }[d.type]
+    extra: dict[str, object] = {}
+    if d.type != "stdout":
+        extra["url"] = d.url or _secret(d, "url", d.url_env, d.url_file).decode()
+    if d.type == "alertmanager":
+        extra["generator_url"] = d.generator_url
+    if d.type == "webhook":
+        extra["secret"] = _secret(d, "secret", d.secret_env, d.secret_file)
+    settings: DestinationSettings = kind(
+        name=d.name,
+        queue_size=d.queue_size,
+        max_attempts=d.max_attempts,
+        timeout_s=d.timeout_s,
+        **extra,
+    )
+    return settings
+
+
+def _secret(d: AlertDestinationConfig, what: str, env: str | None, file: Path | None) -> bytes:
+    return require_key(
+        env=env,
+        file=file,
+        setting=f"{d.name}'s {what}_file",
+        missing=f"{d.name}: the env var {env} holds no {what}",
+    )
 
 
 def _oidc_verifier(
@@ -620,6 +720,15 @@ async def _identities_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _alerts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Alert rules on the durable stream: started once the journal is open (they read its
+    recent past), closed before it closes (their last alerts are recorded)."""
+    alerts = app[ALERTS]
+    await alerts.start()
+    yield
+    await alerts.close()
 
 
 async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -307,6 +307,41 @@ class AzureFrontendConfig:
         return bool(self.hosts) or bool(self.paths) or self.default is not None
 
 
+ALERT_DESTINATIONS = ("webhook", "slack", "alertmanager", "stdout")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertDestinationConfig:
+    """One place alerts go. URLs that are credentials (Slack's, a webhook's with a token)
+    and the webhook's signing secret may come from a file or an env var instead."""
+
+    type: str  # webhook | slack | alertmanager | stdout
+    name: str
+    url: str | None = field(default=None, repr=False)
+    url_file: Path | None = None
+    url_env: str | None = None
+    secret_file: Path | None = None  # webhook: the HMAC key receivers check signatures with
+    secret_env: str | None = None
+    generator_url: str | None = None  # alertmanager: the alerts' back-link
+    queue_size: int = 1000
+    # Backoff doubles from 0.5s up to 30s: 12 attempts ride out a receiver down for ~3 min.
+    max_attempts: int = 12
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertsConfig:
+    """Alert rules over the live audit stream, and where their alerts go."""
+
+    rules: tuple[Path, ...] = ()  # rule files or folders of them
+    destinations: tuple[AlertDestinationConfig, ...] = ()
+    backlog: int = 10_000  # durable batches waiting for detection before they are dropped
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rules)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OidcConfig:
     """Workload identities: the OIDC issuers whose JWTs are accepted as bearer tokens."""
@@ -339,6 +374,7 @@ class Config:
     gcp: GcpFrontendConfig = field(default_factory=lambda: GcpFrontendConfig())
     azure: AzureFrontendConfig = field(default_factory=lambda: AzureFrontendConfig())
     oidc: OidcConfig = field(default_factory=lambda: OidcConfig())
+    alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig())
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
@@ -503,6 +539,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "oidc",
         "policies",
         "policy_reload",
+        "alerts",
         "backends",
         "frontends",
         "audit",
@@ -548,6 +585,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
     )
 
     oidc = _parse_oidc(root.section("oidc"))
+    alerts = _parse_alerts(root.section("alerts"))
 
     policies_raw = doc.get("policies", [])
     if isinstance(policies_raw, str):
@@ -687,6 +725,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         gcp=gcp,
         azure=azure,
         oidc=oidc,
+        alerts=alerts,
         audit=audit,
         limits=limits,
         admin=admin,
@@ -913,6 +952,88 @@ def _parse_oidc(section: _Section) -> OidcConfig:
         clock_skew_s=skew,
         refresh_min_s=refresh,
         session_ttl_s=session_ttl,
+    )
+
+
+def _parse_alerts(section: _Section) -> AlertsConfig:
+    section.allow_only("rules", "destinations", "backlog")
+    raw = section.data.get("rules", [])
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        raise section._fail("rules", "expected a list of rule files or folders")
+    listed = section.data.get("destinations", [])
+    if not isinstance(listed, list):
+        raise section._fail("destinations", "expected a list of destinations (each with a type)")
+    destinations: list[AlertDestinationConfig] = []
+    for index, item in enumerate(listed):
+        if not isinstance(item, dict):
+            raise section._fail("destinations", f"item {index + 1}: expected a mapping")
+        destination = _parse_alert_destination(
+            _Section(item, f"alerts.destinations[{index}]", section.base, section.source)
+        )
+        if any(d.name == destination.name for d in destinations):
+            raise section._fail(
+                "destinations", f"two destinations are named {destination.name!r}: name one"
+            )
+        destinations.append(destination)
+    if destinations and not raw:
+        raise section._fail("destinations", "alerts need rules: list the rule files in rules")
+    backlog = section.get("backlog", int, 10_000)
+    if not 1 <= backlog <= 1_000_000:
+        raise section._fail("backlog", "expected 1 to 1000000")
+    return AlertsConfig(
+        rules=tuple(section.base / Path(p).expanduser() for p in raw),
+        destinations=tuple(destinations),
+        backlog=backlog,
+    )
+
+
+def _parse_alert_destination(section: _Section) -> AlertDestinationConfig:
+    kind = section.optional_str("type")
+    if kind not in ALERT_DESTINATIONS:
+        raise section._fail(
+            "type",
+            f"expected one of {', '.join(ALERT_DESTINATIONS)}"
+            f"{did_you_mean(kind or '', ALERT_DESTINATIONS)}",
+        )
+    allowed = {
+        "webhook": ("url", "url_file", "url_env", "secret_file", "secret_env"),
+        "slack": ("url", "url_file", "url_env"),
+        "alertmanager": ("url", "generator_url"),
+        "stdout": (),
+    }[kind]
+    section.allow_only("type", "name", "queue_size", "max_attempts", "timeout", *allowed)
+    sources = [key for key in ("url", "url_file", "url_env") if key in section.data]
+    if kind != "stdout" and len(sources) != 1:
+        keys = ", ".join(k for k in ("url", "url_file", "url_env") if k in allowed)
+        raise section._fail("url", f"a {kind} destination needs one of {keys}")
+    if kind == "webhook" and ("secret_file" in section.data) == ("secret_env" in section.data):
+        raise section._fail(
+            "secret_file",
+            "a webhook signs every alert: give secret_file or secret_env (openssl rand -hex 32)",
+        )
+    queue_size = section.get("queue_size", int, 1000)
+    if not 1 <= queue_size <= 1_000_000:
+        raise section._fail("queue_size", "expected 1 to 1000000")
+    attempts = section.get("max_attempts", int, 12)
+    if not 1 <= attempts <= 100:
+        raise section._fail("max_attempts", "expected 1 to 100")
+    timeout = section.duration("timeout", 5.0)
+    if not 0 < timeout <= 300:
+        raise section._fail("timeout", "expected more than 0s, up to 5m")
+    return AlertDestinationConfig(
+        type=kind,
+        name=section.optional_str("name") or kind,
+        url=section.optional_str("url"),
+        url_file=section.optional_path("url_file"),
+        url_env=section.optional_str("url_env"),
+        secret_file=section.optional_path("secret_file"),
+        secret_env=section.optional_str("secret_env"),
+        generator_url=section.optional_str("generator_url"),
+        queue_size=queue_size,
+        max_attempts=attempts,
+        timeout_s=timeout,
     )
 
 

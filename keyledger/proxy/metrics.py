@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,11 +25,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from keyledger.alerts.model import Alert
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.pipeline import PolicyHolder, RequestTrace
 
 __all__ = [
+    "AlertMetrics",
     "JournalCollector",
     "PolicyCollector",
     "ProxyMetrics",
@@ -55,6 +57,78 @@ _LATENCY_BUCKETS = (
 )
 _FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class AlertMetrics:
+    """What the alert rules fired and what their destinations did with it (an
+    AlertObserver and a DeliveryObserver)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.fired = Counter(
+            "keyledger_alerts",
+            "Alerts fired, by rule and severity",
+            ["rule", "severity"],
+            registry=registry,
+        )
+        self.suppressed = Counter(
+            "keyledger_alerts_suppressed",
+            "Repeats of an alert held back within its rule's suppress period, by rule",
+            ["rule"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "keyledger_alert_events_dropped",
+            "Audit events the alert rules never saw because detection fell behind",
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "keyledger_alert_deliveries",
+            "Alerts a destination took",
+            ["destination"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "keyledger_alert_delivery_failures",
+            "Failed attempts to deliver an alert (retried until attempts run out), by reason",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "keyledger_alert_dead_letters",
+            "Alerts a destination never took, by reason (queue_full, rejected, "
+            "attempts_exhausted, shutdown, ...)",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.queue = Gauge(
+            "keyledger_alert_queue_depth",
+            "Alerts waiting for a destination",
+            ["destination"],
+            registry=registry,
+        )
+
+    # AlertObserver
+    def alert_fired(self, alert: Alert) -> None:
+        self.fired.labels(alert.rule, alert.severity.value).inc()
+
+    def alert_suppressed(self, rule: str) -> None:
+        self.suppressed.labels(rule).inc()
+
+    def alert_events_dropped(self, count: int) -> None:
+        self.dropped.inc(count)
+
+    # DeliveryObserver
+    def delivered(self, destination: str) -> None:
+        self.deliveries.labels(destination).inc()
+
+    def failed(self, destination: str, reason: str) -> None:
+        self.failures.labels(destination, reason).inc()
+
+    def dead_letter(self, destination: str, reason: str) -> None:
+        self.dead_letters.labels(destination, reason).inc()
+
+    def queue_depth(self, destination: str, depth: int) -> None:
+        self.queue.labels(destination).set(depth)
 
 
 class ProxyMetrics:

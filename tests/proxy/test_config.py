@@ -520,3 +520,78 @@ class TestGoogleBackends:
         )
 
         assert "frontends.aws.backend: 'g' is not an aws backend" in error(path)
+
+
+class TestAlertSettings:
+    def test_rules_and_destinations(self, tmp_path: Path) -> None:
+        """Rule paths are taken from the config's folder; a destination's URL and secret
+        may come from files or env vars; its name defaults to its type."""
+        path = write(
+            tmp_path,
+            MINIMAL
+            + """
+    alerts:
+      rules: [alerts/]
+      backlog: 500
+      destinations:
+        - {type: webhook, name: soc, url_env: SOC_HOOK, secret_file: keys/hook.key}
+        - {type: slack, url_file: keys/slack.url, timeout: 2s}
+        - {type: alertmanager, url: "http://alertmanager:9093", max_attempts: 3}
+        - {type: stdout}
+    """,
+        )
+        alerts = load_config(path).alerts
+        folder = path.parent
+        assert alerts.rules == (folder / "alerts",)
+        assert alerts.backlog == 500
+        webhook, slack, manager, stdout = alerts.destinations
+        assert (webhook.name, webhook.url_env, webhook.secret_file) == (
+            "soc",
+            "SOC_HOOK",
+            folder / "keys" / "hook.key",
+        )
+        assert (slack.name, slack.url_file, slack.timeout_s) == (
+            "slack",
+            folder / "keys" / "slack.url",
+            2.0,
+        )
+        assert (manager.url, manager.max_attempts) == ("http://alertmanager:9093", 3)
+        assert stdout.type == "stdout"
+
+    def test_off_unless_rules_are_named(self, tmp_path: Path) -> None:
+        assert not load_config(write(tmp_path, MINIMAL)).alerts.enabled
+
+    @pytest.mark.parametrize(
+        ("extra", "expected"),
+        [
+            (
+                "alerts: {rules: [a/], destinations: [{type: slak}]}",
+                "alerts.destinations[0].type: expected one of webhook, slack, alertmanager, "
+                "stdout (did you mean 'slack'?)",
+            ),
+            (
+                "alerts: {rules: [a/], destinations: [{type: webhook, url: 'http://x'}]}",
+                "alerts.destinations[0].secret_file: a webhook signs every alert",
+            ),
+            (
+                "alerts: {rules: [a/], destinations: [{type: slack}]}",
+                "alerts.destinations[0].url: a slack destination needs one of url, url_file, "
+                "url_env",
+            ),
+            (
+                "alerts: {destinations: [{type: stdout}]}",
+                "alerts.destinations: alerts need rules",
+            ),
+            (
+                "alerts: {rules: [a/], destinations: [{type: stdout}, {type: stdout}]}",
+                "alerts.destinations: two destinations are named 'stdout'",
+            ),
+            (
+                "alerts: {rules: [a/], destinations: "
+                "[{type: alertmanager, url: u, secret_env: X}]}",
+                "alerts.destinations[0].secret_env: unknown key",
+            ),
+        ],
+    )
+    def test_mistakes_are_named(self, tmp_path: Path, extra: str, expected: str) -> None:
+        assert expected in error(write(tmp_path, MINIMAL + "    " + extra + "\n"))
