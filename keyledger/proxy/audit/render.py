@@ -178,6 +178,8 @@ def render_line(record: Mapping[str, Any], *, color: bool) -> Text:
         _policy_reload(line, record)
     elif kind == "checkpoint":
         _checkpoint(line, record)
+    elif kind == "alert" and "rule" in _part(record, "detail"):
+        _alert(line, record)
     else:
         label = _text(kind.upper() if isinstance(kind, str) else kind, 24) or "EVENT"
         line.add(label, _LABEL_STYLE.get(label, _OTHER_LABEL))
@@ -208,6 +210,21 @@ def _access(line: _Line, record: Mapping[str, Any]) -> None:
     if version:
         line.pair("version", _text(version, 64))
     _user_agent(line, record)
+
+
+def _alert(line: _Line, record: Mapping[str, Any]) -> None:
+    """``ALERT  HIGH  stranger-denied  3 denials for principal stranger within 1m  events=3``"""
+    detail = _part(record, "detail")
+    line.add("ALERT", _LABEL_STYLE["ALERT"])
+    line.add(_text(str(detail.get("severity", "")).upper(), 12) or "-", width=8)
+    line.add(_text(detail.get("rule"), 80) or "-", _SECRET)
+    line.add(_text(detail.get("summary"), 200))
+    events = detail.get("events")
+    if isinstance(events, list):
+        line.pair("events", str(len(events)))
+    suppressed = detail.get("suppressed")
+    if isinstance(suppressed, int) and suppressed > 0:
+        line.pair("suppressed", str(suppressed))
 
 
 def _auth_failure(line: _Line, record: Mapping[str, Any]) -> None:

@@ -225,6 +225,24 @@ class TestRenderLine:
 
         assert render_line(record, color=False).plain == f"2026-11-23 21:55:01.123  {expected}"
 
+    def test_an_alert_names_its_severity_rule_and_summary(self) -> None:
+        """An alert the rules wrote: severity, rule, what happened, how many events and
+        repeats held back; a caller's text in it stays inert."""
+        detail = {
+            "rule": "stranger-denied",
+            "severity": "high",
+            "key": "principal x",
+            "summary": "3 denials for principal str\x1b[31manger within 1m",
+            "events": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+            "suppressed": 2,
+        }
+        record = AuditEvent(type=EventType.ALERT, time=AT, detail=detail).to_record()
+
+        assert render_line(record, color=False).plain == (
+            "2026-11-23 21:55:01.123  ALERT  HIGH      stranger-denied  3 denials for principal "
+            "str\\x1b[31manger within 1m  events=3  suppressed=2"
+        )
+
     def test_an_unknown_type_is_named(self) -> None:
         """An event type added after this reader was written shows under its own name."""
         record = {"time": "2026-11-23T21:55:01.123456Z", "type": "gap\x1b", "detail": {"n": 3}}
