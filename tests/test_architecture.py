@@ -45,3 +45,20 @@ def test_policy_engine_is_synchronous() -> None:
     for path in (PACKAGE / "policies").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert not any(isinstance(n, ast.AsyncFunctionDef) for n in ast.walk(tree)), path
+
+
+def test_alert_rules_are_pure() -> None:
+    """The alert engine (rules, detectors, engine, the Alert type) reads events and says
+    what fires: no coroutines (but the Destination protocol's), no web stack, nothing of
+    the proxy but the audit event's shape and the read side's filters; delivery and the
+    service around it may do I/O."""
+    pure = ("model.py", "rules.py", "detectors.py", "engine.py")
+    allowed = ("keyledger.proxy.audit.events", "keyledger.proxy.audit.filters")
+    for name in pure:
+        path = PACKAGE / "alerts" / name
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if name != "model.py":
+            assert not any(isinstance(n, ast.AsyncFunctionDef) for n in ast.walk(tree)), path
+        names = imports_of(PACKAGE / "alerts")[f"keyledger/alerts/{name}"]
+        reaching = {n for n in names if n.startswith(("aiohttp", "keyledger.proxy"))}
+        assert reaching <= set(allowed), (name, reaching)

@@ -48,6 +48,7 @@ __all__ = [
     "OffHours",
     "Rule",
     "UnusualSource",
+    "example_rules_dir",
     "load_alert_files",
     "parse_duration",
 ]
@@ -411,6 +412,12 @@ def _int(
         reader.fail(block, key, f"{key} is a whole number from {low} to {high}, not {value!r}")
         return None
     return value
+
+
+def example_rules_dir(name: str = "demo") -> Path:
+    """An example rule set shipped inside the package: ``demo`` is what ``serve --dev``
+    loads."""
+    return Path(__file__).with_name("examples") / name
 
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:
