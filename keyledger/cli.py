@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keyledger.alerts_cli import add_alerts_parser
 from keyledger.audit_cli import AuditCliError, add_audit_parser, add_keys_parser
 from keyledger.dev_cli import add_dev_parser
 from keyledger.policy_cli import add_policy_parser, parse_attributes
@@ -867,6 +868,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=cmd_identity)
 
     add_policy_parser(sub)
+    add_alerts_parser(sub)
     add_dev_parser(sub)
     return parser
 
