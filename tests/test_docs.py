@@ -104,6 +104,9 @@ def test_config_example_is_a_valid_config() -> None:
         ["policy", "explain"],
         ["policy", "test"],
         ["policy", "schema"],
+        ["alerts", "check"],
+        ["alerts", "test"],
+        ["alerts", "run"],
         ["dev", "token"],
     ],
 )

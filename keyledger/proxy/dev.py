@@ -24,6 +24,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from keyledger.alerts.rules import example_rules_dir
 from keyledger.backends.azure_standin import ThreadedAzureStandin
 from keyledger.backends.gcp_standin import ThreadedGcpStandin
 from keyledger.devtls import DevTls, ensure_dev_tls, server_context
@@ -32,6 +33,7 @@ from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.auth.identities import IdentityStore, store_key_source
 from keyledger.proxy.config import (
     AdminConfig,
+    AlertsConfig,
     AuditConfig,
     AzureFrontendConfig,
     AzureVaultConfig,
@@ -56,6 +58,7 @@ __all__ = [
     "AZURE_VAULT",
     "DEFAULT_LISTEN",
     "DEMO_AZURE_SECRETS",
+    "DEMO_CANARY",
     "DEMO_GCP_SECRETS",
     "DEMO_IDENTITY",
     "DEMO_ROLE_ARN",
@@ -96,6 +99,8 @@ DEMO_SECRETS: dict[str, str] = {
     "staging/db/password": "demo-staging-db-password",
     "staging/api/token": json.dumps({"token": "demo-staging-token"}),
 }
+# A decoy: nothing should ever touch it, so the demo's alert rules flag any call on it.
+DEMO_CANARY = "prod/db/admin-password-old"
 
 # Google's side: callers name project keyledger-demo; the gcp backend maps it to the project
 # the stand-in holds the secrets in, as a real deployment maps a stable name to its project.
@@ -268,6 +273,9 @@ def _seed(store_url: str, sinks: tuple[str, ...]) -> None:
     client = _client("secretsmanager", store_url)
     for name, value in DEMO_SECRETS.items():
         client.create_secret(Name=name, SecretString=value, Description="keyledger demo secret")
+    client.create_secret(
+        Name=DEMO_CANARY, SecretString="demo-decoy-value", Description="keyledger demo canary"
+    )
     if "s3" in sinks:
         # As a security team would make it: Object Lock on from the start (it cannot be
         # turned on later for a bucket's existing objects).
@@ -431,6 +439,8 @@ def _start_dev(
         azure=AzureFrontendConfig(default=("azure", AZURE_VAULT)),
         # A workload identity issuer of the demo's own (`keyledger dev token`).
         oidc=OidcConfig(issuers=(demo_issuer(var),)),
+        # The demo's alert rules; what they flag shows in the log and the journal.
+        alerts=AlertsConfig(rules=(example_rules_dir(),)),
         audit=AuditConfig(
             journal=var / "audit",
             chain_id="dev",
@@ -731,6 +741,12 @@ traded through keyledger's STS by the AWS CLI (no keys), or sent as a bearer tok
   env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ROLE_ARN="$KEYLEDGER_DEMO_ROLE_ARN" \\
     AWS_WEB_IDENTITY_TOKEN_FILE={var_display}/demo-app.jwt \\
     aws secretsmanager get-secret-value --secret-id staging/db/password
+
+Alerts: the demo's rules ({example_rules_dir() / "demo.yaml"}) watch every call.
+{DEMO_CANARY} is a canary: touching it at all raises an alert.
+
+  aws secretsmanager get-secret-value --secret-id {DEMO_CANARY}   # denied, and flagged
+  keyledger audit tail {var_display}/audit --type alert -n 1
 
 Demo secrets (AWS): {", ".join(DEMO_SECRETS)}.  Ctrl-C stops.
 """

@@ -18,6 +18,7 @@ import orjson
 from keyledger.proxy.dev import (
     AZURE_VAULT,
     DEMO_AZURE_SECRETS,
+    DEMO_CANARY,
     DEMO_GCP_SECRETS,
     DEMO_SECRETS,
     GCP_PROJECT,
@@ -168,7 +169,24 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
             "--query 'SecretList[].Name' --output text"
         )
         assert inventory.returncode == 0, inventory.stderr
-        assert sorted(inventory.stdout.split()) == sorted(DEMO_SECRETS)
+        assert sorted(inventory.stdout.split()) == sorted([*DEMO_SECRETS, DEMO_CANARY])
+
+        # The demo's alert rules, as the banner shows them: the canary trips, the alert
+        # is in the journal (after its event is durable: give detection a moment).
+        canary = re.search(
+            r"^\s*(aws secretsmanager get-secret-value .*admin-password-old)", banner, re.M
+        )
+        shown = re.search(r"^\s*(keyledger audit tail \S+ --type alert -n 1)$", banner, re.M)
+        assert canary is not None, banner
+        assert shown is not None, banner
+        tripped = paste(canary.group(1))
+        assert "AccessDeniedException" in tripped.stderr
+        deadline = time.monotonic() + 10
+        while "prod-db-admin-canary" not in (alert := paste(shown.group(1))).stdout:
+            assert time.monotonic() < deadline, alert.stdout + alert.stderr
+            time.sleep(0.2)
+        assert "CRITICAL" in alert.stdout
+        assert DEMO_CANARY in alert.stdout
 
         dev_env = (tmp_path / "var" / "dev.env").read_text()
         for name in (
@@ -195,6 +213,7 @@ def test_printed_commands_work_from_any_directory(tmp_path: Path) -> None:
         ("staging/db/password", "allow"),
         ("prod/payments/api-key", "deny"),
         ("staging/db/password", "allow"),  # the one-liner
+        (DEMO_CANARY, "deny"),
     ]
     # Checkpoints are on from the first request: the printed verify command passes even
     # under --strict, which demands that every event is sealed by a verified signature.
