@@ -196,14 +196,14 @@ async def _serve_on(
     import structlog
     from aiohttp import web
 
-    from keyledger.proxy.app import INFLIGHT, RELOADER, make_app
+    from keyledger.proxy.app import INFLIGHT, make_app, request_reload
 
     log = structlog.get_logger("keyledger")
     _check_journal_folder(config)
     app = await make_app(config, shared_ports=worker is not None)
     loop = asyncio.get_running_loop()
     # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
-    loop.add_signal_handler(signal.SIGHUP, app[RELOADER].request)
+    loop.add_signal_handler(signal.SIGHUP, request_reload, app)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -756,8 +756,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the proxy. --dev runs a self-contained demo: an embedded AWS-"
         "compatible store with demo secrets, a demo identity and policy, and a journal under "
         "./var; it prints how to call it and writes var/dev.env. SIGHUP reloads the policy "
-        "files; SIGTERM or SIGINT stops gracefully: requests in flight finish (within "
-        "limits.shutdown_timeout_s), the journal is sealed, the sinks drain, exit 0.",
+        "and alert rule files; SIGTERM or SIGINT stops gracefully: requests in flight "
+        "finish (within limits.shutdown_timeout_s), the journal is sealed, the sinks drain, "
+        "exit 0.",
     )
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--config", metavar="FILE", help="config file (see config.example.yaml)")

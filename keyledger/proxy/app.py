@@ -530,6 +530,13 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     return app
 
 
+def request_reload(app: web.Application) -> None:
+    """SIGHUP: look at the policy files and the alert rule files now."""
+    app[RELOADER].request()
+    if ALERTS in app:
+        app[ALERTS].request_reload()
+
+
 def _tell(listeners: Sequence[Callable[[Sequence[bytes]], None]], lines: Sequence[bytes]) -> None:
     for listener in listeners:
         try:

@@ -224,3 +224,18 @@ async def test_detection_falling_behind_drops_and_counts_never_blocks(
     service.on_durable([b"{}"])
     service.on_durable([b"{}", b"{}"])
     assert service.dropped == 2
+
+
+async def test_sighup_reloads_at_once(tmp_path: Path, rules: Path) -> None:
+    """With the files looked at only once a minute, a reload request (SIGHUP) puts an
+    edit in force at once."""
+    async with Proxy(tmp_path, rules) as running:
+        running.service._reload_interval = 60  # as if watching were slow
+        await asyncio.sleep(0.1)  # the watcher is waiting out its minute
+        rules.write_text(textwrap.dedent(RULES).replace("count: 3", "count: 1"))  # noqa: ASYNC240
+        running.service.request_reload()
+        await until(
+            lambda: any(e["detail"]["event"] == "alert_rules_reloaded" for e in lifecycle(running))
+        )
+        await running.journal.append(denial())
+        await until(lambda: bool(running.received.alerts))
