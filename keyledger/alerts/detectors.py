@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -29,7 +29,7 @@ from keyledger.alerts.rules import (
 from keyledger.policies.conditions import parse_ip
 from keyledger.proxy.audit.filters import EventFilter, effect_of
 
-__all__ = ["Firing", "Watcher", "watcher_for"]
+__all__ = ["Explained", "Firing", "Watcher", "watcher_for"]
 
 # The events an alert names, at most: the count says how many there were.
 MAX_REFS = 20
@@ -38,11 +38,19 @@ MAX_LEARNED = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
-class Firing:
-    key: str
+class Explained:
     summary: str
     events: tuple[EventRef, ...]
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A detector tripped for ``key``. What to say about it is made only if the alert
+    goes out: most firings of a busy key are suppressed repeats."""
+
+    key: str
+    explain: Callable[[], Explained]
 
 
 class Watcher(Protocol):
@@ -68,8 +76,8 @@ def watcher_for(detector: Detector) -> Watcher:
 
 def _part(record: Mapping[str, Any], part: str, key: str) -> str | None:
     value = record.get(part)
-    found = value.get(key) if isinstance(value, Mapping) else None
-    return found if isinstance(found, str) else None
+    found = value.get(key) if type(value) is dict or isinstance(value, Mapping) else None
+    return found if type(found) is str else None
 
 
 def principal_of(record: Mapping[str, Any]) -> str:
@@ -156,10 +164,12 @@ class _Counting(_Keyed):
         window.events.clear()  # the next alert needs a burst of its own
         what = "denials" if d.kind == "deny_burst" else "calls"
         return Firing(
-            key=f"{d.by} {key}",
-            summary=f"{count} {what} for {d.by} {key} within {_span(d.window)}",
-            events=refs,
-            detail={"count": count, "window_s": d.window.total_seconds(), "by": d.by},
+            f"{d.by} {key}",
+            lambda: Explained(
+                f"{count} {what} for {d.by} {key} within {_span(d.window)}",
+                refs,
+                {"count": count, "window_s": d.window.total_seconds(), "by": d.by},
+            ),
         )
 
     def _key(self, record: Mapping[str, Any]) -> str | None:
@@ -194,12 +204,14 @@ class _BulkRead(_Keyed):
         refs = tuple(ref for _, ref in list(reads.values())[-MAX_REFS:])
         count = len(reads)
         reads.clear()
+        window = self.detector.window
         return Firing(
-            key=f"principal {principal}",
-            summary=f"{principal} read {count} distinct secrets within "
-            f"{_span(self.detector.window)}",
-            events=refs,
-            detail={"distinct_secrets": count, "window_s": self.detector.window.total_seconds()},
+            f"principal {principal}",
+            lambda: Explained(
+                f"{principal} read {count} distinct secrets within {_span(window)}",
+                refs,
+                {"distinct_secrets": count, "window_s": window.total_seconds()},
+            ),
         )
 
 
@@ -211,13 +223,16 @@ class _Canary:
         if not _is_call(record) or not self.decoys.matches(record):
             return None
         principal, secret = principal_of(record), secret_of(record)
-        effect = effect_of(record) or "no decision"
-        return Firing(
-            key=f"principal {principal} secret {secret}",
-            summary=f"canary {secret} touched by {principal} ({record.get('action')}, {effect})",
-            events=(EventRef.of(record),),
-            detail={"secret": secret, "effect": effect},
-        )
+
+        def explain() -> Explained:
+            effect = effect_of(record) or "no decision"
+            return Explained(
+                f"canary {secret} touched by {principal} ({record.get('action')}, {effect})",
+                (EventRef.of(record),),
+                {"secret": secret, "effect": effect},
+            )
+
+        return Firing(f"principal {principal} secret {secret}", explain)
 
 
 class _OffHours:
@@ -228,14 +243,17 @@ class _OffHours:
         if record.get("type") != "access" or any(w.holds_at(at) for w in self.hours.windows):
             return None
         principal = principal_of(record)
-        local = at.astimezone(self.hours.windows[0].zone)
-        return Firing(
-            key=f"principal {principal}",
-            summary=f"{principal} called at {local:%a %H:%M %Z}, outside "
-            f"{'; '.join(w.text for w in self.hours.windows)}",
-            events=(EventRef.of(record),),
-            detail={"secret": secret_of(record), "local_time": local.isoformat()},
-        )
+
+        def explain() -> Explained:
+            local = at.astimezone(self.hours.windows[0].zone)
+            return Explained(
+                f"{principal} called at {local:%a %H:%M %Z}, outside "
+                f"{'; '.join(w.text for w in self.hours.windows)}",
+                (EventRef.of(record),),
+                {"secret": secret_of(record), "local_time": local.isoformat()},
+            )
+
+        return Firing(f"principal {principal}", explain)
 
 
 class _FirstSeen:
@@ -265,10 +283,12 @@ class _FirstSeen:
             return None
         of = self.detector.of
         return Firing(
-            key=f"principal {principal} {of} {thing}",
-            summary=f"{principal} used {of} {thing}, not seen for it in {_span(learning)}",
-            events=(EventRef.of(record),),
-            detail={of: thing, "last_seen": before.isoformat() if before else None},
+            f"principal {principal} {of} {thing}",
+            lambda: Explained(
+                f"{principal} used {of} {thing}, not seen for it in {_span(learning)}",
+                (EventRef.of(record),),
+                {of: thing, "last_seen": before.isoformat() if before else None},
+            ),
         )
 
     def _thing(self, record: Mapping[str, Any]) -> str | None:
@@ -301,11 +321,13 @@ class _UnusualSource:
             return None
         principal = principal_of(record)
         return Firing(
-            key=f"principal {principal} source {source}",
-            summary=f"{principal} called from {source or '(unknown)'}, outside "
-            f"{', '.join(str(n) for n in networks)}",
-            events=(EventRef.of(record),),
-            detail={"source_ip": source},
+            f"principal {principal} source {source}",
+            lambda: Explained(
+                f"{principal} called from {source or '(unknown)'}, outside "
+                f"{', '.join(str(n) for n in networks)}",
+                (EventRef.of(record),),
+                {"source_ip": source},
+            ),
         )
 
 

@@ -23,6 +23,7 @@ from keyledger.alerts.detectors import Firing, Watcher, watcher_for
 from keyledger.alerts.model import Alert, EventRef, Severity
 from keyledger.alerts.rules import AlertRules, BulkRead, Counting, FirstSeen, Rule
 from keyledger.proxy.audit.events import parse_time
+from keyledger.proxy.audit.filters import EventFilter
 
 __all__ = ["AlertEngine", "alert_from_record", "history_needed"]
 
@@ -31,6 +32,13 @@ __all__ = ["AlertEngine", "alert_from_record", "history_needed"]
 class _Armed:
     rule: Rule
     watcher: Watcher
+    # The filter's test, or None for a rule that looks at every call (most do not filter).
+    accepts: Callable[[Mapping[str, Any]], bool] | None = None
+
+    @classmethod
+    def of(cls, rule: Rule, watcher: Watcher | None = None) -> _Armed:
+        accepts = None if rule.filter == EventFilter() else rule.filter.matches
+        return cls(rule, watcher or watcher_for(rule.detector), accepts)
 
 
 class AlertEngine:
@@ -40,7 +48,7 @@ class AlertEngine:
         """``on_suppressed(rule_id)``: told of each repeat held back (for a metric)."""
         self.rules = rules
         self._on_suppressed = on_suppressed
-        self._armed = [_Armed(rule, watcher_for(rule.detector)) for rule in rules]
+        self._armed = [_Armed.of(rule) for rule in rules]
         self._last: dict[tuple[str, str], datetime] = {}  # (rule, key) -> last alert sent
         self._held: dict[tuple[str, str], int] = {}  # repeats suppressed since
 
@@ -49,9 +57,7 @@ class AlertEngine:
         self.rules = rules
         kept = {armed.rule.digest: armed for armed in self._armed}
         self._armed = [
-            _Armed(rule, kept[rule.digest].watcher)
-            if rule.digest in kept
-            else _Armed(rule, watcher_for(rule.detector))
+            _Armed.of(rule, kept[rule.digest].watcher if rule.digest in kept else None)
             for rule in rules
         ]
 
@@ -64,7 +70,7 @@ class AlertEngine:
             return []
         alerts = []
         for armed in self._armed:
-            if not armed.rule.filter.matches(record):
+            if armed.accepts is not None and not armed.accepts(record):
                 continue
             firing = armed.watcher.observe(record, at)
             if firing is not None and (alert := self._let_through(armed.rule, firing, at)):
@@ -80,16 +86,17 @@ class AlertEngine:
                 self._on_suppressed(rule.id)
             return None
         self._last[slot] = at
+        explained = firing.explain()
         return Alert(
             rule=rule.id,
             severity=rule.severity,
             detector=rule.detector.kind,
             key=firing.key,
-            summary=firing.summary,
+            summary=explained.summary,
             time=at,
-            events=firing.events,
+            events=explained.events,
             suppressed=self._held.pop(slot, 0),
-            detail=firing.detail,
+            detail=explained.detail,
         )
 
     def restore(self, records: Iterable[Mapping[str, Any]]) -> list[Alert]:

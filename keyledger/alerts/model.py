@@ -38,12 +38,12 @@ class EventRef:
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> EventRef:
         chain = record.get("chain")
-        chain = chain if isinstance(chain, Mapping) else {}
-        seq = chain.get("seq")
+        chain = chain if type(chain) is dict or isinstance(chain, Mapping) else {}
+        name, seq = chain.get("id"), chain.get("seq")
         return cls(
             id=str(record.get("id", "")),
-            chain=chain.get("id") if isinstance(chain.get("id"), str) else None,
-            seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+            chain=name if type(name) is str else None,
+            seq=seq if type(seq) is int else None,
         )
 
     def as_json(self) -> dict[str, Any]:
