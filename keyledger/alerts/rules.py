@@ -33,7 +33,12 @@ from typing import Any
 from keyledger._yaml import YamlError, did_you_mean, load_located, where
 from keyledger.alerts.model import Severity
 from keyledger.policies.conditions import TimeWindows
-from keyledger.policies.loader import Reader, read_networks, read_time_windows
+from keyledger.policies.loader import (
+    Reader,
+    is_policy_test_file,
+    read_networks,
+    read_time_windows,
+)
 from keyledger.proxy.audit.filters import ACTIONS, EFFECTS, EventFilter
 
 __all__ = [
@@ -173,7 +178,7 @@ class AlertRules:
 
 def parse_duration(text: object) -> timedelta | None:
     """``90s``, ``10m``, ``2h``, ``14d``, ``2w``; None when it is not one."""
-    match = _DURATION.fullmatch(str(text).strip())
+    match = _DURATION.fullmatch(str(text))
     if match is None:
         return None
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
@@ -253,13 +258,16 @@ def _read_rule(reader: Reader, item: Any, at: str) -> Rule | None:
         return None
     assert isinstance(ident, str)
     description = item.get("description", "")
+    if not isinstance(description, str):
+        reader.fail(item, "description", "a rule's description is text")
+        return None
     return Rule(
         id=ident,
         severity=severity,
         detector=detector,
         filter=event_filter,
         suppress=suppress,
-        description=description if isinstance(description, str) else "",
+        description=description,
         source=at,
         digest=hashlib.sha256(repr(sorted(_plain(item).items())).encode()).hexdigest(),
     )
@@ -421,13 +429,13 @@ def example_rules_dir(name: str = "demo") -> Path:
 
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:
-    """The rule files ``paths`` name: files as given, folders' ``*.yaml`` but not
-    ``*test*.yaml`` (rule cases live beside the rules)."""
+    """The rule files ``paths`` name: files as given, folders' ``*.yaml`` but not those
+    with ``test`` as a word in their name (rule cases live beside the rules)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(
-                p for p in sorted(path.glob("*.y*ml")) if "test" not in p.name and p.is_file()
+                p for p in sorted(path.glob("*.y*ml")) if not is_policy_test_file(p) and p.is_file()
             )
         else:
             found.append(path)

@@ -56,7 +56,7 @@ from keyledger.alerts.engine import AlertEngine
 from keyledger.alerts.model import Alert
 from keyledger.alerts.rules import AlertRuleError, AlertRules, parse_duration, rule_files
 from keyledger.model import Action
-from keyledger.policies.loader import Reader
+from keyledger.policies.loader import Reader, is_policy_test_file
 from keyledger.policies.testing import (
     default_protocol,
     parse_moment,
@@ -236,8 +236,9 @@ def run_cases(rules: AlertRules, cases: Sequence[AlertCase]) -> list[CaseResult]
 
 
 def is_case_file(path: Path) -> bool:
-    """A case file: ``test`` in its name, which is what keeps it from the rule files."""
-    return "test" in path.name
+    """A case file: ``test`` as a word in its name (``demo_test.yaml``, not
+    ``latest.yaml``), as policy test files are told apart."""
+    return is_policy_test_file(path)
 
 
 def split_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:

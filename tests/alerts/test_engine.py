@@ -483,3 +483,28 @@ class TestRuleFiles:
             )
         with pytest.raises(AlertRuleError, match=r"b.yaml:2:9: duplicate rule id 'same' \(first"):
             load_alert_files([tmp_path / "a.yaml", tmp_path / "b.yaml"])
+
+    def test_a_folder_takes_every_rule_file_but_the_cases(self, tmp_path: Path) -> None:
+        """latest.yaml holds rules (test is not a word in it); demo_test.yaml holds cases."""
+        from keyledger.alerts.rules import rule_files
+
+        for name in ("latest.yaml", "demo_test.yaml", "attestation.yml"):
+            (tmp_path / name).write_text("rules: []\n")
+        assert [p.name for p in rule_files([tmp_path])] == ["attestation.yml", "latest.yaml"]
+
+    @pytest.mark.parametrize(
+        ("line", "problem"),
+        [
+            ("    description: [a, list]\n", "a rule's description is text"),
+            ('    suppress: " 10m"\n', "suppress is a duration"),
+        ],
+    )
+    def test_what_the_schema_refuses_the_loader_refuses(
+        self, tmp_path: Path, line: str, problem: str
+    ) -> None:
+        path = tmp_path / "alerts.yaml"
+        path.write_text(
+            "rules:\n  - id: x\n    severity: low\n" + line + "    canary: {secrets: [a]}\n"
+        )
+        with pytest.raises(AlertRuleError, match=problem):
+            load_alert_files([path])

@@ -235,7 +235,7 @@ rules:
     bulk_read: {count: 20, window: 10m}
   - id: decoy
     severity: critical
-    description: [not, interpreted]
+    description: the retired admin password, a decoy
     canary: {secrets: "aws:prod/decoy"}
   - id: nights
     severity: high
