@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         IssuedToken,
         Token,
     )
+    from keyledger.proxy.logging import LogWriter
 
 __all__ = ["main"]
 
@@ -135,8 +136,10 @@ async def _serve(
     on_ready: Callable[[web.Application], None] | None = None,
     worker: _WorkerRole | None = None,
     bound: listeners.Listeners | None = None,
+    log_writer: LogWriter | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully (on ``bound``, when given)."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully (on ``bound``, when given);
+    ``log_writer``'s drops are one of the metrics."""
     import structlog
 
     log = structlog.get_logger("keyledger")
@@ -179,7 +182,9 @@ async def _serve(
             reuse_port=worker is not None,
         )
     try:
-        await _serve_on(config, plain_context, context, admin_token, bound, on_ready, worker)
+        await _serve_on(
+            config, plain_context, context, admin_token, bound, on_ready, worker, log_writer
+        )
     finally:
         bound.close()
 
@@ -192,15 +197,19 @@ async def _serve_on(
     bound: listeners.Listeners,
     on_ready: Callable[[web.Application], None] | None,
     worker: _WorkerRole | None,
+    log_writer: LogWriter | None,
 ) -> None:
     import structlog
     from aiohttp import web
 
-    from keyledger.proxy.app import INFLIGHT, make_app, request_reload
+    from keyledger.proxy.app import INFLIGHT, METRICS, make_app, request_reload
+    from keyledger.proxy.metrics import LogCollector
 
     log = structlog.get_logger("keyledger")
     _check_journal_folder(config)
     app = await make_app(config, shared_ports=worker is not None)
+    if log_writer is not None:
+        app[METRICS].register(LogCollector(log_writer))
     loop = asyncio.get_running_loop()
     # Before anything slow: an early `systemctl reload` must not kill a starting proxy.
     loop.add_signal_handler(signal.SIGHUP, request_reload, app)
@@ -462,7 +471,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             bound.close()
             raise
         config = env.config
-        configure_logging(format=config.logging.format, level=config.logging.level)
+        writer = configure_logging(format=config.logging.format, level=config.logging.level)
         var_display = str(args.var).rstrip("/")
         try:
             # The banner and var/dev.env once every port is bound (gRPC's is any free one).
@@ -473,12 +482,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         dev.ready(env, app, var_display=var_display), flush=True
                     ),
                     bound=bound,
+                    log_writer=writer,
                 )
             )
         except StartupError as exc:
             raise CliError(str(exc)) from exc
         finally:
             env.close()
+            writer.close()
         return 0
     if not args.config:
         raise CliError("serve needs --config FILE, or --dev for the self-contained demo")
@@ -492,7 +503,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if admin_listen is not None:
         admin = config.admin or AdminConfig()
         config = replace(config, admin=replace(admin, host=admin_listen[0], port=admin_listen[1]))
-    configure_logging(format=config.logging.format, level=config.logging.level)
+    writer = configure_logging(format=config.logging.format, level=config.logging.level)
+    try:
+        return _serve_configured(args, config, writer)
+    finally:
+        writer.close()  # what is queued is written, within a bound
+
+
+def _serve_configured(args: argparse.Namespace, config: Config, writer: LogWriter) -> int:
+    from keyledger.proxy.app import StartupError
+
     role = None
     if args.worker is not None:
         import structlog
@@ -512,7 +532,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _run(_supervise(config, command, args.workers, admin_context))
         return 0
     try:
-        _run(_serve(config, worker=role))
+        _run(_serve(config, worker=role, log_writer=writer))
     except StartupError as exc:
         raise CliError(str(exc)) from exc
     return 0

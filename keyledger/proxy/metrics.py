@@ -28,11 +28,13 @@ from prometheus_client.registry import Collector
 from keyledger.alerts.model import Alert
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.sinks import Shipper
+from keyledger.proxy.logging import LogWriter
 from keyledger.proxy.pipeline import PolicyHolder, RequestTrace
 
 __all__ = [
     "AlertMetrics",
     "JournalCollector",
+    "LogCollector",
     "PolicyCollector",
     "ProxyMetrics",
     "SinkCollector",
@@ -215,6 +217,21 @@ class ProxyMetrics:
         """One journal fsync (the journal's ``on_fsync``)."""
         self.fsync_latency.observe(seconds)
         self.events_per_fsync.observe(events)
+
+
+class LogCollector(Collector):
+    """What the operational log could not write: its queue was full (stderr not read)."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        self._writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "keyledger_log_lines_dropped",
+            "Operational log lines dropped because stderr was not taking them (never audit "
+            "events: those are in the journal)",
+            value=self._writer.dropped,
+        )
 
 
 class JournalCollector(Collector):

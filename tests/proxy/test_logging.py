@@ -1,0 +1,93 @@
+"""The operational log never holds up the event loop: a stalled stderr fills a bounded
+queue, what it cannot take is dropped and counted, and what was queued is written once
+the reader is back."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from keyledger.proxy.logging import LogWriter
+
+
+@pytest.fixture
+def stalled() -> Iterator[tuple[io.TextIOWrapper, int]]:
+    """A pipe nobody reads yet: its writer blocks once ~64 KiB are in it."""
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w")
+    yield stream, read_fd
+    with contextlib.suppress(OSError):
+        stream.close()
+    os.close(read_fd)
+
+
+def drain(read_fd: int, into: bytearray, stop: threading.Event) -> None:
+    """Read the pipe until ``stop`` is set and nothing is left in it."""
+    os.set_blocking(read_fd, False)
+    while True:
+        try:
+            chunk = os.read(read_fd, 1 << 16)
+        except BlockingIOError:
+            if stop.is_set():
+                return
+            time.sleep(0.005)
+            continue
+        into.extend(chunk)
+
+
+def test_a_stalled_reader_costs_the_logger_nothing_and_drops_are_counted(
+    stalled: tuple[io.TextIOWrapper, int],
+) -> None:
+    """50,000 lines of 100 bytes into a stalled pipe with room for 1,000 queued: writing
+    them all takes well under a second (each write returns at once), the overflow is
+    counted; once the pipe is read, the lines that were kept arrive in order."""
+    stream, read_fd = stalled
+    writer = LogWriter(stream, capacity=1000)
+    line = "x" * 99
+
+    started = time.perf_counter()
+    for n in range(50_000):
+        writer.write(f"{n:06d}{line}")
+    took = time.perf_counter() - started
+
+    assert took < 1.0
+    assert writer.dropped >= 50_000 - 1000 - 700  # the queue, and what the pipe took
+    received = bytearray()
+    stop = threading.Event()
+    reader = threading.Thread(target=drain, args=(read_fd, received, stop))
+    reader.start()
+    writer.close(timeout_s=5)
+    stop.set()
+    reader.join()
+    numbers = [int(row[:6]) for row in received.decode().splitlines()]
+    assert numbers == sorted(numbers)
+    assert len(numbers) == 50_000 - writer.dropped
+
+
+def test_close_gives_up_on_a_reader_that_never_comes_back(
+    stalled: tuple[io.TextIOWrapper, int],
+) -> None:
+    stream, _ = stalled
+    writer = LogWriter(stream, capacity=10)
+    for _ in range(2000):
+        writer.write("y" * 200)
+
+    started = time.monotonic()
+    writer.close(timeout_s=0.5)
+
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_closed_stream_counts_as_drops() -> None:
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    stream.close()
+    writer.write("lost")
+    writer.close(timeout_s=1)
+    assert writer.dropped == 1
