@@ -91,3 +91,20 @@ def test_a_closed_stream_counts_as_drops() -> None:
     writer.write("lost")
     writer.close(timeout_s=1)
     assert writer.dropped == 1
+
+
+def test_drops_are_a_metric() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from keyledger.proxy.metrics import LogCollector
+
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    stream.close()
+    writer.write("lost")
+    writer.write("lost too")
+    writer.close(timeout_s=1)
+    registry = CollectorRegistry()
+    registry.register(LogCollector(writer))
+
+    assert b"keyledger_log_lines_dropped_total 2.0" in generate_latest(registry)
