@@ -64,6 +64,7 @@ from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
 from keyledger.proxy.frontends.azure import AzureFrontend, VaultRoutes
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes
+from keyledger.proxy.geoip import GeoIp, GeoIpError
 from keyledger.proxy.grpc_listener import GrpcListener, server_credentials
 from keyledger.proxy.health import Readiness
 from keyledger.proxy.http_client import AiohttpTransport
@@ -89,6 +90,7 @@ __all__ = [
     "BROADCASTER",
     "CONFIG",
     "GATEWAYS",
+    "GEOIP",
     "GRPC",
     "INFLIGHT",
     "JOURNAL",
@@ -99,6 +101,7 @@ __all__ = [
     "SHIPPERS",
     "load_checkpointing",
     "load_fingerprint_key",
+    "load_geoip",
     "make_app",
 ]
 
@@ -120,6 +123,7 @@ ALERTS = web.AppKey("alerts", AlertService)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
 READINESS = web.AppKey("readiness", Readiness)
+GEOIP = web.AppKey("geoip", GeoIp)  # the GeoIP databases, when the config names any
 
 # How long start-up waits for each sink's first check (Object Lock, log group).
 _SINK_CHECK_S = 15.0
@@ -162,6 +166,24 @@ def load_checkpointing(config: Config) -> Checkpointing | None:
     return Checkpointing(
         signer=signer, every_events=settings.every_events, every_s=settings.every_s
     )
+
+
+def load_geoip(config: Config) -> GeoIp | None:
+    """The GeoIP databases the config names, opened; None when it names none."""
+    settings = config.geoip
+    if not settings.enabled:
+        return None
+    try:
+        geoip = GeoIp(country_db=settings.country_db, asn_db=settings.asn_db)
+    except GeoIpError as exc:
+        setting = f"geoip.{exc.setting}"
+        raise StartupError(f"{config.where(setting)}: {setting}: {exc.message}") from exc
+    if not geoip.extension:
+        log.warning(
+            "geoip_pure_python",
+            problem="maxminddb's C extension is not installed: lookups are ~20x slower",
+        )
+    return geoip
 
 
 def _make_backends(config: Config) -> tuple[dict[str, Backend], list[AiohttpTransport]]:
@@ -367,6 +389,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         raise StartupError(str(exc)) from exc
     fingerprint_key = load_fingerprint_key(config)
     fingerprint = Fingerprinter(fingerprint_key)
+    geoip = load_geoip(config)
     backends, transports = _make_backends(config)
     audit = config.audit
     registry = CollectorRegistry(auto_describe=False)
@@ -396,6 +419,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             journal=journal,
             fingerprint=fingerprint,
             observer=metrics,
+            geo=geoip.lookup if geoip is not None else None,
         )
 
     oidc = _oidc_verifier(config, transports, store)
@@ -457,6 +481,9 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         for sink in audit.sinks
     )
     app[BACKENDS] = backends
+    if geoip is not None:
+        app[GEOIP] = geoip
+        app.cleanup_ctx.append(_geoip_ctx)
     app[TRANSPORTS] = tuple(transports)
     app[GATEWAYS] = gateways
     app[RELOADER] = reloader = PolicyReloader(
@@ -704,6 +731,18 @@ async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):
         await journal.append(AuditEvent(type=EventType.LIFECYCLE, detail={"event": "stop"}))
     await journal.close()
+
+
+async def _geoip_ctx(app: web.Application) -> AsyncIterator[None]:
+    geoip = app[GEOIP]
+    settings = app[CONFIG].geoip
+    log.info(
+        "geoip_open",
+        country_db=str(settings.country_db) if settings.country_db else None,
+        asn_db=str(settings.asn_db) if settings.asn_db else None,
+    )
+    yield
+    geoip.close()
 
 
 async def _shipping_ctx(app: web.Application) -> AsyncIterator[None]:

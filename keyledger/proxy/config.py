@@ -35,6 +35,7 @@ __all__ = [
     "CloudWatchSinkConfig",
     "Config",
     "ConfigError",
+    "GeoIpConfig",
     "IdentitiesConfig",
     "LimitsConfig",
     "ListenConfig",
@@ -343,6 +344,18 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GeoIpConfig:
+    """MaxMind DB files that place callers' addresses: events then carry ``request.geo``."""
+
+    country_db: Path | None = None  # GeoLite2-Country / GeoIP2-Country (or a City database)
+    asn_db: Path | None = None  # GeoLite2-ASN
+
+    @property
+    def enabled(self) -> bool:
+        return self.country_db is not None or self.asn_db is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OidcConfig:
     """Workload identities: the OIDC issuers whose JWTs are accepted as bearer tokens."""
 
@@ -375,6 +388,7 @@ class Config:
     azure: AzureFrontendConfig = field(default_factory=lambda: AzureFrontendConfig())
     oidc: OidcConfig = field(default_factory=lambda: OidcConfig())
     alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig())
+    geoip: GeoIpConfig = field(default_factory=lambda: GeoIpConfig())
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
@@ -447,6 +461,15 @@ def default_chain_id() -> str:
     return host.strip("-._")[:128] or "keyledger"
 
 
+def _type_name(value: object) -> str:
+    """What a YAML value is, as its author wrote it (not the located list it is read as)."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
 class _Section:
     """Typed access to one mapping of the YAML, with positions for errors."""
 
@@ -477,7 +500,7 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self._fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
+            raise self._fail(key, f"expected {kind.__name__}, got {_type_name(value)}")
         return value
 
     def optional_str(self, key: str) -> str | None:
@@ -485,7 +508,7 @@ class _Section:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self._fail(key, f"expected a string, got {type(value).__name__}")
+            raise self._fail(key, f"expected a string, got {_type_name(value)}")
         return value
 
     def duration(self, key: str, default: float) -> float:
@@ -540,6 +563,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "policies",
         "policy_reload",
         "alerts",
+        "geoip",
         "backends",
         "frontends",
         "audit",
@@ -586,6 +610,15 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
 
     oidc = _parse_oidc(root.section("oidc"))
     alerts = _parse_alerts(root.section("alerts"))
+    geoip_section = root.section("geoip")
+    geoip_section.allow_only("country_db", "asn_db")
+    for key in ("country_db", "asn_db"):
+        if geoip_section.data.get(key) == "":
+            raise geoip_section._fail(key, "expected the path of a .mmdb file")
+    geoip = GeoIpConfig(
+        country_db=geoip_section.optional_path("country_db"),
+        asn_db=geoip_section.optional_path("asn_db"),
+    )
 
     policies_raw = doc.get("policies", [])
     if isinstance(policies_raw, str):
@@ -712,6 +745,8 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
             (ident, "path"),
             (ident, "key_file"),
             (audit_section, "journal"),
+            (geoip_section, "country_db"),
+            (geoip_section, "asn_db"),
         )
         if (at := section.position(key)) is not None
     }
@@ -726,6 +761,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         azure=azure,
         oidc=oidc,
         alerts=alerts,
+        geoip=geoip,
         audit=audit,
         limits=limits,
         admin=admin,

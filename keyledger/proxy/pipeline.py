@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -34,6 +34,7 @@ from keyledger.proxy.audit.events import (
     DecisionInfo,
     EventType,
     Fingerprinter,
+    GeoInfo,
     Outcome,
     PrincipalInfo,
     RequestInfo,
@@ -125,7 +126,10 @@ class Gateway:
         journal: Journal,
         fingerprint: Fingerprinter,
         observer: RequestObserver | None = None,
+        geo: Callable[[str], GeoInfo | None] | None = None,
     ) -> None:
+        """``geo``: where a source address is (the GeoIP databases), asked once per request;
+        None when none are configured."""
         self._frontend = frontend
         self._auth = authenticator
         self._policies = policies
@@ -133,6 +137,7 @@ class Gateway:
         self._journal = journal
         self._fingerprint = fingerprint
         self._observer = observer
+        self._geo = geo
         # Decided once: building the debug line for every event is not free.
         self._debug = log.is_enabled_for(logging.DEBUG)
 
@@ -146,6 +151,7 @@ class Gateway:
                 operation=operation,
                 source_ip=wire.source_ip,
                 user_agent=wire.user_agent,
+                geo=self._geo(wire.source_ip) if self._geo and wire.source_ip else None,
             ),
             time.perf_counter(),
             RequestTrace(

@@ -24,6 +24,7 @@ __all__ = [
     "DecisionInfo",
     "EventType",
     "Fingerprinter",
+    "GeoInfo",
     "Outcome",
     "PrincipalInfo",
     "RequestInfo",
@@ -71,12 +72,36 @@ def parse_time(value: object) -> datetime | None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GeoInfo:
+    """Where a caller's address is, by the operator's GeoIP databases: its country (ISO
+    3166-1 alpha-2, ``DE``) and the network owner (autonomous system number and name)."""
+
+    country: str | None = None
+    asn: int | None = None
+    as_org: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """``request.geo``: only what the databases knew."""
+        found: dict[str, Any] = {}
+        if self.country is not None:
+            found["country"] = self.country
+        if self.asn is not None:
+            found["asn"] = self.asn
+        if self.as_org is not None:
+            found["as_org"] = self.as_org
+        return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestInfo:
     id: str
     protocol: str
     operation: str
     source_ip: str | None
     user_agent: str | None
+    # Only with a GeoIP database configured, and only for an address it knows: events
+    # without one have no ``request.geo`` at all.
+    geo: GeoInfo | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +177,8 @@ class AuditEvent:
                 "source_ip": r.source_ip,
                 "user_agent": r.user_agent,
             }
+            if r.geo is not None:
+                record["request"]["geo"] = r.geo.as_json()
         if self.principal is not None:
             p = self.principal
             record["principal"] = {
