@@ -102,6 +102,23 @@ def secret_of(record: Mapping[str, Any]) -> str | None:
     return f"{_part(record, 'resource', 'backend') or '?'}:{secret}"
 
 
+def geo_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where the caller was (``request.geo``: country, asn, as_org), when GeoIP said."""
+    request = record.get("request")
+    geo = request.get("geo") if isinstance(request, Mapping) else None
+    return geo if isinstance(geo, Mapping) else {}
+
+
+def country_of(record: Mapping[str, Any]) -> str | None:
+    country = geo_of(record).get("country")
+    return country if type(country) is str else None
+
+
+def asn_of(record: Mapping[str, Any]) -> int | None:
+    asn = geo_of(record).get("asn")
+    return asn if type(asn) is int else None
+
+
 def _is_call(record: Mapping[str, Any]) -> bool:
     return record.get("type") in ("access", "auth_failure")
 
@@ -282,18 +299,37 @@ class _FirstSeen:
         if before is not None and at - before <= learning:
             return None
         of = self.detector.of
-        return Firing(
-            f"principal {principal} {of} {thing}",
-            lambda: Explained(
-                f"{principal} used {of} {thing}, not seen for it in {_span(learning)}",
+
+        def explain() -> Explained:
+            last_seen = before.isoformat() if before else None
+            detail: dict[str, Any]
+            if of in ("secret", "network"):
+                used, detail = f"used {of} {thing}", {of: thing}
+            elif of == "country":
+                used, detail = f"called from country {thing}", {of: thing}
+            else:
+                owner = geo_of(record).get("as_org")
+                named = f" ({owner})" if type(owner) is str else ""
+                used, detail = f"called from AS{thing}{named}", {"asn": int(thing)}
+                if named:
+                    detail["as_org"] = owner
+            return Explained(
+                f"{principal} {used}, not seen for it in {_span(learning)}",
                 (EventRef.of(record),),
-                {of: thing, "last_seen": before.isoformat() if before else None},
-            ),
-        )
+                {**detail, "last_seen": last_seen},
+            )
+
+        return Firing(f"principal {principal} {of} {thing}", explain)
 
     def _thing(self, record: Mapping[str, Any]) -> str | None:
-        if self.detector.of == "secret":
+        of = self.detector.of
+        if of == "secret":
             return secret_of(record)
+        if of == "country":
+            return country_of(record)
+        if of == "asn":
+            asn = asn_of(record)
+            return str(asn) if asn is not None else None
         source = _part(record, "request", "source_ip")
         ip = parse_ip(source) if source else None
         if ip is None:
@@ -304,31 +340,56 @@ class _FirstSeen:
 
 class _UnusualSource:
     def __init__(self, detector: UnusualSource) -> None:
-        self.table = [
+        self.networks = [
             (EventFilter(principals=frozenset({pattern})), networks)
             for pattern, networks in detector.networks
+        ]
+        self.countries = [
+            (EventFilter(principals=frozenset({pattern})), codes)
+            for pattern, codes in detector.countries
         ]
 
     def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
         if not _is_call(record):
             return None
-        networks = next((n for glob, n in self.table if glob.matches(record)), None)
-        if networks is None:
+        networks = next((n for glob, n in self.networks if glob.matches(record)), None)
+        countries = next((c for glob, c in self.countries if glob.matches(record)), None)
+        if networks is None and countries is None:
             return None
         source = _part(record, "request", "source_ip")
-        ip = parse_ip(source) if source else None
-        if ip is not None and any(ip in net for net in networks):
+        off_network = False
+        if networks is not None:
+            ip = parse_ip(source) if source else None
+            off_network = ip is None or not any(ip in net for net in networks)
+        # A call GeoIP did not place is not judged by country.
+        country = country_of(record) if countries is not None else None
+        abroad = countries is not None and country is not None and country not in countries
+        if not off_network and not abroad:
             return None
         principal = principal_of(record)
-        return Firing(
-            f"principal {principal} source {source}",
-            lambda: Explained(
-                f"{principal} called from {source or '(unknown)'}, outside "
-                f"{', '.join(str(n) for n in networks)}",
+
+        def explain() -> Explained:
+            where = source or "(unknown)"
+            if country is not None:
+                where = f"{where} ({country})"
+            outside = []
+            if off_network and networks is not None:
+                outside.append(", ".join(str(n) for n in networks))
+            if abroad and countries is not None:
+                outside.append(", ".join(sorted(countries)))
+            detail: dict[str, Any] = {"source_ip": source}
+            if country is not None:
+                detail["country"] = country
+            return Explained(
+                f"{principal} called from {where}, outside {' and '.join(outside)}",
                 (EventRef.of(record),),
-                {"source_ip": source},
-            ),
-        )
+                detail,
+            )
+
+        # One key per address off the networks, one per country abroad: repeats of either
+        # are suppressed together.
+        key = f"source {source}" if off_network else f"country {country}"
+        return Firing(f"principal {principal} {key}", explain)
 
 
 def _span(delta: timedelta) -> str:

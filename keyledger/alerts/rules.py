@@ -66,6 +66,9 @@ _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TOP_KEYS = ("version", "rules")
 _COMMON_KEYS = ("id", "severity", "description", "filter", "suppress")
 _FILTER_KEYS = ("principal", "groups", "secret", "action", "effect", "protocol", "auth_method")
+FIRST_SEEN_OF = ("secret", "network", "country", "asn")
+# ISO 3166-1 alpha-2, as GeoIP databases and events write a country.
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
 class AlertRuleError(ValueError):
@@ -117,12 +120,14 @@ class OffHours:
 
 @dataclass(frozen=True, slots=True)
 class FirstSeen:
-    """A principal with something new: a secret (``of: secret``) or a source network
-    (``of: network``, /24 for IPv4 and /64 for IPv6 unless told) not seen in ``learning``.
-    Silent until the detector has seen ``learning`` of history (from the journal at
-    start), so a fresh start does not flag everything."""
+    """A principal with something new: a secret (``of: secret``), a source network
+    (``of: network``, /24 for IPv4 and /64 for IPv6 unless told), a source country
+    (``of: country``) or network owner (``of: asn``) not seen in ``learning``. Silent until
+    the detector has seen ``learning`` of history (from the journal at start), so a fresh
+    start does not flag everything. Country and ASN come from the events' ``request.geo``
+    (GeoIP): events without it are not looked at."""
 
-    of: str  # secret | network
+    of: str  # secret | network | country | asn
     learning: timedelta
     prefix_v4: int = 24
     prefix_v6: int = 64
@@ -131,10 +136,13 @@ class FirstSeen:
 
 @dataclass(frozen=True, slots=True)
 class UnusualSource:
-    """A call from outside the networks configured for its principal (the first glob
-    that matches the principal decides; principals no glob names are not judged)."""
+    """A call from outside the networks, or from another country than those, configured
+    for its principal. In each table the first glob that matches the principal decides;
+    principals no glob names are not judged by it, nor are calls without a country (no
+    GeoIP, or an address it does not place) by the countries."""
 
-    networks: tuple[tuple[str, tuple[Network, ...]], ...]
+    networks: tuple[tuple[str, tuple[Network, ...]], ...] = ()
+    countries: tuple[tuple[str, frozenset[str]], ...] = ()
     kind: str = "unusual_source"
 
 
@@ -351,14 +359,19 @@ def _read_detector(reader: Reader, item: Any, kind: str) -> Detector | None:
         if not reader.keys(block, keys, "first_seen", where(item, kind)):
             return None
         of = str(block.get("of", "secret"))
-        if of not in ("secret", "network"):
-            reader.fail(block, "of", f"first_seen is of secret or network, not {of!r}")
+        if of not in FIRST_SEEN_OF:
+            reader.fail(
+                block,
+                "of",
+                f"first_seen is of secret, network, country or asn, not {of!r}"
+                f"{did_you_mean(of, FIRST_SEEN_OF)}",
+            )
         learning = _duration(reader, block, "learning", "14d")
         prefixes = [
             _int(reader, block, name, default, 0, top)
             for name, default, top in (("prefix_v4", 24, 32), ("prefix_v6", 64, 128))
         ]
-        if learning is None or None in prefixes or of not in ("secret", "network"):
+        if learning is None or None in prefixes or of not in FIRST_SEEN_OF:
             return None
         return FirstSeen(of, learning, int(prefixes[0] or 0), int(prefixes[1] or 0))
     # deny_burst, rate, bulk_read: a count within a window.
@@ -380,20 +393,61 @@ def _read_detector(reader: Reader, item: Any, kind: str) -> Detector | None:
 
 
 def _read_unusual_source(reader: Reader, item: Any, block: Any) -> UnusualSource | None:
-    if not reader.keys(block, ("networks",), "unusual_source", where(item, "unusual_source")):
+    keys = ("networks", "countries")
+    if not reader.keys(block, keys, "unusual_source", where(item, "unusual_source")):
         return None
-    table = block.get("networks")
-    if not isinstance(table, dict) or not table:
+    if not any(key in block for key in keys):
         reader.fail(
-            item, "unusual_source", "unusual_source needs networks: {principal glob: [networks]}"
+            item,
+            "unusual_source",
+            "unusual_source needs networks: {principal glob: [networks]}, countries: "
+            "{principal glob: [countries]}, or both",
         )
         return None
-    found: list[tuple[str, tuple[Network, ...]]] = []
-    for pattern in table:
-        networks = read_networks(reader, table, pattern, "unusual_source.networks")
-        if networks is not None:
-            found.append((str(pattern), networks))
-    return UnusualSource(tuple(found)) if len(found) == len(table) else None
+    tables = {}
+    for key, example in (("networks", "[networks]"), ("countries", "[DE, FR]")):
+        table = block.get(key, {})
+        if not isinstance(table, dict) or (key in block and not table):
+            reader.fail(
+                item, "unusual_source", f"unusual_source needs {key}: {{principal glob: {example}}}"
+            )
+            return None
+        tables[key] = table
+    networks: list[tuple[str, tuple[Network, ...]]] = []
+    for pattern in tables["networks"]:
+        found = read_networks(reader, tables["networks"], pattern, "unusual_source.networks")
+        if found is not None:
+            networks.append((str(pattern), found))
+    countries: list[tuple[str, frozenset[str]]] = []
+    for pattern in tables["countries"]:
+        codes = _read_countries(reader, tables["countries"], pattern)
+        if codes is not None:
+            countries.append((str(pattern), codes))
+    if len(networks) < len(tables["networks"]) or len(countries) < len(tables["countries"]):
+        return None
+    return UnusualSource(tuple(networks), tuple(countries))
+
+
+def _read_countries(reader: Reader, table: Any, pattern: str) -> frozenset[str] | None:
+    """``table[pattern]``: one country code or a list (``DE``, ``[DE, FR]``)."""
+    before = len(reader.problems)
+    codes = reader.str_list(table, pattern, "unusual_source.countries")
+    if len(reader.problems) > before:
+        return None
+    if not codes:
+        reader.fail(table, pattern, f"{pattern} needs at least one country (DE)")
+        return None
+    value = table[pattern]
+    bad = False
+    for index, code in enumerate(codes):
+        if not _COUNTRY.fullmatch(code):
+            at = where(value, index) if isinstance(value, list) else where(table, pattern)
+            reader.problems.append(
+                f"{at}: bad country {code!r}: a country is its ISO 3166-1 alpha-2 code, two "
+                "upper-case letters (DE, US, GB)"
+            )
+            bad = True
+    return None if bad else frozenset(codes)
 
 
 def _duration(reader: Reader, block: Any, key: str, default: str | None) -> timedelta | None:

@@ -38,6 +38,7 @@ class Stream:
         source: str = "10.0.0.5",
         groups: tuple[str, ...] = (),
         method: str = "sigv4",
+        geo: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.seq += 1
         record: dict[str, Any] = {
@@ -53,6 +54,8 @@ class Stream:
             },
             "chain": {"id": "test", "seq": self.seq},
         }
+        if geo is not None:  # as GeoIP adds it: only with a database that knew the address
+            record["request"]["geo"] = geo
         if kind == "access":
             record["action"] = action
             record["resource"] = {"backend": "aws", "secret": secret}

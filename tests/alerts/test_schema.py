@@ -29,6 +29,7 @@ from keyledger.alerts.testing import is_case_file
 from keyledger.policies.conditions import DAY_NAMES
 from keyledger.proxy.audit.filters import ACTIONS
 from tests.alerts import test_engine as engine_tests
+from tests.alerts import test_geoip_alerts as geoip_tests
 
 SCHEMA_ID = "https://keyledger.dev/schemas/alerts-v1.json"
 PACKAGE = Path(__file__).resolve().parents[2] / "keyledger" / "alerts"
@@ -185,6 +186,10 @@ ENGINE_RULES = {
               networks:
                 "svc-*": [10.0.0.0/8, "2001:db8::/32"]
     """,
+    "first_seen of country": geoip_tests.FIRST_COUNTRY,
+    "first_seen of asn": geoip_tests.FIRST_ASN,
+    "unusual_source countries": geoip_tests.COUNTRIES,
+    "unusual_source networks and countries": geoip_tests.BOTH,
     "filter on groups and auth_method": """
         version: 1
         rules:
@@ -254,12 +259,25 @@ rules:
   - id: new-network
     severity: low
     first_seen: {of: network, learning: 2w, prefix_v4: 0, prefix_v6: 128}
+  - id: new-country
+    severity: medium
+    first_seen: {of: country, learning: 30d}
+  - id: new-owner
+    severity: low
+    first_seen: {of: asn}
   - id: where-from
     severity: high
     unusual_source:
       networks:
         "svc-*": [10.0.0.0/8, "2001:db8::/32", 192.0.2.7]
         demo-app: 127.0.0.1
+      countries:
+        "svc-*": [DE, FR]
+        "repo:acme/*": US
+  - id: from-home
+    severity: high
+    unusual_source:
+      countries: {"*": [GB]}
 """
 
 
@@ -281,6 +299,9 @@ def test_document_using_every_feature_passes_both(
         "off_hours",
         "first_seen",
         "first_seen",
+        "first_seen",
+        "first_seen",
+        "unusual_source",
         "unusual_source",
     ]
 
@@ -513,7 +534,7 @@ INVALID = {
     "first-seen-of-user": (
         detector("first_seen", {"of": "user"}),
         f"{RULE}/first_seen/of",
-        "first_seen is of secret or network, not 'user'",
+        "first_seen is of secret, network, country or asn, not 'user'",
     ),
     "first-seen-learning-0d": (
         detector("first_seen", {"learning": "0d"}),
@@ -550,6 +571,46 @@ INVALID = {
         detector("unusual_source", {"networks": {"svc-*": []}}),
         f"{RULE}/unusual_source/networks/svc-*",
         "svc-* needs at least one network",
+    ),
+    "first-seen-of-city": (
+        detector("first_seen", {"of": "city"}),
+        f"{RULE}/first_seen/of",
+        "first_seen is of secret, network, country or asn, not 'city'",
+    ),
+    "unusual-source-nothing": (
+        detector("unusual_source", {}),
+        f"{RULE}/unusual_source",
+        "unusual_source needs networks: {principal glob: [networks]}, countries:",
+    ),
+    "unusual-source-countries-empty": (
+        detector("unusual_source", {"countries": {}}),
+        f"{RULE}/unusual_source/countries",
+        "unusual_source needs countries",
+    ),
+    "unusual-source-countries-list": (
+        detector("unusual_source", {"countries": ["DE"]}),
+        f"{RULE}/unusual_source/countries",
+        "unusual_source needs countries",
+    ),
+    "unusual-source-country-lower-case": (
+        detector("unusual_source", {"countries": {"svc-*": ["DE", "de"]}}),
+        f"{RULE}/unusual_source/countries/svc-*/1",
+        "bad country 'de'",
+    ),
+    "unusual-source-country-alpha-3": (
+        detector("unusual_source", {"countries": {"svc-*": "DEU"}}),
+        f"{RULE}/unusual_source/countries/svc-*",
+        "bad country 'DEU'",
+    ),
+    "unusual-source-no-country": (
+        detector("unusual_source", {"countries": {"svc-*": []}}),
+        f"{RULE}/unusual_source/countries/svc-*",
+        "svc-* needs at least one country",
+    ),
+    "unusual-source-country-number": (
+        detector("unusual_source", {"countries": {"svc-*": [49]}}),
+        f"{RULE}/unusual_source/countries/svc-*/0",
+        "unusual_source.countries.svc-* must be a list of strings",
     ),
     "unusual-source-cidrs": (
         detector("unusual_source", {"cidrs": {"svc-*": "10.0.0.0/8"}}),
@@ -590,6 +651,7 @@ def test_broken_document_is_rejected_by_both(
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata")
 NETWORKS = ("10.0.0.0/8", "192.0.2.7", "0.0.0.0/0", "fd12::/16", "2001:db8::/32")
+COUNTRIES = ("DE", "FR", "US", "GB", "JP")
 texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=10)
 durations = st.tuples(st.integers(0, 9_999_999), st.sampled_from("smhdw")).map(
     lambda n_unit: f"{n_unit[0]}{n_unit[1]}"
@@ -639,7 +701,7 @@ def detectors(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         block = {"hours": draw(windows() | st.lists(windows(), min_size=1, max_size=3))}
     elif kind == "first_seen":
         for key, value in (
-            ("of", st.sampled_from(["secret", "network"])),
+            ("of", st.sampled_from(["secret", "network", "country", "asn"])),
             ("learning", positive),
             ("prefix_v4", st.integers(0, 32)),
             ("prefix_v6", st.integers(0, 128)),
@@ -648,7 +710,11 @@ def detectors(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
                 block[key] = draw(value)
     else:
         networks = one_or_list(st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=3))
-        block = {"networks": draw(st.dictionaries(texts, networks, min_size=1, max_size=3))}
+        countries = one_or_list(st.lists(st.sampled_from(COUNTRIES), min_size=1, max_size=3))
+        tables = draw(st.sampled_from([("networks",), ("countries",), ("networks", "countries")]))
+        for table, values in (("networks", networks), ("countries", countries)):
+            if table in tables:
+                block[table] = draw(st.dictionaries(texts, values, min_size=1, max_size=3))
     return kind, block
 
 
