@@ -15,6 +15,7 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,6 +67,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {hint}")
     for warning in warnings:
         print(f"WARN {warning}")
+    # Not failures, even under --strict: a clock is for an auditor to judge.
+    for chain in sorted(report.chains.values(), key=lambda c: c.id):
+        for note in _time_notes(chain, args.max_gap):
+            print(f"WARN {note}")
     if not report.chains and not report.problems:
         print(f"no events found in {args.source}")
         return 1
@@ -128,6 +133,37 @@ def _signatures(report: Any, keys: Mapping[str, Any] | None) -> str:
         f"{n:,} by key {k}" if len(signed) > 1 else f"key {k}" for k, n in sorted(signed.items())
     )
     return f", signatures checked ({total:,} checkpoint(s): {by})"
+
+
+def _age(text: str) -> timedelta:
+    """``6h``, ``2d``, ``90m``: an argparse type."""
+    from keyledger.proxy.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 6h, 2d or 90m, not {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def _time_notes(chain: Any, max_gap: timedelta | None) -> list[str]:
+    """What a chain's times say: events going back in time, a silence longer than
+    ``max_gap``."""
+    notes = []
+    if chain.backwards:
+        notes.append(
+            f"chain {chain.id}: {chain.backwards:,} event(s) timed earlier than the event "
+            f"before them (a clock stepped back?), first at {chain.first_backwards}"
+        )
+    if max_gap is not None and chain.largest_gap_s > max_gap.total_seconds():
+        hours = chain.largest_gap_s / 3600
+        notes.append(
+            f"chain {chain.id}: no event for {hours:.1f} h, more than --max-gap, at "
+            f"{chain.largest_gap} (an outage, or events removed with their chain rewritten?)"
+        )
+    return notes
 
 
 def _verify_files(args: argparse.Namespace, keys: Any) -> Any:
@@ -531,6 +567,13 @@ def add_audit_parser(sub: Any) -> None:
         "--strict",
         action="store_true",
         help="also fail when events are unsealed or signatures were not checked",
+    )
+    verify.add_argument(
+        "--max-gap",
+        type=_age,
+        metavar="DURATION",
+        help="warn when a chain has no event for longer than this (like 6h or 2d); events "
+        "timed earlier than the one before are always warned about (neither fails --strict)",
     )
     verify.add_argument(
         "--progress",

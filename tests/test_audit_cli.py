@@ -1156,3 +1156,32 @@ def test_help_describes_the_options(
     assert out.startswith(f"usage: keyledger {' '.join(command)}")
     for option in options:
         assert option in out, option
+
+
+class TestVerifyTimes:
+    def test_a_long_silence_is_warned_about_only_when_asked(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
+        """The scenario's three days without an event: silent by default; with --max-gap
+        1d a WARN naming where; verification still passes."""
+        scenario(tmp_path / "audit")
+
+        code, out, _ = audit(capsys, "verify", tmp_path / "audit")
+        assert code == 0
+        assert "no event for" not in out
+
+        code, out, _ = audit(capsys, "verify", tmp_path / "audit", "--max-gap", "1d")
+        assert code == 0
+        (warned,) = [line for line in out.splitlines() if "no event for" in line]
+        assert warned.startswith(f"WARN chain {CHAIN}: no event for ")
+        assert "more than --max-gap" in warned
+        assert ": seq 6: " in warned
+
+    def test_a_bad_max_gap_is_a_usage_error(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
+        scenario(tmp_path / "audit")
+        with pytest.raises(SystemExit) as exited:
+            audit(capsys, "verify", tmp_path / "audit", "--max-gap", "soon")
+        assert exited.value.code == 2
+        assert "expected a duration like 6h, 2d or 90m, not 'soon'" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from keyledger.proxy.audit.chain import GENESIS, event_hash
 from keyledger.proxy.audit.checkpoints import Checkpoint
+from keyledger.proxy.audit.events import parse_time
 from keyledger.proxy.audit.segments import discover
 
 __all__ = [
@@ -172,6 +173,13 @@ class ChainReport:
     signed: dict[str, int] = field(default_factory=dict)  # checkpoint events by key id
     missing: list[tuple[int, int]] = field(default_factory=list)  # remote copies: every gap
     duplicates: int = 0  # remote copies: identical extra copies (at-least-once shipping)
+    # Time, as the events say it: a chain's times should never go back, and a long silence
+    # may be an outage or a cut. Reported for an auditor to judge, not failures.
+    last_time: str = ""
+    backwards: int = 0  # events timed earlier than the event before them
+    first_backwards: str = ""  # where, and from what to what
+    largest_gap_s: float = 0.0
+    largest_gap: str = ""  # where, and between which times
 
     @property
     def unsealed(self) -> int:
@@ -480,6 +488,28 @@ class _ChainChecker:
         chain.events += 1
         chain.last_seq = seq
         chain.last_hash = claimed
+        self._check_time(file, number, seq, record.get("time"))
+
+    def _check_time(self, file: str, number: int, seq: int, moment: object) -> None:
+        chain = self.chain
+        if not isinstance(moment, str):
+            return
+        last, chain.last_time = chain.last_time, moment
+        if not last:
+            return
+        # Fixed-width UTC times sort as strings; only a new minute can hold a long gap.
+        if moment < last:
+            chain.backwards += 1
+            if not chain.first_backwards:
+                chain.first_backwards = f"{file}:{number}: seq {seq}: {last} -> {moment}"
+            chain.last_time = last  # a step back is measured against the latest time seen
+        elif moment[:16] != last[:16]:
+            before, after = parse_time(last), parse_time(moment)
+            if before is not None and after is not None:
+                gap = (after - before).total_seconds()
+                if gap > chain.largest_gap_s:
+                    chain.largest_gap_s = gap
+                    chain.largest_gap = f"{file}:{number}: seq {seq}: {last} .. {moment}"
 
     def _out_of_sequence(self, seq: int, number: int) -> str:
         whole = f" (a whole {self.unit}?)" if number == 1 and self.chain.last_seq else ""

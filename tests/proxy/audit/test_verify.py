@@ -280,3 +280,43 @@ class TestVerifyProperty:
 
         assert not report.ok
         assert report.problems
+
+
+class TestTimes:
+    """Times an auditor can trust: verification reports events timed earlier than the
+    event before them, and the longest silence; neither makes the chain fail."""
+
+    @staticmethod
+    def timed(path: Path, *offsets_s: float) -> Path:
+        from datetime import UTC, datetime, timedelta
+
+        start = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+        state = ChainState("node-1")
+        lines = []
+        for offset in offsets_s:
+            record = AuditEvent(
+                type=EventType.LIFECYCLE,
+                time=start + timedelta(seconds=offset),
+                detail={"event": "tick"},
+            ).to_record()
+            line, state = seal(record, state)
+            lines.append(line)
+        return write(path, lines)
+
+    def test_a_step_back_and_the_longest_gap_are_reported(self, tmp_path: Path) -> None:
+        path = self.timed(tmp_path / "node-1.jsonl", 0, 10, 5, 8, 20, 7220, 7221)
+
+        report = verify_path(path)
+
+        assert report.ok
+        chain = report.chains["node-1"]
+        # 5 and 8 are both before 10, the latest seen: two steps back, the first at seq 3.
+        assert chain.backwards == 2
+        assert chain.first_backwards.startswith(f"{path}:3: seq 3: 2026-12-07T12:00:10")
+        assert chain.largest_gap_s == 7200
+        assert chain.largest_gap.startswith(f"{path}:6: seq 6: 2026-12-07T12:00:20")
+
+    def test_an_orderly_chain_reports_nothing(self, tmp_path: Path) -> None:
+        report = verify_path(self.timed(tmp_path / "node-1.jsonl", 0, 1, 1, 2, 60.5))
+        chain = report.chains["node-1"]
+        assert (chain.backwards, chain.largest_gap_s) == (0, 58.5)
