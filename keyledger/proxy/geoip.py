@@ -25,7 +25,7 @@ import functools
 import ipaddress
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,29 +45,39 @@ CACHE_SIZE = 65_536
 # How often, at most, the database files are looked at for a replacement.
 RECHECK_S = 60.0
 
-# Networks whose addresses have no country of their own. (``is_private`` would also take
-# the documentation ranges, 192.0.2.0/24 and the like; those are simply not in a database.)
-_INTERNAL = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",  # carrier-grade NAT (RFC 6598)
-        "fc00::/7",  # unique local
+# Networks whose addresses have no country of their own, as integer ranges per IP version
+# (``is_private`` would also take the documentation ranges, 192.0.2.0/24 and the like:
+# those are simply not in a database; and it costs ten times as much).
+_INTERNAL: dict[int, tuple[tuple[int, int], ...]] = {
+    version: tuple(
+        (int(net.network_address), int(net.broadcast_address))
+        for net in map(ipaddress.ip_network, nets)
     )
-)
+    for version, nets in (
+        (
+            4,
+            (
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",  # carrier-grade NAT (RFC 6598)
+                "127.0.0.0/8",
+                "169.254.0.0/16",  # link-local
+                "224.0.0.0/4",  # multicast
+                "0.0.0.0/8",
+                "255.255.255.255/32",
+            ),
+        ),
+        (6, ("fc00::/7", "::1/128", "fe80::/10", "ff00::/8", "::/128")),
+    )
+}
 
 
 def is_internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """An address that only routes inside a network, which no GeoIP database places."""
-    return (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_unspecified
-        or any(ip in net for net in _INTERNAL)
-    )
+    """An address that only routes inside a network (private, unique local, loopback,
+    link-local, carrier-grade NAT, multicast, unspecified), which no database places."""
+    number = int(ip)
+    return any(low <= number <= high for low, high in _INTERNAL[ip.version])
 
 
 class GeoIpError(Exception):
@@ -131,13 +141,13 @@ class _Database:
             )
         return _Opened(reader, signature)
 
-    def get(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Mapping[str, Any] | None:
+    def get(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict[str, Any] | None:
         try:
             found = self.current.reader.get(ip)
         except (ValueError, maxminddb.InvalidDatabaseError):
             # An IPv6 address in an IPv4-only database, or a damaged record.
             return None
-        return found if isinstance(found, Mapping) else None
+        return found if isinstance(found, dict) else None
 
     def reopen_if_replaced(self) -> bool:
         """Open the file anew if another one is in its place; True if it was."""
@@ -225,14 +235,14 @@ class GeoIp:
         if self._country is not None:
             record = self._country.get(ip)
             place = record.get("country") if record is not None else None
-            code = place.get("iso_code") if isinstance(place, Mapping) else None
+            code = place.get("iso_code") if isinstance(place, dict) else None
             if isinstance(code, str) and len(code) == 2:
                 country = code.upper()
         if self._asn is not None:
             record = self._asn.get(ip)
             if record is not None and "autonomous_system_number" not in record:
                 traits = record.get("traits")  # GeoIP2-Enterprise keeps it there
-                record = traits if isinstance(traits, Mapping) else None
+                record = traits if isinstance(traits, dict) else None
             if record is not None:
                 number = record.get("autonomous_system_number")
                 name = record.get("autonomous_system_organization")

@@ -148,10 +148,25 @@ class TestLookup:
         assert geoip.lookup("2001:db8::5") is None
         assert geoip.lookup("203.0.113.7") == GeoInfo(country="DE")
 
-    def test_internal_is_decided_on_the_address_policies_see(self) -> None:
-        ip = parse_ip("::ffff:192.168.1.1")
+    @pytest.mark.parametrize(
+        ("address", "internal"),
+        [
+            ("::ffff:192.168.1.1", True),  # read as the IPv4 it maps, as policies read it
+            ("172.31.255.255", True),
+            ("172.32.0.0", False),
+            ("100.127.255.255", True),
+            ("100.128.0.0", False),
+            ("fbff:ffff::1", False),
+            ("fdff:ffff::1", True),
+            ("192.0.2.1", False),  # documentation: not in a database, but not internal
+            ("::", True),
+            ("2001:db8::1", False),
+        ],
+    )
+    def test_internal_at_the_edges(self, address: str, internal: bool) -> None:
+        ip = parse_ip(address)
         assert ip is not None
-        assert is_internal(ip)
+        assert is_internal(ip) is internal
 
 
 class Clock:
