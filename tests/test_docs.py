@@ -76,6 +76,7 @@ def test_config_example_is_a_valid_config() -> None:
     assert config.admin is not None
     assert config.admin.port == 9090
     assert config.admin.token_file == Path("/etc/keyledger/admin.token")
+    assert not config.geoip.enabled  # commented out: events are as without GeoIP
     s3, cloudwatch = config.audit.sinks
     assert isinstance(s3, S3SinkConfig)
     assert (s3.bucket, s3.lock_mode, s3.retention_days) == (
@@ -181,14 +182,14 @@ def test_admin_api_port_in_docs() -> None:
 
 
 def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
-    """The commented-out gcp, azure, oidc and alerts blocks of config.example.yaml,
+    """The commented-out gcp, azure, oidc, alerts and geoip blocks of config.example.yaml,
     uncommented as an operator would, load and mean what their comments say."""
     lines = (ROOT / "config.example.yaml").read_text(encoding="utf-8").splitlines()
     block: str | None = None  # the indentation of the "# gcp:" or "# azure:" being opened
     for index, line in enumerate(lines):
         body = line.lstrip()
         indent = line[: len(line) - len(body)]
-        if body in ("# gcp:", "# azure:", "# oidc:", "# alerts:"):
+        if body in ("# gcp:", "# azure:", "# oidc:", "# alerts:", "# geoip:"):
             block = indent
         elif block is None or not line.startswith(f"{block}#   "):
             block = None
@@ -234,3 +235,5 @@ def test_config_example_commented_clouds_are_valid(tmp_path: Path) -> None:
         ("alertmanager", "alertmanager"),
         ("stdout", "stdout"),
     ]
+    assert config.geoip.country_db == Path("/var/lib/GeoIP/GeoLite2-Country.mmdb")
+    assert config.geoip.asn_db == Path("/var/lib/GeoIP/GeoLite2-ASN.mmdb")
