@@ -2,21 +2,24 @@
 
 keyledger alerts check PATH...
 keyledger alerts test PATH... [-q]
-keyledger alerts run SOURCE --rules PATH [--rules PATH...] [--since T] [--until T] [--json]
+keyledger alerts run (SOURCE | --url URL...) (--rules PATH... | --config FILE)
+                     [--follow [--interval 5s] [--lag 10s]] [--since T] [--until T] [--json]
+
+SOURCE: a journal folder, s3://BUCKET[/PREFIX] or cloudwatch://GROUP[/STREAM].
 
 Each verb reads rule files exactly as the proxy does (same loader, same engine), so what
-passes here is what the proxy watches for, and ``run`` shows what it would have raised.
+passes here is what the proxy watches for, and ``run`` shows what it would have raised;
+``run --follow`` is the fleet-wide detector (:mod:`keyledger.alerts.fleet`).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -115,39 +118,42 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 # -- run -------------------------------------------------------------------------------------
 
-# A SOURCE written as a URL: its scheme's reader (s3://, cloudwatch:// to come).
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-Opener = Callable[[str, EventFilter], Iterable[Record]]
-_SOURCES: Mapping[str, Opener] = {}
-
 
 def open_source(text: str, filt: EventFilter) -> Iterable[Record]:
     """The events of SOURCE that ``filt`` keeps, oldest first, every chain merged.
 
-    SOURCE is a journal folder (or one journal file); a URL's scheme picks its reader
-    from ``_SOURCES`` (none yet).
+    SOURCE is a journal folder (or one journal file), ``s3://BUCKET[/PREFIX]`` or
+    ``cloudwatch://GROUP[/STREAM]`` (every chain: the copies the sinks ship).
     """
-    scheme = _SCHEME.match(text)
-    if scheme is not None:
-        opener = _SOURCES.get(scheme.group(1).lower())
-        if opener is None:
-            raise AlertsCliError(
-                f"SOURCE {text}: {scheme.group(1)}:// is not a source alerts run reads (yet); "
-                "give a journal folder"
-            )
-        return opener(text, filt)
-    return _journal(Path(text), filt)
+    from keyledger.alerts.fleet import event_source
+
+    source = _checked(lambda: event_source(text, warn=_warn))
+    records: Iterable[Record] = _checked(lambda: source.history(filt))
+    return records
 
 
-def _journal(source: Path, filt: EventFilter) -> Iterator[Record]:
-    from keyledger.proxy.audit.reader import iter_records
-    from keyledger.proxy.audit.segments import discover
+def _checked(read: Callable[[], Any]) -> Any:
+    """``read()``, a source that cannot be read said in one line."""
+    from keyledger.alerts.sources import SourceError
 
-    if not source.exists():
-        raise AlertsCliError(f"SOURCE {source}: no such file or folder")
-    if not discover(source).segments:
-        raise AlertsCliError(f"SOURCE {source}: no journal files (*.jsonl) found")
-    return iter_records(source, filt)
+    try:
+        return read()
+    except SourceError as exc:
+        raise AlertsCliError(str(exc)) from None
+
+
+def _warn(message: str) -> None:
+    print(f"keyledger: {message}", file=sys.stderr, flush=True)
+
+
+def _readable(records: Iterable[Record]) -> Iterator[Record]:
+    """``records``, an object or stream that cannot be read on the way said in one line."""
+    from keyledger.alerts.sources import SourceError
+
+    try:
+        yield from records
+    except SourceError as exc:
+        raise AlertsCliError(str(exc)) from None
 
 
 def render_alert(alert: Alert) -> str:
@@ -228,6 +234,34 @@ def _moment(option: str, text: str | None, now: datetime) -> datetime | None:
         raise AlertsCliError(f"{option}: {exc}") from None
 
 
+def _duration(option: str, text: str, *, least: float) -> float:
+    from keyledger.proxy.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise AlertsCliError(f"{option}: {exc}") from None
+    if seconds < least:
+        raise AlertsCliError(f"{option}: expected at least {least:g}s, not {text!r}")
+    return seconds
+
+
+def _rules_and_config(args: argparse.Namespace) -> tuple[AlertRules | list[str], Any]:
+    """The rules (--rules, else the config's alerts.rules) and the loaded --config."""
+    config = None
+    if args.config is not None:
+        from keyledger.proxy.config import load_config
+
+        config = load_config(Path(args.config))
+    if args.rules:
+        return _load_rules(_paths(args.rules, "--rules")), config
+    if config is None:
+        raise AlertsCliError("give the rules: --rules PATH, or --config FILE with alerts.rules")
+    if not config.alerts.rules:
+        raise AlertsCliError(f"--config {args.config}: no alerts.rules in it; give --rules PATH")
+    return _load_rules(config.alerts.rules), config
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     since = _moment("--since", args.since, now)
@@ -237,10 +271,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--since ({format_time(since)}) is after --until ({format_time(until)}): "
             "no event can match"
         )
-    records = open_source(args.source, EventFilter(since=since, until=until))
-    loaded = _load_rules(_paths(args.rules, "--rules"))
+    if (args.source is None) == (not args.url):
+        raise AlertsCliError(
+            "give SOURCE (a journal folder, s3://BUCKET[/PREFIX] or cloudwatch://GROUP) or "
+            "--url of each running keyledger, not both"
+        )
+    if args.follow and until is not None:
+        raise AlertsCliError("--until and --follow: a follower has no end; give one of them")
+    interval = _duration("--interval", args.interval, least=0.05)
+    lag = _duration("--lag", args.lag, least=0.0)
+    loaded, config = _rules_and_config(args)
     if isinstance(loaded, list):
         return _print_problems(loaded)
+    if args.follow or args.url:
+        return _run_fleet(args, loaded, config, since=since, interval=interval, lag=lag)
+    records = _readable(open_source(args.source, EventFilter(since=since, until=until)))
     out: TextIO = sys.stdout
 
     def show(alert: Alert) -> None:
@@ -255,6 +300,96 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in tally.summary(args.source, time.perf_counter() - started):
             print(line, file=sys.stderr)
     return 0
+
+
+def _run_fleet(
+    args: argparse.Namespace,
+    rules: AlertRules,
+    config: Any,
+    *,
+    since: datetime | None,
+    interval: float,
+    lag: float,
+) -> int:
+    """Admin streams (--url), or --follow: the history, then what arrives, to destinations."""
+    import asyncio
+
+    from keyledger.alerts.engine import history_needed
+    from keyledger.alerts.fleet import destinations_for, event_source, follow_fleet, live_sources
+    from keyledger.alerts.sources import SourceError
+    from keyledger.alerts.streams import AdminStream, admin_token
+
+    if since is None and args.follow:
+        since = datetime.now(UTC) - history_needed(rules)  # windows and baselines rebuilt
+    polled, streams = [], []
+    if args.source is not None:
+        polled.append(_checked(lambda: event_source(args.source, warn=_warn)))
+    if args.url:
+        token = _checked(lambda: admin_token(args.token_file))
+        streams = [AdminStream(u, token=token, cacert=args.cacert, warn=_warn) for u in args.url]
+    destinations = _checked(lambda: destinations_for(config)) if config is not None else []
+    names = [d.name for d in destinations]
+    # A stdout destination prints each alert's document: the human line would garble it.
+    printing = config is None or all(d.type != "stdout" for d in config.alerts.destinations)
+    where = args.source or ", ".join(args.url)
+    tally = _Tally(rules)
+    out: TextIO = sys.stdout
+
+    def show(alert: Alert) -> None:
+        tally.alerts[alert.rule] += 1
+        if printing:
+            out.write((render_json(alert.as_json()) if args.json else render_alert(alert)) + "\n")
+            out.flush()
+
+    def following(run: Any) -> None:
+        _fleet_summary(tally, run, where, run.history_s)
+        sent = f"alerts go to {', '.join(names)}" if names else "alerts are printed here"
+        polled = f"polled every {interval:g}s, " if args.source else ""
+        print(
+            f"following {where}: {polled}events held back {lag:g}s to put chains in time "
+            f"order; {sent}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    sources = live_sources(polled, streams, interval_s=interval, warn=_warn)
+    filt = EventFilter(since=since)
+    try:
+        run = asyncio.run(
+            follow_fleet(
+                sources,
+                rules,
+                filt=filt,
+                follow=args.follow,
+                lag=timedelta(seconds=lag),
+                show=show,
+                destinations=destinations,
+                on_suppressed=tally.hold,
+                on_following=following,
+            )
+        )
+    except SourceError as exc:
+        raise AlertsCliError(str(exc)) from None
+    out.flush()
+    if not args.follow:
+        _fleet_summary(tally, run, where, run.history_s)
+        return 0
+    sent = f", offered to {', '.join(names)}" if names and run.sent else ""
+    print(
+        f"stopped after {run.followed_s:.0f}s of following: {run.sent:,} alert(s) raised live"
+        f"{sent}; {run.late:,} event(s) came later than --lag, {run.repeats:,} repeat(s) "
+        "dropped",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _fleet_summary(tally: _Tally, run: Any, where: str, seconds: float) -> None:
+    tally.events, tally.first, tally.last = run.events, run.first, run.last
+    for line in tally.summary(where, seconds):
+        print(line, file=sys.stderr, flush=True)
+    tally.alerts.clear()  # live alerts are counted apart
+    tally.held.clear()
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -299,29 +434,81 @@ def add_alerts_parser(sub: Any) -> None:
 
     run = verbs.add_parser(
         "run",
-        help="replay a journal through rules: what would have fired",
-        description="Read the events under SOURCE, oldest first and every chain merged, "
-        "through one engine holding the rules, and print each alert that would have fired, "
-        "as it fires: time, severity, rule, key and summary (or, with --json, one alert "
-        "object per line). The summary (events read, alerts by rule, repeats held back, "
-        "events/s) goes to stderr. Tune rules against real history before enabling them. "
-        "Exit 0 after the replay, whatever fired; 1 when the rules do not load; 2 on a "
-        "usage mistake.",
+        help="replay history through rules, or follow a whole fleet's events live",
+        description="Read the events of SOURCE (a journal folder, or the S3 or CloudWatch copy "
+        "the sinks ship: every chain of every replica and worker) or of running keyledgers' "
+        "admin streams (--url), oldest first and every chain merged by time, through one "
+        "engine holding the rules, and print each alert as it fires: time, severity, rule, "
+        "key and summary (or, with --json, one alert object per line). The summary (events "
+        "read, alerts by rule, repeats held back, events/s) goes to stderr. Without --follow "
+        "it replays history: tune rules before enabling them. With --follow it is the "
+        "fleet-wide detector: it rebuilds windows and baselines from --since (the rules' "
+        "longest window, suppression or twice a learning period), then keeps reading "
+        "(polling SOURCE every --interval, or holding the streams open), holds events back "
+        "--lag to put chains in time order, drops repeats, and sends each new alert to the "
+        "destinations of --config (alerts the history raised are printed, never sent; none "
+        "is written to a journal) until SIGTERM or SIGINT. Exit 0 after the replay or once "
+        "stopped, whatever fired; 1 when the rules do not load; 2 on a usage mistake (or a "
+        "source that cannot be read at start).",
     )
-    run.add_argument("source", metavar="SOURCE", help="a journal folder")
+    run.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="a journal folder or file; s3://BUCKET[/PREFIX] (the S3 sink's objects, every "
+        "chain); or cloudwatch://GROUP[/STREAM] (every stream: one per chain). AWS "
+        "credentials, region and endpoints come from the usual AWS settings (AWS_PROFILE, "
+        "AWS_ENDPOINT_URL_S3, ...)",
+    )
+    run.add_argument(
+        "--url",
+        action="append",
+        metavar="URL",
+        help="a running keyledger's admin API instead of SOURCE (http://10.0.0.5:9090); repeat "
+        "for each replica. One `serve --workers N` supervisor's stream holds all its workers",
+    )
+    run.add_argument(
+        "--token-file", metavar="FILE", help="admin token for --url (else KEYLEDGER_ADMIN_TOKEN)"
+    )
+    run.add_argument("--cacert", metavar="PEM", help="CA bundle to trust for an https --url")
     run.add_argument(
         "--rules",
         action="append",
-        required=True,
         metavar="PATH",
-        help=f"{paths_help}; repeat for more",
+        help=f"{paths_help}; repeat for more (instead of the rules of --config)",
+    )
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a proxy's config: its alerts.rules (unless --rules) and alerts.destinations, so "
+        "a follower sends to the same webhook, Slack or Alertmanager as the proxies",
+    )
+    run.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="after the history, keep following and send new alerts (the fleet-wide detector)",
+    )
+    run.add_argument(
+        "--interval",
+        default="5s",
+        metavar="DURATION",
+        help="with --follow: how often SOURCE is polled (5s)",
+    )
+    run.add_argument(
+        "--lag",
+        default="10s",
+        metavar="DURATION",
+        help="with --follow: how long events are held back so that chains arriving at "
+        "different times are fed in time order (10s; S3 with its default 10s batches wants "
+        "max_wait + --interval, 15-20s)",
     )
     run.add_argument(
         "--since",
         metavar="TIME",
-        help="replay events at or after TIME: an RFC 3339 time (2026-11-23T10:00:00Z), a date "
+        help="read events at or after TIME: an RFC 3339 time (2026-11-23T10:00:00Z), a date "
         "(2026-11-23) or an age (15m, 2h, 7d); UTC unless given. Windows and baselines start "
-        "empty there",
+        "empty there. With --follow the default is what the rules need",
     )
     run.add_argument("--until", metavar="TIME", help="events before TIME (same forms as --since)")
     run.add_argument("--json", action="store_true", help="one alert JSON object per line")

@@ -634,9 +634,9 @@ class TestRun:
             (["{tmp}/nope"], "SOURCE {tmp}/nope: no such file or folder"),
             (["{tmp}"], "SOURCE {tmp}: no journal files (*.jsonl) found"),
             (
-                ["s3://bucket/audit"],
-                "SOURCE s3://bucket/audit: s3:// is not a source alerts run reads (yet); give "
-                "a journal folder",
+                ["gs://bucket/audit"],
+                "SOURCE gs://bucket/audit: gs:// is not a source alerts run reads: give a "
+                "journal folder, s3://BUCKET[/PREFIX] or cloudwatch://GROUP[/STREAM]",
             ),
             (
                 ["{journal}", "--since", "yesterday"],
@@ -667,11 +667,13 @@ class TestRun:
         assert err == f"keyledger: {message.format(tmp=tmp_path / 'empty')}\n"
 
     def test_rules_are_required(self, capsys: Capsys, journal: Path) -> None:
-        with pytest.raises(SystemExit) as exited:
-            main(["alerts", "run", str(journal)])
+        """No --rules and no --config to take them from: one line, exit 2."""
+        code, out, err = run(capsys, "run", journal)
 
-        assert exited.value.code == 2
-        assert "the following arguments are required: --rules" in capsys.readouterr().err
+        assert (code, out) == (2, [])
+        assert err == (
+            "keyledger: give the rules: --rules PATH, or --config FILE with alerts.rules\n"
+        )
 
     def test_a_journal_file_is_a_source_too(self, capsys: Capsys, journal: Path) -> None:
         """One chain's file alone: the burst split across chains is not there."""
