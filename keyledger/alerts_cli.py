@@ -123,13 +123,16 @@ def open_source(text: str, filt: EventFilter) -> Iterable[Record]:
     """The events of SOURCE that ``filt`` keeps, oldest first, every chain merged.
 
     SOURCE is a journal folder (or one journal file), ``s3://BUCKET[/PREFIX]`` or
-    ``cloudwatch://GROUP[/STREAM]`` (every chain: the copies the sinks ship).
+    ``cloudwatch://GROUP[/STREAM]`` (every chain: the copies the sinks ship). An event
+    found twice (by chain and seq) is read once.
     """
     from keyledger.alerts.fleet import event_source
+    from keyledger.alerts.follow import Seen
 
     source = _checked(lambda: event_source(text, warn=_warn))
     records: Iterable[Record] = _checked(lambda: source.history(filt))
-    return records
+    # A copy is shipped at least once (and a folder may gather copies): each event once.
+    return filter(Seen(), records)
 
 
 def _checked(read: Callable[[], Any]) -> Any:

@@ -69,30 +69,34 @@ class Seen:
 
     def __call__(self, record: Mapping[str, Any]) -> bool:
         link = record.get("chain")
-        chain = link.get("id") if isinstance(link, Mapping) else None
-        seq = link.get("seq") if isinstance(link, Mapping) else None
-        if not isinstance(chain, str) or type(seq) is not int:
+        if type(link) is not dict and not isinstance(link, Mapping):
+            return self._new_id(str(record.get("id", "")))
+        chain, seq = link.get("id"), link.get("seq")
+        if type(chain) is not str or type(seq) is not int:
             return self._new_id(str(record.get("id", "")))
         state = self._chains.get(chain)
+        if state is not None and seq == state.upto + 1 and not state.above:
+            state.upto = seq  # the usual case: the next one
+            return True
+        return self._placed(chain, seq, state)
+
+    def _placed(self, chain: str, seq: int, state: _Chain | None) -> bool:
         if state is None:
             self._chains[chain] = _Chain(seq)
             return True
         if seq <= state.upto or seq in state.above:
             self.repeats += 1
             return False
-        if seq == state.upto + 1:
-            state.upto = seq
-            while state.upto + 1 in state.above:
-                state.upto += 1
-                state.above.discard(state.upto)
-        else:
+        if seq != state.upto + 1:
             state.above.add(seq)
-            if len(state.above) > _MAX_AHEAD:
-                state.upto = min(state.above)  # the gap is not going to fill
-                state.above.discard(state.upto)
-                while state.upto + 1 in state.above:
-                    state.upto += 1
-                    state.above.discard(state.upto)
+            if len(state.above) <= _MAX_AHEAD:
+                return True
+            seq = min(state.above)  # the gap is not going to fill
+        state.upto = seq
+        state.above.discard(seq)
+        while state.upto + 1 in state.above:
+            state.upto += 1
+            state.above.discard(state.upto)
         return True
 
     def _new_id(self, event_id: str) -> bool:

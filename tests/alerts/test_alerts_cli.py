@@ -11,14 +11,21 @@ import asyncio
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
+import yaml
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keyledger.alerts.engine import AlertEngine
@@ -31,7 +38,13 @@ from keyledger.proxy.audit.checkpoints import CheckpointSigner
 from keyledger.proxy.audit.events import AuditEvent
 from keyledger.proxy.audit.journal import Checkpointing, Journal
 from keyledger.proxy.audit.reader import iter_records
+from keyledger.proxy.audit.sinks import Batch
+from keyledger.proxy.audit.sinks.base import parse_line
+from keyledger.proxy.audit.sinks.s3 import S3Sink
+from keyledger.proxy.config import S3SinkConfig
 from tests.audit_records import access_event, auth_failure_event, sealed
+from tests.conftest import RunningProxy, write_proxy_files
+from tests.test_audit_cli_remote import aws_env, bucket  # noqa: F401 (fixtures)
 
 DEMO = Path(__file__).resolve().parents[2] / "keyledger" / "alerts" / "examples" / "demo"
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, in working hours
@@ -40,10 +53,13 @@ Capsys = pytest.CaptureFixture[str]
 Result = tuple[int, list[str], str]
 
 
-def run(capsys: Capsys, *argv: str | Path) -> Result:
+def run(capsys: Capsys, *argv: str | Path, env_token: str | None = None) -> Result:
     """Run ``keyledger alerts ARGV`` in-process: (exit status, stdout lines, stderr)."""
     capsys.readouterr()  # what came before (a journal's log lines) is not the command's
-    code = main(["alerts", *(str(a) for a in argv)])
+    with pytest.MonkeyPatch.context() as patch:
+        if env_token is not None:
+            patch.setenv("KEYLEDGER_ADMIN_TOKEN", env_token)
+        code = main(["alerts", *(str(a) for a in argv)])
     captured = capsys.readouterr()
     return code, captured.out.splitlines(), captured.err
 
@@ -683,6 +699,195 @@ class TestRun:
 
         assert code == 0
         assert [orjson.loads(line)["rule"] for line in out] == ["prod-db-admin-canary"]
+
+
+# -- run over the copies, and --follow -------------------------------------------------------
+
+
+class Spawned:
+    """`keyledger alerts run ARGV` in a process of its own, its output read as it comes."""
+
+    def __init__(self, *argv: str | Path, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keyledger", "alerts", "run", *(str(a) for a in argv)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True).start()
+
+    @staticmethod
+    def _read(stream: IO[bytes] | None, lines: list[str]) -> None:
+        assert stream is not None
+        with stream:
+            for line in stream:
+                lines.append(line.decode().rstrip("\n"))
+
+    def wait_for(self, lines: list[str], text: str, within: float = 20.0) -> str:
+        """The first line of ``lines`` holding ``text``, once there is one."""
+        deadline = time.monotonic() + within
+        while True:
+            found = [line for line in lines if text in line]
+            if found:
+                return found[0]
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"no line with {text!r}: out={self.out} err={self.err}")
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        """SIGTERM, as a Deployment stops it; the exit status once it has stopped."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        time.sleep(0.1)  # the readers reach the end of the pipes
+        return code
+
+
+def follower_config(tmp_path: Path, rules: Path, destinations: list[dict[str, Any]]) -> Path:
+    """A proxy's whole config, its alerts section naming ``rules`` and ``destinations``."""
+    doc = write_proxy_files(tmp_path)
+    doc["alerts"] = {"rules": [str(rules)], "destinations": destinations}
+    path = tmp_path / "keyledger.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+NOW_RULES = """
+    version: 1
+    rules:
+      - id: burst
+        severity: high
+        suppress: 0s
+        deny_burst: {count: 3, window: 1m}
+"""
+
+
+class TestRunOverCopies:
+    def test_the_s3_copy_replays_as_the_journal_does(
+        self,
+        capsys: Capsys,
+        journal: Path,
+        bucket: str,  # noqa: F811 (the fixture)
+    ) -> None:
+        """Both chains shipped by the real S3 sink (one of them twice, cut differently):
+        replayed from s3://, the alerts are the folder's."""
+        sink = S3Sink(S3SinkConfig(name="s3", bucket=bucket, prefix="audit/", region="us-east-1"))
+
+        async def ship() -> None:
+            for chain in ("node-1", "node-2"):
+                raw = (journal / f"{chain}.000000000001.jsonl").read_bytes().splitlines()
+                lines = [parse_line(line) for line in raw]
+                await sink.send(Batch(chain, tuple(lines[:3])))
+                await sink.send(Batch(chain, tuple(lines)))
+            await sink.close()
+
+        asyncio.run(ship())
+        code, out, err = run(capsys, "run", f"s3://{bucket}/audit", "--rules", DEMO, "--json")
+
+        assert code == 0, err
+        assert [json.loads(line) for line in out] == [a.as_json() for a in engine_alerts(journal)]
+
+    def test_follow_sends_to_the_configs_destinations_until_sigterm(self, tmp_path: Path) -> None:
+        """--follow over a folder with --config: the config's rules, and its stdout
+        destination prints each new alert's document (so the human line does not); a
+        burst in the history is not sent; SIGTERM stops it with exit 0 and a summary."""
+        folder = tmp_path / "audit"
+        rules = write(tmp_path / "rules" / "burst.yaml", NOW_RULES)
+        config = follower_config(tmp_path, rules, [{"type": "stdout", "name": "log"}])
+        now = datetime.now(UTC)
+        write_journal(folder, "node-w0", [denied(now - timedelta(seconds=s)) for s in (30, 29, 28)])
+
+        follower = Spawned(folder, "--follow", "--config", config, "--interval", "100ms",
+                           "--lag", "200ms")  # fmt: skip
+        follower.wait_for(follower.err, "following")
+        write_journal(folder, "node-w1", [denied(datetime.now(UTC)) for _ in range(3)])
+        sent = json.loads(follower.wait_for(follower.out, "keyledger.alert/v1"))
+        code = follower.stop()
+
+        assert code == 0, follower.err
+        assert sent["alert"]["rule"] == "burst"
+        assert {e["chain"] for e in sent["alert"]["events"]} == {"node-w1"}
+        assert len(follower.out) == 1  # the history's burst was not sent
+        assert follower.err[:2] == [
+            follower.err[0],
+            "1 alert(s), 0 repeat(s) held back by suppress:",
+        ]
+        assert follower.err[0].startswith(f"replayed 5 event(s) from {folder}")  # 2 seals
+        assert follower.err[3] == (
+            f"following {folder}: polled every 0.1s, events held back 0.2s to put chains in "
+            "time order; alerts go to log"
+        )
+        assert re.fullmatch(
+            r"stopped after \d+s of following: 1 alert\(s\) raised live, offered to log; 0 "
+            r"event\(s\) came later than --lag, \d+ repeat\(s\) dropped",
+            follower.err[-1],
+        )
+
+    def test_admin_streams_are_read_and_followed(self, proxy: RunningProxy) -> None:
+        """--url: a running keyledger's admin stream replays its history, then the follower
+        gets its live events: three denied reads make one alert, printed."""
+        rules = write(proxy.journal.parent / "rules" / "burst.yaml", NOW_RULES)
+        token = proxy.config.admin.token_file if proxy.config.admin else None
+        follower = Spawned("--url", proxy.admin_url, "--token-file", token or "", "--rules", rules,
+                           "--follow", "--lag", "200ms", "--json")  # fmt: skip
+        follower.wait_for(follower.err, "following")
+        for _ in range(3):
+            with pytest.raises(ClientError):
+                proxy.client("stranger").get_secret_value(SecretId="app/db/password")
+        alert = json.loads(follower.wait_for(follower.out, '"rule"'))
+        code = follower.stop()
+
+        assert code == 0, follower.err
+        assert (alert["rule"], alert["key"]) == ("burst", "principal stranger")
+        assert [e["chain"] for e in alert["events"]] == ["test"] * 3
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["{journal}", "--follow", "--until", "1h"], "--until and --follow: a follower has "
+             "no end; give one of them"),
+            (["{journal}", "--url", "http://127.0.0.1:9"], "give SOURCE (a journal folder, "
+             "s3://BUCKET[/PREFIX] or cloudwatch://GROUP) or --url of each running keyledger, "
+             "not both"),
+            ([], "give SOURCE (a journal folder, s3://BUCKET[/PREFIX] or cloudwatch://GROUP) "
+             "or --url of each running keyledger, not both"),
+            (["{journal}", "--follow", "--interval", "soon"], "--interval: 'soon' is not a "
+             "duration (e.g. 60s, 15m, 24h, 7d)"),
+            (["{journal}", "--follow", "--interval", "0s"], "--interval: expected at least "
+             "0.05s, not '0s'"),
+            (["--url", "http://127.0.0.1:9", "--token-file", "{journal}/none"],
+             "--token-file {journal}/none: No such file or directory"),
+        ],
+    )  # fmt: skip
+    def test_mistakes_are_one_line_exit_2(
+        self, capsys: Capsys, journal: Path, argv: list[str], message: str
+    ) -> None:
+        code, out, err = run(capsys, "run", *(a.format(journal=journal) for a in argv),
+                             "--rules", DEMO)  # fmt: skip
+
+        assert (code, out) == (2, [])
+        assert err == f"keyledger: {message.format(journal=journal)}\n"
+
+    def test_a_config_without_rules_is_a_usage_error(self, capsys: Capsys, journal: Path) -> None:
+        doc = write_proxy_files(journal.parent)
+        config = journal.parent / "keyledger.yaml"
+        config.write_text(yaml.safe_dump(doc))
+
+        code, _, err = run(capsys, "run", journal, "--config", config)
+
+        assert code == 2
+        assert err == f"keyledger: --config {config}: no alerts.rules in it; give --rules PATH\n"
+
+    def test_an_admin_api_that_is_not_there_is_one_line(self, capsys: Capsys) -> None:
+        code, _, err = run(capsys, "run", "--url", "http://127.0.0.1:9", "--rules", DEMO,
+                           env_token="t" * 32)  # fmt: skip
+
+        assert code == 2
+        assert err.startswith("keyledger: cannot connect to http://127.0.0.1:9: ")
 
 
 @pytest.mark.parametrize("verb", ["check", "test", "run"])
