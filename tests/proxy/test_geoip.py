@@ -26,6 +26,7 @@ from netaddr import IPSet
 from keyledger.policies.conditions import parse_ip
 from keyledger.proxy.app import GATEWAYS, StartupError, load_geoip
 from keyledger.proxy.audit.events import AuditEvent, EventType, GeoInfo, RequestInfo
+from keyledger.proxy.audit.verify import verify_path
 from keyledger.proxy.config import ConfigError, load_config
 from keyledger.proxy.geoip import GeoIp, GeoIpError, is_internal
 from keyledger.proxy.wire import WireRequest, WireResponse
@@ -425,6 +426,7 @@ class TestThroughTheProxy:
         assert german["outcome"]["status"] == "success"
         assert american["type"] == "auth_failure"
         assert american["request"]["geo"] == {"country": "US"}
+        assert verify_path(proxy.journal).ok  # the chain covers geo like any other field
 
     def test_without_a_database_events_are_unchanged(
         self, tmp_path: Path, moto_url: str, store: Any, store_credentials: None
