@@ -436,17 +436,6 @@ class TestReadOnly:
         assert_verifies_strict(run.journal, tmp_path)
         assert served_reads(run.journal) == run.counts[SERVED]
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=NoRecovery,
-        reason=(
-            "known bug: a write refused with EROFS makes the journal rewind its file with "
-            "ftruncate, which the read-only filesystem refuses too (though nothing was "
-            "written), so the journal stays 'broken' until a restart: on the repaired "
-            "filesystem it starts a new segment and /readyz turns 200, yet every read still "
-            "gets 503 ('could not be rewound after a failed write; restart keyledger')"
-        ),
-    )
     def test_a_folder_writable_again_is_used_again_by_itself(
         self, tmp_path: Path, moto_url: str, store: Any
     ) -> None:

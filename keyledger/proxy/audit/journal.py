@@ -251,7 +251,13 @@ class Journal:
             # A file replaced while the journal was quiet gets no seal: a fresh one does.
             await self._check_file()
             await self._settle_rotation()
-        if was_running and self._checkpointing is not None and self._unsealed() and not self._lost:
+        if (
+            was_running
+            and self._checkpointing is not None
+            and self._unsealed()
+            and not self._lost
+            and not self._broken  # a seal written after torn bytes would bury them
+        ):
             try:
                 await self._write((), checkpoint=True)
             except JournalUnavailable as exc:
@@ -415,7 +421,7 @@ class Journal:
         only while someone listens (the live stream)."""
         before = self._durable.checkpoint
         self._durable = mark
-        self.healthy = True
+        self.healthy = not self._broken
         self.stats.events += events
         if self._on_durable is not None and lines:
             try:
@@ -501,10 +507,13 @@ class Journal:
         try:
             os.ftruncate(self._fd, self._durable.size)
         except OSError:
-            # Torn bytes stay behind: writing more would bury them mid-file. Refuse until a
-            # restart sets them aside.
-            self._broken = True
-            log.critical("journal_rewind_failed", path=str(self.path))
+            # A file that refuses even this (read-only now) but holds nothing past the
+            # durable end has nothing to rewind: only torn bytes make the journal broken.
+            if self._size_of_file() != self._durable.size:
+                # Writing more would bury them mid-file. Refuse until a restart sets them
+                # aside, or the file is replaced and a new segment begins.
+                self._broken = True
+                log.critical("journal_rewind_failed", path=str(self.path))
         self._written = self._durable
         if self._next_sync is not None:
             # Written on top of what was just lost: not durable, and now not even written.
@@ -512,6 +521,12 @@ class Journal:
                 JournalUnavailable("the audit journal could not be written")
             )
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
+
+    def _size_of_file(self) -> int | None:
+        try:
+            return os.fstat(self._fd).st_size
+        except OSError:
+            return None
 
     def _file_lost(self, change: FileChange) -> None:
         """Write no more into the changed file; refuse what waits on it; start a new one.
@@ -642,6 +657,8 @@ class Journal:
         os.close(self._fd)
         self._fd, self._segment, self._segment_born = fd, new, time.time()
         self._lost = None
+        # Torn bytes, if any, stay in the old file, which gets nothing more.
+        self._broken = False
         self._written = _Mark(state, len(line), self._written.checkpoint)
         self._mark_durable(self._written, 1, [line])
         if lost is None:

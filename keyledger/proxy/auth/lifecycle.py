@@ -172,9 +172,19 @@ class IdentityRecorder:
         return {key: _Seen.from_json(value) for key, value in data.items()}
 
     def _save(self, current: Mapping[str, _Seen]) -> None:
+        """Durably, as the events it stands for are: after a power cut an empty record
+        would have every credential recorded again as newly issued."""
         temporary = self._path.with_name(f".{self._path.name}.tmp")
-        temporary.write_bytes(orjson.dumps({k: v.as_json() for k, v in current.items()}))
+        with temporary.open("wb") as handle:
+            handle.write(orjson.dumps({k: v.as_json() for k, v in current.items()}))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, self._path)
+        folder = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself
+        finally:
+            os.close(folder)
 
 
 def _changes(

@@ -107,9 +107,10 @@ class TestJournal:
             assert not journal.healthy
             assert journal.stats.failures == 1
             assert journal.state.seq == 0
-            # /dev/full cannot be truncated either, so the journal cannot rewind: it refuses
-            # everything until a restart rather than write after possibly torn bytes.
-            with pytest.raises(JournalUnavailable, match="restart"):
+            # /dev/full cannot be truncated either, but it holds nothing past the durable
+            # end: there is nothing to rewind, so the journal keeps trying (and is refused)
+            # instead of waiting for a restart, and serves again once writes succeed.
+            with pytest.raises(JournalUnavailable, match="could not be written"):
                 await journal.ensure_writable()
             assert not journal.healthy
 
