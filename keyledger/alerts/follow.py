@@ -212,7 +212,7 @@ class Polled:
             except SourceError as exc:
                 failures += 1
                 pause = min(60.0, self._interval * 2**failures)
-                self._warn(f"{exc}; trying again in {pause:.0f}s")
+                self._warn(f"{exc}; trying again in {pause:.3g}s")
                 await asyncio.sleep(pause)
                 continue
             failures = 0
@@ -254,10 +254,13 @@ class Follower:
         self.events = 0  # events fed to the engine
         self.first: str | None = None  # the time of the first and of the last event fed
         self.last: str | None = None
+        self._halted = False  # stopped: a history still being read in its thread stops too
 
     def _feed(self, records: Iterable[Record], live: bool) -> None:
         feed, on_alert = self.engine.feed, self._on_alert
         for record in records:
+            if self._halted:
+                return
             self.events += 1
             moment = record.get("time")
             if isinstance(moment, str):
@@ -286,8 +289,9 @@ class Follower:
                 self._on_following()
                 await self._follow()
         finally:
-            if following:  # (a replay cut short may still be running in its thread)
+            if following:
                 self._feed(self.reorder.drain(), True)
+            self._halted = True  # a replay cut short stops at its next event
             for source in self.sources:
                 with contextlib.suppress(Exception):
                     await source.close()

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import orjson
 import pytest
+from aiohttp import web
 
 from keyledger.alerts.engine import AlertEngine
 from keyledger.alerts.follow import Follower, Polled, Reorder, Seen
 from keyledger.alerts.model import Alert
 from keyledger.alerts.rules import AlertRules, load_alert_files
 from keyledger.alerts.sources import CloudWatchSource, JournalSource, S3Source, SourceError
+from keyledger.alerts.streams import AdminStream
 from keyledger.proxy.audit.events import AuditEvent, format_time
 from keyledger.proxy.audit.filters import EventFilter
 from keyledger.proxy.audit.journal import Journal
@@ -31,7 +34,7 @@ from keyledger.proxy.audit.sinks.cloudwatch import CloudWatchSink
 from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig
 from tests.audit_records import access_event
-from tests.conftest import clean_env
+from tests.conftest import clean_env, listen
 
 REGION = "us-east-1"
 # Recent enough for CloudWatch Logs (it refuses events older than 14 days).
@@ -373,6 +376,112 @@ class TestJournalFolder:
 
         (alert,) = run.live
         assert refs(alert) == [("node-w0", 2), ("node-w1", 2), ("node-w0", 3), ("node-w1", 3)]
+
+
+class TestAdminStream:
+    def test_a_stream_cut_off_is_opened_again_from_the_newest_event_seen(
+        self, tmp_path: Path
+    ) -> None:
+        """The first connection replays two denials, passes one live and is cut; the
+        follower connects again asking for events since the newest it saw, gets that one
+        replayed again (dropped) and a fourth: one alert, with each event once."""
+        records = [
+            {**event("w0", n + 1, n), "type": "access", "decision": {"effect": "deny"}}
+            for n in range(4)
+        ]
+        admin = FakeAdmin(records)
+
+        async def scenario() -> tuple[Run, str]:
+            url = await admin.start()
+            stream = AdminStream(url, token="t" * 32, backoff_min_s=0.05)
+            run = await following([stream], rules_in(tmp_path), since=T0)
+            await run.wait_for(lambda: len(run.live) == 1)
+            await run.stop()
+            await admin.stop()
+            return run, url
+
+        run, _ = asyncio.run(scenario())
+
+        (alert,) = run.live
+        assert refs(alert) == [("w0", 1), ("w0", 2), ("w0", 3), ("w0", 4)]
+        assert run.follower.seen.repeats == 1
+        first, second = admin.queries[:2]
+        assert first == {"last": "10000", "since": T0.isoformat()}
+        assert second == {"last": "10000", "since": records[2]["time"]}
+        assert admin.authorizations == {"Bearer " + "t" * 32}
+
+
+class FakeAdmin:
+    """An admin API's audit stream that cuts its first reader off after one live event."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self.queries: list[dict[str, str]] = []
+        self.authorizations: set[str] = set()
+        self._runner: web.AppRunner | None = None
+        self._done = asyncio.Event()
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/v1/audit/stream", self._stream)
+        self._runner = await listen(app)
+        return f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        assert self._runner is not None
+        self._done.set()
+        await self._runner.cleanup()
+
+    @staticmethod
+    def _frame(record: dict[str, Any]) -> bytes:
+        return b"event: audit\ndata: " + orjson.dumps(record) + b"\n\n"
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        self.queries.append(dict(request.query))
+        self.authorizations.add(request.headers["Authorization"])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        since = request.query.get("since", "")
+        first = len(self.queries) == 1
+        replay = self.records[:2] if first else [r for r in self.records[:3] if r["time"] >= since]
+        live = self.records[2:3] if first else self.records[3:]
+        await response.write(b"".join(map(self._frame, replay)) + b"event: replayed\ndata: {}\n\n")
+        await response.write(b"".join(map(self._frame, live)))
+        if not first:
+            await self._done.wait()  # held open, as a live stream is
+        return response
+
+
+class TestPolled:
+    def test_a_poll_that_fails_is_tried_again(self) -> None:
+        """A source that cannot be read for a moment: warned about, read again later."""
+        warnings: list[str] = []
+
+        class Flaky:
+            name = "flaky"
+            polls = 0
+
+            def history(self, filt: EventFilter) -> Iterator[dict[str, Any]]:
+                return iter([])
+
+            def poll(self) -> list[dict[str, Any]]:
+                self.polls += 1
+                if self.polls == 1:
+                    raise SourceError("listing s3://b/: SlowDown: reduce your request rate")
+                return [event("a", self.polls, 0)]
+
+            def close(self) -> None:
+                pass
+
+        async def first_batch() -> list[dict[str, Any]]:
+            async for batch in Polled(Flaky(), interval_s=0.01, warn=warnings.append).updates():
+                return batch
+            raise AssertionError("updates ended")
+
+        assert asyncio.run(first_batch()) == [event("a", 2, 0)]
+        assert warnings == [
+            "listing s3://b/: SlowDown: reduce your request rate; trying again in 0.02s"
+        ]
 
 
 # -- the parts on their own -----------------------------------------------------------------
