@@ -29,7 +29,8 @@ the start), ``type`` (``access``, or ``auth_failure`` for a failed sign-in), ``p
 (``test-app``; ``null``: a failed sign-in nobody was recognised for), ``groups`` (none),
 ``attributes`` (none), ``auth_method`` (``sigv4``), ``secret`` (``aws:app/secret``,
 ``backend:name``), ``action`` (``read``), ``effect`` (``allow``), ``source_ip``
-(``10.0.0.5``), ``protocol`` (by the backend, as ``policy test`` has it), and ``repeat`` /
+(``10.0.0.5``), ``country``, ``asn`` and ``as_org`` (none: where GeoIP placed the caller,
+``request.geo``), ``protocol`` (by the backend, as ``policy test`` has it), and ``repeat`` /
 ``every`` to write one event several times. A failed sign-in has no action, no decision
 (it counts as a denial) and, unless the event names one, no secret. Events are built as the
 journal writes them (sealed onto a chain of their own), and must not go back in time:
@@ -68,6 +69,7 @@ from keyledger.proxy.audit.events import (
     AuditEvent,
     DecisionInfo,
     EventType,
+    GeoInfo,
     Outcome,
     PrincipalInfo,
     RequestInfo,
@@ -103,6 +105,9 @@ _FIELD_KEYS = (
     "action",
     "effect",
     "source_ip",
+    "country",
+    "asn",
+    "as_org",
     "protocol",
 )
 _EVENT_KEYS = ("at", *_FIELD_KEYS, "repeat", "every")
@@ -119,6 +124,7 @@ _DEFAULTS: dict[str, Any] = {
     "effect": "allow",
     "source_ip": "10.0.0.5",
 }
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _OFFSET = re.compile(r"^\+((?:[0-9]{1,7}[smhdw])+)$")
 _OFFSET_PART = re.compile(r"([0-9]{1,7})([smhdw])")
 _MAX_REPEAT = 10_000
@@ -493,6 +499,20 @@ def _read_fields(reader: Reader, block: Any) -> dict[str, Any] | None:
             out["source_ip"] = None if source is None else str(source)
         except ValueError:
             reader.fail(block, "source_ip", f"source_ip is an IP address, not {source!r}")
+    if "country" in block:
+        country = block["country"]
+        if country is not None and not (isinstance(country, str) and _COUNTRY.fullmatch(country)):
+            reader.fail(block, "country", f"country is a code like DE or US, not {country!r}")
+        out["country"] = country
+    if "asn" in block:
+        asn = block["asn"]
+        if asn is not None and (type(asn) is not int or asn < 0):
+            reader.fail(block, "asn", f"asn is a network owner's number (3320), not {asn!r}")
+        out["asn"] = asn
+    if "as_org" in block:
+        if not isinstance(block["as_org"], str | None):
+            reader.fail(block, "as_org", "as_org is the network owner's name")
+        out["as_org"] = block["as_org"]
     return None if len(reader.problems) > before else out
 
 
@@ -537,6 +557,7 @@ def _event(fields: Mapping[str, Any], time: datetime, index: int) -> AuditEvent:
         operation=operation,
         source_ip=fields["source_ip"],
         user_agent=None,
+        geo=_geo(fields),
     )
     principal = PrincipalInfo(
         id=fields["principal"],
@@ -572,6 +593,12 @@ def _event(fields: Mapping[str, Any], time: datetime, index: int) -> AuditEvent:
         ),
         outcome=Outcome(status=Status.SUCCESS if allowed else Status.DENIED),
     )
+
+
+def _geo(fields: Mapping[str, Any]) -> GeoInfo | None:
+    """``request.geo`` as GeoIP would have recorded it; None when the event names none."""
+    found = {key: fields.get(key) for key in ("country", "asn", "as_org")}
+    return GeoInfo(**found) if any(v is not None for v in found.values()) else None
 
 
 def _read_expected(

@@ -390,6 +390,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     fingerprint_key = load_fingerprint_key(config)
     fingerprint = Fingerprinter(fingerprint_key)
     geoip = load_geoip(config)
+    locate = geoip.lookup if geoip is not None else None
     backends, transports = _make_backends(config)
     audit = config.audit
     registry = CollectorRegistry(auto_describe=False)
@@ -419,7 +420,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             journal=journal,
             fingerprint=fingerprint,
             observer=metrics,
-            geo=geoip.lookup if geoip is not None else None,
+            geo=locate,
         )
 
     oidc = _oidc_verifier(config, transports, store)
@@ -432,7 +433,9 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         if oidc is None or sessions is None:
             return None
         ttl = timedelta(seconds=config.oidc.session_ttl_s)
-        return TokenExchange(grant, verifier=oidc, sessions=sessions, journal=journal, ttl=ttl)
+        return TokenExchange(
+            grant, verifier=oidc, sessions=sessions, journal=journal, ttl=ttl, geo=locate
+        )
 
     sts = (
         StsEndpoint(
@@ -442,6 +445,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             journal=journal,
             default_ttl=timedelta(seconds=config.oidc.session_ttl_s),
             max_ttl=timedelta(seconds=config.oidc.session_ttl_s),
+            geo=locate,
         )
         if oidc is not None and sessions is not None and config.aws_backend
         else None

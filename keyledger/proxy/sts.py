@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from keyledger.model import Principal
 from keyledger.proxy.audit.events import (
+    GeoInfo,
     PrincipalInfo,
     RequestInfo,
 )
@@ -72,8 +73,10 @@ class StsEndpoint:
         journal: Journal,
         default_ttl: timedelta = timedelta(hours=1),
         max_ttl: timedelta = timedelta(hours=12),
+        geo: Callable[[str], GeoInfo | None] | None = None,
     ) -> None:
         self._verifier = verifier
+        self._geo = geo  # where a caller's address is (GeoIP), when configured
         self._sessions = sessions
         self._policies = policies
         self._journal = journal
@@ -93,6 +96,7 @@ class StsEndpoint:
             operation=action if action == "AssumeRoleWithWebIdentity" else "unknown",
             source_ip=wire.source_ip,
             user_agent=wire.user_agent,
+            geo=self._geo(wire.source_ip) if self._geo and wire.source_ip else None,
         )
         claimed: Mapping[str, str] = {}
         principal: Principal | None = None

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qsl
 
 import orjson
 
-from keyledger.proxy.audit.events import PrincipalInfo, RequestInfo
+from keyledger.proxy.audit.events import GeoInfo, PrincipalInfo, RequestInfo
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.auth.oidc import OidcVerifier
 from keyledger.proxy.auth.sessions import BEARER_PREFIX, EXCHANGE_METHOD, SessionSealer
@@ -105,8 +105,10 @@ class TokenExchange:
         sessions: SessionSealer,
         journal: Journal,
         ttl: timedelta = timedelta(hours=1),
+        geo: Callable[[str], GeoInfo | None] | None = None,
     ) -> None:
         self._grant = grant
+        self._geo = geo  # where a caller's address is (GeoIP), when configured
         self._verifier = verifier
         self._sessions = sessions
         self._journal = journal
@@ -125,6 +127,7 @@ class TokenExchange:
             operation=grant.operation,
             source_ip=wire.source_ip,
             user_agent=wire.user_agent,
+            geo=self._geo(wire.source_ip) if self._geo and wire.source_ip else None,
         )
         if form.get("grant_type") != grant.grant_type or (
             form.get(grant.type_field) not in grant.token_types

@@ -39,6 +39,10 @@ Mapping choices:
   hash), outcome (with the value fingerprint), detail. Nothing is lost in translation.
 * ``source.ip`` / ``src_endpoint.ip`` are set only for a real IP address; a pseudonymised or
   truncated address stays in ``keyledger.request.source_ip`` alone.
+* GeoIP's ``request.geo`` goes to ECS ``source.geo.country_iso_code``, ``source.as.number``
+  and ``source.as.organization.name``, and to OCSF ``src_endpoint.location.country`` (1.1's
+  endpoint has no autonomous system); it is kept under ``keyledger`` too, and set whatever
+  became of the address.
 * ECS ``event.outcome`` is the caller's point of view: an access denied by policy is a
   ``failure`` (as the ECS example "file access attempted but not successful"), and
   ``event.type`` says ``allowed`` or ``denied``. A pending change is ``unknown``.
@@ -227,6 +231,15 @@ def _keyledger(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("id", "time") and v is not None}
 
 
+def _geo(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``request.geo`` (GeoIP: country, asn, as_org), each value only of its own type."""
+    geo = request.get("geo")
+    if not isinstance(geo, Mapping):
+        return _EMPTY
+    kinds = {"country": str, "asn": int, "as_org": str}
+    return {key: value for key, kind in kinds.items() if type(value := geo.get(key)) is kind}
+
+
 def _reason(record: Mapping[str, Any]) -> Any:
     return _part(record, "decision").get("reason") or _part(record, "detail").get("reason")
 
@@ -282,6 +295,10 @@ def to_ecs(record: Mapping[str, Any]) -> dict[str, Any]:
     _put(doc, "user.id", user)
     _put(doc, "user.group.name", _groups(principal))
     _put(doc, "source.ip", ip)
+    geo = _geo(request)
+    _put(doc, "source.geo.country_iso_code", geo.get("country"))
+    _put(doc, "source.as.number", geo.get("asn"))
+    _put(doc, "source.as.organization.name", geo.get("as_org"))
     _put(doc, "user_agent.original", request.get("user_agent"))
     _put(doc, "http.request.id", request.get("id"))
     _put(doc, "rule.name", _part(record, "decision").get("rule"))
@@ -382,6 +399,10 @@ def to_ocsf(record: Mapping[str, Any]) -> dict[str, Any]:
     _put(doc, "api.request.uid", request.get("id"))
     _put(doc, "api.service.name", _part(record, "resource").get("backend"))
     _put(doc, "src_endpoint.ip", _ip(request.get("source_ip")))
+    geo = _geo(request)
+    # OCSF 1.1's endpoint has a location but no autonomous system: the ASN stays in
+    # unmapped (keyledger.request.geo).
+    _put(doc, "src_endpoint.location.country", geo.get("country"))
     _put(doc, "http_request.user_agent", request.get("user_agent"))
     _put(doc, "resources", _ocsf_resources(record))
     _put(doc, "metadata.version", OCSF_VERSION)

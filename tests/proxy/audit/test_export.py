@@ -59,6 +59,16 @@ def access(
     )
 
 
+GEO = {"country": "DE", "asn": 3320, "as_org": "Deutsche Telekom AG"}
+
+
+def with_geo(geo: dict[str, Any], source_ip: str = "203.0.113.7") -> list[dict[str, Any]]:
+    """A sealed access event as GeoIP enriches it (request.geo)."""
+    records = sealed(access(source_ip=source_ip))
+    records[0]["request"]["geo"] = geo
+    return records
+
+
 def auth_failure() -> AuditEvent:
     return auth_failure_event(
         at=AT,
@@ -282,6 +292,23 @@ class TestEcs:
         assert "ip" not in doc.get("related", {})
         assert field(doc, "keyledger.request.source_ip") == value
 
+    def test_geoip_is_source_geo_and_as(self) -> None:
+        """GeoIP's request.geo is ECS source.geo and source.as, and stays under keyledger."""
+        doc = only(with_geo(GEO), "ecs")
+
+        assert doc["source"] == {
+            "ip": "203.0.113.7",
+            "geo": {"country_iso_code": "DE"},
+            "as": {"number": 3320, "organization": {"name": "Deutsche Telekom AG"}},
+        }
+        assert field(doc, "keyledger.request.geo") == GEO
+
+    def test_geoip_outlives_a_minimised_address(self) -> None:
+        """A truncated address is no source.ip, but where it was still is source.geo."""
+        doc = only(with_geo({"country": "DE"}, source_ip="203.0.113.0/24"), "ecs")
+
+        assert doc["source"] == {"geo": {"country_iso_code": "DE"}}
+
     def test_ipv6_source(self) -> None:
         """An IPv6 caller is a source.ip like any other."""
         assert field(only(sealed(access(source_ip="2001:db8::7")), "ecs"), "source.ip") == (
@@ -440,6 +467,14 @@ class TestOcsf:
         assert (doc["type_uid"], doc["type_name"]) == (600399, "API Activity: Other")
         assert (doc["status_id"], doc["status"]) == (0, "Unknown")
         assert field(doc, "unmapped.keyledger.detail") == {"event": "start"}
+
+    def test_geoip_is_src_endpoint_location(self) -> None:
+        """OCSF 1.1's endpoint has a location (the country) and no autonomous system: the
+        ASN stays with the rest of keyledger's event in unmapped."""
+        doc = only(with_geo(GEO), "ocsf")
+
+        assert doc["src_endpoint"] == {"ip": "203.0.113.7", "location": {"country": "DE"}}
+        assert field(doc, "unmapped.keyledger.request.geo") == GEO
 
     def test_pseudonymised_source_is_not_an_ip(self) -> None:
         """src_endpoint.ip is only ever a real address."""
