@@ -14,8 +14,9 @@ order). Both block (files, boto3): call them from a worker thread. What a copy h
   Each poll lists the chains, then each chain after the last object read in an unbroken
   run of seqs; an object that shows up late (a listing that lags, on a store with eventual
   consistency) is still read, and after ``gap_wait`` a run that stays broken is given up
-  on (a segment removed before it was shipped). The date is the first event's, so the
-  history starts listing a day before ``since``.
+  on (a segment removed before it was shipped). A chain with no new object for ten
+  minutes is listed once a minute, for a day once every ten minutes. The date is the
+  first event's, so the history starts listing a day before ``since``.
 - **CloudWatch Logs**: one stream per chain; GetLogEvents with each stream's forward
   token, the streams listed again at each poll (a new replica or worker is a new stream).
 """
@@ -146,14 +147,21 @@ _DOWNLOADS = 8  # objects fetched at once
 _AHEAD = 4  # objects a chain fetches ahead of the one being read
 
 
+# A chain that has had no new object for a while (a replica or a pod that is gone: pods
+# get new names, so their chains pile up) is listed less often: (quiet for, list every).
+_QUIET = ((24 * 3600.0, 600.0), (600.0, 60.0))
+
+
 @dataclass(slots=True)
 class _Run:
     """Where one chain's objects have been read to."""
 
     after: str  # listing goes on after this key: every object up to it has been read
+    last_new: float  # when an object of it was last found (or it was first seen; monotonic)
     next_seq: int | None = None  # the seq the next object must start at (None: unknown)
     ahead: dict[str, tuple[int, int]] = field(default_factory=dict)  # read past a gap
     gap_since: float | None = None  # when the run first stayed broken (monotonic)
+    next_listing: float = 0.0  # not listed again before this (monotonic)
 
 
 class S3Source:
@@ -263,7 +271,8 @@ class S3Source:
             for chain in self._chains()
         }
         for chain, keys in listed.items():
-            run = _Run(after=keys[-1] if keys else f"{self._prefix}{chain}/{start}")
+            after = keys[-1] if keys else f"{self._prefix}{chain}/{start}"
+            run = _Run(after=after, last_new=self._clock())
             if keys:
                 run.next_seq = _seqs(keys[-1])[1] + 1
             self._runs[chain] = run
@@ -283,11 +292,20 @@ class S3Source:
     def poll(self) -> list[Record]:
         found: list[Record] = []
         for chain in self._chains():
-            run = self._runs.setdefault(chain, _Run(after=f"{self._prefix}{chain}/"))
+            now = self._clock()
+            run = self._runs.get(chain)
+            if run is None:
+                run = self._runs[chain] = _Run(after=f"{self._prefix}{chain}/", last_new=now)
+            if now < run.next_listing:
+                continue  # quiet for long: listed now and then
             keys = [k for k in self._batches(chain, run.after, _LIST_PAGE) if k not in run.ahead]
             for key, records in self._read(keys):
                 run.ahead[key] = _seqs(key)
                 found += records
+            if keys:
+                run.last_new = now
+            quiet = now - run.last_new
+            run.next_listing = now + next((every for over, every in _QUIET if quiet >= over), 0)
             self._advance(chain, run)
         return found
 
@@ -328,6 +346,7 @@ def _seqs(key: str) -> tuple[int, int]:
 class _Stream:
     start_ms: int  # the same on every call: the forward token is relative to it
     token: str | None = None
+    foreign: bool = False  # a message that is not an event was seen (and said so)
 
 
 class CloudWatchSource:
@@ -415,6 +434,9 @@ class CloudWatchSource:
                 record = _parse(event["message"])
                 if record is not None:
                     yield record
+                elif not stream.foreign:
+                    stream.foreign = True
+                    self._warn(f"{self._group}/{name}: a message that is no audit event; skipped")
             # The documented end: the same forward token comes back.
             done = page.get("nextForwardToken") in (None, stream.token)
             stream.token = page.get("nextForwardToken") or stream.token

@@ -293,6 +293,57 @@ class TestS3:
             "going on without it (`keyledger audit verify` lists what a copy is missing)"
         ]
 
+    def test_a_chain_quiet_for_ten_minutes_is_listed_once_a_minute(
+        self, tmp_path: Path, bucket: str, s3_sink: S3Sink
+    ) -> None:
+        """A chain with no new object for ten minutes (a pod that is gone: pods get new
+        names, so chains pile up) is listed once a minute, and read when it writes again;
+        a busy chain is listed at every poll."""
+        chains = Chains(tmp_path, **{"gone": [denied(0), denied(1)], "busy": [denied(0)] * 4})
+        clock = [0.0]
+        listed: list[str] = []
+        s3 = boto3.client("s3")
+
+        class Counting:
+            """The S3 client, counting the listings of a chain's objects."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(s3, name)
+
+            def list_objects_v2(self, **kwargs: Any) -> Any:
+                listed.append(kwargs["Prefix"].split("/")[1])
+                return s3.list_objects_v2(**kwargs)
+
+        source = S3Source(f"s3://{bucket}/prod", client=Counting(), clock=lambda: clock[0])
+
+        async def scenario() -> list[list[tuple[str, int]]]:
+            await s3_sink.send(chains.batch("gone", 1, 1))
+            await s3_sink.send(chains.batch("busy", 1, 1))
+            list(source.history(EventFilter(since=T0)))
+            polls = []
+            for at, chain, seq in (
+                (601, "busy", 2),
+                (620, "busy", 3),
+                (640, "gone", 2),
+                (661, "busy", 4),
+            ):
+                clock[0] = at
+                await s3_sink.send(chains.batch(chain, seq, seq))
+                listed.clear()
+                found = source.poll()
+                polls.append(
+                    [(r["chain"]["id"], r["chain"]["seq"]) for r in found]
+                    + [("listed", len(listed))]
+                )
+            return polls
+
+        assert asyncio.run(scenario()) == [
+            [("busy", 2), ("listed", 2)],  # both listed: gone has been quiet for 601s
+            [("busy", 3), ("listed", 1)],  # gone is not listed again before 661s
+            [("listed", 1)],  # its new object waits
+            [("busy", 4), ("gone", 2), ("listed", 2)],
+        ]
+
     def test_a_bucket_that_is_not_there_says_so(self, aws_env: str) -> None:
         with pytest.raises(SourceError, match="listing s3://no-such-bucket-kl/: NoSuchBucket"):
             list(S3Source("s3://no-such-bucket-kl").history(EventFilter()))
