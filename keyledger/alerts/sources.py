@@ -18,7 +18,8 @@ order). Both block (files, boto3): call them from a worker thread. What a copy h
   minutes is listed once a minute, for a day once every ten minutes. The date is the
   first event's, so the history starts listing a day before ``since``.
 - **CloudWatch Logs**: one stream per chain; GetLogEvents with each stream's forward
-  token, the streams listed again at each poll (a new replica or worker is a new stream).
+  token, the streams listed again at each poll (a new replica or worker is a new stream);
+  a stream quiet for ten minutes is read once a minute, for a day once every ten minutes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ __all__ = [
 Record = dict[str, Any]
 
 _EVERYTHING = EventFilter()
+# A chain with nothing new for a while (a replica or a pod that is gone: pods get new names,
+# so their chains pile up) is read less often: (quiet for at least, then read every), s.
+_QUIET = ((24 * 3600.0, 600.0), (600.0, 60.0))
 
 
 class SourceError(Exception):
@@ -145,11 +149,6 @@ _BATCH = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{12})-(\d{12})\.jsonl\.gz$")
 _LIST_PAGE = 100  # keys per listing call while following: new objects, then a few others
 _DOWNLOADS = 8  # objects fetched at once
 _AHEAD = 4  # objects a chain fetches ahead of the one being read
-
-
-# A chain that has had no new object for a while (a replica or a pod that is gone: pods
-# get new names, so their chains pile up) is listed less often: (quiet for, list every).
-_QUIET = ((24 * 3600.0, 600.0), (600.0, 60.0))
 
 
 @dataclass(slots=True)
@@ -345,15 +344,22 @@ def _seqs(key: str) -> tuple[int, int]:
 @dataclass(slots=True)
 class _Stream:
     start_ms: int  # the same on every call: the forward token is relative to it
+    last_new: float  # when an event of it was last found (or it was first seen; monotonic)
     token: str | None = None
     foreign: bool = False  # a message that is not an event was seen (and said so)
+    next_read: float = 0.0  # not read again before this (monotonic)
 
 
 class CloudWatchSource:
     """``cloudwatch://GROUP`` (every stream: one per chain) or ``cloudwatch://GROUP/STREAM``."""
 
     def __init__(
-        self, url: str, *, client: Any = None, warn: Callable[[str], None] = lambda m: None
+        self,
+        url: str,
+        *,
+        client: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        warn: Callable[[str], None] = lambda m: None,
     ) -> None:
         target = url.removeprefix("cloudwatch://")
         if not target:
@@ -365,6 +371,7 @@ class CloudWatchSource:
         self._only: str | None = None  # one stream, when the URL names one
         self._streams: dict[str, _Stream] = {}
         self._since_ms = 0
+        self._clock = clock
         self._warn = warn
 
     def _logs(self) -> Any:
@@ -446,7 +453,7 @@ class CloudWatchSource:
     def history(self, filt: EventFilter) -> Iterator[Record]:
         self._since_ms = int(filt.since.timestamp() * 1000) if filt.since is not None else 0
         names = self._stream_names()
-        self._streams = {name: _Stream(self._since_ms) for name in names}
+        self._streams = {name: _Stream(self._since_ms, self._clock()) for name in names}
         matches = filt.matches
         return merge_by_time(
             (r for r in self._events(name, stream) if matches(r))
@@ -456,9 +463,18 @@ class CloudWatchSource:
     def poll(self) -> list[Record]:
         found: list[Record] = []
         for name in self._stream_names():
-            # A stream that appeared since (a new replica or worker): all of it is new.
-            stream = self._streams.setdefault(name, _Stream(self._since_ms))
-            found += self._events(name, stream)
+            now = self._clock()
+            stream = self._streams.get(name)
+            if stream is None:  # appeared since (a new replica or worker): all of it is new
+                stream = self._streams[name] = _Stream(self._since_ms, now)
+            if now < stream.next_read:
+                continue  # quiet for long (a pod that is gone): read now and then
+            new = list(self._events(name, stream))
+            if new:
+                stream.last_new = now
+            quiet = now - stream.last_new
+            stream.next_read = now + next((every for over, every in _QUIET if quiet >= over), 0)
+            found += new
         return found
 
     def close(self) -> None:
