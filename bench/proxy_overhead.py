@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/proxy_overhead.py [--quick] [--json] [--log-level info|warning]
 
-Three measurements, each server in its own process, all on 127.0.0.1:
+Four measurements, each server in its own process, all on 127.0.0.1:
 
 (a) Latency as an application sees it: boto3 ``get_secret_value`` called sequentially,
     p50/p99, straight to the upstream, through a bare pass-through proxy and through
@@ -15,11 +15,27 @@ Three measurements, each server in its own process, all on 127.0.0.1:
     ``journal_closed`` line keyledger logs at shutdown.
 (c) The same load through the bare pass-through (``bench/passthrough.py``: one more aiohttp
     hop, no auth, policy or audit) as the baseline. Target: keyledger >= 0.9 x baseline.
-    The two targets take turns (A B B A, 5 s each after 1 s warm-up) so that a busy spell
-    on a shared machine hits both; the CPU time each process used per request, and how
-    many cores the proxy kept busy, say where the limit is (a proxy near 1.00 core is
+    The targets take turns (A B C C B A, 5 s each after 1 s warm-up) so that a busy spell
+    on a shared machine hits all of them; the CPU time each process used per request, and
+    how many cores the proxy kept busy, say where the limit is (a proxy near 1.00 core is
     bound by its one event loop; a 2-core machine shared by three processes caps the
     baseline). CPU used by processes outside the benchmark is measured and warned about.
+(d) The same load through a second keyledger, configured as (b) plus alert rules
+    (``alerts_throughput_ratio`` = its req/s / (b)'s, target >= 0.95; the rows run
+    next to each other, and each round's pair is shown). The rules (``write_alert_rules``,
+    written into the work folder) are one of each detector that can judge the load's
+    calls, each on its everyday path: a deny_burst by principal (allowed calls stop at the
+    effect test), a rate by secret (fires every 5,001 calls, held back after the first), a
+    bulk_read, a canary on a secret the load never reads, an off_hours with a filter whose
+    working hours are flipped halfway through each measured run (rule file rewritten,
+    SIGHUP), so it fires on about half the calls and suppression is exercised, and a
+    first_seen of secret with 1d learning (learning, so silent). One ``stdout``
+    destination, which is keyledger's standard output, a file here: the few alerts that
+    go out take the whole way (journal event, queue, writer thread) at no measurable cost,
+    and the bench can see them. At three quarters of each run the bench calls the canary
+    secret and times until that alert is in the file; with /metrics' count of events
+    detection dropped (it must be 0), that shows detection kept up rather than fell
+    behind off the request path (the exit status is 1 otherwise).
 
 Why a stand-in upstream (``bench/upstream.py``) rather than moto: moto closes every
 connection and tops out near 400 requests/s, so its own cost would hide the proxy's. The
@@ -33,6 +49,20 @@ gives the fsync count) is logged at info, so it is not seen at ``warning``.
 
 After the run, ``keyledger audit verify`` checks every journal written, and the number of
 events is compared with the number of requests served.
+
+Detection runs on keyledger's event loop, after the events are durable: its cost shows in
+throughput only while keyledger is bound by that loop (``proxy cores busy`` near 1.00),
+and hides in idle time below that. On a shared 2-core machine the two runs of a pair can
+differ by more than the 5% looked for, so the report gives, beside the ratio, the ratio
+per round, the proxy's CPU per request with the rules on against off, and detection
+replayed in the bench's own process over this run's alerts-on journal
+(``detection_cost``: ``orjson.loads`` + ``AlertEngine.feed`` per event, and its share of
+keyledger's CPU per request, which other processes move far less). To see where the time
+goes in keyledger itself, attach py-spy (in a venv of its own: ``pip install py-spy``) to
+the alerts-on keyledger (``keyledger serve --config .../alerts.yaml``) while its rows run,
+and look under ``AlertService._detect``::
+
+    py-spy record -r 200 -d 8 -f raw -o alerts.folded -p PID
 
 The cloud benchmarks (bench/cloud_bench.py and the scripts built on it) use this module's
 child processes, environments, keyledger set-up, latency loop, CPU accounting and report
@@ -53,13 +83,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -72,6 +106,10 @@ REGION = "us-east-1"
 SECRET_ID = "bench/db/password"
 P50_TARGET_MS = 1.0
 RATIO_TARGET = 0.9
+ALERTS_RATIO_TARGET = 0.95  # keyledger with alert rules on / the same with them off
+CANARY_SECRET_ID = "bench/db/admin-password-old"  # the policy allows it; the load never reads it
+OFF_HOURS_ZONE = "Europe/Berlin"
+LOAD_STARTUP_S = 0.4  # bench/load.py's start-up (imports) before its own clock starts, roughly
 UPSTREAM_CREDENTIALS = ("AKIABENCHUPSTREAM000", "bench-upstream-secret-not-checked")
 
 __all__ = ["main"]
@@ -251,11 +289,20 @@ bindings:
 
 
 def write_keyledger_config(
-    config: Path, *, port: int, journal: str, chain_id: str, log_level: str, store: str
+    config: Path,
+    *,
+    port: int,
+    journal: str,
+    chain_id: str,
+    log_level: str,
+    store: str,
+    extra: str = "",
+    admin_port: int = 0,
 ) -> None:
     """keyledger's config as every benchmark here runs it (identities, policies, the durable
     journal, the admin API, JSON logs); ``store`` is the YAML that says which store it fronts
-    and how (``backends:``, and ``tls:`` or ``frontends:`` where needed)."""
+    and how (``backends:``, and ``tls:`` or ``frontends:`` where needed); ``extra`` is more
+    top-level YAML (``alerts:``); ``admin_port`` 0 lets the kernel pick."""
     config.write_text(
         f"""\
 listen: {HOST}:{port}
@@ -263,14 +310,14 @@ identities:
   path: identities.json
   key_env: KEYLEDGER_IDENTITY_KEY
 policies: [policies/]
-{store}audit:
+{store}{extra}audit:
   journal: {journal}
   chain_id: {chain_id}
   fsync: true
   fingerprint_key_env: KEYLEDGER_FINGERPRINT_KEY
   checkpoints: {{key_file: checkpoint.key}}   # signed every 1000 events, as by default
 # As in production: the admin API up, every request counted in /metrics.
-admin: {{listen: "{HOST}:0"}}
+admin: {{listen: "{HOST}:{admin_port}"}}
 logging: {{format: json, level: {log_level}}}
 """,
         encoding="utf-8",
@@ -286,7 +333,14 @@ class Keyledger:
 
 
 def write_config(
-    workdir: Path, name: str, *, port: int, upstream: str, log_level: str
+    workdir: Path,
+    name: str,
+    *,
+    port: int,
+    upstream: str,
+    log_level: str,
+    extra: str = "",
+    admin_port: int = 0,
 ) -> Keyledger:
     config = workdir / f"{name}.yaml"
     write_keyledger_config(
@@ -295,6 +349,8 @@ def write_config(
         journal=f"audit-{name}",
         chain_id=f"bench-{name}",
         log_level=log_level,
+        extra=extra,
+        admin_port=admin_port,
         store=f"""\
 backends:
   aws:
@@ -578,10 +634,12 @@ def measure_throughput(
     settings: Settings,
     env: Mapping[str, str],
     credentials: tuple[str, str],
+    during: Mapping[str, Callable[[], contextlib.AbstractContextManager[Any]]] | None = None,
 ) -> dict[str, Throughput]:
-    """Closed-loop load on each target (name -> (process, port)), in the order A B B A ...
+    """Closed-loop load on each target (name -> (process, port)), in the order A B C C B A ...
 
-    Alternating the targets spreads slow periods of a shared machine over both.
+    Alternating the targets spreads slow periods of a shared machine over all of them.
+    ``during[name]()``, if given, is a context each load run on that target runs inside.
     """
     names = list(targets)
     order: list[str] = []
@@ -590,13 +648,15 @@ def measure_throughput(
     results = {name: Throughput() for name in names}
     for name in order:
         process, port = targets[name]
-        load_round(
-            results[name],
-            children,
-            {"proxy": process, "upstream": "upstream"},
-            "generator",
-            functools.partial(run_load, f"http://{HOST}:{port}", settings, env, credentials),
-        )
+        context = (during or {}).get(name, contextlib.nullcontext)
+        with context():
+            load_round(
+                results[name],
+                children,
+                {"proxy": process, "upstream": "upstream"},
+                "generator",
+                functools.partial(run_load, f"http://{HOST}:{port}", settings, env, credentials),
+            )
     return results
 
 
@@ -621,6 +681,269 @@ def load_round(
     others = machine_busy_s() - busy - ours - (time.process_time() - own)
     used["others"] = max(0.0, others)
     result.add(run, used, time.monotonic() - wall)
+
+
+# -- (d) alert rules on ----------------------------------------------------------------------
+
+
+def write_alert_rules(path: Path, *, inside: bool) -> None:
+    """The bench's alert rules, one of each detector that can judge the load's calls, each
+    on its everyday path: what a real rule set costs on every event.
+
+    ``inside``: whether now is within the off_hours rule's working hours (an 11-hour day
+    around now in Europe/Berlin, or one starting 2 hours from now). The bench flips it
+    halfway through each measured run, so that the rule fires on about half of the calls
+    and all but the first firing are held back (suppression); the rest of the file stays
+    the same, so the other rules keep their state across the reload.
+    """
+    zone = ZoneInfo(OFF_HOURS_ZONE)
+    start = datetime.now(UTC).astimezone(zone) + timedelta(hours=-3 if inside else 2)
+    end = start + timedelta(hours=11)
+    written = path.with_name(path.name + ".new")  # then renamed: never read half-written
+    written.write_text(
+        f"""\
+version: 1
+rules:
+  # Every call: allowed, so it stops at the effect test.
+  - id: bench-denied-repeatedly
+    severity: high
+    description: one caller was denied 5 times within a minute
+    deny_burst: {{count: 5, window: 1m, by: principal}}
+  # Every call counted in a one-minute window for its secret; the load trips it every
+  # 5,001 calls, and every firing after the first is held back (15m).
+  - id: bench-secret-hammered
+    severity: medium
+    description: one secret was called more than 5000 times within a minute
+    rate: {{count: 5000, window: 1m, by: secret}}
+  # Every read: the caller's distinct secrets within 10 minutes (one here: never fires).
+  - id: bench-bulk-read
+    severity: high
+    description: one caller read 20 distinct secrets within 10 minutes
+    bulk_read: {{count: 20, window: 10m}}
+  # Every call matched against the decoy; only the bench's own canary call trips it.
+  - id: bench-canary
+    severity: critical
+    description: the retired admin password was touched
+    suppress: 0s
+    canary: {{secrets: ["aws:{CANARY_SECRET_ID}"]}}
+  # A filter, then the working hours: about half of the calls fire (see above).
+  - id: bench-read-off-hours
+    severity: medium
+    description: a bench secret was read outside working hours
+    filter: {{secret: ["aws:bench/*"], action: [read], effect: [allow]}}
+    off_hours:
+      hours: {{days: mon-sun, from: "{start:%H:%M}", to: "{end:%H:%M}", timezone: {OFF_HOURS_ZONE}}}
+  # Every read remembered per (caller, secret); still learning (a fresh journal): silent.
+  - id: bench-first-secret
+    severity: low
+    description: a caller read a secret it had not read in a day
+    first_seen: {{of: secret, learning: 1d}}
+""",
+        encoding="utf-8",
+    )
+    written.replace(path)
+
+
+def alerts_config(rules: Path) -> str:
+    """The ``alerts:`` section of the alerts-on keyledger: the rules and one ``stdout``
+    destination (keyledger's standard output is a file here), so that the alerts that go
+    out travel the whole way: journal event, queue, writer thread."""
+    return f"""\
+alerts:
+  rules: [{rules}]
+  destinations: [{{type: stdout}}]
+"""
+
+
+class AlertsOn:
+    """What the bench does to the alerts-on keyledger (``process``) during each load run on
+    it: halfway through the measured window it flips the off_hours rule's working hours
+    (the rule file rewritten, then SIGHUP, so the reload is at once), and at three quarters
+    it calls the canary secret and times until that alert is on keyledger's standard
+    output: detection and delivery keeping up under load."""
+
+    def __init__(
+        self,
+        children: Children,
+        process: str,
+        rules: Path,
+        url: str,
+        credentials: tuple[str, str],
+        settings: Settings,
+    ) -> None:
+        self.children = children
+        self.process = process
+        self.rules = rules
+        self.settings = settings
+        self.inside = True
+        self.flips = 0
+        self.canary_answer_ms: list[float] = []
+        self.canary_alert_ms: list[float | None] = []  # None: not seen within 10 s
+        self.problems: list[str] = []
+        self._client = boto3_client(url, *credentials)
+        write_alert_rules(rules, inside=self.inside)
+
+    @contextlib.contextmanager
+    def during_run(self) -> Iterator[None]:
+        s = self.settings
+        measured_from = LOAD_STARTUP_S + s.load_warmup_s
+        timers = [
+            threading.Timer(measured_from + s.load_duration_s * 0.5, self._guarded(self._flip)),
+            threading.Timer(
+                measured_from + s.load_duration_s * 0.75, self._guarded(self._touch_canary)
+            ),
+        ]
+        for timer in timers:
+            timer.start()
+        try:
+            yield
+        finally:
+            for timer in timers:
+                timer.cancel()
+            for timer in timers:
+                timer.join()
+
+    def _guarded(self, work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # reported, not raised in a timer thread
+                self.problems.append(f"{work.__name__}: {exc!r}")
+
+        return run
+
+    def _flip(self) -> None:
+        self.inside = not self.inside
+        write_alert_rules(self.rules, inside=self.inside)
+        self.children.procs[self.process].send_signal(signal.SIGHUP)
+        self.flips += 1
+
+    def _touch_canary(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        before = self.canary_alerts()
+        sent = time.perf_counter()
+        with contextlib.suppress(BotoCoreError, ClientError):  # the stand-in has no such secret
+            self._client.get_secret_value(SecretId=CANARY_SECRET_ID)
+        self.canary_answer_ms.append((time.perf_counter() - sent) * 1000)
+        deadline = sent + 10
+        while time.perf_counter() < deadline:
+            if self.canary_alerts() > before:
+                self.canary_alert_ms.append((time.perf_counter() - sent) * 1000)
+                return
+            time.sleep(0.005)
+        self.canary_alert_ms.append(None)
+
+    def canary_alerts(self) -> int:
+        """Canary alerts keyledger's ``stdout`` destination has written so far."""
+        return self.delivered().get("bench-canary", 0)
+
+    def delivered(self) -> Counter[str]:
+        """Alerts on keyledger's standard output, by rule."""
+        found: Counter[str] = Counter()
+        with self.children.out(self.process).open("rb") as handle:
+            for line in handle:
+                with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+                    found[orjson.loads(line)["alert"]["rule"]] += 1
+        return found
+
+
+_METRIC = re.compile(
+    r"^(keyledger_alerts_total|keyledger_alerts_suppressed_total"
+    r"|keyledger_alert_events_dropped_total)(?:\{(.*)\})? (\S+)$",
+    re.M,
+)
+
+
+def alert_metrics(admin_port: int, token: str) -> dict[str, Any]:
+    """Alerts fired and held back by rule, and events detection never saw, from /metrics."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{admin_port}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback)
+        text = answer.read().decode()
+    fired: Counter[str] = Counter()
+    suppressed: Counter[str] = Counter()
+    dropped = 0
+    for name, labels, value in _METRIC.findall(text):
+        rule = m.group(1) if (m := re.search(r'rule="([^"]*)"', labels)) else ""
+        if name == "keyledger_alerts_total":
+            fired[rule] += int(float(value))
+        elif name == "keyledger_alerts_suppressed_total":
+            suppressed[rule] += int(float(value))
+        else:
+            dropped += int(float(value))
+    return {"fired": dict(fired), "suppressed": dict(suppressed), "events_dropped": dropped}
+
+
+def detection_cost(journal: Path, chain: str, workdir: Path, repeat: int = 3) -> dict[str, Any]:
+    """The alert service's work per event (``orjson.loads`` of the line, ``AlertEngine.feed``
+    with the bench's rules, the suppression metric), timed in this process over the lines
+    of this run's alerts-on journal, once with the calls inside the working hours and once
+    outside (the off_hours rule firing, held back): this thread's CPU time, the least of
+    ``repeat`` passes each, each pass with a fresh engine. Other processes move it far less
+    than the throughput ratio (only through the caches and cores they share); the share
+    of keyledger's CPU per request it comes to is about what the rules take off its
+    throughput while it is bound by its event loop (the task switch per batch and the
+    collector's time on a bigger heap are not in it)."""
+    from prometheus_client import CollectorRegistry
+
+    from keyledger.alerts.engine import AlertEngine
+    from keyledger.alerts.service import load_rules
+    from keyledger.proxy.metrics import AlertMetrics
+
+    lines = [
+        line
+        for segment in sorted(journal.glob(f"{chain}.*.jsonl"))
+        if not segment.name.endswith(".checkpoints.jsonl")
+        for line in segment.read_bytes().splitlines()
+        if line
+    ]
+    per_event: dict[str, float] = {}
+    for inside in (True, False):
+        rules_path = workdir / f"replay-{'inside' if inside else 'outside'}.yaml"
+        write_alert_rules(rules_path, inside=inside)
+        rules = load_rules([rules_path])
+        passes = []
+        for _ in range(repeat):
+            engine = AlertEngine(
+                rules, on_suppressed=AlertMetrics(CollectorRegistry()).alert_suppressed
+            )
+            started = time.thread_time()  # CPU time: a pass descheduled is not slower
+            for line in lines:
+                engine.feed(orjson.loads(line))
+            passes.append(time.thread_time() - started)
+        per_event["inside" if inside else "outside"] = (
+            min(passes) * 1e6 / len(lines) if lines else float("nan")
+        )
+    return {
+        "events": len(lines),
+        "us_per_event_inside_hours": per_event["inside"],
+        "us_per_event_outside_hours": per_event["outside"],
+        "us_per_event": (per_event["inside"] + per_event["outside"]) / 2,
+    }
+
+
+def alerts_summary(driver: AlertsOn, metrics: Mapping[str, Any], calls: int) -> dict[str, Any]:
+    """What the alert rules did during the alerts-on runs (``calls``: requests sent)."""
+    off_hours = "bench-read-off-hours"
+    fired_off_hours = metrics["fired"].get(off_hours, 0) + metrics["suppressed"].get(off_hours, 0)
+    seen = [ms for ms in driver.canary_alert_ms if ms is not None]
+    return {
+        **metrics,
+        "destination": "stdout, to a file",
+        "delivered": dict(driver.delivered()),
+        "off_hours_fired_share": fired_off_hours / calls if calls else float("nan"),
+        "rule_reloads": driver.flips,
+        "canary_answer_ms": driver.canary_answer_ms,
+        "canary_alert_ms": driver.canary_alert_ms,
+        "problems": driver.problems,
+        "kept_up": (
+            metrics["events_dropped"] == 0
+            and not driver.problems
+            and len(seen) == len(driver.canary_alert_ms) > 0
+        ),
+    }
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -649,7 +972,9 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keyledger-bench-") as tmp:
         workdir = Path(tmp)
         write_policy(workdir, "aws:bench/*")
-        up_port, pass_port, moto_port, kl_lat_port, kl_load_port, kl_moto_port = free_ports(6)
+        ports = free_ports(8)
+        up_port, pass_port, moto_port, kl_lat_port, kl_load_port, kl_moto_port = ports[:6]
+        kl_alerts_port, kl_alerts_admin_port = ports[6:]
         upstream = f"http://{HOST}:{up_port}"
         moto = f"http://{HOST}:{moto_port}"
         kl_lat = write_config(
@@ -661,7 +986,18 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
         kl_moto = write_config(
             workdir, "moto", port=kl_moto_port, upstream=moto, log_level=log_level
         )
-        instances = (kl_lat, kl_load, kl_moto)
+        # (d): the load instance again, with alert rules on.
+        rules = workdir / "alert-rules.yaml"
+        kl_alerts = write_config(
+            workdir,
+            "alerts",
+            port=kl_alerts_port,
+            upstream=upstream,
+            log_level=log_level,
+            extra=alerts_config(rules),
+            admin_port=kl_alerts_admin_port,
+        )
+        instances = (kl_lat, kl_load, kl_moto, kl_alerts)
 
         base_env = clean_env()
         kl_env = clean_env(
@@ -675,6 +1011,14 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
         credentials = create_identity(kl_lat.config, kl_env)
 
         children = Children(workdir)
+        alerts_on = AlertsOn(
+            children,
+            f"keyledger-{kl_alerts.name}",
+            rules,
+            f"http://{HOST}:{kl_alerts.port}",
+            credentials,
+            settings,
+        )
         try:
             children.start(
                 "upstream", [PYTHON, str(BENCH / "upstream.py"), "--port", str(up_port)], base_env
@@ -738,16 +1082,29 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
             )
             children.stop("moto")
 
-            # (c) and (b): the same closed-loop load, baseline and keyledger taking turns.
+            # (c), (b) and (d): the same closed-loop load, baseline, keyledger and keyledger
+            # with alert rules taking turns.
             load = measure_throughput(
                 children,
                 {
                     "passthrough": ("passthrough", pass_port),
                     "keyledger": (f"keyledger-{kl_load.name}", kl_load.port),
+                    "keyledger_alerts": (f"keyledger-{kl_alerts.name}", kl_alerts.port),
                 },
                 settings,
                 base_env,
                 credentials,
+                during={"keyledger_alerts": alerts_on.during_run},
+            )
+            alerts = alerts_summary(
+                alerts_on,
+                alert_metrics(kl_alerts_admin_port, kl_env["KEYLEDGER_ADMIN_TOKEN"]),
+                load["keyledger_alerts"].sent,
+            )
+            alerts["detection"] = detection_cost(kl_alerts.journal, "bench-alerts", workdir)
+            cpu_off = load["keyledger"].summary()["cpu_us_per_request"]["proxy"]
+            alerts["detection"]["share_of_proxy_cpu"] = (
+                alerts["detection"]["us_per_event"] / cpu_off
             )
 
             journals: dict[str, dict[str, Any]] = {}
@@ -771,6 +1128,7 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
             "latency": latency["keyledger"].ok_total,
             "load": load["keyledger"].ok_total,
             "moto": moto_latency["keyledger"].ok_total,
+            "alerts": load["keyledger_alerts"].ok_total,
         }
         for name, info in journals.items():
             info["requests_served_at_least"] = served[name]
@@ -787,6 +1145,7 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
             "moto_latency": {k: v.summary() for k, v in moto_latency.items()},
             "throughput": {name: result.summary() for name, result in load.items()},
             "journals": journals,
+            "alerts": alerts,
             "targets": targets(latency, load),
             "elapsed_s": round(time.monotonic() - started, 1),
         }
@@ -796,6 +1155,8 @@ def targets(latency: Mapping[str, Latency], load: Mapping[str, Throughput]) -> d
     overhead = latency["keyledger"].summary()["p50_ms"] - latency["direct"].summary()["p50_ms"]
     base, audited = load["passthrough"].summary()["rps"], load["keyledger"].summary()["rps"]
     ratio = audited / base if base else float("nan")
+    alerting = load["keyledger_alerts"].summary()["rps"]
+    alerts_ratio = alerting / audited if audited else float("nan")
     return {
         "p50_overhead_ms": overhead,
         "p50_overhead_target_ms": P50_TARGET_MS,
@@ -803,6 +1164,10 @@ def targets(latency: Mapping[str, Latency], load: Mapping[str, Throughput]) -> d
         "throughput_ratio": ratio,
         "throughput_ratio_target": RATIO_TARGET,
         "throughput_ratio_met": ratio >= RATIO_TARGET,
+        # keyledger with alert rules on / off, both audited, in the same run.
+        "alerts_throughput_ratio": alerts_ratio,
+        "alerts_throughput_ratio_target": ALERTS_RATIO_TARGET,
+        "alerts_throughput_ratio_met": alerts_ratio >= ALERTS_RATIO_TARGET,
     }
 
 
@@ -891,12 +1256,16 @@ def render(report: dict[str, Any]) -> str:
         row("moto via keyledger (reference)", moto["keyledger"], moto["direct"]),
         f"throughput: {s['concurrency']} concurrent signed GetSecretValue, stand-in upstream, "
         f"{s['load_rounds']} x {s['load_duration_s']:g} s each after {s['load_warmup_s']:g} s "
-        f"warm-up{', order A B B A' if s['load_rounds'] > 1 else ''}",
+        f"warm-up{', order A B C C B A' if s['load_rounds'] > 1 else ''}",
         f"{'':34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         "   CPU us/req: proxy upstream loadgen   proxy cores busy",
     ]
-    base, audited = tp["passthrough"], tp["keyledger"]
-    for label, data in (("bare pass-through", base), ("keyledger (audited, fsync)", audited)):
+    base, audited, alerting = tp["passthrough"], tp["keyledger"], tp["keyledger_alerts"]
+    for label, data in (
+        ("bare pass-through", base),
+        ("keyledger (audited, fsync)", audited),
+        ("keyledger, alert rules on", alerting),
+    ):
         errors = sum(data["errors"].values())
         cpu = data["cpu_us_per_request"]
         lines.append(
@@ -913,10 +1282,11 @@ def render(report: dict[str, Any]) -> str:
         if closed
         else "events/fsync n/a (no journal_closed line: it is logged at info)"
     )
-    lines += disturbed(m["cpus"], (base, audited))
+    lines += disturbed(m["cpus"], (base, audited, alerting))
     lines += [
         f"  keyledger / baseline = {ratio:.2f} x  [target >= {RATIO_TARGET:.1f}: {verdict}]",
         f"  keyledger journal: {group}",
+        *render_alerts(report),
     ]
     parts = []
     for name, info in report["journals"].items():
@@ -925,6 +1295,45 @@ def render(report: dict[str, Any]) -> str:
     lines.append("journal verify: " + "; ".join(parts))
     lines.append(f"total {report['elapsed_s']:.0f} s")
     return "\n".join(lines)
+
+
+def render_alerts(report: Mapping[str, Any]) -> list[str]:
+    """The alerts-on row's verdict, round by round, and what the rules did meanwhile."""
+    t, a = report["targets"], report["alerts"]
+    off, on = report["throughput"]["keyledger"], report["throughput"]["keyledger_alerts"]
+    # Rounds run K A | A K ...: the i-th run of each is a pair, next to each other in time.
+    rounds = ", ".join(
+        f"{b / o:.2f}" for o, b in zip(off["rounds_rps"], on["rounds_rps"], strict=True) if o
+    )
+    verdict = "ok" if t["alerts_throughput_ratio_met"] else "MISSED"
+    held = sum(a["suppressed"].values())
+    sent = sum(a["fired"].values())
+    seen = [f"{ms:.0f}" for ms in a["canary_alert_ms"] if ms is not None]
+    missing = len(a["canary_alert_ms"]) - len(seen)
+    canary = f"canary alert on stdout {', '.join(seen) or '-'} ms after the call (under load)" + (
+        f", {missing} NOT SEEN within 10 s" if missing else ""
+    )
+    cpu_off, cpu_on = off["cpu_us_per_request"]["proxy"], on["cpu_us_per_request"]["proxy"]
+    lines = [
+        f"  alert rules on / off = {t['alerts_throughput_ratio']:.3f} x (per round {rounds})"
+        f"  [target >= {ALERTS_RATIO_TARGET:.2f}: {verdict}]; proxy CPU per request "
+        f"{cpu_on - cpu_off:+.0f} us ({cpu_on / cpu_off - 1:+.1%})",
+        f"  alert rules: 6 (deny_burst, rate, bulk_read, canary, off_hours, first_seen), "
+        f"destination {a['destination']}; off_hours fired on {a['off_hours_fired_share']:.0%} "
+        f"of calls; {sent} alerts sent, {held} held back; {canary}; "
+        f"{a['events_dropped']} events dropped",
+    ]
+    d = a["detection"]
+    lines.append(
+        f"  detection replayed in this process on the alerts-on journal ({d['events']} events): "
+        f"{d['us_per_event']:.1f} us/event ({d['us_per_event_inside_hours']:.1f} in working "
+        f"hours, {d['us_per_event_outside_hours']:.1f} outside) = "
+        f"{d['share_of_proxy_cpu']:.1%} of keyledger's CPU per request (alerts off): about "
+        "what the rules take off its req/s while it is bound by its event loop"
+    )
+    if a["problems"]:
+        lines.append("  WARNING: " + "; ".join(a["problems"]))
+    return lines
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, quick: str) -> None:
@@ -977,7 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
         j["verify_intact"] and j["events_cover_requests"] and j["exit_code"] == 0
         for j in report["journals"].values()
     )
-    return 0 if ok else 1
+    return 0 if ok and report["alerts"]["kept_up"] else 1
 
 
 if __name__ == "__main__":
