@@ -44,6 +44,7 @@ import structlog
 
 from keyledger.proxy.audit.chain import ChainState, seal
 from keyledger.proxy.audit.checkpoints import Checkpoint, CheckpointFile, CheckpointSigner, Seal
+from keyledger.proxy.audit.clock import StepWatch
 from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
 from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
 from keyledger.proxy.audit.recovery import (
@@ -122,6 +123,8 @@ class Journal:
         minimise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         on_fsync: Callable[[float, int], None] | None = None,
         watch_s: float = 1.0,
+        clock_step_s: float = 1.0,  # a wall-clock step beyond this is a clock_step event
+        steps: StepWatch | None = None,  # the watch itself (tests give one a fake clock)
     ) -> None:
         self.directory = directory
         self.chain_id = validate_chain_id(chain_id)
@@ -144,6 +147,9 @@ class Journal:
         self._running = False
         self._written = _Mark(ChainState(chain_id), 0, None)
         self._durable = _Mark(ChainState(chain_id), 0, None)
+        # The latest time written: no event goes before it, whatever the wall clock says.
+        self._last_time = ""
+        self._steps = steps or StepWatch(clock_step_s)
         # Requests written since the fsync in flight started wait on this future.
         self._next_sync: asyncio.Future[None] | None = None
         self._next_sync_events = 0
@@ -363,11 +369,14 @@ class Journal:
         state, newest = mark.state, mark.checkpoint
         lines = []
         try:
+            if (step := self._steps.check()) is not None:
+                line, state = seal(self._in_order(_clock_step(step)), state)
+                lines.append(line)
             for event in events:
                 record = event.to_record()
                 if self._minimise is not None:
                     record = self._minimise(record)
-                line, state = seal(record, state)
+                line, state = seal(self._in_order(record), state)
                 lines.append(line)
             settings = self._checkpointing
             if settings is not None:
@@ -413,7 +422,7 @@ class Journal:
             previous=previous.seal if previous else None,
         )
         event = AuditEvent(type=EventType.CHECKPOINT, time=now, detail=signed.to_detail())
-        line, state = seal(event.to_record(), state)
+        line, state = seal(self._in_order(event.to_record()), state)
         return signed, line, state
 
     def _mark_durable(self, mark: _Mark, events: int, lines: Sequence[bytes]) -> None:
@@ -521,6 +530,16 @@ class Journal:
                 JournalUnavailable("the audit journal could not be written")
             )
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
+
+    def _in_order(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` timed no earlier than the latest time written (the journal's
+        fixed-width UTC times compare as strings)."""
+        moment = record["time"]
+        if moment < self._last_time:
+            record["time"] = self._last_time  # the wall clock stepped back
+        else:
+            self._last_time = moment
+        return record
 
     def _size_of_file(self) -> int | None:
         try:
@@ -633,7 +652,8 @@ class Journal:
             if lost is not None:
                 detail.update(_lost_detail(lost, self._durable.state.seq, previous.seq))
             line, state = seal(
-                AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record(), previous
+                self._in_order(AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()),
+                previous,
             )
             new = Segment(
                 self.chain_id, state.seq, segment_path(self.directory, self.chain_id, state.seq)
@@ -715,6 +735,7 @@ class Journal:
             born = datetime.fromisoformat(tail.first_time.replace("Z", "+00:00"))
             self._segment_born = born.timestamp()
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
+        self._last_time = max(self._last_time, tail.last_time)
 
     @property
     def _lock_path(self) -> Path:
@@ -787,6 +808,18 @@ class Journal:
             self._recovered["checkpoint_filed"] = in_journal.seq
             return in_journal
         return filed
+
+
+def _clock_step(step_s: float) -> dict[str, Any]:
+    detail = {
+        "event": "clock_step",
+        "step_s": round(step_s, 3),
+        "note": "the wall clock stepped back: events keep the latest time already written "
+        "until it passes it again"
+        if step_s < 0
+        else "the wall clock stepped forward",
+    }
+    return AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()
 
 
 def _unacknowledged(change: FileChange) -> JournalUnavailable:

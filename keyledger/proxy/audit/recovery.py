@@ -35,6 +35,7 @@ class Tail:
     size: int  # where that event's line ends
     torn: bytes  # anything after it: a write cut short
     first_time: str | None  # the time of the file's first event (segment age)
+    last_time: str = ""  # the time of its last complete event: new ones never go before it
 
 
 def read_tail(fd: int, size: int, path: Path, chain_id: str) -> Tail:
@@ -57,8 +58,10 @@ def read_tail(fd: int, size: int, path: Path, chain_id: str) -> Tail:
             return Tail(ChainState(chain_id), 0, data, None)
         window *= 4
     try:
-        chain = orjson.loads(last)["chain"]
+        record = orjson.loads(last)
+        chain = record["chain"]
         state = ChainState(chain_id, int(chain["seq"]), str(chain["hash"]))
+        last_time = record.get("time") if isinstance(record.get("time"), str) else ""
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CorruptJournal(
             f"the last line of {path.name} is not a keyledger event; run "
@@ -66,7 +69,7 @@ def read_tail(fd: int, size: int, path: Path, chain_id: str) -> Tail:
         ) from exc
     if chain.get("id") != chain_id:
         raise CorruptJournal(f"{path.name} holds chain {chain.get('id')!r}, not {chain_id!r}")
-    return Tail(state, start + end + 1, data[end + 1 :], first_time)
+    return Tail(state, start + end + 1, data[end + 1 :], first_time, last_time)
 
 
 def set_torn_tail_aside(path: Path, fd: int, good_size: int, torn: bytes) -> str:
