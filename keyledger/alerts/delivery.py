@@ -52,6 +52,7 @@ import structlog
 
 from keyledger.alerts.model import Alert, Destination, EventRef
 from keyledger.proxy.audit.events import format_time
+from keyledger.proxy.config import AlertDestinationConfig, require_key
 
 __all__ = [
     "SCHEMA",
@@ -75,6 +76,7 @@ __all__ = [
     "alert_id",
     "alertmanager_request",
     "build_destinations",
+    "settings_for",
     "slack_request",
     "verify_signature",
     "webhook_request",
@@ -731,3 +733,38 @@ def build_destinations(
             QueuedDestination(_sender(each, ca_file), settings=each, observer=observer)
         )
     return destinations
+
+
+def settings_for(d: AlertDestinationConfig) -> DestinationSettings:
+    """Settings for one destination as the config describes it, its URL and secret read
+    from where the config says (a file or an env var). Raises ConfigError or ValueError."""
+    kind = {
+        "stdout": StdoutSettings,
+        "alertmanager": AlertmanagerSettings,
+        "slack": SlackSettings,
+        "webhook": WebhookSettings,
+    }[d.type]
+    extra: dict[str, object] = {}
+    if d.type != "stdout":
+        extra["url"] = d.url or _secret(d, "url", d.url_env, d.url_file).decode()
+    if d.type == "alertmanager":
+        extra["generator_url"] = d.generator_url
+    if d.type == "webhook":
+        extra["secret"] = _secret(d, "secret", d.secret_env, d.secret_file)
+    settings: DestinationSettings = kind(
+        name=d.name,
+        queue_size=d.queue_size,
+        max_attempts=d.max_attempts,
+        timeout_s=d.timeout_s,
+        **extra,
+    )
+    return settings
+
+
+def _secret(d: AlertDestinationConfig, what: str, env: str | None, file: Path | None) -> bytes:
+    return require_key(
+        env=env,
+        file=file,
+        setting=f"{d.name}'s {what}_file",
+        missing=f"{d.name}: the env var {env} holds no {what}",
+    )

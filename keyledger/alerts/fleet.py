@@ -63,12 +63,11 @@ def event_source(text: str, *, warn: Callable[[str], None] = lambda m: None) -> 
 
 def destinations_for(config: Any) -> list[Destination]:
     """The alert destinations a proxy's config names, built as the proxy builds them."""
-    from keyledger.alerts.delivery import build_destinations
-    from keyledger.proxy.app import _destination  # to move beside build_destinations
+    from keyledger.alerts.delivery import build_destinations, settings_for
     from keyledger.proxy.config import ConfigError
 
     try:
-        return build_destinations(_destination(d) for d in config.alerts.destinations)
+        return build_destinations(settings_for(d) for d in config.alerts.destinations)
     except (ConfigError, ValueError) as exc:
         raise SourceError(f"{config.source}: alerts.destinations: {exc}") from exc
 

@@ -21,14 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
-from keyledger.alerts.delivery import (
-    AlertmanagerSettings,
-    DestinationSettings,
-    SlackSettings,
-    StdoutSettings,
-    WebhookSettings,
-    build_destinations,
-)
+from keyledger.alerts.delivery import build_destinations, settings_for
 from keyledger.alerts.rules import AlertRuleError
 from keyledger.alerts.service import AlertService, load_rules
 from keyledger.backends import Backend, BackendError
@@ -54,7 +47,6 @@ from keyledger.proxy.auth.lifecycle import IdentityRecorder
 from keyledger.proxy.auth.oidc import OidcVerifier, http_fetch
 from keyledger.proxy.auth.sessions import SessionSealer
 from keyledger.proxy.config import (
-    AlertDestinationConfig,
     Config,
     ConfigError,
     is_loopback_host,
@@ -589,7 +581,7 @@ def _alerting(config: Config, journal: Journal, registry: CollectorRegistry) -> 
             + "\n".join(exc.problems)
         ) from exc
     try:
-        destinations = [_destination(d) for d in settings.destinations]
+        destinations = [settings_for(d) for d in settings.destinations]
     except (ConfigError, ValueError) as exc:
         raise StartupError(f"{config.source}: alerts.destinations: {exc}") from exc
     metrics = AlertMetrics(registry)
@@ -600,40 +592,6 @@ def _alerting(config: Config, journal: Journal, registry: CollectorRegistry) -> 
         destinations=build_destinations(destinations, observer=metrics),
         observer=metrics,
         backlog=settings.backlog,
-    )
-
-
-def _destination(d: AlertDestinationConfig) -> DestinationSettings:
-    """Settings for one destination, its URL and secret read from where the config says."""
-    kind = {
-        "stdout": StdoutSettings,
-        "alertmanager": AlertmanagerSettings,
-        "slack": SlackSettings,
-        "webhook": WebhookSettings,
-    }[d.type]
-    extra: dict[str, object] = {}
-    if d.type != "stdout":
-        extra["url"] = d.url or _secret(d, "url", d.url_env, d.url_file).decode()
-    if d.type == "alertmanager":
-        extra["generator_url"] = d.generator_url
-    if d.type == "webhook":
-        extra["secret"] = _secret(d, "secret", d.secret_env, d.secret_file)
-    settings: DestinationSettings = kind(
-        name=d.name,
-        queue_size=d.queue_size,
-        max_attempts=d.max_attempts,
-        timeout_s=d.timeout_s,
-        **extra,
-    )
-    return settings
-
-
-def _secret(d: AlertDestinationConfig, what: str, env: str | None, file: Path | None) -> bytes:
-    return require_key(
-        env=env,
-        file=file,
-        setting=f"{d.name}'s {what}_file",
-        missing=f"{d.name}: the env var {env} holds no {what}",
     )
 
 
