@@ -127,21 +127,29 @@ def _is_call(record: Mapping[str, Any]) -> bool:
 
 
 class _Window:
-    """The events of one key within a window, oldest first."""
+    """The times of one key's events within a window, oldest first, and its latest few
+    events themselves: an alert names at most MAX_REFS, made only when one goes out."""
 
-    __slots__ = ("events",)
+    __slots__ = ("recent", "times")
 
     def __init__(self) -> None:
-        self.events: deque[tuple[datetime, EventRef]] = deque()
+        self.times: deque[datetime] = deque()
+        self.recent: deque[tuple[datetime, Mapping[str, Any]]] = deque(maxlen=MAX_REFS)
 
-    def add(self, at: datetime, ref: EventRef, span: timedelta) -> int:
-        self.events.append((at, ref))
-        while self.events and self.events[0][0] <= at - span:
-            self.events.popleft()
-        return len(self.events)
+    def add(self, at: datetime, record: Mapping[str, Any], span: timedelta) -> int:
+        self.times.append(at)
+        self.recent.append((at, record))
+        while self.times and self.times[0] <= at - span:
+            self.times.popleft()
+        return len(self.times)
 
-    def refs(self) -> tuple[EventRef, ...]:
-        return tuple(ref for _, ref in list(self.events)[-MAX_REFS:])
+    def take_refs(self, at: datetime, span: timedelta) -> tuple[EventRef, ...]:
+        """The window's latest events, and an empty window: the next alert needs a burst
+        of its own."""
+        refs = tuple(EventRef.of(r) for t, r in self.recent if t > at - span)
+        self.times.clear()
+        self.recent.clear()
+        return refs
 
 
 class _Keyed:
@@ -174,11 +182,10 @@ class _Counting(_Keyed):
         self.sweep(at)
         window: _Window = self.seen.get(key, (at, None))[1] or _Window()
         self.seen[key] = (at, window)
-        count = window.add(at, EventRef.of(record), d.window)
+        count = window.add(at, record, d.window)
         if count < d.count or (d.kind == "rate" and count == d.count):
             return None
-        refs = window.refs()
-        window.events.clear()  # the next alert needs a burst of its own
+        refs = window.take_refs(at, d.window)
         what = "denials" if d.kind == "deny_burst" else "calls"
         return Firing(
             f"{d.by} {key}",
@@ -209,16 +216,16 @@ class _BulkRead(_Keyed):
             return None
         self.sweep(at)
         principal = principal_of(record)
-        reads: OrderedDict[str, tuple[datetime, EventRef]]
+        reads: OrderedDict[str, tuple[datetime, Mapping[str, Any]]]
         reads = self.seen.get(principal, (at, None))[1] or OrderedDict()
         self.seen[principal] = (at, reads)
         reads.pop(secret, None)
-        reads[secret] = (at, EventRef.of(record))
+        reads[secret] = (at, record)
         while reads and next(iter(reads.values()))[0] <= at - self.detector.window:
             reads.popitem(last=False)
         if len(reads) < self.detector.count:
             return None
-        refs = tuple(ref for _, ref in list(reads.values())[-MAX_REFS:])
+        refs = tuple(EventRef.of(r) for _, r in list(reads.values())[-MAX_REFS:])
         count = len(reads)
         reads.clear()
         window = self.detector.window
@@ -255,9 +262,18 @@ class _Canary:
 class _OffHours:
     def __init__(self, detector: OffHours) -> None:
         self.hours = detector.hours
+        # Windows are whole minutes: one verdict serves every event of a minute.
+        self._minute = -1
+        self._inside = False
 
     def observe(self, record: Mapping[str, Any], at: datetime) -> Firing | None:
-        if record.get("type") != "access" or any(w.holds_at(at) for w in self.hours.windows):
+        if record.get("type") != "access":
+            return None
+        minute = int(at.timestamp()) // 60
+        if minute != self._minute:
+            self._minute = minute
+            self._inside = any(w.holds_at(at) for w in self.hours.windows)
+        if self._inside:
             return None
         principal = principal_of(record)
 

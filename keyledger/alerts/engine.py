@@ -27,6 +27,8 @@ from keyledger.proxy.audit.filters import EventFilter
 
 __all__ = ["AlertEngine", "alert_from_record", "history_needed"]
 
+_ZERO = timedelta()
+
 
 @dataclass(slots=True)
 class _Armed:
@@ -80,7 +82,7 @@ class AlertEngine:
     def _let_through(self, rule: Rule, firing: Firing, at: datetime) -> Alert | None:
         slot = (rule.id, firing.key)
         last = self._last.get(slot)
-        if last is not None and timedelta() <= at - last < rule.suppress:
+        if last is not None and _ZERO <= at - last < rule.suppress:
             self._held[slot] = self._held.get(slot, 0) + 1
             if self._on_suppressed is not None:
                 self._on_suppressed(rule.id)

@@ -102,6 +102,7 @@ class AlertMetrics:
             ["destination", "reason"],
             registry=registry,
         )
+        self._suppressed: dict[str, Counter] = {}
         self.queue = Gauge(
             "keyledger_alert_queue_depth",
             "Alerts waiting for a destination",
@@ -114,7 +115,11 @@ class AlertMetrics:
         self.fired.labels(alert.rule, alert.severity.value).inc()
 
     def alert_suppressed(self, rule: str) -> None:
-        self.suppressed.labels(rule).inc()
+        # Told of every repeat held back, on the detection loop: the child once per rule.
+        child = self._suppressed.get(rule)
+        if child is None:
+            child = self._suppressed[rule] = self.suppressed.labels(rule)
+        child.inc()
 
     def alert_events_dropped(self, count: int) -> None:
         self.dropped.inc(count)
