@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -346,6 +346,8 @@ async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
     import aiohttp
     import orjson
 
+    from keyledger.proxy.audit.stream import server_sent_events
+
     token = _admin_token(args)
     params: list[tuple[str, str]] = [("last", str(args.lines))]
     for name in ("principal", "secret", "action", "effect", "protocol", "type"):
@@ -372,7 +374,7 @@ async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
             if response.status != 200:
                 body = await response.text()
                 raise AuditCliError(f"{url}: HTTP {response.status}: {body.strip()[:300]}")
-            async for event, data in _server_sent_events(response.content):
+            async for event, data in server_sent_events(response.content):
                 if event == "audit":
                     show(orjson.loads(data))
                 elif event == "replayed" and not args.follow:
@@ -393,21 +395,6 @@ async def _tail_url(args: argparse.Namespace, filt: Any, show: _Printer) -> int:
     except aiohttp.ClientError as exc:
         raise AuditCliError(f"{url}: {exc}") from exc
     return 0
-
-
-async def _server_sent_events(stream: Any) -> AsyncIterator[tuple[str, bytes]]:
-    """(event name, data) pairs of a text/event-stream body."""
-    event, data = "message", b""
-    async for raw in stream:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield event, data
-            event, data = "message", b""
-        elif line.startswith(b"event:"):
-            event = line[6:].strip().decode()
-        elif line.startswith(b"data:"):
-            data += line[5:].lstrip(b" ")
 
 
 def _admin_token(args: argparse.Namespace) -> str:

@@ -24,6 +24,7 @@ import orjson
 
 from keyledger.alerts.sources import SourceError
 from keyledger.proxy.audit.filters import EventFilter
+from keyledger.proxy.audit.stream import server_sent_events
 
 __all__ = ["MAX_REPLAY", "AdminStream", "admin_token"]
 
@@ -103,7 +104,7 @@ class AdminStream:
         since = filt.since.isoformat() if filt.since is not None else None
         self._response = await self._connect(since)
         found: list[Record] = []
-        async for event, data in _server_sent_events(self._response.content):
+        async for event, data in server_sent_events(self._response.content):
             if event == "replayed":
                 break
             if event == "audit":
@@ -135,7 +136,7 @@ class AdminStream:
                 if self._response is None:
                     self._response = await self._connect(self._newest)
                     replayed = []
-                    async for event, data in _server_sent_events(self._response.content):
+                    async for event, data in server_sent_events(self._response.content):
                         if event == "replayed":
                             break
                         if event == "audit" and (record := self._record(data)) is not None:
@@ -143,7 +144,7 @@ class AdminStream:
                     if replayed:
                         yield replayed
                 failures = 0
-                async for event, data in _server_sent_events(self._response.content):
+                async for event, data in server_sent_events(self._response.content):
                     if event == "audit" and (record := self._record(data)) is not None:
                         yield [record]
                     elif event == "dropped":
@@ -169,18 +170,3 @@ class AdminStream:
             with contextlib.suppress(Exception):
                 await self._session.close()
             self._session = None
-
-
-async def _server_sent_events(stream: Any) -> AsyncIterator[tuple[str, bytes]]:
-    """(event name, data) pairs of a text/event-stream body."""
-    event, data = "message", b""
-    async for raw in stream:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield event, data
-            event, data = "message", b""
-        elif line.startswith(b"event:"):
-            event = line[6:].strip().decode()
-        elif line.startswith(b"data:"):
-            data += line[5:].lstrip(b" ")

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 
 from keyledger.proxy.audit.filters import EventFilter
 
-__all__ = ["AuditBroadcaster", "Subscription"]
+__all__ = ["AuditBroadcaster", "Subscription", "server_sent_events"]
 
 
 class Subscription:
@@ -89,3 +89,19 @@ class AuditBroadcaster:
     def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.close()
+
+
+async def server_sent_events(stream: Any) -> AsyncIterator[tuple[str, bytes]]:
+    """(event name, data) pairs of a text/event-stream body: the admin stream as its
+    readers (`audit tail --url`, the fleet follower) take it."""
+    event, data = "message", b""
+    async for raw in stream:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield event, data
+            event, data = "message", b""
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            data += line[5:].lstrip(b" ")
