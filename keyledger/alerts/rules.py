@@ -30,12 +30,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from keyledger._yaml import YamlError, did_you_mean, load_located, where
+from keyledger._yaml import did_you_mean, where
 from keyledger.alerts.model import Severity
 from keyledger.policies.conditions import TimeWindows
 from keyledger.policies.loader import (
     Reader,
     is_policy_test_file,
+    read_documents,
     read_networks,
     read_time_windows,
 )
@@ -198,20 +199,7 @@ def load_alert_files(paths: Sequence[Path]) -> AlertRules:
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     digest = hashlib.sha256()
-    for path in paths:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            reader.problems.append(f"{path}: cannot read alert rule file: {exc.strerror}")
-            continue
-        digest.update(path.name.encode() + b"\0" + raw + b"\0")
-        try:
-            doc = load_located(path, raw.decode("utf-8"))
-        except (YamlError, UnicodeDecodeError) as exc:
-            reader.problems.append(str(exc) if isinstance(exc, YamlError) else f"{path}: {exc}")
-            continue
-        if doc is None:
-            continue
+    for path, doc in read_documents(paths, reader, digest, "alert rule file"):
         if not reader.keys(doc, _TOP_KEYS, "an alert rule file", f"{path}:1:1"):
             continue
         if type(doc.get("version", 1)) is not int or doc.get("version", 1) != 1:

@@ -25,7 +25,7 @@ import hashlib
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,28 @@ class Reader:
         return list(value)
 
 
+def read_documents(
+    paths: Sequence[Path], reader: Reader, digest: Any, what: str
+) -> Iterator[tuple[Path, Any]]:
+    """Each file's YAML, positions kept; a file that cannot be read or parsed is a problem
+    of ``reader``'s, an empty one is skipped. ``digest`` takes every file's name and bytes
+    (the set's hash)."""
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            reader.problems.append(f"{path}: cannot read {what}: {exc.strerror}")
+            continue
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        try:
+            doc = load_located(path, raw.decode("utf-8"))
+        except (YamlError, UnicodeDecodeError) as exc:
+            reader.problems.append(str(exc) if isinstance(exc, YamlError) else f"{path}: {exc}")
+            continue
+        if doc is not None:
+            yield path, doc
+
+
 def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     """Load and merge policy files; raise :class:`PolicyError` listing every problem."""
     if not paths:
@@ -198,20 +220,7 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet:
     merged = _Merged()
     bindings: list[tuple[Binding, Any]] = []
     digest = hashlib.sha256()
-    for path in paths:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            reader.problems.append(f"{path}: cannot read policy file: {exc.strerror}")
-            continue
-        digest.update(path.name.encode() + b"\0" + raw + b"\0")
-        try:
-            doc = load_located(path, raw.decode("utf-8"))
-        except (YamlError, UnicodeDecodeError) as exc:
-            reader.problems.append(str(exc) if isinstance(exc, YamlError) else f"{path}: {exc}")
-            continue
-        if doc is None:
-            continue
+    for path, doc in read_documents(paths, reader, digest, "policy file"):
         if not reader.keys(doc, _TOP_KEYS, "a policy file", f"{path}:1:1"):
             continue
         if type(doc.get("version", 1)) is not int or doc.get("version", 1) != 1:
