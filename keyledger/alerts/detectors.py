@@ -119,6 +119,16 @@ def asn_of(record: Mapping[str, Any]) -> int | None:
     return asn if type(asn) is int else None
 
 
+def calls_in(record: Mapping[str, Any]) -> int:
+    """How many calls an event stands for: one, or a flood's aggregate's count."""
+    detail = record.get("detail")
+    if type(detail) is dict and detail.get("aggregate") is True:
+        count = detail.get("count")
+        if type(count) is int and count > 0:
+            return count
+    return 1
+
+
 def _is_call(record: Mapping[str, Any]) -> bool:
     return record.get("type") in ("access", "auth_failure")
 
@@ -130,24 +140,27 @@ class _Window:
     """The times of one key's events within a window, oldest first, and its latest few
     events themselves: an alert names at most MAX_REFS, made only when one goes out."""
 
-    __slots__ = ("recent", "times")
+    __slots__ = ("recent", "times", "total")
 
     def __init__(self) -> None:
-        self.times: deque[datetime] = deque()
+        self.times: deque[tuple[datetime, int]] = deque()
+        self.total = 0  # the calls the window holds: an aggregate event stands for many
         self.recent: deque[tuple[datetime, Mapping[str, Any]]] = deque(maxlen=MAX_REFS)
 
-    def add(self, at: datetime, record: Mapping[str, Any], span: timedelta) -> int:
-        self.times.append(at)
+    def add(self, at: datetime, record: Mapping[str, Any], span: timedelta, weight: int) -> int:
+        self.times.append((at, weight))
+        self.total += weight
         self.recent.append((at, record))
-        while self.times and self.times[0] <= at - span:
-            self.times.popleft()
-        return len(self.times)
+        while self.times and self.times[0][0] <= at - span:
+            self.total -= self.times.popleft()[1]
+        return self.total
 
     def take_refs(self, at: datetime, span: timedelta) -> tuple[EventRef, ...]:
         """The window's latest events, and an empty window: the next alert needs a burst
         of its own."""
         refs = tuple(EventRef.of(r) for t, r in self.recent if t > at - span)
         self.times.clear()
+        self.total = 0
         self.recent.clear()
         return refs
 
@@ -182,7 +195,7 @@ class _Counting(_Keyed):
         self.sweep(at)
         window: _Window = self.seen.get(key, (at, None))[1] or _Window()
         self.seen[key] = (at, window)
-        count = window.add(at, record, d.window)
+        count = window.add(at, record, d.window, calls_in(record))
         if count < d.count or (d.kind == "rate" and count == d.count):
             return None
         refs = window.take_refs(at, d.window)

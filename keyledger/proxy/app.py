@@ -53,6 +53,7 @@ from keyledger.proxy.config import (
     require_key,
 )
 from keyledger.proxy.errors import ErrorKind, RequestError
+from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
 from keyledger.proxy.frontends.azure import AzureFrontend, VaultRoutes
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes
@@ -112,6 +113,7 @@ RELOADER = web.AppKey("reloader", PolicyReloader)
 IDENTITIES = web.AppKey("identities", IdentityRecorder)
 BROADCASTER = web.AppKey("broadcaster", AuditBroadcaster)
 ALERTS = web.AppKey("alerts", AlertService)
+FAILURES = web.AppKey("failures", FailureFold)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
 READINESS = web.AppKey("readiness", Readiness)
@@ -403,6 +405,13 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         on_fsync=metrics.fsync,
     )
 
+    # One fold for every protocol: a flood is one, whichever door it knocks on.
+    failures = FailureFold(
+        journal,
+        window_s=config.limits.auth_failure_window_s,
+        individual=config.limits.auth_failures_recorded,
+    )
+
     def gateway(frontend: Frontend, authenticator: Authenticator) -> Gateway:
         return Gateway(
             frontend=frontend,
@@ -413,6 +422,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             fingerprint=fingerprint,
             observer=metrics,
             geo=locate,
+            failures=failures,
         )
 
     oidc = _oidc_verifier(config, transports, store)
@@ -505,6 +515,8 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     # Shipping stops after the journal closes, so the closing events are shipped too.
     app.cleanup_ctx.append(_shipping_ctx)
     app.cleanup_ctx.append(_journal_ctx)
+    app[FAILURES] = failures
+    app.cleanup_ctx.append(_failures_ctx)
     app.cleanup_ctx.append(_reloader_ctx)
     app[IDENTITIES] = IdentityRecorder(store=store, journal=journal, folder=audit.journal)
     app.cleanup_ctx.append(_identities_ctx)
@@ -737,6 +749,18 @@ async def _alerts_ctx(app: web.Application) -> AsyncIterator[None]:
     await alerts.start()
     yield
     await alerts.close()
+
+
+async def _failures_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A flood's aggregate events, written as their windows close; the last ones before the
+    journal closes."""
+    failures = app[FAILURES]
+    task = asyncio.create_task(failures.run(), name="auth-failure-fold")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await failures.close()
 
 
 async def _reloader_ctx(app: web.Application) -> AsyncIterator[None]:

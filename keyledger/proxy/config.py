@@ -247,6 +247,10 @@ class LimitsConfig:
     max_clock_skew_s: int = 300
     # At SIGTERM: how long requests in flight may take to finish before they are cut off.
     shutdown_timeout_s: float = 20.0
+    # Sign-in failures of one source for one reason: this many per window are each an
+    # event; the rest of a flood is one aggregate event per window.
+    auth_failures_recorded: int = 10
+    auth_failure_window_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -709,13 +713,26 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
 
     limits_section = root.section("limits")
     limits_section.allow_only(
-        "max_body_bytes", "request_timeout_s", "max_clock_skew_s", "shutdown_timeout_s"
+        "max_body_bytes",
+        "request_timeout_s",
+        "max_clock_skew_s",
+        "shutdown_timeout_s",
+        "auth_failures_recorded",
+        "auth_failure_window",
     )
+    recorded = limits_section.get("auth_failures_recorded", int, 10)
+    if not 1 <= recorded <= 1_000_000:
+        raise limits_section._fail("auth_failures_recorded", "expected 1 to 1000000")
+    failure_window = limits_section.duration("auth_failure_window", 60.0)
+    if not 1 <= failure_window <= 3600:
+        raise limits_section._fail("auth_failure_window", "expected 1s to 1h")
     limits = LimitsConfig(
         max_body_bytes=limits_section.get("max_body_bytes", int, 1 << 20),
         request_timeout_s=limits_section.get("request_timeout_s", float, 30.0),
         max_clock_skew_s=limits_section.get("max_clock_skew_s", int, 300),
         shutdown_timeout_s=limits_section.duration("shutdown_timeout_s", 20.0),
+        auth_failures_recorded=recorded,
+        auth_failure_window_s=failure_window,
     )
 
     admin = _parse_admin(root, listen)

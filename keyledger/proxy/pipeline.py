@@ -49,6 +49,7 @@ from keyledger.proxy.errors import (
     ProxyError,
     RequestError,
 )
+from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.wire import Authenticator, Call, Frontend, WireRequest, WireResponse
 
 __all__ = ["Gateway", "PolicyHolder", "RequestObserver", "RequestTrace"]
@@ -127,9 +128,11 @@ class Gateway:
         fingerprint: Fingerprinter,
         observer: RequestObserver | None = None,
         geo: Callable[[str], GeoInfo | None] | None = None,
+        failures: FailureFold | None = None,
     ) -> None:
         """``geo``: where a source address is (the GeoIP databases), asked once per request;
-        None when none are configured."""
+        None when none are configured. ``failures``: folds a flood of sign-in failures
+        into aggregate events (shared by every protocol's gateway)."""
         self._frontend = frontend
         self._auth = authenticator
         self._policies = policies
@@ -138,6 +141,7 @@ class Gateway:
         self._fingerprint = fingerprint
         self._observer = observer
         self._geo = geo
+        self._failures = failures
         # Decided once: building the debug line for every event is not free.
         self._debug = log.is_enabled_for(logging.DEBUG)
 
@@ -500,20 +504,24 @@ class Gateway:
             )
 
     async def _record_auth_failure(self, ctx: _Ctx, exc: AuthError) -> None:
+        who = PrincipalInfo(
+            id=exc.principal_hint,
+            auth_method=exc.method or self._auth.method,
+            attributes=exc.claimed,
+        )
+        reason = exc.kind.value
+        if self._failures is not None and not self._failures.admit(
+            source=ctx.request.source_ip, reason=reason, request=ctx.request, principal=who
+        ):
+            return  # one of a flood: counted into its window's aggregate event
         await self._record(
             ctx,
             [
                 AuditEvent(
                     type=EventType.AUTH_FAILURE,
                     request=ctx.request,
-                    principal=PrincipalInfo(
-                        id=exc.principal_hint,
-                        auth_method=exc.method or self._auth.method,
-                        attributes=exc.claimed,
-                    ),
-                    outcome=Outcome(
-                        status=Status.DENIED, code=exc.kind.value, latency_ms=ctx.elapsed_ms()
-                    ),
+                    principal=who,
+                    outcome=Outcome(status=Status.DENIED, code=reason, latency_ms=ctx.elapsed_ms()),
                     detail={"reason": exc.message[:200]},
                 )
             ],

@@ -148,6 +148,22 @@ class TestDenyBurst:
         assert alert.key == "source 10.0.0.1"
 
 
+class TestFloods:
+    def test_a_floods_aggregate_counts_for_every_call_it_stands_for(
+        self, tmp_path: Path, stream: Stream
+    ) -> None:
+        """One aggregate auth_failure event for 40 folded failures trips a burst of 3 by
+        source, as 40 events would."""
+        by_source = DENY_BURST.replace("by: principal", "by: source")
+        flood = stream.event(T0, kind="auth_failure", principal=None, source="203.0.113.9")
+        flood["detail"] = {"aggregate": True, "count": 40}
+
+        (alert,) = fired(engine(tmp_path, by_source), [flood])
+
+        assert alert.key == "source 203.0.113.9"
+        assert alert.detail["count"] == 40
+
+
 class TestSuppression:
     def test_repeats_are_held_back_and_counted(self, tmp_path: Path, stream: Stream) -> None:
         """With suppress 10m, bursts two and three of one principal are held; the next

@@ -113,7 +113,12 @@ def test_a_revoked_key_is_refused_within_a_second_on_both_workers(
     served = start_proxy(
         tmp_path,
         moto_url,
-        extra={"policies": ["policies/", "load-policy.yaml"]},
+        extra={
+            "policies": ["policies/", "load-policy.yaml"],
+            # Every refusal an event of its own (not folded into a flood's aggregate):
+            # each call is matched to the worker that answered it.
+            "limits": {"auth_failures_recorded": 1_000_000},
+        },
         args=("--workers", "2"),
     )
     calls: list[Call] = []
