@@ -57,9 +57,10 @@ def test_keyledger_answers_while_nobody_reads_its_stderr(
         assert took < 60, took
 
         # The collector is back: what was queued comes out, newest requests included.
-        assert process.stderr is not None
+        stderr = process.stderr
+        assert stderr is not None
         lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+        reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
         reader.start()
         deadline = time.monotonic() + 10
         while sum(b'"event":"request"' in line for line in lines) < READS:
