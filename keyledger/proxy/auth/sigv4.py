@@ -177,9 +177,21 @@ class SigV4Authenticator:
                 f"SignedHeaders names {exc.args[0]!r}, which the request does not carry",
                 ErrorKind.MALFORMED_AUTH,
             ) from None
+        try:
+            to_sign = sigv4.string_to_sign(
+                timestamp=timestamp, scope=auth.scope, canonical=canonical
+            )
+        except UnicodeEncodeError:
+            # A signed header or path holding bytes that are not UTF-8 (aiohttp hands them
+            # over as surrogates): nothing an SDK signs, so nothing that can verify.
+            raise _refused(
+                principal,
+                key_id,
+                "the signed request holds bytes that are not UTF-8",
+                ErrorKind.MALFORMED_AUTH,
+            ) from None
         expected = sigv4.signature(
-            self._keys.key(secret, auth.date, auth.region, auth.service),
-            sigv4.string_to_sign(timestamp=timestamp, scope=auth.scope, canonical=canonical),
+            self._keys.key(secret, auth.date, auth.region, auth.service), to_sign
         )
         if not hmac.compare_digest(expected, auth.signature):
             raise _refused(principal, key_id, SIGNATURE_MISMATCH, ErrorKind.BAD_SIGNATURE)

@@ -21,6 +21,7 @@ from keyledger.backends import BackendError
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, ErrorKind, ProxyError, RequestError
+from keyledger.proxy.frontends.json_body import MAX_DEPTH, too_deep
 from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["OPERATIONS", "AwsFrontend"]
@@ -132,6 +133,11 @@ class AwsFrontend(FrontendDefaults):
         if not isinstance(params, dict):
             raise RequestError(
                 "the request body must be a JSON object", kind=ErrorKind.MALFORMED_BODY
+            )
+        if too_deep(params):
+            raise RequestError(
+                f"the request body nests deeper than {MAX_DEPTH} levels",
+                kind=ErrorKind.MALFORMED_BODY,
             )
 
         if operation == "ListSecrets":

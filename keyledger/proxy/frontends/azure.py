@@ -43,6 +43,7 @@ from keyledger.backends.azure.routes import (
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, AuthError, ErrorKind, ProxyError, RequestError
+from keyledger.proxy.frontends.json_body import MAX_DEPTH, too_deep
 from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["ACTIONS", "AzureFrontend", "Vault", "VaultRoutes"]
@@ -343,4 +344,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(parsed, dict):
         raise RequestError("The request body must be a JSON object.", kind=ErrorKind.MALFORMED_BODY)
+    if too_deep(parsed):
+        raise RequestError(
+            f"The request body nests deeper than {MAX_DEPTH} levels.",
+            kind=ErrorKind.MALFORMED_BODY,
+        )
     return parsed

@@ -36,6 +36,7 @@ from keyledger.backends.gcp.rest_routes import Route, route_for
 from keyledger.model import SecretRef, SecretResult
 from keyledger.proxy.errors import ErrorKind, ProxyError, RequestError
 from keyledger.proxy.frontends.gcp_common import ProjectRoutes, answer, call_for, status_for
+from keyledger.proxy.frontends.json_body import MAX_DEPTH, too_deep
 from keyledger.proxy.wire import Call, FrontendDefaults, WireRequest, WireResponse, caller_text
 
 __all__ = ["GcpRestFrontend"]
@@ -167,6 +168,11 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise RequestError(
             "Invalid JSON payload received. Expected an object.", kind=ErrorKind.MALFORMED_BODY
+        )
+    if too_deep(parsed):
+        raise RequestError(
+            f"Invalid JSON payload received. Nested deeper than {MAX_DEPTH} levels.",
+            kind=ErrorKind.MALFORMED_BODY,
         )
     return parsed
 
