@@ -548,21 +548,35 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     # answers, in its own shape, whatever else arrives). Without AWS, the first of the
     # others answers everything.
     if "gcp-rest" in gateways:
-        app.router.add_route("*", "/v1/{tail:.*}", handler("gcp-rest").handle)
+        app.router.add_route(
+            "*", "/v1/{tail:.*}", handler("gcp-rest").handle, expect_handler=_expect
+        )
     if "azure" in gateways:
         azure_handler = handler("azure").handle
         for prefix in ("", *vaults.prefixes):
             for collection in ("secrets", "deletedsecrets"):
                 path = f"{prefix}/{collection}{{tail:(/.*)?}}"
-                app.router.add_route("*", path, azure_handler)
+                app.router.add_route("*", path, azure_handler, expect_handler=_expect)
         if endpoints["azure"] is not None:  # keyledger as the authority azure-identity asks
-            app.router.add_route("POST", "/{tenant}/oauth2/v2.0/token", azure_handler)
+            app.router.add_route(
+                "POST", "/{tenant}/oauth2/v2.0/token", azure_handler, expect_handler=_expect
+            )
     fallback = next(p for p in ("aws-json", "gcp-rest", "azure") if p in gateways)
-    app.router.add_route("*", "/{tail:.*}", handler(fallback).handle)
+    app.router.add_route("*", "/{tail:.*}", handler(fallback).handle, expect_handler=_expect)
     if "gcp-grpc" in gateways and config.gcp.grpc_listen is not None:
         app[GRPC] = _grpc_listener(config, gateways["gcp-grpc"], inflight, shared_ports)
         app.cleanup_ctx.append(_grpc_ctx)
     return app
+
+
+async def _expect(request: web.Request) -> None:
+    """``Expect: 100-continue`` answered as aiohttp does; any other expectation ignored (as
+    HTTP allows) rather than refused by aiohttp itself: then the request reaches keyledger
+    and is answered in its protocol and audited like any other."""
+    expect = request.headers.get("Expect", "")
+    if request.version == aiohttp.HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the body proper has not started
 
 
 def request_reload(app: web.Application) -> None:
