@@ -47,6 +47,7 @@ class _Seen:
     groups: tuple[str, ...]
     expires: str | None
     created_by: str = ""
+    created: str = ""  # when it was issued: one identity's changes read in that order
     revoked_at: str = ""
     revoked_by: str = ""
 
@@ -58,6 +59,7 @@ class _Seen:
             "groups": list(self.groups),
             "expires": self.expires,
             "created_by": self.created_by,
+            "created": self.created,
             "revoked_at": self.revoked_at,
             "revoked_by": self.revoked_by,
         }
@@ -71,6 +73,7 @@ class _Seen:
             groups=tuple(value.get("groups", ())),
             expires=value.get("expires"),
             created_by=str(value.get("created_by", "")),
+            created=str(value.get("created", "")),
             revoked_at=str(value.get("revoked_at", "")),
             revoked_by=str(value.get("revoked_by", "")),
         )
@@ -89,6 +92,7 @@ def _current(store: IdentityStore) -> dict[str, _Seen]:
             groups=tuple(credential.groups),
             expires=credential.expires.isoformat() if credential.expires else None,
             created_by=credential.created_by,
+            created=credential.created,
             revoked_at=credential.revoked_at,
             revoked_by=credential.revoked_by,
         )
@@ -192,8 +196,12 @@ def _changes(
 ) -> Iterator[AuditEvent]:
     # A first start records every credential there is, as the state keyledger found.
     before = recorded or {}
-    # By identity, then kind: a change reads the same whatever order the store keeps.
-    ordered = sorted(current.items(), key=lambda item: (item[1].identity, item[1].kind, item[0]))
+    # By identity, then when issued (an old key retiring before its successor appears),
+    # then kind: a change reads the same whatever order the store keeps.
+    ordered = sorted(
+        current.items(),
+        key=lambda item: (item[1].identity, item[1].created, item[1].kind, item[0]),
+    )
     for key, now in ordered:
         was = before.get(key)
         if now.kind == "sessions":

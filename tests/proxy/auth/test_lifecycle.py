@@ -139,3 +139,27 @@ async def test_overlaps_cutoffs_and_who_did_it_are_recorded(
         "issued_before": cutoff.before.isoformat(),
         "by": "dave@ops",
     }
+
+
+async def test_one_identitys_changes_read_in_the_order_its_credentials_were_issued(
+    tmp_path: Path, journal: Journal
+) -> None:
+    """A key issued yesterday retires before its successor appears, whatever their ids."""
+    import json
+
+    key = Fernet.generate_key()
+    path = tmp_path / "identities.json"
+    cli = IdentityStore(path, key)
+    cli.create("svc-a")
+    recorder = IdentityRecorder(
+        store=IdentityStore(path, key), journal=journal, folder=tmp_path / "audit"
+    )
+    await recorder.check()
+    doc = json.loads(path.read_text())
+    doc["identities"][0]["created"] = "2026-12-06T09:00:00+00:00"  # as if issued yesterday
+    path.write_text(json.dumps(doc))
+    IdentityStore(path, key).rotate("svc-a", overlap=timedelta(hours=1))
+
+    assert await recorder.check() == 2
+    details = [e["detail"]["event"] for e in journal_events(tmp_path / "audit", "lifecycle")]
+    assert details[-2:] == ["identity_retiring", "identity_issued"]
