@@ -440,7 +440,9 @@ def test_a_second_demo_moves_its_admin_port_or_is_refused(tmp_path: Path) -> Non
 
         began = time.monotonic()
         second = subprocess.run(
-            [*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{free_port()}"],
+            # Its HTTPS and admin ports (+363, +1010) free too: the refusal must be the
+            # folder's, not a port some connection of the first demo happens to hold.
+            [*KEYLEDGER, "serve", "--dev", "--listen", f"127.0.0.1:{port_pair()}"],
             cwd=tmp_path,
             env=clean_env(),
             capture_output=True,
