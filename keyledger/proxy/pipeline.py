@@ -149,14 +149,7 @@ class Gateway:
         frontend = self._frontend
         operation = frontend.operation_name(wire)
         return _Ctx(
-            RequestInfo(
-                id=wire.request_id,
-                protocol=frontend.protocol,
-                operation=operation,
-                source_ip=wire.source_ip,
-                user_agent=wire.user_agent,
-                geo=self._geo(wire.source_ip) if self._geo and wire.source_ip else None,
-            ),
+            wire.audited_as(frontend.protocol, operation, self._geo),
             time.perf_counter(),
             RequestTrace(
                 protocol=frontend.protocol,

@@ -90,14 +90,8 @@ class StsEndpoint:
         started = time.perf_counter()
         form = dict(parse_qsl(wire.body.decode("utf-8", "replace"), max_num_fields=20))
         action = form.get("Action", "")
-        request = RequestInfo(
-            id=wire.request_id,
-            protocol=PROTOCOL,
-            operation=action if action == "AssumeRoleWithWebIdentity" else "unknown",
-            source_ip=wire.source_ip,
-            user_agent=wire.user_agent,
-            geo=self._geo(wire.source_ip) if self._geo and wire.source_ip else None,
-        )
+        operation = action if action == "AssumeRoleWithWebIdentity" else "unknown"
+        request = wire.audited_as(PROTOCOL, operation, self._geo)
         claimed: Mapping[str, str] = {}
         principal: Principal | None = None
         try:

@@ -121,14 +121,7 @@ class TokenExchange:
         grant = self._grant
         started = time.perf_counter()
         form = dict(parse_qsl(wire.body.decode("utf-8", "replace"), max_num_fields=20))
-        request = RequestInfo(
-            id=wire.request_id,
-            protocol=grant.protocol,
-            operation=grant.operation,
-            source_ip=wire.source_ip,
-            user_agent=wire.user_agent,
-            geo=self._geo(wire.source_ip) if self._geo and wire.source_ip else None,
-        )
+        request = wire.audited_as(grant.protocol, grant.operation, self._geo)
         if form.get("grant_type") != grant.grant_type or (
             form.get(grant.type_field) not in grant.token_types
         ):

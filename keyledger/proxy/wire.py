@@ -6,12 +6,13 @@ produce plain values, so they are testable without a server and free of aiohttp.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from keyledger.backends import BackendError
 from keyledger.model import Action, Principal, SecretRef, SecretRequest, SecretResult
+from keyledger.proxy.audit.events import GeoInfo, RequestInfo
 from keyledger.proxy.errors import ProxyError
 
 __all__ = [
@@ -55,6 +56,25 @@ class WireRequest:
     # The client's TLS certificate (DER), when the listener asked for one and it was sent:
     # room for mTLS identities.
     peer_certificate: bytes | None = field(default=None, repr=False)
+
+    def audited_as(
+        self, protocol: str, operation: str, locate: Locate | None = None
+    ) -> RequestInfo:
+        """This request as its audit events name it; ``locate`` (GeoIP, when configured)
+        says where its source address is."""
+        source = self.source_ip
+        return RequestInfo(
+            id=self.request_id,
+            protocol=protocol,
+            operation=operation,
+            source_ip=source,
+            user_agent=self.user_agent,
+            geo=locate(source) if locate is not None and source else None,
+        )
+
+
+# Where a source address is (the GeoIP databases' lookup).
+Locate = Callable[[str], GeoInfo | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
