@@ -93,6 +93,7 @@ class AlertService:
         self._rejected: tuple[tuple[str, int, int], ...] | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._restored_seq = 0  # the restore fed the chain up to here
         self.dropped = 0  # events detection never saw (it fell behind)
         self.fired = 0
 
@@ -142,6 +143,8 @@ class AlertService:
             for line in lines:
                 try:
                     record = orjson.loads(line)
+                    if _seq(record) <= self._restored_seq:
+                        continue  # written while the restore read the chain: seen there
                     alerts = self._engine.feed(record)
                 except Exception:
                     log.exception("alert_detection_failed")
@@ -156,6 +159,7 @@ class AlertService:
         try:
             history = await asyncio.to_thread(_history, self._journal.directory, chain, since)
             missed = self._engine.restore(history)
+            self._restored_seq = max((_seq(r) for r in history), default=0)
         except Exception:
             log.exception("alert_restore_failed")  # detection starts afresh, still live
             return
@@ -230,6 +234,12 @@ class AlertService:
             log.error("alert_rules_change_unrecorded", error=str(exc))
             return False
         return True
+
+
+def _seq(record: dict[str, Any]) -> int:
+    chain = record.get("chain")
+    seq = chain.get("seq") if isinstance(chain, dict) else None
+    return seq if type(seq) is int else 0
 
 
 def _history(directory: Path, chain: str, since: datetime) -> list[dict[str, Any]]:
