@@ -68,6 +68,7 @@ AZURE_CREDENTIALS: tuple[str, ...] = (
 )
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 
 class ConfigError(ValueError):
@@ -245,6 +246,16 @@ class LimitsConfig:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 30.0
     max_clock_skew_s: int = 300
+    # Slow and many clients: data-plane connections open at once (per process), the time a
+    # caller has to send a request's headers, and how long an idle keep-alive connection stays.
+    max_connections: int = 1024
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 75.0
+    # Requests per second one source address, or one principal, may make (token buckets
+    # holding ``rate_burst_s`` seconds' worth); None: no limit.
+    rate_per_source: float | None = None
+    rate_per_principal: float | None = None
+    rate_burst_s: float = 2.0
     # At SIGTERM: how long requests in flight may take to finish before they are cut off.
     shutdown_timeout_s: float = 20.0
     # Sign-in failures of one source for one reason: this many per window are each an
@@ -507,6 +518,14 @@ class _Section:
             raise self._fail(key, f"expected {kind.__name__}, got {_type_name(value)}")
         return value
 
+    def bounded(self, key: str, kind: type[N], default: N, low: N, high: N) -> N:
+        """A number from ``low`` to ``high``: a limit of 0 s or -1 bytes is a mistake."""
+        value = self.get(key, kind, default)
+        if not low <= value <= high:
+            expected = f"expected {_number(low)} to {_number(high)}"
+            raise self._fail(key, f"{expected}, got {_number(value)}")
+        return value
+
     def optional_str(self, key: str) -> str | None:
         value = self.data.get(key)
         if value is None:
@@ -541,6 +560,53 @@ class _Section:
         if value is not None and not isinstance(value, dict):
             raise self._fail(key, "expected a mapping")
         return _Section(value, f"{self.path}.{key}" if self.path else key, self.base, self.source)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _parse_limits(section: _Section) -> LimitsConfig:
+    section.allow_only(
+        "max_body_bytes",
+        "request_timeout_s",
+        "max_clock_skew_s",
+        "shutdown_timeout_s",
+        "auth_failures_recorded",
+        "auth_failure_window",
+        "max_connections",
+        "header_timeout_s",
+        "idle_timeout_s",
+        "rate",
+    )
+    failure_window = section.duration("auth_failure_window", 60.0)
+    if not 1 <= failure_window <= 3600:
+        raise section._fail("auth_failure_window", "expected 1s to 1h")
+    shutdown = section.duration("shutdown_timeout_s", 20.0)
+    if not 0 <= shutdown <= 3600:
+        raise section._fail("shutdown_timeout_s", "expected 0s to 1h")
+    rate = section.section("rate")
+    rate.allow_only("per_source", "per_principal", "burst_s")
+    per_source, per_principal = (
+        None if rate.data.get(key) is None else rate.bounded(key, float, 0.0, 0.01, 1e6)
+        for key in ("per_source", "per_principal")
+    )
+    # Bounds: what a real deployment could want, a little beyond; the rest is a typo (or a
+    # misplaced unit) that would otherwise quietly turn a protection off.
+    return LimitsConfig(
+        max_body_bytes=section.bounded("max_body_bytes", int, 1 << 20, 1024, 64 << 20),
+        request_timeout_s=section.bounded("request_timeout_s", float, 30.0, 0.1, 600.0),
+        max_clock_skew_s=section.bounded("max_clock_skew_s", int, 300, 1, 3600),
+        shutdown_timeout_s=shutdown,
+        auth_failures_recorded=section.bounded("auth_failures_recorded", int, 10, 1, 1_000_000),
+        auth_failure_window_s=failure_window,
+        max_connections=section.bounded("max_connections", int, 1024, 1, 1_000_000),
+        header_timeout_s=section.bounded("header_timeout_s", float, 10.0, 0.1, 300.0),
+        idle_timeout_s=section.bounded("idle_timeout_s", float, 75.0, 1.0, 3600.0),
+        rate_per_source=per_source,
+        rate_per_principal=per_principal,
+        rate_burst_s=rate.bounded("burst_s", float, 2.0, 0.01, 3600.0),
+    )
 
 
 def load_config(path: Path) -> Config:
@@ -711,29 +777,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         shipping=_parse_shipping(audit_section.section("shipping")),
     )
 
-    limits_section = root.section("limits")
-    limits_section.allow_only(
-        "max_body_bytes",
-        "request_timeout_s",
-        "max_clock_skew_s",
-        "shutdown_timeout_s",
-        "auth_failures_recorded",
-        "auth_failure_window",
-    )
-    recorded = limits_section.get("auth_failures_recorded", int, 10)
-    if not 1 <= recorded <= 1_000_000:
-        raise limits_section._fail("auth_failures_recorded", "expected 1 to 1000000")
-    failure_window = limits_section.duration("auth_failure_window", 60.0)
-    if not 1 <= failure_window <= 3600:
-        raise limits_section._fail("auth_failure_window", "expected 1s to 1h")
-    limits = LimitsConfig(
-        max_body_bytes=limits_section.get("max_body_bytes", int, 1 << 20),
-        request_timeout_s=limits_section.get("request_timeout_s", float, 30.0),
-        max_clock_skew_s=limits_section.get("max_clock_skew_s", int, 300),
-        shutdown_timeout_s=limits_section.duration("shutdown_timeout_s", 20.0),
-        auth_failures_recorded=recorded,
-        auth_failure_window_s=failure_window,
-    )
+    limits = _parse_limits(root.section("limits"))
 
     admin = _parse_admin(root, listen)
 

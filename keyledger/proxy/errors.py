@@ -53,6 +53,7 @@ class ErrorKind(enum.StrEnum):
     TOO_LARGE = "request_too_large"
     TIMEOUT = "request_timeout"
     ACCESS_DENIED = "access_denied"
+    THROTTLED = "throttled"  # a rate limit (limits.rate): the SDKs back off and retry
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL = "internal"
 

@@ -190,6 +190,58 @@ class TestLoadConfig:
 
         assert error(path) == f"{path}:{expected}"
 
+    @pytest.mark.parametrize(
+        ("extra", "expected"),
+        [
+            pytest.param(
+                "    limits: {max_body_bytes: -1}\n",
+                "4:26: limits.max_body_bytes: expected 1024 to 67108864, got -1",
+                id="negative-body",
+            ),
+            pytest.param(
+                "    limits: {request_timeout_s: 0}\n",
+                "4:29: limits.request_timeout_s: expected 0.1 to 600, got 0",
+                id="zero-timeout",
+            ),
+            pytest.param(
+                "    limits: {max_clock_skew_s: 86400}\n",
+                "4:28: limits.max_clock_skew_s: expected 1 to 3600, got 86400",
+                id="day-of-skew",
+            ),
+            pytest.param(
+                "    limits: {max_connections: 0}\n",
+                "4:27: limits.max_connections: expected 1 to 1000000, got 0",
+                id="no-connections",
+            ),
+            pytest.param(
+                "    limits: {rate: {per_source: 0}}\n",
+                "4:29: limits.rate.per_source: expected 0.01 to 1000000, got 0",
+                id="zero-rate",
+            ),
+        ],
+    )
+    def test_limits_out_of_range(self, tmp_path: Path, extra: str, expected: str) -> None:
+        """A limit that would turn its protection off (0 s, a negative size, a day of clock
+        skew) is refused at its value with the range it may take."""
+        path = write(tmp_path, MINIMAL + extra)
+
+        assert error(path) == f"{path}:{expected}"
+
+    def test_rate_limits_and_connection_bounds(self, tmp_path: Path) -> None:
+        """Rate limits are off unless set; connection bounds have safe defaults."""
+        path = write(
+            tmp_path,
+            MINIMAL
+            + "    limits: {rate: {per_source: 50, per_principal: 20.5}, max_connections: 64}\n",
+        )
+
+        limits = load_config(path).limits
+
+        assert (limits.rate_per_source, limits.rate_per_principal) == (50.0, 20.5)
+        assert limits.max_connections == 64
+        assert load_config(write(tmp_path, MINIMAL)).limits.rate_per_source is None
+        assert load_config(write(tmp_path, MINIMAL)).limits.header_timeout_s == 10.0
+
     @pytest.mark.parametrize("listen", ["localhost", "127.0.0.1:65536", "127.0.0.1:-1", "h:http"])
     def test_bad_listen(self, tmp_path: Path, listen: str) -> None:
         """A listen address that is not HOST:PORT is refused with an example."""

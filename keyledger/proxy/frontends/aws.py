@@ -87,6 +87,8 @@ _ERRORS: Mapping[ErrorKind, tuple[int, str]] = {
     ErrorKind.TOO_LARGE: (413, "RequestEntityTooLargeException"),
     ErrorKind.TIMEOUT: (408, "RequestTimeoutException"),
     ErrorKind.ACCESS_DENIED: (400, "AccessDeniedException"),
+    # botocore's retry handler knows this code: it backs off and tries again.
+    ErrorKind.THROTTLED: (400, "ThrottlingException"),
     ErrorKind.AUDIT_UNAVAILABLE: (503, "ServiceUnavailable"),
     ErrorKind.INTERNAL: (500, "InternalServiceError"),
 }

@@ -240,6 +240,8 @@ class AzureFrontend(FrontendDefaults):
         headers = {"x-ms-request-id": request_id}
         if status == 401:
             headers["WWW-Authenticate"] = self._challenge
+        elif status == 429:
+            headers["Retry-After"] = "1"  # azure-core waits this long, not its own backoff
         return _error(status, code, message, headers=headers)
 
 
@@ -275,6 +277,7 @@ _REQUEST_STATUS: Mapping[ErrorKind, tuple[int, str]] = {
     # Not 408: the SDKs would send the same slow body again.
     ErrorKind.TIMEOUT: (400, "BadParameter"),
     ErrorKind.ACCESS_DENIED: (403, "Forbidden"),
+    ErrorKind.THROTTLED: (429, "Throttled"),
     ErrorKind.AUDIT_UNAVAILABLE: (503, "ServiceUnavailable"),
     ErrorKind.INTERNAL: (500, "InternalServerError"),
 }

@@ -10,7 +10,8 @@ one the caller named.
 
 Errors are answered with Google's canonical codes, so the SDKs raise their usual
 exceptions; a refusal (denied, not authenticated, keyledger's own store credentials) is
-never a code the clients retry (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
+never a code the clients retry (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); a call
+past a rate limit is RESOURCE_EXHAUSTED, so that they back off.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ _REQUEST_STATUS: Mapping[ErrorKind, Code] = {
     ErrorKind.TOO_LARGE: Code.INVALID_ARGUMENT,
     ErrorKind.TIMEOUT: Code.DEADLINE_EXCEEDED,
     ErrorKind.ACCESS_DENIED: Code.PERMISSION_DENIED,
+    ErrorKind.THROTTLED: Code.RESOURCE_EXHAUSTED,
     ErrorKind.AUDIT_UNAVAILABLE: Code.UNAVAILABLE,
     ErrorKind.INTERNAL: Code.INTERNAL,
 }
