@@ -227,6 +227,19 @@ class ShippingConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    """When closed journal segments may be deleted; off (None) unless max_age is set."""
+
+    max_age_s: float | None = None  # a segment whose newest event is older than this ...
+    interval_s: float = 3600.0  # ... is looked for this often ...
+    without_sinks: bool = False  # ... and, with no s3/cloudwatch sink, only with this opt-in
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age_s is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditConfig:
     journal: Path
     chain_id: str
@@ -239,6 +252,7 @@ class AuditConfig:
     minimise: MinimiseConfig = field(default_factory=MinimiseConfig)
     sinks: tuple[SinkConfig, ...] = ()
     shipping: ShippingConfig = field(default_factory=ShippingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -739,6 +753,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "minimise",
         "sinks",
         "shipping",
+        "retention",
     )
     rotate = audit_section.section("rotate")
     rotate.allow_only("max_bytes", "max_age")
@@ -775,6 +790,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         fingerprint_key_file=audit_section.optional_path("fingerprint_key_file"),
         sinks=_parse_sinks(audit_section),
         shipping=_parse_shipping(audit_section.section("shipping")),
+        retention=_parse_retention(audit_section),
     )
 
     limits = _parse_limits(root.section("limits"))
@@ -1386,6 +1402,42 @@ def _parse_batch(sink: _Section, default: SinkBatch) -> SinkBatch:
     if not 0 <= batch.max_wait_s <= 3600:
         raise section._fail("max_wait", "expected 0s to 1h")
     return batch
+
+
+def _parse_retention(audit: _Section) -> RetentionConfig:
+    section = audit.section("retention")
+    section.allow_only("max_age", "interval", "without_sinks")
+    if not section.data:
+        return RetentionConfig()
+    if "max_age" not in section.data:
+        raise audit._fail("retention", "expected max_age (e.g. 90d): how old a segment may get")
+    retention = RetentionConfig(
+        max_age_s=section.duration("max_age", 0.0),
+        interval_s=section.duration("interval", 3600.0),
+        without_sinks=section.get("without_sinks", bool, False),
+    )
+    if not 3600 <= (retention.max_age_s or 0) <= 36500 * 86400:
+        raise section._fail("max_age", "expected 1h to 36500d")
+    if not 1 <= retention.interval_s <= 86400:
+        raise section._fail("interval", "expected 1s to 24h")
+    # Only a sink that keeps what it gets is a copy: stdout's collector may keep nothing.
+    sinks = _parse_sinks(audit)
+    copies = [s.name for s in sinks if isinstance(s, S3SinkConfig | CloudWatchSinkConfig)]
+    if not copies and not retention.without_sinks:
+        raise section._fail(
+            "max_age",
+            "no s3 or cloudwatch sink is configured, so deleting old journal segments would "
+            "delete the only copy of their events; add a sink under audit.sinks, or set "
+            "audit.retention.without_sinks: true to delete them anyway",
+        )
+    if copies and retention.without_sinks:
+        # A stale opt-in would quietly allow deleting the only copy once the sinks go.
+        raise section._fail(
+            "without_sinks",
+            f"sinks {', '.join(copies)} are configured, and segments are deleted only once "
+            "they acknowledged them; remove without_sinks",
+        )
+    return retention
 
 
 def _parse_shipping(section: _Section) -> ShippingConfig:

@@ -647,3 +647,79 @@ class TestAlertSettings:
     )
     def test_mistakes_are_named(self, tmp_path: Path, extra: str, expected: str) -> None:
         assert expected in error(write(tmp_path, MINIMAL + "    " + extra + "\n"))
+
+
+class TestRetentionSettings:
+    S3 = "      sinks: [{type: s3, bucket: acme-audit}]\n"
+
+    def test_off_unless_max_age_is_set(self, tmp_path: Path) -> None:
+        """Without audit.retention keyledger deletes nothing."""
+        config = load_config(write(tmp_path, MINIMAL))
+
+        assert not config.audit.retention.enabled
+
+    def test_max_age_and_interval_with_a_sink(self, tmp_path: Path) -> None:
+        """With an S3 sink, max_age and interval parse as durations; no opt-in is needed."""
+        path = write(
+            tmp_path,
+            MINIMAL + "    audit:\n" + self.S3 + "      retention: {max_age: 90d, interval: 10m}\n",
+        )
+
+        retention = load_config(path).audit.retention
+
+        assert retention.enabled
+        assert (retention.max_age_s, retention.interval_s) == (90 * 86400, 600)
+        assert not retention.without_sinks
+
+    def test_no_sink_is_refused_at_its_line(self, tmp_path: Path) -> None:
+        """Retention with no s3 or cloudwatch sink would delete the only copy: refused at the
+        max_age line, naming the way out."""
+        path = write(
+            tmp_path,
+            MINIMAL
+            + """
+    audit:
+      sinks: [{type: stdout}]
+      retention:
+        max_age: 30d
+""",
+        )
+
+        message = error(path)
+
+        assert message.startswith(f"{path}:8:")
+        assert "audit.retention.max_age: no s3 or cloudwatch sink is configured" in message
+        assert "the only copy" in message
+        assert "audit.retention.without_sinks: true" in message
+
+    def test_without_sinks_is_the_explicit_opt_in(self, tmp_path: Path) -> None:
+        """without_sinks: true accepts deleting the only copy."""
+        path = write(
+            tmp_path, MINIMAL + "    audit: {retention: {max_age: 30d, without_sinks: true}}\n"
+        )
+
+        retention = load_config(path).audit.retention
+
+        assert retention.enabled
+        assert retention.without_sinks
+
+    @pytest.mark.parametrize(
+        ("retention", "expected"),
+        [
+            ("{interval: 1h}", "audit.retention: expected max_age (e.g. 90d)"),
+            ("{max_age: 10m}", "audit.retention.max_age: expected 1h to 36500d"),
+            ("{max_age: soon}", "audit.retention.max_age: 'soon' is not a duration"),
+            ("{max_age: 90d, interval: 0}", "audit.retention.interval: expected 1s to 24h"),
+            ("{max_age: 90d, keep: 3}", "audit.retention.keep: unknown key"),
+            (
+                "{max_age: 90d, without_sinks: true}",
+                "audit.retention.without_sinks: sinks s3 are configured",
+            ),
+        ],
+    )
+    def test_mistakes_are_named(self, tmp_path: Path, retention: str, expected: str) -> None:
+        """Each wrong retention setting names its key and what would be right."""
+        path = write(
+            tmp_path, MINIMAL + "    audit:\n" + self.S3 + f"      retention: {retention}\n"
+        )
+        assert expected in error(path)
