@@ -45,6 +45,34 @@ class MalformedAuthorization(ValueError):
     """The Authorization header is not a SigV4 header we can read."""
 
 
+# Schemes other clients put in an Authorization header: words, never credentials, so a
+# refusal may name them.
+_KNOWN_SCHEMES = {
+    scheme.lower(): scheme
+    for scheme in (
+        "AWS",  # Signature Version 2
+        "AWS4-ECDSA-P256-SHA256",  # SigV4a
+        "Basic",
+        "Bearer",
+        "Digest",
+        "Negotiate",
+        "NTLM",
+        "PoP",
+        "SharedKey",
+        "SharedAccessSignature",
+    )
+}
+
+
+def _not_sigv4(first_word: str) -> str:
+    """What is wrong with an Authorization header of another scheme, without any of it:
+    its first word may be a credential sent bare (a key, a token with no scheme)."""
+    scheme = _KNOWN_SCHEMES.get(first_word.lower())
+    if scheme is None:
+        return f"the Authorization header does not start with {ALGORITHM}"
+    return f"the Authorization header uses the {scheme} scheme, not {ALGORITHM}"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthorizationHeader:
     """The parts of ``Authorization: AWS4-HMAC-SHA256 Credential=..., ...``."""
@@ -64,7 +92,7 @@ class AuthorizationHeader:
 def parse_authorization(value: str) -> AuthorizationHeader:
     algorithm, _, rest = value.strip().partition(" ")
     if algorithm != ALGORITHM:
-        raise MalformedAuthorization(f"unsupported algorithm {algorithm[:40]!r}")
+        raise MalformedAuthorization(_not_sigv4(algorithm))
     parts: dict[str, str] = {}
     for item in rest.split(","):
         key, sep, val = item.strip().partition("=")

@@ -263,6 +263,42 @@ class TestParseAuthorization:
         with pytest.raises(MalformedAuthorization):
             parse_authorization(value)
 
+    @pytest.mark.parametrize(
+        ("value", "said"),
+        [
+            pytest.param(
+                "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY",
+                "does not start with AWS4-HMAC-SHA256",
+                id="bare-secret",
+            ),
+            pytest.param(
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc sig=abc",
+                "does not start with AWS4-HMAC-SHA256",
+                id="bare-secret-then-words",
+            ),
+            pytest.param(
+                "AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",
+                "does not start with AWS4-HMAC-SHA256",
+                id="v2-signature-without-scheme",
+            ),
+            pytest.param(
+                "Bearer kltok_abcdefghijkl_c2VjcmV0LXRva2VuLXZhbHVl",
+                "uses the Bearer scheme, not AWS4-HMAC-SHA256",
+                id="bearer-token",
+            ),
+        ],
+    )
+    def test_a_refusal_quotes_nothing_of_the_header(self, value: str, said: str) -> None:
+        """An Authorization value of another kind is refused naming at most its scheme, so a
+        credential sent there bare never reaches an error or the audit journal."""
+        with pytest.raises(MalformedAuthorization) as refused:
+            parse_authorization(value)
+
+        message = str(refused.value)
+        assert said in message
+        credential = value.removeprefix("Bearer ")
+        assert not any(credential[i : i + 6] in message for i in range(len(credential) - 5))
+
 
 class TestSigningKeyCache:
     def test_derives_the_documented_key(self) -> None:

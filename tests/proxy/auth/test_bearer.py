@@ -186,6 +186,19 @@ class TestBearerAuthenticator:
         sent = header.partition(" ")[2]
         assert not sent or sent not in error.message
 
+    def test_a_bare_credential_is_quoted_nowhere(
+        self, store: IdentityStore, issued: IssuedToken
+    ) -> None:
+        """A credential sent with no scheme (Authorization: <secret>) is malformed, and no
+        part of it is in the error or in what the audit event keeps."""
+        bare = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+
+        error = refusal(BearerAuthenticator(store=store), wire(bare))
+
+        assert error.kind is ErrorKind.MALFORMED_AUTH
+        assert (error.principal_hint, error.claimed) == (None, {})
+        assert not any(bare[i : i + 6] in error.message for i in range(len(bare) - 5))
+
     def test_unknown_token(self, store: IdentityStore, issued: IssuedToken) -> None:
         """A well-formed token keyledger never issued is refused, keeping only its id."""
         stranger = "kltok_aaaaaaaaaaaa_" + "x" * 43
