@@ -202,7 +202,7 @@ async def _serve_on(
     import structlog
     from aiohttp import web
 
-    from keyledger.proxy.app import INFLIGHT, METRICS, make_app, request_reload
+    from keyledger.proxy.app import CONNECTIONS, INFLIGHT, METRICS, make_app, request_reload
     from keyledger.proxy.metrics import LogCollector
 
     log = structlog.get_logger("keyledger")
@@ -221,7 +221,14 @@ async def _serve_on(
         watcher = asyncio.create_task(_stop_when_orphaned(stop))
     # Requests in flight are waited for by InFlight.drain; aiohttp's own wait (twice its
     # shutdown_timeout) is left only as a backstop.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=2,
+        # aiohttp's own idle close agrees with the guard's (its default is an hour).
+        keepalive_timeout=config.limits.idle_timeout_s,
+    )
     await runner.setup()
     # Everything loaded so far (botocore's service models above all) lives until exit:
     # keep it out of the collector's way, so collections scan only per-request garbage.
@@ -237,10 +244,14 @@ async def _serve_on(
         # HTTPS before plain: once the data port answers, tls.listen does too.
         listen = config.listen
         if listen.tls_listen is not None and bound.tls_port is not None:
-            await listeners.start_sites(runner, bound.tls, tls_context, listeners.TLS)
+            await listeners.start_sites(
+                runner, bound.tls, tls_context, listeners.TLS, app[CONNECTIONS]
+            )
             url = listeners.url("https", listen.tls_listen[0], bound.tls_port)
             log.info("listening", url=url, config=config.source)
-        await listeners.start_sites(runner, bound.data, plain_context, listeners.DATA)
+        await listeners.start_sites(
+            runner, bound.data, plain_context, listeners.DATA, app[CONNECTIONS]
+        )
         # The real port, when the config says 0.
         url = listeners.url("https" if plain_context else "http", listen.host, bound.port)
         log.info("listening", url=url, config=config.source)

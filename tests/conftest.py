@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import ssl
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -27,11 +28,12 @@ from cryptography.fernet import Fernet
 
 from keyledger.backends._loop_thread import LoopThread
 from keyledger.proxy.admin import admin_app_for
-from keyledger.proxy.app import make_app
+from keyledger.proxy.app import CONNECTIONS, make_app
 from keyledger.proxy.audit.checkpoints import generate_key_pair
 from keyledger.proxy.audit.segments import discover
 from keyledger.proxy.auth import IdentityStore, IssuedKey
 from keyledger.proxy.config import Config, parse_config
+from keyledger.proxy.connections import GuardedSite
 
 REGION = "us-east-1"
 
@@ -159,11 +161,18 @@ class RunningProxy:
 
 
 async def listen(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
-    """``app`` served on a free loopback port (the runner's ``addresses``), on this loop."""
+    """``app`` served on a free loopback port (the runner's ``addresses``), on this loop;
+    the data plane behind its connection guard, as ``keyledger serve`` listens."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+        if (guard := app.get(CONNECTIONS)) is not None:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            await GuardedSite(runner, sock, guard, ssl_context=ssl_context).start()
+        else:
+            await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -52,6 +52,7 @@ from keyledger.proxy.config import (
     is_loopback_host,
     require_key,
 )
+from keyledger.proxy.connections import ConnectionGuard
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.frontends import AwsFrontend, GcpGrpcFrontend, GcpRestFrontend
@@ -63,6 +64,7 @@ from keyledger.proxy.health import Readiness
 from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.metrics import (
     AlertMetrics,
+    ConnectionCollector,
     JournalCollector,
     PolicyCollector,
     ProxyMetrics,
@@ -117,6 +119,7 @@ FAILURES = web.AppKey("failures", FailureFold)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
 READINESS = web.AppKey("readiness", Readiness)
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # the data plane's, bounded
 GEOIP = web.AppKey("geoip", GeoIp)  # the GeoIP databases, when the config names any
 
 # How long start-up waits for each sink's first check (Object Lock, log group).
@@ -472,7 +475,14 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         )
         gateways[azure.protocol] = gateway(azure, bearer)
 
-    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    limits = config.limits
+    guard = ConnectionGuard(
+        max_connections=limits.max_connections,
+        header_timeout_s=limits.header_timeout_s,
+        idle_timeout_s=limits.idle_timeout_s,
+    )
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[guard.middleware])
+    app[CONNECTIONS] = guard
     app[CONFIG] = config
     app[POLICIES] = policies
     app[JOURNAL] = journal
@@ -503,6 +513,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         watch=config.policy_reload.watch,
     )
     registry.register(JournalCollector(journal))
+    registry.register(ConnectionCollector(guard))
     registry.register(PolicyCollector(policies, lambda: (reloader.reloads, reloader.failures)))
     if shippers:
         registry.register(SinkCollector(shippers))

@@ -15,7 +15,10 @@ import itertools
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keyledger.proxy.connections import ConnectionGuard
 
 __all__ = [
     "ADMIN",
@@ -117,15 +120,27 @@ def url(scheme: str, host: str, port: int) -> str:
 
 
 async def start_sites(
-    runner: Any, sockets: list[socket.socket], context: ssl.SSLContext | None, role: Listener
+    runner: Any,
+    sockets: list[socket.socket],
+    context: ssl.SSLContext | None,
+    role: Listener,
+    guard: ConnectionGuard | None = None,
 ) -> None:
-    """Listen on ``sockets`` with aiohttp ``runner`` (set up already)."""
+    """Listen on ``sockets`` with aiohttp ``runner`` (set up already), behind ``guard``
+    (the data plane's bounds on connections) when given."""
     from aiohttp import web
+
+    from keyledger.proxy.connections import GuardedSite
 
     for sock in sockets:
         host, port = sock.getsockname()[:2]
+        site = (
+            web.SockSite(runner, sock, ssl_context=context, backlog=1024)
+            if guard is None
+            else GuardedSite(runner, sock, guard, ssl_context=context, backlog=1024)
+        )
         try:
-            await web.SockSite(runner, sock, ssl_context=context, backlog=1024).start()
+            await site.start()
         except OSError as exc:  # listen(): a second start-up won the race for the port
             raise role.error(host, port, exc) from exc
 

@@ -28,11 +28,13 @@ from prometheus_client.registry import Collector
 from keyledger.alerts.model import Alert
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.sinks import Shipper
+from keyledger.proxy.connections import ConnectionGuard
 from keyledger.proxy.logging import LogWriter
 from keyledger.proxy.pipeline import PolicyHolder, RequestTrace
 
 __all__ = [
     "AlertMetrics",
+    "ConnectionCollector",
     "JournalCollector",
     "LogCollector",
     "PolicyCollector",
@@ -237,6 +239,30 @@ class LogCollector(Collector):
             "events: those are in the journal)",
             value=self._writer.dropped,
         )
+
+
+class ConnectionCollector(Collector):
+    """The data plane's connections: open now, and those the guard closed, by reason."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "keyledger_connections_open",
+            f"Data-plane connections open (limits.max_connections: {self._guard.max_connections})",
+            value=self._guard.open,
+        )
+        closed = CounterMetricFamily(
+            "keyledger_connections_closed",
+            "Connections keyledger closed before they carried a request: past "
+            "max_connections (limit), a request head too slow (header_timeout), idle too "
+            "long (idle_timeout)",
+            labels=["reason"],
+        )
+        for reason in ("limit", "header_timeout", "idle_timeout"):
+            closed.add_metric([reason], self._guard.closed[reason])
+        yield closed
 
 
 class JournalCollector(Collector):
