@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from keyledger.proxy.audit.checkpoints import Checkpoint, CheckpointFile, Checkp
 from keyledger.proxy.audit.clock import StepWatch
 from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
 from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
+from keyledger.proxy.audit.lock import ChainLock, ChainLocked
 from keyledger.proxy.audit.recovery import (
     CorruptJournal,
     last_checkpoint_event,
@@ -141,7 +141,7 @@ class Journal:
         self._on_fsync = on_fsync
         self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
         self._fd = -1
-        self._lock_fd = -1
+        self._lock = ChainLock(directory, self.chain_id)
         self._segment = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
         self._segment_born = time.time()
         self._running = False
@@ -274,7 +274,7 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-            self._unlock()
+            self._lock.release()
             log.info(
                 "journal_closed",
                 path=str(self.path),
@@ -698,14 +698,17 @@ class Journal:
             # `rm -rf` of the journal folder takes the lock file with it: another writer
             # could lock a new one. Take the lock again before writing on.
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-            self._relock()
+            self._lock.reacquire()
         return _create_segment(path, first_line, self._fsync)
 
     # -- start-up ----------------------------------------------------------------------
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._lock()
+        try:
+            self._lock.acquire()
+        except ChainLocked as exc:
+            raise JournalUnavailable(str(exc)) from None
         segments = chain_segments(self.directory, self.chain_id)
         while len(segments) > 1 and segments[-1].path.stat().st_size == 0:
             # Rotation creates segments whole (rename), so an empty one was made by hand.
@@ -724,11 +727,11 @@ class Journal:
             os.close(fd)
             if not segments:
                 segment.path.unlink()  # made just now: a refused start leaves nothing behind
-            self._unlock()
+            self._lock.release()
             raise JournalUnavailable(str(exc)) from exc
         except BaseException:
             os.close(fd)
-            self._unlock()
+            self._lock.release()
             raise
         self._fd, self._segment = fd, segment
         if tail.first_time is not None:
@@ -736,43 +739,6 @@ class Journal:
             self._segment_born = born.timestamp()
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
         self._last_time = max(self._last_time, tail.last_time)
-
-    @property
-    def _lock_path(self) -> Path:
-        return self.directory / f".{self.chain_id}.lock"
-
-    def _lock(self) -> None:
-        """One writer per chain: a second would fork it (two events with the same seq)."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise JournalUnavailable(
-                f"another keyledger is writing chain {self.chain_id!r} in {self.directory}; "
-                "give each replica (and each worker) its own audit.chain_id"
-            ) from None
-        self._lock_fd = fd
-
-    def _relock(self) -> None:
-        """Lock the lock file at its path again if it is not the one this journal holds."""
-        try:
-            same = os.path.samestat(os.stat(self._lock_path), os.fstat(self._lock_fd))
-        except FileNotFoundError:
-            same = False
-        if not same:
-            held, self._lock_fd = self._lock_fd, -1
-            try:
-                self._lock()
-            except BaseException:
-                self._lock_fd = held
-                raise
-            os.close(held)
-
-    def _unlock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing releases the lock
-            self._lock_fd = -1
 
     def _open_checkpoints(self, segments: list[Segment], state: ChainState) -> Checkpoint | None:
         """The newest checkpoint; the checkpoint file gets any the journal has and it lacks."""
