@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import RunningProxy
-from tests.e2e.test_aws_boto3 import error_code
+from tests.e2e.test_aws_boto3 import error_code, raw_call
 
 # What a service might paste into the wrong setting: no scheme, just the credential.
 BARE_SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
@@ -55,3 +55,30 @@ class TestAuthorizationNeverEchoed:
         for piece in pieces(BARE_SECRET):
             assert piece not in answer
             assert piece not in written
+
+
+class TestVersionsBounded:
+    @pytest.mark.parametrize("identity", ["app", "stranger"], ids=["allowed", "denied"])
+    @pytest.mark.parametrize("field", ["VersionId", "VersionStage"])
+    def test_an_oversized_version_is_refused_and_never_recorded(
+        self, proxy: RunningProxy, store: Any, identity: str, field: str
+    ) -> None:
+        """A 100,000-character VersionId or VersionStage gets AWS's ValidationException, for
+        a caller policy allows as for one it denies, and the journal holds none of it."""
+        store.create_secret(Name="app/db", SecretString="value")
+        huge = "AWSPREVIOUS-" + "x" * 100_000
+
+        status, body, _ = raw_call(
+            proxy, "GetSecretValue", {"SecretId": "app/db", field: huge}, identity=identity
+        )
+
+        assert (status, body["__type"]) == (400, "ValidationException")
+        assert huge[:40] not in body["message"]
+        (event,) = proxy.events("access")
+        assert (event["request"]["operation"], event["outcome"]["status"]) == (
+            "GetSecretValue",
+            "error",
+        )
+        assert event.get("resource") is None
+        assert len(journal_bytes(proxy)) < 20_000
+        assert b"x" * 100 not in journal_bytes(proxy)

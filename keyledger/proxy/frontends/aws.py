@@ -7,6 +7,10 @@ to the store as parsed (re-encoded, so duplicate keys cannot mean one thing to k
 another to the store), and the store keeps validating them exactly as AWS does. A SecretId
 may be an ARN; the frontend does not guess the name inside it (a partial ARN is ambiguous
 when a name ends in "-" and six characters): the backend resolves it before authorisation.
+
+What reaches policy and the audit event (the secret named, VersionId, VersionStage) is held to
+the service model's bounds first, as AWS does: a value outside them is refused with AWS's
+ValidationException before anything is decided or recorded, and the refusal never quotes it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,37 @@ __all__ = ["OPERATIONS", "AwsFrontend"]
 CONTENT_TYPE = "application/x-amz-json-1.1"
 BATCH_LIMIT = 20  # SecretIdListType max in the service model
 TARGET_PREFIX = "secretsmanager."
-# The service's own bound on SecretId (names and ARNs), so nothing larger reaches policy.
-MAX_ID_LENGTH = 2048
+# The service model's bounds (botocore secretsmanager 2017-10-17) on what reaches policy
+# and the audit event, so nothing AWS itself would refuse is decided on or recorded.
+MAX_ID_LENGTH = 2048  # SecretIdType: names and ARNs
+MAX_NAME_LENGTH = 512  # NameType: CreateSecret's Name
+# (min, max) lengths of the inputs naming a version.
+_VERSION_FIELDS: Mapping[str, tuple[int, int]] = {
+    "VersionId": (32, 64),  # SecretVersionIdType
+    "VersionStage": (1, 256),  # SecretVersionStageType
+    "MoveToVersionId": (32, 64),
+    "RemoveFromVersionId": (32, 64),
+}
+
+
+class ValidationError(RequestError):
+    """An input outside the service model's bounds: AWS answers ValidationException."""
+
+    code = "ValidationException"
+
+    def __init__(self, field: str, constraint: str) -> None:
+        # AWS's wording, less the value it quotes: that may be anything, of any size.
+        super().__init__(
+            f"1 validation error detected: Value at '{field[:1].lower()}{field[1:]}' failed "
+            f"to satisfy constraint: Member must {constraint}"
+        )
+
+
+def _bounded(field: str, value: str, low: int, high: int) -> None:
+    if len(value) < low:
+        raise ValidationError(field, f"have length greater than or equal to {low}")
+    if len(value) > high:
+        raise ValidationError(field, f"have length less than or equal to {high}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +174,7 @@ class AwsFrontend(FrontendDefaults):
                 f"the request body nests deeper than {MAX_DEPTH} levels",
                 kind=ErrorKind.MALFORMED_BODY,
             )
+        _check_versions(params)
 
         if operation == "ListSecrets":
             return Call(
@@ -158,8 +192,9 @@ class AwsFrontend(FrontendDefaults):
         secret_id = params.get(op.id_field)
         if not isinstance(secret_id, str) or not secret_id:
             raise RequestError(f"{op.id_field} is required and must be a non-empty string")
-        if len(secret_id) > MAX_ID_LENGTH:
-            raise RequestError(f"{op.id_field} must be at most {MAX_ID_LENGTH} characters")
+        _bounded(
+            op.id_field, secret_id, 1, MAX_NAME_LENGTH if op.id_field == "Name" else MAX_ID_LENGTH
+        )
         ref = SecretRef(self.backend, secret_id)
         return Call(
             operation=operation,
@@ -293,6 +328,8 @@ class AwsFrontend(FrontendDefaults):
         elif isinstance(error, BackendError):
             code = error.code or _BACKEND_CODES.get(error.kind, "InternalServiceError")
             status, message = error.status, error.message
+        elif isinstance(error, ValidationError):
+            status, code, message = 400, error.code, error.message
         elif isinstance(error, AccessDenied):
             status, code = _ERRORS[error.kind]
             why = (
@@ -325,6 +362,17 @@ class AwsFrontend(FrontendDefaults):
 
 def error_kind_is_unknown_op(error: ProxyError | BackendError) -> bool:
     return isinstance(error, ProxyError) and error.kind is ErrorKind.UNKNOWN_OPERATION
+
+
+def _check_versions(params: Mapping[str, Any]) -> None:
+    """The inputs naming a version are strings within the service model's bounds."""
+    for field, (low, high) in _VERSION_FIELDS.items():
+        value = params.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise RequestError(f"{field} must be a string", kind=ErrorKind.MALFORMED_BODY)
+        _bounded(field, value, low, high)
 
 
 def _version_stage(operation: str, params: Mapping[str, Any]) -> str | None:

@@ -8,6 +8,10 @@ and the SDK's own request message, and get a :class:`Call` in the GCP backend's 
 message}``. Policy names a secret ``{backend}:{project}/{secret}``, the project being the
 one the caller named.
 
+The parts of a name (project, location, secret, version) and a new secret's id are held to
+Google's bounds (letters, digits, ``-`` and ``_``; at most 255 characters) before policy or
+an audit event sees them: anything else is INVALID_ARGUMENT, as Google answers it.
+
 Errors are answered with Google's canonical codes, so the SDKs raise their usual
 exceptions; a refusal (denied, not authenticated, keyledger's own store credentials) is
 never a code the clients retry (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); a call
@@ -16,6 +20,7 @@ past a rate limit is RESOURCE_EXHAUSTED, so that they back off.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Set
 from typing import Any
 
@@ -30,7 +35,7 @@ from keyledger.backends import (
     SecretNotFound,
 )
 from keyledger.backends.errors import StoreCredentialsError
-from keyledger.backends.gcp import OPERATIONS, parse
+from keyledger.backends.gcp import OPERATIONS, ResourceName, parse
 from keyledger.backends.gcp.codes import Code
 from keyledger.model import Action, SecretRef, SecretRequest, SecretResult
 from keyledger.proxy.errors import AccessDenied, AuthError, ErrorKind, ProxyError, RequestError
@@ -63,6 +68,12 @@ ACTIONS: Mapping[str, Action] = {
     "DestroySecretVersion": Action.DELETE,
     "DeleteSecret": Action.DELETE,
 }
+
+
+# Google's bounds on a secret id, which locations, version ids and aliases stay within too;
+# a project may also be a number or domain-scoped (example.com:project).
+_PART = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_PROJECT = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 
 
 class ProjectRoutes:
@@ -106,12 +117,23 @@ def call_for(operation: str, message: Any, routes: ProjectRoutes) -> Call:
             f"{str(given)[:200]!r} is not a {op.shape} name",
             kind=ErrorKind.BAD_REQUEST,
         )
+    if not _within_bounds(name):
+        # Not quoted: a name is only worth recording once it is one Google could hold.
+        raise RequestError(
+            f"Invalid resource field value in the request: {op.field} is not a valid "
+            f"{op.shape} name (letters, digits, - and _, at most 255 characters per part)",
+            kind=ErrorKind.BAD_REQUEST,
+        )
     backend = routes.backend_for(name.project)
     action = ACTIONS[operation]
     if operation == "CreateSecret":
         secret: str | None = message.secret_id
         if not secret:
             raise RequestError("secret_id is required", kind=ErrorKind.BAD_REQUEST)
+        if not _PART.fullmatch(secret):
+            raise RequestError(
+                "secret_id must be 1 to 255 letters, digits, - and _", kind=ErrorKind.BAD_REQUEST
+            )
     else:
         secret = name.secret
     ref = SecretRef(backend, f"{name.project}/{secret}") if secret else None
@@ -129,6 +151,15 @@ def call_for(operation: str, message: Any, routes: ProjectRoutes) -> Call:
         targets=(ref,) if ref is not None else (),
         request=request,
         filter_results=ref is None,
+    )
+
+
+def _within_bounds(name: ResourceName) -> bool:
+    location = name.location.removeprefix("/locations/")
+    return (
+        _PROJECT.fullmatch(name.project) is not None
+        and (not location or _PART.fullmatch(location) is not None)
+        and all(_PART.fullmatch(part) for part in (name.secret, name.version) if part is not None)
     )
 
 

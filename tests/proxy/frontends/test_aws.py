@@ -21,6 +21,7 @@ from keyledger.proxy.wire import WireRequest
 
 FRONTEND = AwsFrontend(backend="aws")
 TARGET = TARGET_PREFIX
+VERSION_ID = "e12e9e10-b326-4864-beb9-029590706d40"  # as AWS writes them: a UUID
 
 
 def wire(target: str, body: bytes) -> WireRequest:
@@ -66,7 +67,7 @@ class TestParse:
         [
             (b'{"SecretId": "a"}', "AWSCURRENT"),
             (b'{"SecretId": "a", "VersionStage": "AWSPREVIOUS"}', "AWSPREVIOUS"),
-            (b'{"SecretId": "a", "VersionId": "v-1"}', None),
+            (b'{"SecretId": "a", "VersionId": "' + VERSION_ID.encode() + b'"}', None),
         ],
         ids=["plain", "by-stage", "by-version-id"],
     )
@@ -171,6 +172,65 @@ class TestParse:
         except RequestError:
             return
         assert all(isinstance(t.name, str) and t.name for t in call.targets)
+
+
+class TestBounds:
+    """The service model's bounds on what reaches policy and the audit event."""
+
+    @pytest.mark.parametrize(
+        ("operation", "params", "constraint"),
+        [
+            ("GetSecretValue", {"VersionId": "v" * 65}, "less than or equal to 64"),
+            ("GetSecretValue", {"VersionId": "v" * 31}, "greater than or equal to 32"),
+            ("GetSecretValue", {"VersionStage": "S" * 257}, "less than or equal to 256"),
+            ("GetSecretValue", {"VersionStage": ""}, "greater than or equal to 1"),
+            ("UpdateSecretVersionStage", {"VersionStage": "S" * 100_000}, "or equal to 256"),
+            ("UpdateSecretVersionStage", {"VersionStage": "AWSCURRENT",
+                                          "MoveToVersionId": "m" * 65}, "or equal to 64"),
+            ("GetSecretValue", {"SecretId": "n" * 2049}, "less than or equal to 2048"),
+            ("CreateSecret", {"Name": "n" * 513}, "less than or equal to 512"),
+        ],
+        ids=["long-id", "short-id", "long-stage", "empty-stage", "huge-stage-moved",
+             "long-move-to", "long-secret-id", "long-name"],
+    )  # fmt: skip
+    def test_out_of_bounds_is_awss_validation_exception_quoting_nothing(
+        self, operation: str, params: dict[str, str], constraint: str
+    ) -> None:
+        """A version id, stage or name outside the service model's lengths is refused before
+        policy or audit see it, with AWS's ValidationException, and the value is not quoted."""
+        body = {"SecretId": "app/db", "Name": "app/db", **params}
+
+        with pytest.raises(RequestError) as refused:
+            FRONTEND.parse(wire(TARGET + operation, orjson.dumps(body)))
+
+        assert refused.value.kind is ErrorKind.BAD_REQUEST
+        response = FRONTEND.render_error(refused.value, request_id="r")
+        answer = orjson.loads(response.body)
+        assert response.status == 400
+        assert answer["__type"] == response.headers["x-amzn-ErrorType"] == "ValidationException"
+        assert constraint in answer["message"]
+        assert len(answer["message"]) < 200
+        for value in params.values():
+            assert not value or value[:8] not in answer["message"]
+
+    @pytest.mark.parametrize("field", ["VersionId", "VersionStage"])
+    def test_a_version_that_is_not_a_string_is_a_serialization_error(self, field: str) -> None:
+        """A version id or stage of another JSON type is not read as no version at all."""
+        body = orjson.dumps({"SecretId": "app/db", field: {"nested": "x" * 1000}})
+
+        with pytest.raises(RequestError) as refused:
+            FRONTEND.parse(wire(TARGET + "GetSecretValue", body))
+
+        assert refused.value.kind is ErrorKind.MALFORMED_BODY
+
+    def test_the_longest_values_aws_takes_are_taken(self) -> None:
+        """A 64-character version id and a 256-character stage are within bounds."""
+        stage = "S" * 256
+        body = orjson.dumps({"SecretId": "a", "VersionId": "v" * 64, "VersionStage": stage})
+        call = FRONTEND.parse(wire(TARGET + "GetSecretValue", body))
+
+        assert call.request.version == "v" * 64
+        assert call.version_stage == stage
 
 
 class TestRender:

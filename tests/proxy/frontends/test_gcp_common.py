@@ -100,6 +100,56 @@ class TestCalls:
         with pytest.raises(RequestError):
             call_for(operation, message, ROUTES)
 
+    @pytest.mark.parametrize(
+        ("operation", "message"),
+        [
+            ("GetSecret", service.GetSecretRequest(name="projects/demo/secrets/" + "s" * 256)),
+            (
+                "AccessSecretVersion",
+                service.AccessSecretVersionRequest(
+                    name="projects/demo/secrets/db/versions/" + "7" * 100_000
+                ),
+            ),
+            ("GetSecret", service.GetSecretRequest(name="projects/demo/secrets/db\n<script>")),
+            (
+                "GetSecret",
+                service.GetSecretRequest(name=f"projects/demo/locations/{'l' * 256}/secrets/s"),
+            ),
+            (
+                "CreateSecret",
+                service.CreateSecretRequest(parent="projects/demo", secret_id="n" * 256),
+            ),
+            ("CreateSecret", service.CreateSecretRequest(parent="projects/demo", secret_id="a b")),
+        ],
+        ids=["long-secret", "huge-version", "odd-secret", "long-location", "long-secret-id",
+             "odd-secret-id"],
+    )  # fmt: skip
+    def test_a_name_google_would_refuse_is_refused_unquoted(
+        self, operation: str, message: object
+    ) -> None:
+        """A name part or secret_id outside Google's bounds is INVALID_ARGUMENT before policy
+        or an audit event sees it, and the answer does not quote it."""
+        with pytest.raises(RequestError) as refused:
+            call_for(operation, message, ROUTES)
+
+        assert refused.value.kind is ErrorKind.BAD_REQUEST
+        code, text = status_for(refused.value)
+        assert code.name == "INVALID_ARGUMENT"
+        assert len(text) < 200
+        for quoted in ("sss", "777", "lll", "<script>", "a b"):
+            assert quoted not in text
+
+    def test_the_longest_names_google_takes_are_taken(self) -> None:
+        """255 characters per part, Google's limit, is within bounds."""
+        name = f"projects/demo/secrets/{'s' * 255}/versions/{'7' * 255}"
+
+        call = call_for(
+            "AccessSecretVersion", service.AccessSecretVersionRequest(name=name), ROUTES
+        )
+
+        assert call.targets == (SecretRef("gcp", "demo/" + "s" * 255),)
+        assert call.request.version == "7" * 255
+
     def test_every_served_rpc_has_an_action(self) -> None:
         """Policy has a word for every RPC the backend forwards, and for no other."""
         assert ACTIONS.keys() == OPERATIONS.keys()
