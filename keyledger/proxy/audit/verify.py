@@ -14,6 +14,19 @@ Per chain found under SOURCE (its segments in seq order, whatever their names or
 Events after a chain's last checkpoint are *unsealed*: intact as far as the hashes go, but
 not yet signed, so a cut there could not be told from a chain that simply ended.
 
+Where checking starts: at seq 1, unless
+
+- ``from_seq`` says where (``audit verify --from-seq N``): the events before it are not read,
+  and the ``prev`` of seq N is taken as given;
+- the earliest segment left starts later, with the ``segment_start`` that links it to the
+  segment before (retention deleted the older ones): checking starts there, anchored on that
+  link, and the first checkpoint after it must name a previous checkpoint that the
+  checkpoint file agrees with. A ``segment_pruned`` event later in the chain should account
+  for the missing start (its ``last_seq`` and ``last_hash`` are the link); if none does, the
+  report says so (:attr:`ChainReport.unaccounted`), for ``--strict`` to fail. A chain whose
+  earliest event is not a segment's first (``segment_start``) still has a gap: lines were cut
+  out of a file, which retention never does.
+
 Remote copies (S3, CloudWatch Logs) arrive as loose lines, each with where it was found:
 :func:`verify_copies` deduplicates them by (chain, seq) -- shipping is at-least-once -- and
 fails on two *different* copies of one event, then checks each chain exactly as above and
@@ -180,11 +193,45 @@ class ChainReport:
     first_backwards: str = ""  # where, and from what to what
     largest_gap_s: float = 0.0
     largest_gap: str = ""  # where, and between which times
+    # Where checking started: seq 1, or later (``start`` says why: "from_seq", "pruned").
+    first_seq: int = 1
+    start: str = ""
+    skipped: int = 0  # lines before --from-seq, not checked
+    pruned_by: Pruning | None = None  # the segment_pruned event accounting for a later start
+    prunings: list[Pruning] = field(default_factory=list)  # every segment_pruned event read
 
     @property
     def unsealed(self) -> int:
         """Events after the newest checkpoint: not covered by any signature."""
-        return self.last_seq - self.last_checkpoint_seq
+        return self.last_seq - max(self.last_checkpoint_seq, self.first_seq - 1)
+
+    @property
+    def unaccounted(self) -> bool:
+        """The chain starts after seq 1 with no segment_pruned event saying why."""
+        return self.start == "pruned" and self.pruned_by is None
+
+
+@dataclass(frozen=True, slots=True)
+class Pruning:
+    """A ``segment_pruned`` event read in the chain: where, and what it says went."""
+
+    file: str
+    line: int
+    seq: int
+    last_seq: int
+    last_hash: str
+    segments: tuple[str, ...]
+
+    @classmethod
+    def of(cls, file: str, line: int, seq: int, detail: Any) -> Pruning | None:
+        try:
+            last_seq, last_hash = detail["last_seq"], detail["last_hash"]
+            segments = tuple(str(name) for name in detail.get("segments") or ())
+        except (KeyError, TypeError):
+            return None
+        if not isinstance(last_seq, int) or not isinstance(last_hash, str):
+            return None
+        return cls(file, line, seq, last_seq, last_hash, segments)
 
 
 @dataclass(slots=True)
@@ -208,15 +255,23 @@ def verify_path(
     *,
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     progress: Callable[[int], None] | None = None,
+    chains: Iterable[str] | None = None,
+    from_seq: int | None = None,
 ) -> VerifyReport:
-    """Verify every chain under a journal file or folder; ``progress`` gets bytes read."""
+    """Verify every chain under a journal file or folder (or only ``chains``), from seq 1 or
+    ``from_seq``; ``progress`` gets bytes read."""
     found = discover(source)
     report = VerifyReport(signatures_checked=public_keys is not None)
     for path, reason in found.unreadable:
         report.files.append(str(path))
         report.problems.append(Problem(str(path), 1, None, reason))
+    wanted = None if chains is None else set(chains)
     for chain_id in found.chains:
-        checker = _ChainChecker(report, chain_id, public_keys)
+        if wanted is not None and chain_id not in wanted:
+            continue
+        checker = _ChainChecker(
+            report, chain_id, public_keys, from_seq=from_seq, segments_may_be_pruned=True
+        )
         for path in found.checkpoints.get(chain_id, []):
             report.files.append(str(path))
             checker.load_checkpoints(_lines(path))
@@ -246,13 +301,20 @@ class Copy:
 
 
 def verify_copies(
-    copies: Iterable[Copy], *, public_keys: Mapping[str, Ed25519PublicKey] | None = None
+    copies: Iterable[Copy],
+    *,
+    public_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    chains: Iterable[str] | None = None,
+    from_seq: int | None = None,
 ) -> VerifyReport:
-    """Verify every chain found in ``copies``, in any order and with duplicates.
+    """Verify every chain found in ``copies`` (or only ``chains``), in any order and with
+    duplicates, from seq 1 or ``from_seq``.
 
     Of two different copies of one event the first given is checked against the chain
-    (readers give the oldest first) and the other is reported.
+    (readers give the oldest first) and the other is reported. Sinks get every event, so
+    a copy that starts late has a gap, whatever retention did to the local journal.
     """
+    wanted = None if chains is None else set(chains)
     report = VerifyReport(signatures_checked=public_keys is not None)
     events: dict[str, dict[int, Copy]] = {}
     checkpoints: dict[str, list[tuple[int, Copy]]] = {}  # with the seq each seals
@@ -285,13 +347,20 @@ def verify_copies(
             conflicts.setdefault(chain_id, []).append((known, copy, seq))
     report.files = list(wheres)
     for chain_id in sorted(events.keys() | checkpoints.keys()):
+        if wanted is not None and chain_id not in wanted:
+            continue
         checker = _ChainChecker(
-            report, chain_id, public_keys, unit="object", filed_as="a shipped checkpoint"
+            report,
+            chain_id,
+            public_keys,
+            unit="object",
+            filed_as="a shipped checkpoint",
+            from_seq=from_seq,
         )
         chain = checker.chain
         chain.duplicates = duplicates.get(chain_id, 0)
         found = events.get(chain_id, {})
-        chain.missing = _missing_ranges(sorted(found))
+        chain.missing = _missing_ranges(sorted(found), from_seq or 1)
         chain.files = len({c.where for c in found.values()})
         filed = sorted(checkpoints.get(chain_id, []), key=lambda found: found[0])
         checker.load_checkpoints((c.where, c.line, c.raw) for _, c in filed)
@@ -311,11 +380,13 @@ def verify_copies(
     return report
 
 
-def _missing_ranges(seqs: list[int]) -> list[tuple[int, int]]:
-    """Every run of seqs absent from ``seqs`` (sorted), from seq 1 to the last present."""
+def _missing_ranges(seqs: list[int], start: int = 1) -> list[tuple[int, int]]:
+    """Every run of seqs absent from ``seqs`` (sorted), from ``start`` to the last present."""
     gaps = []
-    expected = 1
+    expected = start
     for seq in seqs:
+        if seq < start:
+            continue
         if seq > expected:
             gaps.append((expected, seq - 1))
         expected = seq + 1
@@ -342,9 +413,16 @@ class _ChainChecker:
         *,
         unit: str = "segment file",  # what a gap starting at line 1 may be
         filed_as: str = "the checkpoint file",  # where the signed records came from
+        from_seq: int | None = None,  # check from this seq on; the chain before is given
+        segments_may_be_pruned: bool = False,  # a local journal: may start at a later segment
     ) -> None:
         self.unit = unit
         self.filed_as = filed_as
+        self.from_seq = from_seq
+        self.prunable = segments_may_be_pruned
+        self.started = False  # the first event to check was found
+        self.anchor = ""  # the prev of the first event checked, taken as given
+        self.last_read: tuple[str, int, int] | None = None  # of the lines skipped
         self.report = report
         self.chain = report.chains.setdefault(chain_id, ChainReport(chain_id))
         self.keys = keys
@@ -442,6 +520,12 @@ class _ChainChecker:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.fail(file, number, None, NOT_AN_EVENT)
             return
+        if not self.started:
+            if self.from_seq is not None and seq < self.from_seq:
+                chain.skipped += 1  # before --from-seq: taken as given
+                self.last_read = (file, number, seq)
+                return
+            self._start(number, seq, prev, record)
         if chain_id != chain.id:
             # A forged line claiming another chain would otherwise be checked against that
             # (empty) chain and pass.
@@ -476,6 +560,10 @@ class _ChainChecker:
             return
         if record.get("type") == "checkpoint":
             self._check_checkpoint_event(file, number, seq, record)
+        elif record.get("type") == "lifecycle" and _detail_event(record) == "segment_pruned":
+            pruning = Pruning.of(file, number, seq, record["detail"])
+            if pruning is not None:
+                chain.prunings.append(pruning)
         elif (sealed := self.filed.get(seq - 1)) is not None:
             self.fail(
                 file,
@@ -489,6 +577,24 @@ class _ChainChecker:
         chain.last_seq = seq
         chain.last_hash = claimed
         self._check_time(file, number, seq, record.get("time"))
+
+    def _start(self, number: int, seq: int, prev: object, record: dict[str, Any]) -> None:
+        """Where checking starts: seq 1, ``from_seq``, or a later segment's first event
+        linking back to a segment no longer there; anything else is a gap from there."""
+        self.started = True
+        chain = self.chain
+        start = self.from_seq or 1
+        if seq == 1 or not isinstance(prev, str):
+            return
+        if seq == start:
+            chain.first_seq, chain.start = seq, "from_seq"
+        elif self.prunable and number == 1 and _links_back(record, seq, prev):
+            chain.first_seq, chain.start = seq, "pruned"
+        else:
+            chain.last_seq = start - 1  # the gap is reported from where checking should start
+            return
+        chain.last_seq, chain.last_hash = seq - 1, prev
+        self.anchor = prev
 
     def _check_time(self, file: str, number: int, seq: int, moment: object) -> None:
         chain = self.chain
@@ -543,7 +649,13 @@ class _ChainChecker:
             )
             return
         expected = self.last_checkpoint.seal if self.last_checkpoint else None
-        if checkpoint.previous != expected:
+        if expected is None and chain.first_seq > 1:
+            # The checkpoints before the start were not read: the checkpoint file vouches.
+            problem = self._previous_before_start(checkpoint)
+            if problem is not None:
+                self.fail(file, number, seq, problem)
+                return
+        elif checkpoint.previous != expected:
             named = checkpoint.previous.seq if checkpoint.previous else "none"
             last = expected.seq if expected else "none"
             self.fail(
@@ -565,6 +677,54 @@ class _ChainChecker:
         chain.checkpoints += 1
         chain.last_checkpoint_seq = seq
 
+    def _previous_before_start(self, checkpoint: Checkpoint) -> str | None:
+        """Why the first checkpoint after a later start cannot name the previous it names."""
+        named = checkpoint.previous
+        after = named.seq if named is not None else -1
+        if named is not None and named.seq + 1 >= self.chain.first_seq:
+            return (
+                f"checkpoint names seq {named.seq} as the previous checkpoint, but no "
+                "checkpoint was found there (checkpoints removed or reordered)"
+            )
+        filed = self.filed.get(after)
+        if named is not None and filed is not None and filed.checkpoint.hash != named.hash:
+            return (
+                f"checkpoint names seq {named.seq} with hash {named.hash[:12]} as the previous "
+                f"checkpoint, but {filed.file}:{filed.line} sealed it with hash "
+                f"{filed.checkpoint.hash[:12]}"
+            )
+        skipped = [f for s, f in sorted(self.filed.items()) if after < s < self.chain.first_seq - 1]
+        if skipped:
+            last = skipped[-1]
+            named_seq = "none" if named is None else f"seq {named.seq}"
+            return (
+                f"checkpoint names {named_seq} as the previous checkpoint, but "
+                f"{last.file}:{last.line} sealed seq {last.checkpoint.seq} after it "
+                "(checkpoints removed or reordered)"
+            )
+        return None
+
+    def _account_for_start(self) -> None:
+        """The newest segment_pruned event that removed what comes before the start."""
+        chain = self.chain
+        anchor = chain.first_seq - 1
+        matching = [p for p in chain.prunings if p.last_seq == anchor]
+        if not matching:
+            return  # unaccounted: a warning (a failure under --strict)
+        pruning = matching[-1]
+        if pruning.last_hash != self.anchor:
+            self.fail(
+                pruning.file,
+                pruning.line,
+                pruning.seq,
+                f"segment_pruned says seq {anchor} had hash {pruning.last_hash[:12]}, but the "
+                f"earliest segment links to {self.anchor[:12]}: it is not the segment that "
+                "followed the pruned ones",
+                stop=False,
+            )
+            return
+        chain.pruned_by = pruning
+
     def finish(self) -> None:
         """Checkpoints the journal never reached: events were cut off its end.
 
@@ -573,6 +733,13 @@ class _ChainChecker:
         """
         if self.chain.stopped is not None:
             return
+        if not self.started and self.last_read is not None:
+            file, line, seq = self.last_read
+            reason = f"no event from seq {self.from_seq} on: the chain ends at seq {seq}"
+            self.fail(file, line, None, reason, stop=False)
+            return
+        if self.chain.start == "pruned":
+            self._account_for_start()
         end = self.chain.last_seq
         beyond = [f for seq, f in sorted(self.filed.items()) if seq >= end]
         if not beyond:
@@ -587,3 +754,20 @@ class _ChainChecker:
             ),
             stop=False,  # every line was checked: the counts stand
         )
+
+
+def _detail_event(record: dict[str, Any]) -> object:
+    detail = record.get("detail")
+    return detail.get("event") if isinstance(detail, dict) else None
+
+
+def _links_back(record: dict[str, Any], seq: int, prev: str) -> bool:
+    """A segment's first event naming the last event of the segment before it."""
+    detail = record.get("detail")
+    return (
+        record.get("type") == "lifecycle"
+        and isinstance(detail, dict)
+        and detail.get("event") == "segment_start"
+        and detail.get("previous_last_seq") == seq - 1
+        and detail.get("previous_last_hash") == prev
+    )

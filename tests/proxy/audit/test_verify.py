@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyledger.proxy.audit.chain import ChainState, event_hash, seal
+from keyledger.proxy.audit.checkpoints import CheckpointSigner
 from keyledger.proxy.audit.events import AuditEvent, EventType, PrincipalInfo, ResourceInfo
+from keyledger.proxy.audit.journal import Rotation
+from keyledger.proxy.audit.retention import Retention
+from keyledger.proxy.audit.segments import chain_segments
+from keyledger.proxy.audit.sinks.cursor import Cursor, CursorStore
 from keyledger.proxy.audit.verify import Problem, verify_path
+from tests.proxy.audit.conftest import CHAIN, append, running
+
+Keys = dict[str, Ed25519PublicKey]
 
 
 def chain_lines(chain_id: str, count: int) -> list[bytes]:
@@ -320,3 +330,213 @@ class TestTimes:
         report = verify_path(self.timed(tmp_path / "node-1.jsonl", 0, 1, 1, 2, 60.5))
         chain = report.chains["node-1"]
         assert (chain.backwards, chain.largest_gap_s) == (0, 58.5)
+
+
+# -- where verification starts: pruned segments, --from-seq ---------------------------------
+
+SMALL_SEGMENTS = Rotation(max_bytes=4096, max_age_s=None)
+
+
+async def pruned_journal(
+    directory: Path, signer: CheckpointSigner | None, *, keep_from: int
+) -> int:
+    """A closed, checkpointed journal of six segments whose first ``keep_from - 1`` were
+    pruned by retention once a sink acknowledged them; the first seq left."""
+    async with running(directory, signer, rotation=SMALL_SEGMENTS, every_events=10) as journal:
+        n = 0
+        while len(chain_segments(directory, CHAIN)) < 6:
+            await append(journal, 5, start=n)
+            n += 5
+        segments = chain_segments(directory, CHAIN)
+        acked = segments[keep_from - 1]  # the first segment to keep
+        CursorStore(directory).save("s3", CHAIN, Cursor(acked.path.name, 0, acked.first_seq - 1))
+        later = datetime.now(UTC) + timedelta(days=2)
+        retention = Retention(journal=journal, sinks=["s3"], max_age_s=86400, now=lambda: later)
+        pruned = await retention.prune_once()
+        assert pruned is not None
+        assert len(pruned.segments) == keep_from - 1
+        await append(journal, 5, start=n)
+    return acked.first_seq
+
+
+def earliest(directory: Path) -> Path:
+    return chain_segments(directory, CHAIN)[0].path
+
+
+class TestPrunedJournal:
+    async def test_verifies_from_the_earliest_segment_left(
+        self, journal_dir: Path, signer: CheckpointSigner, public_keys: Keys
+    ) -> None:
+        """After retention pruned two segments, the journal verifies with every signature
+        from the first seq left, and the segment_pruned event accounts for the start."""
+        first = await pruned_journal(journal_dir, signer, keep_from=3)
+
+        report = verify_path(journal_dir, public_keys=public_keys)
+
+        assert report.ok, report.problems
+        chain = report.chains[CHAIN]
+        assert (chain.first_seq, chain.start) == (first, "pruned")
+        assert chain.pruned_by is not None
+        assert chain.pruned_by.last_seq == first - 1
+        assert len(chain.pruned_by.segments) == 2
+        assert not chain.unaccounted
+        assert chain.events == chain.last_seq - first + 1
+        assert chain.checkpoints > 0
+
+    async def test_earliest_segment_removed_by_hand_is_unaccounted(
+        self, journal_dir: Path, signer: CheckpointSigner, public_keys: Keys
+    ) -> None:
+        """Removing the earliest segment left, with no pruning to say so, still verifies
+        what is there, but the report says no segment_pruned event accounts for it."""
+        await pruned_journal(journal_dir, signer, keep_from=2)
+        earliest(journal_dir).unlink()
+
+        report = verify_path(journal_dir, public_keys=public_keys)
+
+        assert report.ok, report.problems
+        chain = report.chains[CHAIN]
+        assert chain.start == "pruned"
+        assert chain.unaccounted
+
+    async def test_a_middle_segment_removed_is_still_a_gap(
+        self, journal_dir: Path, signer: CheckpointSigner
+    ) -> None:
+        """A segment removed after the earliest one left is a gap, pruning or not."""
+        await pruned_journal(journal_dir, signer, keep_from=2)
+        removed = chain_segments(journal_dir, CHAIN)[1]
+        removed.path.unlink()
+
+        problem = only_problem(journal_dir)
+
+        assert problem.reason.startswith(f"gap: seq {removed.first_seq}-")
+        assert "(a whole segment file?)" in problem.reason
+
+    async def test_lines_cut_from_the_earliest_segment_are_a_gap(
+        self, journal_dir: Path, signer: CheckpointSigner
+    ) -> None:
+        """An earliest event that does not start a segment (its segment_start cut out) is a
+        gap: retention removes whole files, never lines."""
+        first = await pruned_journal(journal_dir, signer, keep_from=2)
+        path = earliest(journal_dir)
+        path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[1:]))
+
+        problem = only_problem(journal_dir)
+
+        assert problem.reason == f"gap: seq 1-{first} missing (deleted or moved events)"
+
+    async def test_rewriting_the_earliest_segment_is_caught_by_its_checkpoints(
+        self, journal_dir: Path, signer: CheckpointSigner, public_keys: Keys
+    ) -> None:
+        """An event dropped from the earliest segment left, and everything after resealed
+        from the same link, no longer matches what its signed checkpoints sealed."""
+        first = await pruned_journal(journal_dir, signer, keep_from=2)
+        paths = [s.path for s in chain_segments(journal_dir, CHAIN)]
+        events = [orjson.loads(line) for path in paths for line in path.read_bytes().splitlines()]
+        del events[2]  # an access event, early in the earliest segment
+        state = ChainState(CHAIN, first - 1, events[0]["chain"]["prev"])
+        lines = []
+        for record in events:
+            del record["chain"]
+            line, state = seal(record, state)
+            lines.append(line)
+        for path in paths[1:]:
+            path.unlink()
+        write(paths[0], lines)
+
+        report = verify_path(journal_dir, public_keys=public_keys)
+
+        assert not report.ok
+        (problem,) = report.problems
+        assert problem.reason.endswith("sealed: the journal was rewritten from here on")
+
+    async def test_a_pruning_that_names_another_link_fails(self, journal_dir: Path) -> None:
+        """The earliest segment left must link to the hash the segment_pruned event recorded:
+        an unsigned chain resealed from another link is caught by that record alone."""
+        first = await pruned_journal(journal_dir, None, keep_from=2)
+        paths = [s.path for s in chain_segments(journal_dir, CHAIN)]
+        state = ChainState(CHAIN, first - 1, "f" * 64)
+        for path in paths:
+            lines: list[bytes] = []
+            for line in path.read_bytes().splitlines():
+                record = orjson.loads(line)
+                del record["chain"]
+                if (record.get("detail") or {}).get("event") == "segment_start" and not lines:
+                    record["detail"]["previous_last_hash"] = state.hash
+                resealed, state = seal(record, state)
+                lines.append(resealed)
+            write(path, lines)
+
+        problem = only_problem(journal_dir)
+
+        assert problem.reason == (
+            f"segment_pruned says seq {first - 1} had hash {pruned_hash(journal_dir)[:12]}, "
+            "but the earliest segment links to ffffffffffff: it is not the segment that "
+            "followed the pruned ones"
+        )
+
+
+def pruned_hash(directory: Path) -> str:
+    """The last_hash the (one) segment_pruned event in the journal recorded."""
+    for segment in chain_segments(directory, CHAIN):
+        for line in segment.path.read_bytes().splitlines():
+            detail = orjson.loads(line).get("detail") or {}
+            if detail.get("event") == "segment_pruned":
+                return str(detail["last_hash"])
+    raise AssertionError("no segment_pruned event")
+
+
+class TestFromSeq:
+    async def test_checks_from_the_seq_given(
+        self, journal_dir: Path, signer: CheckpointSigner, public_keys: Keys
+    ) -> None:
+        """--from-seq N: lines before N are not checked (an edit there goes unseen), the
+        events from N on are, signatures included."""
+        async with running(journal_dir, signer, every_events=10) as journal:
+            await append(journal, 40)
+        path = chain_segments(journal_dir, CHAIN)[0].path
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[3] = edited(lines[3], {"principal.id": "someone-else"})
+        write(path, lines)
+
+        report = verify_path(journal_dir, public_keys=public_keys, from_seq=20)
+
+        assert report.ok, report.problems
+        chain = report.chains[CHAIN]
+        assert (chain.first_seq, chain.start, chain.skipped) == (20, "from_seq", 19)
+        assert chain.events == chain.last_seq - 19
+        assert chain.checkpoints > 0
+        assert not verify_path(journal_dir, public_keys=public_keys).ok
+
+    async def test_an_edit_after_the_seq_given_is_found(
+        self, journal_dir: Path, signer: CheckpointSigner
+    ) -> None:
+        """Edits from the seq given on are found as ever."""
+        async with running(journal_dir, signer, every_events=10) as journal:
+            await append(journal, 40)
+        path = chain_segments(journal_dir, CHAIN)[0].path
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[30] = edited(lines[30], {"principal.id": "someone-else"})
+        write(path, lines)
+
+        report = verify_path(journal_dir, from_seq=20)
+
+        assert [p.seq for p in report.problems] == [31]
+
+    def test_a_seq_past_the_end_is_a_problem(self, tmp_path: Path) -> None:
+        """A --from-seq beyond the chain's last event checks nothing, and says so."""
+        path = write(tmp_path / "node-1.jsonl", chain_lines("node-1", 5))
+
+        report = verify_path(path, from_seq=9)
+
+        (problem,) = report.problems
+        assert problem.reason == "no event from seq 9 on: the chain ends at seq 5"
+
+    def test_only_the_chains_asked_for(self, tmp_path: Path) -> None:
+        """chains= verifies only those chains: a broken other one is not read."""
+        write(tmp_path / "node-1.jsonl", chain_lines("node-1", 3))
+        write(tmp_path / "node-2.jsonl", chain_lines("node-2", 3)[1:])
+
+        report = verify_path(tmp_path, chains=["node-1"])
+
+        assert report.ok
+        assert list(report.chains) == ["node-1"]
