@@ -9,6 +9,10 @@ the last good one stays in force, and the failure is logged and audited once per
 Files are read only after they have stopped changing (an editor saving, ``git pull``
 touching three files, Kubernetes swapping a ConfigMap's symlink), and a load that raced a
 further change is thrown away and done again.
+
+A rejection's event names files as users wrote them, relative to the config file's folder
+(``policies/prod.yaml:14:7: ...``), not by where this replica happens to mount them; a file
+outside that folder keeps the path configured for it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +93,16 @@ class PolicyReloader:
         loaded_from: Fingerprint,
         interval_s: float = 1.0,
         watch: bool = True,
+        base: Path | None = None,
     ) -> None:
+        """``base``: the config file's folder, which rejection events name files from."""
         self._patterns = tuple(patterns)
+        # A whole path starting there, with its separator: not /etc/kl-other, not /mnt/etc/kl.
+        self._base = (
+            None
+            if base is None
+            else re.compile(r"(?<![\w./~-])" + re.escape(os.path.join(base, "")))
+        )
         self._backends = tuple(backends)
         self._lower_case = tuple(lower_case)
         self._holder = holder
@@ -217,7 +230,7 @@ class PolicyReloader:
                 "old_hash": in_force,
                 "new_hash": None,
                 "kept_hash": in_force,
-                "problems": list(exc.problems[:_MAX_LISTED]),
+                "problems": [self._as_written(p) for p in exc.problems[:_MAX_LISTED]],
             },
         )
         try:
@@ -227,3 +240,7 @@ class PolicyReloader:
             self._cause, self._retry = cause, True  # not recorded: try again after interval
             return
         self._failed = files
+
+    def _as_written(self, problem: str) -> str:
+        """``problem`` with the paths under the config's folder relative to it."""
+        return problem if self._base is None else self._base.sub("", problem)

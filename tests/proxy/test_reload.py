@@ -77,8 +77,11 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, *, watch: bool = True) -> AsyncIterator[Rig]:
-    folder = tmp_path / "policies"
+async def rig(
+    tmp_path: Path, *, watch: bool = True, folder: Path | None = None, base: Path | None = None
+) -> AsyncIterator[Rig]:
+    """A reloader of ``folder`` (tmp_path/policies), from a config in ``base`` (tmp_path)."""
+    folder = folder or tmp_path / "policies"
     folder.mkdir()
     (folder / "app.yaml").write_text(policy("read-v1"))
     loaded = load_policy([folder], ["aws"])
@@ -93,6 +96,7 @@ async def rig(tmp_path: Path, *, watch: bool = True) -> AsyncIterator[Rig]:
         loaded_from=loaded.files,
         interval_s=0.05,
         watch=watch,
+        base=base or tmp_path,
     )
     try:
         yield Rig(folder, holder, journal, reloader)
@@ -153,6 +157,26 @@ class TestReloadIfChanged:
                 "value_fingerprint": None,
             }
             assert event["detail"]["kept_hash"] == good.hash
+            assert event["detail"]["problems"] == [
+                "policies/app.yaml:5:19: unknown action 'reed' (did you mean 'read'?)"
+            ]
+
+    async def test_a_rejection_names_files_outside_the_config_folder_as_configured(
+        self, tmp_path: Path
+    ) -> None:
+        """A policy folder outside the config file's folder keeps the path it was configured
+        by, not one climbing out of the config's folder (../../mnt/...)."""
+        config = tmp_path / "etc" / "keyledger"
+        config.mkdir(parents=True)
+        elsewhere = tmp_path / "mnt" / "etc" / "keyledger"
+        elsewhere.parent.mkdir(parents=True)
+        async with rig(tmp_path, folder=elsewhere, base=config) as r:
+            await r.reloader.reload_if_changed()
+            replace(r.file, BROKEN)
+
+            assert not await r.reloader.reload_if_changed()
+
+            (event,) = r.reloads()
             assert event["detail"]["problems"] == [
                 f"{r.file}:5:19: unknown action 'reed' (did you mean 'read'?)"
             ]
