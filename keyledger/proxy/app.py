@@ -71,6 +71,7 @@ from keyledger.proxy.metrics import (
     SinkCollector,
 )
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
+from keyledger.proxy.ratelimit import Limits
 from keyledger.proxy.reload import PolicyReloader, load_policy
 from keyledger.proxy.sts import StsEndpoint
 from keyledger.proxy.token_exchange import (
@@ -415,6 +416,12 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         individual=config.limits.auth_failures_recorded,
     )
 
+    rate_limits = Limits.of(
+        config.limits.rate_per_source,
+        config.limits.rate_per_principal,
+        burst_s=config.limits.rate_burst_s,
+    )
+
     def gateway(frontend: Frontend, authenticator: Authenticator) -> Gateway:
         return Gateway(
             frontend=frontend,
@@ -426,6 +433,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             observer=metrics,
             geo=locate,
             failures=failures,
+            limits=rate_limits,
         )
 
     oidc = _oidc_verifier(config, transports, store)

@@ -94,6 +94,12 @@ class RequestError(ProxyError):
     kind = ErrorKind.BAD_REQUEST
 
 
+class Throttled(ProxyError):
+    """A rate limit (``limits.rate``) is spent: the SDKs back off and try again."""
+
+    kind = ErrorKind.THROTTLED
+
+
 class AccessDenied(ProxyError):
     """The policy said no; the frontend words it the way its cloud would."""
 

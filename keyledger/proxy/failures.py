@@ -6,9 +6,11 @@ The first ``individual`` failures of a (source, reason) within ``window_s`` are 
 one by one, as ever: a mistyped key or an expired token keeps its full event. Past that,
 failures are only counted; when the window closes, one aggregate event records how many
 there were, when the first and the last came, their first and last request ids and up to a
-few identities they claimed. A refused caller never gets anything but its error, so no
-secret ever depends on these events; they are written within a second of the window's end
-(and at shutdown), and a failure to write one is retried at the next look.
+few identities they claimed. Calls throttled by a rate limit (``limits.rate``) are folded
+the same way, as ``access`` events with the code ``throttled``. A refused caller never
+gets anything but its error, so no secret ever depends on these events; they are written
+within a second of the window's end (and at shutdown), and a failure to write one is
+retried at the next look.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ _CLAIMS_KEPT = 5  # identities a flood claimed, named in its aggregate (the rest
 @dataclass(slots=True)
 class _Fold:
     started: float  # monotonic: when the window opened
+    type: EventType
     seen: int = 0  # failures in the window, those recorded one by one included
     count: int = 0  # those folded into the aggregate
     first: datetime | None = None
@@ -78,16 +81,17 @@ class FailureFold:
         reason: str,
         request: RequestInfo,
         principal: PrincipalInfo,
+        type: EventType = EventType.AUTH_FAILURE,
     ) -> bool:
-        """True: record this failure as an event of its own. False: it is counted into its
-        (source, reason)'s aggregate."""
+        """True: record this refusal as an event of its own. False: it is counted into its
+        (source, reason)'s aggregate, an event of ``type``."""
         key = (source or "(unknown)", reason)
         now = self._clock()
         fold = self._open.get(key)
         if fold is None or now - fold.started >= self._window:
             if fold is not None:
                 self._close(key, fold)
-            fold = self._open[key] = _Fold(started=now)
+            fold = self._open[key] = _Fold(started=now, type=type)
         fold.seen += 1
         if fold.seen <= self._individual:
             return True
@@ -122,7 +126,7 @@ class FailureFold:
         }
         self._closed.append(
             AuditEvent(
-                type=EventType.AUTH_FAILURE,
+                type=fold.type,
                 request=RequestInfo(
                     id=fold.last_request,
                     protocol=",".join(sorted(fold.protocols)),

@@ -46,10 +46,13 @@ from keyledger.proxy.errors import (
     AccessDenied,
     AuditUnavailable,
     AuthError,
+    ErrorKind,
     ProxyError,
     RequestError,
+    Throttled,
 )
 from keyledger.proxy.failures import FailureFold
+from keyledger.proxy.ratelimit import Limits
 from keyledger.proxy.wire import Authenticator, Call, Frontend, WireRequest, WireResponse
 
 __all__ = ["Gateway", "PolicyHolder", "RequestObserver", "RequestTrace"]
@@ -78,7 +81,8 @@ class RequestTrace:
     backend: str  # "none" until a call names a configured backend
     operation: str  # "unknown" unless the frontend serves it
     effect: str = "none"  # allow | deny | none (no policy decided: failed auth, bad input)
-    status: str = "success"  # success | denied | error | challenged (an auth handshake)
+    # success | denied | error | challenged (an auth handshake) | throttled (limits.rate)
+    status: str = "success"
     auth_failure: str | None = None  # the reason, when authentication failed
     backend_error: str | None = None  # the backend's error kind, when it failed
     total_s: float = 0.0
@@ -129,10 +133,12 @@ class Gateway:
         observer: RequestObserver | None = None,
         geo: Callable[[str], GeoInfo | None] | None = None,
         failures: FailureFold | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """``geo``: where a source address is (the GeoIP databases), asked once per request;
         None when none are configured. ``failures``: folds a flood of sign-in failures
-        into aggregate events (shared by every protocol's gateway)."""
+        (and of throttled calls) into aggregate events; ``limits``: the rate limits. Both
+        are shared by every protocol's gateway: a flood is one, whichever door it uses."""
         self._frontend = frontend
         self._auth = authenticator
         self._policies = policies
@@ -142,6 +148,8 @@ class Gateway:
         self._observer = observer
         self._geo = geo
         self._failures = failures
+        self._per_source = limits.per_source if limits is not None else None
+        self._per_principal = limits.per_principal if limits is not None else None
         # Decided once: building the debug line for every event is not free.
         self._debug = log.is_enabled_for(logging.DEBUG)
 
@@ -213,6 +221,9 @@ class Gateway:
         if challenge is not None:
             trace.status = "challenged"
             return challenge
+        if self._per_source is not None and not self._per_source.allow(wire.source_ip or ""):
+            # Before the signature is checked: a flood's cost stops here.
+            return await self._throttle(ctx, None, None, "source address")
         try:
             principal = await self._auth.authenticate(wire)
         except AuthError as exc:
@@ -231,6 +242,8 @@ class Gateway:
             )
             return self._frontend.render_error(exc, request_id=rid)
         trace.backend = backend.name
+        if self._per_principal is not None and not self._per_principal.allow(principal.id):
+            return await self._throttle(ctx, who, call, "principal")
 
         # 3. May the caller do this action on anything at all? Asked before any lookup
         #    in the store, so nobody learns from it what they could not touch anyway.
@@ -495,6 +508,28 @@ class Gateway:
                 code=event.outcome.code if event.outcome else None,
                 latency_ms=event.outcome.latency_ms if event.outcome else None,
             )
+
+    async def _throttle(
+        self, ctx: _Ctx, who: PrincipalInfo | None, call: Call | None, per: str
+    ) -> WireResponse:
+        """Refuse a call past a rate limit; record it, or count it into its flood's
+        aggregate (as failed sign-ins are)."""
+        ctx.trace.status = "throttled"
+        who = who or PrincipalInfo(id=None, auth_method=self._auth.method)
+        code = ErrorKind.THROTTLED.value
+        if self._failures is None or self._failures.admit(
+            source=ctx.request.source_ip,
+            reason=code,
+            request=ctx.request,
+            principal=who,
+            type=EventType.ACCESS,
+        ):
+            target = call.single if call is not None else None
+            await self._record(
+                ctx, [self._event(ctx, who, call, target, None, Status.DENIED, code)]
+            )
+        error = Throttled(f"Rate exceeded: too many requests from this {per}")
+        return self._frontend.render_error(error, request_id=ctx.request.id)
 
     async def _record_auth_failure(self, ctx: _Ctx, exc: AuthError) -> None:
         who = PrincipalInfo(

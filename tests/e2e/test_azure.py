@@ -174,12 +174,19 @@ class Served:
 
 @pytest.fixture
 def served(
-    tmp_path: Path, tls: DevTls, demo: ThreadedAzureStandin, payments: ThreadedAzureStandin
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    tls: DevTls,
+    demo: ThreadedAzureStandin,
+    payments: ThreadedAzureStandin,
 ) -> Iterator[Served]:
     """keyledger for this test alone (its own journal), with tokens for app and admin, a
-    revoked one, one about to expire, one it never issued and a forged one."""
+    revoked one, one about to expire, one it never issued and a forged one; a test's
+    indirect parameter gives the config's ``limits``."""
     doc = write_proxy_files(tmp_path, policy=POLICY)
     del doc["admin"]
+    if limits := getattr(request, "param", None):
+        doc["limits"] = limits
     doc["backends"] = {"azure": azure_backend(tls, demo.url, payments.url)}
     doc["frontends"] = {"azure": {"resource": RESOURCE}}
     config = parse_config(doc, base=tmp_path, source="test")
@@ -514,6 +521,33 @@ class TestErrorsAsTheSdkRaisesThem:
         operations(served.proxy, wire)
         last = served.proxy.calls()[-1]
         assert (last["request"]["operation"], last["outcome"]["status"]) == ("SetSecret", "error")
+
+    @pytest.mark.parametrize(
+        "served", [{"rate": {"per_principal": 1, "burst_s": 2}}], indirect=True
+    )
+    def test_past_its_rate_limit_a_caller_gets_429_and_the_sdk_waits(
+        self, served: Served, demo: ThreadedAzureStandin, name: str
+    ) -> None:
+        """Past limits.rate.per_principal: 429 Throttled with Retry-After; without retries
+        the SDK raises it, with its default retries it waits as told and is served."""
+        demo.seed({name: "throttled-value"})
+        wire = WireLog()
+        with served.client(wire=wire, retry_total=0) as client:
+            served_now = [client.get_secret(name).value for _ in range(2)]
+            with pytest.raises(HttpResponseError) as caught:
+                client.get_secret(name)
+        with served.client(wire=wire) as patient:
+            waited = patient.get_secret(name).value
+
+        assert served_now == ["throttled-value"] * 2
+        assert caught.value.status_code == 429
+        assert caught.value.error is not None
+        assert caught.value.error.code == "Throttled"
+        assert waited == "throttled-value"
+        # the challenge, two reads, the one refused, then the patient client's 429 and read
+        assert [s.status for s in wire.seen] == [401, 200, 200, 429, 429, 200]
+        throttled = [c for c in served.proxy.calls() if c["outcome"]["code"] == "throttled"]
+        assert len(throttled) == 2
 
 
 class TestChallenge:

@@ -92,8 +92,14 @@ def standin() -> Iterator[ThreadedGcpStandin]:
 
 
 @pytest.fixture
-def served(tmp_path: Path, standin: ThreadedGcpStandin) -> Iterator[Served]:
+def served(
+    request: pytest.FixtureRequest, tmp_path: Path, standin: ThreadedGcpStandin
+) -> Iterator[Served]:
+    """keyledger in front of the stand-in, over REST and gRPC; a test's indirect parameter
+    gives the config's ``limits``."""
     doc = write_proxy_files(tmp_path, policy=POLICY)
+    if limits := getattr(request, "param", None):
+        doc["limits"] = limits
     doc["backends"] = {
         "gcp": {
             "type": "gcp",
@@ -389,3 +395,25 @@ def test_no_value_in_a_log_line_a_metric_or_an_error(
     for text in (metrics.decode(), logged, str(rest_refusal.value), str(grpc_refusal.value)):
         assert "db-value" not in text  # ... but no value is
         assert CANARY not in text
+
+
+@pytest.mark.parametrize("served", [{"rate": {"per_principal": 1, "burst_s": 2}}], indirect=True)
+def test_past_its_rate_limit_a_caller_gets_resource_exhausted(served: Served) -> None:
+    """Past limits.rate.per_principal, REST answers 429 (TooManyRequests) and gRPC
+    RESOURCE_EXHAUSTED, the codes Google's clients back off from; each throttled call is
+    recorded with the secret it named."""
+    rest = served.rest()
+    client, metadata = served.grpc()
+    name = version("app-db")
+
+    served_now = [rest.access_secret_version(name=name, retry=None) for _ in range(2)]
+    with pytest.raises(gexc.TooManyRequests) as over_rest:
+        rest.access_secret_version(name=name, retry=None)
+    with pytest.raises(gexc.ResourceExhausted):
+        client.access_secret_version(name=name, metadata=metadata, retry=None)
+
+    assert [a.payload.data for a in served_now] == [b"db-value"] * 2
+    assert over_rest.value.code == 429
+    throttled = [e for e in served.proxy.events("access") if e["outcome"]["code"] == "throttled"]
+    assert [e["request"]["protocol"] for e in throttled] == ["gcp-rest", "gcp-grpc"]
+    assert {e["resource"]["secret"] for e in throttled} == {"keyledger-demo/app-db"}
