@@ -60,6 +60,7 @@ from keyledger.proxy.audit.segments import (
     segment_path,
     validate_chain_id,
 )
+from keyledger.proxy.audit.timeline import Timeline
 
 __all__ = ["Checkpointing", "Journal", "JournalStats", "JournalUnavailable", "Rotation"]
 
@@ -147,9 +148,8 @@ class Journal:
         self._running = False
         self._written = _Mark(ChainState(chain_id), 0, None)
         self._durable = _Mark(ChainState(chain_id), 0, None)
-        # The latest time written: no event goes before it, whatever the wall clock says.
-        self._last_time = ""
-        self._steps = steps or StepWatch(clock_step_s)
+        # No event goes before the latest time written, whatever the wall clock says.
+        self._timeline = Timeline(steps or StepWatch(clock_step_s))
         # Requests written since the fsync in flight started wait on this future.
         self._next_sync: asyncio.Future[None] | None = None
         self._next_sync_events = 0
@@ -369,14 +369,14 @@ class Journal:
         state, newest = mark.state, mark.checkpoint
         lines = []
         try:
-            if (step := self._steps.check()) is not None:
-                line, state = seal(self._in_order(_clock_step(step)), state)
+            if (step := self._timeline.step()) is not None:
+                line, state = seal(self._timeline.in_order(step), state)
                 lines.append(line)
             for event in events:
                 record = event.to_record()
                 if self._minimise is not None:
                     record = self._minimise(record)
-                line, state = seal(self._in_order(record), state)
+                line, state = seal(self._timeline.in_order(record), state)
                 lines.append(line)
             settings = self._checkpointing
             if settings is not None:
@@ -422,7 +422,7 @@ class Journal:
             previous=previous.seal if previous else None,
         )
         event = AuditEvent(type=EventType.CHECKPOINT, time=now, detail=signed.to_detail())
-        line, state = seal(self._in_order(event.to_record()), state)
+        line, state = seal(self._timeline.in_order(event.to_record()), state)
         return signed, line, state
 
     def _mark_durable(self, mark: _Mark, events: int, lines: Sequence[bytes]) -> None:
@@ -530,16 +530,6 @@ class Journal:
                 JournalUnavailable("the audit journal could not be written")
             )
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
-
-    def _in_order(self, record: dict[str, Any]) -> dict[str, Any]:
-        """``record`` timed no earlier than the latest time written (the journal's
-        fixed-width UTC times compare as strings)."""
-        moment = record["time"]
-        if moment < self._last_time:
-            record["time"] = self._last_time  # the wall clock stepped back
-        else:
-            self._last_time = moment
-        return record
 
     def _size_of_file(self) -> int | None:
         try:
@@ -651,10 +641,8 @@ class Journal:
             }
             if lost is not None:
                 detail.update(_lost_detail(lost, self._durable.state.seq, previous.seq))
-            line, state = seal(
-                self._in_order(AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()),
-                previous,
-            )
+            header = AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()
+            line, state = seal(self._timeline.in_order(header), previous)
             new = Segment(
                 self.chain_id, state.seq, segment_path(self.directory, self.chain_id, state.seq)
             )
@@ -738,7 +726,7 @@ class Journal:
             born = datetime.fromisoformat(tail.first_time.replace("Z", "+00:00"))
             self._segment_born = born.timestamp()
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
-        self._last_time = max(self._last_time, tail.last_time)
+        self._timeline.resume_after(tail.last_time)
 
     def _open_checkpoints(self, segments: list[Segment], state: ChainState) -> Checkpoint | None:
         """The newest checkpoint; the checkpoint file gets any the journal has and it lacks."""
@@ -774,18 +762,6 @@ class Journal:
             self._recovered["checkpoint_filed"] = in_journal.seq
             return in_journal
         return filed
-
-
-def _clock_step(step_s: float) -> dict[str, Any]:
-    detail = {
-        "event": "clock_step",
-        "step_s": round(step_s, 3),
-        "note": "the wall clock stepped back: events keep the latest time already written "
-        "until it passes it again"
-        if step_s < 0
-        else "the wall clock stepped forward",
-    }
-    return AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()
 
 
 def _unacknowledged(change: FileChange) -> JournalUnavailable:
