@@ -10,6 +10,11 @@ body never changes and keyledger allows minutes of clock skew).
 Only answers that complete inside the measured window (after ``--warmup``) count; only
 HTTP 200 counts as a success, anything else is tallied as an error. Prints one JSON object.
 
+``--rate R`` holds the load at R requests/s in all (each request leaves at its turn on a
+fixed schedule; the concurrency caps how many are in flight, so a target that cannot keep
+up gets fewer). ``--local-addr A,B,...`` binds the connections to those local addresses
+(127.0.0.x on loopback), the tasks spread over them, so keyledger sees several sources.
+
     BENCH_ACCESS_KEY_ID=... BENCH_SECRET_ACCESS_KEY=... \\
         python bench/load.py --url http://127.0.0.1:8102 --duration 10 --warmup 2
 """
@@ -18,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import math
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -125,7 +133,12 @@ async def run_load(
     concurrency: int,
     warmup_s: float,
     duration_s: float,
+    rate: float | None = None,
+    local_addrs: Sequence[str] = (),
 ) -> LoadResult:
+    """``rate``: requests/s in all, on a fixed schedule (None: each task sends its next
+    request as soon as its last is answered). ``local_addrs``: the local addresses the
+    connections are bound to, the tasks spread evenly over them (none: the kernel's pick)."""
     body = orjson.dumps({"SecretId": secret_id})
     signer = Signer(
         host=urlsplit(url).netloc, access_key_id=access_key_id, secret_key=secret_key, body=body
@@ -136,8 +149,25 @@ async def run_load(
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
 
+    turns = itertools.count()
+
+    async def paced() -> bool:
+        """Wait for this task's next turn on the schedule; False: the run is over."""
+        if rate is None:
+            return True
+        due = start + next(turns) / rate
+        if due >= stop_at:
+            return False
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        return True
+
     async def worker(session: aiohttp.ClientSession) -> None:
-        while result.sent < MAX_REQUESTS and (sent_at := time.perf_counter()) < stop_at:
+        while (
+            result.sent < MAX_REQUESTS
+            and await paced()
+            and (sent_at := time.perf_counter()) < stop_at
+        ):
             result.sent += 1
             status = "exception"
             try:
@@ -156,14 +186,26 @@ async def run_load(
                 else:
                     result.errors[status] += 1
 
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=10),
-        skip_auto_headers=("User-Agent",),
-    ) as session:
+    addrs: list[str | None] = list(local_addrs) or [None]
+    per_addr = math.ceil(concurrency / len(addrs))
+    sessions = [
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=per_addr,
+                force_close=False,
+                local_addr=None if addr is None else (addr, 0),
+            ),
+            timeout=aiohttp.ClientTimeout(total=10),
+            skip_auto_headers=("User-Agent",),
+        )
+        for addr in addrs
+    ]
+    try:
         async with asyncio.timeout(warmup_s + duration_s + 30):
-            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+            await asyncio.gather(*(worker(sessions[i % len(sessions)]) for i in range(concurrency)))
+    finally:
+        for session in sessions:
+            await session.close()
     result.cpu_s = time.process_time() - cpu_start
     result.cpu_process_s = time.process_time()
     return result
@@ -177,11 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--raw", action="store_true", help="include every latency sample")
+    parser.add_argument(
+        "--rate", type=float, help="hold this many requests/s in all (default: closed loop)"
+    )
+    parser.add_argument(
+        "--local-addr",
+        default="",
+        help="comma-separated local addresses to bind the connections to (127.0.0.x)",
+    )
     args = parser.parse_args(argv)
     key_id = os.environ.get("BENCH_ACCESS_KEY_ID")
     secret = os.environ.get("BENCH_SECRET_ACCESS_KEY")
     if not key_id or not secret:
         parser.error("set BENCH_ACCESS_KEY_ID and BENCH_SECRET_ACCESS_KEY")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be above 0")
     result = uvloop.run(
         run_load(
             url=args.url,
@@ -191,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             warmup_s=args.warmup,
             duration_s=args.duration,
+            rate=args.rate,
+            local_addrs=[a for a in args.local_addr.split(",") if a],
         )
     )
     sys.stdout.write(orjson.dumps(result.summary(raw=args.raw)).decode() + "\n")
