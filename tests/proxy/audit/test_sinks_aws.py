@@ -797,6 +797,49 @@ async def test_cloudwatch_recreates_a_deleted_log_group(
     assert report.events == len(shipped.lines)
 
 
+async def test_cloudwatch_ships_a_stand_in_for_an_event_too_large_for_it(
+    tmp_path: Path, moto_url: str, logs: Any
+) -> None:
+    """An event over CloudWatch's per-event limit is not silently missing from the stream:
+    a stand-in at its place names its chain, seq and hash, the sink counts it, the error is
+    logged, and verify reports that one seq missing from the copy."""
+    group = new_group()
+    async with running(tmp_path, chain=CHAIN) as journal:
+        for n in range(5):
+            size = 1_100_000 if n == 2 else 10
+            await journal.append(
+                AuditEvent(type=EventType.LIFECYCLE, detail={"event": f"e{n}", "pad": "p" * size})
+            )
+    raw = journal_lines(tmp_path, CHAIN)
+    huge = orjson.loads(raw[2])
+    sink = CloudWatchSink(cw_config(moto_url, group), stream=CHAIN)
+    try:
+        await sink.prepare()
+        with structlog.testing.capture_logs() as logged:
+            await sink.send(Batch(CHAIN, tuple(parse_line(r[:-1]) for r in raw)))
+    finally:
+        await sink.close()
+
+    messages = [e["message"] for e in stream_events(logs, group, CHAIN)]
+    assert len(messages) == len(raw) == 5
+    assert [m.encode() + b"\n" for i, m in enumerate(messages) if i != 2] == raw[:2] + raw[3:]
+    stood_in = orjson.loads(messages[2])["keyledger_stand_in"]
+    assert stood_in["reason"] == "event_too_large"
+    assert (stood_in["chain"], stood_in["seq"], stood_in["hash"]) == (
+        CHAIN,
+        3,
+        huge["chain"]["hash"],
+    )
+    assert stood_in["bytes"] == len(raw[2]) - 1
+    assert "ppp" not in messages[2]
+    assert sink.stood_in == 1
+    (error,) = [e for e in logged if e["event"] == "cloudwatch_event_too_large"]
+    assert (error["chain"], error["seq"], error["hash"]) == (CHAIN, 3, huge["chain"]["hash"])
+    report = verify_cw(logs, group, {})
+    assert not report.ok
+    assert report.chains[CHAIN].missing == [(3, 3)]
+
+
 # -- put_calls: PutLogEvents limits ---------------------------------------------------------
 
 
@@ -840,11 +883,14 @@ def test_put_calls_cuts_at_a_24_hour_span() -> None:
     assert seqs(list(put_calls(lines))) == [[1, 2], [3, 4], [5]]
 
 
-def test_put_calls_leaves_out_an_event_over_the_per_event_limit() -> None:
-    """An event over 1 MB minus 26 bytes cannot be sent: it is logged and left out."""
+def test_put_calls_sends_a_stand_in_for_an_event_over_the_per_event_limit() -> None:
+    """An event over 1 MB minus 26 bytes cannot be sent: a small stand-in for it goes in
+    its place, and the error is logged."""
     biggest = 1_048_576 - 26
     lines = [line(1), line(2, size=biggest + 1), line(3, size=biggest)]
     with structlog.testing.capture_logs() as logged:
-        calls = list(put_calls(lines))
-    assert seqs(calls) == [[1], [3]]
+        calls = list(put_calls(lines, chain="pod-a"))
+    assert seqs(calls) == [[1, 2], [3]]
+    stood_in = orjson.loads(calls[0][1].raw)["keyledger_stand_in"]
+    assert (stood_in["chain"], stood_in["seq"], stood_in["bytes"]) == ("pod-a", 2, biggest + 1)
     assert [(e["event"], e["seq"]) for e in logged] == [("cloudwatch_event_too_large", 2)]

@@ -8,6 +8,15 @@ per event, 1 MB per event, chronological order, 24 hours from first to last.
 Events CloudWatch will not take (older than 14 days or the group's retention, more than
 2 hours ahead) come back as "rejected" in a successful call: they cannot be shipped there
 ever, so they are logged and passed over rather than retried forever.
+
+An event larger than one log event may be is never silently missing from the stream: a
+stand-in goes in its place, at its time, naming its chain, seq and hash and saying why::
+
+    {"keyledger_stand_in": {"reason": "event_too_large", "chain": "pod-a", "seq": 812,
+      "hash": "sha256:...", "type": "access", "time": "...", "bytes": 1300000, ...}}
+
+so the stream shows the gap and which event fills it (from the journal, or another sink);
+``audit verify`` reads it as no event, and reports that seq as missing from the copy.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,7 +35,7 @@ from keyledger.proxy.audit.sinks.base import Batch, Line, SinkError
 from keyledger.proxy.audit.verify import Copy
 from keyledger.proxy.config import CloudWatchSinkConfig
 
-__all__ = ["CloudWatchCopies", "CloudWatchSink", "put_calls", "read_cloudwatch"]
+__all__ = ["CloudWatchCopies", "CloudWatchSink", "put_calls", "read_cloudwatch", "stand_in"]
 
 log = structlog.get_logger("keyledger.sinks.cloudwatch")
 
@@ -36,19 +46,49 @@ MAX_EVENT_BYTES = 1_048_576 - EVENT_OVERHEAD
 MAX_SPAN_MS = 24 * 3600 * 1000
 
 
-def put_calls(lines: Sequence[Line]) -> Iterator[list[Line]]:
+def stand_in(line: Line, *, chain: str) -> dict[str, Any]:
+    """What is sent in place of ``line``, too large for a log event: which event it was
+    (chain, seq, hash, type, time) and why it is not there. Never any of its content."""
+    try:
+        parsed = orjson.loads(line.raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    record: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    link: dict[str, Any] = record["chain"] if isinstance(record.get("chain"), dict) else {}
+    return {
+        "reason": "event_too_large",
+        "chain": link.get("id", chain),
+        "seq": line.seq,
+        "hash": link.get("hash"),
+        "type": record.get("type"),
+        "time": record.get("time"),
+        "bytes": len(line.raw),
+        "limit": MAX_EVENT_BYTES,
+        "note": "too large for one CloudWatch Logs event; the journal and the other sinks "
+        "hold it whole",
+    }
+
+
+def put_calls(lines: Sequence[Line], *, chain: str = "") -> Iterator[list[Line]]:
     """``lines`` in time order, cut into groups PutLogEvents accepts.
 
-    A line over the per-event limit cannot be sent at all; it is logged and left out (an
-    audit event is far smaller: bodies and secret values are never part of it).
+    A line over the per-event limit cannot be sent at all: its :func:`stand_in` goes in its
+    place (an audit event is far smaller, bodies and secret values are never part of it, so
+    this is a bug or an attack to look into, and it is logged as an error).
     """
     call: list[Line] = []
     size = 0
     for line in sorted(lines, key=lambda line: line.time_ms):  # stable: seq order on ties
-        cost = len(line.raw) + EVENT_OVERHEAD
         if len(line.raw) > MAX_EVENT_BYTES:
-            log.error("cloudwatch_event_too_large", seq=line.seq, bytes=len(line.raw))
-            continue
+            fields = stand_in(line, chain=chain)
+            log.error(
+                "cloudwatch_event_too_large",
+                **{k: fields[k] for k in ("chain", "seq", "hash", "bytes")},
+                note="a stand-in naming it is shipped in its place",
+            )
+            raw = orjson.dumps({"keyledger_stand_in": fields})
+            line = Line(line.seq, line.time_ms, raw, None)  # sent in the event's place
+        cost = len(line.raw) + EVENT_OVERHEAD
         if call and (
             len(call) == MAX_EVENTS
             or size + cost > MAX_BATCH_BYTES
@@ -69,6 +109,7 @@ class CloudWatchSink(ThreadedSink):
         super().__init__(config)
         self.stream = stream  # the chain id: one stream per replica (and worker)
         self._logs = LazyClient("logs", config)
+        self.stood_in = 0  # events shipped as a stand-in, too large for CloudWatch
 
     async def prepare(self) -> None:
         await self._thread.run(self._create)
@@ -102,7 +143,7 @@ class CloudWatchSink(ThreadedSink):
 
     def _put(self, batch: Batch) -> None:
         group = self.config.log_group
-        for call in put_calls(batch.lines):
+        for call in put_calls(batch.lines, chain=batch.chain):
             try:
                 response = self._logs().put_log_events(
                     logGroupName=group,
@@ -132,6 +173,8 @@ class CloudWatchSink(ThreadedSink):
                     note="too old or too new for CloudWatch Logs; the journal and other "
                     "sinks keep them",
                 )
+        # Counted once the whole batch is in: a failed one is sent again.
+        self.stood_in += sum(len(line.raw) > MAX_EVENT_BYTES for line in batch.lines)
 
 
 # -- reading back -------------------------------------------------------------------------
