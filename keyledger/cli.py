@@ -202,7 +202,13 @@ async def _serve_on(
     import structlog
     from aiohttp import web
 
-    from keyledger.proxy.app import CONNECTIONS, INFLIGHT, METRICS, make_app, request_reload
+    from keyledger.proxy.app import (
+        CONNECTIONS,
+        METRICS,
+        finish_requests,
+        make_app,
+        request_reload,
+    )
     from keyledger.proxy.metrics import LogCollector
 
     log = structlog.get_logger("keyledger")
@@ -268,7 +274,7 @@ async def _serve_on(
             await admin_runner.cleanup()
         for listener in runner.sites:
             await listener.stop()
-        cut_off = await app[INFLIGHT].drain(config.limits.shutdown_timeout_s)
+        cut_off = await finish_requests(app, config.limits.shutdown_timeout_s)
         if cut_off:
             log.warning("requests_cut_off", count=cut_off)
         await runner.cleanup()

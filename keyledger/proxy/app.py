@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +62,7 @@ from keyledger.proxy.geoip import GeoIp, GeoIpError
 from keyledger.proxy.grpc_listener import GrpcListener, server_credentials
 from keyledger.proxy.health import Readiness
 from keyledger.proxy.http_client import AiohttpTransport
+from keyledger.proxy.inflight import Arrived, InFlight
 from keyledger.proxy.metrics import (
     AlertMetrics,
     ConnectionCollector,
@@ -95,6 +96,7 @@ __all__ = [
     "READINESS",
     "RELOADER",
     "SHIPPERS",
+    "finish_requests",
     "load_checkpointing",
     "load_fingerprint_key",
     "load_geoip",
@@ -241,51 +243,13 @@ def _make_backends(config: Config) -> tuple[dict[str, Backend], list[AiohttpTran
     return backends, transports
 
 
-class InFlight:
-    """The data plane's requests being handled, so that shutdown can let them finish.
-
-    aiohttp's own graceful shutdown stops reading every open connection at once, so a
-    request whose body was still arriving hangs until the bound, and it waits the bound
-    twice before cancelling. Instead, ``keyledger serve`` stops listening, waits here for
-    the requests it took up (their bodies still read), and only then cleans up.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[object]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.draining = False
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._tasks.discard(task)
-            if not self._tasks:
-                self._idle.set()
-
-    async def drain(self, timeout_s: float) -> int:
-        """Wait up to ``timeout_s`` for the requests in flight; cut off the rest and
-        return how many were cut off."""
-        self.draining = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        left = set(self._tasks)
-        for task in left:
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await asyncio.gather(*left, return_exceptions=True)
-        return len(left)
-
-
 INFLIGHT = web.AppKey("inflight", InFlight)
+
+
+async def finish_requests(app: web.Application, timeout_s: float) -> int:
+    """Let the data plane's requests in flight finish within ``timeout_s``; cut off the
+    rest (recorded in a ``cut_off`` event) and return how many."""
+    return await app[INFLIGHT].finish(app[JOURNAL], timeout_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,14 +264,20 @@ class _Handler:
     endpoints: tuple[AuthEndpoint, ...] = ()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        with self.inflight.track():
-            response = await self._handle(request)
+        arrived = Arrived(
+            request_id=str(uuid.uuid4()),
+            method=request.method,
+            path=request.path,
+            source_ip=request.remote,
+            user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
+        )
+        with self.inflight.track(arrived):
+            response = await self._handle(request, arrived)
         if self.inflight.draining:
             response.force_close()  # no next request on this connection: we are stopping
         return response
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        request_id = str(uuid.uuid4())
+    async def _handle(self, request: web.Request, arrived: Arrived) -> web.StreamResponse:
         unreadable: RequestError | None = None
         try:
             body = await self._read_body(request)
@@ -319,9 +289,9 @@ class _Handler:
             query=tuple(request.query.items()),
             headers=request.headers,  # case-insensitive: lower-case lookups work
             body=body,
-            source_ip=request.remote,
-            user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
-            request_id=request_id,
+            source_ip=arrived.source_ip,
+            user_agent=arrived.user_agent,
+            request_id=arrived.request_id,
             scheme=request.scheme,
             peer_certificate=_peer_certificate(request),
         )

@@ -34,10 +34,10 @@ import structlog
 from keyledger.backends.gcp import OPERATIONS
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends.gcp_grpc import SERVICE
+from keyledger.proxy.inflight import Arrived, InFlight
 from keyledger.proxy.wire import WireRequest, WireResponse, caller_text
 
 if TYPE_CHECKING:
-    from keyledger.proxy.app import InFlight
     from keyledger.proxy.pipeline import Gateway
 
 __all__ = ["REQUEST_ID", "GrpcListener", "peer_ip", "server_credentials"]
@@ -185,7 +185,14 @@ class GrpcListener:
     async def _handle(self, wire: WireRequest) -> WireResponse:
         if self._inflight is None:
             return await self._through_gateway(wire)
-        with self._inflight.track():
+        arrived = Arrived(
+            request_id=wire.request_id,
+            method="gRPC",
+            path=wire.path,
+            source_ip=wire.source_ip,
+            user_agent=wire.user_agent,
+        )
+        with self._inflight.track(arrived):
             return await self._through_gateway(wire)
 
     async def _through_gateway(self, wire: WireRequest) -> WireResponse:

@@ -12,7 +12,7 @@ keyledger in every event), so a request whose connection failed must have no eve
 
 Two of these caught aiohttp's own graceful shutdown out (it stopped reading the body of a
 request already taken up, and waited twice the bound); keyledger now drains in-flight
-requests itself (``proxy.app.InFlight``).
+requests itself (``proxy.inflight.InFlight``).
 """
 
 from __future__ import annotations
@@ -466,7 +466,8 @@ def test_in_flight_slow_requests_finish_after_sigterm(
     """Reads held up in the store when SIGTERM arrives: keyledger stops taking connections
     at once, and answers them when the store does, within the grace period. Past it
     (0.5 s here, with the store still silent), they are cut off: no answer, nothing
-    recorded as served, and still exit 0 with a sealed journal."""
+    recorded as served but a cut_off event naming them, and still exit 0 with a sealed
+    journal."""
     value = f"in-flight-{secrets.token_hex(8)}"
     store.create_secret(Name=SECRET, SecretString=value)
     in_flight = 6
@@ -526,6 +527,11 @@ def test_in_flight_slow_requests_finish_after_sigterm(
         assert exited - signalled < 2 * shutdown_timeout_s + 3, note
         cut_off = [reads[c.token] for c in calls if c.token in reads]
         assert [e for e in cut_off if e["outcome"]["status"] == "success"] == [], cut_off
+        # And the record says so: one cut_off event names each call left unanswered.
+        (record,) = [e for e in events if (e.get("detail") or {}).get("event") == "cut_off"]
+        assert record["detail"]["count"] == in_flight
+        named = [token_of({"request": r}) for r in record["detail"]["requests"]]
+        assert sorted(named) == sorted(c.token for c in calls)  # type: ignore[type-var]
     assert_stopped_cleanly(log)
     if on_time:
         # The grace period is the bound the deployments budget for (terminationGracePeriod,
