@@ -1,10 +1,14 @@
 """``keyledger audit ...`` and ``keyledger keys ...``: the security team's tools.
 
 keyledger audit verify SOURCE|s3://BUCKET/PREFIX|cloudwatch://GROUP [--public-key PUB] [--strict]
+                       [--chain ID] [--from-seq N]
 keyledger audit tail [SOURCE | --url URL] [-n N] [-f] [--json] [filters]
-keyledger audit export SOURCE --format jsonl|csv|ecs|ocsf [--output FILE] [filters]
-keyledger audit report SOURCE [--format table|csv|html] [--output FILE] [filters]
+keyledger audit export SOURCE --format jsonl|csv|ecs|ocsf [--output FILE] [--chain ID] [filters]
+keyledger audit report SOURCE [--format table|csv|html] [--output FILE] [--chain ID] [filters]
 keyledger keys generate --out PREFIX
+
+Every verb that writes to stdout exits like other Unix tools when its reader leaves
+(``keyledger audit tail -f | head -1``): status 141, nothing on stderr.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import select
+import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 __all__ = ["add_audit_parser", "add_keys_parser"]
 
@@ -29,6 +35,61 @@ class AuditCliError(Exception):
     """A usage problem: printed as ``keyledger: <message>``, exit status 2."""
 
 
+def _console(**options: Any) -> Any:
+    """rich's console, but a reader that left is the caller's BrokenPipeError (exit 141, as
+    ``keyledger.cli.main`` answers it), not rich's own silent exit status 1."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return PipeConsole(**options)
+
+
+_PIPE_POLL_S = 0.25
+
+
+async def _until_reader_leaves() -> NoReturn:
+    """Raise BrokenPipeError once stdout is a pipe its reader closed; else wait forever.
+
+    A follower that has nothing new to print would otherwise never find out (`tail -f |
+    head -1`); a pipe whose reader is gone polls as POLLERR.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError):  # no real file: pytest's capture, a closed stdout
+        is_pipe = False
+    if not is_pipe:
+        await asyncio.Event().wait()
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    # Polling is the point: a reader leaving wakes nobody who is not writing.
+    while not poller.poll(0):  # noqa: ASYNC110
+        await asyncio.sleep(_PIPE_POLL_S)
+    raise BrokenPipeError
+
+
+async def _while_read(work: Awaitable[int]) -> int:
+    """``work``'s result, unless stdout's reader leaves first (BrokenPipeError)."""
+    job = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_until_reader_leaves())
+    done: set[asyncio.Future[Any]] = set()
+    try:
+        done, _ = await asyncio.wait((job, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (job, watch):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if job in done:
+        return job.result()
+    watch.result()  # the reader left: raises BrokenPipeError
+
+
 # -- verify ------------------------------------------------------------------------------
 
 
@@ -37,16 +98,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     keys = load_public_keys(Path(p) for p in args.public_key) if args.public_key else None
     if args.source.startswith(("s3://", "cloudwatch://")):
-        report, notes = _verify_remote(args.source, keys)
+        report, notes = _verify_remote(args, keys)
         unit = "object(s)" if args.source.startswith("s3://") else "stream(s)"
     else:
         report, notes, unit = _verify_files(args, keys), [], "file(s)"
+    _require_chains(args, report.chains)
 
     warnings = list(notes)
     for chain in sorted(report.chains.values(), key=lambda c: c.id):
         print(_chain_line(chain, unit))
         if chain.missing:
             print(f"  missing seq: {_ranges(chain.missing)}")
+        if start := _start_line(chain, args.from_seq):
+            print(f"  {start}")
+        if chain.unaccounted:
+            warnings.append(
+                f"chain {chain.id}: the journal starts at seq {chain.first_seq}, and no "
+                f"segment_pruned event accounts for seq 1-{chain.first_seq - 1} (segments "
+                "removed by hand, or a partial copy): verified from there on, the chain before "
+                "it is taken as given"
+            )
         if chain.problem is None and chain.unsealed:
             if chain.checkpoints:
                 warnings.append(
@@ -77,7 +148,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         return 1
     if args.strict and warnings:
-        print("not intact under --strict: every event must be sealed by a verified signature")
+        print(
+            "not intact under --strict: every event must be sealed by a verified signature, "
+            "and a chain may start late only where a segment_pruned event says so"
+        )
         return 1
     print(f"intact: {report.events:,} events verified{_signatures(report, keys)}")
     return 0
@@ -103,6 +177,47 @@ def _chain_line(chain: Any, unit: str) -> str:
         f"chain {chain.id}: {chain.lines:,} line(s) in {chain.files} {unit}{copies}; {checked} "
         f"before {where}: BROKEN"
     )
+
+
+def _start_line(chain: Any, from_seq: int | None) -> str | None:
+    """Why checking started after seq 1, when it did."""
+    if chain.start == "from_seq":
+        return (
+            f"verified from seq {chain.first_seq} (--from-seq): the chain before it is taken "
+            f"as given, not checked ({chain.skipped:,} earlier line(s) not read)"
+        )
+    if chain.start != "pruned":
+        return None
+    asked = f" (--from-seq {from_seq})" if from_seq is not None and from_seq > 1 else ""
+    pruning = chain.pruned_by
+    if pruning is None:
+        return f"verified from seq {chain.first_seq}{asked}: the earliest segment present"
+    files = ", ".join(pruning.segments[:3]) + (
+        f" and {len(pruning.segments) - 3} more" if len(pruning.segments) > 3 else ""
+    )
+    return (
+        f"verified from seq {chain.first_seq}{asked}, anchored on its segment_start link: seq "
+        f"1-{chain.first_seq - 1} were pruned by retention (segment_pruned, seq {pruning.seq} "
+        f"at {pruning.file}:{pruning.line}: {files})"
+    )
+
+
+def _require_chains(args: argparse.Namespace, found: Mapping[str, Any]) -> None:
+    """A --chain that names no chain under SOURCE is a usage error, not an empty success."""
+    missing = [c for c in args.chain or () if c not in found]
+    if missing:
+        raise AuditCliError(f"{args.source}: no chain {missing[0]!r} found{_chains_in(args)}")
+
+
+def _chains_in(args: argparse.Namespace) -> str:
+    """The chains under a local SOURCE, for an error message."""
+    from keyledger.proxy.audit.segments import discover
+
+    source = Path(args.source)
+    if not source.exists():
+        return ""
+    chains = discover(source).chains
+    return f" (chains there: {', '.join(chains)})" if chains else ""
 
 
 def _key_hint(chain: Any, keys: Mapping[str, Any]) -> str | None:
@@ -174,19 +289,23 @@ def _verify_files(args: argparse.Namespace, keys: Any) -> Any:
         raise AuditCliError(f"{source}: no such file or folder")
     total = _size_of(source)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
+    scope = {"chains": args.chain or None, "from_seq": args.from_seq}
     if show and (args.progress or total >= _PROGRESS_FROM_BYTES):
-        report = _verify_with_progress(source, keys, total)
+        report = _verify_with_progress(source, keys, total, scope)
     else:
-        report = verify_path(source, public_keys=keys)
+        report = verify_path(source, public_keys=keys, **scope)
+    _require_chains(args, report.chains)  # before "no files": none of the chain asked for
     if not report.files:
         raise AuditCliError(f"{source}: no journal files (*.jsonl) found")
     return report
 
 
-def _verify_remote(source: str, keys: Any) -> tuple[Any, list[str]]:
+def _verify_remote(args: argparse.Namespace, keys: Any) -> tuple[Any, list[str]]:
     """Download a remote copy (every S3 object version, or every log stream) and verify."""
     from keyledger.proxy.audit.sinks import SinkError
     from keyledger.proxy.audit.verify import verify_copies
+
+    source = args.source
 
     try:
         if source.startswith("s3://"):
@@ -205,7 +324,10 @@ def _verify_remote(source: str, keys: Any) -> tuple[Any, list[str]]:
                 raise AuditCliError(f"{source}: the log group has no streams")
     except (SinkError, ValueError) as exc:
         raise AuditCliError(str(exc)) from None
-    return verify_copies(copies, public_keys=keys), notes
+    report = verify_copies(
+        copies, public_keys=keys, chains=args.chain or None, from_seq=args.from_seq
+    )
+    return report, notes
 
 
 def _ranges(ranges: list[tuple[int, int]], limit: int = 20) -> str:
@@ -220,8 +342,7 @@ def _size_of(source: Path) -> int:
     return sum(p.stat().st_size for p in source.rglob("*.jsonl") if p.is_file())
 
 
-def _verify_with_progress(source: Path, keys: Any, total: int) -> Any:
-    from rich.console import Console
+def _verify_with_progress(source: Path, keys: Any, total: int, scope: dict[str, Any]) -> Any:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -240,9 +361,11 @@ def _verify_with_progress(source: Path, keys: Any, total: int) -> Any:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
         task = progress.add_task("verify", total=total)
-        return verify_path(source, public_keys=keys, progress=lambda n: progress.advance(task, n))
+        return verify_path(
+            source, public_keys=keys, progress=lambda n: progress.advance(task, n), **scope
+        )
 
 
 # -- tail --------------------------------------------------------------------------------
@@ -250,8 +373,6 @@ def _verify_with_progress(source: Path, keys: Any, total: int) -> Any:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
-
-    from rich.console import Console
 
     from keyledger.proxy.audit.filters import filter_from_args
 
@@ -263,14 +384,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
         filt = filter_from_args(args, datetime.now(UTC))
     except ValueError as exc:
         raise AuditCliError(str(exc)) from exc
-    console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
+    console = _console(highlight=False, soft_wrap=True, emoji=False, markup=False)
     printer = _Printer(console, as_json=args.json)
     if args.url is not None:
-        return asyncio.run(_tail_url(args, filt, printer))
+        return asyncio.run(_while_read(_tail_url(args, filt, printer)))
     source = Path(args.source)
     if not source.exists():
         raise AuditCliError(f"{source}: no such file or folder")
-    return asyncio.run(_tail_files(source, filt, args, printer))
+    return asyncio.run(_while_read(_tail_files(source, filt, args, printer)))
 
 
 class _Printer:
@@ -422,6 +543,7 @@ def _records(args: argparse.Namespace, check: Any) -> Any:
 
     from keyledger.proxy.audit.filters import filter_from_args
     from keyledger.proxy.audit.reader import iter_records
+    from keyledger.proxy.audit.segments import discover
 
     source = Path(args.source)
     if not source.exists():
@@ -430,7 +552,10 @@ def _records(args: argparse.Namespace, check: Any) -> Any:
         filt = filter_from_args(args, datetime.now(UTC))
     except ValueError as exc:
         raise AuditCliError(str(exc)) from exc
-    return iter_records(source, filt, check=check)
+    chains = set(args.chain) if args.chain else None
+    if chains is not None:
+        _require_chains(args, dict.fromkeys(discover(source).segments))
+    return iter_records(source, filt, check=check, chains=chains)
 
 
 @contextlib.contextmanager
@@ -469,10 +594,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import os
-
-    from rich.console import Console
-
     from keyledger.proxy.audit.reader import ReadCheck
     from keyledger.proxy.audit.report import build_report, render_html, render_table, write_csv
 
@@ -487,7 +608,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             # A file or a pipe has no width of its own: COLUMNS if set, else wide enough for
             # the full tables (rich reads COLUMNS itself when width is None).
             width = None if out.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
-            console = Console(file=out, width=width, highlight=False, markup=False, emoji=False)
+            console = _console(file=out, width=width, highlight=False, markup=False, emoji=False)
             render_table(report, console)
     _warn_unverified(check, args.source)
     return 0
@@ -533,7 +654,12 @@ def add_audit_parser(sub: Any) -> None:
         "first problem of each chain is printed with file, line and seq. Events after the "
         "last checkpoint are reported as unsealed (a warning; a failure with --strict). "
         "Remote copies are deduplicated by (chain, seq): shipping is at-least-once, but two "
-        "different copies of one event fail, and every missing seq range is listed.",
+        "different copies of one event fail, and every missing seq range is listed. A "
+        "journal whose oldest segments retention pruned is verified from the earliest "
+        "segment left, anchored on its link to the one before and on the checkpoint file, "
+        "and the segment_pruned event that accounts for it is named; a journal that starts "
+        "late with no such event is a warning (a failure with --strict), a segment missing "
+        "after the earliest one a failure.",
     )
     verify.add_argument(
         "source",
@@ -553,7 +679,16 @@ def add_audit_parser(sub: Any) -> None:
     verify.add_argument(
         "--strict",
         action="store_true",
-        help="also fail when events are unsealed or signatures were not checked",
+        help="also fail when events are unsealed, signatures were not checked, or a chain "
+        "starts after seq 1 with no segment_pruned event to say why",
+    )
+    _add_chain_argument(verify, "verify only this chain")
+    verify.add_argument(
+        "--from-seq",
+        type=_seq,
+        metavar="N",
+        help="check each chain from seq N on: the events before it are not read, and the "
+        "link of seq N to them is taken as given (the output says so)",
     )
     verify.add_argument(
         "--max-gap",
@@ -571,6 +706,22 @@ def add_audit_parser(sub: Any) -> None:
     verify.set_defaults(func=cmd_verify)
     _add_tail_parser(audit_sub)
     _add_export_parsers(audit_sub)
+
+
+def _seq(text: str) -> int:
+    """A chain seq, 1 or more: an argparse type."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a seq, 1 or more, not {text!r}")
+    return int(text)
+
+
+def _add_chain_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--chain",
+        action="append",
+        metavar="ID",
+        help=f"{what} (a chain id: one per replica, as `verify` lists them); repeat for more",
+    )
 
 
 def _add_tail_parser(audit_sub: Any) -> None:
@@ -609,11 +760,13 @@ def _add_export_parsers(audit_sub: Any) -> None:
         "to stdout or --output. jsonl: the journal lines as written (an unfiltered export of "
         "one chain still verifies); "
         "csv: one row per event, flattened columns, spreadsheet-safe; ecs: Elastic Common "
-        "Schema documents; ocsf: OCSF API Activity (class 6003) events.",
+        "Schema documents; ocsf: OCSF API Activity (class 6003) events. --chain ID exports "
+        "one chain (one replica) only; its unfiltered jsonl export verifies.",
     )
     export.add_argument("source", metavar="SOURCE", help="a journal file or folder")
     export.add_argument("--format", required=True, choices=FORMATS, help="output shape")
     export.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    _add_chain_argument(export, "export only this chain's events")
     add_filter_arguments(export)
     export.set_defaults(func=cmd_export)
 
@@ -630,6 +783,7 @@ def _add_export_parsers(audit_sub: Any) -> None:
     report.add_argument("--format", default="table", choices=("table", "csv", "html"))
     report.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     report.add_argument("--title", default="keyledger access report", help="the HTML page's title")
+    _add_chain_argument(report, "count only this chain's events")
     add_filter_arguments(report)
     report.set_defaults(func=cmd_report)
 

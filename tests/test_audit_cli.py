@@ -678,6 +678,35 @@ class TestExport:
         assert code == 1
         assert "belongs to chain 'replica-b', not 'replica-a'" in stdout
 
+    def test_chain_exports_one_replica_and_it_verifies(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--chain ID exports that replica's events only, and the file verifies."""
+        directory = tmp_path / "audit"
+        a, b = SealedChain(directory, "replica-a"), SealedChain(directory, "replica-b")
+        for n in range(3):
+            a.add(access(at_recent(2 * n), "svc-a", f"app/a{n}"))
+            b.add(access(at_recent(2 * n + 1), "svc-b", f"app/b{n}"))
+        out = tmp_path / "b.jsonl"
+
+        code, _, _ = export(capsys, directory, "jsonl", "--chain", "replica-b", "-o", str(out))
+
+        assert code == 0
+        assert out.read_bytes() == b.path.read_bytes()
+        code, stdout, _ = audit(capsys, "verify", out)
+        assert code == 0, stdout
+        assert "intact: 3 events verified" in stdout
+
+    def test_an_unknown_chain_exits_2_naming_the_chains_there(
+        self, journal: SealedChain, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--chain that names no chain under SOURCE is a usage error that lists the chains."""
+        err = usage_error(export(capsys, journal.path.parent, "csv", "--chain", "node-9"))
+
+        assert err == (
+            f"keyledger: {journal.path.parent}: no chain 'node-9' found (chains there: {CHAIN})\n"
+        )
+
     def test_a_filtered_jsonl_export_is_a_subset_that_does_not_pass_as_whole(
         self, journal: SealedChain, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -1116,7 +1145,10 @@ class TestKeysGenerate:
 @pytest.mark.parametrize(
     ("command", "options"),
     [
-        (["audit", "verify"], ["SOURCE", "--public-key", "--strict", "--progress"]),
+        (
+            ["audit", "verify"],
+            ["SOURCE", "--public-key", "--strict", "--progress", "--chain", "--from-seq", "pruned"],
+        ),
         (
             ["audit", "tail"],
             [
@@ -1138,9 +1170,23 @@ class TestKeysGenerate:
         ),
         (
             ["audit", "export"],
-            ["SOURCE", "--format", "--output", "jsonl", "csv", "ecs", "ocsf", "--since", "--until"],
+            [
+                "SOURCE",
+                "--format",
+                "--output",
+                "jsonl",
+                "csv",
+                "ecs",
+                "ocsf",
+                "--since",
+                "--until",
+                "--chain",
+            ],
         ),
-        (["audit", "report"], ["SOURCE", "--format", "html", "--output", "--title", "--since"]),
+        (
+            ["audit", "report"],
+            ["SOURCE", "--format", "html", "--output", "--title", "--since", "--chain"],
+        ),
         (["keys", "generate"], ["--out", "PREFIX", "0600"]),
     ],
 )
@@ -1185,3 +1231,214 @@ class TestVerifyTimes:
             audit(capsys, "verify", tmp_path / "audit", "--max-gap", "soon")
         assert exited.value.code == 2
         assert "expected a duration like 6h, 2d or 90m, not 'soon'" in capsys.readouterr().err
+
+
+# -- a reader that leaves ------------------------------------------------------------------
+
+
+def many_reads(directory: Path, count: int = 800) -> None:
+    """``count`` reads of as many secrets: every verb prints far more than a pipe holds."""
+    SealedChain(directory).add(
+        *(access(at_recent(0), f"svc-{n % 7}", f"prod/app-{n}/db-password") for n in range(count))
+    )
+
+
+def first_line_then_leave(args: list[str], stderr: Path) -> tuple[int, bytes]:
+    """Run ``keyledger ARGS`` into a pipe, read one line, close the pipe; (exit status,
+    that line). stderr goes to the file ``stderr``."""
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [*KEYLEDGER, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
+        )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        return process.wait(timeout=30), first
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+class TestClosedPipe:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["tail", "-n", "800"],
+            ["tail", "-n", "800", "--json"],
+            ["export", "--format", "csv"],
+            ["export", "--format", "jsonl"],
+            ["report"],
+            ["report", "--format", "csv"],
+        ],
+        ids=" ".join,
+    )
+    def test_exits_141_quietly(self, args: list[str], tmp_path: Path) -> None:
+        """`keyledger audit VERB ... | head -1`: status 141, nothing on stderr, as other
+        Unix tools exit when their reader leaves."""
+        many_reads(tmp_path / "audit")
+        verb, *options = args
+
+        code, first = first_line_then_leave(
+            ["audit", verb, str(tmp_path / "audit"), *options], tmp_path / "stderr"
+        )
+
+        assert first
+        assert (tmp_path / "stderr").read_bytes() == b""
+        assert code == 141
+
+    def test_following_with_nothing_new_exits_once_the_reader_leaves(self, tmp_path: Path) -> None:
+        """`keyledger audit tail -f | head -1` ends soon after head does, though no new event
+        comes to write: status 141, nothing on stderr."""
+        many_reads(tmp_path / "audit", 3)
+        started = time.monotonic()
+
+        code, first = first_line_then_leave(
+            ["audit", "tail", str(tmp_path / "audit"), "-f", "-n", "1", "--json"],
+            tmp_path / "stderr",
+        )
+
+        assert orjson.loads(first)["chain"]["seq"] == 3
+        assert (tmp_path / "stderr").read_bytes() == b""
+        assert code == 141
+        assert time.monotonic() - started < 10
+
+
+# -- verify: where checking starts ---------------------------------------------------------
+
+
+async def journal_with_segments(directory: Path, prefix: Path, segments: int = 4) -> Journal:
+    """A closed journal of ``segments`` segments, checkpoints signed with the key pair that
+    `keyledger keys generate --out PREFIX` made."""
+    checkpoints = Checkpointing(signer=signer_for(prefix), every_events=5)
+    async with running_journal(directory, max_bytes=2000, checkpoints=checkpoints) as journal:
+        n = 0
+        while journal.stats.rotations < segments - 1:
+            await journal.append(read_event(n))
+            n += 1
+    return journal
+
+
+class TestVerifyStart:
+    @pytest.fixture
+    def prefix(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+        prefix = tmp_path / "keys" / "checkpoint"
+        assert main(["keys", "generate", "--out", str(prefix)]) == 0
+        capsys.readouterr()
+        return prefix
+
+    async def test_a_pruned_journal_verifies_strictly_and_says_from_where(
+        self, tmp_path: Path, prefix: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """After retention pruned the oldest segments, verify --strict passes and says it
+        started at the first seq left because seq 1 to the one before were pruned, naming
+        the segment_pruned event and the files."""
+        from keyledger.proxy.audit.retention import Retention
+        from keyledger.proxy.audit.segments import chain_segments
+
+        directory = tmp_path / "audit"
+        await journal_with_segments(directory, prefix)
+        checkpoints = Checkpointing(signer=signer_for(prefix), every_events=5)
+        later = datetime.now(UTC) + timedelta(days=2)
+        async with running_journal(directory, checkpoints=checkpoints) as journal:
+            retention = Retention(journal=journal, sinks=[], max_age_s=86400, now=lambda: later)
+            pruned = await retention.prune_once()
+        assert pruned is not None
+        first = pruned.last_seq + 1
+        event_seq = max(
+            orjson.loads(line)["chain"]["seq"]
+            for line in chain_segments(directory, CHAIN)[-1].path.read_bytes().splitlines()
+            if b"segment_pruned" in line
+        )
+
+        code, out, _ = audit(
+            capsys, "verify", directory, "--public-key", str(prefix.with_suffix(".pub")), "--strict"
+        )
+
+        assert code == 0, out
+        (line,) = [line for line in out.splitlines() if "verified from seq" in line]
+        assert line.startswith(
+            f"  verified from seq {first}, anchored on its segment_start link: seq "
+            f"1-{first - 1} were pruned by retention (segment_pruned, seq {event_seq} at "
+        )
+        assert pruned.segments[0] in line
+        assert "intact: " in out
+
+    async def test_segments_removed_by_hand_warn_and_fail_strict(
+        self, tmp_path: Path, prefix: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The earliest segment deleted by hand: verify passes with a WARN that no
+        segment_pruned event accounts for it; --strict fails."""
+        from keyledger.proxy.audit.segments import chain_segments
+
+        directory = tmp_path / "audit"
+        await journal_with_segments(directory, prefix)
+        removed, kept = chain_segments(directory, CHAIN)[:2]
+        removed.path.unlink()
+        public = str(prefix.with_suffix(".pub"))
+
+        code, out, _ = audit(capsys, "verify", directory, "--public-key", public)
+        assert code == 0, out
+        assert (
+            f"WARN chain {CHAIN}: the journal starts at seq {kept.first_seq}, and no "
+            f"segment_pruned event accounts for seq 1-{kept.first_seq - 1}"
+        ) in out
+
+        code, out, _ = audit(capsys, "verify", directory, "--public-key", public, "--strict")
+        assert code == 1
+        assert "not intact under --strict" in out
+
+    async def test_a_middle_segment_removed_fails(
+        self, tmp_path: Path, prefix: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A segment missing after the earliest one is a gap: exit 1, naming the seqs."""
+        from keyledger.proxy.audit.segments import chain_segments
+
+        directory = tmp_path / "audit"
+        await journal_with_segments(directory, prefix)
+        removed = chain_segments(directory, CHAIN)[1]
+        removed.path.unlink()
+
+        code, out, _ = audit(capsys, "verify", directory)
+
+        assert code == 1
+        assert f"gap: seq {removed.first_seq}-" in out
+
+    def test_from_seq_says_what_is_taken_as_given(
+        self, journal: SealedChain, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--from-seq 6 checks seq 6 on and says the chain before it was not checked."""
+        code, out, _ = audit(capsys, "verify", journal.path.parent, "--from-seq", "6")
+
+        assert code == 0, out
+        assert out.splitlines()[:2] == [
+            f"chain {CHAIN}: 7 events in 1 file(s), last seq 12, 0 checkpoint(s): ok",
+            "  verified from seq 6 (--from-seq): the chain before it is taken as given, not "
+            "checked (5 earlier line(s) not read)",
+        ]
+
+    def test_chain_verifies_only_that_chain(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--chain ID verifies that chain alone; an unknown one is a usage error."""
+        directory = tmp_path / "audit"
+        for chain_id in ("replica-a", "replica-b"):
+            SealedChain(directory, chain_id).add(access(at_recent(0), "svc", "app/x"))
+
+        code, out, _ = audit(capsys, "verify", directory, "--chain", "replica-b")
+        assert code == 0
+        assert [line.split(":")[0] for line in out.splitlines() if line.startswith("chain")] == [
+            "chain replica-b"
+        ]
+
+        err = usage_error(audit(capsys, "verify", directory, "--chain", "replica-c"))
+        assert "no chain 'replica-c' found (chains there: replica-a, replica-b)" in err
+
+    def test_a_bad_from_seq_is_a_usage_error(
+        self, journal: SealedChain, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exited:
+            audit(capsys, "verify", journal.path.parent, "--from-seq", "0")
+        assert exited.value.code == 2
+        assert "expected a seq, 1 or more, not '0'" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
-from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,9 +147,14 @@ def _seq_of(record: Record | None) -> int | None:
 
 
 def iter_records(
-    source: Path, filt: EventFilter = _EVERYTHING, *, check: ReadCheck | None = None
+    source: Path,
+    filt: EventFilter = _EVERYTHING,
+    *,
+    check: ReadCheck | None = None,
+    chains: Collection[str] | None = None,
 ) -> Iterator[Record]:
-    """Every event under ``source`` that ``filt`` matches, oldest first.
+    """Every event under ``source`` that ``filt`` matches, oldest first; of every chain, or
+    only of ``chains`` (the others are not read at all).
 
     Raises FileNotFoundError if ``source`` does not exist; files that are not journals
     (and checkpoint files) are left out. With ``check``, every line read is checked.
@@ -159,6 +164,7 @@ def iter_records(
     streams: list[Iterable[Record]] = [
         _chain_records(chain, [s.path for s in segments], filt, check, files)
         for chain, segments in files.segments.items()
+        if chains is None or chain in chains
     ]
     yield from _merge(streams)
 
