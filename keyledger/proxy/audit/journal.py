@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,15 +46,10 @@ from keyledger.proxy.audit.clock import StepWatch
 from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
 from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
 from keyledger.proxy.audit.lock import ChainLock, ChainLocked
-from keyledger.proxy.audit.recovery import (
-    CorruptJournal,
-    last_checkpoint_event,
-    read_tail,
-    set_torn_tail_aside,
-)
+from keyledger.proxy.audit.recovery import CorruptJournal, last_checkpoint_event
+from keyledger.proxy.audit.segment_file import SegmentFile, create_segment, open_newest
 from keyledger.proxy.audit.segments import (
     Segment,
-    chain_segments,
     checkpoint_file,
     segment_path,
     validate_chain_id,
@@ -141,10 +135,9 @@ class Journal:
         # Told each fsync's duration (seconds) and how many events it made durable.
         self._on_fsync = on_fsync
         self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
-        self._fd = -1
         self._lock = ChainLock(directory, self.chain_id)
-        self._segment = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
-        self._segment_born = time.time()
+        first = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
+        self._file = SegmentFile(-1, first, time.time())  # opened by start
         self._running = False
         self._written = _Mark(ChainState(chain_id), 0, None)
         self._durable = _Mark(ChainState(chain_id), 0, None)
@@ -182,7 +175,7 @@ class Journal:
     @property
     def path(self) -> Path:
         """The segment being written."""
-        return self._segment.path
+        return self._file.path
 
     @property
     def last_checkpoint(self) -> Checkpoint | None:
@@ -271,9 +264,8 @@ class Journal:
         await self._drain()
         await self._settle_rotation()  # the seal's own fsync round may have found a change
         await self._file_checkpoints()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._file.is_open:
+            self._file.close()
             self._lock.release()
             log.info(
                 "journal_closed",
@@ -389,7 +381,7 @@ class Journal:
             raise JournalUnavailable("an audit event could not be serialised") from exc
         data = b"".join(lines)
         try:
-            _write_all(self._fd, data)
+            self._file.append(data)
         except OSError as exc:
             self._fail(exc)
             raise JournalUnavailable(
@@ -457,10 +449,10 @@ class Journal:
             waiting, events, lines = self._next_sync, self._next_sync_events, self._next_sync_lines
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
             mark, rewinds = self._written, self._rewinds
-            segment = self._segment
+            file = self._file
             started = time.perf_counter()
             try:
-                sighting = await asyncio.to_thread(sync_and_look, self._fd, segment.path)
+                sighting = await asyncio.to_thread(sync_and_look, file.fd, file.path)
             except OSError as exc:
                 failed = JournalUnavailable(
                     f"the audit journal could not be synced: {exc.strerror}"
@@ -473,7 +465,7 @@ class Journal:
                 waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
                 continue
             change = self._lost or judge(
-                sighting, segment.path, low=mark.size, high=self._written.size
+                sighting, file.path, low=mark.size, high=self._written.size
             )
             if change is not None:
                 # Synced, but into a file nobody reads at the journal's path: not durable.
@@ -513,16 +505,12 @@ class Journal:
         self.stats.failures += 1
         self._rewinds += 1
         log.error("journal_write_failed", path=str(self.path), error=exc.strerror)
-        try:
-            os.ftruncate(self._fd, self._durable.size)
-        except OSError:
-            # A file that refuses even this (read-only now) but holds nothing past the
-            # durable end has nothing to rewind: only torn bytes make the journal broken.
-            if self._size_of_file() != self._durable.size:
-                # Writing more would bury them mid-file. Refuse until a restart sets them
-                # aside, or the file is replaced and a new segment begins.
-                self._broken = True
-                log.critical("journal_rewind_failed", path=str(self.path))
+        if not self._file.cut_to(self._durable.size):
+            # Torn bytes past the durable end: writing more would bury them mid-file.
+            # Refuse until a restart sets them aside, or the file is replaced and a new
+            # segment begins.
+            self._broken = True
+            log.critical("journal_rewind_failed", path=str(self.path))
         self._written = self._durable
         if self._next_sync is not None:
             # Written on top of what was just lost: not durable, and now not even written.
@@ -530,12 +518,6 @@ class Journal:
                 JournalUnavailable("the audit journal could not be written")
             )
             self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
-
-    def _size_of_file(self) -> int | None:
-        try:
-            return os.fstat(self._fd).st_size
-        except OSError:
-            return None
 
     def _file_lost(self, change: FileChange) -> None:
         """Write no more into the changed file; refuse what waits on it; start a new one.
@@ -566,18 +548,18 @@ class Journal:
 
         Only a rotation checks while it runs (``rotating``): anyone else leaves the file to it.
         """
-        if self._lost is not None or self._fd < 0 or (self._rotating and not rotating):
+        if self._lost is not None or not self._file.is_open or (self._rotating and not rotating):
             return
-        fd, segment = self._fd, self._segment
+        file = self._file
         low, rewinds = self._written.size, self._rewinds
         try:
-            sighting = await asyncio.to_thread(look, fd, segment.path)
+            sighting = await asyncio.to_thread(look, file.fd, file.path)
         except OSError as exc:
-            log.error("journal_check_failed", path=str(segment.path), error=exc.strerror)
+            log.error("journal_check_failed", path=str(file.path), error=exc.strerror)
             return
-        if segment is not self._segment or rewinds != self._rewinds:
+        if file is not self._file or rewinds != self._rewinds:
             return  # rotated or rewound meanwhile: the next look sees the file as it is now
-        change = judge(sighting, segment.path, low=low, high=self._written.size)
+        change = judge(sighting, file.path, low=low, high=self._written.size)
         if change is not None:
             self._file_lost(change)
 
@@ -600,7 +582,7 @@ class Journal:
     # -- rotation ----------------------------------------------------------------------
 
     def _rotation_reason(self) -> str | None:
-        if not self.healthy or self.state.seq <= self._segment.first_seq:
+        if not self.healthy or self.state.seq <= self._file.segment.first_seq:
             return None  # never leave a segment holding only its first event
         now = time.time()
         if now < self._rotate_not_before:
@@ -608,7 +590,7 @@ class Journal:
         rotation = self._rotation
         if rotation.max_bytes is not None and self._written.size >= rotation.max_bytes:
             return "size"
-        if rotation.max_age_s is not None and now - self._segment_born >= rotation.max_age_s:
+        if rotation.max_age_s is not None and now - self._file.born >= rotation.max_age_s:
             return "age"
         return None
 
@@ -629,7 +611,7 @@ class Journal:
                 await self._check_file(rotating=True)
             else:
                 await self._drain()
-            lost, old = self._lost, self._segment
+            lost, old = self._lost, self._file.segment
             # After the drain, everything written is durable, unless the file was lost.
             previous = self._written.state
             detail: dict[str, Any] = {
@@ -662,8 +644,8 @@ class Journal:
             return
         finally:
             self._rotating = None
-        os.close(self._fd)
-        self._fd, self._segment, self._segment_born = fd, new, time.time()
+        self._file.close()
+        self._file = SegmentFile(fd, new, time.time())
         self._lost = None
         # Torn bytes, if any, stay in the old file, which gets nothing more.
         self._broken = False
@@ -687,7 +669,7 @@ class Journal:
             # could lock a new one. Take the lock again before writing on.
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
             self._lock.reacquire()
-        return _create_segment(path, first_line, self._fsync)
+        return create_segment(path, first_line, self._fsync)
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -697,34 +679,27 @@ class Journal:
             self._lock.acquire()
         except ChainLocked as exc:
             raise JournalUnavailable(str(exc)) from None
-        segments = chain_segments(self.directory, self.chain_id)
-        while len(segments) > 1 and segments[-1].path.stat().st_size == 0:
-            # Rotation creates segments whole (rename), so an empty one was made by hand.
-            log.warning("journal_empty_segment_removed", path=str(segments[-1].path))
-            segments.pop().path.unlink()
-        segment = segments[-1] if segments else self._segment
-        fd = os.open(segment.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            tail = read_tail(fd, os.fstat(fd).st_size, segment.path, self.chain_id)
-            if tail.torn:
-                moved_to = set_torn_tail_aside(segment.path, fd, tail.size, tail.torn)
-                self._recovered.update(torn_bytes=len(tail.torn), moved_to=moved_to)
-                log.warning("journal_torn_tail", path=str(segment.path), bytes=len(tail.torn))
-            checkpoint = self._open_checkpoints(segments, tail.state)
+            opened = open_newest(self.directory, self.chain_id)
+            try:
+                if opened.torn_moved_to is not None:
+                    self._recovered.update(
+                        torn_bytes=len(opened.tail.torn), moved_to=opened.torn_moved_to
+                    )
+                checkpoint = self._open_checkpoints(opened.segments, opened.tail.state)
+            except BaseException as exc:
+                opened.file.close()
+                if isinstance(exc, CorruptJournal) and not opened.segments:
+                    opened.file.path.unlink()  # made just now: a refused start leaves nothing
+                raise
         except CorruptJournal as exc:
-            os.close(fd)
-            if not segments:
-                segment.path.unlink()  # made just now: a refused start leaves nothing behind
             self._lock.release()
             raise JournalUnavailable(str(exc)) from exc
         except BaseException:
-            os.close(fd)
             self._lock.release()
             raise
-        self._fd, self._segment = fd, segment
-        if tail.first_time is not None:
-            born = datetime.fromisoformat(tail.first_time.replace("Z", "+00:00"))
-            self._segment_born = born.timestamp()
+        tail = opened.tail
+        self._file = opened.file
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
         self._timeline.resume_after(tail.last_time)
 
@@ -786,33 +761,3 @@ def _lost_detail(change: FileChange, durable_seq: int, written_seq: int) -> dict
 
 def _reason(exc: BaseException) -> str:
     return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """One append into the page cache: microseconds, so it runs on the loop."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _create_segment(path: Path, first_line: bytes, fsync: bool) -> int:
-    """A new segment holding ``first_line``, appearing whole (write, fsync, rename)."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
-    try:
-        _write_all(fd, first_line)
-        if fsync:
-            os.fsync(fd)
-        os.rename(partial, path)
-        if fsync:
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise
-    return fd
