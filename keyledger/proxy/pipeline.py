@@ -26,9 +26,9 @@ from typing import Protocol, TypeVar
 
 import structlog
 
-from keyledger.backends import Backend, BackendError, BackendUnavailable
+from keyledger.backends import Backend, BackendError, BackendUnavailable, SecretNotFound
 from keyledger.model import Action, Principal, SecretItem, SecretRef
-from keyledger.policies import Context, Decision, PolicyEngine
+from keyledger.policies import Context, Decision, Effect, PolicyEngine
 from keyledger.proxy.audit.events import (
     AuditEvent,
     DecisionInfo,
@@ -280,7 +280,7 @@ class Gateway:
 
         # 4. Resolve aliases (ARNs) to the store's own names: policies speak in names.
         try:
-            names = await self._from_store(trace, self._resolve(call, backend))
+            names, unresolved = await self._from_store(trace, self._resolve(call, backend))
         except BackendError as exc:
             trace.backend_error = exc.kind
             target = call.targets[0]
@@ -294,7 +294,12 @@ class Gateway:
             return self._denied(ctx, principal, call, target, rid)
 
         # 5. Authorise every named secret, with the policy in force when the request arrived.
-        decisions = {ref: decide(names[ref]) for ref in call.targets}
+        decisions = {
+            ref: decide(names[ref])
+            if ref not in unresolved
+            else _decide_unresolved(ref, unresolved[ref], decide, engine.hash)
+            for ref in call.targets
+        }
         denied = {ref: d for ref, d in decisions.items() if not d.allowed}
         events = [
             self._event(ctx, who, call, names[ref], decision, Status.DENIED, "AccessDenied")
@@ -457,29 +462,32 @@ class Gateway:
             )
         return backend
 
-    async def _resolve(self, call: Call, backend: Backend) -> dict[SecretRef, SecretRef]:
-        """Each target's name in the store, looked up concurrently.
+    async def _resolve(
+        self, call: Call, backend: Backend
+    ) -> tuple[dict[SecretRef, SecretRef], dict[SecretRef, BackendError]]:
+        """Each target's name in the store, looked up concurrently; and in a batch, why
+        each target that could not be resolved was not (it stays named as written).
 
-        In a batch, a target that cannot be resolved stays as written: policy then decides
-        on the alias itself, and the store reports it per secret. A name on another backend
-        than the call's is refused: policy would decide on a backend that does not execute.
+        A name on another backend than the call's is refused: policy would decide on a
+        backend that does not execute.
         """
         if len(call.targets) == 1 and not call.partial:
             # The common case: no tasks for what is, for a plain name, no I/O at all.
             (ref,) = call.targets
-            return {ref: _same_backend(ref, await backend.resolve(ref))}
+            return {ref: _same_backend(ref, await backend.resolve(ref))}, {}
         found = await asyncio.gather(
             *(backend.resolve(ref) for ref in call.targets), return_exceptions=True
         )
         names: dict[SecretRef, SecretRef] = {}
+        unresolved: dict[SecretRef, BackendError] = {}
         for ref, result in zip(call.targets, found, strict=True):
             if isinstance(result, SecretRef):
                 names[ref] = _same_backend(ref, result)
             elif isinstance(result, BackendError) and call.partial:
-                names[ref] = ref
+                names[ref], unresolved[ref] = ref, result
             else:
                 raise result
-        return names
+        return names, unresolved
 
     # -- events -----------------------------------------------------------------------
 
@@ -590,6 +598,23 @@ class Gateway:
 
 
 _CHANGES = frozenset({Action.WRITE, Action.ROTATE, Action.DELETE})
+
+
+def _decide_unresolved(
+    ref: SecretRef,
+    failure: BackendError,
+    decide: Callable[[SecretRef], Decision],
+    policy_hash: str,
+) -> Decision:
+    """A batch target the store could not resolve, decided never on its text (an ARN's
+    text would skip the own-account-and-region check): one the store does not know, on
+    the names it may stand for, as a single read is; any other, refused outright."""
+    if isinstance(failure, SecretNotFound):
+        verdicts = [decide(SecretRef(ref.backend, name)) for name in failure.names]
+        return next((v for v in verdicts if v.allowed), verdicts[0] if verdicts else decide(ref))
+    return Decision(
+        effect=Effect.DENY, rule=None, policy_hash=policy_hash, reason=failure.message[:200]
+    )
 
 
 def _same_backend(asked: SecretRef, resolved: SecretRef) -> SecretRef:

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from keyledger import sigv4
-from tests.conftest import REGION, RunningProxy, running_proxy
+from tests.conftest import REGION, TEST_POLICY, RunningProxy, running_proxy
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -199,6 +199,41 @@ class TestReads:
         response = proxy.client().batch_get_secret_value(SecretIdList=["app/ok", missing])
         assert [v["SecretString"] for v in response["SecretValues"]] == ["fine"]
         assert [e["SecretId"] for e in response["Errors"]] == [missing]
+
+    @pytest.mark.parametrize(
+        ("elsewhere", "code", "status"),
+        [
+            ("eu-west-1:123456789012", "AccessDeniedException", "denied"),
+            # Not found from this account (one that found it would fail the ARN check).
+            (":999999999999", "ResourceNotFoundException", "error"),
+        ],
+        ids=["another-region", "another-account"],
+    )
+    def test_batch_never_decides_on_the_text_of_an_arn_it_could_not_resolve(
+        self,
+        tmp_path: Path,
+        moto_url: str,
+        store: Any,
+        store_credentials: None,
+        elsewhere: str,
+        code: str,
+        status: str,
+    ) -> None:
+        """Under a policy allowing every secret, an ARN of another region in a batch is
+        refused for itself (AccessDeniedException), never sent on to the store; one of
+        another account is not found; the rest of the batch is served either way."""
+        arn = store.create_secret(Name="app/ok", SecretString="fine")["ARN"]
+        region, account = elsewhere.split(":")
+        foreign = f"arn:aws:secretsmanager:{region or REGION}:{account}:secret:app/ok-AbCdEf"
+        everything = TEST_POLICY.replace('resources: ["aws:app/*"]', 'resources: ["aws:*"]', 1)
+        with running_proxy(tmp_path, moto_url, policy=everything) as proxy:
+            response = proxy.client().batch_get_secret_value(SecretIdList=[arn, foreign])
+        events = {e["resource"]["secret"]: e for e in proxy.events("access")}
+
+        assert [v["SecretString"] for v in response["SecretValues"]] == ["fine"]
+        assert [(e["SecretId"], e["ErrorCode"]) for e in response["Errors"]] == [(foreign, code)]
+        assert events[foreign]["outcome"]["status"] == status
+        assert events[foreign]["outcome"]["value_fingerprint"] is None
 
     def test_batch_of_more_than_twenty_is_invalid(self, proxy: RunningProxy) -> None:
         """The service's limit of 20 ids per batch holds, before any lookup."""
