@@ -111,7 +111,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  missing seq: {_ranges(chain.missing)}")
         if start := _start_line(chain, args.from_seq):
             print(f"  {start}")
-        if chain.unaccounted:
+        if chain.unaccounted and chain.stopped is None:  # else the pruning may lie past it
             warnings.append(
                 f"chain {chain.id}: the journal starts at seq {chain.first_seq}, and no "
                 f"segment_pruned event accounts for seq 1-{chain.first_seq - 1} (segments "
