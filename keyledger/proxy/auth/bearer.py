@@ -56,7 +56,7 @@ class BearerAuthenticator:
         self._follower = StoreFollower(store, interval=reload_interval)
 
     async def authenticate(self, wire: WireRequest) -> Principal:
-        self._follower.refresh()
+        await self._follower.refresh()
         header = wire.headers.get("authorization", "").strip()
         if not header and wire.peer_certificate is not None:
             # No token, but a client certificate the listener verified (mTLS).

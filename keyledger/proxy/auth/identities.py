@@ -20,6 +20,11 @@ The file is 0600 JSON::
      "tokens": [{name, token_id, groups, attributes, created, expires, revoked, sha256}],
      "key_check": "<Fernet token>"}
 
+A long-running reader (the proxy) looks at the file again at most once a second, and does so
+off its event loop: the stat, the read and the parse run in a worker thread (so do the
+authenticator's decryptions), and only the finished contents are put in place on the loop,
+so a slow disk or a huge store never stalls the requests being served.
+
 ``identities`` (the SigV4 keys) is unchanged from stores written before tokens existed, so
 a proxy of that age still reads a new file; ``tokens`` and ``key_check`` are optional, so an
 old file loads here. ``key_check`` is a value encrypted under the store key, so that a write
@@ -28,6 +33,7 @@ under another key is refused even when the store holds tokens only.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import json
@@ -37,7 +43,7 @@ import secrets
 import string
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -161,6 +167,20 @@ Credential = Identity | Token
 
 
 @dataclass(frozen=True, slots=True)
+class _Contents:
+    """One version of the store file, read and parsed (anywhere), put in place on one."""
+
+    version: tuple[int, int] | None  # (mtime_ns, inode) as stat'ed before reading
+    identities: dict[str, Identity]
+    tokens: dict[str, Token]
+    cutoffs: dict[str, SessionCutoff]
+    key_check: str | None
+
+
+_GONE = _Contents(None, {}, {}, {}, None)  # the file was removed
+
+
+@dataclass(frozen=True, slots=True)
 class IssuedKey:
     """Returned once, when a key is created or rotated; the secret is shown only then."""
 
@@ -267,18 +287,39 @@ class IdentityStore:
 
     def reload_if_changed(self) -> bool:
         """Re-read the file if another process replaced it; True when it did."""
-        version = self._stat()
-        if version == self._version:
+        found = self._read_if_changed(self._version)
+        if found is None:
             return False
-        if version is None:
-            self._identities, self._tokens, self._cutoffs, self._key_check = {}, {}, {}, None
-            self._version = None
-            self.generation += 1
-        else:
-            self._load()
+        self._put(found)
         return True
 
+    async def reload_in_thread(self) -> bool:
+        """:meth:`reload_if_changed`, its stat, read and parse in a worker thread: only
+        putting the result in place happens on the calling (event loop) thread."""
+        found = await asyncio.to_thread(self._read_if_changed, self._version)
+        if found is None or found.version == self._version:
+            return False  # unchanged, or another reader put this version in place meanwhile
+        self._put(found)
+        return True
+
+    def _read_if_changed(self, seen: tuple[int, int] | None) -> _Contents | None:
+        """The file's contents if its version is not ``seen``, else None. Reads no state
+        another thread could be changing: safe in a worker thread."""
+        version = self._stat()
+        if version == seen:
+            return None
+        return _GONE if version is None else self._read()
+
+    def _put(self, contents: _Contents) -> None:
+        self._identities, self._tokens = contents.identities, contents.tokens
+        self._cutoffs, self._key_check = contents.cutoffs, contents.key_check
+        self._version = contents.version
+        self.generation += 1
+
     def _load(self) -> None:
+        self._put(self._read())
+
+    def _read(self) -> _Contents:
         version = self._stat()
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
@@ -301,12 +342,13 @@ class IdentityStore:
                 raise ValueError("key_check is not a string")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IdentityError(f"{self.path}: not a keyledger identity store ({exc})") from exc
-        self._identities = {i.access_key_id: i for i in keys}
-        self._tokens = {t.token_id: t for t in tokens}
-        self._cutoffs = {c.pattern: c for c in cutoffs}
-        self._key_check = key_check
-        self._version = version
-        self.generation += 1
+        return _Contents(
+            version,
+            {i.access_key_id: i for i in keys},
+            {t.token_id: t for t in tokens},
+            {c.pattern: c for c in cutoffs},
+            key_check,
+        )
 
     def _check_key(self) -> None:
         """Refuse a write under a key other than the one the existing entries were written
@@ -648,18 +690,19 @@ class IdentityStore:
 class StoreFollower:
     """Keeps one long-running reader of a store in step with the file.
 
-    :meth:`refresh` looks at the file at most once per ``interval`` seconds and calls
-    ``on_change`` when the store's content changed since this follower last looked, whoever
-    re-read it: the SigV4 and bearer authenticators may share one store. A file that does not
-    load (half-written, corrupt) leaves the last good content in place: it must not lock
-    everyone out.
+    :meth:`refresh` looks at the file at most once per ``interval`` seconds, in a worker
+    thread, and awaits ``on_change`` when the store's content changed since this follower
+    last looked, whoever re-read it: the SigV4 and bearer authenticators may share one store.
+    Callers arriving while a look is under way wait for that same look, so the first request
+    after a change is already decided by it. A file that does not load (half-written,
+    corrupt) leaves the last good content in place: it must not lock everyone out.
     """
 
     def __init__(
         self,
         store: IdentityStore,
         *,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[], Awaitable[None]] | None = None,
         interval: float = RELOAD_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -669,15 +712,28 @@ class StoreFollower:
         self._clock = clock
         self._checked = clock()
         self._seen = store.generation
+        self._looking: asyncio.Task[None] | None = None
 
-    def refresh(self) -> None:
-        now = self._clock()
-        if now - self._checked < self._interval:
-            return
-        self._checked = now
+    async def refresh(self) -> None:
+        """Cheap (no I/O, no await) unless a look is due or under way."""
+        if self._looking is None:
+            now = self._clock()
+            if now - self._checked < self._interval:
+                return
+            self._checked = now
+            self._looking = asyncio.create_task(self._look())
+            self._looking.add_done_callback(self._looked)
+        # Shielded: a caller that goes away (a dropped connection) does not cancel the look.
+        await asyncio.shield(self._looking)
+
+    def _looked(self, task: asyncio.Task[None]) -> None:
+        if self._looking is task:
+            self._looking = None
+
+    async def _look(self) -> None:
         store = self._store
         try:
-            if store.reload_if_changed():
+            if await store.reload_in_thread():
                 log.info(
                     "identities_reloaded",
                     keys=sum(not i.revoked for i in store),
@@ -686,7 +742,7 @@ class StoreFollower:
             if store.generation != self._seen:
                 self._seen = store.generation  # first: a failing on_change is not retried
                 if self._on_change is not None:
-                    self._on_change()
+                    await self._on_change()
         except IdentityError as exc:
             log.error("identities_reload_failed", error=str(exc))
 

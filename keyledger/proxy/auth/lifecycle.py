@@ -121,7 +121,7 @@ class IdentityRecorder:
     async def check(self) -> int:
         """Record what changed since the last record; the number of events written."""
         with contextlib.suppress(OSError, ValueError):  # a half-written store: next time
-            self._store.reload_if_changed()
+            await self._store.reload_in_thread()  # off the loop: the proxy serves meanwhile
         generation = self._store.generation
         if generation == self._settled:
             return 0  # nothing changed since everything was on record

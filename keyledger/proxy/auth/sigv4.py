@@ -9,14 +9,15 @@ compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from keyledger import sigv4
 from keyledger.model import Principal
-from keyledger.proxy.auth.identities import IdentityStore, StoreFollower
+from keyledger.proxy.auth.identities import Identity, IdentityStore, StoreFollower
 from keyledger.proxy.auth.sessions import METHOD as SESSION_METHOD
 from keyledger.proxy.auth.sessions import SessionSealer
 from keyledger.proxy.errors import AuthError, ErrorKind
@@ -50,11 +51,13 @@ class SigV4Authenticator:
         self._keys = sigv4.SigningKeyCache()
         self._store = store
         self._secrets = self._decrypt_all()
-        self._revoked = self._revoked_keys()
+        self._revoked = self._revoked_keys(store)
         # Picks up keys created, rotated or revoked by `keyledger identity` (at most 1/s).
         self._follower = StoreFollower(store, on_change=self._reload)
 
-    def _decrypt_all(self) -> dict[str, tuple[Principal, str, datetime | None]]:
+    def _decrypt_all(
+        self, identities: Iterable[Identity] | None = None
+    ) -> dict[str, tuple[Principal, str, datetime | None]]:
         # Decrypt once per store version: verification needs the plaintext on every request.
         return {
             i.access_key_id: (
@@ -64,21 +67,24 @@ class SigV4Authenticator:
                 self._store.secret_of(i),
                 i.expires,
             )
-            for i in self._store
+            for i in (self._store if identities is None else identities)
             if not i.revoked
         }
 
-    def _revoked_keys(self) -> dict[str, str]:
+    def _revoked_keys(self, identities: Iterable[Identity]) -> dict[str, str]:
         """Revoked keys and whose they were: a caller still using one is a stale
         deployment, not a guesser, and the audit should say so."""
-        return {i.access_key_id: i.name for i in self._store if i.revoked}
+        return {i.access_key_id: i.name for i in identities if i.revoked}
 
-    def _reload(self) -> None:
-        self._secrets = self._decrypt_all()
-        self._revoked = self._revoked_keys()
+    async def _reload(self) -> None:
+        # The keys as they are now, decrypted in a worker thread: Fernet costs tens of
+        # microseconds a key, too much for the event loop with many of them.
+        identities = list(self._store)
+        secrets = await asyncio.to_thread(self._decrypt_all, identities)
+        self._secrets, self._revoked = secrets, self._revoked_keys(identities)
 
     async def authenticate(self, wire: WireRequest) -> Principal:
-        self._follower.refresh()
+        await self._follower.refresh()
         header = wire.headers.get("authorization")
         if not header:
             raise AuthError("Missing Authentication Token", kind=ErrorKind.MISSING_AUTH)

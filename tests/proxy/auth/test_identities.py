@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 import stat
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,8 +14,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from keyledger.proxy.auth import IdentityError, IdentityStore
+from keyledger.proxy.auth import BearerAuthenticator, IdentityError, IdentityStore
 from keyledger.proxy.auth.identities import load_store_key
+from keyledger.proxy.wire import WireRequest
 
 
 @pytest.fixture
@@ -308,6 +313,57 @@ class TestIdentityStore:
         store.rotate("svc-a")
 
         assert store.reload_if_changed() is False
+
+
+class TestFollowingOffTheLoop:
+    async def test_a_slow_store_read_does_not_stall_the_event_loop(
+        self, tmp_path: Path, key: bytes
+    ) -> None:
+        """While a changed store file is being read (a FIFO its writer holds back), the
+        event loop goes on serving; the request that noticed the change is then decided by
+        the new contents."""
+        path = tmp_path / "identities.json"
+        IdentityStore(path, key).create_token("svc-old")
+        authenticator = BearerAuthenticator(store=IdentityStore(path, key), reload_interval=0)
+        staged = tmp_path / "next.json"  # the store's next version, as the CLI writes it
+        shutil.copy(path, staged)
+        issued = IdentityStore(staged, key).create_token("svc-new")
+        contents = staged.read_bytes()
+        os.mkfifo(tmp_path / "fifo")
+        os.replace(tmp_path / "fifo", path)
+        opened, release = threading.Event(), threading.Event()
+
+        def write() -> None:
+            with path.open("wb") as pipe:  # open returns once the reader has its end open
+                opened.set()
+                release.wait(5)  # held back until the loop shows it is free (or 5 s)
+                pipe.write(contents)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        request = asyncio.create_task(
+            authenticator.authenticate(
+                WireRequest(
+                    method="GET",
+                    path="/v1/projects/p/secrets/s",
+                    query=(),
+                    headers={"authorization": f"Bearer {issued.token}"},
+                    body=b"",
+                    source_ip="127.0.0.1",
+                    user_agent="test",
+                    request_id="req-1",
+                )
+            )
+        )
+        await asyncio.to_thread(opened.wait, 5)
+        # This line runs on the loop: reached while the read is still waiting, or not at all.
+        loop_ran_while_reading = opened.is_set() and not request.done()
+        release.set()
+        principal = await request
+        writer.join(5)
+
+        assert loop_ran_while_reading
+        assert principal.id == "svc-new"
 
 
 class TestLoadStoreKey:
