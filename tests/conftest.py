@@ -14,6 +14,7 @@ import secrets
 import socket
 import ssl
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,16 +251,48 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def store_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """keyledger's own AWS credentials for the store, found through the boto3 chain."""
-    wanted = clean_env(
-        AWS_ACCESS_KEY_ID="keyledger-proxy", AWS_SECRET_ACCESS_KEY="keyledger-proxy-secret"
-    )
+def use_env(monkeypatch: pytest.MonkeyPatch, wanted: Mapping[str, str]) -> None:
+    """This test's environment is exactly ``wanted``."""
     for name in set(os.environ) - set(wanted):
         monkeypatch.delenv(name)
     for name, value in wanted.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def store_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keyledger's own AWS credentials for the store, found through the boto3 chain."""
+    use_env(
+        monkeypatch,
+        clean_env(
+            AWS_ACCESS_KEY_ID="keyledger-proxy", AWS_SECRET_ACCESS_KEY="keyledger-proxy-secret"
+        ),
+    )
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> str:
+    """An auditor's AWS settings (credentials, region, S3 and CloudWatch Logs endpoints) from
+    the environment, as the audit CLI and the alert follower find them, pointed at moto."""
+    use_env(
+        monkeypatch,
+        clean_env(
+            AWS_ACCESS_KEY_ID="auditor",
+            AWS_SECRET_ACCESS_KEY="auditor-secret",
+            AWS_DEFAULT_REGION=REGION,
+            AWS_ENDPOINT_URL_S3=moto_url,
+            AWS_ENDPOINT_URL_LOGS=moto_url,
+        ),
+    )
+    return moto_url
+
+
+@pytest.fixture
+def bucket(aws_env: str) -> str:
+    """A new bucket with Object Lock on, as the S3 sink wants it."""
+    name = f"audit-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
 
 
 @contextlib.contextmanager

@@ -4,11 +4,9 @@ the CLI, the AWS settings from the environment, and a real moto server holding t
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from keyledger.proxy.audit.checkpoints import generate_key_pair
@@ -18,35 +16,9 @@ from keyledger.proxy.audit.sinks.cloudwatch import CloudWatchSink
 from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig
 from tests.audit_records import CHAIN
-from tests.conftest import clean_env
 from tests.test_audit_cli import audit, scenario
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> str:
-    """The verifier's AWS settings: credentials, region and endpoints, from the environment."""
-    wanted = clean_env(
-        AWS_ACCESS_KEY_ID="auditor",
-        AWS_SECRET_ACCESS_KEY="auditor-secret",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_ENDPOINT_URL_S3=moto_url,
-        AWS_ENDPOINT_URL_LOGS=moto_url,
-    )
-    for name in set(os.environ) - set(wanted):
-        monkeypatch.delenv(name)
-    for name, value in wanted.items():
-        monkeypatch.setenv(name, value)
-    return moto_url
-
-
-@pytest.fixture
-def bucket(aws_env: str) -> str:
-    """A new bucket with Object Lock on, as the S3 sink wants it."""
-    name = f"audit-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    return name
 
 
 def shipped(tmp_path: Path) -> Batch:

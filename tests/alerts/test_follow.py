@@ -6,7 +6,6 @@ followed while more arrives; the reorder window and the repeat filter on their o
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +33,7 @@ from keyledger.proxy.audit.sinks.cloudwatch import CloudWatchSink
 from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.config import CloudWatchSinkConfig, S3SinkConfig
 from tests.audit_records import access_event
-from tests.conftest import clean_env, listen
+from tests.conftest import listen
 
 REGION = "us-east-1"
 # Recent enough for CloudWatch Logs (it refuses events older than 14 days).
@@ -94,30 +93,6 @@ class Chains:
     def batch(self, chain: str, first: int, last: int) -> Batch:
         """The chain's events ``first`` to ``last`` (seqs, from 1, inclusive)."""
         return Batch(chain, tuple(self.lines[chain][first - 1 : last]))
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> str:
-    """The follower's AWS settings, from the environment, pointed at the moto server."""
-    wanted = clean_env(
-        AWS_ACCESS_KEY_ID="follower",
-        AWS_SECRET_ACCESS_KEY="follower-secret",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_ENDPOINT_URL_S3=moto_url,
-        AWS_ENDPOINT_URL_LOGS=moto_url,
-    )
-    for name in set(os.environ) - set(wanted):
-        monkeypatch.delenv(name)
-    for name, value in wanted.items():
-        monkeypatch.setenv(name, value)
-    return moto_url
-
-
-@pytest.fixture
-def bucket(aws_env: str) -> str:
-    name = f"audit-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    return name
 
 
 @pytest.fixture
