@@ -34,7 +34,6 @@ from keyledger.proxy.audit.events import (
     DecisionInfo,
     EventType,
     Fingerprinter,
-    GeoInfo,
     Outcome,
     PrincipalInfo,
     RequestInfo,
@@ -53,7 +52,7 @@ from keyledger.proxy.errors import (
 )
 from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.ratelimit import Limits
-from keyledger.proxy.wire import Authenticator, Call, Frontend, WireRequest, WireResponse
+from keyledger.proxy.wire import Authenticator, Call, Frontend, Locate, WireRequest, WireResponse
 
 __all__ = ["Gateway", "PolicyHolder", "RequestObserver", "RequestTrace"]
 
@@ -131,7 +130,7 @@ class Gateway:
         journal: Journal,
         fingerprint: Fingerprinter,
         observer: RequestObserver | None = None,
-        geo: Callable[[str], GeoInfo | None] | None = None,
+        geo: Locate | None = None,
         failures: FailureFold | None = None,
         limits: Limits | None = None,
     ) -> None:
