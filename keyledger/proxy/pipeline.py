@@ -341,10 +341,11 @@ class Gateway:
                 trace.audit_s += time.perf_counter() - started
 
         # 6. Call the backend (for a partly denied batch, only for the allowed secrets).
+        #    The store is told the names policy decided on, never an alias of them.
         if denied:
             request = self._frontend.narrow(call, set(decisions) - set(denied))
         else:
-            request = call.request
+            request = self._frontend.address(call, names)
         trace.store_called = True
         try:
             result = await self._from_store(trace, backend.call(request))

@@ -124,6 +124,9 @@ class FrontendDefaults:
     def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
         return call.request  # one secret or none: never a partial call to narrow
 
+    def address(self, call: Call, names: Mapping[SecretRef, SecretRef]) -> SecretRequest:
+        return call.request  # a secret has one name: no alias to replace
+
     def item_errors(self, call: Call, result: SecretResult) -> list[tuple[SecretRef, str]]:
         return []
 
@@ -155,6 +158,13 @@ class Frontend(Protocol):
 
     def narrow(self, call: Call, allowed: Set[SecretRef]) -> SecretRequest:
         """The backend request for only the ``allowed`` targets (batch reads)."""
+        ...
+
+    def address(self, call: Call, names: Mapping[SecretRef, SecretRef]) -> SecretRequest:
+        """The backend request naming its secret as policy authorised it (``names``: each
+        target as the caller wrote it -> its name in the store), so that the store acts on
+        that secret and no other, whatever an alias would stand for by the time it arrives.
+        """
         ...
 
     def empty_result(self, call: Call) -> SecretResult:

@@ -47,6 +47,9 @@ roles:
       - id: app-read
         actions: [read, list]
         resources: ["aws:app/*"]
+      - id: app-write
+        actions: [write]
+        resources: ["aws:app/*"]
       - id: app-read-eu-public
         actions: [read, list]
         resources: ["aws-eu:public/*"]
@@ -76,6 +79,16 @@ class ResolvesElsewhere(AwsBackend):
 
     async def resolve(self, ref: SecretRef) -> SecretRef:
         return SecretRef("aws", ref.name)
+
+
+class AliasesAnother(AwsBackend):
+    """An AWS backend whose alias lookup and whose store disagree: it says ``other/db`` is
+    another name of ``app/db``, while the store holds a secret called ``other/db``."""
+
+    async def resolve(self, ref: SecretRef) -> SecretRef:
+        if ref.name == "other/db":
+            return SecretRef(self.name, "app/db")
+        return await super().resolve(ref)
 
 
 class AnswersForElsewhere(AwsBackend):
@@ -270,3 +283,30 @@ class TestOneBackendExecutes:
         assert b"app/db" not in response.body
         (event,) = journal_events(parts.directory, "access")
         assert event["outcome"]["code"] == "NameMismatch"
+
+
+class TestChangesAreAddressedByTheNameAuthorised:
+    async def test_a_write_through_an_alias_lands_on_the_secret_authorised(
+        self, parts: Parts, store: Any
+    ) -> None:
+        """A write naming an alias is sent to the store by the name policy authorised:
+        the secret the store would have taken the alias for is never touched, where before
+        the change landed on it and the mismatch was seen only afterwards."""
+        store.create_secret(Name="other/db", SecretString="not-the-apps-to-change")
+        us = await parts.backend(AliasesAnother, "aws", "us-east-1")
+        gateway = parts.gateway(AwsFrontend(backend="aws"), us=us)
+
+        response = await gateway.handle(
+            parts.wire("PutSecretValue", {"SecretId": "other/db", "SecretString": "changed"})
+        )
+
+        assert response.status == 200, response.body
+        assert body_of(response)["Name"] == "app/db"
+        other = store.get_secret_value(SecretId="other/db")["SecretString"]
+        assert other == "not-the-apps-to-change"
+        assert store.get_secret_value(SecretId="app/db")["SecretString"] == "changed"
+        events = journal_events(parts.directory, "access")
+        assert [(e["resource"]["secret"], e["outcome"]["status"]) for e in events] == [
+            ("app/db", "pending"),
+            ("app/db", "success"),
+        ]

@@ -16,7 +16,7 @@ ValidationException before anything is decided or recorded, and the refusal neve
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -260,6 +260,16 @@ class AwsFrontend(FrontendDefaults):
         keep = [i for i in ids if SecretRef(self.backend, i) in allowed]
         params = {**call.request.params, "SecretIdList": keep}
         return SecretRequest(action=call.action, ref=None, operation=call.operation, params=params)
+
+    def address(self, call: Call, names: Mapping[SecretRef, SecretRef]) -> SecretRequest:
+        target = call.single
+        if target is None or "SecretId" not in call.request.params:
+            return call.request
+        name = names.get(target, target)
+        if name == target:
+            return call.request  # the common case: a name, not an ARN
+        params = {**call.request.params, "SecretId": name.name}
+        return replace(call.request, params=params)
 
     def empty_result(self, call: Call) -> SecretResult:
         return SecretResult(data={"SecretValues": [], "Errors": []})
