@@ -33,29 +33,25 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from keyledger.proxy.audit.chain import ChainState, seal
-from keyledger.proxy.audit.checkpoints import Checkpoint, CheckpointFile, CheckpointSigner, Seal
+from keyledger.proxy.audit.checkpoints import Checkpoint
 from keyledger.proxy.audit.clock import StepWatch
-from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
+from keyledger.proxy.audit.events import AuditEvent, EventType
 from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
 from keyledger.proxy.audit.lock import ChainLock, ChainLocked
-from keyledger.proxy.audit.recovery import CorruptJournal, last_checkpoint_event
+from keyledger.proxy.audit.recovery import CorruptJournal
+from keyledger.proxy.audit.sealing import Checkpointing, Sealer
 from keyledger.proxy.audit.segment_file import SegmentFile, create_segment, open_newest
-from keyledger.proxy.audit.segments import (
-    Segment,
-    checkpoint_file,
-    segment_path,
-    validate_chain_id,
-)
+from keyledger.proxy.audit.segments import Segment, segment_path, validate_chain_id
 from keyledger.proxy.audit.timeline import Timeline
 
+# Checkpointing is the journal's setting: it stays importable from here.
 __all__ = ["Checkpointing", "Journal", "JournalStats", "JournalUnavailable", "Rotation"]
 
 log = structlog.get_logger("keyledger.journal")
@@ -71,13 +67,6 @@ class Rotation:
 
     max_bytes: int | None = 64 << 20
     max_age_s: float | None = 24 * 3600
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkpointing:
-    signer: CheckpointSigner = field(repr=False)
-    every_events: int = 1000
-    every_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -127,14 +116,17 @@ class Journal:
         self.healthy = True
         self._fsync = fsync
         self._rotation = rotation or Rotation()
-        self._checkpointing = checkpoints
+        self._sealer = (
+            None
+            if checkpoints is None
+            else Sealer(checkpoints, directory=directory, chain_id=self.chain_id, fsync=fsync)
+        )
         # Told each batch of lines once durable (the live audit stream); must not block.
         self._on_durable = on_durable
         # Drops or masks personal fields before an event is sealed (audit.minimise).
         self._minimise = minimise
         # Told each fsync's duration (seconds) and how many events it made durable.
         self._on_fsync = on_fsync
-        self._checkpoint_file = CheckpointFile(checkpoint_file(directory, chain_id), fsync=fsync)
         self._lock = ChainLock(directory, self.chain_id)
         first = Segment(chain_id, 1, segment_path(directory, chain_id, 1))
         self._file = SegmentFile(-1, first, time.time())  # opened by start
@@ -162,7 +154,6 @@ class Journal:
         self._lost: FileChange | None = None
         self._relocate_not_before = 0.0
         self._relocate_error = ""
-        self._unfiled: list[Checkpoint] = []  # durable in the journal, not yet in the file
         self._recovered: dict[str, Any] = {}
         # Shippers waiting for more durable events (wait_durable).
         self._durable_waiters: list[asyncio.Future[None]] = []
@@ -217,7 +208,7 @@ class Journal:
             log.warning(
                 "journal_fsync_off", path=str(self.path), note="events can be lost on power failure"
             )
-        if self._checkpointing is None:
+        if self._sealer is None:
             log.warning(
                 "checkpoints_off",
                 note="without signed checkpoints, a rewritten or cut journal can go unnoticed",
@@ -252,7 +243,7 @@ class Journal:
             await self._settle_rotation()
         if (
             was_running
-            and self._checkpointing is not None
+            and self._sealer is not None
             and self._unsealed()
             and not self._lost
             and not self._broken  # a seal written after torn bytes would bury them
@@ -311,7 +302,7 @@ class Journal:
 
     async def checkpoint(self) -> None:
         """Seal everything written so far with a signed checkpoint (if any is unsealed)."""
-        if self._checkpointing is None:
+        if self._sealer is None:
             return
         # Sealing never starts a rotation: a new file would hold only its header and the
         # checkpoint sealing it.
@@ -370,11 +361,11 @@ class Journal:
                     record = self._minimise(record)
                 line, state = seal(self._timeline.in_order(record), state)
                 lines.append(line)
-            settings = self._checkpointing
-            if settings is not None:
+            sealer = self._sealer
+            if sealer is not None:
                 since = state.seq - (newest.seq + 1 if newest else 0)
-                if since > 0 and (checkpoint or since >= settings.every_events):
-                    newest, line, state = self._seal_checkpoint(settings.signer, state, newest)
+                if since > 0 and (checkpoint or since >= sealer.every_events):
+                    newest, line, state = sealer.seal(state, newest, self._timeline)
                     lines.append(line)
         except (TypeError, ValueError) as exc:  # orjson: not serialisable
             log.error("audit_event_unserialisable", error=str(exc))
@@ -403,20 +394,6 @@ class Journal:
         # Shielded: one caller going away must not cancel the fsync everyone shares.
         await asyncio.shield(self._next_sync)
 
-    def _seal_checkpoint(
-        self, signer: CheckpointSigner, state: ChainState, previous: Checkpoint | None
-    ) -> tuple[Checkpoint, bytes, ChainState]:
-        now = datetime.now(UTC)
-        signed = signer.sign(
-            chain=self.chain_id,
-            seal=Seal(state.seq, state.hash),
-            time=format_time(now),
-            previous=previous.seal if previous else None,
-        )
-        event = AuditEvent(type=EventType.CHECKPOINT, time=now, detail=signed.to_detail())
-        line, state = seal(self._timeline.in_order(event.to_record()), state)
-        return signed, line, state
-
     def _mark_durable(self, mark: _Mark, events: int, lines: Sequence[bytes]) -> None:
         """Everything up to ``mark`` is now safe: ``events`` more, whose ``lines`` are kept
         only while someone listens (the live stream)."""
@@ -438,9 +415,8 @@ class Journal:
                 if not waiter.done():
                     waiter.set_result(None)
         if mark.checkpoint is not None and mark.checkpoint is not before:
-            # Only the newest is kept per round: each names the one before it, and the
-            # file needs the newest to show a cut journal.
-            self._unfiled.append(mark.checkpoint)
+            assert self._sealer is not None
+            self._sealer.durable(mark.checkpoint)
             self.stats.checkpoints += 1
 
     async def _sync_loop(self) -> None:
@@ -479,19 +455,8 @@ class Journal:
             await self._file_checkpoints()
 
     async def _file_checkpoints(self) -> None:
-        """Copy durable checkpoints to the checkpoint file; on failure, retry next time."""
-        if not self._unfiled:
-            return
-        pending, self._unfiled = self._unfiled, []
-        try:
-            await asyncio.to_thread(self._checkpoint_file.append, pending)
-        except OSError as exc:
-            self._unfiled[:0] = pending
-            log.error(
-                "checkpoint_file_write_failed",
-                path=str(self._checkpoint_file.path),
-                error=exc.strerror,
-            )
+        if self._sealer is not None and self._sealer.unfiled:
+            await self._sealer.file_durable()
 
     async def _drain(self) -> None:
         """Wait for the fsync loop to finish (nothing is written meanwhile)."""
@@ -571,9 +536,9 @@ class Journal:
 
     async def _tick(self) -> None:
         """Seal a quiet chain: a checkpoint at least every ``every_s`` while events arrive."""
-        assert self._checkpointing is not None
+        assert self._sealer is not None
         while True:
-            await asyncio.sleep(self._checkpointing.every_s)
+            await asyncio.sleep(self._sealer.settings.every_s)
             try:
                 await self.checkpoint()
             except JournalUnavailable as exc:
@@ -600,7 +565,7 @@ class Journal:
         reason = self._rotation_reason()
         try:
             if self._lost is None:
-                if self._checkpointing is not None and self._unsealed():
+                if self._sealer is not None and self._unsealed():
                     # Seal the end of the old file, so each segment verifies on its own.
                     try:
                         await self._write((), checkpoint=True)
@@ -686,7 +651,13 @@ class Journal:
                     self._recovered.update(
                         torn_bytes=len(opened.tail.torn), moved_to=opened.torn_moved_to
                     )
-                checkpoint = self._open_checkpoints(opened.segments, opened.tail.state)
+                checkpoint = (
+                    None
+                    if self._sealer is None
+                    else self._sealer.open(
+                        self.directory, opened.segments, opened.tail.state, self._recovered
+                    )
+                )
             except BaseException as exc:
                 opened.file.close()
                 if isinstance(exc, CorruptJournal) and not opened.segments:
@@ -702,41 +673,6 @@ class Journal:
         self._file = opened.file
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
         self._timeline.resume_after(tail.last_time)
-
-    def _open_checkpoints(self, segments: list[Segment], state: ChainState) -> Checkpoint | None:
-        """The newest checkpoint; the checkpoint file gets any the journal has and it lacks."""
-        if self._checkpointing is None:
-            return None
-        cp_file = self._checkpoint_file
-        cp_file.open()
-        if cp_file.torn_moved_to is not None:
-            self._recovered["checkpoint_file_torn_moved_to"] = cp_file.torn_moved_to
-        # The newest checkpoint event is in the last segment, or ends the one before it.
-        in_journal = None
-        for segment in reversed(segments[-2:]):
-            in_journal = last_checkpoint_event(segment.path)
-            if in_journal is not None:
-                break
-        filed = cp_file.last
-        if filed is not None and filed.seq >= state.seq:
-            # The file seals events the journal no longer holds: it was cut, or a segment
-            # removed or replaced. Writing on would give sealed seqs to new events (a fork),
-            # and a value served then would be recorded under a seq that verify rejects.
-            raise CorruptJournal(
-                f"the journal in {self.directory} ends at seq {state.seq}, but "
-                f"{cp_file.path.name} shows it reached seq {filed.seq + 1} (a checkpoint of seq "
-                f"{filed.seq}): sealed events are missing (cut off, or a segment removed or "
-                "replaced), and writing on would reuse their "
-                f"seqs. See what changed with `keyledger audit verify {self.directory}`, then "
-                f"move the evidence aside and start a new journal: `mv {self.directory} "
-                f"{self.directory}.moved-aside-{datetime.now(UTC):%Y%m%dT%H%M%SZ}`"
-            )
-        if in_journal is not None and (filed is None or filed.seq < in_journal.seq):
-            # A crash came between the journal's fsync and the file's append.
-            cp_file.append([in_journal])
-            self._recovered["checkpoint_filed"] = in_journal.seq
-            return in_journal
-        return filed
 
 
 def _unacknowledged(change: FileChange) -> JournalUnavailable:
