@@ -33,6 +33,7 @@ from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Checkpointing, Journal, JournalUnavailable, Rotation
 from keyledger.proxy.audit.minimise import Minimiser
+from keyledger.proxy.audit.retention import Retention
 from keyledger.proxy.audit.sinks import (
     Shipper,
     SinkMisconfigured,
@@ -69,6 +70,7 @@ from keyledger.proxy.metrics import (
     JournalCollector,
     PolicyCollector,
     ProxyMetrics,
+    RetentionCollector,
     SinkCollector,
 )
 from keyledger.proxy.pipeline import Gateway, PolicyHolder
@@ -95,6 +97,7 @@ __all__ = [
     "POLICIES",
     "READINESS",
     "RELOADER",
+    "RETENTION",
     "SHIPPERS",
     "finish_requests",
     "load_checkpointing",
@@ -122,6 +125,7 @@ FAILURES = web.AppKey("failures", FailureFold)
 SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
 READINESS = web.AppKey("readiness", Readiness)
+RETENTION = web.AppKey("retention", Retention)  # when audit.retention is configured
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # the data plane's, bounded
 GEOIP = web.AppKey("geoip", GeoIp)  # the GeoIP databases, when the config names any
 
@@ -489,6 +493,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         loaded_from=loaded.files,
         interval_s=config.policy_reload.interval_s,
         watch=config.policy_reload.watch,
+        base=config.base,
     )
     registry.register(JournalCollector(journal))
     registry.register(ConnectionCollector(guard))
@@ -504,6 +509,13 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     # Shipping stops after the journal closes, so the closing events are shipped too.
     app.cleanup_ctx.append(_shipping_ctx)
     app.cleanup_ctx.append(_journal_ctx)
+    if (max_age_s := audit.retention.max_age_s) is not None:
+        # After the journal in the list: started once it is open, stopped before it closes.
+        app[RETENTION] = retention = Retention(
+            journal=journal, sinks=[sink.name for sink in audit.sinks], max_age_s=max_age_s
+        )
+        registry.register(RetentionCollector(retention))
+        app.cleanup_ctx.append(_retention_ctx)
     app[FAILURES] = failures
     app.cleanup_ctx.append(_failures_ctx)
     app.cleanup_ctx.append(_reloader_ctx)
@@ -678,6 +690,16 @@ async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
         raise StartupError(f"frontends.gcp.grpc_listen: {exc}") from exc
     yield
     await listener.stop(app[CONFIG].limits.shutdown_timeout_s)
+
+
+async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Old segments every sink has acknowledged are pruned while the journal is open."""
+    interval_s = app[CONFIG].audit.retention.interval_s
+    task = asyncio.create_task(app[RETENTION].run(interval_s), name="keyledger-retention")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:

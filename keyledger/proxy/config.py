@@ -423,6 +423,7 @@ class Config:
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<built-in>"
+    base: Path | None = None  # the config file's folder, which relative paths start from
     # "file:line:col" of settings that are only checked at start-up (files they name),
     # so those errors can point into the config too.
     positions: Mapping[str, str] = field(default_factory=dict)
@@ -844,6 +845,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         admin=admin,
         logging=logging,
         source=source,
+        base=base,
         positions=positions,
     )
 

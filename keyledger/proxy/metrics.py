@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from keyledger.alerts.model import Alert
 from keyledger.proxy.audit.journal import Journal
+from keyledger.proxy.audit.retention import Retention
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.connections import ConnectionGuard
 from keyledger.proxy.logging import LogWriter
@@ -39,6 +40,7 @@ __all__ = [
     "LogCollector",
     "PolicyCollector",
     "ProxyMetrics",
+    "RetentionCollector",
     "SinkCollector",
 ]
 
@@ -304,6 +306,37 @@ class JournalCollector(Collector):
             "Segment files replaced, removed, moved, truncated or appended to under the "
             "journal since start; each is recorded where the chain goes on",
             value=stats.files_lost,
+        )
+
+
+class RetentionCollector(Collector):
+    """What retention (audit.retention) pruned, and whether a sink holds it back."""
+
+    def __init__(self, retention: Retention) -> None:
+        self._retention = retention
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._retention.stats
+        yield CounterMetricFamily(
+            "keyledger_retention_segments_pruned",
+            "Journal segments deleted by retention, each after every sink acknowledged it",
+            value=stats.segments,
+        )
+        yield CounterMetricFamily(
+            "keyledger_retention_bytes_pruned", "Bytes of journal deleted", value=stats.bytes
+        )
+        yield GaugeMetricFamily(
+            "keyledger_retention_pruned_seq",
+            "The last seq pruned (0: none yet); verify starts after it",
+            value=stats.pruned_seq,
+        )
+        yield CounterMetricFamily(
+            "keyledger_retention_failures", "Retention passes that failed", value=stats.failures
+        )
+        yield GaugeMetricFamily(
+            "keyledger_retention_waiting_for_sinks",
+            "1 while a segment old enough to prune is kept because a sink has not shipped it",
+            value=int(stats.waiting_for is not None),
         )
 
 

@@ -8,6 +8,7 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -20,7 +21,9 @@ from keyledger.proxy.audit.sinks.cursor import Cursor, CursorStore
 from keyledger.proxy.audit.sinks.shipper import Shipper, ShippingSettings
 from keyledger.proxy.audit.sinks.stdout import StdoutSink
 from keyledger.proxy.config import StdoutSinkConfig
+from tests.conftest import running_proxy
 from tests.proxy.audit.conftest import CHAIN, append, records, running, until
+from tests.proxy.test_operate import Metrics
 
 DAY = 86400.0
 SMALL = Rotation(max_bytes=4096, max_age_s=None)
@@ -265,3 +268,16 @@ class TestRun:
                     await task
             assert len(segments(journal_dir)) == 1
             assert retention.stats.pruned_seq > 0
+
+
+def test_the_proxy_runs_retention_when_configured(
+    tmp_path: Path, moto_url: str, store: Any, store_credentials: None
+) -> None:
+    """With audit.retention set, keyledger prunes as it serves, and /metrics shows what
+    retention did (nothing yet on a journal this young)."""
+    audit = {"retention": {"max_age": "1h", "without_sinks": True}}
+    with running_proxy(tmp_path, moto_url, audit=audit) as proxy:
+        metrics = Metrics(proxy)
+
+    assert metrics.value("keyledger_retention_segments_pruned_total") == 0
+    assert metrics.value("keyledger_retention_waiting_for_sinks") == 0
