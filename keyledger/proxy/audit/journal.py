@@ -44,6 +44,7 @@ from keyledger.proxy.audit.checkpoints import Checkpoint
 from keyledger.proxy.audit.clock import StepWatch
 from keyledger.proxy.audit.events import AuditEvent, EventType
 from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
+from keyledger.proxy.audit.groupcommit import GroupCommit, Round, Waiters
 from keyledger.proxy.audit.lock import ChainLock, ChainLocked
 from keyledger.proxy.audit.recovery import CorruptJournal
 from keyledger.proxy.audit.sealing import Checkpointing, Sealer
@@ -136,10 +137,9 @@ class Journal:
         # No event goes before the latest time written, whatever the wall clock says.
         self._timeline = Timeline(steps or StepWatch(clock_step_s))
         # Requests written since the fsync in flight started wait on this future.
-        self._next_sync: asyncio.Future[None] | None = None
-        self._next_sync_events = 0
-        self._next_sync_lines: list[bytes] = []
-        self._syncer: asyncio.Task[None] | None = None
+        self._commit = GroupCommit(
+            self._sync_round, keep_lines=on_durable is not None, name="keyledger-journal-fsync"
+        )
         # Bumped by every rewind: an fsync in flight across one proves nothing.
         self._rewinds = 0
         self._broken = False  # a rewind failed: refuse everything until a restart
@@ -156,7 +156,7 @@ class Journal:
         self._relocate_error = ""
         self._recovered: dict[str, Any] = {}
         # Shippers waiting for more durable events (wait_durable).
-        self._durable_waiters: list[asyncio.Future[None]] = []
+        self._waiters = Waiters()
 
     @property
     def state(self) -> ChainState:
@@ -189,15 +189,8 @@ class Journal:
 
     async def wait_durable(self, beyond: int) -> None:
         """Return once an event after seq ``beyond`` is durable (callers bound the wait)."""
-        loop = asyncio.get_running_loop()
         while self._durable.state.seq <= beyond:
-            waiter = loop.create_future()
-            self._durable_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if not waiter.done():  # cancelled: nobody will resolve it
-                    self._durable_waiters.remove(waiter)
+            await self._waiters.wait()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -384,15 +377,8 @@ class Journal:
             self._mark_durable(self._written, len(lines), lines)
             await self._file_checkpoints()
             return
-        if self._next_sync is None:
-            self._next_sync = asyncio.get_running_loop().create_future()
-        self._next_sync_events += len(lines)
-        if self._on_durable is not None:
-            self._next_sync_lines += lines
-        if self._syncer is None or self._syncer.done():
-            self._syncer = asyncio.create_task(self._sync_loop(), name="keyledger-journal-fsync")
         # Shielded: one caller going away must not cancel the fsync everyone shares.
-        await asyncio.shield(self._next_sync)
+        await asyncio.shield(self._commit.join(len(lines), lines))
 
     def _mark_durable(self, mark: _Mark, events: int, lines: Sequence[bytes]) -> None:
         """Everything up to ``mark`` is now safe: ``events`` more, whose ``lines`` are kept
@@ -409,60 +395,47 @@ class Journal:
                 log.exception("audit_stream_publish_failed")
         if self._fsync:
             self.stats.fsyncs += 1
-        if self._durable_waiters:  # shippers; most fsync rounds have none waiting
-            waiters, self._durable_waiters = self._durable_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        self._waiters.wake()  # shippers
         if mark.checkpoint is not None and mark.checkpoint is not before:
             assert self._sealer is not None
             self._sealer.durable(mark.checkpoint)
             self.stats.checkpoints += 1
 
-    async def _sync_loop(self) -> None:
-        """fsync until nobody is waiting; each round covers everything written before it."""
-        while self._next_sync is not None:
-            waiting, events, lines = self._next_sync, self._next_sync_events, self._next_sync_lines
-            self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
-            mark, rewinds = self._written, self._rewinds
-            file = self._file
-            started = time.perf_counter()
-            try:
-                sighting = await asyncio.to_thread(sync_and_look, file.fd, file.path)
-            except OSError as exc:
-                failed = JournalUnavailable(
-                    f"the audit journal could not be synced: {exc.strerror}"
-                )
-                waiting.set_exception(failed)
-                self._fail(exc)
-                continue
-            if rewinds != self._rewinds:
-                # A failed write rewound the file under this fsync: its lines are gone.
-                waiting.set_exception(JournalUnavailable("the audit journal could not be written"))
-                continue
-            change = self._lost or judge(
-                sighting, file.path, low=mark.size, high=self._written.size
-            )
-            if change is not None:
-                # Synced, but into a file nobody reads at the journal's path: not durable.
-                waiting.set_exception(_unacknowledged(change))
-                self._file_lost(change)
-                continue
-            self._mark_durable(mark, events, lines)
-            waiting.set_result(None)
-            if self._on_fsync is not None:
-                self._on_fsync(time.perf_counter() - started, events)
-            await self._file_checkpoints()
+    async def _sync_round(self, batch: Round) -> None:
+        """One fsync, covering everything written before it (see ``groupcommit``)."""
+        mark, rewinds = self._written, self._rewinds
+        file = self._file
+        started = time.perf_counter()
+        try:
+            sighting = await asyncio.to_thread(sync_and_look, file.fd, file.path)
+        except OSError as exc:
+            failed = JournalUnavailable(f"the audit journal could not be synced: {exc.strerror}")
+            batch.done.set_exception(failed)
+            self._fail(exc)
+            return
+        if rewinds != self._rewinds:
+            # A failed write rewound the file under this fsync: its lines are gone.
+            batch.done.set_exception(JournalUnavailable("the audit journal could not be written"))
+            return
+        change = self._lost or judge(sighting, file.path, low=mark.size, high=self._written.size)
+        if change is not None:
+            # Synced, but into a file nobody reads at the journal's path: not durable.
+            batch.done.set_exception(_unacknowledged(change))
+            self._file_lost(change)
+            return
+        self._mark_durable(mark, batch.events, batch.lines)
+        batch.done.set_result(None)
+        if self._on_fsync is not None:
+            self._on_fsync(time.perf_counter() - started, batch.events)
+        await self._file_checkpoints()
 
     async def _file_checkpoints(self) -> None:
         if self._sealer is not None and self._sealer.unfiled:
             await self._sealer.file_durable()
 
     async def _drain(self) -> None:
-        """Wait for the fsync loop to finish (nothing is written meanwhile)."""
-        if self._syncer is not None:
-            with contextlib.suppress(Exception):
-                await self._syncer
+        """Wait for the fsync rounds to finish (nothing is written meanwhile)."""
+        await self._commit.drain()
 
     def _fail(self, exc: OSError) -> None:
         """Rewind file and chain to the last durable event; fail whoever waits beyond it."""
@@ -477,12 +450,8 @@ class Journal:
             self._broken = True
             log.critical("journal_rewind_failed", path=str(self.path))
         self._written = self._durable
-        if self._next_sync is not None:
-            # Written on top of what was just lost: not durable, and now not even written.
-            self._next_sync.set_exception(
-                JournalUnavailable("the audit journal could not be written")
-            )
-            self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
+        # Written on top of what was just lost: not durable, and now not even written.
+        self._commit.refuse(JournalUnavailable("the audit journal could not be written"))
 
     def _file_lost(self, change: FileChange) -> None:
         """Write no more into the changed file; refuse what waits on it; start a new one.
@@ -502,9 +471,7 @@ class Journal:
             durable_seq=self._durable.state.seq,
             written_seq=self._written.state.seq,
         )
-        if self._next_sync is not None:
-            self._next_sync.set_exception(_unacknowledged(change))
-            self._next_sync, self._next_sync_events, self._next_sync_lines = None, 0, []
+        self._commit.refuse(_unacknowledged(change))
         if self._rotating is None:
             self._start_rotation()
 
