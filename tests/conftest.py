@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 from aiohttp import web
 from cryptography.fernet import Fernet
 
+from keyledger import sigv4
 from keyledger.backends._loop_thread import LoopThread
 from keyledger.proxy.admin import admin_app_for
 from keyledger.proxy.app import CONNECTIONS, make_app
@@ -341,3 +343,31 @@ def proxy(
     """keyledger in front of the moto server."""
     with running_proxy(tmp_path, moto_url) as running:
         yield running
+
+
+def signed_head(proxy: RunningProxy, body: bytes, *, key_id: str | None = None) -> bytes:
+    """A GetSecretValue's head, signed by the app's key over ``body`` (or claiming another
+    key id), with a Content-Length for all of ``body``."""
+    key = proxy.keys["app"]
+    host = proxy.url.removeprefix("http://")
+    headers = sigv4.sign_headers(
+        keys=sigv4.SigningKeyCache(),
+        access_key_id=key_id or key.access_key_id,
+        secret_key=key.secret_access_key,
+        session_token=None,
+        region=REGION,
+        service="secretsmanager",
+        method="POST",
+        host=host,
+        path="/",
+        headers={
+            "content-type": "application/x-amz-json-1.1",
+            "x-amz-target": "secretsmanager.GetSecretValue",
+        },
+        body=body,
+        now=datetime.now(UTC),
+    )
+    lines = [f"{name}: {value}" for name, value in {**headers, "host": host}.items()]
+    return ("POST / HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n").encode() + (
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )

@@ -282,23 +282,18 @@ class _Handler:
         return response
 
     async def _handle(self, request: web.Request, arrived: Arrived) -> web.StreamResponse:
+        if not request.content.is_eof() or (request.content_length or 0) > self.max_body:
+            # A body still to come (up to max_body, for up to read_timeout): first refuse a
+            # caller whose headers alone fail authentication, without reading any of it.
+            refusal = await self._screen(_wire(request, arrived, b""))
+            if refusal is not None:
+                return refusal
         unreadable: RequestError | None = None
         try:
             body = await self._read_body(request)
         except RequestError as exc:
             body, unreadable = b"", exc
-        wire = WireRequest(
-            method=request.method,
-            path=request.path,
-            query=tuple(request.query.items()),
-            headers=request.headers,  # case-insensitive: lower-case lookups work
-            body=body,
-            source_ip=arrived.source_ip,
-            user_agent=arrived.user_agent,
-            request_id=arrived.request_id,
-            scheme=request.scheme,
-            peer_certificate=_peer_certificate(request),
-        )
+        wire = _wire(request, arrived, body)
         if unreadable is not None:
             # Audited like any other call, though the caller may be gone already.
             response = await self.gateway.refuse(wire, unreadable)
@@ -307,6 +302,18 @@ class _Handler:
         else:
             response = await self.gateway.handle(wire)
         return web.Response(status=response.status, body=response.body, headers=response.headers)
+
+    async def _screen(self, head: WireRequest) -> web.StreamResponse | None:
+        """The refusal of a caller its headers fail, or None; credential exchanges carry
+        their credentials in the body, so they are not screened."""
+        if any(endpoint.matches(head) for endpoint in self.endpoints):
+            return None
+        refused = await self.gateway.screen(head)
+        if refused is None:
+            return None
+        response = web.Response(status=refused.status, body=refused.body, headers=refused.headers)
+        response.force_close()  # its body is left unread on the connection
+        return response
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The whole body, bounded in size and in time; RequestError if it cannot be had."""
@@ -330,6 +337,21 @@ class _Handler:
                 f"the request body could not be read ({type(exc).__name__})",
                 kind=ErrorKind.MALFORMED_BODY,
             ) from None
+
+
+def _wire(request: web.Request, arrived: Arrived, body: bytes) -> WireRequest:
+    return WireRequest(
+        method=request.method,
+        path=request.path,
+        query=tuple(request.query.items()),
+        headers=request.headers,  # case-insensitive: lower-case lookups work
+        body=body,
+        source_ip=arrived.source_ip,
+        user_agent=arrived.user_agent,
+        request_id=arrived.request_id,
+        scheme=request.scheme,
+        peer_certificate=_peer_certificate(request),
+    )
 
 
 def _peer_certificate(request: web.Request) -> bytes | None:

@@ -198,6 +198,25 @@ class Gateway:
                 )
             return self._done(ctx, self._frontend.render_error(error, request_id=wire.request_id))
 
+    async def screen(self, head: WireRequest) -> WireResponse | None:
+        """Before its body is read: the refusal of a caller whose headers alone fail
+        authentication (recorded as any failed sign-in), or None to read the body and
+        :meth:`handle` the request. ``head`` has no body."""
+        if self._frontend.challenge(head) is not None:
+            return None  # a handshake: answered once the request is whole, as ever
+        try:
+            await self._auth.screen(head)
+        except AuthError as exc:
+            ctx = self._context(head)
+            ctx.trace.status, ctx.trace.auth_failure = "denied", exc.kind.value
+            error: ProxyError = exc
+            try:
+                await self._record_auth_failure(ctx, exc)
+            except AuditUnavailable as unrecorded:
+                error = unrecorded
+            return self._done(ctx, self._frontend.render_error(error, request_id=head.request_id))
+        return None
+
     async def refuse(self, wire: WireRequest, error: ProxyError) -> WireResponse:
         """Record and reject a request that was refused before it could be read."""
         ctx = self._context(wire)

@@ -203,6 +203,12 @@ class Authenticator(Protocol):
         """
         ...
 
+    async def screen(self, head: WireRequest) -> None:
+        """Raise :class:`~keyledger.proxy.errors.AuthError` if the headers alone show that
+        :meth:`authenticate` will fail (``head`` has no body yet): keyledger then never
+        reads, or waits for, the body of a caller it cannot authenticate."""
+        ...
+
 
 class AuthEndpoint(Protocol):
     """Where a caller trades one credential for another (STS, OAuth token exchange):

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from keyledger import sigv4
-from tests.conftest import REGION, TEST_POLICY, RunningProxy, running_proxy
+from tests.conftest import REGION, TEST_POLICY, RunningProxy, running_proxy, signed_head
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -527,13 +527,12 @@ class TestSlowClients:
             yield running
 
     def test_body_that_never_arrives_is_refused_and_audited(self, impatient: RunningProxy) -> None:
-        """A client that stalls mid-body gets RequestTimeoutException, and the call is recorded."""
+        """A known caller that stalls mid-body gets RequestTimeoutException, and the call is
+        recorded (an unknown one is refused before its body is waited for)."""
         url = urlsplit(impatient.url)
+        body = b'{"SecretId": "app/db/password"}'
         with socket.create_connection((url.hostname or "", url.port or 0), timeout=10) as sock:
-            sock.sendall(
-                b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: secretsmanager.GetSecretValue\r\n"
-                b'Content-Length: 100\r\n\r\n{"SecretId": '
-            )
+            sock.sendall(signed_head(impatient, body) + body[:12])
             reply = sock.recv(65536)
         assert reply.startswith(b"HTTP/1.1 408")
         assert b"RequestTimeoutException" in reply

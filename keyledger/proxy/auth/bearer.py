@@ -55,6 +55,9 @@ class BearerAuthenticator:
         # Picks up tokens created, rotated or revoked by `keyledger identity`.
         self._follower = StoreFollower(store, interval=reload_interval)
 
+    async def screen(self, head: WireRequest) -> None:
+        await self.authenticate(head)  # a bearer token's proof is all in the headers
+
     async def authenticate(self, wire: WireRequest) -> Principal:
         await self._follower.refresh()
         header = wire.headers.get("authorization", "").strip()

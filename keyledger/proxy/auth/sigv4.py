@@ -83,8 +83,55 @@ class SigV4Authenticator:
         secrets = await asyncio.to_thread(self._decrypt_all, identities)
         self._secrets, self._revoked = secrets, self._revoked_keys(identities)
 
+    async def screen(self, head: WireRequest) -> None:
+        await self._follower.refresh()
+        self._claim(head)  # all but the signature, which covers the body
+
     async def authenticate(self, wire: WireRequest) -> Principal:
         await self._follower.refresh()
+        auth, principal, secret, timestamp = self._claim(wire)
+        key_id = auth.access_key_id
+        try:
+            canonical = sigv4.canonical_request(
+                method=wire.method,
+                path=wire.path,
+                query=wire.query,
+                headers=wire.headers,
+                signed_headers=auth.signed_headers,
+                payload_sha256=hashlib.sha256(wire.body).hexdigest(),
+            )
+        except KeyError as exc:
+            raise _refused(
+                principal,
+                key_id,
+                f"SignedHeaders names {exc.args[0]!r}, which the request does not carry",
+                ErrorKind.MALFORMED_AUTH,
+            ) from None
+        try:
+            to_sign = sigv4.string_to_sign(
+                timestamp=timestamp, scope=auth.scope, canonical=canonical
+            )
+        except UnicodeEncodeError:
+            # A signed header or path holding bytes that are not UTF-8 (aiohttp hands them
+            # over as surrogates): nothing an SDK signs, so nothing that can verify.
+            raise _refused(
+                principal,
+                key_id,
+                "the signed request holds bytes that are not UTF-8",
+                ErrorKind.MALFORMED_AUTH,
+            ) from None
+        expected = sigv4.signature(
+            self._keys.key(secret, auth.date, auth.region, auth.service), to_sign
+        )
+        if not hmac.compare_digest(expected, auth.signature):
+            raise _refused(principal, key_id, SIGNATURE_MISMATCH, ErrorKind.BAD_SIGNATURE)
+        return principal
+
+    def _claim(self, wire: WireRequest) -> tuple[sigv4.AuthorizationHeader, Principal, str, str]:
+        """What the headers claim, checked as far as they can be without the body: the
+        Authorization value, whose key it is (known, not revoked nor expired), what must be
+        signed, the date and the scope. Returns the parsed value, the key's principal and
+        secret, and the request's timestamp."""
         header = wire.headers.get("authorization")
         if not header:
             raise AuthError("Missing Authentication Token", kind=ErrorKind.MISSING_AUTH)
@@ -167,41 +214,7 @@ class SigV4Authenticator:
                 f"{int(self._max_skew.total_seconds() // 60)} min.)",
                 ErrorKind.EXPIRED,
             )
-        try:
-            canonical = sigv4.canonical_request(
-                method=wire.method,
-                path=wire.path,
-                query=wire.query,
-                headers=wire.headers,
-                signed_headers=auth.signed_headers,
-                payload_sha256=hashlib.sha256(wire.body).hexdigest(),
-            )
-        except KeyError as exc:
-            raise _refused(
-                principal,
-                key_id,
-                f"SignedHeaders names {exc.args[0]!r}, which the request does not carry",
-                ErrorKind.MALFORMED_AUTH,
-            ) from None
-        try:
-            to_sign = sigv4.string_to_sign(
-                timestamp=timestamp, scope=auth.scope, canonical=canonical
-            )
-        except UnicodeEncodeError:
-            # A signed header or path holding bytes that are not UTF-8 (aiohttp hands them
-            # over as surrogates): nothing an SDK signs, so nothing that can verify.
-            raise _refused(
-                principal,
-                key_id,
-                "the signed request holds bytes that are not UTF-8",
-                ErrorKind.MALFORMED_AUTH,
-            ) from None
-        expected = sigv4.signature(
-            self._keys.key(secret, auth.date, auth.region, auth.service), to_sign
-        )
-        if not hmac.compare_digest(expected, auth.signature):
-            raise _refused(principal, key_id, SIGNATURE_MISMATCH, ErrorKind.BAD_SIGNATURE)
-        return principal
+        return auth, principal, secret, timestamp
 
     def _session(self, token: str, key_id: str) -> tuple[Principal, str]:
         """The principal and secret of the session ``token`` seals, for ``key_id``."""

@@ -574,3 +574,16 @@ class TestParseLifetime:
         """A lifetime beyond ten years is refused: never says that honestly."""
         with pytest.raises(IdentityError, match="say never if you mean it"):
             parse_lifetime("99999d")
+
+
+def test_a_bearer_token_is_proven_from_the_headers_alone(
+    store: IdentityStore, issued: IssuedToken
+) -> None:
+    """The screen before a body is read is the whole check for a bearer token: the issued
+    token passes, a forged one is refused with the kind authenticate gives."""
+    authenticator = BearerAuthenticator(store=store)
+
+    asyncio.run(authenticator.screen(wire(f"Bearer {issued.token}")))
+    with pytest.raises(AuthError) as caught:
+        asyncio.run(authenticator.screen(wire(f"Bearer {forged(issued)}")))
+    assert caught.value.kind is ErrorKind.BAD_TOKEN

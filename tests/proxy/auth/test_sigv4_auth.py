@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -314,3 +315,51 @@ class TestSigV4Authenticator:
         assert auth_error(identities, wire, skew=timedelta(hours=1, seconds=1)).kind is (
             ErrorKind.EXPIRED_TOKEN
         )
+
+
+class TestScreen:
+    """What the headers alone decide, before keyledger reads (or waits for) a body."""
+
+    @staticmethod
+    def screened(store: IdentityStore, wire: WireRequest, *, skew: timedelta = timedelta()) -> None:
+        authenticator = SigV4Authenticator(store=store, clock=clock_at(sent_at(wire) + skew))
+        head = dataclasses.replace(wire, body=b"")
+        asyncio.run(authenticator.screen(head))
+
+    def test_a_known_keys_head_passes_whatever_its_body(
+        self, identities: IdentityStore, issued: IssuedKey
+    ) -> None:
+        """The signature covers the body, so a known key's head passes the screen even when
+        the body will not match; authenticate then refuses it as ever."""
+        wire = signed_wire(issued.access_key_id, "not-the-secret")
+
+        self.screened(identities, wire)
+        assert auth_error(identities, wire).kind is ErrorKind.BAD_SIGNATURE
+
+    @pytest.mark.parametrize(
+        ("case", "kind"),
+        [
+            ("unknown", ErrorKind.UNKNOWN_KEY),
+            ("revoked", ErrorKind.REVOKED_TOKEN),
+            ("stale", ErrorKind.EXPIRED),
+            ("no-header", ErrorKind.MISSING_AUTH),
+        ],
+    )
+    def test_what_the_headers_prove_wrong_is_refused(
+        self, identities: IdentityStore, issued: IssuedKey, case: str, kind: ErrorKind
+    ) -> None:
+        """An unknown or revoked key, a date outside the skew, no credentials at all: each is
+        refused from the headers, with the kind authenticate would give."""
+        key_id = "AKIAUNKNOWN000000000" if case == "unknown" else issued.access_key_id
+        wire = signed_wire(key_id, issued.secret_access_key)
+        if case == "revoked":
+            identities.revoke(issued.access_key_id)
+        if case == "no-header":
+            headers = CIMultiDict(wire.headers)
+            del headers["authorization"]
+            wire = dataclasses.replace(wire, headers=headers)
+        skew = timedelta(minutes=6) if case == "stale" else timedelta()
+
+        with pytest.raises(AuthError) as caught:
+            self.screened(identities, wire, skew=skew)
+        assert caught.value.kind is kind
