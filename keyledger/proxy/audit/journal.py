@@ -47,12 +47,13 @@ from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_lo
 from keyledger.proxy.audit.groupcommit import GroupCommit, Round, Waiters
 from keyledger.proxy.audit.lock import ChainLock, ChainLocked
 from keyledger.proxy.audit.recovery import CorruptJournal
+from keyledger.proxy.audit.rotation import Rotation, RotationPolicy, segment_start
 from keyledger.proxy.audit.sealing import Checkpointing, Sealer
 from keyledger.proxy.audit.segment_file import SegmentFile, create_segment, open_newest
 from keyledger.proxy.audit.segments import Segment, segment_path, validate_chain_id
 from keyledger.proxy.audit.timeline import Timeline
 
-# Checkpointing is the journal's setting: it stays importable from here.
+# Checkpointing and Rotation are the journal's settings: they stay importable from here.
 __all__ = ["Checkpointing", "Journal", "JournalStats", "JournalUnavailable", "Rotation"]
 
 log = structlog.get_logger("keyledger.journal")
@@ -60,14 +61,6 @@ log = structlog.get_logger("keyledger.journal")
 
 class JournalUnavailable(RuntimeError):
     """The event could not be made durable; the request must be refused."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rotation:
-    """When to start a new segment; None turns a trigger off."""
-
-    max_bytes: int | None = 64 << 20
-    max_age_s: float | None = 24 * 3600
 
 
 @dataclass(slots=True)
@@ -116,7 +109,7 @@ class Journal:
         self.stats = JournalStats()
         self.healthy = True
         self._fsync = fsync
-        self._rotation = rotation or Rotation()
+        self._rotation = RotationPolicy(rotation or Rotation())
         self._sealer = (
             None
             if checkpoints is None
@@ -145,7 +138,6 @@ class Journal:
         self._broken = False  # a rewind failed: refuse everything until a restart
         self._probe: asyncio.Task[None] | None = None
         self._rotating: asyncio.Task[None] | None = None
-        self._rotate_not_before = 0.0  # a failed rotation is retried after a pause
         self._ticker: asyncio.Task[None] | None = None
         # The segment file changed under the journal: nothing more goes into it, and every
         # append waits for (or, while it cannot be made, is refused) a fresh segment.
@@ -516,15 +508,7 @@ class Journal:
     def _rotation_reason(self) -> str | None:
         if not self.healthy or self.state.seq <= self._file.segment.first_seq:
             return None  # never leave a segment holding only its first event
-        now = time.time()
-        if now < self._rotate_not_before:
-            return None
-        rotation = self._rotation
-        if rotation.max_bytes is not None and self._written.size >= rotation.max_bytes:
-            return "size"
-        if rotation.max_age_s is not None and now - self._file.born >= rotation.max_age_s:
-            return "age"
-        return None
+        return self._rotation.due(size=self._written.size, born=self._file.born)
 
     async def _rotate(self) -> None:
         """Start a new segment: by size or age, sealing the old one first; or because the
@@ -546,15 +530,11 @@ class Journal:
             lost, old = self._lost, self._file.segment
             # After the drain, everything written is durable, unless the file was lost.
             previous = self._written.state
-            detail: dict[str, Any] = {
-                "event": "segment_start",
-                "reason": reason if lost is None else f"file_{lost.found}",
-                "previous_segment": old.path.name,
-                "previous_last_seq": previous.seq,
-                "previous_last_hash": previous.hash,
-            }
-            if lost is not None:
-                detail.update(_lost_detail(lost, self._durable.state.seq, previous.seq))
+            if lost is None:
+                detail = segment_start(reason, old.path, previous)
+            else:
+                after = _lost_detail(lost, self._durable.state.seq, previous.seq)
+                detail = segment_start(f"file_{lost.found}", old.path, previous, **after)
             header = AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()
             line, state = seal(self._timeline.in_order(header), previous)
             new = Segment(
@@ -571,7 +551,7 @@ class Journal:
                 )
             else:
                 # Never a reason to refuse a request: keep writing the current file, retry later.
-                self._rotate_not_before = time.time() + 60
+                self._rotation.failed()
                 log.error("journal_rotation_failed", path=str(self.path), error=repr(exc))
             return
         finally:

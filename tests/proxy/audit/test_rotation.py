@@ -1,4 +1,5 @@
-"""Segment rotation: the chain runs on across numbered files that are never touched again."""
+"""Segment rotation: the chain runs on across numbered files that are never touched again;
+the policy says when a segment is due, and the new one says where the chain came from."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from keyledger.proxy.audit.chain import GENESIS, ChainState, seal
 from keyledger.proxy.audit.checkpoints import CheckpointSigner
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable, Rotation
+from keyledger.proxy.audit.rotation import RETRY_S, RotationPolicy, segment_start
 from keyledger.proxy.audit.segments import chain_segments, checkpoint_file, segment_path
 from keyledger.proxy.audit.verify import verify_path
 from tests.proxy.audit.conftest import CHAIN, Intact, append, event, records, running
@@ -334,3 +336,85 @@ class TestRotation:
         assert [r["type"] for r in lines] == ["lifecycle", "access", "access"]
         assert lines[-1]["principal"]["id"] == f"svc-{n}"
         assert journal.stats.rotations == 1
+
+
+class FakeClock:
+    """Epoch seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestRotationPolicy:
+    def test_size_is_due_at_the_limit(self) -> None:
+        """A segment at or past max_bytes is due by size; below it, not."""
+        clock = FakeClock()
+        policy = RotationPolicy(Rotation(max_bytes=1000, max_age_s=None), clock=clock)
+
+        assert policy.due(size=999, born=clock.now) is None
+        assert policy.due(size=1000, born=clock.now) == "size"
+
+    def test_age_is_due_at_the_limit(self) -> None:
+        """A segment begun max_age_s ago is due by age."""
+        clock = FakeClock()
+        policy = RotationPolicy(Rotation(max_bytes=None, max_age_s=60), clock=clock)
+        born = clock.now
+        clock.now += 59
+
+        assert policy.due(size=10, born=born) is None
+        clock.now += 1
+        assert policy.due(size=10, born=born) == "age"
+
+    def test_size_is_named_before_age(self) -> None:
+        """When both limits are passed, the reason is size."""
+        clock = FakeClock()
+        policy = RotationPolicy(Rotation(max_bytes=10, max_age_s=1), clock=clock)
+
+        assert policy.due(size=10, born=clock.now - 5) == "size"
+
+    def test_no_limits_never_rotate(self) -> None:
+        """With both triggers off, no segment is ever due."""
+        clock = FakeClock()
+        policy = RotationPolicy(Rotation(max_bytes=None, max_age_s=None), clock=clock)
+
+        assert policy.due(size=1 << 40, born=0.0) is None
+
+    def test_a_failure_pauses_rotation_for_a_minute(self) -> None:
+        """After a failed rotation nothing is due for RETRY_S seconds, then it is again."""
+        clock = FakeClock()
+        policy = RotationPolicy(Rotation(max_bytes=10), clock=clock)
+
+        policy.failed()
+
+        assert policy.due(size=100, born=clock.now) is None
+        clock.now += RETRY_S - 1
+        assert policy.due(size=100, born=clock.now) is None
+        clock.now += 1
+        assert policy.due(size=100, born=clock.now) == "size"
+
+
+class TestSegmentStart:
+    def test_names_the_previous_file_and_its_last_event(self) -> None:
+        """The first event of a new segment says why and where the chain comes from."""
+        previous = ChainState(CHAIN, 41, "ab" * 32)
+
+        detail = segment_start("size", Path(f"/j/{CHAIN}.000000000001.jsonl"), previous)
+
+        assert detail == {
+            "event": "segment_start",
+            "reason": "size",
+            "previous_segment": f"{CHAIN}.000000000001.jsonl",
+            "previous_last_seq": 41,
+            "previous_last_hash": "ab" * 32,
+        }
+
+    def test_more_detail_follows_in_order(self) -> None:
+        """What a lost file adds comes after the chain's link, in the order given."""
+        detail = segment_start(
+            "file_removed", Path("x.jsonl"), ChainState(CHAIN), found="x was removed", n=1
+        )
+
+        assert list(detail)[-2:] == ["found", "n"]
