@@ -46,6 +46,7 @@ from keyledger.proxy.audit.events import AuditEvent, EventType
 from keyledger.proxy.audit.filewatch import FileChange, judge, look, sync_and_look
 from keyledger.proxy.audit.groupcommit import GroupCommit, Round, Waiters
 from keyledger.proxy.audit.lock import ChainLock, ChainLocked
+from keyledger.proxy.audit.lostfile import LostFile, unacknowledged
 from keyledger.proxy.audit.recovery import CorruptJournal
 from keyledger.proxy.audit.rotation import Rotation, RotationPolicy, segment_start
 from keyledger.proxy.audit.sealing import Checkpointing, Sealer
@@ -143,9 +144,7 @@ class Journal:
         # append waits for (or, while it cannot be made, is refused) a fresh segment.
         self._watch_s = watch_s
         self._watcher: asyncio.Task[None] | None = None
-        self._lost: FileChange | None = None
-        self._relocate_not_before = 0.0
-        self._relocate_error = ""
+        self._lost: LostFile | None = None
         self._recovered: dict[str, Any] = {}
         # Shippers waiting for more durable events (wait_durable).
         self._waiters = Waiters()
@@ -230,7 +229,7 @@ class Journal:
             was_running
             and self._sealer is not None
             and self._unsealed()
-            and not self._lost
+            and self._lost is None
             and not self._broken  # a seal written after torn bytes would bury them
         ):
             try:
@@ -308,11 +307,8 @@ class Journal:
             if self._rotating is not None:
                 await asyncio.shield(self._rotating)
             elif self._lost is not None:
-                if time.monotonic() < self._relocate_not_before:
-                    raise JournalUnavailable(
-                        f"{self._lost.describe()}, and no new segment can be written in "
-                        f"{self.directory}: {self._relocate_error}"
-                    )
+                if (refused := self._lost.refusal(self.directory)) is not None:
+                    raise JournalUnavailable(refused)
                 self._start_rotation()
             elif rotate and self._rotation_reason() is not None:
                 self._start_rotation()
@@ -409,10 +405,13 @@ class Journal:
             # A failed write rewound the file under this fsync: its lines are gone.
             batch.done.set_exception(JournalUnavailable("the audit journal could not be written"))
             return
-        change = self._lost or judge(sighting, file.path, low=mark.size, high=self._written.size)
+        if self._lost is not None:
+            change: FileChange | None = self._lost.change
+        else:
+            change = judge(sighting, file.path, low=mark.size, high=self._written.size)
         if change is not None:
             # Synced, but into a file nobody reads at the journal's path: not durable.
-            batch.done.set_exception(_unacknowledged(change))
+            batch.done.set_exception(JournalUnavailable(unacknowledged(change)))
             self._file_lost(change)
             return
         self._mark_durable(mark, batch.events, batch.lines)
@@ -453,7 +452,7 @@ class Journal:
         """
         if self._lost is not None:
             return
-        self._lost = change
+        self._lost = LostFile(change)
         self.healthy = False
         self.stats.files_lost += 1
         log.critical(
@@ -463,7 +462,7 @@ class Journal:
             durable_seq=self._durable.state.seq,
             written_seq=self._written.state.seq,
         )
-        self._commit.refuse(_unacknowledged(change))
+        self._commit.refuse(JournalUnavailable(unacknowledged(change)))
         if self._rotating is None:
             self._start_rotation()
 
@@ -533,8 +532,8 @@ class Journal:
             if lost is None:
                 detail = segment_start(reason, old.path, previous)
             else:
-                after = _lost_detail(lost, self._durable.state.seq, previous.seq)
-                detail = segment_start(f"file_{lost.found}", old.path, previous, **after)
+                after = lost.detail(self._durable.state.seq, previous.seq)
+                detail = segment_start(f"file_{lost.change.found}", old.path, previous, **after)
             header = AuditEvent(type=EventType.LIFECYCLE, detail=detail).to_record()
             line, state = seal(self._timeline.in_order(header), previous)
             new = Segment(
@@ -544,11 +543,8 @@ class Journal:
         except Exception as exc:
             if self._lost is not None:
                 # Nothing may go into the lost file: appends are refused until this works.
-                self._relocate_not_before = time.monotonic() + 1.0
-                self._relocate_error = _reason(exc)
-                log.error(
-                    "journal_new_segment_failed", directory=str(self.directory), error=_reason(exc)
-                )
+                error = self._lost.new_segment_failed(exc)
+                log.error("journal_new_segment_failed", directory=str(self.directory), error=error)
             else:
                 # Never a reason to refuse a request: keep writing the current file, retry later.
                 self._rotation.failed()
@@ -571,7 +567,7 @@ class Journal:
                 "journal_new_segment",
                 path=str(new.path),
                 first_seq=new.first_seq,
-                after=lost.describe(),
+                after=lost.change.describe(),
             )
 
     def _create_segment(self, path: Path, first_line: bytes, relocating: bool) -> int:
@@ -620,27 +616,3 @@ class Journal:
         self._file = opened.file
         self._written = self._durable = _Mark(tail.state, tail.size, checkpoint)
         self._timeline.resume_after(tail.last_time)
-
-
-def _unacknowledged(change: FileChange) -> JournalUnavailable:
-    return JournalUnavailable(
-        f"the audit journal's file changed under it ({change.describe()}); the event was "
-        "not kept where it can be verified"
-    )
-
-
-def _lost_detail(change: FileChange, durable_seq: int, written_seq: int) -> dict[str, Any]:
-    """What the first event of the segment after a lost file records."""
-    return {
-        "found": change.describe(),
-        "written_bytes": change.written_bytes,
-        "found_bytes": change.found_bytes,
-        # Written into the lost file after the last check: their requests were refused.
-        "unacknowledged_seqs": (
-            {"first": durable_seq + 1, "last": written_seq} if written_seq > durable_seq else None
-        ),
-    }
-
-
-def _reason(exc: BaseException) -> str:
-    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
