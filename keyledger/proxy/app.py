@@ -29,6 +29,7 @@ from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.backends.azure import AzureBackend, AzureSettings
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.backends.gcp import GcpBackend, GcpSettings
+from keyledger.policies.model import ResourcePattern
 from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
 from keyledger.proxy.audit.journal import Checkpointing, Journal, JournalUnavailable, Rotation
@@ -47,6 +48,7 @@ from keyledger.proxy.auth.identities import load_store_key
 from keyledger.proxy.auth.lifecycle import IdentityRecorder
 from keyledger.proxy.auth.oidc import OidcVerifier, http_fetch
 from keyledger.proxy.auth.sessions import SessionSealer
+from keyledger.proxy.cache import CacheRule, SecretCache
 from keyledger.proxy.config import (
     Config,
     ConfigError,
@@ -66,6 +68,7 @@ from keyledger.proxy.http_client import AiohttpTransport
 from keyledger.proxy.inflight import Arrived, InFlight
 from keyledger.proxy.metrics import (
     AlertMetrics,
+    CacheCollector,
     ConnectionCollector,
     JournalCollector,
     PolicyCollector,
@@ -87,6 +90,7 @@ from keyledger.proxy.wire import AuthEndpoint, Authenticator, Frontend, WireRequ
 
 __all__ = [
     "BROADCASTER",
+    "CACHE",
     "CONFIG",
     "GATEWAYS",
     "GEOIP",
@@ -126,6 +130,7 @@ SHIPPERS = web.AppKey("shippers", tuple[Shipper, ...])
 METRICS = web.AppKey("metrics", CollectorRegistry)  # everything /metrics shows
 READINESS = web.AppKey("readiness", Readiness)
 RETENTION = web.AppKey("retention", Retention)  # when audit.retention is configured
+CACHE = web.AppKey("cache", SecretCache)  # when cache.rules names secrets
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # the data plane's, bounded
 GEOIP = web.AppKey("geoip", GeoIp)  # the GeoIP databases, when the config names any
 
@@ -412,6 +417,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         individual=config.limits.auth_failures_recorded,
     )
 
+    cache = _secret_cache(config)
     rate_limits = Limits.of(
         config.limits.rate_per_source,
         config.limits.rate_per_principal,
@@ -430,6 +436,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             geo=locate,
             failures=failures,
             limits=rate_limits,
+            cache=cache,
         )
 
     oidc = _oidc_verifier(config, transports, store)
@@ -519,6 +526,9 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     )
     registry.register(JournalCollector(journal))
     registry.register(ConnectionCollector(guard))
+    if cache is not None:
+        app[CACHE] = cache
+        registry.register(CacheCollector(cache))
     registry.register(PolicyCollector(policies, lambda: (reloader.reloads, reloader.failures)))
     if shippers:
         registry.register(SinkCollector(shippers))
@@ -549,6 +559,9 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         listeners.append(alerts.on_durable)
         app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_backend_ctx)
+    if cache is not None:
+        # After the backends: cleaned up before them, so no refresh outlives its backend.
+        app.cleanup_ctx.append(_cache_ctx)
     app[INFLIGHT] = inflight = InFlight()
 
     endpoints: dict[str, AuthEndpoint | None] = {
@@ -712,6 +725,28 @@ async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
         raise StartupError(f"frontends.gcp.grpc_listen: {exc}") from exc
     yield
     await listener.stop(app[CONFIG].limits.shutdown_timeout_s)
+
+
+def _secret_cache(config: Config) -> SecretCache | None:
+    settings = config.cache
+    if not settings.enabled:
+        return None
+    rules = [
+        CacheRule(ResourcePattern.parse(text), rule.ttl_s)
+        for rule in settings.rules
+        for text in rule.secrets
+    ]
+    return SecretCache(
+        rules,
+        max_entries=settings.max_entries,
+        max_bytes=settings.max_bytes,
+        stale_for_s=settings.stale_for_s,
+    )
+
+
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[CACHE].close()  # background refreshes stop before the backends close
 
 
 async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:

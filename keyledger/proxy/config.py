@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from keyledger._yaml import YamlError, did_you_mean, load_located, where, where_key
+from keyledger.policies.model import ResourcePattern
 from keyledger.proxy.audit.minimise import IpHandling, MinimiseConfig
 from keyledger.proxy.issuers import ALGORITHMS as OIDC_ALGORITHMS
 from keyledger.proxy.issuers import DEFAULT_ALGORITHMS, IssuerSettings
@@ -31,6 +32,8 @@ __all__ = [
     "AzureFrontendConfig",
     "AzureVaultConfig",
     "BackendConfig",
+    "CacheConfig",
+    "CacheRuleConfig",
     "CheckpointConfig",
     "CloudWatchSinkConfig",
     "Config",
@@ -373,6 +376,28 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CacheRuleConfig:
+    """Cache the reads of the secrets ``secrets`` names (``backend:glob``) for ``ttl_s``."""
+
+    secrets: tuple[str, ...]
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """The audited secret cache (see proxy/cache.py); off unless a rule names secrets."""
+
+    rules: tuple[CacheRuleConfig, ...] = ()
+    max_entries: int = 10_000
+    max_bytes: int = 64 << 20
+    stale_for_s: float = 0.0  # serve an expired entry this long while the store is down
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rules)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GeoIpConfig:
     """MaxMind DB files that place callers' addresses: events then carry ``request.geo``."""
 
@@ -418,6 +443,7 @@ class Config:
     oidc: OidcConfig = field(default_factory=lambda: OidcConfig())
     alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig())
     geoip: GeoIpConfig = field(default_factory=lambda: GeoIpConfig())
+    cache: CacheConfig = field(default_factory=lambda: CacheConfig())
     audit: AuditConfig
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     admin: AdminConfig | None = field(default_factory=AdminConfig)  # None: turned off
@@ -649,6 +675,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         "policy_reload",
         "alerts",
         "geoip",
+        "cache",
         "backends",
         "frontends",
         "audit",
@@ -840,6 +867,7 @@ def parse_config(doc: Mapping[str, Any], *, base: Path, source: str) -> Config:
         oidc=oidc,
         alerts=alerts,
         geoip=geoip,
+        cache=_parse_cache(root.section("cache"), backends),
         audit=audit,
         limits=limits,
         admin=admin,
@@ -1067,6 +1095,49 @@ def _parse_oidc(section: _Section) -> OidcConfig:
         clock_skew_s=skew,
         refresh_min_s=refresh,
         session_ttl_s=session_ttl,
+    )
+
+
+def _parse_cache(section: _Section, backends: Mapping[str, BackendConfig]) -> CacheConfig:
+    section.allow_only("rules", "max_entries", "max_bytes", "stale_for")
+    raw = section.data.get("rules", [])
+    if not isinstance(raw, list):
+        raise section._fail("rules", "expected a list of rules (each with secrets and a ttl)")
+    rules: list[CacheRuleConfig] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise section._fail("rules", f"item {index + 1}: expected a mapping")
+        rule = _Section(item, f"cache.rules[{index}]", section.base, section.source)
+        rule.allow_only("secrets", "ttl")
+        secrets = rule.data.get("secrets")
+        if isinstance(secrets, str):
+            secrets = [secrets]
+        if not isinstance(secrets, list) or not secrets:
+            raise rule._fail("secrets", "expected backend:glob patterns (aws:prod/*)")
+        for text in secrets:
+            if not isinstance(text, str):
+                raise rule._fail("secrets", "expected backend:glob patterns (aws:prod/*)")
+            try:
+                pattern = ResourcePattern.parse(text)
+            except ValueError as exc:
+                raise rule._fail("secrets", str(exc)) from None
+            if pattern.backend != "*" and pattern.backend not in backends:
+                known = ", ".join(sorted(backends))
+                raise rule._fail("secrets", f"{text}: no backend {pattern.backend!r} ({known})")
+        if "ttl" not in rule.data:
+            raise rule._fail("ttl", "required: how long an answer is served from memory (60s)")
+        ttl = rule.duration("ttl", 60.0)
+        if not 1 <= ttl <= 86400:
+            raise rule._fail("ttl", "expected 1s to 24h")
+        rules.append(CacheRuleConfig(secrets=tuple(secrets), ttl_s=ttl))
+    stale_for = section.duration("stale_for", 0.0)
+    if not 0 <= stale_for <= 86400:
+        raise section._fail("stale_for", "expected 0s to 24h")
+    return CacheConfig(
+        rules=tuple(rules),
+        max_entries=section.bounded("max_entries", int, 10_000, 1, 10_000_000),
+        max_bytes=section.bounded("max_bytes", int, 64 << 20, 64 << 10, 16 << 30),
+        stale_for_s=stale_for,
     )
 
 

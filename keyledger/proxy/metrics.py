@@ -29,12 +29,14 @@ from keyledger.alerts.model import Alert
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.retention import Retention
 from keyledger.proxy.audit.sinks import Shipper
+from keyledger.proxy.cache import SecretCache
 from keyledger.proxy.connections import ConnectionGuard
 from keyledger.proxy.logging import LogWriter
 from keyledger.proxy.pipeline import PolicyHolder, RequestTrace
 
 __all__ = [
     "AlertMetrics",
+    "CacheCollector",
     "ConnectionCollector",
     "JournalCollector",
     "LogCollector",
@@ -240,6 +242,33 @@ class LogCollector(Collector):
             "Operational log lines dropped because stderr was not taking them (never audit "
             "events: those are in the journal)",
             value=self._writer.dropped,
+        )
+
+
+class CacheCollector(Collector):
+    """The audited secret cache: how reads were answered, and what it holds."""
+
+    def __init__(self, cache: SecretCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._cache.stats
+        for name, value, help_text in (
+            ("hits", stats.hits, "Reads answered from the cache (each recorded as any read)"),
+            ("misses", stats.misses, "Cacheable reads the store answered (bypasses included)"),
+            ("refreshes", stats.refreshes, "Entries refreshed in the background before expiry"),
+            ("evictions", stats.evictions, "Entries dropped to stay within max_entries/bytes"),
+            ("stale", stats.stale, "Reads answered past their TTL while the store was down"),
+            ("invalidations", stats.invalidations, "Entries dropped by a change through us"),
+        ):
+            yield CounterMetricFamily(f"keyledger_cache_{name}", help_text, value=value)
+        yield GaugeMetricFamily(
+            "keyledger_cache_entries", "Answers held in memory", value=len(self._cache)
+        )
+        yield GaugeMetricFamily(
+            "keyledger_cache_bytes",
+            f"Bytes held, about (limit cache.max_bytes: {self._cache.max_bytes})",
+            value=stats.bytes,
         )
 
 

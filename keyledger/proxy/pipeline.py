@@ -41,6 +41,7 @@ from keyledger.proxy.audit.events import (
     Status,
 )
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
+from keyledger.proxy.cache import MISS, STALE, CacheKey, CacheRule, SecretCache
 from keyledger.proxy.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -133,11 +134,13 @@ class Gateway:
         geo: Locate | None = None,
         failures: FailureFold | None = None,
         limits: Limits | None = None,
+        cache: SecretCache | None = None,
     ) -> None:
         """``geo``: where a source address is (the GeoIP databases), asked once per request;
         None when none are configured. ``failures``: folds a flood of sign-in failures
         (and of throttled calls) into aggregate events; ``limits``: the rate limits. Both
-        are shared by every protocol's gateway: a flood is one, whichever door it uses."""
+        are shared by every protocol's gateway: a flood is one, whichever door it uses.
+        ``cache``: the audited secret cache, when configured."""
         self._frontend = frontend
         self._auth = authenticator
         self._policies = policies
@@ -147,6 +150,7 @@ class Gateway:
         self._observer = observer
         self._geo = geo
         self._failures = failures
+        self._cache = cache
         self._per_source = limits.per_source if limits is not None else None
         self._per_principal = limits.per_principal if limits is not None else None
         # Decided once: building the debug line for every event is not free.
@@ -365,15 +369,32 @@ class Gateway:
             request = self._frontend.narrow(call, set(decisions) - set(denied))
         else:
             request = self._frontend.address(call, names)
-        trace.store_called = True
+        cached: str | None = None  # outcome.cache, for a read the cache may answer
         try:
-            result = await self._from_store(trace, backend.call(request))
+            lookup = self._cache_lookup(call, subject_name)
+            if lookup is None:
+                trace.store_called = True
+                result = await self._from_store(trace, backend.call(request))
+            else:
+                cache, key, rule = lookup
+                result, cached = await self._from_store(
+                    trace,
+                    cache.read(
+                        key, rule, lambda: backend.call(request), bypass=_bypasses_cache(wire)
+                    ),
+                )
+                trace.store_called = cached in (MISS, STALE)
         except BackendError as exc:
             trace.backend_error = exc.kind
             code = exc.code or exc.kind
             failed = self._event(ctx, who, call, subject_name, subject_decision, Status.ERROR, code)
             await self._record(ctx, [*events, failed])
             return self._frontend.render_error(exc, request_id=rid)
+        finally:
+            if self._cache is not None and call.action in _CHANGES:
+                # Whatever the store did (or may have done), no answer held from before.
+                for target in call.targets:
+                    self._cache.invalidate(names.get(target, target))
 
         # 7. Check and filter what came back; one event per secret served.
         hidden: set[SecretRef] = set()
@@ -433,7 +454,9 @@ class Gateway:
                 return self._denied(ctx, principal, call, target, rid)
             served = found or SecretItem(ref=name)
             events.append(
-                self._event(ctx, who, call, name, subject_decision, Status.SUCCESS, None, served)
+                self._event(
+                    ctx, who, call, name, subject_decision, Status.SUCCESS, None, served, cached
+                )
             )
 
         # 8. Durable first, then respond.
@@ -457,6 +480,16 @@ class Gateway:
             principal=principal.id, operation=call.operation, ref=ref, explicit=explicit
         )
         return self._frontend.render_error(error, request_id=request_id)
+
+    def _cache_lookup(
+        self, call: Call, name: SecretRef | None
+    ) -> tuple[SecretCache, CacheKey, CacheRule] | None:
+        """Where the cache may answer this read from, or None: ask the store."""
+        cache = self._cache
+        if cache is None or call.cache_variant is None or name is None:
+            return None
+        rule = cache.rule_for(name)
+        return None if rule is None else (cache, CacheKey(name, call.cache_variant), rule)
 
     @staticmethod
     async def _from_store(trace: RequestTrace, waiting: Awaitable[T]) -> T:
@@ -592,6 +625,7 @@ class Gateway:
         status: Status,
         code: str | None = None,
         item: SecretItem | None = None,
+        cache: str | None = None,
     ) -> AuditEvent:
         return AuditEvent(
             type=EventType.ACCESS,
@@ -612,11 +646,20 @@ class Gateway:
                 latency_ms=ctx.elapsed_ms(),
                 version_id=item.version_id if item is not None else None,
                 value_fingerprint=self._fingerprint(item.value) if item is not None else None,
+                cache=cache,
             ),
         )
 
 
 _CHANGES = frozenset({Action.WRITE, Action.ROTATE, Action.DELETE})
+
+
+# A caller asking for the store's answer, not the cache's (documented per protocol).
+BYPASS_HEADER = "x-keyledger-cache"
+
+
+def _bypasses_cache(wire: WireRequest) -> bool:
+    return wire.headers.get(BYPASS_HEADER, "").strip().lower() in ("bypass", "no-cache")
 
 
 def _decide_unresolved(

@@ -106,6 +106,10 @@ class Call:
     # How the caller asked for the answer to be written, in its protocol's own terms (Google
     # REST's enum encoding): a frontend keeps nothing between parse and render.
     rendering: Mapping[str, str] = field(default_factory=dict)
+    # For a read of one secret's value that the cache may answer: what the store's answer
+    # depends on besides the secret (the version or stage asked for, the URL the answer's
+    # ids are written with). None: never answered from the cache.
+    cache_variant: tuple[str, ...] | None = None
 
     @property
     def single(self) -> SecretRef | None:

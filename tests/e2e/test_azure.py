@@ -182,11 +182,10 @@ def served(
 ) -> Iterator[Served]:
     """keyledger for this test alone (its own journal), with tokens for app and admin, a
     revoked one, one about to expire, one it never issued and a forged one; a test's
-    indirect parameter gives the config's ``limits``."""
+    indirect parameter gives config sections to add."""
     doc = write_proxy_files(tmp_path, policy=POLICY)
     del doc["admin"]
-    if limits := getattr(request, "param", None):
-        doc["limits"] = limits
+    doc.update(getattr(request, "param", {}))
     doc["backends"] = {"azure": azure_backend(tls, demo.url, payments.url)}
     doc["frontends"] = {"azure": {"resource": RESOURCE}}
     config = parse_config(doc, base=tmp_path, source="test")
@@ -523,7 +522,7 @@ class TestErrorsAsTheSdkRaisesThem:
         assert (last["request"]["operation"], last["outcome"]["status"]) == ("SetSecret", "error")
 
     @pytest.mark.parametrize(
-        "served", [{"rate": {"per_principal": 1, "burst_s": 2}}], indirect=True
+        "served", [{"limits": {"rate": {"per_principal": 1, "burst_s": 2}}}], indirect=True
     )
     def test_past_its_rate_limit_a_caller_gets_429_and_the_sdk_waits(
         self, served: Served, demo: ThreadedAzureStandin, name: str
@@ -548,6 +547,30 @@ class TestErrorsAsTheSdkRaisesThem:
         assert [s.status for s in wire.seen] == [401, 200, 200, 429, 429, 200]
         throttled = [c for c in served.proxy.calls() if c["outcome"]["code"] == "throttled"]
         assert len(throttled) == 2
+
+
+class TestCache:
+    @pytest.mark.parametrize(
+        "served", [{"cache": {"rules": [{"secrets": "azure:demo/*", "ttl": "60s"}]}}], indirect=True
+    )
+    def test_a_cached_read_is_recorded_and_a_new_value_is_seen_at_once(
+        self, served: Served, demo: ThreadedAzureStandin, name: str
+    ) -> None:
+        """The second GetSecret is a hit, recorded as the first but for outcome.cache, its
+        ids still keyledger's URL; SetSecret through keyledger is read at once."""
+        demo.seed({name: "one"})
+        with served.client() as client:
+            first, again = client.get_secret(name), client.get_secret(name)
+            client.set_secret(name, "two")
+            after = client.get_secret(name).value
+
+        reads = [c for c in served.proxy.calls() if c["request"]["operation"] == "GetSecret"]
+        assert (first.value, again.value, after) == ("one", "one", "two")
+        assert again.id == first.id
+        assert again.id is not None
+        assert again.id.startswith(served.proxy.url)
+        assert [r["outcome"].get("cache") for r in reads] == ["miss", "hit", "miss"]
+        assert reads[0]["outcome"]["value_fingerprint"] == reads[1]["outcome"]["value_fingerprint"]
 
 
 class TestChallenge:

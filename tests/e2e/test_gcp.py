@@ -96,10 +96,9 @@ def served(
     request: pytest.FixtureRequest, tmp_path: Path, standin: ThreadedGcpStandin
 ) -> Iterator[Served]:
     """keyledger in front of the stand-in, over REST and gRPC; a test's indirect parameter
-    gives the config's ``limits``."""
+    gives config sections to add."""
     doc = write_proxy_files(tmp_path, policy=POLICY)
-    if limits := getattr(request, "param", None):
-        doc["limits"] = limits
+    doc.update(getattr(request, "param", {}))
     doc["backends"] = {
         "gcp": {
             "type": "gcp",
@@ -397,7 +396,9 @@ def test_no_value_in_a_log_line_a_metric_or_an_error(
         assert CANARY not in text
 
 
-@pytest.mark.parametrize("served", [{"rate": {"per_principal": 1, "burst_s": 2}}], indirect=True)
+@pytest.mark.parametrize(
+    "served", [{"limits": {"rate": {"per_principal": 1, "burst_s": 2}}}], indirect=True
+)
 def test_past_its_rate_limit_a_caller_gets_resource_exhausted(served: Served) -> None:
     """Past limits.rate.per_principal, REST answers 429 (TooManyRequests) and gRPC
     RESOURCE_EXHAUSTED, the codes Google's clients back off from; each throttled call is
@@ -417,3 +418,42 @@ def test_past_its_rate_limit_a_caller_gets_resource_exhausted(served: Served) ->
     throttled = [e for e in served.proxy.events("access") if e["outcome"]["code"] == "throttled"]
     assert [e["request"]["protocol"] for e in throttled] == ["gcp-rest", "gcp-grpc"]
     assert {e["resource"]["secret"] for e in throttled} == {"keyledger-demo/app-db"}
+
+
+@pytest.mark.parametrize(
+    "served",
+    [{"cache": {"rules": [{"secrets": "gcp:keyledger-demo/app-*", "ttl": "60s"}]}}],
+    indirect=True,
+)
+def test_cached_reads_are_recorded_over_both_protocols_and_a_new_version_is_seen(
+    served: Served,
+) -> None:
+    """A read over REST fills the cache; gRPC's read of the same version is a hit, recorded
+    as the miss was but for outcome.cache; a version added through keyledger is read at
+    once from the store."""
+    rest = served.rest()
+    client, metadata = served.grpc()
+    secret = f"projects/{PROJECT}/secrets/app-cached"
+    rest.create_secret(
+        parent=f"projects/{PROJECT}",
+        secret_id="app-cached",
+        secret={"replication": {"automatic": {}}},
+    )
+    rest.add_secret_version(parent=secret, payload={"data": b"one"})
+
+    first = rest.access_secret_version(name=f"{secret}/versions/latest").payload.data
+    again = client.access_secret_version(
+        name=f"{secret}/versions/latest", metadata=metadata
+    ).payload.data
+    rest.add_secret_version(parent=secret, payload={"data": b"two"})
+    after = rest.access_secret_version(name=f"{secret}/versions/latest").payload.data
+
+    reads = [
+        e
+        for e in served.proxy.events("access")
+        if e["request"]["operation"] == "AccessSecretVersion"
+    ]
+    assert (first, again, after) == (b"one", b"one", b"two")
+    assert [e["outcome"].get("cache") for e in reads] == ["miss", "hit", "miss"]
+    assert reads[0]["outcome"]["value_fingerprint"] == reads[1]["outcome"]["value_fingerprint"]
+    assert reads[0]["decision"] == reads[1]["decision"]

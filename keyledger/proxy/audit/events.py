@@ -144,6 +144,7 @@ class Outcome:
     latency_ms: float | None = None
     version_id: str | None = None
     value_fingerprint: str | None = None
+    cache: str | None = None  # hit | miss | refresh | stale, where the cache may answer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +214,8 @@ class AuditEvent:
                 "version_id": o.version_id,
                 "value_fingerprint": o.value_fingerprint,
             }
+            if o.cache is not None:
+                record["outcome"]["cache"] = o.cache
         if self.detail is not None:
             record["detail"] = dict(self.detail)
         return record

@@ -203,6 +203,7 @@ class AwsFrontend(FrontendDefaults):
             targets=(ref,),
             request=self._request(op, operation, ref, params),
             version_stage=_version_stage(operation, params),
+            cache_variant=_cache_variant(operation, params),
         )
 
     def _parse_batch(self, op: _Op, params: dict[str, Any]) -> Call:
@@ -383,6 +384,17 @@ def _check_versions(params: Mapping[str, Any]) -> None:
         if not isinstance(value, str):
             raise RequestError(f"{field} must be a string", kind=ErrorKind.MALFORMED_BODY)
         _bounded(field, value, low, high)
+
+
+def _cache_variant(operation: str, params: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """A GetSecretValue's answer depends on the version id or stage it names (none: the
+    current version, as AWSCURRENT)."""
+    if operation != "GetSecretValue":
+        return None
+    version, stage = params.get("VersionId"), params.get("VersionStage")
+    if version is None and stage is None:
+        stage = "AWSCURRENT"
+    return (str(version or ""), str(stage or ""))
 
 
 def _version_stage(operation: str, params: Mapping[str, Any]) -> str | None:

@@ -203,6 +203,10 @@ class AzureFrontend(FrontendDefaults):
             targets=(ref,) if ref is not None else (),
             request=request,
             filter_results=op.name in _LISTINGS,
+            # The answer's ids are written with the URL the caller used: part of the key.
+            cache_variant=(route.version or "", base, base + vault.prefix)
+            if op.name == "GetSecret"
+            else None,
         )
 
     def empty_result(self, call: Call) -> SecretResult:

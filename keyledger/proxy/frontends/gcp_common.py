@@ -151,6 +151,9 @@ def call_for(operation: str, message: Any, routes: ProjectRoutes) -> Call:
         targets=(ref,) if ref is not None else (),
         request=request,
         filter_results=ref is None,
+        # The version named ("latest" or a number) is all an access's answer depends on
+        # besides the secret; REST and gRPC render the same answer.
+        cache_variant=(name.version or "",) if operation == "AccessSecretVersion" else None,
     )
 
 
