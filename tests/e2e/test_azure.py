@@ -557,19 +557,21 @@ class TestCache:
         self, served: Served, demo: ThreadedAzureStandin, name: str
     ) -> None:
         """The second GetSecret is a hit, recorded as the first but for outcome.cache, its
-        ids still keyledger's URL; SetSecret through keyledger is read at once."""
+        ids still keyledger's URL; SetSecret through keyledger is read at once; the bypass
+        header asks the store."""
         demo.seed({name: "one"})
         with served.client() as client:
             first, again = client.get_secret(name), client.get_secret(name)
             client.set_secret(name, "two")
             after = client.get_secret(name).value
+            bypassed = client.get_secret(name, headers={"x-keyledger-cache": "bypass"}).value
 
         reads = [c for c in served.proxy.calls() if c["request"]["operation"] == "GetSecret"]
-        assert (first.value, again.value, after) == ("one", "one", "two")
+        assert (first.value, again.value, after, bypassed) == ("one", "one", "two", "two")
         assert again.id == first.id
         assert again.id is not None
         assert again.id.startswith(served.proxy.url)
-        assert [r["outcome"].get("cache") for r in reads] == ["miss", "hit", "miss"]
+        assert [r["outcome"].get("cache") for r in reads] == ["miss", "hit", "miss", "miss"]
         assert reads[0]["outcome"]["value_fingerprint"] == reads[1]["outcome"]["value_fingerprint"]
 
 

@@ -205,3 +205,20 @@ def test_the_value_is_in_no_file_log_or_metric(
             assert canary.encode() not in path.read_bytes(), path
     assert canary not in logged.out + logged.err
     assert all(canary not in str(sample) for sample in metrics.samples)
+
+
+def test_a_caller_can_ask_for_the_stores_answer(cached: Cached) -> None:
+    """boto3 with an X-Keyledger-Cache: bypass header (added by an event hook, as the README
+    shows) is answered by the store, and later reads get that fresher answer."""
+    client = cached.proxy.client()
+
+    def bypass(request: Any, **_: Any) -> None:
+        request.headers["X-Keyledger-Cache"] = "bypass"
+
+    cached.read()
+    seen = cached.store_link.seen
+    client.meta.events.register("before-sign.secrets-manager.GetSecretValue", bypass)
+    client.get_secret_value(SecretId=SECRET)
+
+    assert cached.store_link.seen == seen + 1
+    assert [e["outcome"]["cache"] for e in cached.reads()] == ["miss", "miss"]

@@ -430,7 +430,7 @@ def test_cached_reads_are_recorded_over_both_protocols_and_a_new_version_is_seen
 ) -> None:
     """A read over REST fills the cache; gRPC's read of the same version is a hit, recorded
     as the miss was but for outcome.cache; a version added through keyledger is read at
-    once from the store."""
+    once from the store, and the bypass metadata asks the store."""
     rest = served.rest()
     client, metadata = served.grpc()
     secret = f"projects/{PROJECT}/secrets/app-cached"
@@ -447,13 +447,17 @@ def test_cached_reads_are_recorded_over_both_protocols_and_a_new_version_is_seen
     ).payload.data
     rest.add_secret_version(parent=secret, payload={"data": b"two"})
     after = rest.access_secret_version(name=f"{secret}/versions/latest").payload.data
+    bypassed = client.access_secret_version(
+        name=f"{secret}/versions/latest",
+        metadata=[*metadata, ("x-keyledger-cache", "bypass")],
+    ).payload.data
 
     reads = [
         e
         for e in served.proxy.events("access")
         if e["request"]["operation"] == "AccessSecretVersion"
     ]
-    assert (first, again, after) == (b"one", b"one", b"two")
-    assert [e["outcome"].get("cache") for e in reads] == ["miss", "hit", "miss"]
+    assert (first, again, after, bypassed) == (b"one", b"one", b"two", b"two")
+    assert [e["outcome"].get("cache") for e in reads] == ["miss", "hit", "miss", "miss"]
     assert reads[0]["outcome"]["value_fingerprint"] == reads[1]["outcome"]["value_fingerprint"]
     assert reads[0]["decision"] == reads[1]["decision"]

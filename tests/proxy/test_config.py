@@ -227,6 +227,47 @@ class TestLoadConfig:
 
         assert error(path) == f"{path}:{expected}"
 
+    @pytest.mark.parametrize(
+        ("extra", "expected"),
+        [
+            pytest.param(
+                "    cache: {rules: [{secrets: 'gcp:x/*', ttl: 60s}]}\n",
+                "4:27: cache.rules[0].secrets: gcp:x/*: no backend 'gcp' (aws)",
+                id="unknown-backend",
+            ),
+            pytest.param(
+                "    cache: {rules: [{secrets: 'aws:prod/*'}]}\n",
+                "4:17: cache.rules[0].ttl: required: how long an answer is served from memory"
+                " (60s)",
+                id="no-ttl",
+            ),
+            pytest.param(
+                "    cache: {rules: [{secrets: 'prod/*', ttl: 60s}]}\n",
+                "4:27: cache.rules[0].secrets: resource 'prod/*' must be written backend:name"
+                " (aws:prod/*)",
+                id="no-backend",
+            ),
+        ],
+    )
+    def test_a_cache_rule_names_secrets_of_a_backend_with_a_ttl(
+        self, tmp_path: Path, extra: str, expected: str
+    ) -> None:
+        """A cache rule is checked at load: its secrets as policies write them, on a
+        configured backend, and a TTL."""
+        path = write(tmp_path, MINIMAL + extra)
+
+        assert error(path) == f"{path}:{expected}"
+
+    def test_the_cache_is_off_unless_a_rule_names_secrets(self, tmp_path: Path) -> None:
+        """No cache section: off; a rule: on, with its TTL."""
+        assert not load_config(write(tmp_path, MINIMAL)).cache.enabled
+        path = write(tmp_path, MINIMAL + "    cache: {rules: [{secrets: 'aws:prod/*', ttl: 2m}]}\n")
+
+        cache = load_config(path).cache
+
+        assert cache.enabled
+        assert [(r.secrets, r.ttl_s) for r in cache.rules] == [(("aws:prod/*",), 120.0)]
+
     def test_rate_limits_and_connection_bounds(self, tmp_path: Path) -> None:
         """Rate limits are off unless set; connection bounds have safe defaults."""
         path = write(
