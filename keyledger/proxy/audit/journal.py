@@ -25,6 +25,12 @@ The file must stay the one readers see: after every fsync round, on rotation and
 is written no more: requests whose events went into it since the last check are refused,
 and the chain goes on in a fresh segment whose first event records what was found. Until
 that segment exists, every append is refused.
+
+``Journal`` composes the parts and owns where the chain stands (written, durable), which
+each step moves: ``lock`` (one writer per chain), ``segment_file`` (the open file, new
+segments), ``groupcommit`` (shared fsync rounds, durability waiters), ``sealing``
+(checkpoints made and filed), ``rotation`` (when a segment is due), ``lostfile`` (a file
+changed under it) and ``timeline`` (times that never go back).
 """
 
 from __future__ import annotations
@@ -130,7 +136,7 @@ class Journal:
         self._durable = _Mark(ChainState(chain_id), 0, None)
         # No event goes before the latest time written, whatever the wall clock says.
         self._timeline = Timeline(steps or StepWatch(clock_step_s))
-        # Requests written since the fsync in flight started wait on this future.
+        # Requests written while an fsync runs share the next one.
         self._commit = GroupCommit(
             self._sync_round, keep_lines=on_durable is not None, name="keyledger-journal-fsync"
         )
