@@ -42,7 +42,6 @@ from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.config import S3SinkConfig
 from tests.audit_records import access_event, auth_failure_event, sealed
 from tests.conftest import RunningProxy, write_proxy_files
-from tests.test_audit_cli_remote import aws_env, bucket  # noqa: F401 (fixtures)
 
 DEMO = Path(__file__).resolve().parents[2] / "keyledger" / "alerts" / "examples" / "demo"
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, in working hours
@@ -764,7 +763,7 @@ class TestRunOverCopies:
         self,
         capsys: Capsys,
         journal: Path,
-        bucket: str,  # noqa: F811 (the fixture)
+        bucket: str,
     ) -> None:
         """Both chains shipped by the real S3 sink (one of them twice, cut differently):
         replayed from s3://, the alerts are the folder's."""

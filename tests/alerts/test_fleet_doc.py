@@ -37,7 +37,6 @@ from keyledger.proxy.audit.sinks.base import parse_line
 from keyledger.proxy.audit.sinks.s3 import S3Sink
 from keyledger.proxy.config import S3SinkConfig
 from tests.audit_records import access_event, auth_failure_event
-from tests.test_audit_cli_remote import aws_env, bucket  # noqa: F401 (fixtures)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "fleet.md"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -132,7 +131,7 @@ def records(journaled: dict[str, list[bytes]]) -> list[Record]:
 @pytest.fixture
 def copy(
     journaled: dict[str, list[bytes]],
-    bucket: str,  # noqa: F811 (the fixture)
+    bucket: str,
 ) -> tuple[str, list[str]]:
     """The chains shipped by the real S3 sink under prod/, each event batch by batch, the
     first two events of each chain twice (at least once); the bucket and its keys."""
