@@ -2,23 +2,29 @@
 
     .venv/bin/python bench/proxy_overhead.py [--quick] [--json] [--log-level info|warning]
 
-Four measurements, each server in its own process, all on 127.0.0.1:
+Five measurements, each server in its own process (one event loop each), all on 127.0.0.1:
 
 (a) Latency as an application sees it: boto3 ``get_secret_value`` called sequentially,
-    p50/p99, straight to the upstream, through a bare pass-through proxy and through
-    keyledger, against the same upstream. Calls to the three are interleaved in blocks so
-    that drift (CPU frequency, page cache) hits all of them alike. Target: keyledger adds
-    <= 1 ms at p50.
+    p50/p99, straight to the upstream, through a bare pass-through proxy, through keyledger
+    and through keyledger with the audited cache on (see (e)), against the same upstream.
+    Calls to the four are interleaved in blocks so that drift (CPU frequency, page cache)
+    hits all of them alike. Targets: uncached keyledger adds <= 0.8 ms at p50 over direct
+    (``p50_overhead_ms``), and no more than 2 x what the bare pass-through adds in the same
+    run (``p50_overhead_vs_passthrough``: keyledger's p50 over direct / the pass-through's;
+    the ratio is the form that holds across machines).
 (b) Throughput: requests/s of signed GetSecretValue calls through keyledger at concurrency
     64 (closed loop, ``bench/load.py`` in its own process) with the durable journal on
     (``fsync: true``), and how many events share one fsync (group commit), read from the
     ``journal_closed`` line keyledger logs at shutdown.
 (c) The same load through the bare pass-through (``bench/passthrough.py``: one more aiohttp
-    hop, no auth, policy or audit) as the baseline. Target: keyledger >= 0.9 x baseline.
-    The targets take turns (A B C C B A, 5 s each after 1 s warm-up) so that a busy spell
-    on a shared machine hits all of them; the CPU time each process used per request, and
-    how many cores the proxy kept busy, say where the limit is (a proxy near 1.00 core is
-    bound by its one event loop; a 2-core machine shared by three processes caps the
+    hop, no auth, policy or audit) as the baseline. Target: keyledger's CPU per request
+    <= 2.0 x the pass-through's (``uncached_cpu_ratio``); its req/s over the baseline's is
+    reported as ``throughput_ratio`` (its former target, 0.9, kept in the JSON).
+    The targets take turns (E C B D D B C E: cached, pass-through, keyledger, alerts on;
+    5 s each after 1 s warm-up) so that a busy spell on a shared machine hits all of them
+    and each pair compared runs side by side; the CPU time each process used per request,
+    and how many cores the proxy kept busy, say where the limit is (a proxy near 1.00 core
+    is bound by its one event loop; a 2-core machine shared by three processes caps the
     baseline). CPU used by processes outside the benchmark is measured and warned about.
 (d) The same load through a second keyledger, configured as (b) plus alert rules
     (``alerts_throughput_ratio`` = its req/s / (b)'s, target >= 0.95; the rows run
@@ -36,6 +42,17 @@ Four measurements, each server in its own process, all on 127.0.0.1:
     secret and times until that alert is in the file; with /metrics' count of events
     detection dropped (it must be 0), that shows detection kept up rather than fell
     behind off the request path (the exit status is 1 otherwise).
+(e) Cache hits: the same load through a third keyledger, configured as (b) plus a cache
+    rule naming the bench's secrets (``cache: {rules: [{secrets: ["aws:bench/*"], ttl:
+    60s}]}``), so that after the first read every call is authenticated, authorised,
+    recorded durably (``outcome.cache: hit``) and answered from memory. Target: its req/s
+    >= 1.0 x the bare pass-through's (``cache_hit_throughput_ratio``: the proxy answers from
+    memory what the pass-through must fetch). The same process serves the cached row of (a)
+    before its load runs.
+
+The JSON's ``targets`` object carries each figure with ``_target`` and ``_met`` siblings
+(``p50_overhead_ms`` with ``p50_overhead_target_ms``). A target missed is reported, never
+an error: the exit status is 1 only when a correctness check fails (below).
 
 Why a stand-in upstream (``bench/upstream.py``) rather than moto: moto closes every
 connection and tops out near 400 requests/s, so its own cost would hide the proxy's. The
@@ -43,12 +60,20 @@ stand-in speaks the same JSON 1.1 protocol with botocore-shaped bodies, keeps co
 alive and answers from pre-rendered bodies. Latency against a real moto server
 (``bench/moto_upstream.py``) is shown beside it for reference only.
 
-keyledger runs with ``logging.level: info`` by default: that is its default, so the one
-"request" log line per event is part of the cost measured, and ``journal_closed`` (which
-gives the fsync count) is logged at info, so it is not seen at ``warning``.
+keyledger runs with ``logging.level: info`` by default, as it does unless told otherwise.
+At info it writes no line per request: the journal is the record, and the per-event
+"request" line is logged at debug only (not even built below debug); what info adds is a
+few lines at start-up, reloads and shutdown, among them ``journal_closed`` (which gives the
+fsync count), so ``--log-level warning`` changes the cost measured by next to nothing and
+loses the events-per-fsync figure.
 
-After the run, ``keyledger audit verify`` checks every journal written, and the number of
-events is compared with the number of requests served.
+After the run, ``keyledger audit verify`` checks every journal written, and each journal's
+``access`` events are counted (checkpoints, lifecycle, policy_reload, alert and
+auth_failure events are not requests): those whose outcome is success must equal the calls
+answered 200 by that keyledger, warm-up included (every call on the record, each cache hit
+included), and in the cached keyledger's journal at least 99% of them must say
+``outcome.cache: hit`` (the misses, refreshes and stale answers are counted): the hits were
+audited. The exit status is 1 if any of these checks fails.
 
 Detection runs on keyledger's event loop, after the events are durable: its cost shows in
 throughput only while keyledger is bound by that loop (``proxy cores busy`` near 1.00),
@@ -104,9 +129,14 @@ PYTHON = sys.executable
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 SECRET_ID = "bench/db/password"
-P50_TARGET_MS = 1.0
-RATIO_TARGET = 0.9
+P50_TARGET_MS = 0.8  # uncached keyledger's p50 over direct, as boto3 sees it
+P50_VS_PASSTHROUGH_TARGET = 2.0  # ... over the bare pass-through's own p50 over direct
+RATIO_TARGET = 0.9  # uncached keyledger's req/s / the pass-through's: reported, a former target
+UNCACHED_CPU_RATIO_TARGET = 2.0  # uncached keyledger's CPU per request / the pass-through's
+CACHE_HIT_RATIO_TARGET = 1.0  # cached keyledger's req/s / the pass-through's
 ALERTS_RATIO_TARGET = 0.95  # keyledger with alert rules on / the same with them off
+CACHE_HIT_SHARE = 0.99  # of the cached keyledger's access events, at least, say hit
+CACHED_SECRETS = "aws:bench/*"  # the cache rule of the cached keyledger: SECRET_ID among them
 CANARY_SECRET_ID = "bench/db/admin-password-old"  # the policy allows it; the load never reads it
 OFF_HOURS_ZONE = "Europe/Berlin"
 LOAD_STARTUP_S = 0.4  # bench/load.py's start-up (imports) before its own clock starts, roughly
@@ -391,6 +421,56 @@ def journal_closed(stderr: Path) -> dict[str, Any] | None:
 def count_error_lines(stderr: Path) -> int:
     with stderr.open("rb") as handle:
         return sum(1 for line in handle if b'"level":"error"' in line)
+
+
+def cache_config(secrets: str = CACHED_SECRETS, ttl: str = "60s") -> str:
+    """The ``cache:`` section of the cached keyledger: one rule naming ``secrets``."""
+    return f"""\
+cache:
+  rules:
+    - secrets: ["{secrets}"]
+      ttl: {ttl}
+"""
+
+
+@dataclass(slots=True)
+class EventCount:
+    """A journal's events by type, and its ``access`` events by outcome and by cache."""
+
+    types: Counter[str] = field(default_factory=Counter)
+    access_success: int = 0
+    access_other: int = 0
+    cache: Counter[str] = field(default_factory=Counter)  # outcome.cache, "none" if absent
+
+    @property
+    def access(self) -> int:
+        return self.access_success + self.access_other
+
+
+def count_events(journal: Path) -> EventCount:
+    """Every event in ``journal`` (all its segments) counted; only ``access`` events stand
+    for requests (checkpoints, lifecycle, policy_reload, alert and auth_failure events do
+    not)."""
+    from keyledger.proxy.audit.segments import discover
+
+    counted = EventCount()
+    for segment in discover(journal).all_segments():
+        with segment.path.open("rb") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                event = orjson.loads(line)
+                kind = str(event.get("type"))
+                counted.types[kind] += 1
+                if kind != "access":
+                    continue
+                outcome = event.get("outcome") or {}
+                if outcome.get("status") == "success":
+                    counted.access_success += 1
+                else:
+                    counted.access_other += 1
+                counted.cache[str(outcome.get("cache") or "none")] += 1
+    return counted
 
 
 @dataclass(slots=True)
@@ -972,9 +1052,9 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keyledger-bench-") as tmp:
         workdir = Path(tmp)
         write_policy(workdir, "aws:bench/*")
-        ports = free_ports(8)
+        ports = free_ports(9)
         up_port, pass_port, moto_port, kl_lat_port, kl_load_port, kl_moto_port = ports[:6]
-        kl_alerts_port, kl_alerts_admin_port = ports[6:]
+        kl_alerts_port, kl_alerts_admin_port, kl_cached_port = ports[6:]
         upstream = f"http://{HOST}:{up_port}"
         moto = f"http://{HOST}:{moto_port}"
         kl_lat = write_config(
@@ -997,7 +1077,17 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
             extra=alerts_config(rules),
             admin_port=kl_alerts_admin_port,
         )
-        instances = (kl_lat, kl_load, kl_moto, kl_alerts)
+        # (e): the load instance again, with the audited cache on for the bench's secrets;
+        # one process serves both its latency calls and its load runs.
+        kl_cached = write_config(
+            workdir,
+            "cached",
+            port=kl_cached_port,
+            upstream=upstream,
+            log_level=log_level,
+            extra=cache_config(),
+        )
+        instances = (kl_lat, kl_load, kl_moto, kl_alerts, kl_cached)
 
         base_env = clean_env()
         kl_env = clean_env(
@@ -1053,11 +1143,15 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
                     f"keyledger-{kl.name}", functools.partial(port_open, kl.port), timeout_s=60
                 )
 
-            # (a) latency, stand-in upstream: direct, pass-through, keyledger, interleaved.
+            # (a) latency, stand-in upstream: direct, pass-through, keyledger and keyledger
+            # answering from its cache, interleaved.
             callers = {
                 "direct": boto3_call(boto3_client(upstream, *credentials)),
                 "passthrough": boto3_call(boto3_client(f"http://{HOST}:{pass_port}", *credentials)),
                 "keyledger": boto3_call(boto3_client(f"http://{HOST}:{kl_lat.port}", *credentials)),
+                "keyledger_cached": boto3_call(
+                    boto3_client(f"http://{HOST}:{kl_cached.port}", *credentials)
+                ),
             }
             latency = measure_latency(
                 callers,
@@ -1082,11 +1176,14 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
             )
             children.stop("moto")
 
-            # (c), (b) and (d): the same closed-loop load, baseline, keyledger and keyledger
-            # with alert rules taking turns.
+            # (e), (c), (b) and (d): the same closed-loop load, keyledger answering from its
+            # cache, baseline, keyledger and keyledger with alert rules taking turns; the
+            # baseline runs next to both keyledgers compared with it, the alerts-on one next
+            # to the one without.
             load = measure_throughput(
                 children,
                 {
+                    "keyledger_cached": (f"keyledger-{kl_cached.name}", kl_cached.port),
                     "passthrough": ("passthrough", pass_port),
                     "keyledger": (f"keyledger-{kl_load.name}", kl_load.port),
                     "keyledger_alerts": (f"keyledger-{kl_alerts.name}", kl_alerts.port),
@@ -1113,6 +1210,7 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
                 code = children.stop(name, signal.SIGINT)
                 closed = journal_closed(children.err(name))
                 verified = verify_journal(kl.journal, base_env)
+                counted = count_events(kl.journal)
                 journals[kl.name] = {
                     "exit_code": code,
                     "journal_closed": closed,
@@ -1120,19 +1218,29 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
                     "verify_intact": verified.intact,
                     "verify_events": verified.events,
                     "verify_output": None if verified.intact else verified.output,
+                    "events_by_type": dict(counted.types),
+                    "access_events": counted.access,
+                    "access_success": counted.access_success,
+                    "access_other": counted.access_other,
+                    "access_cache": dict(counted.cache),
                 }
         finally:
             children.close_all()
 
+        # Calls answered 200 by each keyledger, warm-up included.
         served = {
             "latency": latency["keyledger"].ok_total,
             "load": load["keyledger"].ok_total,
             "moto": moto_latency["keyledger"].ok_total,
             "alerts": load["keyledger_alerts"].ok_total,
+            "cached": latency["keyledger_cached"].ok_total + load["keyledger_cached"].ok_total,
         }
         for name, info in journals.items():
-            info["requests_served_at_least"] = served[name]
-            info["events_cover_requests"] = info["verify_events"] >= served[name]
+            info["requests_served"] = served[name]
+            info["requests_served_at_least"] = served[name]  # its former name
+            # Every call answered is on the record, once: success access events only.
+            info["events_cover_requests"] = info["access_success"] == served[name]
+        journals["cached"]["cache_hits_audited"] = cache_hits_audited(journals["cached"])
         return {
             "machine": {
                 "cpus": os.cpu_count(),
@@ -1151,16 +1259,56 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
         }
 
 
+def cache_hits_audited(journal: Mapping[str, Any]) -> bool:
+    """Whether at least :data:`CACHE_HIT_SHARE` of the cached keyledger's access events say
+    ``outcome.cache: hit``: its calls were answered from memory, and each one recorded."""
+    access: int = journal["access_events"]
+    hits: int = journal["access_cache"].get("hit", 0)
+    return access > 0 and hits >= CACHE_HIT_SHARE * access
+
+
+def ratio_of(part: float, whole: float) -> float:
+    """``part / whole``; NaN (JSON null, never met) unless ``whole`` is above zero."""
+    return part / whole if whole > 0 else float("nan")
+
+
 def targets(latency: Mapping[str, Latency], load: Mapping[str, Throughput]) -> dict[str, Any]:
-    overhead = latency["keyledger"].summary()["p50_ms"] - latency["direct"].summary()["p50_ms"]
-    base, audited = load["passthrough"].summary()["rps"], load["keyledger"].summary()["rps"]
-    ratio = audited / base if base else float("nan")
-    alerting = load["keyledger_alerts"].summary()["rps"]
-    alerts_ratio = alerting / audited if audited else float("nan")
+    """The figures the issue sets targets for, each with ``_target`` and ``_met``; a target
+    missed is reported, not an error."""
+    p50 = {name: result.summary()["p50_ms"] for name, result in latency.items()}
+    overhead = p50["keyledger"] - p50["direct"]
+    passthrough_overhead = p50["passthrough"] - p50["direct"]
+    vs_passthrough = ratio_of(overhead, passthrough_overhead)
+    tp = {name: result.summary() for name, result in load.items()}
+    base, audited = tp["passthrough"]["rps"], tp["keyledger"]["rps"]
+    ratio = ratio_of(audited, base)
+    cached_ratio = ratio_of(tp["keyledger_cached"]["rps"], base)
+    cpu_ratio = ratio_of(
+        tp["keyledger"]["cpu_us_per_request"]["proxy"],
+        tp["passthrough"]["cpu_us_per_request"]["proxy"],
+    )
+    alerting = tp["keyledger_alerts"]["rps"]
+    alerts_ratio = ratio_of(alerting, audited)
     return {
+        # Cache hits: audited req/s from memory over the bare pass-through's.
+        "cache_hit_throughput_ratio": cached_ratio,
+        "cache_hit_throughput_ratio_target": CACHE_HIT_RATIO_TARGET,
+        "cache_hit_throughput_ratio_met": cached_ratio >= CACHE_HIT_RATIO_TARGET,
+        # Uncached: keyledger's CPU seconds per request over the pass-through's.
+        "uncached_cpu_ratio": cpu_ratio,
+        "uncached_cpu_ratio_target": UNCACHED_CPU_RATIO_TARGET,
+        "uncached_cpu_ratio_met": cpu_ratio <= UNCACHED_CPU_RATIO_TARGET,
+        # Uncached keyledger's p50 as boto3 sees it, over direct to the stand-in ...
         "p50_overhead_ms": overhead,
         "p50_overhead_target_ms": P50_TARGET_MS,
         "p50_overhead_met": overhead <= P50_TARGET_MS,
+        # ... and over the pass-through's own p50 over direct, in the same run.
+        "p50_overhead_vs_passthrough": vs_passthrough,
+        "p50_overhead_vs_passthrough_target": P50_VS_PASSTHROUGH_TARGET,
+        "p50_overhead_vs_passthrough_met": vs_passthrough <= P50_VS_PASSTHROUGH_TARGET,
+        "passthrough_p50_overhead_ms": passthrough_overhead,
+        "cache_hit_p50_overhead_ms": p50["keyledger_cached"] - p50["direct"],
+        # Uncached keyledger's req/s over the pass-through's (reported; a former target).
         "throughput_ratio": ratio,
         "throughput_ratio_target": RATIO_TARGET,
         "throughput_ratio_met": ratio >= RATIO_TARGET,
@@ -1222,6 +1370,7 @@ def verified(journal: Mapping[str, Any], covered: bool, served: str) -> str:
 def render(report: dict[str, Any]) -> str:
     s = report["settings"]
     m = report["machine"]
+    t = report["targets"]
     lat = report["latency"]
     moto = report["moto_latency"]
     tp = report["throughput"]
@@ -1229,11 +1378,11 @@ def render(report: dict[str, Any]) -> str:
         headline("keyledger benchmark", report),
         f"boto3 get_secret_value, sequential: {s['calls']} calls after {s['warmup_calls']} "
         f"warm-up (moto {s['moto_calls']} after {s['moto_warmup_calls']})",
-        f"{'':34}{'p50 ms':>8}{'p99 ms':>9}",
+        f"{'':36}{'p50 ms':>8}{'p99 ms':>9}",
     ]
 
     def row(label: str, data: dict[str, Any], base: dict[str, Any] | None, note: str = "") -> str:
-        text = f"  {label:32}{ms(data['p50_ms']):>8}{ms(data['p99_ms']):>9}"
+        text = f"  {label:34}{ms(data['p50_ms']):>8}{ms(data['p99_ms']):>9}"
         if base is not None:
             diff = data["p50_ms"] - base["p50_ms"]
             ratio = data["p50_ms"] / base["p50_ms"]
@@ -1242,39 +1391,34 @@ def render(report: dict[str, Any]) -> str:
         return text + (f"  {errors} errors" if errors else "") + note
 
     d = lat["direct"]
-    verdict = "ok" if report["targets"]["p50_overhead_met"] else "MISSED"
     lines += [
         row("stand-in direct", d, None),
         row("stand-in via pass-through", lat["passthrough"], d),
-        row(
-            "stand-in via keyledger",
-            lat["keyledger"],
-            d,
-            f"  [target <= +{P50_TARGET_MS:.1f} ms: {verdict}]",
-        ),
+        row("stand-in via keyledger", lat["keyledger"], d),
+        row("stand-in via keyledger, cache hits", lat["keyledger_cached"], d),
         row("moto direct (reference)", moto["direct"], None),
         row("moto via keyledger (reference)", moto["keyledger"], moto["direct"]),
         f"throughput: {s['concurrency']} concurrent signed GetSecretValue, stand-in upstream, "
         f"{s['load_rounds']} x {s['load_duration_s']:g} s each after {s['load_warmup_s']:g} s "
-        f"warm-up{', order A B C C B A' if s['load_rounds'] > 1 else ''}",
-        f"{'':34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"warm-up{', order E C B D D B C E' if s['load_rounds'] > 1 else ''}",
+        f"{'':36}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         "   CPU us/req: proxy upstream loadgen   proxy cores busy",
     ]
     base, audited, alerting = tp["passthrough"], tp["keyledger"], tp["keyledger_alerts"]
+    cached = tp["keyledger_cached"]
     for label, data in (
-        ("bare pass-through", base),
-        ("keyledger (audited, fsync)", audited),
-        ("keyledger, alert rules on", alerting),
+        ("(c) bare pass-through", base),
+        ("(b) keyledger (audited, fsync)", audited),
+        ("(d) keyledger, alert rules on", alerting),
+        ("(e) keyledger, cache hits", cached),
     ):
         errors = sum(data["errors"].values())
         cpu = data["cpu_us_per_request"]
         lines.append(
-            f"  {label:32}{data['rps']:>8.0f}{ms(data['p50_ms']):>9}{ms(data['p99_ms']):>9}"
+            f"  {label:34}{data['rps']:>8.0f}{ms(data['p50_ms']):>9}{ms(data['p99_ms']):>9}"
             f"{errors:>8}{cpu['proxy']:>19.0f}{cpu['upstream']:>9.0f}{cpu['generator']:>8.0f}"
             f"{data['proxy_cores_busy']:>19.2f}"
         )
-    ratio = report["targets"]["throughput_ratio"]
-    verdict = "ok" if report["targets"]["throughput_ratio_met"] else "MISSED"
     load = report["journals"]["load"]
     closed = load["journal_closed"]
     group = (
@@ -1282,19 +1426,69 @@ def render(report: dict[str, Any]) -> str:
         if closed
         else "events/fsync n/a (no journal_closed line: it is logged at info)"
     )
-    lines += disturbed(m["cpus"], (base, audited, alerting))
+    lines += disturbed(m["cpus"], (base, audited, alerting, cached))
     lines += [
-        f"  keyledger / baseline = {ratio:.2f} x  [target >= {RATIO_TARGET:.1f}: {verdict}]",
+        render_targets(t),
         f"  keyledger journal: {group}",
+        render_cache(report["journals"]["cached"]),
         *render_alerts(report),
     ]
-    parts = []
-    for name, info in report["journals"].items():
-        served = f"{info['requests_served_at_least']} served"
-        parts.append(f"{name}: {verified(info, info['events_cover_requests'], served)}")
+    parts = [f"{name}: {accounted(info)}" for name, info in report["journals"].items()]
     lines.append("journal verify: " + "; ".join(parts))
     lines.append(f"total {report['elapsed_s']:.0f} s")
     return "\n".join(lines)
+
+
+def met_or_missed(met: bool) -> str:
+    return "ok" if met else "MISSED"
+
+
+def render_targets(t: Mapping[str, Any]) -> str:
+    """The targets line: each figure, its target and whether it was met (reported only)."""
+    return (
+        f"targets: cache hits / pass-through req/s = {t['cache_hit_throughput_ratio']:.2f} x "
+        f"[>= {t['cache_hit_throughput_ratio_target']:.1f}: "
+        f"{met_or_missed(t['cache_hit_throughput_ratio_met'])}]; "
+        f"uncached CPU/request / pass-through's = {t['uncached_cpu_ratio']:.2f} x "
+        f"[<= {t['uncached_cpu_ratio_target']:.1f}: "
+        f"{met_or_missed(t['uncached_cpu_ratio_met'])}] "
+        f"(req/s {t['throughput_ratio']:.2f} x); "
+        f"p50 overhead {t['p50_overhead_ms']:+.2f} ms "
+        f"[<= {t['p50_overhead_target_ms']:.1f}: {met_or_missed(t['p50_overhead_met'])}], "
+        f"{t['p50_overhead_vs_passthrough']:.2f} x the pass-through's "
+        f"{t['passthrough_p50_overhead_ms']:+.2f} ms "
+        f"[<= {t['p50_overhead_vs_passthrough_target']:.1f}: "
+        f"{met_or_missed(t['p50_overhead_vs_passthrough_met'])}]"
+    )
+
+
+def render_cache(journal: Mapping[str, Any]) -> str:
+    """What the cached keyledger's journal says its calls were answered with."""
+    by = journal["access_cache"]
+    others = ", ".join(
+        f"{by[k]} {k}" for k in sorted(by) if k not in ("hit", "refresh", "miss") and by[k]
+    )
+    state = "ok" if journal["cache_hits_audited"] else "FAILED"
+    return (
+        f"  cached keyledger journal: {journal['access_events']} access events, "
+        f"{by.get('hit', 0)} hit, {by.get('refresh', 0)} refresh, {by.get('miss', 0)} miss"
+        + (f", {others}" if others else "")
+        + f"  [hits audited, >= {CACHE_HIT_SHARE:.0%} hit: {state}]"
+    )
+
+
+def accounted(journal: Mapping[str, Any]) -> str:
+    """What ``keyledger audit verify`` said of a journal, its access events against the
+    calls answered, and anything keyledger's shutdown left to say."""
+    state = "intact" if journal["verify_intact"] else "NOT INTACT"
+    match = "==" if journal["events_cover_requests"] else "!= !"
+    other = f" + {journal['access_other']} not success" if journal["access_other"] else ""
+    extra = f", {journal['error_log_lines']} error log lines" if journal["error_log_lines"] else ""
+    extra += f", exit status {journal['exit_code']}" if journal["exit_code"] else ""
+    return (
+        f"{state}, {journal['verify_events']} events, access {journal['access_success']} "
+        f"success ({match} {journal['requests_served']} answered){other}{extra}"
+    )
 
 
 def render_alerts(report: Mapping[str, Any]) -> list[str]:
@@ -1344,7 +1538,8 @@ def add_common_options(parser: argparse.ArgumentParser, *, quick: str) -> None:
         "--log-level",
         choices=("info", "warning"),
         default="info",
-        help="keyledger's log level (warning drops the per-request lines, and journal_closed)",
+        help="keyledger's log level (info: no line per request either way; warning drops "
+        "journal_closed, so events/fsync)",
     )
 
 
@@ -1374,7 +1569,7 @@ def run_and_print(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_options(parser, quick="about 30 s")
+    add_common_options(parser, quick="about 35 s")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     report = run_and_print(
@@ -1382,11 +1577,13 @@ def main(argv: list[str] | None = None) -> int:
         render,
         as_json=args.json,
     )
+    # Correctness only: a performance target missed is reported, never a failure.
     ok = all(
         j["verify_intact"] and j["events_cover_requests"] and j["exit_code"] == 0
         for j in report["journals"].values()
     )
-    return 0 if ok and report["alerts"]["kept_up"] else 1
+    hits = report["journals"]["cached"]["cache_hits_audited"]
+    return 0 if ok and hits and report["alerts"]["kept_up"] else 1
 
 
 if __name__ == "__main__":
