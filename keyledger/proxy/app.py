@@ -415,6 +415,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         journal,
         window_s=config.limits.auth_failure_window_s,
         individual=config.limits.auth_failures_recorded,
+        delay_s=config.limits.flood_delay_s,
     )
 
     cache = _secret_cache(config)

@@ -279,6 +279,9 @@ class LimitsConfig:
     # event; the rest of a flood is one aggregate event per window.
     auth_failures_recorded: int = 10
     auth_failure_window_s: float = 60.0
+    # The answers to the rest of such a flood (and of throttled calls) wait this long: a
+    # flood then cannot take the event loop from good callers.
+    flood_delay_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -615,6 +618,7 @@ def _parse_limits(section: _Section) -> LimitsConfig:
         "shutdown_timeout_s",
         "auth_failures_recorded",
         "auth_failure_window",
+        "flood_delay_s",
         "max_connections",
         "header_timeout_s",
         "idle_timeout_s",
@@ -641,6 +645,7 @@ def _parse_limits(section: _Section) -> LimitsConfig:
         shutdown_timeout_s=shutdown,
         auth_failures_recorded=section.bounded("auth_failures_recorded", int, 10, 1, 1_000_000),
         auth_failure_window_s=failure_window,
+        flood_delay_s=section.bounded("flood_delay_s", float, 1.0, 0.0, 30.0),
         max_connections=section.bounded("max_connections", int, 1024, 1, 1_000_000),
         header_timeout_s=section.bounded("header_timeout_s", float, 10.0, 0.1, 300.0),
         idle_timeout_s=section.bounded("idle_timeout_s", float, 75.0, 1.0, 3600.0),

@@ -11,6 +11,10 @@ the same way, as ``access`` events with the code ``throttled``. A refused caller
 gets anything but its error, so no secret ever depends on these events; they are written
 within a second of the window's end (and at shutdown), and a failure to write one is
 retried at the next look.
+
+Past those first few, the refusals are also answered late (``delay_s``, 1 s by default):
+costing a flood nothing would leave it free to take the event loop's every turn from good
+callers, 250 connections' worth against their 30.
 """
 
 from __future__ import annotations
@@ -64,11 +68,14 @@ class FailureFold:
         *,
         window_s: float = 60.0,
         individual: int = 10,
+        delay_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``delay_s``: how long the answer to a refusal counted into an aggregate waits."""
         self._journal = journal
         self._window = window_s
         self._individual = individual
+        self.delay_s = delay_s
         self._clock = clock
         self._open: dict[tuple[str, str], _Fold] = {}
         self._closed: list[AuditEvent] = []  # aggregates not yet written
@@ -108,6 +115,13 @@ class FailureFold:
             fold.claimed.add(str(claim)[:200])
         self.folded += 1
         return False
+
+    async def hold(self) -> None:
+        """Wait before answering one of a flood. A waiting answer costs a sleeping task and
+        no CPU, and a flooder with N connections then makes at most N / delay_s calls a
+        second, however fast it sends: the event loop stays free for good callers."""
+        if self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
 
     def _close(self, key: tuple[str, str], fold: _Fold) -> None:
         if fold.count == 0:

@@ -577,7 +577,8 @@ class Gateway:
         ctx.trace.status = "throttled"
         who = who or PrincipalInfo(id=None, auth_method=self._auth.method)
         code = ErrorKind.THROTTLED.value
-        if self._failures is None or self._failures.admit(
+        failures = self._failures
+        if failures is None or failures.admit(
             source=ctx.request.source_ip,
             reason=code,
             request=ctx.request,
@@ -588,6 +589,8 @@ class Gateway:
             await self._record(
                 ctx, [self._event(ctx, who, call, target, None, Status.DENIED, code)]
             )
+        else:
+            await failures.hold()
         error = Throttled(f"Rate exceeded: too many requests from this {per}")
         return self._frontend.render_error(error, request_id=ctx.request.id)
 
@@ -601,7 +604,9 @@ class Gateway:
         if self._failures is not None and not self._failures.admit(
             source=ctx.request.source_ip, reason=reason, request=ctx.request, principal=who
         ):
-            return  # one of a flood: counted into its window's aggregate event
+            # One of a flood: counted into its window's aggregate event, answered late.
+            await self._failures.hold()
+            return
         await self._record(
             ctx,
             [

@@ -4,10 +4,12 @@ count accounts for every refused call."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import running_proxy
@@ -19,7 +21,7 @@ def test_a_flood_is_folded_and_good_callers_are_served(
     tmp_path: Path, moto_url: str, store: Any, store_credentials: None
 ) -> None:
     store.create_secret(Name="app/db/password", SecretString="still-served")
-    with running_proxy(tmp_path, moto_url) as proxy:
+    with running_proxy(tmp_path, moto_url, limits={"flood_delay_s": 0.01}) as proxy:
         good = proxy.client("app")
         key = proxy.keys["app"].access_key_id
         forged = proxy.client("app", aws_secret_access_key="not-the-secret-at-all")
@@ -51,3 +53,36 @@ def test_a_flood_is_folded_and_good_callers_are_served(
     assert len(single) + sum(e["detail"]["count"] for e in folded) == FLOOD
     assert {e["outcome"]["code"] for e in folded} == {"signature_mismatch"}
     assert all(e["detail"]["claimed"] == ["app"] for e in folded)
+
+
+def test_a_floods_answers_are_held_and_good_callers_are_not(
+    tmp_path: Path, moto_url: str, store: Any, store_credentials: None
+) -> None:
+    """Past the first ten, each refusal of a flood is answered only after flood_delay_s, so
+    a flooder's connections spend their time waiting, not taking the event loop's turns;
+    good callers beside it are answered at once."""
+    store.create_secret(Name="app/db/password", SecretString="still-served")
+    with running_proxy(tmp_path, moto_url, limits={"flood_delay_s": 0.5}) as proxy:
+        good = proxy.client("app")
+        forged = proxy.client("app", aws_secret_access_key="not-the-secret-at-all")
+
+        def refused_in(_: int) -> float:
+            started = time.monotonic()
+            with pytest.raises(ClientError):
+                forged.get_secret_value(SecretId="app/db/password")
+            return time.monotonic() - started
+
+        def served_in() -> float:
+            started = time.monotonic()
+            assert good.get_secret_value(SecretId="app/db/password")["SecretString"]
+            return time.monotonic() - started
+
+        first = [refused_in(n) for n in range(10)]  # recorded one by one, answered at once
+        with ThreadPoolExecutor(4) as pool:
+            held = pool.map(refused_in, range(8))
+            served = [served_in() for _ in range(5)]
+            held_s = list(held)
+
+    assert all(s < 0.5 for s in first), first
+    assert all(s >= 0.5 for s in held_s), held_s
+    assert all(s < 0.5 for s in served), served

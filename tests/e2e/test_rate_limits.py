@@ -43,7 +43,7 @@ def test_a_principal_past_its_limit_is_throttled_and_others_are_not(
     """app may make 3 calls in a burst (1/s, burst_s 3): its next calls are
     ThrottlingException, while auditor goes on being served; each throttled call is
     recorded (the first ten alone the rest in one aggregate naming app)."""
-    limits = {"rate": {"per_principal": 1, "burst_s": 3}}
+    limits = {"rate": {"per_principal": 1, "burst_s": 3}, "flood_delay_s": 0}
     with running_proxy(tmp_path, moto_url, limits=limits) as proxy:
         app, auditor = proxy.client("app"), proxy.client("auditor")
         codes = [code_of(app) for _ in range(15)]
@@ -66,7 +66,7 @@ def test_a_source_past_its_limit_is_throttled_before_its_signature_is_checked(
 ) -> None:
     """Past per_source, even a forged signature gets ThrottlingException, not
     InvalidSignatureException: the flood no longer costs a verification or an event each."""
-    limits = {"rate": {"per_source": 1, "burst_s": 5}}
+    limits = {"rate": {"per_source": 1, "burst_s": 5}, "flood_delay_s": 0}
     with running_proxy(tmp_path, moto_url, limits=limits) as proxy:
         forged = proxy.client("app", aws_secret_access_key="not-the-secret")
         codes = [code_of(forged) for _ in range(40)]
