@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = ["LogWriter", "configure_logging"]
 
@@ -41,6 +42,7 @@ class LogWriter:
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=capacity)
         self._lock = threading.Lock()
         self._dropped = 0
+        self.malformed = 0  # requests aiohttp could not parse (see _LibraryHandler)
         self._thread = threading.Thread(target=self._run, name="keyledger-log-writer", daemon=True)
         self._thread.start()
 
@@ -96,13 +98,25 @@ class _QueuedLogger:
 
 class _LibraryHandler(logging.Handler):
     """The standard logging module's records (aiohttp's, botocore's), as JSON lines on the
-    same writer; without it Python's last-resort handler would write to stderr itself."""
+    same writer; without it Python's last-resort handler would write to stderr itself.
 
-    def __init__(self, writer: LogWriter) -> None:
+    aiohttp logs every request that is not HTTP at all (a bad request line, a header too
+    long) as an error with its traceback: a scanner or a fuzzer would fill the log with
+    them. Those are the client's fault and never reach keyledger (aiohttp answers 400), so
+    they are counted (``keyledger_malformed_http_requests_total``) and summed up in one
+    ``malformed_http_requests`` line a minute at most."""
+
+    def __init__(self, writer: LogWriter, *, summary_every_s: float = 60.0) -> None:
         super().__init__(logging.WARNING)
         self._writer = writer
+        self._every = summary_every_s
+        self._unreported = 0
+        self._next_summary = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
+        if (malformed := _malformed_http(record)) is not None:
+            self._count_malformed(record, malformed)
+            return
         try:
             line: dict[str, Any] = {
                 "event": record.getMessage(),
@@ -115,6 +129,31 @@ class _LibraryHandler(logging.Handler):
             self._writer.write(_orjson_dumps(line))
         except Exception:
             self.handleError(record)
+
+    def _count_malformed(self, record: logging.LogRecord, kind: str) -> None:
+        self._writer.malformed += 1
+        self._unreported += 1
+        if record.created < self._next_summary:
+            return
+        line = {
+            "event": "malformed_http_requests",
+            "count": self._unreported,
+            "last": kind,
+            "logger": record.name,
+            "level": "warning",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+        }
+        self._writer.write(_orjson_dumps(line))
+        self._unreported, self._next_summary = 0, record.created + self._every
+
+
+def _malformed_http(record: logging.LogRecord) -> str | None:
+    """The error's name, if ``record`` is aiohttp's of a request it could not parse (the
+    client's fault, not ours)."""
+    if not record.name.startswith("aiohttp") or not record.exc_info:
+        return None
+    kind = record.exc_info[0]
+    return kind.__name__ if kind is not None and issubclass(kind, HttpProcessingError) else None
 
 
 def configure_logging(

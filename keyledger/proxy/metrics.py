@@ -231,7 +231,8 @@ class ProxyMetrics:
 
 
 class LogCollector(Collector):
-    """What the operational log could not write: its queue was full (stderr not read)."""
+    """What the operational log could not write (its queue was full: stderr not read), and
+    the malformed requests it counts instead of logging each."""
 
     def __init__(self, writer: LogWriter) -> None:
         self._writer = writer
@@ -242,6 +243,12 @@ class LogCollector(Collector):
             "Operational log lines dropped because stderr was not taking them (never audit "
             "events: those are in the journal)",
             value=self._writer.dropped,
+        )
+        yield CounterMetricFamily(
+            "keyledger_malformed_http_requests",
+            "Requests that were not HTTP keyledger could parse (answered 400 by the HTTP "
+            "server before reaching keyledger: no call, so no audit event)",
+            value=self._writer.malformed,
         )
 
 

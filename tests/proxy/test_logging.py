@@ -4,8 +4,10 @@ the reader is back."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
 import os
 import threading
 import time
@@ -108,3 +110,54 @@ def test_drops_are_a_metric() -> None:
     registry.register(LogCollector(writer))
 
     assert b"keyledger_log_lines_dropped_total 2.0" in generate_latest(registry)
+
+
+@pytest.fixture
+def logging_configured() -> Iterator[None]:
+    """configure_logging's global settings (structlog's, the root logger's), undone after."""
+    import logging
+
+    import structlog
+
+    handlers = list(logging.getLogger().handlers)
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = handlers
+
+
+async def test_requests_that_are_not_http_are_counted_not_logged_one_by_one(
+    capfd: pytest.CaptureFixture[str], logging_configured: None
+) -> None:
+    """A scanner's garbage (a header line too long, a request line that is not HTTP) gets
+    aiohttp's 400 and one summary line a minute, not an error with a traceback each; the
+    count is kept for /metrics."""
+    from aiohttp import web
+
+    from keyledger.proxy.logging import configure_logging
+    from tests.conftest import listen
+
+    writer = configure_logging(format="json", level="info")
+    app = web.Application()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/", ok)
+    runner = await listen(app)
+    port = runner.addresses[0][1]
+    try:
+        too_long = b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n"
+        for garbage in [too_long, b"GET / HTTP/9\r\n\r\n"] * 5:
+            reader, writer_stream = await asyncio.open_connection("127.0.0.1", port)
+            writer_stream.write(garbage)
+            assert b" 400 Bad Request" in await reader.read(100)
+            writer_stream.close()
+    finally:
+        await runner.cleanup()
+        writer.close()
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
+
+    assert writer.malformed == 10
+    assert [line["event"] for line in logged] == ["malformed_http_requests"]
+    assert logged[0]["count"] == 1
+    assert "Traceback" not in json.dumps(logged)
