@@ -267,6 +267,7 @@ class _Handler:
     max_body: int
     read_timeout: float
     inflight: InFlight
+    connections: ConnectionGuard
     # Where callers trade credentials, on this protocol's routes: STS beside AWS's JSON
     # protocol, the OAuth token exchange at Google's /v1/token, Entra's token endpoint
     # beside Key Vault's.
@@ -280,8 +281,15 @@ class _Handler:
             source_ip=request.remote,
             user_agent=caller_text(request.headers.get("User-Agent"), limit=512),
         )
-        with self.inflight.track(arrived):
-            response = await self._handle(request, arrived)
+        connection = self.connections.connection(request.transport)
+        if connection is not None:
+            connection.busy()  # the head is whole: from here this handler's bounds hold
+        try:
+            with self.inflight.track(arrived):
+                response = await self._handle(request, arrived)
+        finally:
+            if connection is not None:
+                connection.idle()
         if self.inflight.draining:
             response.force_close()  # no next request on this connection: we are stopping
         return response
@@ -493,8 +501,9 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
         header_timeout_s=limits.header_timeout_s,
         idle_timeout_s=limits.idle_timeout_s,
     )
-    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[guard.middleware])
+    app = web.Application(client_max_size=limits.max_body_bytes)
     app[CONNECTIONS] = guard
+    app.cleanup_ctx.append(_connections_ctx)
     app[CONFIG] = config
     app[POLICIES] = policies
     app[JOURNAL] = journal
@@ -577,6 +586,7 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
             max_body=config.limits.max_body_bytes,
             read_timeout=config.limits.request_timeout_s,
             inflight=inflight,
+            connections=guard,
             endpoints=tuple(e for e in (endpoints.get(protocol),) if e is not None),
         )
 
@@ -748,6 +758,15 @@ def _secret_cache(config: Config) -> SecretCache | None:
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[CACHE].close()  # background refreshes stop before the backends close
+
+
+async def _connections_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The sweep that closes connections past their header or idle deadline."""
+    task = asyncio.create_task(app[CONNECTIONS].run(), name="keyledger-connections")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:

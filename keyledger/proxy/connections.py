@@ -18,22 +18,22 @@ The body's own time limit is the request handler's (``limits.request_timeout_s``
 connection closed by the guard never carried a request (only part of a head, or nothing),
 so there is no call to audit; each closure is counted for ``/metrics``.
 
-The guard sits between the event loop and aiohttp's per-connection protocol, and learns
-when a request starts and ends from :meth:`ConnectionGuard.middleware`.
+The guard sits between the event loop and aiohttp's per-connection protocol; the request
+handler tells it when a request starts and ends (:meth:`ConnectionGuard.connection`), and
+a sweep a few times per timeout closes the connections past their deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 __all__ = ["ConnectionGuard", "GuardedSite"]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # What a connection past the limit gets: retried by every SDK keyledger serves.
 _BUSY = (
@@ -54,10 +54,12 @@ class ConnectionGuard:
         max_connections: int,
         header_timeout_s: float,
         idle_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self._clock = clock
         self._open: dict[asyncio.BaseTransport, _Guarded] = {}
         # reason -> count: "limit", "header_timeout", "idle_timeout"
         self.closed: Counter[str] = Counter()
@@ -76,16 +78,28 @@ class ConnectionGuard:
 
         return guarded
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        guarded = self._open.get(request.transport) if request.transport else None
-        if guarded is None:
-            return await handler(request)
-        guarded.busy()
-        try:
-            return await handler(request)
-        finally:
-            guarded.idle()
+    def connection(self, transport: asyncio.BaseTransport | None) -> _Guarded | None:
+        """The guarded connection a request arrived on (None: not one of ours), for the
+        request handler to mark it busy, then idle."""
+        return self._open.get(transport) if transport is not None else None
+
+    async def run(self) -> None:
+        """Close the connections past their time, a few times per shortest timeout: a
+        deadline checked in a sweep costs a request two assignments, where a timer of its
+        own would cost it a timer armed and cancelled."""
+        every = min(1.0, self.header_timeout_s / 4, self.idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            self.sweep()
+
+    def sweep(self) -> None:
+        now = self._clock()
+        late = [c for c in self._open.values() if c.deadline is not None and now >= c.deadline]
+        for connection in late:
+            self.closed[connection.expire()] += 1
+
+    def now(self) -> float:
+        return self._clock()
 
     def _connected(self, transport: asyncio.BaseTransport, guarded: _Guarded) -> None:
         self._open[transport] = guarded
@@ -96,27 +110,29 @@ class ConnectionGuard:
 
 
 class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol for one connection, behind the guard's timers."""
+    """aiohttp's protocol for one connection, with the deadline the guard sweeps."""
 
-    __slots__ = ("_guard", "_inner", "_state", "_timer", "_transport")
+    __slots__ = ("_guard", "_inner", "_transport", "deadline", "head")
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.BaseProtocol) -> None:
         self._guard = guard
         self._inner: Any = inner  # aiohttp's RequestHandler: a Protocol in all but name
         self._transport: asyncio.BaseTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._state = "idle"  # idle -> head (bytes of a request came) -> busy -> idle
+        # When the guard closes it (None: a request is being handled, the handler's own
+        # bounds hold); ``head``: the bytes of a request have begun to arrive.
+        self.deadline: float | None = None
+        self.head = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         self._guard._connected(transport, self)
         self._inner.connection_made(transport)
-        self._arm(self._guard.idle_timeout_s, "idle_timeout")
+        self.idle()
 
     def data_received(self, data: bytes) -> None:
-        if self._state == "idle":
-            self._state = "head"
-            self._arm(self._guard.header_timeout_s, "header_timeout")
+        if not self.head and self.deadline is not None:
+            self.head = True
+            self.deadline = self._guard.now() + self._guard.header_timeout_s
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -124,7 +140,7 @@ class _Guarded(asyncio.Protocol):
         return result
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self.deadline = None
         self._guard._gone(self._transport)
         self._inner.connection_lost(exc)
 
@@ -136,29 +152,19 @@ class _Guarded(asyncio.Protocol):
 
     def busy(self) -> None:
         """A request's head is complete and its handler runs: the handler bounds it now."""
-        self._state = "busy"
-        self._disarm()
+        self.deadline = None
 
     def idle(self) -> None:
-        self._state = "idle"
-        self._arm(self._guard.idle_timeout_s, "idle_timeout")
+        """Between requests: the next one's first byte must come within the idle timeout."""
+        self.head = False
+        self.deadline = self._guard.now() + self._guard.idle_timeout_s
 
-    def _arm(self, delay: float, reason: str) -> None:
-        self._disarm()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(delay, self._expire, reason)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self, reason: str) -> None:
-        self._timer = None
-        if self._state == "busy" or self._transport is None:
-            return
-        self._guard.closed[reason] += 1
-        self._transport.close()
+    def expire(self) -> str:
+        """Close the connection; why, for the count."""
+        self.deadline = None
+        if self._transport is not None:
+            self._transport.close()
+        return "header_timeout" if self.head else "idle_timeout"
 
 
 class _Refused(asyncio.Protocol):
