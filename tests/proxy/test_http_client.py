@@ -1,4 +1,5 @@
-"""AiohttpTransport: the HTTP client keyledger lends its backends, over a real socket."""
+"""The HTTP clients keyledger lends its backends (AiohttpTransport; H1Transport, the AWS
+backend's), over a real socket: each passes every test here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from keyledger.backends import HttpTransportError
+from keyledger.proxy.h1 import H1Transport
 from keyledger.proxy.http_client import AiohttpTransport
 
 
@@ -35,11 +37,13 @@ async def server() -> AsyncIterator[TestServer]:
     await running.close()
 
 
-@pytest.fixture
-async def transport() -> AsyncIterator[AiohttpTransport]:
-    client = AiohttpTransport(timeout_s=5)
+@pytest.fixture(params=["aiohttp", "h1"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[AiohttpTransport]:
+    client = (
+        AiohttpTransport(timeout_s=5) if request.param == "aiohttp" else H1Transport(timeout_s=5)
+    )
     await client.start()
-    yield client
+    yield client  # type: ignore[misc]  # both are HttpTransports
     await client.close()
 
 
