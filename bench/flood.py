@@ -81,6 +81,7 @@ from proxy_overhead import (
     create_identity,
     filesystem_of,
     free_ports,
+    load_generator,
     machine_busy_s,
     ms,
     port_open,
@@ -225,47 +226,6 @@ class Row:
         return sum(seconds) / len(seconds) if seconds else None
 
 
-def run_good(
-    url: str,
-    settings: Settings,
-    env: Mapping[str, str],
-    credentials: tuple[str, str],
-) -> dict[str, Any]:
-    """One run of bench/load.py (closed loop) from the good callers' addresses."""
-    done = subprocess.run(
-        [
-            PYTHON,
-            str(BENCH / "load.py"),
-            "--url",
-            url,
-            "--secret-id",
-            SECRET_ID,
-            "--concurrency",
-            str(settings.concurrency),
-            "--warmup",
-            str(settings.warmup_s),
-            "--duration",
-            str(settings.duration_s),
-            "--local-addr",
-            ",".join(good_addrs(settings.good_sources)),
-        ],
-        env={
-            **env,
-            "BENCH_ACCESS_KEY_ID": credentials[0],
-            "BENCH_SECRET_ACCESS_KEY": credentials[1],
-        },
-        capture_output=True,
-        text=True,
-        timeout=settings.warmup_s + settings.duration_s + 60,
-        check=False,
-        cwd=BENCH,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"load generator against {url} failed:\n{done.stderr[-2000:]}")
-    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def run_row(
     children: Children,
     name: str,
@@ -312,7 +272,15 @@ def run_row(
     busy, wall = machine_busy_s(), time.monotonic()
     own = time.process_time()
     started = time.time()
-    good = run_good(url, settings, env, credentials)
+    good = load_generator(
+        url,
+        env,
+        credentials,
+        concurrency=settings.concurrency,
+        warmup_s=settings.warmup_s,
+        duration_s=settings.duration_s,
+        local_addrs=good_addrs(settings.good_sources),
+    )
     ended = time.time()
     wall_s = time.monotonic() - wall
     proxy_s = children.cpu_s(process) - cpu_before

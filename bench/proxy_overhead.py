@@ -112,7 +112,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -622,23 +622,49 @@ def run_load(
     url: str, settings: Settings, env: Mapping[str, str], credentials: tuple[str, str]
 ) -> dict[str, Any]:
     """One run of bench/load.py against ``url``; its JSON summary, every latency included."""
-    budget = settings.load_warmup_s + settings.load_duration_s + 60
+    return load_generator(
+        url,
+        env,
+        credentials,
+        concurrency=settings.concurrency,
+        warmup_s=settings.load_warmup_s,
+        duration_s=settings.load_duration_s,
+        raw=True,
+    )
+
+
+def load_generator(
+    url: str,
+    env: Mapping[str, str],
+    credentials: tuple[str, str],
+    *,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    raw: bool = False,
+    rate: float | None = None,
+    local_addrs: Sequence[str] = (),
+) -> dict[str, Any]:
+    """bench/load.py run once against ``url`` in a process of its own (signed
+    GetSecretValue calls, closed loop, or held at ``rate`` req/s, from ``local_addrs`` when
+    given); its JSON summary (``raw``: every latency too)."""
+    argv = [
+        PYTHON,
+        str(BENCH / "load.py"),
+        *("--url", url),
+        *("--secret-id", SECRET_ID),
+        *("--concurrency", str(concurrency)),
+        *("--warmup", str(warmup_s)),
+        *("--duration", str(duration_s)),
+    ]
+    if raw:
+        argv.append("--raw")
+    if rate is not None:
+        argv += ["--rate", f"{rate:.1f}"]
+    if local_addrs:
+        argv += ["--local-addr", ",".join(local_addrs)]
     done = subprocess.run(
-        [
-            PYTHON,
-            str(BENCH / "load.py"),
-            "--url",
-            url,
-            "--secret-id",
-            SECRET_ID,
-            "--concurrency",
-            str(settings.concurrency),
-            "--warmup",
-            str(settings.load_warmup_s),
-            "--duration",
-            str(settings.load_duration_s),
-            "--raw",
-        ],
+        argv,
         env={
             **env,
             "BENCH_ACCESS_KEY_ID": credentials[0],
@@ -646,7 +672,7 @@ def run_load(
         },
         capture_output=True,
         text=True,
-        timeout=budget,
+        timeout=warmup_s + duration_s + 60,
         check=False,
         cwd=BENCH,
     )

@@ -37,7 +37,6 @@ import platform
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +51,6 @@ from proxy_overhead import (
     BENCH,
     HOST,
     PYTHON,
-    SECRET_ID,
     UPSTREAM_CREDENTIALS,
     BenchError,
     Children,
@@ -61,6 +59,7 @@ from proxy_overhead import (
     filesystem_of,
     free_ports,
     journal_closed,
+    load_generator,
     machine_busy_s,
     ms,
     port_open,
@@ -195,51 +194,6 @@ def sample(children: Children, pid: int, journal: Path, admin_port: int, token: 
 # -- the load --------------------------------------------------------------------------------
 
 
-def run_load(
-    url: str,
-    env: Mapping[str, str],
-    credentials: tuple[str, str],
-    *,
-    concurrency: int,
-    warmup_s: float,
-    duration_s: float,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    argv = [
-        PYTHON,
-        str(BENCH / "load.py"),
-        "--url",
-        url,
-        "--secret-id",
-        SECRET_ID,
-        "--concurrency",
-        str(concurrency),
-        "--warmup",
-        str(warmup_s),
-        "--duration",
-        str(duration_s),
-    ]
-    if rate is not None:
-        argv += ["--rate", f"{rate:.1f}"]
-    done = subprocess.run(
-        argv,
-        env={
-            **env,
-            "BENCH_ACCESS_KEY_ID": credentials[0],
-            "BENCH_SECRET_ACCESS_KEY": credentials[1],
-        },
-        capture_output=True,
-        text=True,
-        timeout=warmup_s + duration_s + 60,
-        check=False,
-        cwd=BENCH,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"load generator against {url} failed:\n{done.stderr[-2000:]}")
-    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def minute_row(
     index: int, warmup: bool, load: Mapping[str, Any], a: Sample, b: Sample
 ) -> dict[str, Any]:
@@ -328,7 +282,7 @@ def run(settings: Settings) -> dict[str, Any]:
             rss_idle = rss_bytes(pid)
 
             say(f"measuring the maximum for {settings.max_seconds:g} s ...")
-            maximum = run_load(
+            maximum = load_generator(
                 url,
                 base_env,
                 credentials,
@@ -345,7 +299,7 @@ def run(settings: Settings) -> dict[str, Any]:
             before = sample(children, pid, kl.journal, admin_port, token)
             total = settings.warmup_minutes + settings.minutes
             for index in range(1 - settings.warmup_minutes, settings.minutes + 1):
-                load = run_load(
+                load = load_generator(
                     url,
                     base_env,
                     credentials,
