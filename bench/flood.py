@@ -39,8 +39,9 @@ source and reason in each window: ``auth_failure/signature_mismatch``, and in (c
 and ``keyledger audit verify`` must find the journal intact. Exit status 1 if a check
 fails.
 
-If the rate limits are not enforced by the keyledger under test, row (c) shows the flood
-answered as in (b) and nothing throttled, and the report says so: "NO EFFECT".
+If nothing was throttled in (c), the report says so ("NO EFFECT") and why: the flood
+stayed under ``per_source`` (keyledger holds a flood's refusals for ``limits.flood_delay_s``,
+so 256 connections make about 256 calls a second), or the limits were not enforced.
 
 The generators share the machine's cores with keyledger and the stand-in: a flood from
 the same machine takes CPU from keyledger that a flood from elsewhere would not, so part
@@ -596,9 +597,17 @@ def render(report: dict[str, Any]) -> str:
         )
     effect = report["rate_limits_effect"]
     if not effect["seen"]:
+        limit = report["settings"]["per_source"]
+        flood_rate = (report["rows"]["c"].get("flood") or {}).get("rps") or 0.0
+        why = (
+            f"the flood's {flood_rate:.0f} req/s stayed under per_source {limit:g}/s (its "
+            "refusals are held for limits.flood_delay_s)"
+            if flood_rate < limit
+            else "not enforced by this keyledger?"
+        )
         lines.append(
             "  rate limits: NO EFFECT seen in (c): the flood was answered as in (b), nothing "
-            "throttled (not enforced by this keyledger?)"
+            f"throttled ({why})"
         )
     else:
         lines.append(
