@@ -13,6 +13,8 @@ from keyledger.backends import HttpTransportError
 from keyledger.proxy.h1 import H1Transport
 from keyledger.proxy.http_client import AiohttpTransport
 
+Transport = AiohttpTransport | H1Transport
+
 
 async def echo(request: web.Request) -> web.Response:
     body = await request.read()
@@ -38,12 +40,12 @@ async def server() -> AsyncIterator[TestServer]:
 
 
 @pytest.fixture(params=["aiohttp", "h1"])
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[AiohttpTransport]:
-    client = (
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
+    client: Transport = (
         AiohttpTransport(timeout_s=5) if request.param == "aiohttp" else H1Transport(timeout_s=5)
     )
     await client.start()
-    yield client  # type: ignore[misc]  # both are HttpTransports
+    yield client
     await client.close()
 
 
@@ -53,7 +55,7 @@ class TestRequest:
         [("GET", b""), ("POST", b'{"a": 1}'), ("PATCH", b'{"labels": {}}'), ("DELETE", b"")],
     )
     async def test_every_method_a_rest_store_needs(
-        self, server: TestServer, transport: AiohttpTransport, method: str, body: bytes
+        self, server: TestServer, transport: Transport, method: str, body: bytes
     ) -> None:
         """GET, POST, PATCH and DELETE reach the server as sent, with their bodies."""
         url = str(server.make_url("/v1/projects/p/secrets/s?updateMask=labels"))
@@ -68,7 +70,7 @@ class TestRequest:
         )
 
     async def test_a_redirect_is_answered_not_followed(
-        self, server: TestServer, transport: AiohttpTransport
+        self, server: TestServer, transport: Transport
     ) -> None:
         """A signed body (maybe a value being written) is never re-sent where a redirect
         points: the redirect comes back as the answer."""
@@ -80,7 +82,7 @@ class TestRequest:
         assert reply.headers["location"] == "/elsewhere"
 
     async def test_nobody_listening_is_a_transport_error(
-        self, transport: AiohttpTransport, unused_tcp_port: int
+        self, transport: Transport, unused_tcp_port: int
     ) -> None:
         """A store that cannot be reached raises HttpTransportError, not aiohttp's own."""
         with pytest.raises(HttpTransportError):
