@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEPLOY_VENV  ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench reset clean deploy-tools deploy-check
+.PHONY: run test lint typecheck unit browser bench reset clean deploy-tools deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,7 +36,7 @@ deploy-tools: $(DEPLOY_STAMP)
 run: $(STAMP)
 	$(BIN)/keyledger serve --dev
 
-test: $(STAMP) $(DEPLOY_STAMP) lint typecheck unit
+test: $(STAMP) $(DEPLOY_STAMP) browser lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check keyledger tests bench deploy
@@ -46,8 +46,28 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy deploy/container/healthcheck.py
 
-unit: $(STAMP) $(DEPLOY_STAMP)
+unit: $(STAMP) $(DEPLOY_STAMP) browser
 	$(BIN)/pytest
+
+# The browser tests (tests/browser) drive Debian's Chromium through its ChromeDriver. As root
+# on Debian (as CI runs), install both with apt the first time (about 10 s; `apt-get update`
+# only if the install fails without it); once they are on PATH, this does nothing. Anywhere
+# else it says so in one line and the browser tests skip, each saying why. It never fails
+# the build: a failed install is shown here, and the browser tests then skip (or, under
+# CI=true on root Debian, fail).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || [ ! -f /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make browser: no chromium and chromedriver on PATH, and not root on Debian: the browser tests will skip"; \
+	else \
+	  echo "make browser: installing Debian's chromium and chromium-driver for the browser tests"; \
+	  log=$$(mktemp); \
+	  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=120 chromium chromium-driver </dev/null >>"$$log" 2>&1; }; \
+	  apt_install || { apt-get update -q </dev/null >>"$$log" 2>&1 && apt_install; } \
+	    || { tail -n 20 "$$log"; echo "make browser: apt-get failed (above): the browser tests will skip (under CI, fail)"; }; \
+	  rm -f "$$log"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/proxy_overhead.py
