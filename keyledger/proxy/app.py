@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +28,7 @@ from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.backends.azure import AzureBackend, AzureSettings
 from keyledger.backends.errors import StoreCredentialsError
 from keyledger.backends.gcp import GcpBackend, GcpSettings
+from keyledger.ids import request_id
 from keyledger.policies.model import ResourcePattern
 from keyledger.proxy.audit.checkpoints import CheckpointSigner, load_private_key
 from keyledger.proxy.audit.events import AuditEvent, EventType, Fingerprinter
@@ -278,7 +278,7 @@ class _Handler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         arrived = Arrived(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id(),
             method=request.method,
             path=request.path,
             source_ip=request.remote,

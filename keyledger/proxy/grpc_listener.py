@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ import grpc
 import structlog
 
 from keyledger.backends.gcp import OPERATIONS
+from keyledger.ids import request_id
 from keyledger.proxy.errors import ErrorKind, RequestError
 from keyledger.proxy.frontends.gcp_grpc import SERVICE
 from keyledger.proxy.inflight import Arrived, InFlight
@@ -243,7 +243,7 @@ def _wire(method: str, body: bytes, context: Any) -> WireRequest:
         body=bytes(body),
         source_ip=peer_ip(context.peer()),
         user_agent=caller_text(headers.get("user-agent"), limit=512),
-        request_id=str(uuid.uuid4()),
+        request_id=request_id(),
         peer_certificate=_peer_certificate(context),
     )
 

@@ -1,0 +1,39 @@
+"""Request and event ids: the formats tools and SDKs read, and never repeated."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from ulid import ULID
+
+from keyledger.ids import event_id, request_id
+
+
+def test_request_ids_are_version_4_uuids_as_uuid_writes_them() -> None:
+    for _ in range(2000):
+        rid = request_id()
+        parsed = uuid.UUID(rid)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == rid
+
+
+def test_event_ids_are_ulids_of_the_time_they_were_made() -> None:
+    for _ in range(2000):
+        before = time.time()
+        eid = event_id()
+        after = time.time()
+        parsed = ULID.from_str(eid)
+        assert str(parsed) == eid  # canonical: upper-case Crockford, 26 characters
+        assert int(before * 1000) / 1000 <= parsed.timestamp <= after
+
+
+def test_ids_are_not_repeated() -> None:
+    assert len({request_id() for _ in range(50_000)}) == 50_000
+    assert len({event_id() for _ in range(50_000)}) == 50_000
+
+
+def test_event_ids_sort_by_time_across_milliseconds() -> None:
+    first = event_id()
+    time.sleep(0.002)
+    assert event_id() > first
