@@ -83,6 +83,7 @@ from proxy_overhead import (  # bench/ is on sys.path: run from it or the reposi
     UPSTREAM_CREDENTIALS,
     BenchError,
     Children,
+    cache_config,
     clean_env,
     create_identity,
     free_ports,
@@ -1137,7 +1138,12 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         up_port, kl_port = free_ports(2)
         upstream = f"http://{HOST}:{up_port}"
         kl = write_config(
-            workdir, "profile", port=kl_port, upstream=upstream, log_level=args.log_level
+            workdir,
+            "profile",
+            port=kl_port,
+            upstream=upstream,
+            log_level=args.log_level,
+            extra=cache_config() if args.cache else "",
         )
         base_env = clean_env()
         kl_env = clean_env(
@@ -1281,6 +1287,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--sample-rate", type=int, default=250)
         parser.add_argument("--log-level", default="info", choices=("info", "warning"))
         parser.add_argument("--out", default="forward-profile.folded")
+        parser.add_argument(
+            "--cache", action="store_true", help="cache the bench's secrets: profile hits"
+        )
         parser.add_argument("--top", type=int, default=25)
         parser.add_argument("--json", action="store_true")
         args = parser.parse_args(argv)
