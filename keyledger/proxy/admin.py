@@ -14,6 +14,12 @@ events behind. A comment line every 15 s keeps idle connections (and proxies) op
 
 GET /v1/sinks          each remote sink's state as JSON: shipped seq, lag, failures, alarm
 GET /metrics           Prometheus text format (see :mod:`keyledger.proxy.metrics`)
+
+The JSON endpoints a console reads (docs/admin-api.md): ``/v1/events``, ``/v1/events/{chain}/
+{seq}``, ``/v1/alerts`` (:mod:`.admin_query`); ``/v1/report``, ``/v1/secret``,
+``/v1/principal`` (:mod:`.admin_report`); ``/v1/explain`` (:mod:`.admin_explain`);
+``/v1/integrity`` and ``/v1/verify`` (:mod:`.admin_integrity`). All sit behind the one token
+check of :func:`require_token`, the only place a request is let in.
 """
 
 from __future__ import annotations
@@ -28,15 +34,31 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from keyledger.proxy import app as app_keys
+from keyledger.proxy.admin_explain import POLICIES, explain
+from keyledger.proxy.admin_integrity import (
+    JOURNAL,
+    VERIFIER,
+    add_integrity_routes,
+    sinks_json,
+)
+from keyledger.proxy.admin_keys import JOURNAL_DIR, READS
+from keyledger.proxy.admin_query import add_query_routes
+from keyledger.proxy.admin_reads import ReadPool
+from keyledger.proxy.admin_report import add_report_routes
+from keyledger.proxy.admin_verify import Verifier
+from keyledger.proxy.audit.checkpoints import key_id, load_private_key
 from keyledger.proxy.audit.filters import EventFilter, filter_from_query
+from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
-from keyledger.proxy.config import AdminConfig, require_key
+from keyledger.proxy.config import AdminConfig, Config, require_key
 from keyledger.proxy.health import ReadinessProbe
+from keyledger.proxy.pipeline import PolicyHolder
 
 __all__ = [
     "JOURNAL_DIR",
@@ -55,7 +77,6 @@ log = structlog.get_logger("keyledger.admin")
 
 # The data plane's keys where the admin app holds the same objects.
 BROADCASTER, SHIPPERS, REGISTRY = app_keys.BROADCASTER, app_keys.SHIPPERS, app_keys.METRICS
-JOURNAL_DIR = web.AppKey("journal_dir", Path)
 READINESS = web.AppKey("readiness", ReadinessProbe)
 EXPECTED_AUTHORIZATION = web.AppKey("expected_authorization", bytes)
 
@@ -126,7 +147,30 @@ def admin_app_for(data_plane: web.Application, token: bytes) -> web.Application:
         readiness=data_plane[app_keys.READINESS],
         shippers=data_plane[app_keys.SHIPPERS],
         open_readyz=config.admin is not None and config.admin.open_readyz,
+        policies=data_plane[app_keys.POLICIES],
+        journal=data_plane[app_keys.JOURNAL],
+        public_keys=checkpoint_public_keys(config),
     )
+
+
+def checkpoint_public_keys(config: Config) -> dict[str, Ed25519PublicKey] | None:
+    """The public half of the key the proxy signs checkpoints with (None when it signs
+    none), for verifications started here. The data plane loaded the same key already."""
+    settings = config.audit.checkpoints
+    if not settings.enabled:
+        return None
+    pem = require_key(
+        env=settings.key_env,
+        file=settings.key_file,
+        setting="audit.checkpoints.key_file",
+        missing="no checkpoint signing key to verify the journal with",
+        error=AdminError,
+    )
+    try:
+        public = load_private_key(pem, source="audit.checkpoints key").public_key()
+    except ValueError as exc:
+        raise AdminError(str(exc)) from exc
+    return {key_id(public): public}
 
 
 def guarded_app(token: bytes, journal_dir: Path, *, open_readyz: bool) -> web.Application:
@@ -148,19 +192,42 @@ def make_admin_app(
     readiness: ReadinessProbe,
     shippers: tuple[Shipper, ...] = (),
     open_readyz: bool = False,
+    policies: PolicyHolder | None = None,
+    journal: Journal | None = None,
+    public_keys: Mapping[str, Ed25519PublicKey] | None = None,
 ) -> web.Application:
-    """The admin app, reading the data plane's objects; ``registry`` holds its metrics."""
+    """The admin app, reading the data plane's objects; ``registry`` holds its metrics.
+
+    ``policies`` answers ``/v1/explain``; ``journal`` records verifications (and names the
+    chain this process writes); ``public_keys`` check checkpoint signatures when verifying.
+    """
     app = guarded_app(token, journal_dir, open_readyz=open_readyz)
     app[BROADCASTER] = broadcaster
     app[SHIPPERS] = shippers
     app[READINESS] = readiness
     app[REGISTRY] = registry
+    if policies is not None:
+        app[POLICIES] = policies
+    if journal is not None:
+        app[JOURNAL] = journal
+    app[READS] = ReadPool()
+    app[VERIFIER] = Verifier(directory=journal_dir, journal=journal, public_keys=public_keys)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/audit/stream", audit_stream)
     app.router.add_get("/v1/sinks", sinks_status)
     app.router.add_get("/metrics", metrics)
+    add_query_routes(app)
+    add_report_routes(app)
+    app.router.add_get("/v1/explain", explain)
+    add_integrity_routes(app)
     app.on_shutdown.append(_close_streams)
+    app.on_cleanup.append(_close_workers)
     return app
+
+
+async def _close_workers(app: web.Application) -> None:
+    await app[VERIFIER].close()
+    app[READS].close()
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -187,23 +254,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def sinks_status(request: web.Request) -> web.Response:
-    sinks = []
-    for shipper in request.app[SHIPPERS]:
-        status = shipper.status
-        sinks.append(
-            {
-                "sink": status.sink,
-                "ready": status.prepared,
-                "shipped_seq": status.shipped_seq,
-                "lag_events": shipper.lag_events,
-                "lag_seconds": round(status.lag_seconds(), 3),
-                "alarm": status.alarm,
-                "batches": status.batches,
-                "failures": status.failures,
-                "last_error": status.last_error,
-            }
-        )
-    return web.json_response({"sinks": sinks})
+    return web.json_response({"sinks": sinks_json(request.app[SHIPPERS])})
 
 
 def parse_stream_query(query: Mapping[str, str]) -> tuple[EventFilter, int | None]:
