@@ -11,6 +11,7 @@ Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-creat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -39,6 +40,7 @@ _NAME = re.compile(r"[a-z0-9-]{1,64}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _SIGNED_HEADERS = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]{1,128}(;[a-z0-9!#$%&'*+.^_`|~-]{1,128})*")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_ANY_SIGNATURE = "0" * 64
 
 
 class MalformedAuthorization(ValueError):
@@ -90,6 +92,27 @@ class AuthorizationHeader:
 
 
 def parse_authorization(value: str) -> AuthorizationHeader:
+    # Everything before the signature repeats from request to request (a client's key,
+    # day, region, service and header set), so that part is parsed once.
+    head, _, sig = value.rpartition("Signature=")
+    if _SIGNATURE.fullmatch(sig) and (claim := _parsed_head(head)) is not None:
+        return AuthorizationHeader(*claim, signature=sig)
+    return _parse_authorization(value)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed_head(head: str) -> tuple[str, str, str, str, tuple[str, ...]] | None:
+    """What a header up to its (valid) signature claims, or None if it is not readable."""
+    try:
+        parsed = _parse_authorization(f"{head}Signature={_ANY_SIGNATURE}")
+    except MalformedAuthorization:
+        return None
+    if parsed.signature != _ANY_SIGNATURE:
+        return None  # "Signature=" was not the last part: the slow path's to judge
+    return (parsed.access_key_id, parsed.date, parsed.region, parsed.service, parsed.signed_headers)
+
+
+def _parse_authorization(value: str) -> AuthorizationHeader:
     algorithm, _, rest = value.strip().partition(" ")
     if algorithm != ALGORITHM:
         raise MalformedAuthorization(_not_sigv4(algorithm))
@@ -154,14 +177,6 @@ def _canonical_query(query: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
-def _values(headers: Mapping[str, str], name: str) -> list[str]:
-    """Every value of a header, in order: a repeated header is signed as "a,b"."""
-    getall = getattr(headers, "getall", None)  # multidicts (aiohttp) keep repeats
-    if getall is not None:
-        return list(getall(name))
-    return [headers[name]]
-
-
 def _canonical_header_value(value: str) -> str:
     return " ".join(value.strip().split())
 
@@ -177,14 +192,19 @@ def canonical_request(
 ) -> str:
     """The canonical request string; ``headers`` keys must be lower-case."""
     names = list(signed_headers)
+    # Every value of a header, in order: a repeated header is signed as "a,b". Multidicts
+    # (aiohttp's) keep repeats; a plain mapping has one value each.
+    getall = getattr(headers, "getall", None)
+    values = (getall(n) for n in names) if getall is not None else ([headers[n]] for n in names)
     canonical_headers = "".join(
-        f"{n}:{','.join(_canonical_header_value(v) for v in _values(headers, n))}\n" for n in names
+        f"{n}:{','.join(map(_canonical_header_value, v))}\n"
+        for n, v in zip(names, values, strict=True)
     )
     return "\n".join(
         (
             method,
-            quote(path or "/", safe="/-_.~"),
-            _canonical_query(query),
+            "/" if path in ("", "/") else quote(path, safe="/-_.~"),
+            _canonical_query(query) if query else "",
             canonical_headers,
             ";".join(names),
             payload_sha256,

@@ -263,6 +263,32 @@ class TestParseAuthorization:
         with pytest.raises(MalformedAuthorization):
             parse_authorization(value)
 
+    def test_a_header_seen_before_is_read_whole_again(self) -> None:
+        """What precedes the signature is parsed once; each header still gives its own
+        signature, and one whose signature is not readable is refused though its start
+        was seen before."""
+        head = (
+            "AWS4-HMAC-SHA256 Credential=AKID/20260301/eu-west-1/secretsmanager/aws4_request,"
+            " SignedHeaders=host;x-amz-date, Signature="
+        )
+        first, second = parse_authorization(head + "a" * 64), parse_authorization(head + SIG)
+
+        assert (first.signature, second.signature) == ("a" * 64, SIG)
+        assert first.access_key_id == second.access_key_id == "AKID"
+        with pytest.raises(MalformedAuthorization):
+            parse_authorization(head + "A" * 64)
+        with pytest.raises(MalformedAuthorization):
+            parse_authorization(head + SIG + ", Signature=zz")
+
+    def test_parts_in_another_order(self) -> None:
+        """The signature need not come last (AWS reads the parts by name)."""
+        auth = parse_authorization(
+            f"AWS4-HMAC-SHA256 Signature={SIG}, SignedHeaders=host;x-amz-date,"
+            " Credential=AKID/20260301/eu-west-1/secretsmanager/aws4_request"
+        )
+
+        assert (auth.signature, auth.signed_headers) == (SIG, ("host", "x-amz-date"))
+
     @pytest.mark.parametrize(
         ("value", "said"),
         [

@@ -49,6 +49,7 @@ class SigV4Authenticator:
         self._max_skew = max_skew
         self._clock = clock
         self._keys = sigv4.SigningKeyCache()
+        self._last_sent: tuple[str, datetime | None] = ("", None)
         self._store = store
         self._secrets = self._decrypt_all()
         self._revoked = self._revoked_keys(store)
@@ -175,7 +176,7 @@ class SigV4Authenticator:
                 )
         # From here on the key is known: each failure names whose key was used.
         timestamp = wire.headers.get("x-amz-date", "")
-        unsigned = _must_sign(wire.headers) - set(auth.signed_headers)
+        unsigned = _must_sign(wire.headers).difference(auth.signed_headers)
         if unsigned:
             # X-Amz-Target chooses the operation: an unsigned one could turn a captured
             # read into a delete within the replay window.
@@ -185,7 +186,7 @@ class SigV4Authenticator:
                 f"SignedHeaders must include {', '.join(sorted(unsigned))}",
                 ErrorKind.MALFORMED_AUTH,
             )
-        sent = sigv4.parse_amz_date(timestamp)
+        sent = self._sent_at(timestamp)
         if sent is None:
             raise _refused(
                 principal,
@@ -215,6 +216,14 @@ class SigV4Authenticator:
                 ErrorKind.EXPIRED,
             )
         return auth, principal, secret, timestamp
+
+    def _sent_at(self, timestamp: str) -> datetime | None:
+        # Concurrent callers send the same second over and over: parse each once.
+        last, sent = self._last_sent
+        if timestamp != last:
+            sent = sigv4.parse_amz_date(timestamp)
+            self._last_sent = (timestamp, sent)
+        return sent
 
     def _session(self, token: str, key_id: str) -> tuple[Principal, str]:
         """The principal and secret of the session ``token`` seals, for ``key_id``."""
@@ -261,5 +270,8 @@ def _must_sign(headers: Mapping[str, str]) -> set[str]:
     Not content-type: the JavaScript v2 and PHP SDKs leave it unsigned (AWS accepts that),
     and keyledger does not read it.
     """
-    names = {name.lower() for name in headers}
-    return {"host", "x-amz-date"} | {name for name in names if name.startswith("x-amz-")}
+    must = {"host", "x-amz-date"}
+    for name in headers:
+        if name[:6].lower() == "x-amz-":
+            must.add(name.lower())
+    return must
