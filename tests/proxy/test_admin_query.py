@@ -70,9 +70,9 @@ def access(
     time: datetime | None = None,
     operation: str = "GetSecretValue",
 ) -> AuditEvent:
-    extra = {"time": time} if time is not None else {}
     return AuditEvent(
         type=EventType.ACCESS,
+        time=time or datetime.now(UTC),
         request=RequestInfo(
             id=f"req-{principal}-{secret}",
             protocol="aws-json",
@@ -87,7 +87,6 @@ def access(
             effect=effect, rule=rule, policy_hash="sha256:then", reason=f"rule {rule}"
         ),
         outcome=Outcome(status=Status.SUCCESS if effect == "allow" else Status.DENIED),
-        **extra,
     )
 
 
