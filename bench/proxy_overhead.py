@@ -164,7 +164,11 @@ QUICK = Settings(400, 50, 100, 20, 1.0, 3.0, 1, 64)
 
 # -- environment and child processes -----------------------------------------------------
 
-_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
+# PYTHONPATH: a bench run with PYTHONPATH=OTHER_CHECKOUT measures that checkout (A/B).
+_ENV_KEEP = (
+    *("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR"),
+    "PYTHONPATH",
+)
 _ISOLATED = {
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
