@@ -222,8 +222,13 @@ class Verifier:
                 error=f"the verification stopped: {exc}",
             )
         done = replace(run, finished=datetime.now(UTC), outcome=outcome)
+        try:
+            done = await self._record(done)
+        except Exception as exc:  # the run must end either way, or none could start again
+            log.exception("admin_verify_unrecorded")
+            done = replace(done, record_error=f"the result was not recorded: {exc}")
+        # "done" only once on record: a reader that sees the result finds its event.
         self._current = done
-        self._current = await self._record(done)
 
     async def _record(self, run: VerifyRun) -> VerifyRun:
         if self._journal is None:
@@ -234,7 +239,7 @@ class Verifier:
         except JournalUnavailable as exc:
             log.error("admin_verify_unrecorded", error=str(exc))
             return replace(run, record_error=str(exc))
-        log.info("journal_verified", ok=run.outcome.ok if run.outcome else None, event=event.id)
+        log.info("journal_verified", ok=run.outcome.ok if run.outcome else None, event_id=event.id)
         return replace(run, recorded=event.id)
 
 
