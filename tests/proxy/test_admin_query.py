@@ -492,6 +492,17 @@ class TestExplain:
         assert (listed["now"]["effect"], listed["now"]["rule"]) == ("allow", "auditor-describe")
         assert listed["now"]["request"]["secret"] == "aws:*"
 
+    async def test_time_conditions_are_judged_at_the_event_or_now(self, admin: Admin) -> None:
+        """at=event (the default) evaluates at the event's own time; at=now at this moment."""
+        then = datetime.now(UTC) - timedelta(days=2)
+        await admin.journal.append(access("app", "app/db", time=then))
+
+        _, default = await admin.get("/v1/explain", chain=CHAIN, seq="1")
+        _, now = await admin.get("/v1/explain", chain=CHAIN, seq="1", at="now")
+
+        assert datetime.fromisoformat(default["now"]["request"]["at"]) == then
+        assert datetime.fromisoformat(now["now"]["request"]["at"]) - then > timedelta(days=1)
+
     async def test_events_without_a_decision_and_bad_queries(self, admin: Admin) -> None:
         await admin.journal.append(AuditEvent(type=EventType.LIFECYCLE, detail={"event": "x"}))
 
