@@ -136,6 +136,9 @@ class Journal:
         self._durable = _Mark(ChainState(chain_id), 0, None)
         # No event goes before the latest time written, whatever the wall clock says.
         self._timeline = Timeline(steps or StepWatch(clock_step_s))
+        # With fsync, the lines of the next round's requests, written in one go when it
+        # starts (one write a round, not one a request).
+        self._unwritten: list[bytes] = []
         # Requests written while an fsync runs share the next one.
         self._commit = GroupCommit(
             self._sync_round, keep_lines=on_durable is not None, name="keyledger-journal-fsync"
@@ -358,6 +361,13 @@ class Journal:
             log.error("audit_event_unserialisable", error=str(exc))
             raise JournalUnavailable("an audit event could not be serialised") from exc
         data = b"".join(lines)
+        if self._fsync:
+            # Into the file when the round this request joins starts, before its fsync.
+            self._unwritten.append(data)
+            self._written = _Mark(state, mark.size + len(data), newest)
+            # Shielded: one caller going away must not cancel the fsync everyone shares.
+            await asyncio.shield(self._commit.join(len(lines), lines))
+            return
         try:
             self._file.append(data)
         except OSError as exc:
@@ -366,13 +376,20 @@ class Journal:
                 f"the audit journal could not be written: {exc.strerror}"
             ) from exc
         self._written = _Mark(state, mark.size + len(data), newest)
-        if not self._fsync:
-            # Without fsync, "durable" means handed to the kernel.
-            self._mark_durable(self._written, len(lines), lines)
-            await self._file_checkpoints()
-            return
-        # Shielded: one caller going away must not cancel the fsync everyone shares.
-        await asyncio.shield(self._commit.join(len(lines), lines))
+        # Without fsync, "durable" means handed to the kernel.
+        self._mark_durable(self._written, len(lines), lines)
+        await self._file_checkpoints()
+
+    def _flush(self) -> None:
+        """Write the lines of the requests waiting for the next round (raises OSError).
+
+        Only ever on the event loop, so lines reach the file in the order they were sealed;
+        everything unwritten belongs to the round not yet started, which a failure refuses.
+        """
+        if self._unwritten:
+            data = b"".join(self._unwritten)
+            self._unwritten.clear()
+            self._file.append(data)
 
     def _mark_durable(self, mark: _Mark, events: int, lines: Sequence[bytes]) -> None:
         """Everything up to ``mark`` is now safe: ``events`` more, whose ``lines`` are kept
@@ -400,6 +417,13 @@ class Journal:
         mark, rewinds = self._written, self._rewinds
         file = self._file
         started = time.perf_counter()
+        try:
+            self._flush()
+        except OSError as exc:
+            failed = JournalUnavailable(f"the audit journal could not be written: {exc.strerror}")
+            batch.done.set_exception(failed)
+            self._fail(exc)
+            return
         try:
             sighting = await asyncio.to_thread(sync_and_look, file.fd, file.path)
         except OSError as exc:
@@ -447,6 +471,7 @@ class Journal:
             self._broken = True
             log.critical("journal_rewind_failed", path=str(self.path))
         self._written = self._durable
+        self._unwritten.clear()
         # Written on top of what was just lost: not durable, and now not even written.
         self._commit.refuse(JournalUnavailable("the audit journal could not be written"))
 
@@ -468,6 +493,7 @@ class Journal:
             durable_seq=self._durable.state.seq,
             written_seq=self._written.state.seq,
         )
+        self._unwritten.clear()  # the next segment starts after what was refused
         self._commit.refuse(JournalUnavailable(unacknowledged(change)))
         if self._rotating is None:
             self._start_rotation()
@@ -478,6 +504,11 @@ class Journal:
         Only a rotation checks while it runs (``rotating``): anyone else leaves the file to it.
         """
         if self._lost is not None or not self._file.is_open or (self._rotating and not rotating):
+            return
+        try:
+            self._flush()  # the size to expect is what was written
+        except OSError as exc:
+            self._fail(exc)
             return
         file = self._file
         low, rewinds = self._written.size, self._rewinds
