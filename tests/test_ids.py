@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -37,3 +38,18 @@ def test_event_ids_sort_by_time_across_milliseconds() -> None:
     first = event_id()
     time.sleep(0.002)
     assert event_id() > first
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    """Workers are forked: a child must not repeat the ids its parent would make next."""
+    request_id(), event_id()  # the parent holds random bytes not yet handed out
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, (request_id() + event_id()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    assert child[:36] != request_id()
