@@ -159,7 +159,7 @@ class AwsFrontend(FrontendDefaults):
         if op is None:
             raise RequestError("", kind=ErrorKind.UNKNOWN_OPERATION)
         try:
-            params = orjson.loads(wire.body or b"{}")
+            params = orjson.loads(body := wire.body or b"{}")
         except orjson.JSONDecodeError:
             raise RequestError(
                 "Start of structure or map found where not expected: the body is not JSON",
@@ -169,7 +169,7 @@ class AwsFrontend(FrontendDefaults):
             raise RequestError(
                 "the request body must be a JSON object", kind=ErrorKind.MALFORMED_BODY
             )
-        if too_deep(params):
+        if too_deep(params, body):
             raise RequestError(
                 f"the request body nests deeper than {MAX_DEPTH} levels",
                 kind=ErrorKind.MALFORMED_BODY,

@@ -351,7 +351,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(parsed, dict):
         raise RequestError("The request body must be a JSON object.", kind=ErrorKind.MALFORMED_BODY)
-    if too_deep(parsed):
+    if too_deep(parsed, body):
         raise RequestError(
             f"The request body nests deeper than {MAX_DEPTH} levels.",
             kind=ErrorKind.MALFORMED_BODY,

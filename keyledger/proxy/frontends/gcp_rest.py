@@ -169,7 +169,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise RequestError(
             "Invalid JSON payload received. Expected an object.", kind=ErrorKind.MALFORMED_BODY
         )
-    if too_deep(parsed):
+    if too_deep(parsed, body):
         raise RequestError(
             f"Invalid JSON payload received. Nested deeper than {MAX_DEPTH} levels.",
             kind=ErrorKind.MALFORMED_BODY,

@@ -14,8 +14,14 @@ __all__ = ["MAX_DEPTH", "too_deep"]
 MAX_DEPTH = 64
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` (parsed JSON) nests objects and arrays more than ``limit`` deep."""
+def too_deep(value: Any, body: bytes | None = None, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests objects and arrays more than ``limit`` deep.
+
+    ``body``, the text ``value`` was parsed from, settles almost every call at C speed: it
+    cannot nest deeper than it has brackets.
+    """
+    if body is not None and body.count(b"{") + body.count(b"[") <= limit:
+        return False
     level: list[Any] = [value]
     for _ in range(limit):
         inner: list[Any] = []

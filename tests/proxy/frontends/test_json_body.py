@@ -19,7 +19,16 @@ def nested(depth: int) -> Any:
 
 @pytest.mark.parametrize(("depth", "deep"), [(0, False), (MAX_DEPTH, False), (MAX_DEPTH + 1, True)])
 def test_the_limit(depth: int, deep: bool) -> None:
-    assert too_deep(nested(depth)) is deep
+    value = nested(depth)
+    assert too_deep(value) is deep
+    assert too_deep(value, orjson.dumps(value)) is deep
+
+
+def test_brackets_inside_strings_do_not_make_a_body_deep() -> None:
+    """Counting the body's brackets only settles shallow bodies; a name full of brackets
+    is then judged by its structure."""
+    value = {"SecretId": "{[" * MAX_DEPTH}
+    assert not too_deep(value, orjson.dumps(value))
 
 
 def test_whatever_is_not_too_deep_can_be_sent_on() -> None:
