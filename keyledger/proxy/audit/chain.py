@@ -44,7 +44,11 @@ def seal(record: dict[str, Any], state: ChainState) -> tuple[bytes, ChainState]:
     """Link ``record`` after ``state``; return its journal line and the new state."""
     seq = state.seq + 1
     chain: dict[str, Any] = {"id": state.id, "seq": seq, "prev": state.hash}
-    sealed = _with_chain(record, chain)
+    if "chain" in record and record["chain"] is None:
+        record["chain"] = chain  # made for sealing (AuditEvent.to_record(chained=True))
+        sealed = record
+    else:
+        sealed = _with_chain(record, chain)
     # The chain has no hash yet, so these are already the bytes event_hash would rebuild.
     digest = hashlib.sha256(orjson.dumps(sealed, option=orjson.OPT_SORT_KEYS)).hexdigest()
     chain["hash"] = digest

@@ -7,6 +7,7 @@ by the journal's single writer, which alone knows the previous hash.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -152,7 +153,7 @@ class Outcome:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEvent:
     type: EventType
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = field(default_factory=functools.partial(datetime.now, UTC))
     id: str = field(default_factory=event_id)
     request: RequestInfo | None = None
     principal: PrincipalInfo | None = None
@@ -163,14 +164,17 @@ class AuditEvent:
     # Free-form facts for lifecycle / policy_reload events; never secret material.
     detail: Mapping[str, Any] | None = None
 
-    def to_record(self) -> dict[str, Any]:
-        """The JSON object for the journal, without the ``chain`` field."""
+    def to_record(self, *, chained: bool = False) -> dict[str, Any]:
+        """The JSON object for the journal, without the ``chain`` field, or (``chained``)
+        with it as None, in its place for :func:`~.chain.seal` to fill."""
         record: dict[str, Any] = {
             "schema": SCHEMA,
             "id": self.id,
             "time": format_time(self.time),
             "type": self.type.value,
         }
+        if chained:
+            record["chain"] = None
         if self.request is not None:
             r = self.request
             record["request"] = {

@@ -346,7 +346,7 @@ class Journal:
                 line, state = seal(self._timeline.in_order(step), state)
                 lines.append(line)
             for event in events:
-                record = event.to_record()
+                record = event.to_record(chained=True)
                 if self._minimise is not None:
                     record = self._minimise(record)
                 line, state = seal(self._timeline.in_order(record), state)
