@@ -24,6 +24,10 @@ from keyledger.policies.model import Decision, Effect, PolicySet, ResourcePatter
 __all__ = ["Explanation", "PolicyEngine", "RuleVerdict"]
 
 _CACHE_LIMIT = 100_000
+# What a decision depends on once its rule is known: the rule (by identity: the engine
+# holds every rule it decides by, so none is collected and its id reused), the action, and
+# the secret, or for a whole backend ("any", backend).
+_DecisionKey = tuple[object, ...]
 _NOW = Context()  # at=None: the moment of the call, read once per decision
 
 
@@ -96,6 +100,7 @@ class PolicyEngine:
         for bucket in self._index.values():
             bucket.seal()
         self._gate_cache: dict[tuple[frozenset[str], Action, str], tuple[Rule, ...]] = {}
+        self._decisions: dict[_DecisionKey, Decision] = {}
         # The policy groups each principal is listed in, inverted once.
         self._member_of: dict[str, list[str]] = {}
         for group, members in policy.groups.items():
@@ -204,21 +209,42 @@ class PolicyEngine:
         Individual results are still filtered one by one with :meth:`decide`.
         """
         ctx = _pinned(ctx)
-        for rule in self._gate_candidates(self.roles_of(principal), action, backend):
-            if rule.conditions_hold(principal, ctx):
-                return Decision(
-                    effect=Effect.ALLOW,
-                    rule=rule.id,
-                    policy_hash=self.policy.hash,
-                    reason=f"rule {rule.id} allows {action} on some of {backend}; "
-                    "results are filtered per secret",
-                )
-        return Decision(
-            effect=Effect.DENY,
-            rule=None,
-            policy_hash=self.policy.hash,
-            reason=f"no rule allows {action} on anything in {backend} (default deny)",
+        rule = next(
+            (
+                rule
+                for rule in self._gate_candidates(self.roles_of(principal), action, backend)
+                if rule.conditions_hold(principal, ctx)
+            ),
+            None,
         )
+        key: _DecisionKey = ("any", id(rule) if rule is not None else None, action, backend)
+        return self._decisions.get(key) or self._remember(
+            key, self._gate_allows(rule, action, backend)
+        )
+
+    def _gate_allows(self, rule: Rule | None, action: Action, backend: str) -> Decision:
+        if rule is None:
+            return Decision(
+                effect=Effect.DENY,
+                rule=None,
+                policy_hash=self.policy.hash,
+                reason=f"no rule allows {action} on anything in {backend} (default deny)",
+            )
+        return Decision(
+            effect=Effect.ALLOW,
+            rule=rule.id,
+            policy_hash=self.policy.hash,
+            reason=f"rule {rule.id} allows {action} on some of {backend}; "
+            "results are filtered per secret",
+        )
+
+    def _remember(self, key: _DecisionKey, decision: Decision) -> Decision:
+        """Keep a decision's value: the same few secrets are decided by the same rules on
+        every request, and formatting the reason cost more than the rules."""
+        if len(self._decisions) >= _CACHE_LIMIT:
+            del self._decisions[next(iter(self._decisions))]
+        self._decisions[key] = decision
+        return decision
 
     def _gate_candidates(
         self, roles: frozenset[str], action: Action, backend: str
@@ -239,6 +265,10 @@ class PolicyEngine:
         return found
 
     def _decision(self, action: Action, ref: SecretRef, rule: Rule | None) -> Decision:
+        key = (id(rule) if rule is not None else None, action, ref)
+        return self._decisions.get(key) or self._remember(key, self._made(action, ref, rule))
+
+    def _made(self, action: Action, ref: SecretRef, rule: Rule | None) -> Decision:
         if rule is None:
             return Decision(
                 effect=Effect.DENY,
