@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -59,18 +58,20 @@ class InFlight:
         self._idle.set()
         self.draining = False
 
-    @contextlib.contextmanager
-    def track(self, arrived: Arrived) -> Iterator[None]:
+    def track(self, arrived: Arrived) -> _Tracked:
+        """``with inflight.track(arrived):`` around handling the request."""
         task = asyncio.current_task()
         assert task is not None
+        return _Tracked(self, task, arrived)
+
+    def _arrive(self, task: asyncio.Task[object], arrived: Arrived) -> None:
         self._tasks[task] = arrived
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self._tasks.pop(task, None)
-            if not self._tasks:
-                self._idle.set()
+
+    def _leave(self, task: asyncio.Task[object]) -> None:
+        self._tasks.pop(task, None)
+        if not self._tasks:
+            self._idle.set()
 
     async def drain(self, timeout_s: float) -> list[Arrived]:
         """Wait up to ``timeout_s`` for the requests in flight; cut off the rest and
@@ -106,3 +107,18 @@ class InFlight:
         except JournalUnavailable as exc:
             log.error("cut_off_unrecorded", count=len(cut), error=str(exc))
         return len(cut)
+
+
+class _Tracked:
+    """One request's time in flight (a class, not a generator: it runs on every request)."""
+
+    __slots__ = ("_arrived", "_inflight", "_task")
+
+    def __init__(self, inflight: InFlight, task: asyncio.Task[object], arrived: Arrived) -> None:
+        self._inflight, self._task, self._arrived = inflight, task, arrived
+
+    def __enter__(self) -> None:
+        self._inflight._arrive(self._task, self._arrived)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inflight._leave(self._task)
