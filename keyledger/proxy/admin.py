@@ -45,7 +45,7 @@ from keyledger.proxy.admin_integrity import (
     add_integrity_routes,
     sinks_json,
 )
-from keyledger.proxy.admin_keys import JOURNAL_DIR, READS
+from keyledger.proxy.admin_keys import EXPECTED_AUTHORIZATION, JOURNAL_DIR, READS
 from keyledger.proxy.admin_query import add_query_routes
 from keyledger.proxy.admin_reads import ReadPool
 from keyledger.proxy.admin_report import add_report_routes
@@ -56,7 +56,15 @@ from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
-from keyledger.proxy.config import AdminConfig, Config, require_key
+from keyledger.proxy.config import AdminConfig, Config, ConsoleConfig, require_key
+from keyledger.proxy.console import add_console, security_headers
+from keyledger.proxy.console_auth import (
+    CONSOLE_AUTH,
+    CONSOLE_SESSION,
+    refuse_cross_site,
+    same_origin,
+)
+from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.health import ReadinessProbe
 from keyledger.proxy.pipeline import PolicyHolder
 
@@ -78,7 +86,6 @@ log = structlog.get_logger("keyledger.admin")
 # The data plane's keys where the admin app holds the same objects.
 BROADCASTER, SHIPPERS, REGISTRY = app_keys.BROADCASTER, app_keys.SHIPPERS, app_keys.METRICS
 READINESS = web.AppKey("readiness", ReadinessProbe)
-EXPECTED_AUTHORIZATION = web.AppKey("expected_authorization", bytes)
 
 _MAX_REPLAY = 10_000
 STREAM_HEADERS = {
@@ -119,19 +126,35 @@ def has_token(request: web.Request) -> bool:
     return hmac.compare_digest(given, request.app[EXPECTED_AUTHORIZATION])
 
 
+def _is_open(path: str, open_paths: frozenset[str]) -> bool:
+    # The console's files and its sign-in are open: they hold no data, and the sign-in
+    # checks the token itself.
+    return path in open_paths or path == "/ui" or path.startswith("/ui/")
+
+
 def require_token(open_paths: frozenset[str]) -> Any:
-    """Middleware: 401 for every path but ``open_paths`` without the app's token."""
+    """Middleware: 401 for every path but ``open_paths`` (and the console's ``/ui/``)
+    without the app's token or, for ``/v1/`` paths, a console session (whose requests
+    that change anything must come from the console's own pages: CSRF)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in open_paths and not has_token(request):
-            log.warning("admin_unauthorised", path=request.path, remote=request.remote)
-            return _json_error(
-                401,
-                "missing or wrong admin token",
-                **{"WWW-Authenticate": 'Bearer realm="keyledger-admin"'},
-            )
-        return await handler(request)
+        if _is_open(request.path, open_paths) or has_token(request):
+            return await handler(request)
+        auth = request.app.get(CONSOLE_AUTH)
+        if auth is not None and request.path.startswith("/v1/"):
+            session = auth.session_of(request)
+            if session is not None:
+                if request.method not in ("GET", "HEAD") and not same_origin(request):
+                    return refuse_cross_site(request)
+                request[CONSOLE_SESSION] = session
+                return await handler(request)
+        log.warning("admin_unauthorised", path=request.path, remote=request.remote)
+        return _json_error(
+            401,
+            "missing or wrong admin token",
+            **{"WWW-Authenticate": 'Bearer realm="keyledger-admin"'},
+        )
 
     return middleware
 
@@ -150,6 +173,8 @@ def admin_app_for(data_plane: web.Application, token: bytes) -> web.Application:
         policies=data_plane[app_keys.POLICIES],
         journal=data_plane[app_keys.JOURNAL],
         public_keys=checkpoint_public_keys(config),
+        console=config.admin.console if config.admin is not None else ConsoleConfig(),
+        failures=data_plane.get(app_keys.FAILURES),
     )
 
 
@@ -177,6 +202,7 @@ def guarded_app(token: bytes, journal_dir: Path, *, open_readyz: bool) -> web.Ap
     """An admin app serving ``/healthz``, with every other route behind ``token``."""
     open_paths = frozenset({"/healthz", "/readyz"} if open_readyz else {"/healthz"})
     app = web.Application(middlewares=[require_token(open_paths)])
+    app.on_response_prepare.append(security_headers)
     app[EXPECTED_AUTHORIZATION] = b"Bearer " + token
     app[JOURNAL_DIR] = journal_dir
     app.router.add_get("/healthz", healthz)
@@ -195,11 +221,15 @@ def make_admin_app(
     policies: PolicyHolder | None = None,
     journal: Journal | None = None,
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    console: ConsoleConfig | None = None,
+    failures: FailureFold | None = None,
 ) -> web.Application:
     """The admin app, reading the data plane's objects; ``registry`` holds its metrics.
 
-    ``policies`` answers ``/v1/explain``; ``journal`` records verifications (and names the
-    chain this process writes); ``public_keys`` check checkpoint signatures when verifying.
+    ``policies`` answers ``/v1/explain``; ``journal`` records verifications and console
+    sign-ins (and names the chain this process writes); ``public_keys`` check checkpoint
+    signatures when verifying; ``console`` (on by default) serves the web console under
+    ``/ui/``, its failed sign-ins folded by ``failures`` as the data plane's are.
     """
     app = guarded_app(token, journal_dir, open_readyz=open_readyz)
     app[BROADCASTER] = broadcaster
@@ -220,6 +250,9 @@ def make_admin_app(
     add_report_routes(app)
     app.router.add_get("/v1/explain", explain)
     add_integrity_routes(app)
+    console = ConsoleConfig() if console is None else console
+    if console.enabled:
+        add_console(app, config=console, journal=journal, failures=failures)
     app.on_shutdown.append(_close_streams)
     app.on_cleanup.append(_close_workers)
     return app

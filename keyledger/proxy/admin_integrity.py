@@ -21,6 +21,7 @@ from keyledger.proxy.admin_reads import Busy, ChainEnd, chain_ends
 from keyledger.proxy.admin_verify import AlreadyRunning, Verifier
 from keyledger.proxy.audit.events import format_time, parse_time
 from keyledger.proxy.audit.sinks import Shipper
+from keyledger.proxy.console_auth import CONSOLE_SESSION
 
 __all__ = ["JOURNAL", "SHIPPERS", "VERIFIER", "add_integrity_routes", "sinks_json"]
 
@@ -127,7 +128,9 @@ async def verify_start(request: web.Request) -> web.Response:
         return json_error(400, str(exc))
     verifier = request.app[VERIFIER]
     try:
-        verifier.start(requested_from=request.remote)
+        session = request.get(CONSOLE_SESSION)
+        by = f"console session {session.handle}" if session is not None else "admin-api"
+        verifier.start(requested_from=request.remote, requested_by=by)
     except AlreadyRunning as exc:
         return json_error(409, str(exc))
     return json_response(verifier.state_json(), status=202, Location="/v1/verify")

@@ -8,7 +8,9 @@ from aiohttp import web
 
 from keyledger.proxy.admin_reads import ReadPool
 
-__all__ = ["JOURNAL_DIR", "READS"]
+__all__ = ["EXPECTED_AUTHORIZATION", "JOURNAL_DIR", "READS"]
 
 JOURNAL_DIR = web.AppKey("journal_dir", Path)
 READS = web.AppKey("admin_reads", ReadPool)
+# ``Bearer <admin token>``, as the Authorization header must carry it.
+EXPECTED_AUTHORIZATION = web.AppKey("expected_authorization", bytes)

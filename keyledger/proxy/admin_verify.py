@@ -125,6 +125,7 @@ class VerifyRun:
     started: datetime
     requested_from: str | None
     progress: _Progress = field(compare=False)
+    requested_by: str = "admin-api"  # or "console session <handle>"
     finished: datetime | None = None
     outcome: VerifyOutcome | None = None
     recorded: str | None = None  # the id of its journal_verified event
@@ -135,6 +136,7 @@ class VerifyRun:
             "id": self.id,
             "started": format_time(self.started),
             "finished": format_time(self.finished) if self.finished else None,
+            "requested_by": self.requested_by,
             "requested_from": self.requested_from,
             "progress": self.progress.as_json(),
             **(self.outcome.as_json() if self.outcome else {}),
@@ -176,7 +178,7 @@ class Verifier:
             "previous": self._previous.as_json() if self._previous else None,
         }
 
-    def start(self, *, requested_from: str | None) -> VerifyRun:
+    def start(self, *, requested_from: str | None, requested_by: str = "admin-api") -> VerifyRun:
         if self.running:
             assert self._current is not None
             raise AlreadyRunning(
@@ -189,6 +191,7 @@ class Verifier:
             id=str(ULID()),
             started=datetime.now(UTC),
             requested_from=requested_from,
+            requested_by=requested_by,
             progress=_Progress(),
         )
         self._current = run
@@ -250,7 +253,7 @@ def _detail(run: VerifyRun) -> dict[str, Any]:
     return {
         "event": "journal_verified",
         "run": run.id,
-        "requested_by": "admin-api",
+        "requested_by": run.requested_by,
         "requested_from": run.requested_from,
         "started": format_time(run.started),
         "finished": format_time(run.finished),

@@ -38,6 +38,7 @@ __all__ = [
     "CloudWatchSinkConfig",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
     "GeoIpConfig",
     "IdentitiesConfig",
     "LimitsConfig",
@@ -291,6 +292,15 @@ class PolicyReloadConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleConfig:
+    """The web console on the admin listener (``/ui/``): the admin token buys a session."""
+
+    enabled: bool = True
+    session_ttl_s: float = 8 * 3600.0  # a session ends this long after its sign-in
+    max_sessions: int = 100  # past this, a sign-in ends the oldest session
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AdminConfig:
     """The admin API: its own listener, never the data plane's, behind a bearer token."""
 
@@ -303,6 +313,7 @@ class AdminConfig:
     # Serve /readyz without the token (pass/fail per check, no details): kubelet probes
     # and load balancer health checks cannot send a secret header.
     open_readyz: bool = False
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1331,7 +1342,7 @@ def _parse_minimise(section: _Section) -> MinimiseConfig:
 def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig | None:
     section = root.section("admin")
     section.allow_only(
-        "enabled", "listen", "token_env", "token_file", "stream_backlog", "open_readyz"
+        "enabled", "listen", "token_env", "token_file", "stream_backlog", "open_readyz", "console"
     )
     if not section.get("enabled", bool, True):
         return None
@@ -1351,6 +1362,20 @@ def _parse_admin(root: _Section, data_plane: ListenConfig) -> AdminConfig | None
         token_file=section.optional_path("token_file"),
         stream_backlog=backlog,
         open_readyz=section.get("open_readyz", bool, False),
+        console=_parse_console(section.section("console")),
+    )
+
+
+def _parse_console(section: _Section) -> ConsoleConfig:
+    section.allow_only("enabled", "session_ttl", "max_sessions")
+    ttl = section.duration("session_ttl", 8 * 3600.0)
+    # Shorter than 5 minutes signs people out mid-task; longer than a week outlives a shift.
+    if not 300 <= ttl <= 7 * 86400:
+        raise section._fail("session_ttl", f"expected 5m to 7d, got {_number(ttl)}s")
+    return ConsoleConfig(
+        enabled=section.get("enabled", bool, True),
+        session_ttl_s=ttl,
+        max_sessions=section.bounded("max_sessions", int, 100, 1, 10_000),
     )
 
 
