@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -520,3 +521,13 @@ class TestConfig:
     ) -> None:
         with pytest.raises(ConfigError, match=re.escape(wanted)):
             self._admin(tmp_path, console)
+
+
+def test_every_console_file_is_package_data() -> None:
+    """pyproject's package data names every file of the console, so a wheel serves them."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["keyledger.console"]
+    shipped = {path for pattern in globs for path in STATIC.parent.glob(pattern)}
+    files = {path for path in STATIC.rglob("*") if path.is_file()}
+    assert len(files) > 10
+    assert files - shipped == set()
