@@ -707,6 +707,7 @@ keyledger (dev) is listening on {endpoint} and {https_url(env.config)}
   checkpoint key     {var_display}/keys/checkpoint.pub   (public; verifies the journal)
   admin API          {admin_url}   (health, readiness, metrics, live audit stream)
   admin token        {admin_token}
+  web console        {admin_url}/ui/   (sign in with the admin token)
 
 Try it from another terminal (dev.env also puts this keyledger and aws first on PATH):
 
