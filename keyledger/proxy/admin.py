@@ -329,8 +329,13 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
         if replay is not None:
             journal_dir = request.app[JOURNAL_DIR]
             await response.write(await replay_frames(journal_dir, replay, filt, unseen))
+        # A console session's stream ends with the session (sign-out, expiry), at the
+        # latest at the next keep-alive.
+        session, auth = request.get(CONSOLE_SESSION), request.app.get(CONSOLE_AUTH)
         while not subscription.closed:
             batch = await subscription.next_batch(_KEEPALIVE_S)
+            if session is not None and auth is not None and not auth.sessions.alive(session):
+                break
             if subscription.dropped:
                 reason = f"the reader fell more than {subscription.limit} events behind"
                 await response.write(

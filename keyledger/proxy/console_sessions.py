@@ -90,6 +90,10 @@ class SessionStore:
             return None
         return session
 
+    def alive(self, session: Session) -> bool:
+        """Whether ``session`` is still live (not ended, not expired, not pushed out)."""
+        return session.digest in self._sessions and not session.expired(self._clock())
+
     def end(self, session: Session) -> bool:
         """End ``session``; False if it had ended already."""
         return self._sessions.pop(session.digest, None) is not None

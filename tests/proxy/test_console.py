@@ -80,10 +80,11 @@ def admin_app(
     journal: Journal | None,
     console: ConsoleConfig | None = None,
     failures: FailureFold | None = None,
+    broadcaster: AuditBroadcaster | None = None,
 ) -> web.Application:
     return make_admin_app(
         token=TOKEN,
-        broadcaster=AuditBroadcaster(),
+        broadcaster=broadcaster or AuditBroadcaster(),
         journal_dir=directory,
         registry=CollectorRegistry(),
         readiness=NotAsked(),
@@ -100,13 +101,17 @@ async def console_for(
     fold: bool = False,
 ) -> AsyncIterator[Console]:
     directory = tmp_path / "audit"
-    journal = Journal(directory=directory, chain_id=CHAIN, fsync=False)
+    broadcaster = AuditBroadcaster()  # the journal publishes to it, as keyledger wires them
+    journal = Journal(
+        directory=directory, chain_id=CHAIN, fsync=False, on_durable=broadcaster.publish
+    )
     await journal.start()
     failures = FailureFold(journal, individual=2, delay_s=0) if fold else None
     try:
         # No cookie jar: each test sends the cookie it means to, explicitly.
         client = await aiohttp_client(
-            admin_app(directory, journal, console, failures), cookie_jar=aiohttp.DummyCookieJar()
+            admin_app(directory, journal, console, failures, broadcaster),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         yield Console(client, journal, directory)
     finally:
@@ -245,6 +250,21 @@ class TestSessions:
         (ended,) = lifecycle(console, "console_signed_out")
         (began,) = lifecycle(console, "console_signed_in")
         assert ended["detail"]["session"] == began["detail"]["session"]
+
+    async def test_signing_out_ends_the_sessions_stream(self, console: Console) -> None:
+        """A stream opened with the cookie stops once its session has ended."""
+        cookie = await console.session()
+        async with console.client.get(
+            "/v1/audit/stream?type=lifecycle", headers={"Cookie": cookie}
+        ) as stream:
+            assert stream.status == 200
+            signed_out = await console.client.post(
+                "/ui/sign-out", headers={"Cookie": cookie, **console.same_origin()}
+            )
+            assert signed_out.status == 200
+            # The sign-out's own event wakes the stream, which then sees the session over.
+            body = await asyncio.wait_for(stream.content.read(), timeout=5)
+        assert b"console_signed_out" not in body  # ended before sending it
 
     async def test_a_cross_site_sign_out_is_refused(self, console: Console) -> None:
         cookie = await console.session()
