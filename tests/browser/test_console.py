@@ -448,6 +448,10 @@ def test_every_page_loads_without_errors_and_rows_take_the_keyboard(console: Con
     }
     for route, shown in pages.items():
         console.go(route)
-        console.until(lambda shown=shown: shown in console.find("#main").text, 3)
+
+        def loaded(shown: str = shown) -> bool:
+            return shown in console.find("#main").text
+
+        console.until(loaded, 3)
         assert "Loading" not in console.find("#main").text, route
     console.no_errors()
