@@ -730,6 +730,9 @@ def _grpc_listener(
         deadline_s=config.limits.request_timeout_s,
         inflight=inflight,
         reuse_port=shared_ports,
+        max_concurrent_rpcs=config.limits.max_connections,
+        idle_timeout_s=config.limits.idle_timeout_s,
+        handshake_timeout_s=config.limits.header_timeout_s,
     )
 
 

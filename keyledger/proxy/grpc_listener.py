@@ -83,7 +83,21 @@ class GrpcListener:
         deadline_s: float = 30.0,
         inflight: InFlight | None = None,
         reuse_port: bool = False,
+        max_concurrent_rpcs: int | None = None,
+        idle_timeout_s: float | None = None,
+        handshake_timeout_s: float | None = None,
     ) -> None:
+        """``max_concurrent_rpcs``: past it, a call is refused with RESOURCE_EXHAUSTED
+        before it is read; ``idle_timeout_s``: a connection with no call for that long is
+        closed (GOAWAY: clients reconnect when they next call); ``handshake_timeout_s``:
+        a connection that has not finished its TLS and HTTP/2 handshake by then is closed
+        (the data plane's ``limits``, as HTTP gets them)."""
+        bounds = {
+            "grpc.max_connection_idle_ms": idle_timeout_s,
+            "grpc.server_handshake_timeout_ms": handshake_timeout_s,
+        }
+        self._limits = [(name, round(s * 1000)) for name, s in bounds.items() if s is not None]
+        self._max_concurrent_rpcs = max_concurrent_rpcs
         self._gateway = gateway
         self._reuse_port = reuse_port
         self._host, self._port = host, port
@@ -109,7 +123,9 @@ class GrpcListener:
                 # Another process on the same port is an error, not a shared port, except
                 # among `serve --workers` processes, which share it like the data port.
                 ("grpc.so_reuseport", int(self._reuse_port)),
-            ]
+                *self._limits,
+            ],
+            maximum_concurrent_rpcs=self._max_concurrent_rpcs,
         )
         served = grpc.method_handlers_generic_handler(
             SERVICE, {rpc: self._handler(f"/{SERVICE}/{rpc}") for rpc in sorted(OPERATIONS)}

@@ -9,6 +9,7 @@ caller may not see, nor any value, reaches the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -465,3 +466,81 @@ class TestPeer:
     def test_the_source_address_comes_from_the_peer(self, peer: str, ip: str | None) -> None:
         """gRPC's peer string gives the caller's address, in both families and encodings."""
         assert peer_ip(peer) == ip
+
+
+class _Held:
+    """The gateway, with every call held until released: a call in flight on demand."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle(self, wire: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await self._gateway.handle(wire)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gateway, name)
+
+
+@contextlib.asynccontextmanager
+async def limited(gateway: Any, **limits: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A listener of ``gateway`` with ``limits``, and a channel to it."""
+    listener = GrpcListener(
+        gateway, host="127.0.0.1", port=0, max_message_bytes=MAX_MESSAGE, **limits
+    )
+    port = await listener.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield channel
+    finally:
+        await channel.close()
+        await listener.stop(grace=None)
+
+
+def sdk(channel: grpc.aio.Channel) -> SecretManagerServiceAsyncClient:
+    return SecretManagerServiceAsyncClient(
+        transport=transports.SecretManagerServiceGrpcAsyncIOTransport(channel=channel)
+    )
+
+
+class TestConnectionLimits:
+    async def test_past_the_cap_a_call_is_resource_exhausted(self, served: Served) -> None:
+        """limits.max_connections caps the calls in flight: one more is refused at once
+        (the SDK's ResourceExhausted, which its default retry backs off on), and the held
+        call is still answered."""
+        held = _Held(served.gateway)
+        async with limited(held, max_concurrent_rpcs=1) as channel:
+            client = sdk(channel)
+            name = f"{DB}/versions/latest"
+            first = asyncio.create_task(
+                client.access_secret_version(name=name, metadata=served.metadata)
+            )
+            await asyncio.wait_for(held.entered.wait(), 5)
+
+            with pytest.raises(exceptions.ResourceExhausted):
+                await client.access_secret_version(
+                    name=name, metadata=served.metadata, retry=None, timeout=5
+                )
+
+            held.release.set()
+            assert (await asyncio.wait_for(first, 5)).payload.data == LATEST.encode()
+
+    async def test_an_idle_connection_is_closed(self, served: Served) -> None:
+        """limits.idle_timeout_s: a connection without calls is closed by keyledger (the
+        client reconnects for its next call)."""
+        async with limited(served.gateway, idle_timeout_s=0.2) as channel:
+            await asyncio.wait_for(channel.channel_ready(), 5)
+            ready = grpc.ChannelConnectivity.READY
+
+            async def dropped() -> None:
+                while channel.get_state() is ready:
+                    await channel.wait_for_state_change(ready)
+
+            await asyncio.wait_for(dropped(), 5)
+            response = await sdk(channel).access_secret_version(
+                name=f"{DB}/versions/latest", metadata=served.metadata
+            )
+            assert response.payload.data == LATEST.encode()
