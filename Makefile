@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEPLOY_VENV  ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
-.PHONY: run test lint typecheck unit browser bench reset clean deploy-tools deploy-check
+.PHONY: run test lint typecheck unit browser screenshots bench reset clean deploy-tools deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -68,6 +68,10 @@ browser:
 	    || { tail -n 20 "$$log"; echo "make browser: apt-get failed (above): the browser tests will skip (under CI, fail)"; }; \
 	  rm -f "$$log"; \
 	fi
+
+# The console's screenshots in docs/ (README, docs/console.md), taken by the browser tests.
+screenshots: $(STAMP) browser
+	KEYLEDGER_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/browser
 
 bench: $(STAMP)
 	$(BIN)/python bench/proxy_overhead.py

@@ -45,7 +45,7 @@ from keyledger.proxy.admin_integrity import (
     add_integrity_routes,
     sinks_json,
 )
-from keyledger.proxy.admin_keys import EXPECTED_AUTHORIZATION, JOURNAL_DIR, READS
+from keyledger.proxy.admin_keys import CONFIG_BASE, EXPECTED_AUTHORIZATION, JOURNAL_DIR, READS
 from keyledger.proxy.admin_query import add_query_routes
 from keyledger.proxy.admin_reads import ReadPool
 from keyledger.proxy.admin_report import add_report_routes
@@ -171,6 +171,7 @@ def admin_app_for(data_plane: web.Application, token: bytes) -> web.Application:
         shippers=data_plane[app_keys.SHIPPERS],
         open_readyz=config.admin is not None and config.admin.open_readyz,
         policies=data_plane[app_keys.POLICIES],
+        config_base=config.base,
         journal=data_plane[app_keys.JOURNAL],
         public_keys=checkpoint_public_keys(config),
         console=config.admin.console if config.admin is not None else ConsoleConfig(),
@@ -219,6 +220,7 @@ def make_admin_app(
     shippers: tuple[Shipper, ...] = (),
     open_readyz: bool = False,
     policies: PolicyHolder | None = None,
+    config_base: Path | None = None,
     journal: Journal | None = None,
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     console: ConsoleConfig | None = None,
@@ -226,10 +228,11 @@ def make_admin_app(
 ) -> web.Application:
     """The admin app, reading the data plane's objects; ``registry`` holds its metrics.
 
-    ``policies`` answers ``/v1/explain``; ``journal`` records verifications and console
-    sign-ins (and names the chain this process writes); ``public_keys`` check checkpoint
-    signatures when verifying; ``console`` (on by default) serves the web console under
-    ``/ui/``, its failed sign-ins folded by ``failures`` as the data plane's are.
+    ``policies`` answers ``/v1/explain`` (naming policy files from ``config_base``);
+    ``journal`` records verifications and console sign-ins (and names the chain this
+    process writes); ``public_keys`` check checkpoint signatures when verifying;
+    ``console`` (on by default) serves the web console under ``/ui/``, its failed
+    sign-ins folded by ``failures`` as the data plane's are.
     """
     app = guarded_app(token, journal_dir, open_readyz=open_readyz)
     app[BROADCASTER] = broadcaster
@@ -238,6 +241,8 @@ def make_admin_app(
     app[REGISTRY] = registry
     if policies is not None:
         app[POLICIES] = policies
+    if config_base is not None:
+        app[CONFIG_BASE] = config_base
     if journal is not None:
         app[JOURNAL] = journal
     app[READS] = ReadPool()

@@ -16,8 +16,10 @@ is taken to ask for the stage ``AWSCURRENT``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,7 +32,7 @@ from keyledger.policies.model import Decision
 from keyledger.policies.testing import as_decided, default_protocol, request_attributes
 from keyledger.proxy import app as app_keys
 from keyledger.proxy.admin_http import check_known, json_error, json_response, one, required
-from keyledger.proxy.admin_keys import JOURNAL_DIR, READS
+from keyledger.proxy.admin_keys import CONFIG_BASE, JOURNAL_DIR, READS
 from keyledger.proxy.admin_query import seq_param
 from keyledger.proxy.admin_reads import Busy, find
 from keyledger.proxy.admin_report import call_json
@@ -76,13 +78,15 @@ async def explain(request: web.Request) -> web.Response:
         return json_error(404, f"no event {seq} in chain {chain!r}")
     record = orjson.loads(line)
     try:
-        answer = _explain(record, holder.engine, now=at == "now")
+        answer = _explain(record, holder.engine, now=at == "now", base=request.app.get(CONFIG_BASE))
     except _Unexplainable as exc:
         return json_error(422, str(exc))
     return json_response(answer)
 
 
-def _explain(record: Mapping[str, Any], engine: PolicyEngine, *, now: bool) -> dict[str, Any]:
+def _explain(
+    record: Mapping[str, Any], engine: PolicyEngine, *, now: bool, base: Path | None = None
+) -> dict[str, Any]:
     who, resource = _part(record, "principal"), _part(record, "resource")
     req, recorded = _part(record, "request"), _part(record, "decision")
     principal_id, action_text = _text(who.get("id")), _text(record.get("action"))
@@ -150,7 +154,7 @@ def _explain(record: Mapping[str, Any], engine: PolicyEngine, *, now: bool) -> d
     return {
         "event": call_json(record),
         "recorded": then,
-        "now": _now_json(decision, explanation, asked),
+        "now": _now_json(decision, explanation, asked, base),
         "same_policy": then["policy_hash"] == decision.policy_hash,
         "same_effect": then["effect"] == decision.effect.value,
         "same_rule": then["rule"] == decision.rule,
@@ -158,7 +162,7 @@ def _explain(record: Mapping[str, Any], engine: PolicyEngine, *, now: bool) -> d
 
 
 def _now_json(
-    decision: Decision, explanation: Explanation | None, asked: dict[str, Any]
+    decision: Decision, explanation: Explanation | None, asked: dict[str, Any], base: Path | None
 ) -> dict[str, Any]:
     """The shape of ``keyledger policy explain --json``."""
     found: dict[str, Any] = {
@@ -174,7 +178,7 @@ def _now_json(
                 "id": v.rule.id,
                 "role": v.rule.role,
                 "effect": v.rule.effect.value,
-                "source": v.rule.source,
+                "source": _shown(v.rule.source, base),
                 "applies": v.applies,
                 "reasons": list(v.reasons),
             }
@@ -182,3 +186,10 @@ def _now_json(
         ],
     }
     return found
+
+
+def _shown(source: str, base: Path | None) -> str:
+    """A rule's ``file:line:column``, its file named from the config's folder (as the
+    operator wrote it) rather than by where the server keeps it."""
+    prefix = f"{base}{os.sep}" if base is not None else None
+    return source.removeprefix(prefix) if prefix else source

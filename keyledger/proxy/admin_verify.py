@@ -32,7 +32,7 @@ from ulid import ULID
 from keyledger.proxy.audit.events import AuditEvent, EventType, format_time
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
 from keyledger.proxy.audit.segments import discover
-from keyledger.proxy.audit.verify import ChainReport, verify_path
+from keyledger.proxy.audit.verify import ChainReport, Problem, verify_path
 
 __all__ = ["ATTEMPTS", "AlreadyRunning", "Verifier", "VerifyOutcome", "VerifyRun"]
 
@@ -302,7 +302,7 @@ def _verify_all(
         for s in chain
         if (size := _sizes_of(s.path)) is not None
     )
-    problems = [f"{path}:1: {reason}" for path, reason in found.unreadable]
+    problems = [f"{_within(directory, path)}:1: {reason}" for path, reason in found.unreadable]
     unreadable = {str(path) for path, _ in found.unreadable}
     results: list[ChainResult] = []
     events = 0
@@ -322,9 +322,9 @@ def _verify_all(
                 break
             progress.bytes_checked = checked  # read again from its start
         chain = verified.chains.get(chain_id) or ChainReport(chain_id)
-        problems.extend(str(p) for p in own)
+        problems.extend(_named(p, directory) for p in own)
         events += chain.events
-        results.append(_chain_result(chain, attempt))
+        results.append(_chain_result(chain, attempt, directory))
         progress.chains_checked += 1
     ok = not problems and bool(results)
     return VerifyOutcome(
@@ -345,7 +345,20 @@ def _sizes_of(path: Path) -> int | None:
         return None
 
 
-def _chain_result(chain: ChainReport, attempts: int) -> ChainResult:
+def _within(directory: Path, file: str | Path) -> str:
+    """A journal file named within the journal folder: the answer is about that folder,
+    and where it lies on the server is nothing the console needs."""
+    try:
+        return str(Path(file).relative_to(directory))
+    except ValueError:
+        return str(file)
+
+
+def _named(problem: Problem, directory: Path) -> str:
+    return str(replace(problem, file=_within(directory, problem.file)))
+
+
+def _chain_result(chain: ChainReport, attempts: int, directory: Path) -> ChainResult:
     return ChainResult(
         id=chain.id,
         events=chain.events,
@@ -355,6 +368,6 @@ def _chain_result(chain: ChainReport, attempts: int) -> ChainResult:
         checkpoints=chain.checkpoints,
         last_checkpoint_seq=chain.last_checkpoint_seq,
         unsealed=max(chain.unsealed, 0),
-        problem=str(chain.problem) if chain.problem else None,
+        problem=_named(chain.problem, directory) if chain.problem else None,
         attempts=attempts,
     )

@@ -18,7 +18,9 @@ error everywhere, never a skip.
   console log drained, ``about:blank`` afterwards. ``browser.narrow()`` runs a block in a
   420 px wide window; ``browser.console_errors()`` gives the console's errors (JavaScript
   exceptions, Content-Security-Policy violations, failed loads) since the last call;
-  ``browser.screenshot(name)`` writes ``docs/screenshots/{name}.png``.
+  ``browser.screenshot(name)`` writes ``build/screenshots/{name}.png``, or, under
+  ``make screenshots`` (``KEYLEDGER_SCREENSHOTS=docs/screenshots``), the copies the docs
+  show: a plain test run leaves the repository's files alone (every run's times differ).
 - ``serve``: serves an aiohttp app on a real loopback socket from a background thread, so
   the (synchronous) tests can drive Selenium while the app answers the browser.
 """
@@ -44,7 +46,7 @@ from keyledger.backends._loop_thread import LoopThread
 from tests.conftest import listen
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = ROOT / os.environ.get("KEYLEDGER_SCREENSHOTS", "build/screenshots")
 
 WIDTH, HEIGHT = 1280, 800  # the console must be readable at this size...
 NARROW = 420  # ...and in a window this narrow
@@ -137,7 +139,7 @@ class Browser:
         return [message for message in self.console() if message.level == "SEVERE"]
 
     def screenshot(self, name: str) -> Path:
-        """Save what the viewport shows as ``docs/screenshots/{name}.png``; return its path."""
+        """Save what the viewport shows as ``{SCREENSHOTS}/{name}.png``; return its path."""
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
             raise ValueError(f"screenshot name {name!r}: use lower-case letters, digits and -")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ keyledger and reads them back from its admin listener.
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -134,6 +135,7 @@ async def admin(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[
             registry=CollectorRegistry(),
             readiness=NotAsked(),
             policies=policies,
+            config_base=tmp_path,  # as if the config file were there
             journal=journal,
         )
         yield Admin(await aiohttp_client(app), journal, directory, policies)
@@ -460,6 +462,8 @@ class TestExplain:
         assert now["request"]["operation"] == "GetSecretValue"
         assert now["request"]["source_ip"] == "10.0.0.1"
         assert body["event"]["seq"] == 1
+        # Files named from the config's folder, as the operator wrote them, not the server's.
+        assert re.fullmatch(r"policies-\d+/app\.yaml:\d+:\d+", rules["app-read"]["source"])
 
     async def test_a_reload_changes_the_answer(self, admin: Admin, tmp_path: Path) -> None:
         """The engine in force is read per request: a reloaded policy answers next time."""
