@@ -1,10 +1,11 @@
 """The local journal: append-only JSON lines, hash-chained, fsynced with group commit.
 
 The event loop is the single writer: it seals each request's events onto the chain and
-appends them with one ``write(2)``, which only copies into the page cache. Durability is
-the slow part, so ``fsync`` runs in a worker thread, and every request written while one
-fsync is in flight waits on the *next* one: under load many requests share one fsync and
-one future, and the loop never waits on the disk.
+appends them with ``write(2)``, which only copies into the page cache. Durability is the
+slow part, so ``fsync`` runs in a worker thread, and every request sealed while one fsync
+is in flight waits on the *next* one: under load many requests share one fsync, one future
+and (with fsync on) one write, made as their round starts; the loop never waits on the
+disk.
 
 Signed checkpoints ride along: when enough events have passed, the checkpoint is sealed
 into the same write as the request that crossed the line, so it costs no extra fsync; a
