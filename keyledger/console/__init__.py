@@ -1,6 +1,6 @@
 """The web console's files: HTML, JavaScript modules and CSS, served by the admin listener
-under ``/ui/`` (see :mod:`keyledger.proxy.console`). Hand-written, no build step: what is
-here is what the browser runs."""
+under ``/ui/`` (see :mod:`keyledger.proxy.admin.console`). Hand-written, no build step:
+what is here is what the browser runs."""
 
 from __future__ import annotations
 

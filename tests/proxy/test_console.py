@@ -24,11 +24,11 @@ from pytest_aiohttp import AiohttpClient
 from keyledger.console import STATIC
 from keyledger.devtls import client_context, ensure_dev_tls, server_context
 from keyledger.proxy.admin import make_admin_app
+from keyledger.proxy.admin.console import CSP
+from keyledger.proxy.admin.console_sessions import SessionStore
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import ConfigError, ConsoleConfig, parse_config
-from keyledger.proxy.console import CSP
-from keyledger.proxy.console_sessions import SessionStore
 from keyledger.proxy.failures import FailureFold
 from tests.conftest import journal_events, listen, write_proxy_files
 from tests.proxy.test_admin import NotAsked

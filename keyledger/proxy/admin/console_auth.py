@@ -42,8 +42,9 @@ import structlog
 from aiohttp import web
 
 from keyledger.ids import request_id
-from keyledger.proxy.admin_http import json_error, json_response
-from keyledger.proxy.admin_keys import EXPECTED_AUTHORIZATION
+from keyledger.proxy.admin.console_sessions import Session, SessionStore
+from keyledger.proxy.admin.http import json_error, json_response
+from keyledger.proxy.admin.keys import EXPECTED_AUTHORIZATION
 from keyledger.proxy.audit.events import (
     AuditEvent,
     EventType,
@@ -54,7 +55,6 @@ from keyledger.proxy.audit.events import (
     format_time,
 )
 from keyledger.proxy.audit.journal import Journal, JournalUnavailable
-from keyledger.proxy.console_sessions import Session, SessionStore
 from keyledger.proxy.failures import FailureFold
 
 __all__ = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from keyledger.proxy.admin_reads import ReadPool
+from keyledger.proxy.admin.reads import ReadPool
 
 __all__ = ["CONFIG_BASE", "EXPECTED_AUTHORIZATION", "JOURNAL_DIR", "READS"]
 

@@ -31,11 +31,11 @@ from keyledger.policies.engine import Explanation, PolicyEngine
 from keyledger.policies.model import Decision
 from keyledger.policies.testing import as_decided, default_protocol, request_attributes
 from keyledger.proxy import app as app_keys
-from keyledger.proxy.admin_http import check_known, json_error, json_response, one, required
-from keyledger.proxy.admin_keys import CONFIG_BASE, JOURNAL_DIR, READS
-from keyledger.proxy.admin_query import seq_param
-from keyledger.proxy.admin_reads import Busy, find
-from keyledger.proxy.admin_report import call_json
+from keyledger.proxy.admin.http import check_known, json_error, json_response, one, required
+from keyledger.proxy.admin.keys import CONFIG_BASE, JOURNAL_DIR, READS
+from keyledger.proxy.admin.query import seq_param
+from keyledger.proxy.admin.reads import Busy, find
+from keyledger.proxy.admin.report import call_json
 from keyledger.proxy.audit.events import parse_time
 
 __all__ = ["POLICIES", "explain"]

@@ -25,14 +25,14 @@ from typing import Any
 from aiohttp import web
 
 from keyledger.console import STATIC
-from keyledger.proxy.audit.journal import Journal
-from keyledger.proxy.config import ConsoleConfig
-from keyledger.proxy.console_auth import (
+from keyledger.proxy.admin.console_auth import (
     CONSOLE_AUTH,
     ConsoleAuth,
     add_session_routes,
 )
-from keyledger.proxy.console_sessions import SessionStore
+from keyledger.proxy.admin.console_sessions import SessionStore
+from keyledger.proxy.audit.journal import Journal
+from keyledger.proxy.config import ConsoleConfig
 from keyledger.proxy.failures import FailureFold
 
 __all__ = [

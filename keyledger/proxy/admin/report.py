@@ -9,7 +9,7 @@ GET /v1/principal  one principal, named exactly (``id``): what it touched, from 
 Secret names and principal ids may hold ``/``, ``*``, ``,`` or anything else, so the two
 single-name views take them as exact query values, never as globs or path segments.
 The window defaults to the last 24 hours and spans at most 31 days; reading it stops with
-a 422 past :data:`WINDOW_EVENTS` events (see :func:`~.admin_reads.in_window`).
+a 422 past :data:`WINDOW_EVENTS` events (see :func:`~.reads.in_window`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDict
 
-from keyledger.proxy.admin_http import (
+from keyledger.proxy.admin.http import (
     Window,
     check_known,
     iso,
@@ -35,9 +35,9 @@ from keyledger.proxy.admin_http import (
     required,
     window_of,
 )
-from keyledger.proxy.admin_keys import JOURNAL_DIR, READS
-from keyledger.proxy.admin_query import SCAN_LINES
-from keyledger.proxy.admin_reads import Busy, Found, Match, TooManyEvents, in_window, newest
+from keyledger.proxy.admin.keys import JOURNAL_DIR, READS
+from keyledger.proxy.admin.query import SCAN_LINES
+from keyledger.proxy.admin.reads import Busy, Found, Match, TooManyEvents, in_window, newest
 from keyledger.proxy.audit.events import format_time
 from keyledger.proxy.audit.filters import QUERY_PARAMETERS, effect_of, filter_from_query
 from keyledger.proxy.audit.report import AccessReport, SecretActivity, build_report

@@ -16,9 +16,9 @@ GET /v1/sinks          each remote sink's state as JSON: shipped seq, lag, failu
 GET /metrics           Prometheus text format (see :mod:`keyledger.proxy.metrics`)
 
 The JSON endpoints a console reads (docs/admin-api.md): ``/v1/events``, ``/v1/events/{chain}/
-{seq}``, ``/v1/alerts`` (:mod:`.admin_query`); ``/v1/report``, ``/v1/secret``,
-``/v1/principal`` (:mod:`.admin_report`); ``/v1/explain`` (:mod:`.admin_explain`);
-``/v1/integrity`` and ``/v1/verify`` (:mod:`.admin_integrity`). All sit behind the one token
+{seq}``, ``/v1/alerts`` (:mod:`.query`); ``/v1/report``, ``/v1/secret``,
+``/v1/principal`` (:mod:`.report`); ``/v1/explain`` (:mod:`.explain`);
+``/v1/integrity`` and ``/v1/verify`` (:mod:`.integrity`). All sit behind the one token
 check of :func:`require_token`, the only place a request is let in.
 """
 
@@ -38,18 +38,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from keyledger.proxy import app as app_keys
-from keyledger.proxy.admin_explain import POLICIES, explain
-from keyledger.proxy.admin_integrity import (
+from keyledger.proxy.admin.console import add_console, security_headers
+from keyledger.proxy.admin.console_auth import (
+    CONSOLE_AUTH,
+    CONSOLE_SESSION,
+    refuse_cross_site,
+    same_origin,
+)
+from keyledger.proxy.admin.explain import POLICIES, explain
+from keyledger.proxy.admin.integrity import (
     JOURNAL,
     VERIFIER,
     add_integrity_routes,
     sinks_json,
 )
-from keyledger.proxy.admin_keys import CONFIG_BASE, EXPECTED_AUTHORIZATION, JOURNAL_DIR, READS
-from keyledger.proxy.admin_query import add_query_routes
-from keyledger.proxy.admin_reads import ReadPool
-from keyledger.proxy.admin_report import add_report_routes
-from keyledger.proxy.admin_verify import Verifier
+from keyledger.proxy.admin.keys import CONFIG_BASE, EXPECTED_AUTHORIZATION, JOURNAL_DIR, READS
+from keyledger.proxy.admin.query import add_query_routes
+from keyledger.proxy.admin.reads import ReadPool
+from keyledger.proxy.admin.report import add_report_routes
+from keyledger.proxy.admin.verify import Verifier
 from keyledger.proxy.audit.checkpoints import key_id, load_private_key
 from keyledger.proxy.audit.filters import EventFilter, filter_from_query
 from keyledger.proxy.audit.journal import Journal
@@ -57,13 +64,6 @@ from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
 from keyledger.proxy.config import AdminConfig, Config, ConsoleConfig, require_key
-from keyledger.proxy.console import add_console, security_headers
-from keyledger.proxy.console_auth import (
-    CONSOLE_AUTH,
-    CONSOLE_SESSION,
-    refuse_cross_site,
-    same_origin,
-)
 from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.health import ReadinessProbe
 from keyledger.proxy.pipeline import PolicyHolder

@@ -5,8 +5,8 @@ GET /v1/events/{chain}/{seq} one event, exactly as the journal holds it
 GET /v1/alerts               the ``alert`` events of a window, most severe first, each with
                              the events that triggered it
 
-Reads run on the admin API's own threads (:class:`~.admin_reads.ReadPool`) with the bounds
-of :mod:`.admin_reads`; see docs/admin-api.md.
+Reads run on the admin API's own threads (:class:`~.reads.ReadPool`) with the bounds
+of :mod:`.reads`; see docs/admin-api.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from keyledger.alerts.model import Severity
-from keyledger.proxy.admin_http import (
+from keyledger.proxy.admin.http import (
     check_known,
     json_error,
     json_raw,
@@ -29,8 +29,8 @@ from keyledger.proxy.admin_http import (
     one,
     window_of,
 )
-from keyledger.proxy.admin_keys import JOURNAL_DIR, READS
-from keyledger.proxy.admin_reads import Busy, find, newest
+from keyledger.proxy.admin.keys import JOURNAL_DIR, READS
+from keyledger.proxy.admin.reads import Busy, find, newest
 from keyledger.proxy.audit.events import format_time
 from keyledger.proxy.audit.filters import QUERY_PARAMETERS, filter_from_query
 

@@ -15,13 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from keyledger.proxy import app as app_keys
-from keyledger.proxy.admin_http import check_known, json_error, json_response
-from keyledger.proxy.admin_keys import JOURNAL_DIR, READS
-from keyledger.proxy.admin_reads import Busy, ChainEnd, chain_ends
-from keyledger.proxy.admin_verify import AlreadyRunning, Verifier
+from keyledger.proxy.admin.console_auth import CONSOLE_SESSION
+from keyledger.proxy.admin.http import check_known, json_error, json_response
+from keyledger.proxy.admin.keys import JOURNAL_DIR, READS
+from keyledger.proxy.admin.reads import Busy, ChainEnd, chain_ends
+from keyledger.proxy.admin.verify import AlreadyRunning, Verifier
 from keyledger.proxy.audit.events import format_time, parse_time
 from keyledger.proxy.audit.sinks import Shipper
-from keyledger.proxy.console_auth import CONSOLE_SESSION
 
 __all__ = ["JOURNAL", "SHIPPERS", "VERIFIER", "add_integrity_routes", "sinks_json"]
 
