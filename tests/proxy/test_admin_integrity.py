@@ -301,3 +301,45 @@ class TestThroughTheProxy:
             e for e in proxy.events("lifecycle") if e["detail"]["event"] == "journal_verified"
         ]
         assert [e["id"] for e in recorded] == [run["recorded_event"]]
+
+
+async def test_a_replaced_file_fails_and_the_failure_is_still_on_record(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """A line edited as editors and `sed -i` do it (a new file in the old one's place): the
+    run fails, and its event, first refused with the file the journal left, is recorded
+    once the journal has moved on to a new segment."""
+    directory, key = tmp_path / "audit", Ed25519PrivateKey.generate()
+    journal = Journal(
+        directory=directory,
+        chain_id=CHAIN,
+        fsync=True,  # each round checks that the file is still the one at its path
+        checkpoints=Checkpointing(signer=CheckpointSigner(key)),
+    )
+    await journal.start()
+    try:
+        app = make_admin_app(
+            token=TOKEN,
+            broadcaster=AuditBroadcaster(),
+            journal_dir=directory,
+            registry=CollectorRegistry(),
+            readiness=NotAsked(),
+            journal=journal,
+            public_keys={key_id(key.public_key()): key.public_key()},
+        )
+        admin = Admin(await aiohttp_client(app), journal, directory, key)
+        await journal.append_many([access("svc-1"), access("svc-2")])
+        edited = admin.segment.with_name("edited")
+        edited.write_bytes(admin.segment.read_bytes().replace(b'"svc-2"', b'"svc-X"'))
+        edited.replace(admin.segment)
+
+        await admin.start_verify()
+        run = (await admin.verified())["run"]
+
+        assert run["ok"] is False
+        assert any("hash mismatch" in problem for problem in run["problems"])
+        assert run["recorded_event"] is not None, run
+        (recorded,) = [e for e in verify_events(directory) if e["id"] == run["recorded_event"]]
+        assert recorded["detail"]["ok"] is False
+    finally:
+        await journal.close()

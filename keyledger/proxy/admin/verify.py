@@ -39,6 +39,7 @@ __all__ = ["ATTEMPTS", "AlreadyRunning", "Verifier", "VerifyOutcome", "VerifyRun
 log = structlog.get_logger("keyledger.admin")
 
 ATTEMPTS = 3  # checks of one failing chain, while the folder keeps changing under it
+_RECORD_ATTEMPTS, _RECORD_RETRY_S = 5, 0.2  # waits 0.2, 0.4, 0.6 and 0.8 s between them
 _PROBLEMS_KEPT = 20  # problems listed in the answer and the event; all are counted
 _CHAINS_KEPT = 100  # chains listed in the event
 
@@ -236,12 +237,19 @@ class Verifier:
     async def _record(self, run: VerifyRun) -> VerifyRun:
         if self._journal is None:
             return replace(run, record_error="this admin API has no journal to record in")
-        event = AuditEvent(type=EventType.LIFECYCLE, detail=_detail(run))
-        try:
-            await self._journal.append(event)
-        except JournalUnavailable as exc:
-            log.error("admin_verify_unrecorded", error=str(exc))
-            return replace(run, record_error=str(exc))
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
+            # A new event each time: one refused may lie in a file the journal left.
+            event = AuditEvent(type=EventType.LIFECYCLE, detail=_detail(run))
+            try:
+                await self._journal.append(event)
+                break
+            except JournalUnavailable as exc:
+                if attempt == _RECORD_ATTEMPTS:
+                    log.error("admin_verify_unrecorded", error=str(exc))
+                    return replace(run, record_error=str(exc))
+                # The journal refuses appends while it replaces a file changed under it
+                # (what a verification that fails may well have found): moments, usually.
+                await asyncio.sleep(_RECORD_RETRY_S * attempt)
         log.info("journal_verified", ok=run.outcome.ok if run.outcome else None, event_id=event.id)
         return replace(run, recorded=event.id)
 
