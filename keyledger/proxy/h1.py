@@ -38,6 +38,7 @@ __all__ = ["H1Transport"]
 
 _MAX_HEADER_BYTES = 64 << 10
 _MAX_BODY_BYTES = 32 << 20  # far beyond any store answer (a value is at most 64 KiB)
+_ROUTES_KEPT = 64  # URLs whose split is kept (a backend uses one or two)
 
 
 class H1Transport:
@@ -57,6 +58,7 @@ class H1Transport:
         self._idle_s = idle_s  # below the stores' own keep-alive (AWS: 60 s and more)
         self._tls: ssl.SSLContext | None = None
         self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._routes: dict[str, tuple[_Pool, str, str]] = {}
         self._closed = False
 
     async def start(self) -> None:
@@ -70,12 +72,29 @@ class H1Transport:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        self._routes.clear()
 
     async def request(
         self, method: str, url: str, *, headers: Mapping[str, str], body: bytes = b""
     ) -> HttpReply:
         if self._closed or self._tls is None:
             raise HttpTransportError("the HTTP client is not started")
+        pool, target, netloc = self._routes.get(url) or self._route(url)
+        try:
+            head = _head(method, target, netloc, headers, len(body))
+        except UnicodeEncodeError:
+            raise HttpTransportError("a header is not Latin-1 text") from None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await pool.send(head + body)
+        except TimeoutError:
+            raise HttpTransportError("TimeoutError") from None
+        except OSError as exc:
+            raise HttpTransportError(type(exc).__name__) from exc
+
+    def _route(self, url: str) -> tuple[_Pool, str, str]:
+        """The pool, request target and Host of ``url``, kept: a backend calls one or two
+        URLs over and over, and splitting one costs more than the rest of the head."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpTransportError(f"not an http(s) URL: {url[:100]!r}")
@@ -88,17 +107,10 @@ class H1Transport:
                 parts.hostname, port, tls, self._max_connections, self._idle_s
             )
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            head = _head(method, target, parts.netloc, headers, len(body))
-        except UnicodeEncodeError:
-            raise HttpTransportError("a header is not Latin-1 text") from None
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await pool.send(head + body)
-        except TimeoutError:
-            raise HttpTransportError("TimeoutError") from None
-        except OSError as exc:
-            raise HttpTransportError(type(exc).__name__) from exc
+        if len(self._routes) >= _ROUTES_KEPT:
+            self._routes.clear()
+        route = self._routes[url] = (pool, target, parts.netloc)
+        return route
 
 
 def _head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
@@ -106,9 +118,10 @@ def _head(method: str, target: str, host: str, headers: Mapping[str, str], lengt
     for name, value in headers.items():
         if name.lower() in ("host", "content-length", "connection", "transfer-encoding"):
             continue  # this client's to say
-        if any(c in name or c in value for c in "\r\n\0"):
+        line = f"{name}: {value}"
+        if "\r" in line or "\n" in line or "\0" in line:
             raise HttpTransportError("a header holds a line break or NUL")
-        lines.append(f"{name}: {value}")
+        lines.append(line)
     if length or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
