@@ -361,7 +361,11 @@ class TestIntegrity:
             for e in console.proxy.events("lifecycle")
             if e["detail"]["event"] == "journal_verified"
         ]
-        assert [v["ok"] for v in verified] == [True, False]
+        assert (verified[0]["ok"], verified[-1]["ok"]) == (True, False)
+        # Rewriting the file changed it under the journal, which moved to a new segment: the
+        # failed run's result may first have gone into the file left behind (refused there),
+        # then into the new segment. Either way it is one run's.
+        assert {v["run"] for v in verified[1:]} == {verified[-1]["run"]}
         assert all(v["requested_by"].startswith("console session ") for v in verified)
         console.no_errors()
 
