@@ -46,6 +46,7 @@ from keyledger.proxy.admin.console_auth import (
     same_origin,
 )
 from keyledger.proxy.admin.explain import POLICIES, explain
+from keyledger.proxy.admin.http import json_error
 from keyledger.proxy.admin.integrity import (
     JOURNAL,
     VERIFIER,
@@ -116,10 +117,6 @@ def load_admin_token(admin: AdminConfig) -> bytes:
     return token
 
 
-def _json_error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
 def has_token(request: web.Request) -> bool:
     given = request.headers.get("Authorization", "").encode()
     # Constant time: the comparison must not tell how much of a guess was right.
@@ -150,7 +147,7 @@ def require_token(open_paths: frozenset[str]) -> Any:
                 request[CONSOLE_SESSION] = session
                 return await handler(request)
         log.warning("admin_unauthorised", path=request.path, remote=request.remote)
-        return _json_error(
+        return json_error(
             401,
             "missing or wrong admin token",
             **{"WWW-Authenticate": 'Bearer realm="keyledger-admin"'},
@@ -323,7 +320,7 @@ async def audit_stream(request: web.Request) -> web.StreamResponse:
     try:
         filt, replay = parse_stream_query(request.query)
     except ValueError as exc:
-        return _json_error(400, str(exc))
+        return json_error(400, str(exc))
 
     # Subscribe before reading the replay, so nothing written meanwhile falls in between.
     subscription = broadcaster.subscribe(filt)

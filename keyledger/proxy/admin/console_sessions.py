@@ -2,7 +2,7 @@
 
 A session lives only here, in memory: the browser holds its id (an HttpOnly cookie), the
 server holds the SHA-256 of that id, so a dump of this table opens no session. Ids are 32
-random bytes; a lookup hashes the id given and compares in constant time. Sessions end at
+random bytes; a lookup hashes the id given and finds its session by that hash. Sessions end at
 their expiry (``ttl_s`` after sign-in, never extended), at sign-out, when the process
 stops, or when ``limit`` newer sessions push them out (the oldest goes first): the table
 never grows past ``limit``, however many sign-ins there are.
@@ -14,7 +14,6 @@ session by it, and it cannot be turned back into the id.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -80,10 +79,10 @@ class SessionStore:
         if not session_id or len(session_id) > 256:
             return None
         digest = _digest(session_id)
+        # Looked up by the id's SHA-256, which a caller cannot steer toward a live one:
+        # nothing about a guess's closeness shows in the time it takes.
         session = self._sessions.get(digest)
-        # The dict finds it by a hash the caller cannot steer; the comparison is constant
-        # time all the same, so no timing tells how close a guess came.
-        if session is None or not hmac.compare_digest(session.digest, digest):
+        if session is None:
             return None
         if session.expired(self._clock()):
             del self._sessions[digest]

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import MultiDict
 
 from keyledger.alerts.model import Severity
 from keyledger.proxy.admin.http import (
@@ -32,7 +31,7 @@ from keyledger.proxy.admin.http import (
 from keyledger.proxy.admin.keys import JOURNAL_DIR, READS
 from keyledger.proxy.admin.reads import Busy, find, newest
 from keyledger.proxy.audit.events import format_time
-from keyledger.proxy.audit.filters import QUERY_PARAMETERS, filter_from_query
+from keyledger.proxy.audit.filters import QUERY_PARAMETERS, EventFilter, filter_from_query
 
 __all__ = ["SCAN_LINES", "add_query_routes", "seq_param"]
 
@@ -50,9 +49,9 @@ def add_query_routes(app: web.Application) -> None:
     app.router.add_get("/v1/alerts", alerts)
 
 
-def seq_param(text: str, name: str = "seq") -> int:
+def seq_param(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < 1:
-        raise ValueError(f"{name} must be a positive whole number, not {text!r}")
+        raise ValueError(f"seq must be a positive whole number, not {text!r}")
     return int(text)
 
 
@@ -132,12 +131,7 @@ async def alerts(request: web.Request) -> web.Response:
         )
         severities = _severities(query)
         limit = limit_of(query, default=_ALERTS_LIMIT[0], maximum=_ALERTS_LIMIT[1])
-        filt = filter_from_query(
-            MultiDict(
-                type="alert", since=format_time(window.since), until=format_time(window.until)
-            ),
-            window.until,
-        )
+        filt = EventFilter(types=frozenset({"alert"}), since=window.since, until=window.until)
     except ValueError as exc:
         return json_error(400, str(exc))
 
