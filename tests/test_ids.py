@@ -45,11 +45,14 @@ def test_a_forked_child_makes_ids_of_its_own() -> None:
     request_id(), event_id()  # the parent holds random bytes not yet handed out
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child
-        os.write(write, (request_id() + event_id()).encode())
-        os._exit(0)
+    if pid == 0:  # the child: never back into pytest, whatever happens
+        try:
+            os.write(write, (request_id() + event_id()).encode())
+        finally:
+            os._exit(0)
     os.waitpid(pid, 0)
     child = os.read(read, 100).decode()
     os.close(read)
     os.close(write)
     assert child[:36] != request_id()
+    assert child[36 + 10 :] != event_id()[10:]  # the random part, not the time

@@ -9,15 +9,11 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tests.browser.conftest import HEIGHT, NARROW, SCREENSHOTS, WIDTH, Browser
+from keyledger.proxy.admin.console import CSP  # the policy the console is served with
+from tests.browser.conftest import HEIGHT, NARROW, WIDTH, Browser
 
 pytestmark = pytest.mark.browser
 
-# The policy the console will be served with: nothing inline, nothing from elsewhere.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 
 PAGE = """\
 <!doctype html>
@@ -95,7 +91,6 @@ class TestSmoke:
         assert "Content Security Policy" in errors[0].message
 
         path = browser.screenshot("browser-smoke")
-        assert path == SCREENSHOTS / "browser-smoke.png"
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
     def test_narrow_window(self, browser: Browser, serve: Callable[[web.Application], str]) -> None:

@@ -508,9 +508,9 @@ def sdk(channel: grpc.aio.Channel) -> SecretManagerServiceAsyncClient:
 
 class TestConnectionLimits:
     async def test_past_the_cap_a_call_is_resource_exhausted(self, served: Served) -> None:
-        """limits.max_connections caps the calls in flight: one more is refused at once
-        (the SDK's ResourceExhausted, which its default retry backs off on), and the held
-        call is still answered."""
+        """max_concurrent_rpcs (limits.max_connections, as app.py passes it) caps the calls
+        in flight: one more is refused at once (the SDK's ResourceExhausted, which its
+        default retry backs off on), and the held call is still answered."""
         held = _Held(served.gateway)
         async with limited(held, max_concurrent_rpcs=1) as channel:
             client = sdk(channel)
