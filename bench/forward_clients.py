@@ -22,12 +22,13 @@ The candidates (``--only`` picks some; ``--list`` names them):
 
 - ``harness``: no I/O at all (an ``asyncio.sleep(0)`` and a canned answer): the floor the
   measuring loop itself costs.
-- ``aiohttp-current``: ``keyledger.proxy.http_client.AiohttpTransport`` as the proxy builds it.
+- ``aiohttp-current``: ``keyledger.proxy.http_client.AiohttpTransport`` as the proxy builds it
+  (Azure's store client; AWS's before ``keyledger.proxy.h1``, measured here first).
 - ``aio+...``: the same request made as that transport makes it, with one option changed
   (``aio+all``: every change that keeps it correct at once; ``aio+no-timeout`` is for
   reference only, a forward must have a deadline).
-- ``httptools``: the prototype below (:class:`H1Transport`), a keep-alive HTTP/1.1 client
-  on asyncio Protocols with ``httptools`` parsing the answers.
+- ``httptools``: ``keyledger.proxy.h1.H1Transport``, the keep-alive HTTP/1.1 client on
+  asyncio Protocols with ``httptools`` parsing the answers that AWS backends use.
 - ``httpx``: if it can be imported.
 - ``backend+aiohttp`` / ``backend+httptools``: ``AwsBackend.call`` (JSON, SigV4 re-signing
   with its cached key, the answer's parsing) over each transport: the whole forward step.
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import importlib
 import os
@@ -62,12 +62,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -99,9 +99,10 @@ from keyledger import sigv4
 from keyledger.backends import HttpReply, HttpTransportError
 from keyledger.backends.aws import AwsBackend, AwsSettings
 from keyledger.model import Action, SecretRef, SecretRequest
+from keyledger.proxy.h1 import H1Transport
 from keyledger.proxy.http_client import AiohttpTransport
 
-__all__ = ["H1Transport", "main"]
+__all__ = ["main"]
 
 SERVICE = "secretsmanager"
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -127,381 +128,7 @@ def signed_headers(url: str, body: bytes = BODY) -> dict[str, str]:
     )
 
 
-# -- the httptools prototype -----------------------------------------------------------------
-
-
-class _Lost(HttpTransportError):
-    """The connection ended before the answer was complete."""
-
-    def __init__(self, message: str, *, answered: bool) -> None:
-        super().__init__(message)
-        self.answered = answered  # whether any byte of an answer had come
-
-
-class _H1Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: one request at a time, its answer buffered whole."""
-
-    def __init__(self, pool: _H1Pool) -> None:
-        self._pool = pool
-        self._parser: Any = pool.httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.reused = False  # has served a request before (so may be stale)
-        self.idle_since = 0.0
-        self._waiter: asyncio.Future[HttpReply] | None = None
-        self._writable: asyncio.Future[None] | None = None
-        self._status = 0
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._size = 0
-        self._answered = False
-        self._until_eof = False
-        self._keep_alive = False
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._pool.forget(self)
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._until_eof and self._status:
-            # An answer with neither Content-Length nor chunked ends with the connection.
-            self._finish(keep_alive=False)
-            return
-        waiter.set_exception(
-            _Lost(
-                f"connection lost: {type(exc).__name__ if exc else 'EOF'}", answered=self._answered
-            )
-        )
-
-    def pause_writing(self) -> None:
-        if self._writable is None or self._writable.done():
-            self._writable = self._pool.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            # Nothing asked for: a server closing an idle connection says so with 408 at
-            # most; anything else here cannot be trusted to belong to a later request.
-            self.close()
-            return
-        self._answered = True
-        try:
-            self._parser.feed_data(data)
-        except Exception as exc:  # httptools.HttpParserError and the callbacks' own errors
-            self._fail(HttpTransportError(f"bad answer: {type(exc).__name__}"))
-
-    # httptools callbacks
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        found = self._headers.get(key)
-        self._headers[key] = text if found is None else f"{found}, {text}"
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if status < 200:  # 1xx: an interim answer, the real one follows on the same parser
-            self._headers = {}
-            return
-        self._status = status
-        self._keep_alive = self._parser.should_keep_alive()
-        headers = self._headers
-        self._until_eof = (
-            "content-length" not in headers
-            and "transfer-encoding" not in headers
-            and status not in (204, 304)
-        )
-
-    def on_body(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > self._pool.max_body:
-            raise HttpTransportError("answer too large")
-        self._body.append(chunk)
-
-    def on_message_complete(self) -> None:
-        if self._status:
-            self._finish(keep_alive=self._keep_alive)
-
-    # the pool's side
-
-    async def send(self, head: bytes, body: bytes) -> HttpReply:
-        assert self.transport is not None
-        waiter: asyncio.Future[HttpReply] = self._pool.loop.create_future()
-        self._waiter = waiter
-        self._status, self._headers, self._body, self._size = 0, {}, [], 0
-        self._answered = self._until_eof = False
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
-        if self._writable is not None and not self._writable.done():
-            await self._writable  # back-pressure: a large body waits for the socket
-        return await waiter
-
-    def _finish(self, *, keep_alive: bool) -> None:
-        waiter = self._waiter
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        reply = HttpReply(self._status, self._headers, body)
-        self._waiter = None
-        if not keep_alive:
-            self.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(reply)
-
-    def _fail(self, error: Exception) -> None:
-        waiter = self._waiter
-        self.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-
-    def timed_out(self) -> None:
-        self._fail(HttpTransportError("TimeoutError"))
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    @property
-    def idle(self) -> bool:
-        return self._waiter is None and not self.closed
-
-
-class _H1Pool:
-    """Keep-alive connections to one origin: at most ``limit`` at once, the idle ones
-    reused most recent first; a request over the limit waits its turn (back-pressure)."""
-
-    def __init__(
-        self,
-        httptools: Any,
-        *,
-        scheme: str,
-        host: str,
-        port: int,
-        authority: str,
-        limit: int,
-        timeout_s: float,
-        connect_timeout_s: float,
-        idle_s: float,
-        max_body: int,
-        ssl: Any,
-    ) -> None:
-        self.httptools = httptools
-        self.loop = asyncio.get_running_loop()
-        self._scheme, self._host, self._port = scheme, host, port
-        self.authority = authority
-        self._limit = limit
-        self._timeout_s = timeout_s
-        self._connect_timeout_s = connect_timeout_s
-        self._idle_s = idle_s
-        self.max_body = max_body
-        self._ssl = ssl
-        self._idle: list[_H1Connection] = []
-        self._open = 0
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._all: set[_H1Connection] = set()
-
-    def forget(self, conn: _H1Connection) -> None:
-        if conn in self._all:
-            self._all.discard(conn)
-            self._open -= 1
-            with contextlib.suppress(ValueError):
-                self._idle.remove(conn)
-            self._wake()
-
-    def _wake(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _reuse(self) -> _H1Connection | None:
-        """The most recently used idle connection that is still fresh, if any."""
-        now = self.loop.time()
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed and now - conn.idle_since < self._idle_s:
-                return conn
-            conn.close()
-        return None
-
-    async def _acquire(self) -> _H1Connection:
-        conn = self._reuse()
-        if conn is not None:
-            return conn
-        while self._open >= self._limit:
-            waiter = self.loop.create_future()
-            self._waiting.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if not waiter.cancelled():
-                    self._wake()  # the turn it was given passes on
-                raise
-            if self._idle:
-                return await self._acquire()
-        self._open += 1
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                _, conn = await self.loop.create_connection(
-                    lambda: _H1Connection(self),
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl else None,
-                )
-        except BaseException:
-            self._open -= 1
-            self._wake()
-            raise
-        self._all.add(conn)
-        return conn
-
-    def _release(self, conn: _H1Connection) -> None:
-        if conn.idle:
-            conn.reused = True
-            conn.idle_since = self.loop.time()
-            self._idle.append(conn)
-            self._wake()
-        elif not conn.closed:
-            conn.close()  # connection_lost forgets it
-
-    async def request(self, head: bytes, body: bytes, *, retry: bool) -> HttpReply:
-        deadline = self.loop.time() + self._timeout_s
-        while True:
-            conn = self._reuse()  # the common case, without a timeout context to set up
-            if conn is None:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await self._acquire()
-                except TimeoutError:
-                    raise HttpTransportError("TimeoutError") from None
-                except OSError as exc:
-                    raise HttpTransportError(type(exc).__name__) from exc
-            stale = conn.reused
-            timer = self.loop.call_at(deadline, conn.timed_out)
-            try:
-                return await conn.send(head, body)
-            except _Lost as exc:
-                # A kept-alive connection the server closed just as we wrote to it: safe to
-                # send again on a fresh one only if nothing came back and the method allows.
-                if not (retry and stale and not exc.answered):
-                    raise
-            finally:
-                timer.cancel()
-                self._release(conn)
-
-    def close(self) -> None:
-        for conn in list(self._all):
-            conn.close()
-
-
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-
-
-class H1Transport:
-    """A prototype :class:`~keyledger.backends.HttpTransport`: keep-alive HTTP/1.1 over asyncio
-    Protocols, answers parsed by ``httptools``, one pool per origin. A benchmark prototype, not
-    for production as it stands: no proxy support, no decompression, no redirects (keyledger
-    wants none), no HEAD (the parser cannot be told an answer has no body), no cap on header
-    size, idle connections closed only when next picked; answers buffered whole up to
-    ``max_body``."""
-
-    def __init__(
-        self,
-        *,
-        timeout_s: float,
-        max_connections: int = 256,
-        connect_timeout_s: float = 5.0,
-        idle_s: float = 15.0,
-        max_body: int = 64 << 20,
-        ssl_context: Any = None,
-    ) -> None:
-        self._httptools = importlib.import_module("httptools")
-        self._timeout_s = timeout_s
-        self._max = max_connections
-        self._connect_timeout_s = connect_timeout_s
-        self._idle_s = idle_s
-        self._max_body = max_body
-        self._ssl_context = ssl_context
-        self._pools: dict[str, tuple[_H1Pool, str]] = {}  # url -> (its origin's pool, target)
-        self._origins: dict[tuple[str, str, int], _H1Pool] = {}
-
-    def _pool(self, url: str) -> tuple[_H1Pool, str]:
-        found = self._pools.get(url)
-        if found is not None:
-            return found
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HttpTransportError(f"unsupported URL {url[:100]!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        origin = (parts.scheme, parts.hostname, port)
-        pool = self._origins.get(origin)
-        if pool is None:
-            ssl: Any = None
-            if parts.scheme == "https":
-                import ssl as ssl_module
-
-                ssl = self._ssl_context or ssl_module.create_default_context()
-            pool = self._origins[origin] = _H1Pool(
-                self._httptools,
-                scheme=parts.scheme,
-                host=parts.hostname,
-                port=port,
-                authority=parts.netloc,
-                limit=self._max,
-                timeout_s=self._timeout_s,
-                connect_timeout_s=self._connect_timeout_s,
-                idle_s=self._idle_s,
-                max_body=self._max_body,
-                ssl=ssl,
-            )
-        target = parts.path or "/"
-        if parts.query:
-            target = f"{target}?{parts.query}"
-        if len(self._pools) < 1024:
-            self._pools[url] = (pool, target)
-        return pool, target
-
-    async def request(
-        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes = b""
-    ) -> HttpReply:
-        pool, target = self._pool(url)
-        lines = [f"{method} {target} HTTP/1.1"]
-        if "host" not in headers:
-            lines.append(f"host: {pool.authority}")
-        for name, value in headers.items():
-            if name.lower() != "content-length":
-                lines.append(f"{name}: {value}")
-        if body or method not in ("GET", "HEAD", "DELETE"):
-            lines.append(f"content-length: {len(body)}")
-        text = "\r\n".join(lines)
-        breaks = len(lines) - 1  # no CR, LF or NUL of a name or value's own (no injection)
-        if text.count("\n") != breaks or text.count("\r") != breaks or "\x00" in text:
-            raise HttpTransportError("a header holds CR, LF or NUL")
-        head = f"{text}\r\n\r\n".encode("latin-1")
-        return await pool.request(head, body, retry=method in _IDEMPOTENT)
-
-    async def close(self) -> None:
-        for pool in self._origins.values():
-            pool.close()
-        self._origins.clear()
-        self._pools.clear()
-        await asyncio.sleep(0)
-
-
-# -- the other candidates ----------------------------------------------------------------------
+# -- the candidates ---------------------------------------------------------------------------
 
 
 class Client(Protocol):
@@ -529,7 +156,7 @@ class Harness:
 
 
 class CurrentTransport:
-    """``AiohttpTransport`` exactly as ``keyledger.proxy.app`` builds it for an AWS backend."""
+    """``AiohttpTransport`` exactly as ``keyledger.proxy.app`` builds it (for Azure now)."""
 
     def __init__(self) -> None:
         self._transport = AiohttpTransport(timeout_s=TIMEOUT_S)
@@ -745,9 +372,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     ),
     Candidate(
         "httptools",
-        "H1Transport prototype (asyncio Protocol + httptools)",
-        lambda url: _plain(H1Transport(timeout_s=TIMEOUT_S)),
-        needs="httptools",
+        "keyledger.proxy.h1.H1Transport (asyncio Protocol + httptools), AWS's store client",
+        lambda url: _started(H1Transport(timeout_s=TIMEOUT_S)),
     ),
     Candidate("httpx", "httpx.AsyncClient", lambda url: _plain(HttpxClient()), needs="httpx"),
     Candidate(
@@ -757,9 +383,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     ),
     Candidate(
         "backend+httptools",
-        "AwsBackend.call over the H1Transport prototype",
+        "AwsBackend.call over keyledger.proxy.h1.H1Transport",
         lambda url: _started(BackendClient(url, H1Transport(timeout_s=TIMEOUT_S))),
-        needs="httptools",
     ),
 )
 BY_NAME = {c.name: c for c in CANDIDATES}
@@ -872,8 +497,7 @@ def run_matrix(
     names: list[str], concurrencies: list[int], *, rounds: int, warmup_s: float, duration_s: float
 ) -> dict[str, Any]:
     isolate_own_env()
-    # PYTHONPATH passes on, so that a client installed outside the venv (httpx) can be tried.
-    env = clean_env(**{k: v for k in ("PYTHONPATH",) if (v := os.environ.get(k))})
+    env = clean_env()  # it keeps PYTHONPATH: a client installed outside the venv can be tried
     loads = [os.getloadavg()]
     cells: dict[tuple[str, int], Cell] = defaultdict(Cell)
     with tempfile.TemporaryDirectory(prefix="keyledger-forward-") as tmp:
@@ -1229,7 +853,7 @@ def render(report: Mapping[str, Any]) -> str:
         f"(after {report['warmup_s']:g} s warm-up); 1-min load average over the rounds: "
         + " ".join(f"{v:.2f}" for v in report["loadavg_1m"]),
         "",
-        f"{'candidate':<20}{'conc':>5}{'req/s':>9}{'CPU us/req':>12}{'vs current':>11}"
+        f"{'candidate':<20}{'conc':>5}{'req/s':>9}{'CPU us/req':>12}{'vs aiohttp':>11}"
         f"{'upstream':>10}{'others':>8}  runs (CPU us/req)",
     ]
     current = {
