@@ -72,20 +72,20 @@ import orjson
 from proxy_overhead import (
     BENCH,
     HOST,
+    LOAD_STARTUP_S,
     PYTHON,
     SECRET_ID,
-    UPSTREAM_CREDENTIALS,
     BenchError,
     Children,
     add_common_options,
     clean_env,
-    create_identity,
     filesystem_of,
     free_ports,
     load_generator,
     machine_busy_s,
     ms,
     port_open,
+    provision,
     run_and_print,
     verify_journal,
     write_config,
@@ -95,7 +95,6 @@ from proxy_overhead import (
 __all__ = ["main"]
 
 FLOOD_ADDR = "127.0.0.2"
-LOAD_STARTUP_S = 0.4  # a generator's imports before its own clock starts, roughly
 FLOOD_LEAD_S = 2.0  # the flood runs this long before the good callers start
 
 
@@ -375,9 +374,6 @@ def count_journal(journal: Path, good: Sequence[str]) -> JournalCount:
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    from cryptography.fernet import Fernet
-
-    from keyledger.proxy.audit.checkpoints import generate_key_pair
 
     begun = time.monotonic()
     load_average = os.getloadavg()[0]
@@ -390,15 +386,7 @@ def run(settings: Settings) -> dict[str, Any]:
             workdir, "plain", port=plain_port, upstream=upstream, log_level=settings.log_level
         )
         base_env = clean_env()
-        kl_env = clean_env(
-            KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
-            KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
-            KEYLEDGER_ADMIN_TOKEN=secrets.token_hex(24),
-            AWS_ACCESS_KEY_ID=UPSTREAM_CREDENTIALS[0],
-            AWS_SECRET_ACCESS_KEY=UPSTREAM_CREDENTIALS[1],
-        )
-        generate_key_pair(workdir / "checkpoint")
-        credentials = create_identity(plain.config, kl_env)
+        kl_env, credentials = provision(workdir, plain.config)
         children = Children(workdir)
         rows: list[Row] = []
         journals: dict[str, dict[str, Any]] = {}

@@ -55,7 +55,6 @@ import os
 import platform
 import re
 import resource
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -85,11 +84,11 @@ from proxy_overhead import (  # bench/ is on sys.path: run from it or the reposi
     Children,
     cache_config,
     clean_env,
-    create_identity,
     free_ports,
     isolate_own_env,
     machine_busy_s,
     port_open,
+    provision,
     write_config,
     write_policy,
 )
@@ -748,9 +747,6 @@ def py_spy() -> str:
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
-    from cryptography.fernet import Fernet
-
-    from keyledger.proxy.audit.checkpoints import generate_key_pair
 
     spy = py_spy()
     isolate_own_env()
@@ -770,15 +766,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
             extra=cache_config() if args.cache else "",
         )
         base_env = clean_env()
-        kl_env = clean_env(
-            KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
-            KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
-            KEYLEDGER_ADMIN_TOKEN=secrets.token_hex(24),
-            AWS_ACCESS_KEY_ID=UPSTREAM_CREDENTIALS[0],
-            AWS_SECRET_ACCESS_KEY=UPSTREAM_CREDENTIALS[1],
-        )
-        generate_key_pair(workdir / "checkpoint")
-        key_id, secret = create_identity(kl.config, kl_env)
+        kl_env, (key_id, secret) = provision(workdir, kl.config)
         children = Children(workdir)
         try:
             children.start(

@@ -396,6 +396,25 @@ backends:
     return Keyledger(name, config, workdir / f"audit-{name}", port)
 
 
+def provision(
+    workdir: Path, config: Path, *, admin_token: str | None = None
+) -> tuple[dict[str, str], tuple[str, str]]:
+    """What a bench keyledger runs with: its environment (identity and fingerprint keys, the
+    admin token, the stand-in's credentials), a checkpoint key pair in ``workdir`` and the
+    bench identity made with ``config``: ``(env, (access key id, secret access key))``."""
+    from cryptography.fernet import Fernet
+
+    env = clean_env(
+        KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
+        KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
+        KEYLEDGER_ADMIN_TOKEN=admin_token or secrets.token_hex(24),
+        AWS_ACCESS_KEY_ID=UPSTREAM_CREDENTIALS[0],
+        AWS_SECRET_ACCESS_KEY=UPSTREAM_CREDENTIALS[1],
+    )
+    generate_key_pair(workdir / "checkpoint")
+    return env, create_identity(config, env)
+
+
 def create_identity(config: Path, env: Mapping[str, str]) -> tuple[str, str]:
     done = subprocess.run(
         [PYTHON, "-m", "keyledger", "identity", "create", "bench", "--config", str(config)],
@@ -1074,7 +1093,6 @@ def terminate_on_sigterm() -> Iterator[None]:
 
 
 def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
-    from cryptography.fernet import Fernet
 
     started = time.monotonic()
     load_average = os.getloadavg()[0]
@@ -1120,15 +1138,7 @@ def run(settings: Settings, *, log_level: str, quick: bool) -> dict[str, Any]:
         instances = (kl_lat, kl_load, kl_moto, kl_alerts, kl_cached)
 
         base_env = clean_env()
-        kl_env = clean_env(
-            KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
-            KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
-            KEYLEDGER_ADMIN_TOKEN=secrets.token_hex(24),
-            AWS_ACCESS_KEY_ID=UPSTREAM_CREDENTIALS[0],
-            AWS_SECRET_ACCESS_KEY=UPSTREAM_CREDENTIALS[1],
-        )
-        generate_key_pair(workdir / "checkpoint")
-        credentials = create_identity(kl_lat.config, kl_env)
+        kl_env, credentials = provision(workdir, kl_lat.config)
 
         children = Children(workdir)
         alerts_on = AlertsOn(

@@ -51,11 +51,9 @@ from proxy_overhead import (
     BENCH,
     HOST,
     PYTHON,
-    UPSTREAM_CREDENTIALS,
     BenchError,
     Children,
     clean_env,
-    create_identity,
     filesystem_of,
     free_ports,
     journal_closed,
@@ -63,6 +61,7 @@ from proxy_overhead import (
     machine_busy_s,
     ms,
     port_open,
+    provision,
     run_and_print,
     verify_journal,
     write_config,
@@ -231,9 +230,6 @@ def minute_row(
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    from cryptography.fernet import Fernet
-
-    from keyledger.proxy.audit.checkpoints import generate_key_pair
 
     begun = time.monotonic()
     load_average = os.getloadavg()[0]
@@ -251,15 +247,7 @@ def run(settings: Settings) -> dict[str, Any]:
         )
         base_env = clean_env()
         token = secrets.token_hex(24)
-        kl_env = clean_env(
-            KEYLEDGER_IDENTITY_KEY=Fernet.generate_key().decode(),
-            KEYLEDGER_FINGERPRINT_KEY=secrets.token_hex(32),
-            KEYLEDGER_ADMIN_TOKEN=token,
-            AWS_ACCESS_KEY_ID=UPSTREAM_CREDENTIALS[0],
-            AWS_SECRET_ACCESS_KEY=UPSTREAM_CREDENTIALS[1],
-        )
-        generate_key_pair(workdir / "checkpoint")
-        credentials = create_identity(kl.config, kl_env)
+        kl_env, credentials = provision(workdir, kl.config, admin_token=token)
         url = f"http://{HOST}:{kl_port}"
         children = Children(workdir)
         minutes: list[dict[str, Any]] = []
