@@ -92,6 +92,7 @@ from keyledger.proxy.wire import AuthEndpoint, Authenticator, Frontend, WireRequ
 __all__ = [
     "BROADCASTER",
     "CACHE",
+    "CHECKPOINTING",
     "CONFIG",
     "GATEWAYS",
     "GEOIP",
@@ -116,6 +117,8 @@ log = structlog.get_logger("keyledger")
 CONFIG = web.AppKey("config", Config)
 POLICIES = web.AppKey("policies", PolicyHolder)
 JOURNAL = web.AppKey("journal", Journal)
+# How the journal signs its checkpoints, when it does (the admin API verifies with its key).
+CHECKPOINTING = web.AppKey("checkpointing", Checkpointing)
 BACKENDS = web.AppKey("backends", dict[str, Backend])
 # The request path of each protocol served, by protocol (aws-json, gcp-rest, gcp-grpc).
 GATEWAYS = web.AppKey("gateways", dict[str, Gateway])
@@ -408,12 +411,13 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     broadcaster = AuditBroadcaster(backlog=config.admin.stream_backlog if config.admin else 10_000)
     # Who hears of each batch of lines once it is durable: the live stream, the alert rules.
     listeners: list[Callable[[Sequence[bytes]], None]] = [broadcaster.publish]
+    checkpointing = load_checkpointing(config)
     journal = Journal(
         directory=audit.journal,
         chain_id=audit.chain_id,
         fsync=audit.fsync,
         rotation=Rotation(max_bytes=audit.rotate_max_bytes, max_age_s=audit.rotate_max_age_s),
-        checkpoints=load_checkpointing(config),
+        checkpoints=checkpointing,
         on_durable=functools.partial(_tell, listeners),
         minimise=None
         if audit.minimise.keeps_everything
@@ -510,6 +514,8 @@ async def make_app(config: Config, *, shared_ports: bool = False) -> web.Applica
     app[CONFIG] = config
     app[POLICIES] = policies
     app[JOURNAL] = journal
+    if checkpointing is not None:
+        app[CHECKPOINTING] = checkpointing
     app[BROADCASTER] = broadcaster
     app[SHIPPERS] = shippers = tuple(
         Shipper(

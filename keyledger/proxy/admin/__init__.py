@@ -58,13 +58,12 @@ from keyledger.proxy.admin.query import add_query_routes
 from keyledger.proxy.admin.reads import ReadPool
 from keyledger.proxy.admin.report import add_report_routes
 from keyledger.proxy.admin.verify import Verifier
-from keyledger.proxy.audit.checkpoints import key_id, load_private_key
 from keyledger.proxy.audit.filters import EventFilter, filter_from_query
 from keyledger.proxy.audit.journal import Journal
 from keyledger.proxy.audit.reader import Unseen, last_records
 from keyledger.proxy.audit.sinks import Shipper
 from keyledger.proxy.audit.stream import AuditBroadcaster
-from keyledger.proxy.config import AdminConfig, Config, ConsoleConfig, require_key
+from keyledger.proxy.config import AdminConfig, ConsoleConfig, require_key
 from keyledger.proxy.failures import FailureFold
 from keyledger.proxy.health import ReadinessProbe
 from keyledger.proxy.pipeline import PolicyHolder
@@ -170,30 +169,20 @@ def admin_app_for(data_plane: web.Application, token: bytes) -> web.Application:
         policies=data_plane[app_keys.POLICIES],
         config_base=config.base,
         journal=data_plane[app_keys.JOURNAL],
-        public_keys=checkpoint_public_keys(config),
+        public_keys=checkpoint_public_keys(data_plane),
         console=config.admin.console if config.admin is not None else ConsoleConfig(),
         failures=data_plane.get(app_keys.FAILURES),
     )
 
 
-def checkpoint_public_keys(config: Config) -> dict[str, Ed25519PublicKey] | None:
-    """The public half of the key the proxy signs checkpoints with (None when it signs
-    none), for verifications started here. The data plane loaded the same key already."""
-    settings = config.audit.checkpoints
-    if not settings.enabled:
+def checkpoint_public_keys(data_plane: web.Application) -> dict[str, Ed25519PublicKey] | None:
+    """The public half of the key the data plane signs checkpoints with (None when it
+    signs none), for verifications started here."""
+    checkpointing = data_plane.get(app_keys.CHECKPOINTING)
+    if checkpointing is None:
         return None
-    pem = require_key(
-        env=settings.key_env,
-        file=settings.key_file,
-        setting="audit.checkpoints.key_file",
-        missing="no checkpoint signing key to verify the journal with",
-        error=AdminError,
-    )
-    try:
-        public = load_private_key(pem, source="audit.checkpoints key").public_key()
-    except ValueError as exc:
-        raise AdminError(str(exc)) from exc
-    return {key_id(public): public}
+    signer = checkpointing.signer
+    return {signer.key_id: signer.public_key}
 
 
 def guarded_app(token: bytes, journal_dir: Path, *, open_readyz: bool) -> web.Application:

@@ -173,7 +173,8 @@ class CheckpointSigner:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
-        self.key_id = key_id(private_key.public_key())
+        self.public_key = private_key.public_key()
+        self.key_id = key_id(self.public_key)
 
     def sign(self, *, chain: str, seal: Seal, time: str, previous: Seal | None) -> Checkpoint:
         signature = self._key.sign(_signed_bytes(chain, seal, time, previous))
